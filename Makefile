@@ -1,0 +1,45 @@
+# Two entry points for a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+EA := ../$(BIN)/email-automation
+
+.PHONY: demo test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The main job on the embedded default: SQLite in ./demo, DRY_RUN (nothing leaves the machine).
+demo: $(VENV)/.installed
+	@mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && export DRY_RUN=true DELAY_SECONDS=0 SENDER_EMAIL="$${SENDER_EMAIL:-you@example.com}" \
+		SENDER_NAME="$${SENDER_NAME:-Demo Sender}" && \
+		$(EA) init && \
+		$(EA) import ../examples/recipients.csv && \
+		$(EA) run && \
+		$(EA) status
+	@echo
+	@echo "The rendered messages are .eml files in $(DEMO_DIR)/outbox/ (open one in any mail client)."
+	@echo "Watch it in the dashboard:  cd $(DEMO_DIR) && ../$(BIN)/email-automation dashboard"
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_run.py
+	$(BIN)/python benchmarks/bench_dashboard.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

@@ -1,0 +1,30 @@
+"""email-automation: personalized outreach email in small, safe daily batches.
+
+The library API the CLI is built on; import from here in scripts and tests.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from ._version import __version__
+
+# name -> module; loaded on first use so `import email_automation` stays cheap for cron.
+_EXPORTS = {
+    "Settings": "config", "load_settings": "config",
+    "init_db": "database", "open_db": "database", "connect": "database",
+    "import_csv": "import_csv", "ImportReport": "import_csv",
+    "run_daily": "run_daily", "RunReport": "run_daily",
+    "make_transport": "transports",
+    "retry_failed": "admin", "skip_recipient": "admin", "suppress": "admin", "unsuppress": "admin",
+    "resolve_unknown": "admin", "set_campaign_status": "admin",
+    "status_summary": "reports",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

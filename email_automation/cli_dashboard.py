@@ -1,0 +1,1 @@
+"""CLI commands for the dashboard (filled in by the dashboard work)."""

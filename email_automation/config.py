@@ -1,0 +1,173 @@
+"""Settings: environment variables, then `.env` in the working directory, then defaults.
+
+CLI flags are passed as overrides and win over everything. AWS credentials and region come from
+boto3's own chain (env, profile, EC2 instance role); `AWS_REGION` is only read here so that a
+region put in `.env` also reaches boto3 under cron's nearly empty environment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+ENV_FILE = ".env"
+
+# What each setting accepts, for error messages and `email-automation config`.
+ACCEPTS: dict[str, str] = {
+    "db_path": "a file path",
+    "dry_run": "true or false",
+    "daily_limit": "a whole number >= 0",
+    "delay_seconds": "a number of seconds >= 0",
+    "delay_jitter_seconds": "a number of seconds >= 0",
+    "max_attempts": "a whole number >= 1",
+    "transport": "ses or smtp",
+    "sender_email": "an email address",
+    "sender_name": "any text",
+    "reply_to": "an email address",
+    "ses_configuration_set": "an SES configuration set name",
+    "aws_region": "an AWS region such as us-east-1",
+    "send_timeout_seconds": "a number of seconds > 0",
+    "smtp_host": "a host name",
+    "smtp_port": "a port number 1-65535",
+    "smtp_username": "any text",
+    "smtp_password": "any text",
+    "smtp_starttls": "true or false",
+    "smtp_ssl": "true or false",
+    "timezone": "an IANA time zone name such as Europe/Berlin",
+    "outbox_dir": "a folder path",
+    "unsubscribe_url": "an https:// URL; {email} is replaced by the recipient's address",
+    "physical_address": "your postal address, shown in the email footer",
+    "dashboard_password": "any text",
+    "log_file": "a file path",
+    "report_email": "an email address",
+}
+
+
+class Settings(BaseSettings):
+    """Every knob of the tool; field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    db_path: Path = Path("email_automation.db")
+    dry_run: bool = True
+    daily_limit: int = Field(80, ge=0)
+    delay_seconds: float = Field(5.0, ge=0)
+    delay_jitter_seconds: float = Field(0.0, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    transport: Literal["ses", "smtp"] = "ses"
+    sender_email: str = ""
+    sender_name: str = ""
+    reply_to: str = ""
+    ses_configuration_set: str = ""
+    aws_region: str = ""
+    send_timeout_seconds: float = Field(30.0, gt=0)
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    smtp_ssl: bool = False
+    timezone: str = ""
+    outbox_dir: Path = Path("outbox")
+    unsubscribe_url: str = ""
+    physical_address: str = ""
+    dashboard_password: SecretStr = SecretStr("")
+    log_file: Path | None = None
+    report_email: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as err:
+                raise ValueError("unknown time zone") from err
+        return value
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _lower_transport(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def tz(self) -> tzinfo:
+        """The zone that decides which day a send belongs to (the system's when unset)."""
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender_email.rpartition("@")[2] or "localhost"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the effective settings; a bad value becomes one ConfigError line naming it.
+
+    Raises:
+        ConfigError: naming the variable, the value given and what it accepts.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as err:
+        raise ConfigError(_describe_validation_error(err)) from None
+
+
+def _describe_validation_error(err: ValidationError) -> str:
+    problems = []
+    for item in err.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        value = item.get("input")
+        shown = value if isinstance(value, (str, int, float, bool)) else ""
+        accepts = ACCEPTS.get(field, "a valid value")
+        problems.append(f"invalid setting {field.upper()}={shown}: expected {accepts}")
+    return "; ".join(problems)
+
+
+def setting_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:
+    """Where each setting's effective value came from: flag, env, .env or default."""
+    dotenv = {k.lower(): v for k, v in dotenv_values(ENV_FILE).items()} if Path(ENV_FILE).is_file() else {}
+    environ = {k.lower() for k in os.environ}
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    sources = {}
+    for name in Settings.model_fields:
+        if name in given:
+            sources[name] = "flag"
+        elif name in environ:
+            sources[name] = "env"
+        elif name in dotenv:
+            sources[name] = ".env"
+        else:
+            sources[name] = "default"
+    return sources
+
+
+def describe_settings(settings: Settings, overrides: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """(VARIABLE, shown value, source) for each setting, secrets masked."""
+    sources = setting_sources(overrides)
+    rows = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "********" if value.get_secret_value() else ""
+        elif isinstance(value, bool):
+            shown = str(value).lower()
+        elif name == "timezone" and not value:
+            shown = f"(system: {settings.tz})"
+        else:
+            shown = "" if value is None else str(value)
+        rows.append((name.upper(), shown, sources[name]))
+    return rows

@@ -1,0 +1,453 @@
+"""Import recipients from the CSV files people actually have: Excel, Google Sheets, CRM exports.
+
+The file is streamed (a million rows import in bounded memory) inside ONE write transaction, so a
+file that turns out to be unusable half-way leaves the database exactly as it was. Rows are
+numbered as a spreadsheet shows them: the header is row 1, the first recipient row 2, and a
+quoted field spanning several lines still counts as one row.
+
+Addresses are stored trimmed and lower-cased (`Ann@X.com ` and `ann@x.com` are one recipient:
+spreadsheets are full of such near-duplicates and in practice no provider delivers them to
+different people), with an internationalised domain in its ASCII (IDNA) form, which SES needs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import keyword
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import email_validator
+from email_validator import EmailNotValidError, validate_email
+from email_validator.syntax import validate_email_domain_name, validate_email_local_part
+
+from .database import DEFAULT_CAMPAIGN, ensure_campaign, iso, transaction, utc_now
+from .errors import CsvImportError
+
+MAX_REJECTS_IN_MEMORY = 1000
+SAMPLE_BYTES = 64 * 1024
+CHUNK_ROWS = 5000
+DELIMITERS = ",;\t"
+
+# Header spellings seen in real exports, compared after `header_key` (lower-case, no spaces,
+# dashes or underscores). "Subject"/"Body" in a recipient list can only mean a per-row override.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "email": ("email", "emailaddress", "mail", "mailaddress", "emailid", "emailaddr", "address"),
+    "first_name": ("firstname", "first", "givenname", "forename", "fname", "prenom"),
+    "last_name": ("lastname", "last", "surname", "familyname", "lname", "nom"),
+    "company": ("company", "companyname", "organization", "organisation", "org", "employer", "account"),
+    "custom_subject": ("customsubject", "subject"),
+    "custom_body": ("custombody", "body"),
+}
+_FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
+# Names a template already uses for the recipient, and words Jinja cannot take as a variable.
+_RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none"}
+
+# cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
+_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_FIELDS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+_INSERT = (
+    "INSERT OR IGNORE INTO recipients (campaign_id, email, first_name, last_name, company,"
+    " custom_subject, custom_body, fields, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass
+class Reject:
+    """An invalid row: `row` is its spreadsheet row number (header = row 1)."""
+
+    row: int
+    email: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """Exact counts; `rejects` keeps only the first MAX_REJECTS_IN_MEMORY (all are in the file)."""
+
+    inserted: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    rejects_file: Path | None = None
+    rejects: list[Reject] = field(default_factory=list)
+    campaign: str = DEFAULT_CAMPAIGN
+
+    def as_dict(self) -> dict:
+        return {
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "rejects_file": str(self.rejects_file) if self.rejects_file else None,
+        }
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where each recipient field sits in a row; `extras` become template variables."""
+
+    header: tuple[str, ...]
+    email: int | None = None
+    first_name: int | None = None
+    last_name: int | None = None
+    company: int | None = None
+    custom_subject: int | None = None
+    custom_body: int | None = None
+    extras: tuple[tuple[int, str], ...] = ()
+
+
+class InvalidRow(ValueError):
+    """A row that cannot become a recipient; the message is the reason shown to the user."""
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+def header_key(name: str) -> str:
+    """`E-mail`, ` email_address ` and `EMAIL ADDRESS` compare equal to their alias."""
+    return re.sub(r"[\s_\-.]+", "", name.replace("\ufeff", "")).lower()
+
+
+def field_key(name: str, position: int) -> str:
+    """A header as a Jinja variable name: `Referral Source` -> `referral_source`."""
+    key = re.sub(r"[\W_]+", "_", name.strip().lower()).strip("_")
+    if not key:
+        return f"column_{position}"
+    if key[0].isdigit():
+        key = "_" + key
+    if key in _RESERVED_KEYS or keyword.iskeyword(key):
+        key += "_"
+    return key
+
+
+def map_header(header: list[str]) -> Columns:
+    """Match columns to recipient fields by alias; the first match wins, the rest are extras."""
+    found: dict[str, int] = {}
+    extras: list[tuple[int, str]] = []
+    taken = set(_RESERVED_KEYS)
+    for index, name in enumerate(header):
+        target = _FIELD_BY_KEY.get(header_key(name))
+        if target and target not in found:
+            found[target] = index
+            continue
+        key = base = field_key(name, index + 1)
+        suffix = 2
+        while key in taken:
+            key, suffix = f"{base}_{suffix}", suffix + 1
+        taken.add(key)
+        extras.append((index, key))
+    return Columns(header=tuple(header), extras=tuple(extras), **found)
+
+
+def detect_encoding(chunks: Iterable[bytes]) -> str:
+    """UTF-8 (BOM or not) if the bytes decode strictly, else Windows-1252, else Latin-1.
+
+    Reads every chunk: a single accented byte at row 900,000 must not end in a failed import.
+    """
+    utf8 = codecs.getincrementaldecoder("utf-8-sig")("strict")
+    utf8_ok, cp1252_ok, first = True, True, True
+    for chunk in chunks:
+        if first and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"  # Excel's "Unicode Text" export
+        first = False
+        if utf8_ok:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                utf8_ok = False
+        if cp1252_ok and _CP1252_UNDEFINED.search(chunk):
+            cp1252_ok = False
+        if not utf8_ok and not cp1252_ok:
+            return "latin-1"
+    if utf8_ok:
+        try:
+            utf8.decode(b"", final=True)
+            return "utf-8-sig"
+        except UnicodeDecodeError:
+            pass
+    return "cp1252" if cp1252_ok else "latin-1"
+
+
+def is_binary(sample: bytes) -> bool:
+    """NUL bytes never occur in a text export (UTF-16, which has them, is recognised by its BOM)."""
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return False
+    return b"\x00" in sample
+
+
+def detect_delimiter(sample: str) -> str:
+    """`,` `;` or tab: csv.Sniffer on whole lines, checked against the header line.
+
+    The Sniffer can pick a character that only occurs in the data; the header (normally free of
+    quotes) is the better witness, so it overrules the Sniffer then, and `,` is the last resort.
+    """
+    lines = sample.splitlines(keepends=True)
+    if len(lines) > 1:
+        lines = lines[:-1]  # the sample may end mid-line
+    header = lines[0] if lines else ""
+    try:
+        sniffed = csv.Sniffer().sniff("".join(lines), delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        sniffed = None
+    if sniffed and (sniffed in header or not any(d in header for d in DELIMITERS)):
+        return sniffed
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+@lru_cache(maxsize=65536)
+def _domain(domain: str, test_environment: bool, globally_deliverable: bool) -> tuple[str, str] | None:
+    """email-validator's verdict on one domain, cached: lists repeat a few domains many times."""
+    try:
+        info = validate_email_domain_name(domain, test_environment=test_environment,
+                                          globally_deliverable=globally_deliverable)
+    except EmailNotValidError:
+        return None
+    return info["domain"], info["ascii_domain"]
+
+
+def normalize_email(raw: str) -> str:
+    """The stored form of an address (trimmed, lower-cased, ASCII domain), by email-validator's rules.
+
+    Plain ASCII `local@domain` addresses take a shortcut with the domain checked once per
+    distinct domain; the shortcut only ever accepts what `validate_email` accepts, and anything
+    else (quotes, display names, Unicode, any doubt) goes through `validate_email` itself.
+
+    Raises:
+        EmailNotValidError: with email-validator's explanation.
+    """
+    address = raw.strip()
+    local, _, domain = address.partition("@")
+    if address.isascii() and "@" not in domain and '"' not in address and "<" not in address:
+        try:
+            validate_email_local_part(local, allow_smtputf8=email_validator.ALLOW_SMTPUTF8,
+                                      allow_empty_local=email_validator.ALLOW_EMPTY_LOCAL,
+                                      strict=email_validator.STRICT)
+            known = (_domain(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
+                     if domain and not domain.startswith("[") else None)
+        except EmailNotValidError:
+            known = None
+        # 254 octets is email-validator's address limit, checked on each form it builds.
+        if known and max(len(address), len(local) + 1 + len(known[1])) <= 254:
+            return f"{local}@{known[1]}".lower()
+    result = validate_email(address, check_deliverability=False)
+    return (result.ascii_email or result.normalized).lower()
+
+
+def normalize_row(values: list[str], columns: Columns) -> tuple | None:
+    """(email, first, last, company, custom_subject, custom_body, fields_json); None for a blank row.
+
+    Raises:
+        InvalidRow: no address, or one email-validator refuses.
+    """
+    width = len(values)
+
+    def get(index: int | None) -> str:
+        return values[index].strip() if index is not None and index < width else ""
+
+    raw = get(columns.email)
+    if not raw:
+        if not "".join(values).strip():
+            return None
+        raise InvalidRow("empty email")
+    try:
+        email = normalize_email(raw)
+    except EmailNotValidError as err:
+        raise InvalidRow(str(err)) from None
+    extras = {key: get(index) for index, key in columns.extras}
+    return (email, get(columns.first_name), get(columns.last_name), get(columns.company),
+            get(columns.custom_subject) or None, get(columns.custom_body) or None,
+            _FIELDS_JSON.encode(extras) if extras else "{}")
+
+
+def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
+    """`<stem>.rejects.csv` beside the input, or in the working directory if that folder is read-only."""
+    if rejects_path is not None:
+        return Path(rejects_path)
+    name = f"{path.stem}.rejects.csv"
+    folder = path.parent
+    return folder / name if os.access(folder, os.W_OK) else Path.cwd() / name
+
+
+# --- I/O ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Source:
+    encoding: str
+    delimiter: str
+    size: int
+
+
+def _inspect(path: Path) -> _Source:
+    """Refuse files that cannot be an import, before the write lock is taken."""
+    try:
+        with open(path, "rb") as f:
+            sample = f.read(SAMPLE_BYTES)
+            size = os.fstat(f.fileno()).st_size
+            if is_binary(sample):
+                raise CsvImportError(f"{path}: not a text file (binary content)")
+            f.seek(0)
+            encoding = detect_encoding(iter(lambda: f.read(1 << 20), b""))
+    except OSError as err:
+        raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
+    text = sample.decode(encoding, errors="ignore")  # errors: a sample may end mid-character
+    if not text.lstrip("\ufeff").strip():
+        raise CsvImportError(f"{path}: file is empty")
+    return _Source(encoding, detect_delimiter(text.lstrip("\ufeff")), size)
+
+
+def _records(path: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """(spreadsheet row number, values), turning a malformed record into an error naming its row."""
+    row = 0
+    try:
+        for row, values in enumerate(reader, 1):
+            yield row, values
+    except csv.Error as err:
+        raise CsvImportError(f"{path}: row {row + 1}: malformed CSV: {err}") from err
+    except UnicodeDecodeError as err:  # only if the file changed since its encoding was detected
+        raise CsvImportError(f"{path}: row {row + 1}: cannot decode text: {err.reason}") from err
+
+
+class _RejectsFile:
+    """Invalid rows, written to a temporary file that replaces the target only on success."""
+
+    def __init__(self, target: Path, header: list[str], delimiter: str) -> None:
+        self.target, self.header, self.delimiter = target, header, delimiter
+        self._file = self._writer = None
+        self._temp: Path | None = None
+
+    def write(self, row: int, values: list[str], reason: str) -> None:
+        if self._writer is None:
+            self._open()
+        self._writer.writerow([*values, row, reason])
+
+    def _open(self) -> None:
+        self._temp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
+        try:
+            self._file = open(self._temp, "w", encoding="utf-8-sig", newline="")
+        except OSError as err:
+            raise CsvImportError(f"{self.target}: cannot write rejects file: {err.strerror or err}") from err
+        # utf-8-sig: Excel then shows accents right; the input's delimiter matches the user's locale.
+        self._writer = csv.writer(self._file, delimiter=self.delimiter)
+        self._writer.writerow([*self.header, "row", "reason"])
+
+    def commit(self) -> Path | None:
+        if self._file is None:
+            return None
+        self._file.close()
+        try:
+            os.replace(self._temp, self.target)
+        except OSError as err:
+            raise CsvImportError(f"{self.target}: cannot write rejects file: {err.strerror or err}") from err
+        return self.target
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._temp.unlink(missing_ok=True)
+
+
+def import_csv(
+    conn: sqlite3.Connection,
+    path: str | Path,
+    *,
+    campaign: str = DEFAULT_CAMPAIGN,
+    rejects_path: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Add the file's recipients to `campaign` (created if new) in one transaction.
+
+    Duplicates (within the file or already in the campaign) are skipped and counted; invalid rows
+    are counted and written to a rejects CSV (see `rejects_target`) with `row` and `reason` columns.
+    `progress(n)` is called with the number of bytes read since its previous call; the calls add
+    up to the file size, so a bar with total=file size ends full.
+
+    Raises:
+        CsvImportError: the file cannot be imported; nothing was written.
+    """
+    path = Path(path)
+    source = _inspect(path)
+    report = ImportReport(campaign=campaign)
+    meter = _Meter(progress)
+    try:
+        with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding=source.encoding, newline="") as text:
+            records = _records(path, csv.reader(text, delimiter=source.delimiter, strict=True))
+            header = next((values for _, values in records if "".join(values).strip()), [])
+            columns = map_header(header)
+            if columns.email is None:
+                found = ", ".join(h.strip() for h in header)
+                raise CsvImportError(f"{path}: no email column (found: {found})")
+            rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter)
+            try:
+                with transaction(conn):
+                    _load(conn, records, columns, rejects, report, lambda: meter.at(raw.tell()))
+                    report.rejects_file = rejects.commit()
+            except BaseException:
+                rejects.discard()
+                raise
+    except OSError as err:
+        raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
+    meter.at(source.size)
+    return report
+
+
+class _Meter:
+    """Turns file positions into the byte increments `progress` expects."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.progress, self.done = progress, 0
+
+    def at(self, position: int) -> None:
+        if self.progress and position > self.done:
+            self.progress(position - self.done)
+            self.done = position
+
+
+def _load(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
+          rejects: _RejectsFile, report: ImportReport, tick: Callable[[], None]) -> None:
+    """Stream rows into the open transaction, CHUNK_ROWS at a time."""
+    campaign_id = ensure_campaign(conn, report.campaign)["id"]
+    now = iso(utc_now())
+    batch: list[tuple] = []
+    valid = 0
+    for row, values in records:
+        try:
+            recipient = normalize_row(values, columns)
+        except InvalidRow as err:
+            _reject(report, rejects, row, values, columns, str(err))
+            continue
+        if recipient is None:
+            continue
+        batch.append((campaign_id, *recipient, now))
+        if len(batch) >= CHUNK_ROWS:
+            valid += len(batch)
+            report.inserted += _insert(conn, batch)
+            batch = []
+            tick()
+    valid += len(batch)
+    report.inserted += _insert(conn, batch)
+    report.duplicates = valid - report.inserted
+
+
+def _reject(report: ImportReport, rejects: _RejectsFile, row: int, values: list[str],
+            columns: Columns, reason: str) -> None:
+    report.invalid += 1
+    if len(report.rejects) < MAX_REJECTS_IN_MEMORY:
+        email = values[columns.email].strip() if columns.email < len(values) else ""
+        report.rejects.append(Reject(row, email, reason))
+    rejects.write(row, values, reason)
+
+
+def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> int:
+    """Rows actually added: INSERT OR IGNORE skips both in-file and earlier duplicates."""
+    if not batch:
+        return 0
+    return conn.executemany(_INSERT, batch).rowcount

@@ -1,0 +1,36 @@
+"""Render one recipient's message exactly as a run would, without claiming or sending."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from .admin import normalize_email
+from .config import Settings
+from .database import get_campaign, utc_now
+from .email_templates import CampaignTemplate, RenderedEmail
+from .errors import NotFoundError
+from .messages import build_message
+
+
+@dataclass(frozen=True)
+class Preview:
+    email: str
+    rendered: RenderedEmail
+    message: EmailMessage
+
+
+def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: str, email: str | None = None) -> Preview:
+    """The given recipient's message, or the next pending one's when no address is given."""
+    row = get_campaign(conn, campaign)
+    if email:
+        recipient = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND email = ?",
+                                 (row["id"], normalize_email(email))).fetchone()
+    else:
+        recipient = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
+                                 (row["id"],)).fetchone()
+    if recipient is None:
+        raise NotFoundError(f"no {'recipient ' + normalize_email(email) if email else 'pending recipient'} in campaign {campaign!r}")
+    rendered = CampaignTemplate.from_campaign(row).render(recipient, settings)
+    return Preview(recipient["email"], rendered, build_message(rendered, to=recipient["email"], settings=settings, now=utc_now()))

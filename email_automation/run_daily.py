@@ -1,0 +1,218 @@
+"""The daily run: pick today's batch, render it all, then claim -> send -> record, one at a time.
+
+`run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
+the transport come in as arguments so a test can run a whole day in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from . import ledger
+from .config import Settings
+from .email_templates import CampaignTemplate, RenderedEmail
+from .errors import FatalSendError, SendError, TransientSendError
+from .locking import run_lock
+from .messages import build_message
+from .transports.base import Transport
+
+log = logging.getLogger("email_automation.run")
+
+# In-run retries of a definitely-refused send (SES throttling, SMTP 4xx): waits of 2, 4, 8 s.
+TRANSIENT_RETRIES = 3
+
+
+@dataclass
+class RunReport:
+    """What one run did; `as_dict` is the `--json` output."""
+
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    deferred: int = 0
+    previewed: int = 0
+    remaining_today: int = 0
+    dry_run: bool = False
+    recovered: int = 0
+    fatal_error: str | None = None
+    outcomes: list[Outcome] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("outcomes")
+        return data
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One message's fate, as a line in cron.log and an event for a progress bar."""
+
+    at: datetime
+    email: str
+    status: str
+    message_id: str | None = None
+    error: str | None = None
+
+    def line(self) -> str:
+        parts = [self.at.isoformat(timespec="seconds"), self.email, self.status]
+        if self.message_id:
+            parts.append(self.message_id)
+        if self.error:
+            parts.append(f"({self.error})")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    recipient_id: int
+    email: str
+    campaign: str
+    rendered: RenderedEmail
+
+
+def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
+    """The next `size` sendable recipients of active campaigns, oldest first (the queue order)."""
+    return conn.execute(
+        "SELECT r.*, c.name AS campaign_name FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE r.status = 'pending' AND c.status = 'active'"
+        " AND r.email NOT IN (SELECT email FROM suppressions)"
+        " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
+        "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+        " ORDER BY r.id LIMIT ?",
+        (size,),
+    ).fetchall()
+
+
+def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
+    """Pending recipients that must never be mailed become `skipped`, with the reason."""
+    rows = conn.execute(
+        "SELECT r.id, s.reason AS suppressed, ("
+        "  SELECT c.name FROM recipients o JOIN campaigns c ON c.id = o.campaign_id"
+        "  WHERE o.email = r.email AND o.id != r.id AND o.status IN ('sending', 'sent', 'unknown') LIMIT 1"
+        ") AS contacted_in"
+        " FROM recipients r LEFT JOIN suppressions s ON s.email = r.email"
+        " WHERE r.status = 'pending' AND (s.email IS NOT NULL OR contacted_in IS NOT NULL)"
+    ).fetchall()
+    skipped = 0
+    for row in rows:
+        reason = (f"suppressed: {row['suppressed']}" if row["suppressed"] is not None
+                  else f"already contacted in campaign {row['contacted_in']!r}")
+        skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
+    return skipped
+
+
+def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings) -> list[_Planned]:
+    """Render every message before the first send: a template error must stop the run with nothing sent."""
+    templates: dict[str, CampaignTemplate] = {}
+    planned = []
+    for row in rows:
+        name = row["campaign_name"]
+        if name not in templates:
+            campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
+            templates[name] = CampaignTemplate.from_campaign(campaign)
+        planned.append(_Planned(row["id"], row["email"], name, templates[name].render(row, settings)))
+    return planned
+
+
+def run_daily(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    transport: Transport,
+    *,
+    now: Callable[[], datetime],
+    sleep: Callable[[float], None],
+    limit: int | None = None,
+    rng: random.Random | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> RunReport:
+    """Send today's batch. Raises RunLockedError when another run is active, TemplateRenderError
+    before any send; a fatal send error stops the run and is reported in `fatal_error`."""
+    with run_lock(settings.db_path):
+        return _run_locked(settings, conn, transport, now=now, sleep=sleep, limit=limit,
+                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None))
+
+
+def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
+    dry_run = transport.name == "dry_run"
+    report = RunReport(dry_run=dry_run)
+    report.recovered = ledger.recover_interrupted(conn, now=now())
+    if report.recovered:
+        log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
+                    report.recovered)
+    if not dry_run:
+        report.skipped = skip_unsendable(conn, now=now())
+    day = ledger.batch_date(now(), settings.tz)
+    remaining = max(0, settings.daily_limit - ledger.counted_today(conn, day))
+    size = remaining if limit is None else min(remaining, max(0, limit))
+    batch = render_batch(conn, pending_batch(conn, size), settings) if size else []
+    log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
+             "dry run" if dry_run else "run", len(batch), settings.daily_limit, settings.daily_limit - remaining)
+    for index, item in enumerate(batch):
+        outcome = (_preview_one if dry_run else _send_one)(settings, conn, transport, item, now=now, sleep=sleep)
+        if outcome is None:  # the limit was reached by an overlapping writer
+            break
+        report.outcomes.append(outcome)
+        _count(report, outcome)
+        on_outcome(outcome)
+        log.info(outcome.line())
+        if outcome.status == "fatal":
+            report.fatal_error = outcome.error
+            break
+        if index < len(batch) - 1:
+            sleep(settings.delay_seconds + rng.uniform(0, settings.delay_jitter_seconds))
+    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    return report
+
+
+def _count(report: RunReport, outcome: Outcome) -> None:
+    key = {"sent": "sent", "failed": "failed", "unknown": "unknown", "pending": "deferred", "skipped": "skipped",
+           "dry_run": "previewed", "fatal": "deferred"}[outcome.status]
+    setattr(report, key, getattr(report, key) + 1)
+
+
+def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome:
+    message = build_message(item.rendered, to=item.email, settings=settings, now=now())
+    message_id = transport.send(message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
+    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=item.rendered.subject,
+                       message_id=message_id, transport=transport.name)
+    return Outcome(now(), item.email, "dry_run", message_id)
+
+
+def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
+    claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
+                         subject=item.rendered.subject, transport=transport.name)
+    if claim is None:
+        still_pending = conn.execute("SELECT status FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
+        return None if still_pending and still_pending[0] == "pending" else Outcome(now(), item.email, "skipped")
+    message = build_message(item.rendered, to=item.email, settings=settings, now=now())
+    tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+    try:
+        message_id = _send_with_retries(transport, message, tags, sleep)
+    except SendError as err:
+        status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
+        shown = "fatal" if isinstance(err, FatalSendError) else status
+        return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
+    ledger.record_sent(conn, claim, message_id, now=now())
+    return Outcome(now(), item.email, "sent", message_id)
+
+
+def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep) -> str:
+    """Retry only what the provider definitely refused; anything ambiguous propagates at once."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(TransientSendError),
+        stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
+        wait=wait_exponential(multiplier=2, min=2, max=60),
+        sleep=sleep,
+        reraise=True,
+    ):
+        with attempt:
+            return transport.send(message, tags=tags)
+    raise AssertionError("unreachable")  # pragma: no cover

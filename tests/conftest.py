@@ -1,0 +1,66 @@
+"""Shared fixtures: a fresh database per test, settings pointing at it, a fixed clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from email_automation.config import Settings, load_settings
+from email_automation.database import init_db
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the developer's environment, .env or real AWS credentials."""
+    import os
+
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields or name.startswith("AWS_"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return load_settings(
+        db_path=tmp_path / "test.db",
+        dry_run=False,
+        delay_seconds=0,
+        sender_email="jane@example.com",
+        sender_name="Jane Sender",
+        timezone="Europe/Berlin",
+        outbox_dir=tmp_path / "outbox",
+        aws_region="us-east-1",
+    )
+
+
+@pytest.fixture
+def db(settings):
+    conn = init_db(settings.db_path)
+    yield conn
+    conn.close()
+
+
+class Clock:
+    """A settable clock for code that takes `now=`; tests move it instead of sleeping."""
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc))
