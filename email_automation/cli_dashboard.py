@@ -1,1 +1,79 @@
-"""CLI commands for the dashboard (filled in by the dashboard work)."""
+"""`email-automation dashboard`: start the Streamlit dashboard as a child process.
+
+Streamlit runs `dashboard.py` as a script in its own process; this command only builds its
+command line and environment, so the CLI (and cron) never import streamlit.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli import DbOption, app, cli_errors, out, settings_for
+
+DASHBOARD_SCRIPT = Path(__file__).with_name("dashboard.py")
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_PORT = 8501
+
+
+def streamlit_command(*, address: str, port: int) -> list[str]:
+    """The `streamlit run` command line for the dashboard, with this interpreter's streamlit."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_SCRIPT),
+        "--server.address", address,
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]
+
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
+    """Run the child; Ctrl+C and SIGTERM stop it (and wait for it) instead of orphaning it."""
+    child = subprocess.Popen(command, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # the child got the same SIGINT and is shutting down
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+@cli_errors
+def dashboard(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
+    address: Annotated[str, typer.Option("--address", help="Address to listen on. Keep 127.0.0.1 and reach it through an SSH tunnel.")] = DEFAULT_ADDRESS,
+) -> None:
+    """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
+    settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
+    env = dict(os.environ)
+    if db is not None:
+        env["DB_PATH"] = str(settings.db_path.resolve())
+    if not is_loopback(address):
+        out.print(f"Warning: listening on {address} exposes the dashboard to the network; "
+                  "prefer 127.0.0.1 and an SSH tunnel.")
+    out.print(f"Dashboard: http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{port} "
+              f"(database {settings.db_path}; Ctrl+C to stop)")
+    code = _run_until_stopped(streamlit_command(address=address, port=port), env)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise typer.Exit(code)

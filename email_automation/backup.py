@@ -1,0 +1,123 @@
+"""A consistent copy of the database, safe to take while a run is writing.
+
+Copying the file with `cp` while a run writes can miss the WAL or catch half a transaction;
+SQLite's online backup API copies a consistent snapshot (https://www.sqlite.org/backup.html).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from .errors import EmailAutomationError
+
+# 256 pages (1 MB at the default page size) per step: each step holds the source's read lock
+# only briefly, so a writer in rollback-journal mode gets in between steps.
+STEP_PAGES = 256
+STEP_SLEEP_SECONDS = 0.01
+# A write by another connection between steps restarts the copy from page 1 (backup.html,
+# "sqlite3_backup_step"). After this many restarts the rest is copied in one step: under WAL a
+# single step is one read transaction, which never blocks the writer, so it always finishes.
+MAX_RESTARTS = 3
+NAME_FORMAT = "email_automation-%Y%m%d-%H%M%S.db"
+
+
+class BackupError(EmailAutomationError):
+    """A backup could not be made, or the copy failed its integrity check."""
+
+
+class _Restarted(Exception):
+    pass
+
+
+def backup_database(
+    src: str | Path,
+    dest: str | Path,
+    *,
+    now: Callable[[], datetime] = datetime.now,
+    pages: int = STEP_PAGES,
+    step_sleep: float = STEP_SLEEP_SECONDS,
+    max_restarts: int = MAX_RESTARTS,
+) -> Path:
+    """Copy `src` to `dest` (a file, or a folder for a time-stamped name); returns the copy's path.
+
+    The copy is written beside the target as `.partial`, checked with PRAGMA integrity_check,
+    switched to a single self-contained file (journal_mode=DELETE) and only then renamed.
+
+    Raises:
+        BackupError: no source database, the target exists, or the copy is not intact.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise BackupError(f"{src}: no database to back up")
+    target = backup_path(dest, now())
+    if target.exists():
+        raise BackupError(f"{target}: already exists; choose another name or folder")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        _copy(src, partial, pages=pages, step_sleep=step_sleep, max_restarts=max_restarts)
+        _verify(partial)
+        os.replace(partial, target)
+    except sqlite3.Error as err:
+        raise BackupError(f"{src}: backup to {target} failed: {err}") from err
+    except OSError as err:
+        raise BackupError(f"{target}: cannot write the backup: {err.strerror or err}") from err
+    finally:
+        for leftover in (partial, Path(f"{partial}-journal"), Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
+    return target
+
+
+def backup_path(dest: str | Path, moment: datetime) -> Path:
+    """`dest` itself, or `dest/email_automation-YYYYmmdd-HHMMSS.db` when it is a folder (or ends in /)."""
+    wants_folder = str(dest).endswith(("/", os.sep))  # Path() would drop the trailing slash
+    dest = Path(dest)
+    if dest.is_dir() or wants_folder:
+        dest.mkdir(parents=True, exist_ok=True)
+        return dest / moment.strftime(NAME_FORMAT)
+    if not dest.parent.is_dir():
+        raise BackupError(f"{dest.parent}: no such folder")
+    return dest
+
+
+def _copy(src: Path, partial: Path, *, pages: int, step_sleep: float, max_restarts: int) -> None:
+    # mode=rw: never create an empty database where the real one was expected.
+    source = sqlite3.connect(f"{src.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
+    target = sqlite3.connect(partial)
+    try:
+        try:
+            source.backup(target, pages=pages, progress=_restart_guard(max_restarts), sleep=step_sleep)
+        except _Restarted:
+            source.backup(target, pages=-1)
+        target.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        target.close()
+        source.close()
+
+
+def _restart_guard(max_restarts: int) -> Callable[[int, int, int], None]:
+    """A progress callback that aborts the stepped copy once it has restarted too often."""
+    state = {"last": None, "restarts": 0}
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        # Each step lowers `remaining`; not lowering it means the copy started over.
+        if state["last"] is not None and remaining >= state["last"]:
+            state["restarts"] += 1
+            if state["restarts"] > max_restarts:
+                raise _Restarted
+        state["last"] = remaining
+
+    return progress
+
+
+def _verify(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        rows = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+    if rows != ["ok"]:
+        raise BackupError(f"{path}: the copy failed its integrity check: {'; '.join(rows[:5])}")

@@ -1,0 +1,332 @@
+"""The Streamlit dashboard: watch the daily batches, and (with DASHBOARD_PASSWORD) act on them.
+
+`render(reports)` is the whole page for one data source (`reports.Reports`); `main()` builds the
+real one from the settings when Streamlit runs this file as a script, which is why the imports
+are absolute. Every figure comes from an SQL aggregate on a read-only connection, cached for a few
+seconds; the cache is cleared after each admin action.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+
+import streamlit as st
+
+from email_automation.database import LOG_STATUSES
+from email_automation.errors import EmailAutomationError
+from email_automation.reports import LOG_COLUMNS, LogFilter, Reports
+
+CACHE_TTL_SECONDS = 5
+PAGE_SIZES = (25, 50, 100, 250)
+SHOWN_RECIPIENTS = 200
+ALL_CAMPAIGNS = "All campaigns"
+ALL_STATUSES = "All statuses"
+UNLOCKED = "admin_unlocked"
+FAILED_UNLOCK_DELAY = 1.0  # seconds: slows down guessing the password
+
+
+def render(reports: "Reports") -> None:
+    """The page: sidebar filters, metrics, then Activity / Recipients / Admin tabs."""
+    import streamlit as st
+
+    from email_automation import dashboard as ui
+    from email_automation.errors import EmailAutomationError
+
+    st.set_page_config(page_title="Email automation", page_icon=":email:", layout="wide")
+    st.title("Email automation")
+    try:
+        log_filter, refresh_seconds = ui.sidebar(reports)
+
+        def live() -> None:
+            ui.body(reports, log_filter)
+
+        # A fragment reruns on its own timer, so a run can be watched without touching the page.
+        (st.fragment(live, run_every=refresh_seconds) if refresh_seconds else live)()
+    except EmailAutomationError as err:
+        st.error(str(err))
+
+
+def main() -> None:
+    """Entry point of `streamlit run email_automation/dashboard.py`: settings from env and .env."""
+    from email_automation.config import load_settings
+
+    try:
+        settings = load_settings()
+    except EmailAutomationError as err:
+        st.error(f"Configuration error: {err}")
+        return
+    render(Reports(settings.db_path, settings))
+
+
+# --- data, cached briefly so reruns from widget clicks do not query again -----------------------
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _query(_reports: Reports, cache_key: str, method: str, args: tuple, kwargs: tuple):
+    return getattr(_reports, method)(*args, **dict(kwargs))
+
+
+def fetch(reports: Reports, method: str, *args, **kwargs):
+    """`reports.<method>(...)`, cached per database for CACHE_TTL_SECONDS."""
+    return _query(reports, reports.cache_key, method, args, tuple(sorted(kwargs.items())))
+
+
+def clear_cache() -> None:
+    _query.clear()
+
+
+# --- sidebar ----------------------------------------------------------------------------------
+
+
+def _first_page() -> None:
+    """New filters start again at page 1 (dropping the key resets the widget to its default)."""
+    st.session_state.pop("page", None)
+
+
+def _date_range(picked, fallback: LogFilter) -> tuple[date, date]:
+    """The picker gives a 1-tuple while the user is between the two clicks of a range."""
+    if isinstance(picked, date):
+        return picked, picked
+    picked = tuple(picked or ())
+    if not picked:
+        return fallback.start, fallback.end
+    return picked[0], picked[-1]
+
+
+def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
+    """The filters, and the auto-refresh interval in seconds (None when off)."""
+    default = reports.default_filter()
+    campaigns = [name for name, _ in fetch(reports, "campaigns")]
+    with st.sidebar:
+        st.header("Filters")
+        picked = st.date_input("Batch days", value=(default.start, default.end), key="dates",
+                               help="Days in TIMEZONE, start and end included.", on_change=_first_page)
+        start, end = _date_range(picked, default)
+        campaign = st.selectbox("Campaign", [ALL_CAMPAIGNS, *campaigns], key="campaign", on_change=_first_page)
+        status = st.selectbox("Status", [ALL_STATUSES, *LOG_STATUSES], key="status", on_change=_first_page)
+        email = st.text_input("Email contains", key="email_search", on_change=_first_page)
+        st.divider()
+        live = st.toggle("Auto-refresh", value=False, key="auto_refresh",
+                         help="Reload the figures on a timer to watch a run live.")
+        seconds = st.number_input("Every (seconds)", min_value=5, max_value=3600, value=15, step=5,
+                                  key="refresh_seconds", disabled=not live)
+    log_filter = LogFilter(start, end, None if campaign == ALL_CAMPAIGNS else campaign,
+                           None if status == ALL_STATUSES else status, email.strip())
+    return log_filter, int(seconds) if live else None
+
+
+# --- main area --------------------------------------------------------------------------------
+
+
+def body(reports: Reports, log_filter: LogFilter) -> None:
+    summary = fetch(reports, "summary", log_filter)
+    metrics(reports, log_filter, summary)
+    activity_tab, recipients_tab, admin_tab = st.tabs(["Activity", "Recipients", "Admin"])
+    with activity_tab:
+        activity(reports, log_filter, summary)
+    with recipients_tab:
+        recipients(reports)
+    with admin_tab:
+        admin_panel(reports)
+
+
+def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
+    today = fetch(reports, "today")
+    counts = fetch(reports, "recipient_counts", log_filter.campaign)
+    st.caption(f"Batch days {log_filter.start} to {log_filter.end} ({reports.settings.tz}); "
+               f"database {reports.db_path}")
+    sent, failed, unique, dry = st.columns(4)
+    sent.metric("Sent", f"{summary.sent:,}", border=True)
+    failed.metric("Failed", f"{summary.failed:,}", border=True)
+    unique.metric("Unique recipients", f"{summary.unique_recipients:,}", border=True,
+                  help="Distinct recipients with a real send attempt in the filter (dry runs left out).")
+    dry.metric("Dry-run (not sent)", f"{summary.dry_run:,}", border=True,
+               help="Messages rendered by DRY_RUN: written to the outbox, never sent, never counted.")
+    pending, unknown, sent_today = st.columns(3)
+    pending.metric("Pending", f"{counts['pending']:,}", help="Recipients waiting to be sent (now, whatever the dates).")
+    unknown.metric("Unknown", f"{counts['unknown']:,}", help="May or may not have gone out: see Recipients.")
+    sent_today.metric(f"Sent today ({today.day})", f"{today.counted:,} / {today.daily_limit:,}",
+                      help="Attempts that may have reached a mailbox today (sent + sending + unknown) "
+                           "against DAILY_LIMIT.")
+
+
+def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
+    import pandas as pd
+
+    chart, breakdown = st.columns([3, 1])
+    with chart:
+        st.subheader("Sent and failed per day")
+        days = fetch(reports, "daily", log_filter)
+        if days:
+            frame = pd.DataFrame({"sent": [d.sent for d in days], "failed": [d.failed for d in days]},
+                                 index=pd.DatetimeIndex([d.day for d in days], name="batch day"))
+            st.bar_chart(frame, color=["#c62828", "#2e7d32"], height=260)
+        else:
+            st.info("No sends in these days.")
+    with breakdown:
+        st.subheader("By status")
+        rows = [{"status": s, "rows": n} for s, n in summary.counts.items() if n]
+        st.dataframe(rows, hide_index=True, key="status_breakdown", width="stretch")
+    send_log(reports, log_filter, summary.total)
+
+
+def send_log(reports: Reports, log_filter: LogFilter, total: int) -> None:
+    import pandas as pd
+
+    st.subheader("Send log")
+    size_col, page_col, info_col, csv_col = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
+    page_size = size_col.selectbox("Rows per page", PAGE_SIZES, index=1, key="page_size", on_change=_first_page)
+    pages = max(1, -(-total // page_size))
+    page = min(int(page_col.number_input("Page", min_value=1, value=1, step=1, key="page")), pages)
+    info_col.caption(f"Page {page} of {pages} ({total:,} rows, newest first)")
+    csv_col.download_button("Download CSV", data=lambda: reports.log_csv(log_filter), key="download_csv",
+                            file_name=f"send_log_{log_filter.start}_{log_filter.end}.csv", mime="text/csv",
+                            on_click="ignore", help="The whole filtered log, not only this page.")
+    rows = fetch(reports, "log_page", log_filter, page=page, page_size=page_size)
+    table = [dict(zip(LOG_COLUMNS, row.cells(), strict=True)) for row in rows]
+    st.dataframe(pd.DataFrame(table, columns=list(LOG_COLUMNS)), hide_index=True, key="log_table", width="stretch")
+
+
+def recipients(reports: Reports) -> None:
+    total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS)
+    st.subheader("Queue")
+    st.caption(f"{total:,} recipient(s) will be sent in this order (paused campaigns and suppressed "
+               f"addresses left out){'; the first ' + str(SHOWN_RECIPIENTS) + ' are shown' if total > len(queue) else ''}.")
+    st.dataframe(queue, hide_index=True, key="queue_table", width="stretch")
+    unknown = fetch(reports, "unknown")
+    st.subheader(f"Needs a decision ({len(unknown)})")
+    st.caption("The send may or may not have gone out (a timeout, or a run stopped mid-send). Check the "
+               "provider's console, then resolve as sent or pending in the Admin tab or with "
+               "`email-automation resolve`.")
+    st.dataframe(unknown, hide_index=True, key="unknown_table", width="stretch")
+    failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
+    st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
+    st.dataframe(failed, hide_index=True, key="failed_table", width="stretch")
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+def _unlock(reports: Reports) -> None:
+    given = st.session_state.get("admin_password", "")
+    st.session_state["admin_password"] = ""
+    if reports.check_password(given):
+        st.session_state[UNLOCKED] = True
+        st.session_state.pop("unlock_error", None)
+    else:
+        time.sleep(FAILED_UNLOCK_DELAY)
+        st.session_state["unlock_error"] = "Wrong password: admin actions stay locked."
+
+
+def _lock() -> None:
+    st.session_state[UNLOCKED] = False
+
+
+def _campaign_or_none(value: str | None) -> str | None:
+    return None if value in (None, "", ALL_CAMPAIGNS) else value
+
+
+def _do_campaign(reports: Reports, state) -> str:
+    name, op = state["act_campaign_name"], state["act_campaign_op"]
+    (reports.pause if op == "pause" else reports.resume)(name)
+    return f"Campaign '{name}' {'paused' if op == 'pause' else 'resumed'}."
+
+
+def _do_skip(reports: Reports, state) -> str:
+    count = reports.skip(state["act_skip_email"], campaign=_campaign_or_none(state["act_skip_campaign"]))
+    return f"{count} recipient(s) skipped."
+
+
+def _do_retry(reports: Reports, state) -> str:
+    count = reports.retry_failed(campaign=_campaign_or_none(state["act_retry_campaign"]))
+    return f"{count} failed recipient(s) are pending again."
+
+
+def _do_suppress(reports: Reports, state) -> str:
+    email, reason = state["act_suppress_email"], state["act_suppress_reason"].strip() or "manual"
+    count = reports.suppress(email, reason=reason)
+    return f"{email.strip().lower()} suppressed ({reason}); {count} pending recipient(s) skipped."
+
+
+def _do_resolve(reports: Reports, state) -> str:
+    email, outcome = state["act_resolve_email"], state["act_resolve_outcome"]
+    if not email:
+        raise EmailAutomationError("nobody is in the unknown state")
+    return f"{reports.resolve(email, outcome)} recipient(s) marked {outcome}."
+
+
+ACTIONS = {"campaign": _do_campaign, "skip": _do_skip, "retry": _do_retry,
+           "suppress": _do_suppress, "resolve": _do_resolve}
+
+
+def run_action(reports: Reports, name: str) -> None:
+    """Button callback: refuse unless unlocked and confirmed, else act and clear the cache."""
+    state = st.session_state
+    if not (reports.admin_enabled and state.get(UNLOCKED)):
+        result = ("error", "Refused: admin actions are locked. Set DASHBOARD_PASSWORD and enter it first.")
+    elif not state.get(f"act_{name}_sure"):
+        result = ("warning", "Nothing changed: tick 'I am sure' first.")
+    else:
+        try:
+            result = ("success", ACTIONS[name](reports, state))
+            state[f"act_{name}_sure"] = False
+        except EmailAutomationError as err:
+            result = ("error", str(err))
+        clear_cache()
+    state[f"act_{name}_result"] = result
+
+
+def _action_footer(reports: Reports, name: str, label: str, locked: bool) -> None:
+    st.checkbox("I am sure", key=f"act_{name}_sure", disabled=locked)
+    st.button(label, key=f"act_{name}_go", disabled=locked, on_click=run_action, args=(reports, name))
+    kind, message = st.session_state.get(f"act_{name}_result", (None, None))
+    if kind:
+        getattr(st, kind)(message)
+
+
+def admin_panel(reports: Reports) -> None:
+    locked = not (reports.admin_enabled and st.session_state.get(UNLOCKED))
+    if not reports.admin_enabled:
+        st.info("Read-only dashboard: set DASHBOARD_PASSWORD to enable admin actions.")
+    elif locked:
+        st.text_input("Dashboard password", type="password", key="admin_password")
+        st.button("Unlock", key="unlock", on_click=_unlock, args=(reports,))
+        if error := st.session_state.get("unlock_error"):
+            st.error(error)
+        st.info("Read-only until the password is entered.")
+    else:
+        st.success("Admin actions enabled. Each one is recorded in admin_log as 'dashboard'.")
+        st.button("Lock", key="lock", on_click=_lock)
+    campaigns = [name for name, _ in fetch(reports, "campaigns")]
+    unknown = [row["email"] for row in fetch(reports, "unknown")]
+    left, right = st.columns(2)
+    with left.container(border=True):
+        st.markdown("**Pause or resume a campaign**")
+        st.selectbox("Campaign", campaigns, key="act_campaign_name", disabled=locked)
+        st.radio("Action", ["pause", "resume"], key="act_campaign_op", horizontal=True, disabled=locked)
+        _action_footer(reports, "campaign", "Apply", locked)
+    with right.container(border=True):
+        st.markdown("**Retry failed recipients** (suppressed addresses stay failed)")
+        st.selectbox("Campaign", [ALL_CAMPAIGNS, *campaigns], key="act_retry_campaign", disabled=locked)
+        _action_footer(reports, "retry", "Retry failed", locked)
+    with left.container(border=True):
+        st.markdown("**Skip a pending or failed recipient**")
+        st.text_input("Email", key="act_skip_email", disabled=locked)
+        st.selectbox("Campaign", [ALL_CAMPAIGNS, *campaigns], key="act_skip_campaign", disabled=locked)
+        _action_footer(reports, "skip", "Skip recipient", locked)
+    with right.container(border=True):
+        st.markdown("**Suppress an address** (never mailed again, in any campaign)")
+        st.text_input("Email", key="act_suppress_email", disabled=locked)
+        st.text_input("Reason", value="manual", key="act_suppress_reason", disabled=locked)
+        _action_footer(reports, "suppress", "Suppress", locked)
+    with left.container(border=True):
+        st.markdown("**Resolve an unknown send**")
+        st.selectbox("Recipient", unknown, key="act_resolve_email", disabled=locked)
+        st.radio("It was", ["sent", "pending"], key="act_resolve_outcome", horizontal=True, disabled=locked,
+                 format_func={"sent": "sent (it arrived)", "pending": "not sent (send again)"}.get)
+        _action_footer(reports, "resolve", "Resolve", locked)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""`email-automation doctor`: is this install ready to send? Each check says OK, WARN or FAIL and how to fix it.
+
+Run it on the server after every change to env.sh, the IAM role or DNS: it makes no send and
+writes nothing (the database write test is rolled back).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import sqlite3
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from email_validator import EmailNotValidError, validate_email
+
+from .config import Settings, load_settings
+from .errors import ConfigError
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+IAM_POLICY = "deploy/iam-policy.json"
+SES_CONSOLE_HINT = "SES console > Configuration > Identities > Create identity"
+# Codes meaning "this endpoint has no such operation": moto has no GetAccount (a bare HTTP 404).
+_UNAVAILABLE = {"404", "501", "NotImplemented", "NotImplementedException", "UnknownOperationException",
+                "InvalidAction"}
+# How long the database check waits for a run's write transaction (each one is short).
+LOCK_WAIT_SECONDS = 5.0
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    status: str
+    detail: str
+    hint: str = ""
+
+
+def diagnose(**overrides: Any) -> tuple[Settings | None, list[Check]]:
+    """Load the settings (a ConfigError becomes a FAIL) and run every check that then makes sense."""
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as err:
+        return None, [Check("configuration", FAIL, str(err), "fix the variable in env.sh (or .env) and run doctor again")]
+    return settings, run_checks(settings)
+
+
+def run_checks(
+    settings: Settings,
+    *,
+    ses_client: Any = None,
+    smtp_factory: Callable[..., smtplib.SMTP] | None = None,
+) -> list[Check]:
+    """Every check for `settings`; nothing is sent and nothing is written.
+
+    With DRY_RUN on, a transport that is not ready is a WARN: dry runs do not use it.
+    """
+    checks = [*check_settings(settings), check_database(settings.db_path)]
+    if settings.log_file:
+        checks.append(check_log_file(settings.log_file))
+    if settings.transport == "ses":
+        transport_checks = check_ses(settings, client=ses_client)
+    else:
+        transport_checks = [check_smtp(settings, smtp_factory=smtp_factory)]
+    if settings.dry_run:
+        transport_checks = [_as_dry_run(c) for c in transport_checks]
+    return checks + transport_checks
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(c.status == FAIL for c in checks)
+
+
+def _as_dry_run(check: Check) -> Check:
+    if check.status != FAIL:
+        return check
+    return replace(check, status=WARN, detail=f"{check.detail} (DRY_RUN is on, so runs do not need this yet)")
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def check_settings(settings: Settings) -> list[Check]:
+    """SENDER_EMAIL (required to send), REPORT_EMAIL, and a summary of the mode."""
+    mode = f"TRANSPORT={settings.transport}, DRY_RUN={str(settings.dry_run).lower()}, DAILY_LIMIT={settings.daily_limit}"
+    hint = "set SENDER_EMAIL in env.sh to the address you send from (verified in SES)"
+    problem = _address_problem(settings.sender_email)
+    if problem:
+        status = WARN if settings.dry_run else FAIL
+        checks = [Check("configuration", status, f"{mode}; SENDER_EMAIL {problem}", hint)]
+    else:
+        checks = [Check("configuration", OK, f"{mode}; SENDER_EMAIL={settings.sender_email}")]
+    if settings.report_email:
+        problem = _address_problem(settings.report_email)
+        if problem:
+            checks.append(Check("report email", WARN, f"REPORT_EMAIL {problem}; no run summary will be sent",
+                                "set REPORT_EMAIL to your own address, or leave it empty"))
+    return checks
+
+
+def _address_problem(address: str) -> str | None:
+    if not address:
+        return "is not set"
+    try:
+        validate_email(address, check_deliverability=False, allow_smtputf8=False, test_environment=True)
+    except EmailNotValidError as err:
+        return f"{address!r} is not a valid address ({err})"
+    return None
+
+
+# --- local files -------------------------------------------------------------------------------
+
+
+def check_database(db_path: Path) -> Check:
+    """The database can take the write lock (BEGIN IMMEDIATE, rolled back), or can be created."""
+    path = Path(db_path)
+    folder = path.absolute().parent
+    if not path.exists():
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            return Check("database", WARN, f"{path}: no database yet (its folder is writable)",
+                         "run `email-automation init` in this folder")
+        return Check("database", FAIL, f"{path}: no database, and {folder} is not a writable folder",
+                     "create the folder, or set DB_PATH to a file in a folder this user can write")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # WAL mode creates DB-wal and DB-shm beside the database.
+        return Check("database", FAIL, f"{folder}: folder not writable; SQLite needs it for {path.name}-wal",
+                     f"chown the folder to the user that runs cron (`sudo chown -R $USER {folder}`)")
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=LOCK_WAIT_SECONDS,
+                               isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return Check("database", FAIL, f"{path}: cannot write: {err}",
+                     "check the file's owner and permissions, and that no other program holds it locked")
+    return Check("database", OK, f"{path} is writable")
+
+
+def check_log_file(log_file: Path) -> Check:
+    path = Path(log_file).expanduser()
+    target = path if path.exists() else path.absolute().parent
+    if os.access(target, os.W_OK):
+        return Check("log file", OK, f"{path} is writable")
+    return Check("log file", FAIL, f"{path}: cannot write it",
+                 "set LOG_FILE to a path this user can write, or create its folder")
+
+
+# --- Amazon SES --------------------------------------------------------------------------------
+
+
+def check_ses(settings: Settings, *, client: Any = None) -> list[Check]:
+    """Credentials, then (when they resolve) the sender identity and the account's status."""
+    credentials = check_credentials(settings)
+    if credentials.status == FAIL:
+        return [credentials]
+    if client is None:
+        from .transports.ses import make_ses_client
+
+        try:
+            client = make_ses_client(settings)
+        except ConfigError as err:
+            return [credentials, Check("AWS region", FAIL, str(err), "set AWS_REGION in env.sh")]
+    return [credentials, check_identity(settings, client), check_account(settings, client)]
+
+
+def check_credentials(settings: Settings) -> Check:
+    """boto3's chain (env, profile, instance role) finds credentials; says which source."""
+    hint = ("on EC2, attach an IAM instance role with the policy in deploy/iam-policy.json; "
+            "on a laptop, `aws configure` or AWS_PROFILE")
+    try:
+        creds = boto3.session.Session(region_name=settings.aws_region or None).get_credentials()
+    except BotoCoreError as err:
+        return Check("AWS credentials", FAIL, f"cannot load AWS credentials: {err}", hint)
+    if creds is None:
+        return Check("AWS credentials", FAIL, "no AWS credentials found", hint)
+    method = getattr(creds, "method", "") or "unknown source"
+    detail = f"found ({method})"
+    if method in {"env", "shared-credentials-file"}:
+        detail += "; on EC2 prefer an instance role to keys on disk"
+    return Check("AWS credentials", OK, detail)
+
+
+def check_identity(settings: Settings, client: Any) -> Check:
+    """SENDER_EMAIL, or its domain, is a verified SES identity in this region."""
+    address = settings.sender_email
+    region = client.meta.region_name
+    if not address:
+        return Check("SES sender identity", FAIL, "SENDER_EMAIL is not set", "set SENDER_EMAIL in env.sh")
+    domain = address.rpartition("@")[2]
+    seen = []
+    for identity in (address, domain):
+        try:
+            info = client.get_email_identity(EmailIdentity=identity)
+        except ClientError as err:
+            code = _code(err)
+            if code == "NotFoundException":
+                seen.append(f"{identity}: not an identity")
+                continue
+            return _ses_call_failed("SES sender identity", "ses:GetEmailIdentity", err)
+        except BotoCoreError as err:
+            return _unreachable("SES sender identity", region, err)
+        # moto reports VerifiedForSendingStatus=false for a verified identity: accept either field.
+        if info.get("VerifiedForSendingStatus") or info.get("VerificationStatus") == "SUCCESS":
+            return Check("SES sender identity", OK, f"{identity} is verified in {region}")
+        seen.append(f"{identity}: {info.get('VerificationStatus', 'not verified')}")
+    return Check(
+        "SES sender identity", FAIL,
+        f"{address} is not verified in {region} ({'; '.join(seen)})",
+        f"verify the domain {domain} (with DKIM, best for deliverability) or the address: "
+        f"{SES_CONSOLE_HINT}, in region {region}; or set AWS_REGION to where it is verified",
+    )
+
+
+def check_account(settings: Settings, client: Any) -> Check:
+    """Sandbox or production, sending enabled, and the quota against DAILY_LIMIT and DELAY_SECONDS."""
+    name = "SES account"
+    try:
+        account = client.get_account()
+    except NotImplementedError:
+        return Check(name, WARN, "account status unavailable (skipped): this endpoint has no GetAccount")
+    except ClientError as err:
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if _code(err) in _UNAVAILABLE or status in (404, 501):
+            return Check(name, WARN, "account status unavailable (skipped): this endpoint has no GetAccount")
+        if _code(err) in _DENIED:
+            return Check(name, WARN, "may not read the account status (ses:GetAccount denied)",
+                         f"allow ses:GetAccount ({IAM_POLICY}) so doctor can check the sandbox and quota")
+        return _ses_call_failed(name, "ses:GetAccount", err)
+    except BotoCoreError as err:
+        return _unreachable(name, client.meta.region_name, err)
+    return _judge_account(settings, account)
+
+
+def _judge_account(settings: Settings, account: dict) -> Check:
+    name = "SES account"
+    quota = account.get("SendQuota", {})
+    max_day = quota.get("Max24HourSend", 0)
+    rate = quota.get("MaxSendRate", 0)
+    used = quota.get("SentLast24Hours", 0)
+    shown_day = "unlimited" if max_day == -1 else f"{max_day:g}/24h"
+    detail = f"quota {shown_day} ({used:g} sent in the last 24h), {rate:g}/s"
+    if not account.get("SendingEnabled", True) or account.get("EnforcementStatus") == "SHUTDOWN":
+        return Check(name, FAIL, f"sending is disabled for this account ({account.get('EnforcementStatus', '?')}); {detail}",
+                     "open the SES console's reputation dashboard and re-enable sending")
+    problems, hints = [], []
+    if not account.get("ProductionAccessEnabled", False):
+        problems.append("in the SES sandbox: only verified recipients, 200/24h, 1/s")
+        hints.append("request production access (docs/deploy-ec2.md, 'Leaving the SES sandbox')")
+    if account.get("EnforcementStatus") == "PROBATION":
+        problems.append("account on PROBATION (bounce or complaint rate too high)")
+        hints.append("clean the list, suppress bounces, and lower DAILY_LIMIT")
+    if max_day != -1 and settings.daily_limit > max_day:
+        problems.append(f"DAILY_LIMIT {settings.daily_limit} is above the quota {max_day:g}/24h")
+        hints.append(f"set DAILY_LIMIT to at most {max_day:g}")
+    if rate and settings.delay_seconds < 1 / rate:
+        problems.append(f"DELAY_SECONDS {settings.delay_seconds:g} is faster than {rate:g}/s")
+        hints.append(f"set DELAY_SECONDS to at least {1 / rate:g}")
+    if problems:
+        return Check(name, WARN, f"{'; '.join(problems)}; {detail}", "; ".join(hints))
+    return Check(name, OK, f"production access, sending enabled, {detail}")
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _ses_call_failed(name: str, action: str, err: ClientError) -> Check:
+    message = err.response.get("Error", {}).get("Message", "")
+    if _code(err) in _DENIED:
+        return Check(name, FAIL, f"{action} denied: {message}", f"allow {action} in the role's policy ({IAM_POLICY})")
+    return Check(name, FAIL, f"SES error {_code(err)}: {message}",
+                 "check AWS_REGION and the credentials (they may be expired or for another account)")
+
+
+def _unreachable(name: str, region: str, err: Exception) -> Check:
+    return Check(name, FAIL, f"cannot reach SES in {region}: {err}",
+                 "check AWS_REGION and that the instance can reach the internet (security group, NAT)")
+
+
+# --- SMTP --------------------------------------------------------------------------------------
+
+
+def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] | None = None) -> Check:
+    """Connect, STARTTLS or SSL, log in and quit, as a run would (nothing is sent).
+
+    `smtp_factory(host, port, timeout=...)` opens the connection, as for SmtpTransport.
+    """
+    from .transports.smtp import default_smtp_factory
+
+    name = "SMTP login"
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
+    factory = smtp_factory or default_smtp_factory(settings)
+    tls_hint = "set SMTP_SSL=true for port 465, or SMTP_STARTTLS=false only for a trusted local relay"
+    try:
+        with factory(settings.smtp_host, settings.smtp_port, timeout=settings.send_timeout_seconds) as smtp:
+            smtp.ehlo()
+            if settings.smtp_starttls and not settings.smtp_ssl:
+                if not smtp.has_extn("starttls"):
+                    return Check(name, FAIL, f"{where} does not offer STARTTLS", tls_hint)
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if not settings.smtp_username:
+                return Check(name, OK, f"connected to {where}; no SMTP_USERNAME, so no login")
+            smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+    except smtplib.SMTPAuthenticationError as err:
+        return Check(name, FAIL, f"{where} refused the login of {settings.smtp_username}: "
+                     f"{err.smtp_code} {_text(err.smtp_error)}",
+                     "check SMTP_USERNAME and SMTP_PASSWORD (for Gmail or Microsoft 365, an app password)")
+    except smtplib.SMTPNotSupportedError as err:
+        return Check(name, FAIL, f"{where} does not accept a login here: {err}", tls_hint)
+    except (smtplib.SMTPException, ssl.SSLError) as err:
+        return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
+    except OSError as err:
+        return Check(name, FAIL, f"cannot connect to {where}: {err}",
+                     "check SMTP_HOST and SMTP_PORT, and that outbound traffic to that port is allowed "
+                     "(EC2 blocks port 25)")
+    return Check(name, OK, f"logged in to {where} as {settings.smtp_username}")
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

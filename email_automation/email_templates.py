@@ -1,0 +1,270 @@
+"""Campaign templates: compiled once per campaign, rendered once per recipient.
+
+Jinja2 runs sandboxed with StrictUndefined, so a typo in a variable name stops at the first
+recipient instead of sending "Hi ," to everyone. The HTML body is autoescaped: recipient data
+(names, companies, CSV columns) can never inject markup. The subject is rendered without HTML
+escaping and collapsed to one line. CSS is inlined once on the template *source* (Jinja tags
+protected as HTML comments), not once per message.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import css_inline
+import html2text
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from .errors import TemplateRenderError
+
+# Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
+RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One recipient's message content, ready for `messages.build_message`."""
+
+    subject: str
+    html: str
+    text: str
+
+
+def _environment(*, autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
+                                keep_trailing_newline=True)
+
+
+_HTML_ENV = _environment(autoescape=True)
+_TEXT_ENV = _environment(autoescape=False)
+
+# Parts of a campaign, in the order errors name them.
+_PARTS = {"subject": ("subject", _TEXT_ENV), "html": ("HTML body", _HTML_ENV),
+          "text": ("text body", _TEXT_ENV)}
+
+
+def check_template(subject: str, html: str, text: str | None) -> None:
+    """Compile the three templates without rendering them (used by `template set`).
+
+    Raises:
+        TemplateRenderError: naming the part and line of the first syntax error.
+    """
+    for part, source in (("subject", subject), ("html", html), ("text", text)):
+        if source is not None:
+            _compile(part, source, campaign=None)
+
+
+def _compile(part: str, source: str, *, campaign: str | None):
+    label, env = _PARTS[part]
+    try:
+        return env.from_string(source)
+    except TemplateSyntaxError as err:
+        where = f"campaign {campaign!r}: " if campaign else ""
+        raise TemplateRenderError(f"{where}{label} template line {err.lineno}: {err.message}") from err
+
+
+# --- recipient data -----------------------------------------------------------------------
+
+def _row_get(row: Any, key: str, default: Any = None) -> Any:
+    """Read a column from a sqlite3.Row or a mapping, tolerating absent columns."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    return row[key] if key in keys else default
+
+
+def recipient_fields(recipient_row: Any) -> dict[str, Any]:
+    """The extra CSV columns stored as JSON in `recipients.fields` (a dict, possibly empty)."""
+    raw = _row_get(recipient_row, "fields")
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        email = _row_get(recipient_row, "email", "?")
+        raise TemplateRenderError(f"recipient {email}: extra fields are not a JSON object: {err}") from err
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def unsubscribe_url_for(settings: Any, email: str) -> str:
+    """settings.unsubscribe_url with {email} replaced by the URL-quoted address ("" when unset)."""
+    template = getattr(settings, "unsubscribe_url", "") or ""
+    return template.replace("{email}", quote(email, safe="")) if template else ""
+
+
+def recipient_context(recipient_row: Any, settings: Any, campaign_name: str) -> dict[str, Any]:
+    """Every variable a template may use for this recipient.
+
+    Extra CSV columns come first so that a column called e.g. `unsubscribe_url` or
+    `sender_email` can never override what the sender configured.
+    """
+    fields = recipient_fields(recipient_row)
+    context: dict[str, Any] = dict(fields)
+    for column in RECIPIENT_COLUMNS:
+        value = _row_get(recipient_row, column)
+        context[column] = "" if value is None else value
+    context.update(
+        fields=fields,  # for column names that are not identifiers: {{ fields["Job Title"] }}
+        sender_email=settings.sender_email,
+        sender_name=settings.sender_name,
+        campaign=campaign_name,
+        unsubscribe_url=unsubscribe_url_for(settings, context["email"]),
+        physical_address=settings.physical_address,
+    )
+    return context
+
+
+# --- CSS inlining, once per template --------------------------------------------------------
+
+# keep_at_rules: @media queries cannot be inlined; they stay in a <style> so layouts stay responsive.
+# load_remote_stylesheets=False: compiling a template never fetches anything from the network.
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+_JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+_MARK = "EAJINJA"
+_JINJA_IN_COMMENT = re.compile(r"<!--(?:(?!-->).)*?(?:\{\{|\{%|\{#)", re.DOTALL)
+
+
+def _inline_css(html_source: str) -> str:
+    """Move <style> rules into style="" attributes (the one call into css-inline)."""
+    return _INLINER.inline(html_source)
+
+
+def inline_template_source(source: str) -> str | None:
+    """Inline CSS into a Jinja HTML template without touching its Jinja tags.
+
+    Each tag is swapped for an HTML comment, which the HTML parser keeps in place even inside
+    <table> (plain text there would be moved out of the table), inlined, then swapped back.
+    Returns None when the tags did not come back intact (tags inside <style>, inside a tag or an
+    HTML comment): the caller then inlines each rendered message instead.
+    """
+    if _MARK in source or _JINJA_IN_COMMENT.search(source):
+        return None
+    tags: list[str] = []
+
+    def protect(match: re.Match[str]) -> str:
+        tags.append(match.group(0))
+        return f"<!--{_MARK}{len(tags) - 1}-->"
+
+    inlined = _inline_css(_JINJA_TAG.sub(protect, source))
+    # Inside <title>/<textarea> the comment is text, and comes back entity-escaped.
+    marker = re.compile(rf"(?:<!--|&lt;!--){_MARK}(\d+)(?:-->|--&gt;)")
+    if [int(m.group(1)) for m in marker.finditer(inlined)] != list(range(len(tags))):
+        return None
+    return marker.sub(lambda m: tags[int(m.group(1))], inlined)
+
+
+# --- plain-text alternative ------------------------------------------------------------------
+
+def html_to_text(html_body: str) -> str:
+    """A readable text/plain alternative of an HTML body."""
+    converter = html2text.HTML2Text()
+    converter.body_width = 0  # no hard wrapping; the MIME encoder keeps lines short
+    converter.unicode_snob = True  # keep "é" and "’" instead of ASCII stand-ins
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    text = converter.handle(html_body).replace("\xa0", " ")
+    # html2text escapes what Markdown would read as lists or headings; plain text needs no escapes.
+    text = re.sub(r"(?m)^(\s*)\\([-+*#])", r"\1\2", text)
+    text = re.sub(r"(?m)^(\s*\d+)\\\.", r"\1.", text)
+    lines = [line.rstrip() for line in text.splitlines()]  # "  " is Markdown for <br>
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def custom_body_html(body: str) -> str:
+    """A recipient's plain-text custom body as escaped HTML paragraphs."""
+    paragraphs = re.split(r"\n\s*\n", body.replace("\r\n", "\n").strip())
+    return "\n".join(
+        "<p>" + "<br>\n".join(html.escape(line) for line in para.split("\n")) + "</p>"
+        for para in paragraphs if para.strip()
+    )
+
+
+# A custom body replaces the campaign body, but keeps the unsubscribe link and postal address
+# that CAN-SPAM and the Gmail/Yahoo bulk-sender rules require in every message.
+_CUSTOM_BODY_PAGE = _HTML_ENV.from_string("""\
+<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>{{ subject }}</title></head>
+<body style="margin: 0; padding: 0;">
+<div style="max-width: 600px; padding: 24px 16px; font-family: Arial, Helvetica, sans-serif; \
+font-size: 15px; line-height: 1.6; color: #222222;">
+{{ body_html }}
+{% if unsubscribe_url or physical_address %}<p style="margin-top: 32px; font-size: 12px; color: #777777;">
+{%- if unsubscribe_url %}<a href="{{ unsubscribe_url }}" style="color: #777777;">Unsubscribe</a>{% endif %}
+{%- if unsubscribe_url and physical_address %}<br>{% endif %}
+{%- if physical_address %}{{ physical_address }}{% endif %}</p>{% endif %}
+</div>
+</body></html>
+""")
+
+
+# --- the compiled campaign -------------------------------------------------------------------
+
+class CampaignTemplate:
+    """A campaign's subject, HTML and optional text templates, compiled and CSS-inlined once."""
+
+    def __init__(self, name: str, subject: str, html: str, text: str | None = None) -> None:
+        self.name = name
+        self._subject = _compile("subject", subject, campaign=name)
+        _compile("html", html, campaign=name)  # syntax errors with the author's line numbers
+        inlined = inline_template_source(html)
+        self._inline_each_message = inlined is None
+        self._html = _compile("html", html if inlined is None else inlined, campaign=name)
+        self._text = _compile("text", text, campaign=name) if text else None
+
+    @classmethod
+    def from_campaign(cls, campaign_row: Any) -> CampaignTemplate:
+        """Compile a `campaigns` row (name, subject_template, html_template, text_template)."""
+        return cls(campaign_row["name"], campaign_row["subject_template"],
+                   campaign_row["html_template"], _row_get(campaign_row, "text_template"))
+
+    def render(self, recipient_row: Any, settings: Any) -> RenderedEmail:
+        """Render this campaign for one recipient.
+
+        Raises:
+            TemplateRenderError: naming the campaign, the recipient and the problem, e.g. the
+                variable that is not defined.
+        """
+        context = recipient_context(recipient_row, settings, self.name)
+        custom_subject = (_row_get(recipient_row, "custom_subject") or "").strip()
+        subject = custom_subject or self._render("subject", self._subject, context)
+        context["subject"] = _one_line(subject)
+        custom_body = (_row_get(recipient_row, "custom_body") or "").strip()
+        if custom_body:
+            context["body_html"] = Markup(custom_body_html(custom_body))  # escaped line by line
+            body = self._render("html", _CUSTOM_BODY_PAGE, context)
+        else:
+            body = self._render("html", self._html, context)
+            if self._inline_each_message:
+                body = _inline_css(body)
+        if self._text is not None and not custom_body:
+            text = self._render("text", self._text, context)
+        else:
+            text = html_to_text(body)
+        return RenderedEmail(subject=context["subject"], html=body, text=text)
+
+    def _render(self, part: str, template: Any, context: dict[str, Any]) -> str:
+        try:
+            return template.render(context)
+        except UndefinedError as err:
+            raise TemplateRenderError(
+                f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "
+                f"{context['email']}: {err.message} (add that column to the CSV, or change the template)"
+            ) from err
+        except Exception as err:  # sandbox SecurityError, filters on wrong types, 1/0, ...
+            raise TemplateRenderError(
+                f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "
+                f"{context['email']}: {type(err).__name__}: {err}"
+            ) from err
+
+
+def _one_line(value: str) -> str:
+    """Collapse whitespace (including newlines from recipient data) so a subject stays one line."""
+    return " ".join(value.split())

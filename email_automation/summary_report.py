@@ -1,0 +1,100 @@
+"""An optional plain-text summary of each real run, mailed to REPORT_EMAIL.
+
+Sent through the run's own transport, so it needs no extra setup. It is a convenience: a failure
+to send it is logged and never changes the run's outcome or exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from .config import Settings
+from .messages import POLICY
+from .run_daily import RunReport
+from .transports.base import Transport
+
+log = logging.getLogger("email_automation.summary")
+
+# Lines listed per problem kind; the rest is counted. `email-automation status` shows everything.
+MAX_LISTED = 20
+
+
+def summary_subject(report: RunReport, day: str) -> str:
+    problems = " - NEEDS ATTENTION" if report.fatal_error or report.unknown or report.failed else ""
+    return (f"email-automation {day}: sent {report.sent}, failed {report.failed}, "
+            f"unknown {report.unknown}, {report.remaining_today} left today{problems}")
+
+
+def summary_text(report: RunReport, *, day: str, host: str, workdir: str) -> str:
+    """The body: counts, then each failed and unknown address with what to do about it."""
+    lines = [
+        f"Run on {host} in {workdir} for {day}.",
+        "",
+        f"Sent:      {report.sent}",
+        f"Failed:    {report.failed}",
+        f"Unknown:   {report.unknown}",
+        f"Deferred:  {report.deferred}",
+        f"Skipped:   {report.skipped}",
+        f"Remaining today: {report.remaining_today}",
+    ]
+    if report.recovered:
+        lines.append(f"Left mid-send by an interrupted earlier run (now unknown): {report.recovered}")
+    if report.fatal_error:
+        lines += ["", f"The run stopped early: {report.fatal_error}",
+                  "Run `email-automation doctor` on the server to find the cause."]
+    lines += _listed(report, "failed", "Failed (see `email-automation status`; "
+                     "`email-automation retry-failed` queues them again):")
+    lines += _listed(report, "unknown", "Unknown: may or may not have been delivered. Decide with "
+                     "`email-automation resolve EMAIL --sent` or `--pending`:")
+    return "\n".join(lines) + "\n"
+
+
+def _listed(report: RunReport, status: str, heading: str) -> list[str]:
+    rows = [o for o in report.outcomes if o.status == status]
+    if not rows:
+        return []
+    shown = [f"  {o.email}" + (f"  ({o.error})" if o.error else "") for o in rows[:MAX_LISTED]]
+    more = [f"  ... and {len(rows) - MAX_LISTED} more"] if len(rows) > MAX_LISTED else []
+    return ["", heading, *shown, *more]
+
+
+def build_summary(settings: Settings, report: RunReport, *, now: datetime) -> EmailMessage:
+    """The summary message from SENDER_EMAIL to REPORT_EMAIL (plain text, UTF-8)."""
+    day = now.astimezone(settings.tz).date().isoformat()
+    sender = Address(display_name=settings.sender_name, addr_spec=settings.sender_email)
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = sender
+    msg["To"] = Address(addr_spec=settings.report_email)
+    msg["Subject"] = summary_subject(report, day)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid(domain=sender.domain)
+    # Keeps auto-responders (out of office) from answering a machine's report.
+    msg["Auto-Submitted"] = "auto-generated"
+    body = summary_text(report, day=day, host=socket.gethostname(), workdir=os.getcwd())
+    msg.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
+    return msg
+
+
+def send_summary(settings: Settings, report: RunReport, transport: Transport, *, now: datetime) -> str | None:
+    """Mail the summary after a real run; returns the message id, or None when nothing was sent.
+
+    Nothing is sent for a dry run or without REPORT_EMAIL. Never raises: any failure is logged.
+    """
+    if report.dry_run or not settings.report_email:
+        return None
+    try:
+        message = build_summary(settings, report, now=now)
+        # SES EmailTags allow only [A-Za-z0-9_-]; the tags mark this as no outreach message.
+        message_id = transport.send(message, tags={"campaign": "run-summary", "attempt_id": uuid.uuid4().hex})
+    except Exception as err:  # noqa: BLE001 - a report must never fail the run it reports on
+        log.warning("run summary to %s not sent: %s", settings.report_email, err)
+        return None
+    log.info("run summary sent to %s %s", settings.report_email, message_id)
+    return message_id

@@ -1,0 +1,57 @@
+"""Dry-run transport: each message becomes an .eml file in OUTBOX_DIR; nothing leaves the machine.
+
+It is a transport like the others (anymail's test backend), so the engine runs exactly the same
+code path in a dry run; only `make_transport` decides which one is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+from email.message import EmailMessage
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+class DryRunTransport:
+    """Writes `<recipient>--dry-run-<hex>.eml` files that any mail client can open."""
+
+    name = "dry_run"
+
+    def __init__(self, settings: Any) -> None:
+        self.outbox = Path(settings.outbox_dir)
+        self.written: list[Path] = []  # files written by this transport, in order
+
+    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+        """Write the message exactly as it would be sent; returns "dry-run-<uuid hex>"."""
+        message_id = f"dry-run-{uuid.uuid4().hex}"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        path = self.outbox / f"{_recipient_slug(message)}--{message_id}.eml"
+        _write_atomically(path, message.as_bytes())
+        self.written.append(path)
+        return message_id
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _recipient_slug(message: EmailMessage) -> str:
+    addresses = [addr for _, addr in getaddresses([str(v) for v in message.get_all("To", [])]) if addr]
+    return _UNSAFE_FILENAME.sub("_", addresses[0] if addresses else "no-recipient")[:100]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A reader (dashboard, mail client) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

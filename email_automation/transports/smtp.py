@@ -1,0 +1,255 @@
+"""SMTP transport: one connection per run, the envelope driven step by step.
+
+smtplib's `send_message` cannot tell a refusal before the message content was sent (safe to
+record as failed or retry) from a lost connection after it (the server may have queued the
+message). So MAIL, RCPT and DATA are issued here one by one on the smtplib object:
+
+- connecting, greeting, STARTTLS, login: nothing sent yet -> Transient (Fatal for bad login);
+- MAIL FROM / RCPT TO / DATA refused: 5xx -> Permanent (Fatal for the sender), 4xx -> Transient;
+- a reused connection found dead before MAIL FROM is reopened once, transparently;
+- the content has been sent and no reply came (timeout, disconnect) -> Ambiguous.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import Any
+
+from ..errors import (
+    AmbiguousSendError,
+    FatalSendError,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+
+SmtpFactory = Callable[..., smtplib.SMTP]  # (host, port, *, timeout) -> connected smtplib.SMTP
+
+_LOST = (smtplib.SMTPServerDisconnected, OSError)  # smtplib turns socket timeouts into these
+
+
+class _StaleConnection(Exception):
+    """The reused connection was closed by the server while idle."""
+
+
+def default_smtp_factory(settings: Any) -> SmtpFactory:
+    """smtplib.SMTP, or SMTP_SSL (implicit TLS, usually port 465) when SMTP_SSL is set."""
+    if settings.smtp_ssl:
+        context = ssl.create_default_context()
+        return lambda host, port, *, timeout: smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    return smtplib.SMTP
+
+
+class SmtpTransport:
+    """Sends through an SMTP relay; `smtp_factory(host, port, timeout=...)` opens a connection."""
+
+    name = "smtp"
+
+    def __init__(self, settings: Any, *, smtp_factory: SmtpFactory | None = None) -> None:
+        self._settings = settings
+        self._factory = smtp_factory or default_smtp_factory(settings)
+        self._conn: smtplib.SMTP | None = None
+        self._used = False  # whether the open connection has already carried a message
+
+    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+        """Deliver one message to the relay; returns its Message-ID header (or the server reply).
+
+        Raises:
+            SendError: Transient, Permanent, Fatal or Ambiguous (see module docstring).
+        """
+        sender, recipients = _envelope(message)
+        conn = self._connection()
+        try:
+            self._mail_and_rcpt(conn, sender, recipients, reused=self._used)
+        except _StaleConnection:
+            self._discard()
+            conn = self._connection()
+            self._mail_and_rcpt(conn, sender, recipients, reused=False)
+        reply = self._data(conn, _wire_bytes(message))
+        self._used = True
+        return str(message.get("Message-ID") or reply)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except _LOST + (smtplib.SMTPException,):
+                conn.close()
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is None:
+            self._conn = self._open()
+            self._used = False
+        return self._conn
+
+    def _open(self) -> smtplib.SMTP:
+        s = self._settings
+        where = f"{s.smtp_host}:{s.smtp_port}"
+        try:
+            conn = self._factory(s.smtp_host, s.smtp_port, timeout=s.send_timeout_seconds)
+        except (smtplib.SMTPException, OSError) as err:
+            raise TransientSendError(
+                f"could not connect to SMTP server {where} (connection never opened): {_describe(err)}",
+                code=type(err).__name__) from err
+        try:
+            self._greet_and_login(conn, where)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _greet_and_login(self, conn: smtplib.SMTP, where: str) -> None:
+        s = self._settings
+        try:
+            conn.ehlo_or_helo_if_needed()
+            if s.smtp_starttls and not s.smtp_ssl:
+                if not conn.has_extn("starttls"):
+                    raise FatalSendError(
+                        f"SMTP server {where} does not offer STARTTLS: use SMTP_SSL=true for an "
+                        "implicit-TLS port (465), or SMTP_STARTTLS=false only for a trusted local relay",
+                        code="NoStartTLS")
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if s.smtp_username:
+                conn.login(s.smtp_username, _secret(s.smtp_password))
+        except smtplib.SMTPAuthenticationError as err:
+            raise FatalSendError(
+                f"SMTP server {where} rejected the login ({err.smtp_code} {_text(err.smtp_error)}): "
+                "check SMTP_USERNAME/SMTP_PASSWORD", code=str(err.smtp_code)) from err
+        except smtplib.SMTPNotSupportedError as err:
+            raise FatalSendError(
+                f"SMTP server {where} does not accept a login here ({err}): check SMTP_PORT, "
+                "SMTP_STARTTLS/SMTP_SSL, or unset SMTP_USERNAME", code="AuthNotSupported") from err
+        except ssl.SSLCertVerificationError as err:
+            raise FatalSendError(
+                f"TLS certificate of SMTP server {where} is not valid for that name: {err}",
+                code="SSLCertVerificationError") from err
+        except (smtplib.SMTPException, OSError) as err:
+            raise TransientSendError(
+                f"SMTP server {where} failed before the message was sent: {_describe(err)}",
+                code=type(err).__name__) from err
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _reset(self, conn: smtplib.SMTP) -> None:
+        """RSET after a refusal so the connection can carry the next message."""
+        try:
+            conn.rset()
+        except _LOST + (smtplib.SMTPException,):
+            self._discard()
+
+    # --- envelope -----------------------------------------------------------------------------
+
+    def _mail_and_rcpt(self, conn: smtplib.SMTP, sender: str, recipients: list[str], *, reused: bool) -> None:
+        try:
+            code, reply = conn.mail(sender)
+        except _LOST as err:
+            if reused:
+                raise _StaleConnection from err
+            self._discard()
+            raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
+                                     code="SMTPServerDisconnected") from err
+        if code == 421 and reused:  # "closing idle connection"
+            raise _StaleConnection
+        if code != 250:
+            self._reset(conn)
+            cls = FatalSendError if 500 <= code < 600 else TransientSendError
+            hint = ": check SENDER_EMAIL is allowed to send through this server" if cls is FatalSendError else ""
+            raise cls(f"SMTP server refused sender {sender}: {code} {_text(reply)}{hint}", code=str(code))
+        refused = {}
+        for rcpt in recipients:
+            try:
+                code, reply = conn.rcpt(rcpt)
+            except _LOST as err:
+                self._discard()
+                raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
+                                         code="SMTPServerDisconnected") from err
+            if code not in (250, 251):
+                refused[rcpt] = (code, reply)
+        if refused:
+            self._reset(conn)
+            raise _refusal("refused recipient", refused)
+
+    def _data(self, conn: smtplib.SMTP, data: bytes) -> str:
+        try:
+            conn.putcmd("data")
+            code, reply = conn.getreply()
+        except _LOST as err:
+            self._discard()
+            raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
+                                     code="SMTPServerDisconnected") from err
+        if code != 354:
+            self._reset(conn)
+            raise _refusal("refused the DATA command", {"": (code, reply)})
+        # From here on the server holds the content and may queue it even if no reply arrives.
+        try:
+            conn.send(_dot_stuffed(data))
+            code, reply = conn.getreply()
+        except _LOST + (smtplib.SMTPException,) as err:
+            self._discard()
+            raise AmbiguousSendError(
+                f"no reply from the SMTP server after the message was sent ({_describe(err)}); it may "
+                "have been accepted, so it is not resent automatically", code="NoReplyAfterData") from err
+        if code != 250:
+            self._reset(conn)
+            raise _refusal("refused the message", {"": (code, reply)})
+        return _text(reply)
+
+
+def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendError:
+    """Permanent when every refusal is 5xx; any 4xx means "try again later"."""
+    codes = [code for code, _ in refused.values()]
+    cls = PermanentSendError if all(500 <= c < 600 for c in codes) else TransientSendError
+    shown = "; ".join(f"{who + ': ' if who else ''}{code} {_text(reply)}" for who, (code, reply) in refused.items())
+    return cls(f"SMTP server {what}: {shown}", code=str(codes[0]))
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    sender = getaddresses([str(message.get("Sender") or message.get("From", ""))])[0][1]
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+    return sender, [addr for _, addr in getaddresses(fields) if addr]
+
+
+def _wire_bytes(message: EmailMessage) -> bytes:
+    """The message as sent: CRLF line ends, no Bcc header."""
+    if "Bcc" in message:
+        message = _copy_without_bcc(message)
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
+    clone = copy.copy(message)
+    del clone["Bcc"]
+    return clone
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """RFC 5321 §4.5.2 transparency, plus the terminating "." line (as smtplib.data does)."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value or "")

@@ -1,0 +1,107 @@
+"""The dashboard in a real browser: `email-automation dashboard` on 127.0.0.1, headless Chromium.
+
+Leaves a screenshot in test-artifacts/dashboard.png for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from email_automation.database import utc_now
+from email_automation.reports import Reports
+from tests.test_reports import fill_database
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "test-artifacts" / "dashboard.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the dashboard exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    pytest.fail(f"the dashboard did not answer within {timeout}s:\n{log.read_text()}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """The CLI and its streamlit child share a new session: stop both, whatever state they are in."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+
+
+@pytest.fixture
+def dashboard_server(settings, tmp_path):
+    """`email-automation dashboard --port N` over a database filled by real runs up to now."""
+    fill_database(settings, utc_now())
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("email-automation")), "dashboard",
+               "--db", str(settings.db_path), "--port", str(port)]
+    # The source tree first: the dashboard runs this checkout, whatever the venv's install says.
+    env = dict(os.environ, TIMEZONE="Europe/Berlin", PYTHONPATH=str(REPO))
+    log = tmp_path / "dashboard.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, log)
+        yield url
+    finally:
+        stop(server)
+
+
+def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard_server, settings):
+    if not shutil.which("chromium"):
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    summary = Reports(settings.db_path, settings).summary(Reports(settings.db_path, settings).default_filter())
+    assert summary.sent > 0
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(dashboard_server)
+            metrics = page.get_by_test_id("stMetric")
+            sync_api.expect(metrics.first).to_contain_text("Sent", timeout=30_000)
+            sync_api.expect(metrics.nth(0)).to_contain_text(str(summary.sent))
+            sync_api.expect(metrics.nth(1)).to_contain_text(f"Failed{summary.failed}")
+            sync_api.expect(page.get_by_text("Read-only dashboard")).to_have_count(0)  # in the Admin tab, hidden
+            sync_api.expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+            page.wait_for_timeout(1000)  # let the chart finish drawing before the picture
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,320 @@
+"""The dashboard page, driven by Streamlit's AppTest over a database filled by real runs.
+
+Every assertion is about what the user sees: metric values, table columns, messages.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from email_automation import cli_dashboard, dashboard
+from email_automation.database import connect
+from email_automation.reports import LOG_COLUMNS, Reports
+
+from .test_reports import counts_in_db, fill_database, with_password
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(monkeypatch):
+    """The page cache is process-wide; a test must never see another test's figures."""
+    dashboard.clear_cache()
+    monkeypatch.setattr(dashboard, "FAILED_UNLOCK_DELAY", 0)
+    yield
+    dashboard.clear_cache()
+
+
+@pytest.fixture
+def days(settings, clock):
+    return fill_database(settings, clock())
+
+
+def page(settings, clock, *, password: str = "") -> AppTest:
+    reports = Reports(settings.db_path, with_password(settings, password), now=clock)
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
+    return at.run()
+
+
+def shown(at: AppTest) -> dict[str, str]:
+    assert not at.exception, at.exception
+    return {m.label: m.value for m in at.metric}
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+# AppTest does not expose a display-only dataframe's key: tell the tables apart by a column.
+TABLE_COLUMN = {"log_table": "message_id", "queue_table": "position", "unknown_table": "last_error",
+                "failed_table": "attempts"}
+
+
+def table(at: AppTest, key: str):
+    frames = [frame.value for frame in at.dataframe if TABLE_COLUMN[key] in frame.value.columns]
+    if key == "unknown_table":
+        frames = [frame for frame in frames if "attempts" not in frame.columns]
+    assert frames, f"no {key} on the page"
+    return frames[0]
+
+
+def snapshot(settings) -> list:
+    """Everything an admin action could change."""
+    with connect(settings.db_path, readonly=True) as conn:
+        return [conn.execute(sql).fetchall() for sql in (
+            "SELECT id, status, attempts FROM recipients ORDER BY id", "SELECT name, status FROM campaigns",
+            "SELECT * FROM suppressions", "SELECT id, status FROM send_log ORDER BY id")]
+
+
+def audit(settings) -> list[tuple]:
+    with connect(settings.db_path, readonly=True) as conn:
+        return [tuple(row) for row in conn.execute("SELECT actor, action, target FROM admin_log ORDER BY id")]
+
+
+def test_metrics_equal_the_database_for_the_default_30_days(settings, clock, days):
+    at = page(settings, clock)
+    start = (days["today"] - timedelta(days=29)).isoformat()
+    truth = counts_in_db(settings.db_path, "l.batch_date >= ?", (start,))
+    metrics = shown(at)
+    assert number(metrics["Sent"]) == truth["sent"]
+    assert number(metrics["Failed"]) == truth["failed"]
+    assert number(metrics["Dry-run (not sent)"]) == truth["dry_run"] == 3
+    with connect(settings.db_path, readonly=True) as conn:
+        unique = conn.execute("SELECT count(DISTINCT recipient_id) FROM send_log WHERE batch_date >= ?"
+                              " AND status != 'dry_run'", (start,)).fetchone()[0]
+        pending = conn.execute("SELECT count(*) FROM recipients WHERE status = 'pending'").fetchone()[0]
+    assert number(metrics["Unique recipients"]) == unique
+    assert (number(metrics["Pending"]), metrics["Unknown"]) == (pending, "1")
+    assert metrics[f"Sent today ({days['today']})"] == f"2 / {settings.daily_limit}"
+
+
+def test_the_date_filter_changes_the_figures(settings, clock, days):
+    at = page(settings, clock)
+    recent = shown(at)
+    at.date_input(key="dates").set_value((days["old"], days["old"])).run()
+    old_day = shown(at)
+    truth = counts_in_db(settings.db_path, "l.batch_date = ?", (days["old"].isoformat(),))
+    assert (number(old_day["Sent"]), number(old_day["Failed"])) == (truth["sent"], truth["failed"]) == (2, 1)
+    assert old_day["Sent"] != recent["Sent"]
+    assert old_day["Dry-run (not sent)"] == "0"
+    assert set(table(at, "log_table")["batch_date"]) == {days["old"].isoformat()}
+    # Current state does not depend on the dates.
+    assert (old_day["Pending"], old_day["Unknown"]) == (recent["Pending"], recent["Unknown"])
+
+
+@pytest.mark.parametrize("widget, value, where", [
+    ("campaign", "spring", "c.name = 'spring'"),
+    ("status", "failed", "l.status = 'failed'"),
+    ("email_search", "Person0", "r.email LIKE 'person0%'"),
+])
+def test_each_filter_narrows_the_metrics_like_the_database(settings, clock, days, widget, value, where):
+    at = page(settings, clock)
+    at.date_input(key="dates").set_value((days["old"], days["today"]))
+    if widget == "email_search":
+        at.text_input(key=widget).input(value)
+    else:
+        at.selectbox(key=widget).set_value(value)
+    metrics = shown(at.run())
+    truth = counts_in_db(settings.db_path, where)
+    assert (number(metrics["Sent"]), number(metrics["Failed"])) == (truth.get("sent", 0), truth.get("failed", 0))
+    assert len(table(at, "log_table")) == sum(truth.values())
+
+
+def test_the_log_table_has_the_columns_newest_first_and_pages(settings, clock, days):
+    at = page(settings, clock)
+    log = table(at, "log_table")
+    assert list(log.columns) == list(LOG_COLUMNS)
+    assert log["batch_date"].iloc[0] == days["today"].isoformat() and log["time"].iloc[0] == "08:00:00"
+    assert list(log["batch_date"]) == sorted(log["batch_date"], reverse=True)
+    assert "Page 1 of 1" in " ".join(c.value for c in at.caption)
+    at.number_input(key="page").set_value(7).run()  # past the end: the last page is shown
+    assert "Page 1 of 1" in " ".join(c.value for c in at.caption)
+    assert at.get("download_button")[0].proto.label == "Download CSV"
+
+
+def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
+    at = page(settings, clock)
+    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Admin"]
+    queue = table(at, "queue_table")
+    assert list(queue["position"]) == list(range(1, len(queue) + 1)) and len(queue) == 7
+    assert list(table(at, "unknown_table")["email"]) == ["person03@example.com"]
+    failed = table(at, "failed_table")
+    assert set(failed["email"]) == {"person01@example.com", "person05@example.com"}
+    assert "550: mailbox does not exist" in set(failed["last_error"])
+
+
+def test_auto_refresh_is_off_by_default_and_can_be_switched_on(settings, clock, days):
+    at = page(settings, clock)
+    assert at.toggle(key="auto_refresh").value is False
+    at.toggle(key="auto_refresh").set_value(True).run()
+    assert shown(at)["Sent"] == shown(page(settings, clock))["Sent"]
+
+
+def test_without_a_password_the_dashboard_says_it_is_read_only(settings, clock, days):
+    at = page(settings, clock)
+    assert any("Read-only dashboard" in i.value for i in at.info)
+    assert at.button(key="act_campaign_go").disabled
+    assert not [b for b in at.button if b.key == "unlock"]
+
+
+def unlock(at: AppTest, password: str = PASSWORD) -> AppTest:
+    at.text_input(key="admin_password").input(password)
+    return at.button(key="unlock").click().run()
+
+
+def test_a_wrong_password_keeps_admin_locked(settings, clock, days):
+    at = unlock(page(settings, clock, password=PASSWORD), "guess")
+    assert [e.value for e in at.error] == ["Wrong password: admin actions stay locked."]
+    assert at.button(key="act_retry_go").disabled
+    assert "admin_unlocked" not in at.session_state
+
+
+# Each admin action: widget values to set, the message shown, the audit row, and a check on the DB.
+ACTIONS = {
+    "campaign": ({"act_campaign_name": "spring", "act_campaign_op": "pause"}, "Campaign 'spring' paused.",
+                 ("dashboard", "pause", "spring"), "SELECT status FROM campaigns WHERE name = 'spring'", "paused"),
+    "skip": ({"act_skip_email": "Person14@Example.com"}, "1 recipient(s) skipped.",
+             ("dashboard", "skip", "person14@example.com"),
+             "SELECT status FROM recipients WHERE email = 'person14@example.com'", "skipped"),
+    "retry": ({}, "2 failed recipient(s) are pending again.", ("dashboard", "retry-failed", "(all campaigns)"),
+              "SELECT count(*) FROM recipients WHERE status = 'failed'", 0),
+    "suppress": ({"act_suppress_email": "person15@example.com", "act_suppress_reason": "complaint"},
+                 "person15@example.com suppressed (complaint); 1 pending recipient(s) skipped.",
+                 ("dashboard", "suppress", "person15@example.com"),
+                 "SELECT reason FROM suppressions WHERE email = 'person15@example.com'", "complaint"),
+    "resolve": ({"act_resolve_email": "person03@example.com", "act_resolve_outcome": "sent"},
+                "1 recipient(s) marked sent.", ("dashboard", "resolve-sent", "person03@example.com"),
+                "SELECT status FROM recipients WHERE email = 'person03@example.com'", "sent"),
+}
+
+
+def set_widgets(at: AppTest, values: dict) -> None:
+    for key, value in values.items():
+        widget = at.get("text_input") + at.get("selectbox") + at.get("radio")
+        match = [w for w in widget if w.key == key]
+        assert match, key
+        match[0].set_value(value)
+
+
+@pytest.mark.parametrize("name", ACTIONS)
+def test_each_admin_action_works_once_unlocked_and_confirmed(settings, clock, days, name):
+    values, message, audit_row, check_sql, expected = ACTIONS[name]
+    at = unlock(page(settings, clock, password=PASSWORD))
+    assert any("Admin actions enabled" in s.value for s in at.success)
+    set_widgets(at, values)
+    at.button(key=f"act_{name}_go").click().run()  # not confirmed yet: nothing happens
+    assert [w.value for w in at.warning] == ["Nothing changed: tick 'I am sure' first."]
+    assert audit(settings) == []
+    at.checkbox(key=f"act_{name}_sure").check()
+    at.button(key=f"act_{name}_go").click().run()
+    assert [s.value for s in at.success][-1] == message
+    assert audit(settings) == [audit_row]
+    with connect(settings.db_path, readonly=True) as conn:
+        assert conn.execute(check_sql).fetchone()[0] == expected
+    assert at.checkbox(key=f"act_{name}_sure").value is False  # the next action needs a new tick
+
+
+def test_the_page_shows_the_change_right_after_an_action(settings, clock, days):
+    at = unlock(page(settings, clock, password=PASSWORD))
+    assert shown(at)["Unknown"] == "1"
+    set_widgets(at, ACTIONS["resolve"][0])
+    at.checkbox(key="act_resolve_sure").check()
+    at.button(key="act_resolve_go").click().run()
+    assert shown(at)["Unknown"] == "0"  # the cache was cleared before the rerun drew the metrics
+    assert "Needs a decision (0)" in [h.value for h in at.subheader]
+
+
+def forged(widget):
+    """The widget as a crafted websocket message would send it (AppTest otherwise refuses to
+    touch a disabled widget); Streamlit >= 1.5x drops such values server-side."""
+    widget.proto.disabled = False
+    return widget
+
+
+@pytest.mark.parametrize("password", ["", PASSWORD], ids=["no-password-set", "password-not-entered"])
+@pytest.mark.parametrize("name", ACTIONS)
+def test_each_admin_action_is_refused_while_locked(settings, clock, days, name, password):
+    values, *_ = ACTIONS[name]
+    before = snapshot(settings)
+    at = page(settings, clock, password=password)
+    assert at.button(key=f"act_{name}_go").disabled and at.checkbox(key=f"act_{name}_sure").disabled
+    for widget in at.get("text_input") + at.get("selectbox") + at.get("radio"):
+        if widget.key in values:
+            forged(widget).set_value(values[widget.key])
+    forged(at.checkbox(key=f"act_{name}_sure")).check()
+    forged(at.button(key=f"act_{name}_go")).click().run()
+    assert not at.success and not at.exception
+    assert audit(settings) == []
+    assert snapshot(settings) == before
+
+
+def test_an_unlocked_session_is_refused_once_the_password_is_removed(settings, clock, days):
+    reports = Reports(settings.db_path, with_password(settings, PASSWORD), now=clock)
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
+    unlock(at)
+    at.checkbox(key="act_retry_sure").check()
+    reports.settings = with_password(settings, "")  # DASHBOARD_PASSWORD unset; the session still says unlocked
+    at.button(key="act_retry_go").click().run()
+    assert [e.value for e in at.error][0].startswith("Refused: admin actions are locked.")
+    assert audit(settings) == []
+
+
+def test_an_admin_error_is_shown_not_raised(settings, clock, days):
+    at = unlock(page(settings, clock, password=PASSWORD))
+    set_widgets(at, {"act_skip_email": "nobody@example.com"})
+    at.checkbox(key="act_skip_sure").check()
+    at.button(key="act_skip_go").click().run()
+    assert [e.value for e in at.error] == ["nobody@example.com: no pending or failed recipient with that address"]
+
+
+def test_a_missing_database_is_one_clear_error(settings, clock):
+    at = page(settings, clock)
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"{settings.db_path}: cannot open database: unable to open database file"]
+
+
+def test_the_script_reads_db_path_from_the_environment(settings, clock, days, monkeypatch):
+    """`streamlit run dashboard.py` builds its Reports from DB_PATH, like every command."""
+    monkeypatch.setenv("DB_PATH", str(settings.db_path))
+    monkeypatch.setenv("TIMEZONE", "Europe/Berlin")
+    at = AppTest.from_file(dashboard.__file__, default_timeout=30).run()
+    assert not at.exception and len(at.metric) == 7
+    assert "Read-only dashboard" in " ".join(i.value for i in at.info)
+
+
+def test_the_command_runs_streamlit_on_loopback_by_default():
+    command = cli_dashboard.streamlit_command(address="127.0.0.1", port=8501)
+    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[4] == str(dashboard.__file__)
+    assert command[5:] == ["--server.address", "127.0.0.1", "--server.port", "8501", "--server.headless", "true",
+                           "--browser.gatherUsageStats", "false"]
+
+
+def test_the_command_passes_db_and_port_and_warns_about_public_addresses(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+
+    calls = []
+    monkeypatch.setattr(cli_dashboard, "_run_until_stopped", lambda command, env: calls.append((command, env)) or 0)
+    result = CliRunner().invoke(app, ["dashboard", "--db", "x.db", "--port", "9999", "--address", "0.0.0.0"])
+    assert result.exit_code == 0, result.output
+    command, env = calls[0]
+    assert command[command.index("--server.port") + 1] == "9999"
+    assert command[command.index("--server.address") + 1] == "0.0.0.0"
+    assert env["DB_PATH"] == str(tmp_path / "x.db")
+    assert result.output.splitlines() == [
+        "Warning: listening on 0.0.0.0 exposes the dashboard to the network; prefer 127.0.0.1 and an SSH tunnel.",
+        f"Dashboard: http://127.0.0.1:9999 (database x.db; Ctrl+C to stop)",
+    ]
+
+
+def test_dashboard_help_runs_in_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "email_automation", "dashboard", "--help"],
+                            capture_output=True, text=True, check=True)
+    assert "--port" in result.stdout and "127.0.0.1" in result.stdout

@@ -1,0 +1,45 @@
+"""The README is the first thing a user reads: every command and setting must be in it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer.main
+
+from email_automation.cli import app
+from email_automation.config import Settings
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def all_commands():
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for sub_name, sub in subcommands.items():
+                yield f"{name} {sub_name}", sub
+        else:
+            yield name, command
+
+
+def test_every_command_has_help_text():
+    for name, command in all_commands():
+        assert command.help and len(command.help.strip()) > 10, f"`{name}` has no help"
+
+
+def test_every_command_is_in_the_readme_reference():
+    table = README.split("## Command reference", 1)[1]
+    for name, _ in all_commands():
+        first = name.split()[0]
+        assert re.search(rf"`{re.escape(first)}[ `/]", table), f"`{name}` is missing from the README's command reference"
+
+
+def test_every_setting_is_in_the_readme_table():
+    for field in Settings.model_fields:
+        assert f"| `{field.upper()}` |" in README, f"{field.upper()} is not documented in the README"
+
+
+def test_readme_has_exactly_the_two_setup_commands():
+    assert "make demo" in README and "make test" in README

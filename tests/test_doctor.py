@@ -1,0 +1,300 @@
+"""`doctor`: every check against real local stand-ins (moto server, aiosmtpd), plus SES answers
+moto cannot give (pending identity, sandbox, paused account) from botocore's Stubber."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import urllib.request
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+from aiosmtpd.smtp import AuthResult
+from typer.testing import CliRunner
+
+from email_automation import doctor
+from email_automation.cli import app
+from email_automation.doctor import FAIL, OK, WARN, Check
+from email_automation.transports.ses import make_ses_client
+from tests.smtp_sink import SmtpSink
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def ses(moto_url):
+    """A fresh moto SES behind the loopback server; returns a client on it."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
+    return boto3.client("sesv2", region_name="us-east-1", endpoint_url=moto_url)
+
+
+@pytest.fixture
+def live(settings, db):
+    """Settings of a real (not dry) run with an initialised database, one send a second."""
+    return settings.model_copy(update={"delay_seconds": 1.0})
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {c.name: c for c in checks}
+
+
+# --- SES through the moto server ---------------------------------------------------------------
+
+
+def test_a_verified_sender_passes_and_missing_get_account_is_only_a_warning(live, ses):
+    ses.create_email_identity(EmailIdentity="jane@example.com")
+    checks = by_name(doctor.run_checks(live, ses_client=ses))
+    assert checks["SES sender identity"] == Check("SES sender identity", OK, "jane@example.com is verified in us-east-1")
+    # moto has no GetAccount: the server answers a bare HTTP 404.
+    assert checks["SES account"].status == WARN
+    assert "unavailable (skipped)" in checks["SES account"].detail
+    assert checks["AWS credentials"].status == OK
+    assert checks["database"] == Check("database", OK, f"{live.db_path} is writable")
+    assert not doctor.failed(list(checks.values()))
+
+
+def test_a_verified_domain_covers_the_address(live, ses):
+    ses.create_email_identity(EmailIdentity="example.com")
+    check = doctor.check_identity(live, ses)
+    assert (check.status, check.detail) == (OK, "example.com is verified in us-east-1")
+
+
+def test_an_unverified_sender_fails_with_a_hint(live, ses):
+    ses.create_email_identity(EmailIdentity="someone@else.example")
+    check = doctor.check_identity(live, ses)
+    assert check.status == FAIL
+    assert check.detail == ("jane@example.com is not verified in us-east-1 "
+                            "(jane@example.com: not an identity; example.com: not an identity)")
+    assert check.hint.startswith("verify the domain example.com (with DKIM")
+
+
+def test_the_command_exits_1_on_an_unverified_sender(live, ses, moto_url, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1"}
+    result = runner.invoke(app, ["doctor", "--db", str(live.db_path)], env=env, catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    failing = [i for i, line in enumerate(lines) if line.startswith("FAIL  SES sender identity")]
+    assert failing, result.stdout
+    assert lines[failing[0] + 1].lstrip().startswith("fix: verify the domain example.com")
+    assert lines[-1] == "1 check(s) failed, 1 warning(s)."
+
+
+def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch):
+    ses.create_email_identity(EmailIdentity="jane@example.com")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1"}
+    result = runner.invoke(app, ["doctor", "--db", str(live.db_path)], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == textwrap.dedent(f"""\
+        OK    configuration        TRANSPORT=ses, DRY_RUN=false, DAILY_LIMIT=80; SENDER_EMAIL=jane@example.com
+        OK    database             {live.db_path} is writable
+        OK    AWS credentials      found (env); on EC2 prefer an instance role to keys on disk
+        OK    SES sender identity  jane@example.com is verified in us-east-1
+        WARN  SES account          account status unavailable (skipped): this endpoint has no GetAccount
+        No failures, 1 warning(s).
+        """)
+
+
+def test_in_process_moto_raises_not_implemented_which_is_also_a_warning(live):
+    with mock_aws():
+        check = doctor.check_account(live, boto3.client("sesv2", region_name="us-east-1"))
+    assert check.status == WARN and "unavailable (skipped)" in check.detail
+
+
+# --- SES answers moto cannot give --------------------------------------------------------------
+
+
+@pytest.fixture
+def stubbed(live):
+    client = make_ses_client(live)
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def account(production=True, enabled=True, max_day=50_000.0, rate=14.0, sent=12.0, enforcement="HEALTHY"):
+    return {"ProductionAccessEnabled": production, "SendingEnabled": enabled, "EnforcementStatus": enforcement,
+            "SendQuota": {"Max24HourSend": max_day, "MaxSendRate": rate, "SentLast24Hours": sent}}
+
+
+def test_a_pending_identity_is_not_verified(live, stubbed):
+    client, stub = stubbed
+    pending = {"IdentityType": "EMAIL_ADDRESS", "VerifiedForSendingStatus": False, "VerificationStatus": "PENDING"}
+    stub.add_response("get_email_identity", pending, {"EmailIdentity": "jane@example.com"})
+    stub.add_client_error("get_email_identity", "NotFoundException", http_status_code=404,
+                          expected_params={"EmailIdentity": "example.com"})
+    check = doctor.check_identity(live, client)
+    assert check.status == FAIL
+    assert "(jane@example.com: PENDING; example.com: not an identity)" in check.detail
+
+
+def test_verified_for_sending_alone_is_enough(live, stubbed):
+    client, stub = stubbed
+    stub.add_response("get_email_identity", {"VerifiedForSendingStatus": True}, {"EmailIdentity": "jane@example.com"})
+    assert doctor.check_identity(live, client).status == OK
+
+
+def test_a_denied_identity_lookup_names_the_permission(live, stubbed):
+    client, stub = stubbed
+    stub.add_client_error("get_email_identity", "AccessDeniedException", "not authorized", http_status_code=403)
+    check = doctor.check_identity(live, client)
+    assert (check.status, check.detail) == (FAIL, "ses:GetEmailIdentity denied: not authorized")
+    assert "deploy/iam-policy.json" in check.hint
+
+
+def test_production_account_with_room_is_ok(live, stubbed):
+    client, stub = stubbed
+    stub.add_response("get_account", account())
+    check = doctor.check_account(live, client)
+    assert check == Check("SES account", OK, "production access, sending enabled, "
+                          "quota 50000/24h (12 sent in the last 24h), 14/s")
+
+
+def test_the_sandbox_and_a_limit_above_quota_are_warnings(live, stubbed):
+    client, stub = stubbed
+    stub.add_response("get_account", account(production=False, max_day=50.0, rate=1.0))
+    check = doctor.check_account(live.model_copy(update={"delay_seconds": 0.5}), client)
+    assert check.status == WARN
+    assert check.detail == ("in the SES sandbox: only verified recipients, 200/24h, 1/s; "
+                            "DAILY_LIMIT 80 is above the quota 50/24h; DELAY_SECONDS 0.5 is faster than 1/s; "
+                            "quota 50/24h (12 sent in the last 24h), 1/s")
+    assert "request production access" in check.hint and "DAILY_LIMIT to at most 50" in check.hint
+
+
+def test_disabled_sending_fails(live, stubbed):
+    client, stub = stubbed
+    stub.add_response("get_account", account(enabled=False, enforcement="SHUTDOWN"))
+    assert doctor.check_account(live, client).status == FAIL
+
+
+# --- credentials, configuration, database ------------------------------------------------------
+
+
+def test_no_credentials_fails_and_skips_the_ses_calls(live, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata lookup off EC2
+    checks = doctor.check_ses(live, client=object())  # any SES call on this would raise
+    assert [(c.name, c.status) for c in checks] == [("AWS credentials", FAIL)]
+    assert "instance role" in checks[0].hint
+
+
+def test_dry_run_turns_transport_failures_into_warnings(settings, db, ses):
+    checks = doctor.run_checks(settings.model_copy(update={"dry_run": True}), ses_client=ses)
+    identity = by_name(checks)["SES sender identity"]
+    assert identity.status == WARN and identity.detail.endswith("(DRY_RUN is on, so runs do not need this yet)")
+    assert not doctor.failed(checks)
+
+
+def test_configuration_errors_and_missing_sender(settings, monkeypatch):
+    monkeypatch.setenv("DAILY_LIMIT", "abc")
+    _, checks = doctor.diagnose()
+    assert checks == [Check("configuration", FAIL, "invalid setting DAILY_LIMIT=abc: expected a whole number >= 0",
+                            "fix the variable in env.sh (or .env) and run doctor again")]
+    [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": ""}))
+    assert sender.status == FAIL and sender.detail.endswith("SENDER_EMAIL is not set")
+    [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": "", "dry_run": True}))
+    assert sender.status == WARN
+
+
+def test_no_database_yet_is_a_warning_with_the_command_to_run(tmp_path):
+    check = doctor.check_database(tmp_path / "new.db")
+    assert check == Check("database", WARN, f"{tmp_path / 'new.db'}: no database yet (its folder is writable)",
+                          "run `email-automation init` in this folder")
+    assert not (tmp_path / "new.db").exists()  # the check never creates it
+
+
+def test_a_database_that_is_not_sqlite_fails(tmp_path):
+    (tmp_path / "junk.db").write_text("this is not a database " * 100)
+    check = doctor.check_database(tmp_path / "junk.db")
+    assert check.status == FAIL and "cannot write" in check.detail
+
+
+def test_a_database_held_locked_fails(db, settings, monkeypatch):
+    monkeypatch.setattr(doctor, "LOCK_WAIT_SECONDS", 0.05)
+    db.execute("BEGIN IMMEDIATE")  # another program holding the write lock
+    try:
+        check = doctor.check_database(settings.db_path)
+    finally:
+        db.execute("ROLLBACK")
+    assert (check.status, check.detail) == (FAIL, f"{settings.db_path}: cannot write: database is locked")
+    assert doctor.check_database(settings.db_path).status == OK
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_read_only_folder_fails(db, settings, tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        assert doctor.check_database(settings.db_path).status == FAIL
+    finally:
+        tmp_path.chmod(0o755)
+
+
+# --- SMTP login against aiosmtpd ---------------------------------------------------------------
+
+
+class AuthSink(SmtpSink):
+    """SmtpSink whose refused logins are answered with 535.
+
+    aiosmtpd's AuthResult(success=False) defaults to handled=True, meaning "the reply was already
+    sent": nothing is sent and the client waits for its time-out instead of getting 535.
+    """
+
+    def _authenticate(self, *args):
+        return AuthResult(success=super()._authenticate(*args).success, handled=False)
+
+
+
+@pytest.fixture
+def smtp_settings(settings):
+    def make(port: int, password: str = "s3cret", starttls: bool = False):
+        return settings.model_copy(update={
+            "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": starttls,
+            "smtp_username": "jane", "smtp_password": type(settings.smtp_password)(password),
+            "send_timeout_seconds": 5,
+        })
+    return make
+
+
+def test_smtp_login_ok_and_refused(smtp_settings):
+    with AuthSink(auth={"jane": "s3cret"}) as sink:
+        good = doctor.check_smtp(smtp_settings(sink.port))
+        bad = doctor.check_smtp(smtp_settings(sink.port, password="wrong"))
+    assert good == Check("SMTP login", OK, f"logged in to 127.0.0.1:{sink.port} as jane")
+    assert bad.status == FAIL
+    assert bad.detail.startswith(f"127.0.0.1:{sink.port} refused the login of jane: 535")
+    assert bad.hint.startswith("check SMTP_USERNAME and SMTP_PASSWORD")
+    assert sink.auth_failures >= 1 and sink.deliveries == []
+
+
+def test_smtp_without_starttls_on_offer_fails(smtp_settings):
+    with AuthSink(auth={"jane": "s3cret"}) as sink:
+        check = doctor.check_smtp(smtp_settings(sink.port, starttls=True))
+    assert (check.status, check.detail) == (FAIL, f"127.0.0.1:{sink.port} does not offer STARTTLS")
+
+
+def test_smtp_nothing_listening_fails(smtp_settings):
+    with SmtpSink() as sink:
+        port = sink.port  # free again once the sink stops
+    check = doctor.check_smtp(smtp_settings(port))
+    assert check.status == FAIL and check.detail.startswith(f"cannot connect to 127.0.0.1:{port}")
+
+
+def test_run_checks_uses_smtp_when_transport_is_smtp(smtp_settings, db):
+    with AuthSink(auth={"jane": "s3cret"}) as sink:
+        checks = doctor.run_checks(smtp_settings(sink.port, password="wrong"))
+    assert [c.name for c in checks] == ["configuration", "database", "SMTP login"]
+    assert doctor.failed(checks)

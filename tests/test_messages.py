@@ -1,0 +1,141 @@
+"""The MIME message a recipient's mail client receives."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import datetime, timezone
+
+import pytest
+
+from email_automation.email_templates import RenderedEmail
+from email_automation.errors import ConfigError, PermanentSendError
+from email_automation.messages import build_message
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
+
+
+def parse(message) -> email.message.EmailMessage:
+    """What a receiving client sees: the wire bytes parsed back."""
+    return email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+
+
+def content(part) -> str:
+    """A decoded body with line ends normalised (quoted-printable lines end in CRLF on the wire)."""
+    return part.get_content().replace("\r\n", "\n")
+
+
+def test_headers_and_structure(settings):
+    settings = settings.model_copy(update={"reply_to": "replies@example.com"})
+    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings, now=NOW))
+    assert received["From"] == "Jane Sender <jane@example.com>"
+    assert received["To"] == "ada@example.org"
+    assert received["Reply-To"] == "replies@example.com"
+    assert received["Subject"] == "Hello Ada"
+    assert received["Date"] == "Wed, 25 Nov 2026 07:00:00 +0000"
+    assert received["Message-ID"].endswith("@example.com>")
+    assert received.get_content_type() == "multipart/alternative"
+    parts = list(received.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert [p.get_content_charset() for p in parts] == ["utf-8", "utf-8"]
+    assert content(parts[0]) == "Hi Ada\n"
+    assert content(parts[1]) == "<p>Hi Ada</p>\n"
+
+
+def test_no_reply_to_unless_configured(settings):
+    assert "Reply-To" not in parse(build_message(RENDERED, to="ada@example.org", settings=settings))
+
+
+def test_message_ids_are_unique_and_can_use_another_domain(settings):
+    first = build_message(RENDERED, to="ada@example.org", settings=settings)
+    second = build_message(RENDERED, to="ada@example.org", settings=settings, message_id_domain="mail.example.net")
+    assert first["Message-ID"] != second["Message-ID"]
+    assert second["Message-ID"].endswith("@mail.example.net>")
+
+
+def test_one_click_unsubscribe_for_an_https_url(settings):
+    settings = settings.model_copy(update={"unsubscribe_url": "https://example.com/unsubscribe?email={email}"})
+    received = parse(build_message(RENDERED, to="ada+x@example.org", settings=settings))
+    assert received["List-Unsubscribe"] == (
+        "<https://example.com/unsubscribe?email=ada%2Bx%40example.org>, "
+        "<mailto:jane@example.com?subject=unsubscribe>")
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_no_one_click_header_for_a_plain_http_url(settings):
+    settings = settings.model_copy(update={"unsubscribe_url": "http://example.com/u/{email}"})
+    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings))
+    assert received["List-Unsubscribe"] == "<http://example.com/u/ada%40example.org>, <mailto:jane@example.com?subject=unsubscribe>"
+    assert "List-Unsubscribe-Post" not in received
+
+
+def test_mailto_unsubscribe_only_when_no_url(settings):
+    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings))
+    assert received["List-Unsubscribe"] == "<mailto:jane@example.com?subject=unsubscribe>"
+    assert "List-Unsubscribe-Post" not in received
+
+
+def test_long_unsubscribe_url_is_folded_between_uris_never_encoded(settings):
+    url = "https://example.com/unsubscribe?token=" + "a" * 150 + "&email={email}"
+    settings = settings.model_copy(update={"unsubscribe_url": url})
+    raw = build_message(RENDERED, to="ada@example.org", settings=settings).as_bytes()
+    header = raw.split(b"\r\nList-Unsubscribe:", 1)[1].split(b"\r\nList-Unsubscribe-Post", 1)[0]
+    assert b"=?" not in header  # an RFC 2047 encoded word would break the link
+    assert parse_header_value(raw, "List-Unsubscribe") == (
+        f"<https://example.com/unsubscribe?token={'a' * 150}&email=ada%40example.org>, "
+        "<mailto:jane@example.com?subject=unsubscribe>")
+
+
+def parse_header_value(raw: bytes, name: str) -> str:
+    return email.message_from_bytes(raw, policy=email.policy.default)[name]
+
+
+def test_non_ascii_names_and_subjects_are_encoded_and_round_trip(settings):
+    settings = settings.model_copy(update={"sender_name": "Zoë Müller-Łukasiewicz, PhD"})
+    rendered = RenderedEmail(subject="Grüße aus Köln – 你好", html="<p>Grüße, José</p>", text="Grüße, José\n")
+    raw = build_message(rendered, to="jose@example.org", settings=settings).as_bytes()
+    assert raw.isascii()  # 7-bit clean: any relay accepts it
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert received["From"].addresses[0].display_name == "Zoë Müller-Łukasiewicz, PhD"
+    assert received["From"].addresses[0].addr_spec == "jane@example.com"
+    assert received["Subject"] == "Grüße aus Köln – 你好"
+    assert [content(p) for p in received.iter_parts()] == ["Grüße, José\n", "<p>Grüße, José</p>\n"]
+
+
+def test_every_line_is_short_even_for_a_huge_one_line_body(settings):
+    rendered = RenderedEmail(subject="S " * 200, html="<p>" + "word " * 2000 + "</p>", text="x" * 5000)
+    raw = build_message(rendered, to="ada@example.org", settings=settings).as_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert content(list(received.iter_parts())[0]) == "x" * 5000 + "\n"
+
+
+def test_line_breaks_in_a_subject_cannot_inject_headers(settings):
+    rendered = RenderedEmail(subject="Hi\r\nBcc: victim@example.net", html="<p>x</p>", text="x")
+    received = parse(build_message(rendered, to="ada@example.org", settings=settings))
+    assert received["Subject"] == "Hi Bcc: victim@example.net"
+    assert "Bcc" not in received
+
+
+def test_internationalised_domains_are_sent_as_punycode(settings):
+    received = parse(build_message(RENDERED, to="anna@bücher.de", settings=settings))
+    assert received["To"] == "anna@xn--bcher-kva.de"
+
+
+@pytest.mark.parametrize("bad", ["not-an-address", "a@b.com, c@d.com", "ada@example.org\r\nBcc: x@y.z", "jösé@example.org"])
+def test_unusable_recipient_is_a_permanent_send_error(settings, bad):
+    with pytest.raises(PermanentSendError, match="^recipient ") as info:
+        build_message(RENDERED, to=bad, settings=settings)
+    assert info.value.code == "InvalidAddress"
+
+
+def test_missing_sender_is_a_config_error(settings):
+    with pytest.raises(ConfigError, match="^SENDER_EMAIL is not set"):
+        build_message(RENDERED, to="ada@example.org", settings=settings.model_copy(update={"sender_email": ""}))
+
+
+def test_invalid_reply_to_is_a_config_error(settings):
+    settings = settings.model_copy(update={"reply_to": "nobody"})
+    with pytest.raises(ConfigError, match="^invalid setting REPLY_TO=nobody: is not an email address$"):
+        build_message(RENDERED, to="ada@example.org", settings=settings)

@@ -1,0 +1,268 @@
+"""The read-only queries behind `status` and the dashboard, on a database filled by real runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from pydantic import SecretStr
+
+from email_automation import admin
+from email_automation.database import connect, init_db
+from email_automation.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from email_automation.reports import (
+    LOG_COLUMNS,
+    AdminLockedError,
+    LogFilter,
+    Reports,
+    csv_lines,
+    csv_safe,
+    status_summary,
+)
+from email_automation.run_daily import pending_batch, run_daily
+from email_automation.transports.dry_run import DryRunTransport
+
+from .fakes import RecordingSleep, ScriptedTransport
+
+# Scripted provider answers: each address's errors, raised in order before it is accepted.
+SCRIPT = {
+    # A hostile error text: it must reach a spreadsheet as text, never as a formula.
+    "person01@example.com": [PermanentSendError("=cmd|' /C calc'!A0")],
+    "person03@example.com": [AmbiguousSendError("read timeout after the request left")],
+    "person05@example.com": [PermanentSendError("mailbox does not exist", code="550")],
+    # Throttled on every in-run retry: logged failed, the recipient goes back to pending.
+    "spring1@example.org": [TransientSendError("throttled", code="Throttling")] * 4,
+}
+
+
+def add_recipient(conn, email: str, campaign: str = "default", first_name: str = "") -> None:
+    conn.execute(
+        "INSERT INTO recipients (campaign_id, email, first_name, company, created_at)"
+        " VALUES ((SELECT id FROM campaigns WHERE name = ?), ?, ?, 'Acme', '2026-01-01T00:00:00.000000Z')",
+        (campaign, email, first_name),
+    )
+
+
+def fill_database(settings, today: datetime) -> dict[str, date]:
+    """Five runs (one a dry run) over seven weeks up to `today`, some failing; returns the run days.
+
+    Everything goes through run_daily with a scripted transport, exactly as a cron job would.
+    """
+    conn = init_db(settings.db_path)
+    conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+                 " SELECT 'spring', subject_template, html_template, created_at FROM campaigns")
+    for i in range(8):
+        add_recipient(conn, f"person{i:02d}@example.com", first_name=f"P{i}")
+    for i in range(4):  # in the middle of the queue order
+        add_recipient(conn, f"spring{i}@example.org", "spring")
+    for i in range(8, 16):
+        add_recipient(conn, f"person{i:02d}@example.com", first_name=f"P{i}")
+    transport = ScriptedTransport(SCRIPT)
+    runs = {"old": (today - timedelta(days=46), transport, 4), "earlier": (today - timedelta(days=23), transport, 4),
+            "dry": (today - timedelta(days=10), DryRunTransport(settings), 3),
+            "yesterday": (today - timedelta(days=1), transport, 4), "today": (today, transport, 2)}
+    for moment, sender, limit in runs.values():
+        run_daily(settings.model_copy(update={"daily_limit": 4}), conn, sender, now=lambda m=moment: m,
+                  sleep=RecordingSleep(), limit=limit, rng=random.Random(1))
+    conn.close()
+    return {name: moment.astimezone(settings.tz).date() for name, (moment, _, _) in runs.items()}
+
+
+@pytest.fixture
+def filled(settings, clock):
+    """(Reports over a filled database, run days); the dashboard's clock is the test clock."""
+    days = fill_database(settings, clock())
+    return Reports(settings.db_path, settings, now=clock), days
+
+
+def with_password(settings, password: str):
+    return settings.model_copy(update={"dashboard_password": SecretStr(password)})
+
+
+def counts_in_db(db_path, where: str = "1", args=()) -> dict[str, int]:
+    """The truth, straight from send_log, to hold the page's figures against."""
+    with connect(db_path, readonly=True) as conn:
+        rows = conn.execute(
+            "SELECT l.status, count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+            f" JOIN campaigns c ON c.id = r.campaign_id WHERE {where} GROUP BY l.status", args,
+        ).fetchall()
+    return dict(rows)
+
+
+def test_the_fill_produced_every_kind_of_row(filled):
+    reports, _ = filled
+    assert set(counts_in_db(reports.db_path)) == {"sent", "failed", "unknown", "dry_run"}
+
+
+@pytest.mark.parametrize("make_filter, where, args", [
+    (lambda d: LogFilter(d["old"], d["today"]), "1", ()),
+    (lambda d: LogFilter(d["earlier"], d["today"]), "l.batch_date >= ?", ("earlier",)),
+    (lambda d: LogFilter(d["old"], d["old"]), "l.batch_date = ?", ("old",)),
+    (lambda d: LogFilter(d["old"], d["today"], campaign="spring"), "c.name = 'spring'", ()),
+    (lambda d: LogFilter(d["old"], d["today"], status="failed"), "l.status = 'failed'", ()),
+    (lambda d: LogFilter(d["old"], d["today"], email="PERSON0"), "r.email LIKE 'person0%'", ()),
+])
+def test_summary_matches_the_database_for_each_filter(filled, make_filter, where, args):
+    reports, days = filled
+    expected = counts_in_db(reports.db_path, where, tuple(days[a].isoformat() for a in args))
+    summary = reports.summary(make_filter(days))
+    assert {k: v for k, v in summary.counts.items() if v} == expected
+    assert summary.sent == expected.get("sent", 0) and summary.failed == expected.get("failed", 0)
+
+
+def test_dry_run_rows_are_apart_and_never_unique_recipients(filled):
+    reports, days = filled
+    summary = reports.summary(LogFilter(days["dry"], days["dry"], status="dry_run"))
+    assert summary.dry_run == 3 and summary.sent == 0 and summary.unique_recipients == 0
+    with connect(reports.db_path, readonly=True) as conn:
+        real = conn.execute("SELECT count(DISTINCT recipient_id) FROM send_log WHERE status != 'dry_run'").fetchone()[0]
+    assert reports.summary(LogFilter(days["old"], days["today"])).unique_recipients == real
+
+
+def test_the_default_filter_is_the_last_30_days_in_the_users_time_zone(settings, filled):
+    reports, days = filled
+    f = reports.default_filter()
+    assert (f.end, f.end - f.start) == (days["today"], timedelta(days=29))
+    assert days["earlier"] >= f.start > days["old"]
+
+
+def test_daily_counts_are_per_batch_day(filled):
+    reports, days = filled
+    per_day = {d.day: (d.sent, d.failed, d.dry_run) for d in reports.daily(LogFilter(days["old"], days["today"]))}
+    assert list(per_day) == sorted(per_day)
+    assert per_day[days["old"]] == (2, 1, 0)  # one sent-or-not is `unknown`: neither bar
+    assert per_day[days["today"]][0] == 2
+    assert per_day[days["dry"]] == (0, 0, 3)
+
+
+def test_log_page_is_newest_first_with_local_times_and_pages_do_not_overlap(filled):
+    reports, days = filled
+    f = LogFilter(days["old"], days["today"])
+    first = reports.log_page(f, page=1, page_size=5)
+    second = reports.log_page(f, page=2, page_size=5)
+    assert len(first) == 5 and first[0].batch_date == days["today"].isoformat()
+    assert first[0].time == "08:00:00"  # 07:00 UTC is 08:00 in Berlin
+    moments = [(r.batch_date, r.time) for r in first + second]
+    assert moments == sorted(moments, reverse=True)
+    assert len({(r.batch_date, r.email, r.status) for r in first + second}) == 10
+    everything = reports.log_page(f, page=1, page_size=1000)
+    assert len(everything) == reports.summary(f).total
+
+
+def test_today_counts_what_may_have_reached_a_mailbox(filled):
+    reports, days = filled
+    today = reports.today()
+    assert (today.day, today.counted, today.daily_limit) == (days["today"], 2, reports.settings.daily_limit)
+
+
+def test_recipient_counts_and_lists(filled):
+    reports, _ = filled
+    counts = reports.recipient_counts()
+    assert counts["unknown"] == 1 and [r["email"] for r in reports.unknown()] == ["person03@example.com"]
+    assert reports.recipient_counts("spring")["unknown"] == 0
+    failed = {r["email"]: r["last_error"] for r in reports.failed()}
+    assert failed == {"person01@example.com": "=cmd|' /C calc'!A0", "person05@example.com": "550: mailbox does not exist"}
+
+
+def test_pending_queue_is_the_order_run_daily_will_send_in(filled, settings):
+    reports, _ = filled
+    reports.settings = with_password(settings, "pw")
+    reports.pause("spring")
+    reports.suppress("person15@example.com")
+    size, queue = reports.pending_queue(limit=100)
+    with connect(reports.db_path) as conn:
+        expected = [row["email"] for row in pending_batch(conn, 100)]
+    assert [r["email"] for r in queue] == expected and size == len(expected) > 0
+    assert [r["position"] for r in queue] == list(range(1, size + 1))
+    assert not any(r["campaign"] == "spring" for r in queue)
+    _, tail = reports.pending_queue(limit=100, offset=1)
+    assert tail == [dict(r, position=r["position"]) for r in queue[1:]]
+
+
+def test_status_summary_is_shared_with_the_cli(filled, settings, clock):
+    reports, _ = filled
+    with connect(reports.db_path) as conn:
+        direct = status_summary(conn, now=clock(), tz=settings.tz, daily_limit=settings.daily_limit)
+    assert reports.status_summary() == direct
+
+
+def test_views_read_through_read_only_connections(filled):
+    reports, _ = filled
+    with reports._read() as conn, pytest.raises(Exception, match="readonly"):
+        conn.execute("DELETE FROM send_log")
+
+
+# --- CSV export --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell, shown", [
+    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+    ("+1", "'+1"),
+    ("-2", "'-2"),
+    ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+    ("\t=1+1", "'\t=1+1"),
+    ("\r=1+1", "'\r=1+1"),
+    ("a=b", "a=b"),  # only a leading trigger is dangerous
+    ("person@example.com", "person@example.com"),
+    (None, ""),
+])
+def test_csv_safe_escapes_leading_formula_triggers(cell, shown):
+    assert csv_safe(cell) == shown
+
+
+def test_csv_lines_escape_every_cell_and_read_back_as_text():
+    rows = [("2026-11-25", "08:00:00", "failed", "=cmd|' /C calc'!A0", "+1", "-2", "@SUM(1,2)")]
+    text = "".join(csv_lines(rows))
+    header, row = list(csv.reader(io.StringIO(text)))
+    assert header == list(LOG_COLUMNS)
+    assert row == ["2026-11-25", "08:00:00", "failed", "'=cmd|' /C calc'!A0", "'+1", "'-2", "'@SUM(1,2)"]
+    assert text.startswith('"batch_date","time"') and text.endswith("\r\n")
+
+
+def test_the_exported_log_is_the_whole_filter_and_formula_safe(filled):
+    reports, days = filled
+    f = LogFilter(days["old"], days["today"])
+    data = reports.log_csv(f).decode("utf-8-sig")
+    header, *rows = list(csv.reader(io.StringIO(data)))
+    assert header == list(LOG_COLUMNS) and len(rows) == reports.summary(f).total
+    errors = [row[LOG_COLUMNS.index("error")] for row in rows]
+    assert "'=cmd|' /C calc'!A0" in errors and "=cmd|' /C calc'!A0" not in errors
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+
+
+# --- admin hooks ---------------------------------------------------------------------------------
+
+
+def test_admin_hooks_refuse_without_a_password_and_write_nothing(filled):
+    reports, _ = filled
+    with pytest.raises(AdminLockedError, match="DASHBOARD_PASSWORD"):
+        reports.pause("default")
+    with connect(reports.db_path, readonly=True) as conn:
+        assert conn.execute("SELECT count(*) FROM admin_log").fetchone()[0] == 0
+
+
+def test_password_check_is_exact(settings, filled):
+    reports, _ = filled
+    assert not reports.check_password("")
+    reports.settings = with_password(settings, "s3cret")
+    assert reports.check_password("s3cret") and not reports.check_password("s3cret ") and not reports.check_password("")
+
+
+def test_admin_hooks_call_the_library_as_the_dashboard(filled, settings):
+    reports, _ = filled
+    reports.settings = with_password(settings, "pw")
+    assert reports.resolve("person03@example.com", "pending") == 1
+    assert reports.retry_failed() == 2  # person01 and person05; throttled spring1 went back to pending
+    with connect(reports.db_path, readonly=True) as conn:
+        audit = conn.execute("SELECT actor, action FROM admin_log ORDER BY id").fetchall()
+    assert [tuple(a) for a in audit] == [("dashboard", "resolve-pending"), ("dashboard", "retry-failed")]
+
+
+def test_admin_errors_are_library_errors(filled, settings):
+    reports, _ = filled
+    reports.settings = with_password(settings, "pw")
+    with pytest.raises(admin.NotFoundError, match="no pending or failed recipient"):
+        reports.skip("nobody@example.com")

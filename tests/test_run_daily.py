@@ -1,0 +1,213 @@
+"""The daily run: limits, delays, dry runs, every error class, and never a second send."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from email_automation import admin
+from email_automation.errors import (
+    AmbiguousSendError,
+    FatalSendError,
+    PermanentSendError,
+    TemplateRenderError,
+    TransientSendError,
+)
+from email_automation.locking import RunLockedError, run_lock
+from email_automation.run_daily import run_daily
+from email_automation.transports.dry_run import DryRunTransport
+
+from .fakes import RecordingSleep, ScriptedTransport
+
+
+def add_recipients(db, count, campaign_id=1, start=0):
+    for i in range(start, start + count):
+        db.execute(
+            "INSERT INTO recipients (campaign_id, email, first_name, company, fields, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 'x')",
+            (campaign_id, f"person{i}@example.com", f"Person{i}", "Acme", json.dumps({"role": "CTO"})),
+        )
+
+
+def statuses(db):
+    return dict(db.execute("SELECT email, status FROM recipients").fetchall())
+
+
+def run(settings, db, transport, clock, **kwargs):
+    sleep = kwargs.pop("sleep", RecordingSleep())
+    return run_daily(settings, db, transport, now=clock, sleep=sleep, rng=random.Random(1), **kwargs)
+
+
+def test_sends_pending_recipients_oldest_first_and_logs_each_message_id(settings, db, clock):
+    add_recipients(db, 3)
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert report.sent == 3
+    assert transport.recipients == ["person0@example.com", "person1@example.com", "person2@example.com"]
+    logged = [tuple(r) for r in db.execute("SELECT status, message_id FROM send_log ORDER BY id")]
+    assert [s for s, _ in logged] == ["sent"] * 3
+    assert all(mid.startswith("msg-") for _, mid in logged)
+    assert set(statuses(db).values()) == {"sent"}
+
+
+def test_daily_limit_holds_across_runs_and_resets_after_midnight_in_timezone(settings, db, clock):
+    settings = settings.model_copy(update={"daily_limit": 4})
+    add_recipients(db, 10)
+    transport = ScriptedTransport()
+    assert run(settings, db, transport, clock, limit=3).sent == 3
+    second = run(settings, db, transport, clock)
+    assert (second.sent, second.remaining_today) == (1, 0)
+    assert run(settings, db, transport, clock).sent == 0
+    # 22:30 UTC is 23:30 in Berlin: still the same day there.
+    clock.current = datetime(2026, 11, 25, 22, 30, tzinfo=timezone.utc)
+    assert run(settings, db, transport, clock).sent == 0
+    # 23:30 UTC is 00:30 the next day in Berlin: a new batch.
+    clock.current = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)
+    assert run(settings, db, transport, clock).sent == 4
+    assert len(transport.delivered) == 8
+    assert len(set(transport.recipients)) == 8
+
+
+def test_unknown_and_interrupted_attempts_count_toward_the_limit(settings, db, clock):
+    settings = settings.model_copy(update={"daily_limit": 2})
+    add_recipients(db, 5)
+    transport = ScriptedTransport({"person0@example.com": [AmbiguousSendError("read timeout")]})
+    report = run(settings, db, transport, clock)
+    assert (report.unknown, report.sent) == (1, 1)
+    assert run(settings, db, transport, clock).sent == 0
+
+
+def test_delay_between_sends_but_not_after_the_last(settings, db, clock):
+    settings = settings.model_copy(update={"delay_seconds": 7.0, "delay_jitter_seconds": 3.0})
+    add_recipients(db, 4)
+    sleep = RecordingSleep()
+    run(settings, db, ScriptedTransport(), clock, sleep=sleep)
+    assert len(sleep.calls) == 3
+    assert all(7.0 <= s <= 10.0 for s in sleep.calls)
+
+
+def test_dry_run_writes_the_outbox_sends_nothing_and_changes_no_status(settings, db, clock):
+    add_recipients(db, 3)
+    report = run(settings, db, DryRunTransport(settings), clock)
+    assert report.dry_run and report.previewed == 3 and report.sent == 0
+    assert set(statuses(db).values()) == {"pending"}
+    assert [r[0] for r in db.execute("SELECT status FROM send_log")] == ["dry_run"] * 3
+    assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
+    assert report.remaining_today == settings.daily_limit, "dry runs do not count toward the limit"
+
+
+def test_a_template_error_stops_the_run_before_any_send(settings, db, clock):
+    add_recipients(db, 2)
+    db.execute("UPDATE campaigns SET subject_template = 'Hello {{ nickname }}'")
+    transport = ScriptedTransport()
+    with pytest.raises(TemplateRenderError) as caught:
+        run(settings, db, transport, clock)
+    assert "person0@example.com" in str(caught.value) and "nickname" in str(caught.value)
+    assert transport.calls == []
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
+    assert set(statuses(db).values()) == {"pending"}
+
+
+def test_transient_errors_are_retried_with_backoff_within_the_run(settings, db, clock):
+    add_recipients(db, 1)
+    transport = ScriptedTransport({"person0@example.com": [TransientSendError("throttled")] * 2})
+    sleep = RecordingSleep()
+    report = run(settings, db, transport, clock, sleep=sleep)
+    assert report.sent == 1
+    assert sleep.calls == [2, 4]
+    assert transport.calls == ["person0@example.com"] * 3
+
+
+def test_transient_errors_that_persist_leave_the_recipient_pending_then_failed(settings, db, clock):
+    settings = settings.model_copy(update={"max_attempts": 2})
+    add_recipients(db, 1)
+    transport = ScriptedTransport({"person0@example.com": [TransientSendError("421 try later", code="421")] * 8})
+    first = run(settings, db, transport, clock)
+    assert first.deferred == 1
+    row = db.execute("SELECT status, attempts, last_error FROM recipients").fetchone()
+    assert tuple(row) == ("pending", 1, "421: 421 try later")
+    run(settings, db, transport, clock)
+    assert statuses(db) == {"person0@example.com": "failed"}
+
+
+def test_permanent_error_fails_that_recipient_and_the_run_goes_on(settings, db, clock):
+    add_recipients(db, 3)
+    transport = ScriptedTransport({"person1@example.com": [PermanentSendError("550 no such user", code="550")]})
+    report = run(settings, db, transport, clock)
+    assert (report.sent, report.failed) == (2, 1)
+    assert statuses(db)["person1@example.com"] == "failed"
+    assert run(settings, db, transport, clock).sent == 0, "a failed recipient is not retried by itself"
+
+
+def test_ambiguous_outcome_becomes_unknown_and_is_never_retried(settings, db, clock):
+    add_recipients(db, 2)
+    transport = ScriptedTransport({"person0@example.com": [AmbiguousSendError("read timeout")]})
+    run(settings, db, transport, clock)
+    clock.advance(86400)
+    run(settings, db, transport, clock)
+    assert transport.calls.count("person0@example.com") == 1
+    assert statuses(db)["person0@example.com"] == "unknown"
+
+
+def test_fatal_error_stops_the_run_and_leaves_the_rest_pending(settings, db, clock):
+    add_recipients(db, 4)
+    transport = ScriptedTransport({"person1@example.com": [FatalSendError("sender not verified")]})
+    report = run(settings, db, transport, clock)
+    assert report.fatal_error == "sender not verified"
+    assert report.sent == 1
+    assert transport.calls == ["person0@example.com", "person1@example.com"]
+    assert [s for e, s in sorted(statuses(db).items())] == ["sent", "pending", "pending", "pending"]
+
+
+def test_a_killed_runs_claims_become_unknown_at_the_next_start(settings, db, clock):
+    add_recipients(db, 2)
+    db.execute("UPDATE recipients SET status = 'sending' WHERE email = 'person0@example.com'")
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert report.recovered == 1
+    assert transport.recipients == ["person1@example.com"]
+    assert statuses(db)["person0@example.com"] == "unknown"
+
+
+def test_a_second_concurrent_run_is_turned_away(settings, db, clock):
+    add_recipients(db, 1)
+    transport = ScriptedTransport()
+    with run_lock(settings.db_path):
+        with pytest.raises(RunLockedError, match="another run"):
+            run(settings, db, transport, clock)
+    assert transport.calls == []
+
+
+def test_suppressed_and_already_contacted_addresses_are_skipped(settings, db, clock):
+    add_recipients(db, 3)
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) SELECT 'second', subject_template, html_template, 'x' FROM campaigns")
+    admin.suppress(db, "person2@example.com", reason="complaint")
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)
+    db.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (2, 'person0@example.com', 'x')")
+    report = run(settings, db, transport, clock)
+    assert report.skipped == 1
+    assert transport.recipients == ["person0@example.com", "person1@example.com"]
+    reason = db.execute("SELECT last_error FROM recipients WHERE campaign_id = 2").fetchone()[0]
+    assert reason == "already contacted in campaign 'default'"
+
+
+def test_paused_campaigns_are_left_alone(settings, db, clock):
+    add_recipients(db, 2)
+    admin.set_campaign_status(db, "default", "paused")
+    assert run(settings, db, ScriptedTransport(), clock).sent == 0
+    admin.set_campaign_status(db, "default", "active")
+    assert run(settings, db, ScriptedTransport(), clock).sent == 2
+
+
+def test_recipient_data_reaches_the_html_escaped(settings, db, clock):
+    db.execute("INSERT INTO recipients (campaign_id, email, first_name, company, created_at)"
+               " VALUES (1, 'x@example.com', '<script>alert(1)</script>', 'A&B \"Co\"', 'x')")
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)
+    html = transport.delivered[0].get_body(("html",)).get_content()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;" in html

@@ -1,0 +1,269 @@
+"""SES transport: the request SES receives, and what every failure means for the run."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from botocore.exceptions import ConnectionClosedError, NoCredentialsError
+from botocore.stub import Stubber
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ses.models import ses_backends
+
+from email_automation.email_templates import RenderedEmail
+from email_automation.errors import (
+    AmbiguousSendError,
+    ConfigError,
+    FatalSendError,
+    PermanentSendError,
+    TransientSendError,
+)
+from email_automation.messages import build_message
+from email_automation.transports.ses import SesTransport, make_ses_client, sanitize_tag
+
+RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
+TAGS = {"attempt_id": "0f1e2d3c4b5a", "campaign": "Été 2026 / outreach"}
+
+
+@pytest.fixture
+def message(settings):
+    return build_message(RENDERED, to="ada@example.org", settings=settings)
+
+
+# --- against moto -----------------------------------------------------------------------------
+
+@pytest.fixture
+def moto_ses():
+    with mock_aws():
+        yield ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+
+
+def test_sends_the_raw_message_to_ses(settings, message, moto_ses):
+    settings = settings.model_copy(update={"ses_configuration_set": "outreach"})
+    client = make_ses_client(settings)
+    client.create_email_identity(EmailIdentity="example.com")
+    message_id = SesTransport(settings, client).send(message, tags=TAGS)
+
+    [sent] = moto_ses.sent_messages
+    assert message_id == sent.id
+    assert sent.source == "jane@example.com"
+    assert sent.destinations == ["ada@example.org"]  # once: no Destination next to the To header
+    received = email.message_from_string(sent.raw_data, policy=email.policy.default)
+    assert received["From"] == "Jane Sender <jane@example.com>"
+    assert received["To"] == "ada@example.org"
+    assert received["Subject"] == "Hello Ada"
+    assert received["Message-ID"] == message["Message-ID"]
+
+
+def test_unverified_sender_in_moto_stops_the_run(settings, message, moto_ses):
+    with pytest.raises(FatalSendError) as info:
+        SesTransport(settings, make_ses_client(settings)).send(message, tags=TAGS)
+    assert str(info.value).startswith(
+        "SENDER_EMAIL jane@example.com is not verified in SES region us-east-1: verify the address or its domain")
+    assert info.value.code == "MessageRejected"
+    assert moto_ses.sent_messages == []
+
+
+# --- the request, via Stubber -----------------------------------------------------------------
+
+def stubbed(settings):
+    client = make_ses_client(settings)
+    return client, Stubber(client)
+
+
+@pytest.mark.parametrize("config_set", ["", "outreach"])
+def test_request_has_sanitized_tags_and_config_set_only_when_set(settings, message, config_set):
+    settings = settings.model_copy(update={"ses_configuration_set": config_set})
+    client, stub = stubbed(settings)
+    expected = {
+        "FromEmailAddress": "jane@example.com",
+        "Content": {"Raw": {"Data": message.as_bytes()}},
+        "EmailTags": [{"Name": "attempt_id", "Value": "0f1e2d3c4b5a"},
+                      {"Name": "campaign", "Value": "_t__2026___outreach"}],
+    }
+    if config_set:
+        expected["ConfigurationSetName"] = config_set
+    stub.add_response("send_email", {"MessageId": "ses-id-1"}, expected_params=expected)
+    with stub:
+        assert SesTransport(settings, client).send(message, tags=TAGS) == "ses-id-1"
+    stub.assert_no_pending_responses()
+
+
+def test_tags_are_limited_to_what_ses_accepts():
+    assert sanitize_tag("a b/c:d-é_1") == "a_b_c_d-__1"
+    assert sanitize_tag("x" * 300) == "x" * 256
+    assert sanitize_tag("") == "_"
+
+
+SANDBOX = ("Email address is not verified. The following identities failed the check in region "
+           "US-EAST-1: ada@example.org")
+SENDER_UNVERIFIED = ("Email address is not verified. The following identities failed the check in region "
+                     "US-EAST-1: jane@example.com, ada@example.org")
+
+ERRORS = [
+    # (code, HTTP status, SES message, expected class, start of our message)
+    ("TooManyRequestsException", 429, "Maximum sending rate exceeded.", TransientSendError,
+     "SES is throttling this account"),
+    ("ThrottlingException", 400, "Rate exceeded", TransientSendError, "SES is throttling this account"),
+    ("LimitExceededException", 400, "Too many", TransientSendError, "SES is throttling this account"),
+    ("TooManyRequestsException", 429, "Daily message quota exceeded.", FatalSendError,
+     "the SES daily sending quota is used up"),
+    ("SendingPausedException", 400, "Sending paused", FatalSendError, "sending is paused for this SES account"),
+    ("AccountSuspendedException", 400, "Suspended", FatalSendError, "this SES account may no longer send email"),
+    ("AccessDeniedException", 403, "not authorized to perform ses:SendRawEmail", FatalSendError,
+     "the AWS credentials may not send with SES: allow ses:SendEmail and ses:SendRawEmail"),
+    ("NotFoundException", 404, "Configuration set does not exist", FatalSendError,
+     "SES does not know the configuration set or sender identity"),
+    ("MailFromDomainNotVerifiedException", 400, "MAIL FROM not verified", FatalSendError,
+     "the custom MAIL FROM domain of the sender identity is not verified"),
+    ("UnrecognizedClientException", 403, "The security token included in the request is invalid", FatalSendError,
+     "AWS rejected the credentials"),
+    ("ExpiredTokenException", 403, "The security token included in the request is expired", FatalSendError,
+     "AWS rejected the credentials"),
+    ("RequestExpired", 400, "Request has expired.", FatalSendError, "AWS refused a request signed with a clock"),
+    ("MessageRejected", 400, SENDER_UNVERIFIED, FatalSendError,
+     "SENDER_EMAIL jane@example.com is not verified in SES region us-east-1"),
+    ("MessageRejected", 400, SANDBOX, FatalSendError,
+     "the SES account is in the sandbox in region us-east-1: it may only send to verified addresses; "
+     "verify the recipient or request production access"),
+    ("MessageRejected", 400, "Did not have authority to send from email jane@example.com", FatalSendError,
+     "SENDER_EMAIL jane@example.com is not verified"),
+    ("MessageRejected", 400, "Message contains a virus", PermanentSendError, "SES rejected this message"),
+    ("BadRequestException", 400, "Illegal address", PermanentSendError, "SES rejected this message"),
+    ("InternalServiceErrorException", 500, "Internal failure", AmbiguousSendError, "unexpected answer from SES"),
+    ("ServiceUnavailable", 503, "", AmbiguousSendError, "unexpected answer from SES"),
+    ("SomethingNew", 400, "?", AmbiguousSendError, "unexpected answer from SES"),
+]
+
+
+@pytest.mark.parametrize(("code", "status", "text", "expected", "starts"), ERRORS)
+def test_ses_errors_are_classified_by_code(settings, message, code, status, text, expected, starts):
+    client, stub = stubbed(settings)
+    stub.add_client_error("send_email", service_error_code=code, service_message=text, http_status_code=status)
+    with stub, pytest.raises(expected) as info:
+        SesTransport(settings, client).send(message, tags=TAGS)
+    assert type(info.value) is expected
+    assert str(info.value).startswith(starts)
+    assert info.value.code == code
+    assert info.value.__cause__ is not None  # raised "from" the botocore error
+
+
+class FailingClient:
+    """A client whose send_email raises a botocore exception that Stubber cannot produce."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    def send_email(self, **request):
+        self.calls += 1
+        raise self.error
+
+
+def test_connection_closed_after_sending_is_ambiguous(settings, message):
+    client = FailingClient(ConnectionClosedError(endpoint_url="https://email.us-east-1.amazonaws.com"))
+    with pytest.raises(AmbiguousSendError, match="the message may have been accepted") as info:
+        SesTransport(settings, client).send(message, tags=TAGS)
+    assert info.value.code == "ConnectionClosedError"
+
+
+def test_missing_credentials_stop_the_run(settings, message):
+    with pytest.raises(FatalSendError, match="^no usable AWS credentials .*attach an instance role"):
+        SesTransport(settings, FailingClient(NoCredentialsError())).send(message, tags=TAGS)
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+def test_client_makes_one_attempt_per_call_in_the_configured_region(settings):
+    settings = settings.model_copy(update={"aws_region": "eu-west-1", "send_timeout_seconds": 12.5})
+    client = make_ses_client(settings)
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.config.retries["total_max_attempts"] == 1
+    assert client.meta.config.read_timeout == 12.5
+    assert client.meta.config.connect_timeout == 5
+
+
+def test_client_falls_back_to_the_aws_default_region(settings):
+    client = make_ses_client(settings.model_copy(update={"aws_region": ""}))
+    assert client.meta.region_name == "us-east-1"  # AWS_DEFAULT_REGION from conftest
+
+
+def test_no_region_anywhere_is_a_config_error(settings, monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    with pytest.raises(ConfigError, match="^no AWS region configured: set AWS_REGION"):
+        make_ses_client(settings.model_copy(update={"aws_region": ""}))
+
+
+def test_aws_endpoint_url_is_honoured(settings, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    assert make_ses_client(settings).meta.endpoint_url == "http://127.0.0.1:4566"
+
+
+# --- real sockets ---------------------------------------------------------------------------------
+
+class SlowSes:
+    """A loopback HTTP server that takes each request, counts it and answers too late."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests += 1
+                outer.release.wait(5)  # far longer than the client's read timeout
+                body = json.dumps({"MessageId": "too-late"}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the client gave up long ago
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, message):
+    # botocore's default retries would send this request 5 times (SES-NOTES §0.2).
+    slow = SlowSes()
+    try:
+        settings = settings.model_copy(update={"send_timeout_seconds": 0.3})
+        transport = SesTransport(settings, make_ses_client(settings, endpoint_url=slow.url))
+        with pytest.raises(AmbiguousSendError) as info:
+            transport.send(message, tags=TAGS)
+        assert slow.requests == 1
+        assert info.value.code == "ReadTimeoutError"
+        assert "may have been accepted" in str(info.value)
+    finally:
+        slow.close()
+
+
+def test_connection_refused_is_transient(settings, message):
+    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = make_ses_client(settings, endpoint_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientSendError, match=r"^could not connect to SES \(connection never opened\)") as info:
+        SesTransport(settings, client).send(message, tags=TAGS)
+    assert info.value.code == "EndpointConnectionError"

@@ -1,0 +1,236 @@
+"""SMTP transport against a real aiosmtpd server on 127.0.0.1 (tests/smtp_sink.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+from email_automation.email_templates import RenderedEmail
+from email_automation.errors import (
+    AmbiguousSendError,
+    FatalSendError,
+    PermanentSendError,
+    TransientSendError,
+)
+from email_automation.messages import build_message
+from email_automation.transports.smtp import SmtpTransport
+from tests.smtp_sink import SmtpSink, read_counts
+
+RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n.\n.. a line that starts with a dot\n")
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_settings(settings, sink):
+    return settings.model_copy(update={
+        "smtp_host": "127.0.0.1", "smtp_port": sink.port, "smtp_starttls": False, "send_timeout_seconds": 2.0})
+
+
+@pytest.fixture
+def transport(smtp_settings):
+    smtp = SmtpTransport(smtp_settings)
+    yield smtp
+    smtp.close()
+
+
+def message_to(address, settings):
+    return build_message(RENDERED, to=address, settings=settings)
+
+
+def test_delivers_with_the_right_envelope_and_headers(sink, transport, smtp_settings):
+    message = message_to("ada@example.org", smtp_settings)
+    assert transport.send(message, tags={"attempt_id": "a1"}) == message["Message-ID"]
+
+    [delivery] = sink.deliveries
+    assert delivery.mail_from == "jane@example.com"
+    assert delivery.rcpt_tos == ["ada@example.org"]
+    received = delivery.message
+    assert received["From"] == "Jane Sender <jane@example.com>"
+    assert received["Subject"] == "Hello Ada"
+    assert received["Message-ID"] == message["Message-ID"]
+    text = list(received.iter_parts())[0].get_content().replace("\r\n", "\n")
+    assert text == "Hi Ada\n.\n.. a line that starts with a dot\n"  # SMTP dot-stuffing undone
+
+
+def test_one_connection_is_reused_for_the_whole_run(sink, transport, smtp_settings):
+    for name in ("ada", "bob", "cy"):
+        transport.send(message_to(f"{name}@example.org", smtp_settings), tags={})
+    assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.org"], ["bob@example.org"], ["cy@example.org"]]
+    assert sink.connections == 1
+
+
+def test_a_connection_dropped_while_idle_is_reopened_transparently(sink, transport, smtp_settings):
+    transport.send(message_to("ada@example.org", smtp_settings), tags={})
+    sink.drop_connections()  # as a server does after its idle timeout
+    transport.send(message_to("bob@example.org", smtp_settings), tags={})
+    assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.org"], ["bob@example.org"]]
+    assert sink.connections == 2
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("550 5.1.1 No such user", PermanentSendError),
+    ("450 4.2.1 Mailbox busy, try later", TransientSendError),
+])
+def test_refused_recipient(sink, transport, smtp_settings, reply, expected):
+    sink.rcpt_replies["gone@example.org"] = reply
+    with pytest.raises(expected) as info:
+        transport.send(message_to("gone@example.org", smtp_settings), tags={})
+    assert type(info.value) is expected
+    assert str(info.value) == f"SMTP server refused recipient: gone@example.org: {reply}"
+    assert info.value.code == reply[:3]
+    # The refusal left the connection usable for the next recipient.
+    transport.send(message_to("ada@example.org", smtp_settings), tags={})
+    assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.org"]]
+    assert sink.connections == 1
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("554 5.6.0 Message content rejected", PermanentSendError),
+    ("451 4.3.0 Queue full, try later", TransientSendError),
+])
+def test_refused_at_the_end_of_data(sink, transport, smtp_settings, reply, expected):
+    sink.data_reply = reply
+    with pytest.raises(expected, match=f"^SMTP server refused the message: {reply}$"):
+        transport.send(message_to("ada@example.org", smtp_settings), tags={})
+    assert sink.deliveries == []
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("553 5.7.1 Sender not allowed", FatalSendError),
+    ("421 4.7.0 Try again later", TransientSendError),
+])
+def test_refused_sender(sink, transport, smtp_settings, reply, expected):
+    sink.mail_replies["jane@example.com"] = reply
+    with pytest.raises(expected, match="^SMTP server refused sender jane@example.com: " + reply):
+        transport.send(message_to("ada@example.org", smtp_settings), tags={})
+
+
+def test_login_then_send(smtp_settings):
+    with SmtpSink(auth={"jane": "s3cret"}) as server:
+        settings = smtp_settings.model_copy(update={
+            "smtp_port": server.port, "smtp_username": "jane", "smtp_password": "s3cret"})
+        smtp = SmtpTransport(settings)
+        smtp.send(message_to("ada@example.org", settings), tags={})
+        smtp.close()
+        assert len(server.deliveries) == 1
+
+
+def test_rejected_login_stops_the_run(smtp_settings):
+    with SmtpSink(auth={"jane": "s3cret"}) as server:
+        settings = smtp_settings.model_copy(update={
+            "smtp_port": server.port, "smtp_username": "jane", "smtp_password": "wrong"})
+        with pytest.raises(FatalSendError) as info:
+            SmtpTransport(settings).send(message_to("ada@example.org", settings), tags={})
+        assert str(info.value).startswith(f"SMTP server 127.0.0.1:{server.port} rejected the login (535 ")
+        assert str(info.value).endswith("check SMTP_USERNAME/SMTP_PASSWORD")
+        assert info.value.code == "535"
+        assert server.auth_failures >= 1 and server.deliveries == []
+
+
+def test_starttls_required_but_not_offered_stops_the_run(sink, smtp_settings):
+    settings = smtp_settings.model_copy(update={"smtp_starttls": True})
+    with pytest.raises(FatalSendError, match=r"does not offer STARTTLS: use SMTP_SSL=true"):
+        SmtpTransport(settings).send(message_to("ada@example.org", settings), tags={})
+    assert sink.deliveries == []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # free a moment ago, nothing listens on it now
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_connection_refused_is_transient(settings):
+    settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": free_port(), "smtp_starttls": False})
+    with pytest.raises(TransientSendError) as info:
+        SmtpTransport(settings).send(message_to("ada@example.org", settings), tags={})
+    assert str(info.value).startswith(
+        f"could not connect to SMTP server 127.0.0.1:{settings.smtp_port} (connection never opened): ConnectionRefusedError")
+
+
+def test_server_stalling_after_data_is_ambiguous(sink, smtp_settings):
+    settings = smtp_settings.model_copy(update={"send_timeout_seconds": 0.3})
+    sink.stall_after_data = 3
+    smtp = SmtpTransport(settings)
+    started = time.monotonic()
+    with pytest.raises(AmbiguousSendError) as info:
+        smtp.send(message_to("ada@example.org", settings), tags={})
+    assert time.monotonic() - started < 2
+    assert str(info.value).startswith("no reply from the SMTP server after the message was sent")
+    assert "not resent automatically" in str(info.value)
+    assert sink.counts() == {"ada@example.org": 1}  # the server did get it: resending would duplicate
+    # The next send opens a fresh connection instead of reusing the broken one.
+    sink.stall_after_data = 0
+    smtp.send(message_to("bob@example.org", settings), tags={})
+    assert sink.connections == 2
+    smtp.close()
+
+
+class DropsAfterMail(smtplib.SMTP):
+    """A client whose server hangs up when MAIL FROM is sent on a fresh connection."""
+
+    def mail(self, *args, **kwargs):
+        self.close()
+        raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+
+
+def test_disconnect_before_data_on_a_fresh_connection_is_transient(sink, smtp_settings):
+    smtp = SmtpTransport(smtp_settings, smtp_factory=DropsAfterMail)
+    with pytest.raises(TransientSendError, match="^SMTP connection lost before the message was sent"):
+        smtp.send(message_to("ada@example.org", smtp_settings), tags={})
+    assert sink.deliveries == []
+
+
+# --- the sink as a separate process (used by the kill test and the benchmark) ---------------------
+
+def test_standalone_sink_counts_deliveries_for_other_processes(tmp_path, settings):
+    counts, ready = tmp_path / "counts.sqlite", tmp_path / "port.txt"
+    script = Path(__file__).with_name("smtp_sink.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", "--count-file", str(counts), "--ready-file", str(ready),
+         "--rcpt-reply", "gone@example.org=550"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        port = int(ready.read_text())
+        settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False})
+        smtp = SmtpTransport(settings)
+        for address in ("ada@example.org", "Ada@example.org", "bob@example.org"):
+            smtp.send(message_to(address, settings), tags={})
+        with pytest.raises(PermanentSendError):
+            smtp.send(message_to("gone@example.org", settings), tags={})
+        smtp.close()
+        assert read_counts(counts) == {"ada@example.org": 2, "bob@example.org": 1}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert out == f"listening on 127.0.0.1:{port}\n"
+    assert read_counts(counts) == {"ada@example.org": 2, "bob@example.org": 1}
+
+
+def test_sink_json_count_file(tmp_path, smtp_settings):
+    counts = tmp_path / "counts.json"
+    with SmtpSink(count_file=counts) as server:
+        settings = smtp_settings.model_copy(update={"smtp_port": server.port})
+        smtp = SmtpTransport(settings)
+        smtp.send(message_to("ada@example.org", settings), tags={})
+        smtp.send(message_to("ada@example.org", settings), tags={})
+        smtp.close()
+        assert read_counts(counts) == {"ada@example.org": 2}
