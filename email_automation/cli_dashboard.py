@@ -31,6 +31,7 @@ def streamlit_command(*, address: str, port: int) -> list[str]:
         "--server.port", str(port),
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this app is not for Streamlit Cloud
     ]
 
 

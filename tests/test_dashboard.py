@@ -292,7 +292,7 @@ def test_the_command_runs_streamlit_on_loopback_by_default():
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert command[4] == str(dashboard.__file__)
     assert command[5:] == ["--server.address", "127.0.0.1", "--server.port", "8501", "--server.headless", "true",
-                           "--browser.gatherUsageStats", "false"]
+                           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
 
 
 def test_the_command_passes_db_and_port_and_warns_about_public_addresses(monkeypatch, tmp_path):
@@ -318,3 +318,14 @@ def test_dashboard_help_runs_in_a_subprocess():
     result = subprocess.run([sys.executable, "-m", "email_automation", "dashboard", "--help"],
                             capture_output=True, text=True, check=True)
     assert "--port" in result.stdout and "127.0.0.1" in result.stdout
+
+
+def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, days):
+    reports = Reports(settings.db_path, settings, now=clock)
+    f = reports.default_filter()
+    frame = dashboard.per_day_frame(reports.daily(f), f)
+    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed"]
+    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0]
+    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0]
+    assert frame["sent"].sum() == reports.summary(f).sent
+    assert page(settings, clock).get("arrow_vega_lite_chart") or page(settings, clock).get("vega_lite_chart")

@@ -192,6 +192,13 @@ def test_no_credentials_fails_and_skips_the_ses_calls(live, monkeypatch):
     assert "instance role" in checks[0].hint
 
 
+def test_no_region_anywhere_fails_with_the_variable_to_set(live, monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    checks = doctor.check_ses(live.model_copy(update={"aws_region": ""}))
+    assert [(c.name, c.status) for c in checks] == [("AWS credentials", OK), ("AWS region", FAIL)]
+    assert checks[1].detail.startswith("no AWS region configured: set AWS_REGION")
+
+
 def test_dry_run_turns_transport_failures_into_warnings(settings, db, ses):
     checks = doctor.run_checks(settings.model_copy(update={"dry_run": True}), ses_client=ses)
     identity = by_name(checks)["SES sender identity"]

@@ -211,3 +211,13 @@ def test_recipient_data_reaches_the_html_escaped(settings, db, clock):
     html = transport.delivered[0].get_body(("html",)).get_content()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;" in html
+
+
+def test_an_address_no_message_can_be_built_for_fails_without_blocking_the_run(settings, db, clock):
+    add_recipients(db, 2)
+    db.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (1, 'jörg@example.com', 'x')")
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert (report.sent, report.failed) == (2, 1)
+    assert statuses(db)["jörg@example.com"] == "failed"
+    assert db.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0] == 0
