@@ -19,6 +19,8 @@ _EXPORTS = {
     "retry_failed": "admin", "skip_recipient": "admin", "suppress": "admin", "unsuppress": "admin",
     "resolve_unknown": "admin", "set_campaign_status": "admin",
     "status_summary": "reports",
+    "backup_database": "backup", "run_checks": "doctor", "send_summary": "summary_report",
+    "setup_file_logging": "logs", "cron_line": "cron",
 }
 
 __all__ = ["__version__", *_EXPORTS]

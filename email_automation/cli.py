@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import admin, reports
+from . import admin, logs, reports
 from .config import Settings, describe_settings, load_settings
 from .database import DEFAULT_CAMPAIGN, get_campaign, init_db, open_db, update_campaign_templates, utc_now
 from .errors import EmailAutomationError
@@ -141,6 +141,7 @@ def run(
     db: DbOption = None,
     dry_run: Annotated[Optional[bool], typer.Option("--dry-run/--send", help="Write .eml files instead of sending (default: DRY_RUN, which is true until you set it to false).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
@@ -149,16 +150,19 @@ def run(
     error that affects every message (credentials, unverified sender, paused account, quota).
     """
     from .run_daily import run_daily
+    from .summary_report import send_summary
     from .transports import make_transport
 
-    settings = settings_for(db, dry_run=dry_run)
+    settings = settings_for(db, dry_run=dry_run, log_file=log_file)
     conn = open_db(settings.db_path)
     _log_lines_to(sys.stderr if as_json else sys.stdout)
+    logs.setup_file_logging(settings.log_file)
     transport = make_transport(settings)
     try:
         with _progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
             report = run_daily(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
                                rng=random.Random(), on_outcome=lambda _: advance(1))
+        send_summary(settings, report, transport, now=utc_now())
     finally:
         transport.close()
     if as_json:
@@ -314,7 +318,7 @@ def _log_lines_to(stream) -> None:
     logger = logging.getLogger("email_automation")
     if not any(getattr(h, "_ea_console", False) for h in logger.handlers):
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logs.line_formatter())
         handler._ea_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

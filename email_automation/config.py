@@ -96,6 +96,11 @@ class Settings(BaseSettings):
                 raise ValueError("unknown time zone") from err
         return value
 
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _empty_log_file_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("transport", mode="before")
     @classmethod
     def _lower_transport(cls, value: Any) -> Any:

@@ -103,12 +103,12 @@ class Columns:
     positions: dict[str, int]
     extras: tuple[tuple[int, str], ...] = ()
     _pick: Callable = field(init=False, repr=False)
-    _json_keys: tuple[str, ...] = field(init=False, repr=False)
+    _json_pairs: tuple[tuple[int, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         blank = len(self.header)  # `padded` puts an empty string at this index of every row
         self._pick = itemgetter(*(self.positions.get(name, blank) for name in RECIPIENT_FIELDS))
-        self._json_keys = tuple(encode_basestring(key) + ":" for _, key in self.extras)
+        self._json_pairs = tuple((index, encode_basestring(key) + ":") for index, key in self.extras)
 
     @property
     def email(self) -> int | None:
@@ -125,10 +125,7 @@ class Columns:
 
     def fields_json(self, row: list[str]) -> str:
         """The extra columns of a padded row as a JSON object (hand-joined: ten times json.dumps' speed)."""
-        if not self.extras:
-            return "{}"
-        pairs = (key + encode_basestring(row[index].strip()) for key, (index, _) in zip(self._json_keys, self.extras))
-        return "{" + ",".join(pairs) + "}"
+        return "{" + ",".join([key + encode_basestring(row[index].strip()) for index, key in self._json_pairs]) + "}"
 
 
 class InvalidRow(ValueError):
@@ -231,14 +228,13 @@ def detect_delimiter(sample: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _domain(domain: str, test_environment: bool, globally_deliverable: bool) -> tuple[str, int] | None:
+def _domain(domain: str) -> tuple[str, int] | None:
     """(ASCII form, longest UTF-8 length of its forms) if email-validator accepts the domain, else None.
 
     Cached: a list repeats a few thousand company domains, and this is most of email-validator's cost.
     """
     try:
-        info = validate_email_domain_name(domain, test_environment=test_environment,
-                                          globally_deliverable=globally_deliverable)
+        info = validate_email_domain_name(domain)
     except EmailNotValidError:
         return None
     return info["ascii_domain"], max(len(info["ascii_domain"]), len(info["domain"].encode()))
@@ -250,14 +246,17 @@ def _plain_address(address: str) -> str | None:
     Mirrors `validate_email` step by step for this case, with email-validator's own pattern and
     domain check: no quotes, `<` or second `@` means `split_email` returns the two halves as they
     are, ASCII needs no Unicode normalisation, and 254 is its limit for every form it measures.
-    It only ever accepts; every refusal is left to `validate_email` for the exact reason.
+    It only ever accepts; every refusal is left to `validate_email` for the exact reason, and so is
+    everything when a caller changed email-validator's global options.
     """
     if not address.isascii() or address.count("@") != 1 or '"' in address or "<" in address:
         return None
-    local, _, domain = address.partition("@")
-    if email_validator.STRICT or not DOT_ATOM_TEXT.match(local) or not domain or domain[0] == "[":
+    if email_validator.STRICT or email_validator.TEST_ENVIRONMENT or not email_validator.GLOBALLY_DELIVERABLE:
         return None
-    known = _domain(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
+    local, _, domain = address.partition("@")
+    if not DOT_ATOM_TEXT.match(local) or not domain or domain[0] == "[":
+        return None
+    known = _domain(domain)
     if known is None or len(address) > EMAIL_MAX_LENGTH or len(local) + 1 + known[1] > EMAIL_MAX_LENGTH:
         return None
     return f"{local}@{known[0]}".lower()

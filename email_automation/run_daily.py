@@ -63,7 +63,8 @@ class Outcome:
     error: str | None = None
 
     def line(self) -> str:
-        parts = [self.at.isoformat(timespec="seconds"), self.email, self.status]
+        """`email status [message-id] [(error)]`; the log formatter puts the time in front."""
+        parts = [self.email, self.status]
         if self.message_id:
             parts.append(self.message_id)
         if self.error:

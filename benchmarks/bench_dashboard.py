@@ -1,0 +1,137 @@
+"""Does the dashboard stay quick on a big log? Its queries against loading the table into pandas.
+
+    python benchmarks/bench_dashboard.py                  # 1,000,000 send_log rows
+    python benchmarks/bench_dashboard.py --rows 200000
+
+Fills a fresh database (init_db, so the real schema and indexes) with ~50k recipients and a
+send_log spread over ~365 days, in one transaction with executemany. Then times, for the default
+30-day filter and without the page's cache, every query one page view makes (best of --repeat),
+and next to it `pandas.read_sql` of the whole send_log: what a page that loaded everything and
+aggregated in pandas would pay on each view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from email_automation.config import load_settings  # noqa: E402
+from email_automation.database import init_db, iso  # noqa: E402
+from email_automation.reports import Reports  # noqa: E402
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+LOG_STATUSES = ["sent"] * 900 + ["failed"] * 70 + ["dry_run"] * 25 + ["unknown"] * 5
+
+
+def fill(path: Path, *, rows: int, recipients: int, days: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    conn = init_db(path)
+    conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+                 " SELECT 'spring', subject_template, html_template, created_at FROM campaigns")
+    created = iso(NOW - timedelta(days=days + 1))
+    statuses = ["sent"] * 80 + ["pending"] * 15 + ["failed"] * 4 + ["unknown"]
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO recipients (campaign_id, email, first_name, company, status, last_error, created_at)"
+        " VALUES (?, ?, 'Ann', 'Acme', ?, ?, ?)",
+        ((1 + n % 2, f"person{n}@company{n % 3000}.example.com", status,
+          "550: mailbox does not exist" if status == "failed" else None, created)
+         for n, status in ((n, rng.choice(statuses)) for n in range(recipients))),
+    )
+    conn.executemany(
+        "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, finished_at, status,"
+        " message_id, subject, error, error_class, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ses')",
+        _log_rows(rng, rows=rows, recipients=recipients, days=days),
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _log_rows(rng: random.Random, *, rows: int, recipients: int, days: int):
+    """Rows in time order (as a real log grows), the batch day in Berlin like the settings below."""
+    start = NOW - timedelta(days=days)
+    step = (NOW - start) / rows
+    for n in range(rows):
+        at = start + step * n
+        status = rng.choice(LOG_STATUSES)
+        stamp = iso(at)
+        yield (rng.randrange(1, recipients + 1), f"{n:032x}", (at + timedelta(hours=1)).date().isoformat(),
+               stamp, stamp, status, f"0100-{n:x}@email.amazonses.com" if status == "sent" else None,
+               "Interested in joining Acme", "MessageRejected: address blacklisted" if status == "failed" else None,
+               "permanent" if status == "failed" else None)
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def page_queries(reports: Reports):
+    """The calls one uncached view of the page makes, as (label, thunk)."""
+    f = reports.default_filter()
+    return [
+        ("campaigns", reports.campaigns),
+        ("summary (metrics + by status)", lambda: reports.summary(f)),
+        ("today vs DAILY_LIMIT", reports.today),
+        ("pending / unknown counts", reports.recipient_counts),
+        ("sent & failed per day", lambda: reports.daily(f)),
+        ("log page 1 (50 rows)", lambda: reports.log_page(f, page=1, page_size=50)),
+        ("queue (first 200)", lambda: reports.pending_queue(limit=200)),
+        ("unknown recipients", reports.unknown),
+        ("failed recipients (200)", lambda: reports.failed(limit=200)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--recipients", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        started = time.perf_counter()
+        fill(path, rows=args.rows, recipients=args.recipients, days=args.days)
+        print(f"filled {args.rows:,} send_log rows, {args.recipients:,} recipients, {args.days} days "
+              f"in {time.perf_counter() - started:.1f}s ({path.stat().st_size / 1e6:.0f} MB)")
+        settings = load_settings(db_path=path, timezone="Europe/Berlin", daily_limit=80)
+        reports = Reports(path, settings, now=lambda: NOW)
+        f = reports.default_filter()
+        print(f"filter: batch days {f.start} .. {f.end}: {reports.summary(f).total:,} rows\n")
+
+        total = 0.0
+        for label, thunk in page_queries(reports):
+            seconds = best_of(args.repeat, thunk)
+            total += seconds
+            print(f"  {label:<32} {seconds * 1000:8.1f} ms")
+        print(f"  {'one page view, all queries':<32} {total * 1000:8.1f} ms")
+        deep = best_of(args.repeat, lambda: reports.log_page(f, page=1000, page_size=50))
+        print(f"  {'(log page 1000, offset 49,950)':<32} {deep * 1000:8.1f} ms")
+        export = best_of(1, lambda: reports.log_csv(f))
+        print(f"  {'(CSV export of the filter)':<32} {export * 1000:8.1f} ms   on click only\n")
+
+        import pandas as pd
+
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
+            whole = best_of(max(1, args.repeat // 2), lambda: pd.read_sql("SELECT * FROM send_log", conn))
+        print(f"  {'pandas.read_sql(whole send_log)':<32} {whole * 1000:8.1f} ms   (before any aggregation)")
+        print(f"\nratio: the page's queries take {total / whole:.1%} of the time of loading the table "
+              f"({whole / total:.0f}x faster)")
+
+
+if __name__ == "__main__":
+    main()
