@@ -11,7 +11,6 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 from aiosmtpd.smtp import AuthResult
 from typer.testing import CliRunner
 
@@ -22,15 +21,6 @@ from email_automation.transports.ses import make_ses_client
 from tests.smtp_sink import SmtpSink
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
