@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from .cli import DbOption, app, cli_errors, out, settings_for
+from .errors import ConfigError
 
 DASHBOARD_SCRIPT = Path(__file__).with_name("dashboard.py")
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -63,10 +64,13 @@ def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
 def dashboard(
     db: DbOption = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = DEFAULT_PORT,
-    address: Annotated[str, typer.Option("--address", help="Address to listen on. Keep 127.0.0.1 and reach it through an SSH tunnel.")] = DEFAULT_ADDRESS,
+    address: Annotated[str, typer.Option(
+        "--address", help="Address to listen on. Keep 127.0.0.1 and use an SSH tunnel.")] = DEFAULT_ADDRESS,
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
+    if not settings.db_path.is_file():
+        raise ConfigError(f"{settings.db_path}: no database yet; run `email-automation init` first")
     env = dict(os.environ)
     if db is not None:
         env["DB_PATH"] = str(settings.db_path.resolve())

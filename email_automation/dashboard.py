@@ -37,14 +37,18 @@ def render(reports: "Reports") -> None:
     st.title("Email automation")
     try:
         log_filter, refresh_seconds = ui.sidebar(reports)
-
-        def live() -> None:
-            ui.body(reports, log_filter)
-
-        # A fragment reruns on its own timer, so a run can be watched without touching the page.
-        (st.fragment(live, run_every=refresh_seconds) if refresh_seconds else live)()
-    except EmailAutomationError as err:
+    except EmailAutomationError as err:  # no database yet, or one this version cannot read
         st.error(str(err))
+        return
+
+    def live() -> None:
+        try:
+            ui.body(reports, log_filter)
+        except EmailAutomationError as err:
+            st.error(str(err))
+
+    # A fragment reruns on its own timer, so a run can be watched without touching the page.
+    (st.fragment(live, run_every=refresh_seconds) if refresh_seconds else live)()
 
 
 def main() -> None:
@@ -197,21 +201,29 @@ def send_log(reports: Reports, log_filter: LogFilter, total: int) -> None:
     st.dataframe(pd.DataFrame(table, columns=list(LOG_COLUMNS)), hide_index=True, key="log_table", width="stretch")
 
 
+def _table_or_caption(rows: list[dict], key: str, empty: str) -> None:
+    if rows:
+        st.dataframe(rows, hide_index=True, key=key, width="stretch")
+    else:
+        st.caption(empty)
+
+
 def recipients(reports: Reports) -> None:
     total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS)
     st.subheader("Queue")
+    shown = f"; the first {len(queue)} are shown" if total > len(queue) else ""
     st.caption(f"{total:,} recipient(s) will be sent in this order (paused campaigns and suppressed "
-               f"addresses left out){'; the first ' + str(SHOWN_RECIPIENTS) + ' are shown' if total > len(queue) else ''}.")
-    st.dataframe(queue, hide_index=True, key="queue_table", width="stretch")
+               f"addresses left out){shown}.")
+    _table_or_caption(queue, "queue_table", "Nobody is waiting to be sent.")
     unknown = fetch(reports, "unknown")
     st.subheader(f"Needs a decision ({len(unknown)})")
     st.caption("The send may or may not have gone out (a timeout, or a run stopped mid-send). Check the "
                "provider's console, then resolve as sent or pending in the Admin tab or with "
                "`email-automation resolve`.")
-    st.dataframe(unknown, hide_index=True, key="unknown_table", width="stretch")
+    _table_or_caption(unknown, "unknown_table", "Nobody needs a decision.")
     failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
     st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
-    st.dataframe(failed, hide_index=True, key="failed_table", width="stretch")
+    _table_or_caption(failed, "failed_table", "No failed recipients.")
 
 
 # --- admin ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from email_automation import cli_dashboard, dashboard
-from email_automation.database import connect
+from email_automation.database import connect, init_db
 from email_automation.reports import LOG_COLUMNS, Reports
 
 from .test_reports import counts_in_db, fill_database, with_password
@@ -272,10 +272,18 @@ def test_an_admin_error_is_shown_not_raised(settings, clock, days):
     assert [e.value for e in at.error] == ["nobody@example.com: no pending or failed recipient with that address"]
 
 
+def test_a_fresh_database_shows_zeros_and_an_empty_log(settings, clock, db):
+    at = page(settings, clock)
+    assert shown(at) == {"Sent": "0", "Failed": "0", "Unique recipients": "0", "Dry-run (not sent)": "0",
+                         "Pending": "0", "Unknown": "0", "Sent today (2026-11-25)": f"0 / {settings.daily_limit}"}
+    assert [i.value for i in at.info][0] == "No sends in these days."
+    assert table(at, "log_table").empty and list(table(at, "log_table").columns) == list(LOG_COLUMNS)
+
+
 def test_a_missing_database_is_one_clear_error(settings, clock):
     at = page(settings, clock)
     assert not at.exception
-    assert [e.value for e in at.error] == [f"{settings.db_path}: cannot open database: unable to open database file"]
+    assert [e.value for e in at.error] == [f"{settings.db_path}: no database yet; run `email-automation init` first"]
 
 
 def test_the_script_reads_db_path_from_the_environment(settings, clock, days, monkeypatch):
@@ -302,6 +310,7 @@ def test_the_command_passes_db_and_port_and_warns_about_public_addresses(monkeyp
 
     calls = []
     monkeypatch.setattr(cli_dashboard, "_run_until_stopped", lambda command, env: calls.append((command, env)) or 0)
+    init_db(tmp_path / "x.db").close()
     result = CliRunner().invoke(app, ["dashboard", "--db", "x.db", "--port", "9999", "--address", "0.0.0.0"])
     assert result.exit_code == 0, result.output
     command, env = calls[0]
@@ -310,8 +319,17 @@ def test_the_command_passes_db_and_port_and_warns_about_public_addresses(monkeyp
     assert env["DB_PATH"] == str(tmp_path / "x.db")
     assert result.output.splitlines() == [
         "Warning: listening on 0.0.0.0 exposes the dashboard to the network; prefer 127.0.0.1 and an SSH tunnel.",
-        f"Dashboard: http://127.0.0.1:9999 (database x.db; Ctrl+C to stop)",
+        "Dashboard: http://127.0.0.1:9999 (database x.db; Ctrl+C to stop)",
     ]
+
+
+def test_the_command_refuses_a_missing_database(tmp_path):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+
+    result = CliRunner().invoke(app, ["dashboard", "--db", "missing.db"])
+    assert (result.exit_code, result.output) == (2, "Error: missing.db: no database yet; run `email-automation init` first\n")
 
 
 def test_dashboard_help_runs_in_a_subprocess():

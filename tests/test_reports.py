@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
 
-from email_automation import admin
 from email_automation.database import connect, init_db
-from email_automation.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from email_automation.errors import AmbiguousSendError, NotFoundError, PermanentSendError, TransientSendError
 from email_automation.reports import (
     LOG_COLUMNS,
     AdminLockedError,
@@ -164,7 +163,8 @@ def test_recipient_counts_and_lists(filled):
     assert counts["unknown"] == 1 and [r["email"] for r in reports.unknown()] == ["person03@example.com"]
     assert reports.recipient_counts("spring")["unknown"] == 0
     failed = {r["email"]: r["last_error"] for r in reports.failed()}
-    assert failed == {"person01@example.com": "=cmd|' /C calc'!A0", "person05@example.com": "550: mailbox does not exist"}
+    assert failed == {"person01@example.com": "=cmd|' /C calc'!A0",
+                      "person05@example.com": "550: mailbox does not exist"}
 
 
 def test_pending_queue_is_the_order_run_daily_will_send_in(filled, settings):
@@ -264,5 +264,5 @@ def test_admin_hooks_call_the_library_as_the_dashboard(filled, settings):
 def test_admin_errors_are_library_errors(filled, settings):
     reports, _ = filled
     reports.settings = with_password(settings, "pw")
-    with pytest.raises(admin.NotFoundError, match="no pending or failed recipient"):
+    with pytest.raises(NotFoundError, match="no pending or failed recipient"):
         reports.skip("nobody@example.com")

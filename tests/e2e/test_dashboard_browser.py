@@ -5,6 +5,8 @@ Leaves a screenshot in test-artifacts/dashboard.png for a person to look at.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import signal
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from email_automation.database import utc_now
-from email_automation.reports import Reports
+from email_automation.reports import LOG_COLUMNS, Reports
 from tests.test_reports import fill_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +106,13 @@ def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard_server, sett
             page.wait_for_timeout(1000)  # let the chart finish drawing before the picture
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            with page.expect_download(timeout=30_000) as download:
+                page.get_by_role("button", name="Download CSV").click()
+            exported = Path(download.value.path()).read_text(encoding="utf-8-sig")
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+    header, *rows = list(csv.reader(io.StringIO(exported)))
+    assert header == list(LOG_COLUMNS) and len(rows) == summary.total
+    assert "Throttling: throttled" in [row[-1] for row in rows]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)

@@ -1,0 +1,487 @@
+"""import_csv: real-world CSV exports in, recipients out, all or nothing.
+
+Row numbers are spreadsheet rows: the header is row 1, the first recipient row 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+from pathlib import Path
+from textwrap import dedent
+
+import jinja2
+import pytest
+from email_validator import EmailNotValidError, validate_email
+
+from email_automation.errors import CsvImportError
+from email_automation.import_csv import MAX_REJECTS_IN_MEMORY, Reject, import_csv, normalize_email
+
+DATA = Path(__file__).parent / "data" / "csv"
+
+
+def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = folder / name
+    path.write_bytes(dedent(text).lstrip("\n").encode(encoding))
+    return path
+
+
+def recipients(db, campaign: str = "default") -> list[dict]:
+    rows = db.execute(
+        "SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ? ORDER BY r.id",
+        (campaign,),
+    )
+    return [dict(row) for row in rows]
+
+
+def snapshot(db) -> dict[str, list[tuple]]:
+    """Every row of every table: what 'the database is unchanged' means."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    return {t: [tuple(row) for row in db.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+
+
+def read_rejects(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.reader(f))
+
+
+# --- encodings and dialects -------------------------------------------------------------------
+
+def test_utf8_with_bom_reads_the_first_header(db, tmp_path):
+    # Excel's "CSV UTF-8" puts a BOM before the first header: it must not hide the email column.
+    path = write(tmp_path, "bom.csv", "\ufeffEmail,First Name\nzoe@example.com,Zoë\n")
+
+    report = import_csv(db, path)
+
+    assert report.inserted == 1
+    assert [(r["email"], r["first_name"]) for r in recipients(db)] == [("zoe@example.com", "Zoë")]
+
+
+def test_windows_1252_export_round_trips_accents_and_smart_quotes(db, tmp_path):
+    # Excel on Windows saves "CSV" as cp1252: ë/ü are Latin-1, the dash and curly quotes are cp1252 only.
+    path = write(tmp_path, "win.csv", """
+        email,first_name,last_name,company
+        zoe@example.com,Zoë,Müller,“Grün & Söhne” – Berlin
+    """, encoding="cp1252")
+
+    import_csv(db, path)
+
+    (row,) = recipients(db)
+    assert (row["first_name"], row["last_name"], row["company"]) == ("Zoë", "Müller", "“Grün & Söhne” – Berlin")
+
+
+def test_latin1_file_with_bytes_cp1252_lacks_still_imports(db, tmp_path):
+    # 0x81 is undefined in cp1252; only Latin-1 can decode such a file (the byte is a C1 control).
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("email,first_name,notes\nzoe@example.com,Zoë,x\x81y\n".encode("latin-1"))
+
+    import_csv(db, path)
+
+    (row,) = recipients(db)
+    assert row["first_name"] == "Zoë"
+    assert json.loads(row["fields"]) == {"notes": "x\x81y"}
+
+
+def test_cp1252_byte_far_down_the_file_is_not_a_late_failure(db, tmp_path):
+    # The encoding is decided from the whole file, not its first kilobytes: one Windows-typed name
+    # after 20,000 plain rows still imports, and correctly.
+    rows = "".join(f"r{n}@example.com,Plain\n" for n in range(20_000))
+    path = tmp_path / "late-accent.csv"
+    path.write_bytes(b"email,first_name\n" + rows.encode() + "zoe@example.com,Zoë\n".encode("cp1252"))
+
+    report = import_csv(db, path)
+
+    assert report.inserted == 20_001
+    assert recipients(db)[-1]["first_name"] == "Zoë"
+
+
+def test_utf8_character_split_across_read_chunks_stays_utf8(db, tmp_path):
+    head = b"email,first_name\n"
+    filler = b"".join(b"r%07d@example.com,Plain\n" % n for n in range(((1 << 20) - 1000) // 27))
+    line = "zoe@example.com,Zoë\n".encode()
+    # Pad one cell so that the two bytes of "ë" sit on either side of the 1 MiB read boundary.
+    before_pad = head + filler + b"x@example.com,"
+    pad = (1 << 20) - 1 - len(before_pad) - 1 - line.index("ë".encode())
+    data = before_pad + b"p" * pad + b"\n" + line
+    assert data[(1 << 20) - 1:(1 << 20) + 1] == "ë".encode()
+    path = tmp_path / "split.csv"
+    path.write_bytes(data)
+
+    import_csv(db, path)
+
+    assert recipients(db)[-1]["first_name"] == "Zoë"
+
+
+def test_excel_unicode_text_export_utf16_tabs(db, tmp_path):
+    # Excel's "Unicode Text": UTF-16 with a BOM, tab-separated.
+    path = write(tmp_path, "unicode.txt", "Email\tFirst Name\nzoe@example.com\tZoë\n", encoding="utf-16")
+
+    report = import_csv(db, path)
+
+    assert report.inserted == 1
+    assert recipients(db)[0]["first_name"] == "Zoë"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_delimiter_is_detected(db, tmp_path, delimiter):
+    # The company holds a comma, so a `;`/tab file read as `,` would split it.
+    d = delimiter
+    path = write(tmp_path, "people.csv",
+                 f'email{d}first_name{d}company\nann@example.com{d}Ann{d}"Acme, Inc."\nbo@example.org{d}Bo{d}Initech\n')
+
+    report = import_csv(db, path)
+
+    assert report.inserted == 2
+    assert [(r["first_name"], r["company"]) for r in recipients(db)] == [("Ann", "Acme, Inc."), ("Bo", "Initech")]
+
+
+def test_quoted_field_with_newline_and_comma_counts_as_one_row(db, tmp_path):
+    path = write(tmp_path, "multi.csv", '''
+        email,first_name,company
+        ann@example.com,Ann,"Acme, Inc.
+        Berlin office"
+        not-an-address,Bo,Initech
+    ''')
+
+    report = import_csv(db, path)
+
+    assert recipients(db)[0]["company"] == "Acme, Inc.\nBerlin office"
+    # Physical line 4, but spreadsheet row 3: the multi-line cell is one row.
+    assert report.rejects == [Reject(3, "not-an-address", "An email address must have an @-sign.")]
+
+
+# --- headers --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("header, expected", [
+    ("Email,First Name,Last Name,Company", ("Ann", "Lee", "Acme")),
+    (" E-Mail , first_name , LAST-NAME , company ", ("Ann", "Lee", "Acme")),
+    ("Email Address,Given name,Surname,Organization", ("Ann", "Lee", "Acme")),
+    ("Mail,Forename,Family Name,Employer", ("Ann", "Lee", "Acme")),
+    ("email_address,FIRSTNAME,lastname,Organisation", ("Ann", "Lee", "Acme")),
+])
+def test_header_aliases_case_and_spacing(db, tmp_path, header, expected):
+    path = write(tmp_path, "h.csv", f"{header}\nann@example.com,Ann,Lee,Acme\n")
+
+    import_csv(db, path)
+
+    (row,) = recipients(db)
+    assert (row["first_name"], row["last_name"], row["company"]) == expected
+
+
+def test_extra_columns_become_template_fields(db, tmp_path):
+    path = write(tmp_path, "extra.csv", """
+        Email,First Name,Role,Referral Source,Job-Title,2nd Contact,In
+        ann@example.com,Ann,Recruiter,Meetup Berlin,Head of Talent,bo@example.com,yes
+    """)
+
+    import_csv(db, path)
+
+    fields = json.loads(recipients(db)[0]["fields"])
+    assert fields == {"role": "Recruiter", "referral_source": "Meetup Berlin", "job_title": "Head of Talent",
+                      "_2nd_contact": "bo@example.com", "in_": "yes"}
+    # The point of the normalisation: every key is usable as a Jinja variable.
+    template = " ".join("{{ %s }}" % key for key in fields)
+    assert jinja2.Environment().from_string(template).render(**fields) == \
+        "Recruiter Meetup Berlin Head of Talent bo@example.com yes"
+
+
+def test_custom_subject_and_body_are_stored(db, tmp_path):
+    path = write(tmp_path, "custom.csv", '''
+        email,Custom Subject,custom_body
+        ann@example.com,Quick question about the Berlin role,"Hi Ann,
+
+        a friend pointed me to you."
+        bo@example.org,,
+    ''')
+
+    import_csv(db, path)
+
+    ann, bo = recipients(db)
+    assert ann["custom_subject"] == "Quick question about the Berlin role"
+    assert ann["custom_body"] == "Hi Ann,\n\na friend pointed me to you."
+    assert (bo["custom_subject"], bo["custom_body"]) == (None, None)  # empty cell: use the campaign's
+
+
+# --- duplicates -----------------------------------------------------------------------------
+
+def test_duplicates_by_case_and_spaces_within_the_file(db, tmp_path):
+    path = write(tmp_path, "dups.csv", """
+        email,first_name
+        ann@example.com,Ann
+         ANN@Example.COM ,Ann again
+        bo@example.org,Bo
+    """)
+
+    report = import_csv(db, path)
+
+    assert (report.inserted, report.duplicates, report.invalid) == (2, 1, 0)
+    assert [(r["email"], r["first_name"]) for r in recipients(db)] == [("ann@example.com", "Ann"), ("bo@example.org", "Bo")]
+
+
+def test_duplicates_against_an_earlier_import_same_campaign_only(db, tmp_path):
+    import_csv(db, write(tmp_path, "first.csv", "email\nann@example.com\n"))
+
+    report = import_csv(db, write(tmp_path, "second.csv", "email\n Ann@EXAMPLE.com\ncy@example.net\n"))
+    other = import_csv(db, write(tmp_path, "third.csv", "email\nann@example.com\n"), campaign="spring")
+
+    assert (report.inserted, report.duplicates) == (1, 1)
+    assert (other.inserted, other.duplicates, other.campaign) == (1, 0, "spring")
+    assert [r["email"] for r in recipients(db, "spring")] == ["ann@example.com"]
+
+
+def test_crm_export_fixture(db, tmp_path):
+    # BOM, `;`, CRLF, alias headers, a case/space duplicate, a multi-line note and a bad address.
+    report = import_csv(db, DATA / "recruiters.csv", rejects_path=tmp_path / "rejects.csv")
+
+    assert (report.inserted, report.duplicates, report.invalid) == (3, 1, 1)
+    assert report.rejects == [Reject(5, "priya.nair@example", "The part after the @-sign is not valid. It should have a period.")]
+    sarah, james, zoe = recipients(db)
+    assert (sarah["email"], sarah["first_name"], sarah["last_name"], sarah["company"]) == \
+        ("sarah.klein@example.com", "Sarah", "Klein", "Northwind Analytics")
+    assert json.loads(james["fields"]) == {"job_title": "Head of Talent", "notes": "met at the meetup,\r\nfollow up in May"}
+    assert (zoe["first_name"], zoe["last_name"]) == ("Zoë", "Müller")
+
+
+def test_reimporting_the_same_file_adds_nothing(db, tmp_path):
+    first = import_csv(db, DATA / "recruiters.csv", rejects_path=tmp_path / "r1.csv")
+    before = snapshot(db)["recipients"]
+
+    again = import_csv(db, DATA / "recruiters.csv", rejects_path=tmp_path / "r2.csv")
+
+    assert (again.inserted, again.duplicates, again.invalid) == (0, first.inserted + first.duplicates, first.invalid)
+    assert snapshot(db)["recipients"] == before
+
+
+# --- invalid rows and the rejects file ------------------------------------------------------
+
+def test_invalid_rows_are_counted_listed_and_written_to_the_rejects_file(db, tmp_path):
+    path = write(tmp_path, "leads.csv", """
+        email,first_name,company
+        ann@example.com,Ann,Acme
+        bob.example.com,Bob,Initech
+        ,Carla,Globex
+        dan@localhost,Dan,Umbrella
+        eve@example.org,Eve,Hooli
+    """)
+
+    report = import_csv(db, path)
+
+    assert (report.inserted, report.duplicates, report.invalid) == (2, 0, 3)
+    assert report.rejects == [
+        Reject(3, "bob.example.com", "An email address must have an @-sign."),
+        Reject(4, "", "empty email"),
+        Reject(5, "dan@localhost", "The part after the @-sign is not valid. It should have a period."),
+    ]
+    assert report.rejects_file == tmp_path / "leads.rejects.csv"
+    assert read_rejects(report.rejects_file) == [
+        ["email", "first_name", "company", "row", "reason"],
+        ["bob.example.com", "Bob", "Initech", "3", "An email address must have an @-sign."],
+        ["", "Carla", "Globex", "4", "empty email"],
+        ["dan@localhost", "Dan", "Umbrella", "5", "The part after the @-sign is not valid. It should have a period."],
+    ]
+    assert report.as_dict() == {"inserted": 2, "duplicates": 0, "invalid": 3,
+                                "rejects_file": str(tmp_path / "leads.rejects.csv")}
+
+
+def test_no_rejects_file_when_every_row_is_valid(db, tmp_path):
+    path = write(tmp_path, "clean.csv", "email\nann@example.com\n")
+
+    report = import_csv(db, path)
+
+    assert report.rejects_file is None
+    assert report.as_dict()["rejects_file"] is None
+    assert not (tmp_path / "clean.rejects.csv").exists()
+
+
+def test_rejects_path_overrides_the_default(db, tmp_path):
+    path = write(tmp_path, "in.csv", "email\nnope\n")
+
+    report = import_csv(db, path, rejects_path=tmp_path / "bad-rows.csv")
+
+    assert report.rejects_file == tmp_path / "bad-rows.csv"
+    assert read_rejects(tmp_path / "bad-rows.csv")[1] == ["nope", "2", "An email address must have an @-sign."]
+    assert not (tmp_path / "in.rejects.csv").exists()
+
+
+def test_unwritable_rejects_path_refuses_the_import(db, tmp_path):
+    path = write(tmp_path, "in.csv", "email\nann@example.com\nnope\n")
+    target = tmp_path / "no-such-folder" / "bad.csv"
+    before = snapshot(db)
+
+    with pytest.raises(CsvImportError) as raised:
+        import_csv(db, path, rejects_path=target)
+
+    assert str(raised.value) == f"{target}: cannot write rejects file: No such file or directory"
+    assert snapshot(db) == before
+
+
+def test_rejects_go_to_the_working_directory_when_the_input_folder_is_read_only(db, tmp_path, monkeypatch):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = write(inbox, "leads.csv", "email\nnope\n")
+    inbox.chmod(0o555)
+    try:
+        if os.access(inbox, os.W_OK):  # root ignores the mode bits: make the folder look read-only
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == inbox else real_access(p, mode, **kw))
+        work = tmp_path / "work"
+        work.mkdir()
+        monkeypatch.chdir(work)
+
+        report = import_csv(db, path)
+
+        assert report.rejects_file == work / "leads.rejects.csv"
+        assert report.rejects_file.exists()
+        assert not (inbox / "leads.rejects.csv").exists()
+    finally:
+        inbox.chmod(0o755)
+
+
+def test_rejects_in_memory_are_capped_but_counts_and_file_are_complete(db, tmp_path):
+    bad = MAX_REJECTS_IN_MEMORY + 5
+    path = write(tmp_path, "many.csv", "email\n" + "no-at-sign\n" * bad + "ok@example.com\n")
+
+    report = import_csv(db, path)
+
+    assert (report.inserted, report.invalid) == (1, bad)
+    assert len(report.rejects) == MAX_REJECTS_IN_MEMORY
+    assert report.rejects[-1].row == MAX_REJECTS_IN_MEMORY + 1
+    assert len(read_rejects(report.rejects_file)) == bad + 1  # + header
+
+
+def test_blank_rows_are_skipped_not_counted(db, tmp_path):
+    # Excel leaves rows of bare delimiters after deleted lines.
+    path = write(tmp_path, "blank.csv", "email,first_name\n\nann@example.com,Ann\n,\n  ,  \n")
+
+    report = import_csv(db, path)
+
+    assert (report.inserted, report.duplicates, report.invalid) == (1, 0, 0)
+
+
+# --- addresses ------------------------------------------------------------------------------
+
+def test_internationalised_domain_is_stored_in_ascii_for_ses(db, tmp_path):
+    path = write(tmp_path, "idn.csv", "email\nInfo@Bücher.example\nzoë@bücher.example\n")
+
+    import_csv(db, path)
+
+    # An all-ASCII form exists only for an ASCII local part; the other is stored as normalised.
+    assert [r["email"] for r in recipients(db)] == ["info@xn--bcher-kva.example", "zoë@bücher.example"]
+
+
+@pytest.mark.parametrize("address", [
+    "ann@example.com", " Ann.Lee+jobs@Example.COM ", "o'brien@example.ie", "a@b.co", "postmaster@example.com",
+    "x@xn--bcher-kva.example", "Info@Bücher.example", "zoë@example.com", "a" * 64 + "@example.com",
+    "a" * 65 + "@example.com", "a@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 50 + ".com",
+    "bob.example.com", "bob@", "@example.com", "bob@localhost", "bob smith@example.com", "bob@example..com",
+    ".bob@example.com", "bob.@example.com", "bob@example.test", '"bob"@example.com', "Bob <bob@example.com>",
+    "a@[1.2.3.4]", "a@b@example.com", "bob@-example.com", "bob@example.com.", "bob@exa_mple.com", "ann@例え.jp",
+])
+def test_addresses_follow_email_validator_exactly(address):
+    # The per-domain cache is a shortcut, never a different rule: same verdict, same reason, same form.
+    try:
+        expected = validate_email(address.strip(), check_deliverability=False)
+    except EmailNotValidError as err:
+        with pytest.raises(EmailNotValidError) as raised:
+            normalize_email(address)
+        assert str(raised.value) == str(err)
+    else:
+        assert normalize_email(address) == (expected.ascii_email or expected.normalized).lower()
+
+
+# --- files that cannot be imported: one line, nothing written -------------------------------
+
+@pytest.fixture
+def populated(db, tmp_path):
+    """A database with an earlier import, so 'unchanged' also means 'nothing lost'."""
+    import_csv(db, write(tmp_path, "earlier.csv", "email\nold@example.com\n"))
+    return db
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.csv", b"", "file is empty"),
+    ("blank.csv", b"\xef\xbb\xbf\r\n  \r\n", "file is empty"),
+    ("commas.csv", b",,,\n,,,\n", "file is empty"),
+    ("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a text file (binary content)"),
+    ("leads.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "not a text file (binary content)"),
+    ("names.csv", b"Name;Company;Phone\nAnn Lee;Acme;123\n", "no email column (found: Name, Company, Phone)"),
+])
+def test_unusable_file_is_refused_and_database_unchanged(populated, tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    before = snapshot(populated)
+
+    with pytest.raises(CsvImportError) as raised:
+        import_csv(populated, path, campaign="new-campaign")
+
+    assert str(raised.value) == f"{path}: {message}"
+    assert raised.value.exit_code == 2
+    assert snapshot(populated) == before  # no recipients, and the campaign was not created
+
+
+def test_missing_file_is_refused(db, tmp_path):
+    path = tmp_path / "nope.csv"
+
+    with pytest.raises(CsvImportError) as raised:
+        import_csv(db, path)
+
+    assert str(raised.value) == f"{path}: cannot read file: No such file or directory"
+
+
+@pytest.mark.parametrize("last_row, message", [
+    # An unclosed quote would otherwise swallow the rest of the file into one cell, silently.
+    ('zed@example.com,"Zed', "row 5: malformed CSV: unexpected end of data"),
+    ("zed@example.com," + "x" * (csv.field_size_limit() + 1), f"row 5: malformed CSV: field larger than field limit ({csv.field_size_limit()})"),
+])
+def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last_row, message):
+    path = write(tmp_path, "late.csv", "email,first_name\nann@example.com,Ann\nnot-valid,Bo\nbo@example.org,Bo\n" + last_row + "\n")
+    before = snapshot(populated)
+
+    with pytest.raises(CsvImportError) as raised:
+        import_csv(populated, path, campaign="new-campaign")
+
+    assert str(raised.value) == f"{path}: {message}"
+    assert snapshot(populated) == before
+    # The invalid row 3 was written to a rejects file on the way; a failed import leaves none behind.
+    assert [p.name for p in tmp_path.iterdir() if "rejects" in p.name] == []
+
+
+def test_database_error_mid_import_rolls_back_everything(populated, tmp_path):
+    # A trigger stands in for any failure inside SQLite (disk full, I/O error) on the last row.
+    populated.execute("CREATE TRIGGER boom BEFORE INSERT ON recipients WHEN NEW.email = 'last@example.com'"
+                      " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    path = write(tmp_path, "big.csv", "email\n" + "".join(f"r{n}@example.com\n" for n in range(2500)) + "last@example.com\n")
+    before = snapshot(populated)
+
+    with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
+        import_csv(populated, path, campaign="new-campaign")
+
+    assert snapshot(populated) == before
+
+
+# --- the bundled example and progress -------------------------------------------------------
+
+def test_bundled_example_imports_cleanly(db):
+    example = Path(__file__).parents[1] / "examples" / "recipients.csv"
+
+    report = import_csv(db, example)
+
+    assert (report.duplicates, report.invalid) == (0, 0)
+    assert report.inserted >= 15
+    rows = recipients(db)
+    assert all(r["email"].endswith(("@example.com", "@example.org")) for r in rows)
+    assert {"role", "referral"} <= set(json.loads(rows[0]["fields"]))
+    assert any(r["custom_subject"] for r in rows)
+
+
+def test_progress_reports_bytes_that_add_up_to_the_file_size(db, tmp_path):
+    path = write(tmp_path, "p.csv", "email\n" + "".join(f"r{n}@example.com\n" for n in range(3000)))
+    calls: list[int] = []
+
+    import_csv(db, path, progress=calls.append)
+
+    assert len(calls) > 1  # the bar moves during the import, not only at the end
+    assert all(n > 0 for n in calls)
+    assert sum(calls) == path.stat().st_size
