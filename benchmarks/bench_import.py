@@ -4,7 +4,7 @@
     python benchmarks/bench_import.py --rows 50000
 
 Generates a CSV (a few thousand repeating domains, ~0.5% case/space duplicates, ~0.2% invalid
-addresses), then imports it twice, each time in a fresh child process so peak RSS is its own:
+addresses), then imports it three ways, each in a fresh child process so peak RSS is its own:
 
 - baseline: `csv.reader` + `executemany(INSERT OR IGNORE)` into a WAL table with UNIQUE(email),
   no validation, one transaction;
@@ -13,8 +13,7 @@ addresses), then imports it twice, each time in a fresh child process so peak RS
 - ours: `import_csv` into a fresh database from `init_db`.
 
 The target is ours >= 0.5x the baseline's rows/s. CPU seconds are shown next to wall time because
-they hold still on a busy machine. Peak RSS far below the file size shows the
-import streams.
+they hold still on a busy machine. Peak RSS far below the file size shows that the import streams.
 """
 
 from __future__ import annotations
@@ -142,7 +141,8 @@ def main() -> None:
         generate(csv_path, args.rows)
         size_mib = csv_path.stat().st_size / 2**20
         results = {phase: measure(phase, csv_path, folder / f"{phase}.db", args.rows) for phase in PHASES}
-    print(f"rows: {args.rows:,}   file: {size_mib:.1f} MiB   python {sys.version.split()[0]}   sqlite {sqlite3.sqlite_version}")
+    print(f"rows: {args.rows:,}   file: {size_mib:.1f} MiB   "
+          f"python {sys.version.split()[0]}   sqlite {sqlite3.sqlite_version}")
     print(f"{'':>9}  {'rows/s':>9} {'wall':>7}  {'rows/CPU-s':>10} {'CPU':>7}  {'inserted':>9}  peak RSS")
     for phase, r in results.items():
         print(f"{phase:>9}: {args.rows / r['seconds']:>9,.0f} {r['seconds']:6.2f}s  {args.rows / r['cpu_seconds']:>10,.0f} "

@@ -316,7 +316,10 @@ def resume(campaign: Annotated[str, typer.Argument(help="Campaign to resume.")],
 def _log_lines_to(stream) -> None:
     """Plain `time email status id` lines, readable in cron.log."""
     logger = logging.getLogger("email_automation")
-    if not any(getattr(h, "_ea_console", False) for h in logger.handlers):
+    console = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
+    if console:
+        console[0].stream = stream  # not setStream: the old stream may be closed already
+    else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logs.line_formatter())
         handler._ea_console = True  # type: ignore[attr-defined]

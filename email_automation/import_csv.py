@@ -1,5 +1,8 @@
 """Import recipients from the CSV files people actually have: Excel, Google Sheets, CRM exports.
 
+Accepted: UTF-8 with or without BOM, UTF-16 with BOM, Windows-1252 and Latin-1; `,` `;` or tab
+between fields; headers in any case and spacing, with common aliases ("E-mail", "Surname", ...).
+
 The file is streamed (a million rows import in bounded memory) inside ONE write transaction, so a
 file that turns out to be unusable half-way leaves the database exactly as it was. Rows are
 numbered as a spreadsheet shows them: the header is row 1, the first recipient row 2, and a
@@ -103,8 +106,8 @@ class Columns:
     header: tuple[str, ...]
     positions: dict[str, int]
     extras: tuple[tuple[int, str], ...] = ()
-    _pick: Callable = field(init=False, repr=False)
-    _json_pairs: tuple[tuple[int, str], ...] = field(init=False, repr=False)
+    _pick: Callable = field(init=False, repr=False, compare=False)
+    _json_pairs: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         blank = len(self.header)  # `padded` puts an empty string at this index of every row

@@ -77,7 +77,7 @@ def test_dry_run_ends_by_saying_how_to_send_for_real(demo_db):
     result = cli("run", "--db", str(demo_db), "--limit", "2")
     assert result.exit_code == 0
     lines = result.stdout.strip().splitlines()
-    assert sum(" dry_run dry-run-" in line for line in lines) == 2
+    assert sum(" dry_run dry-run-" in line for line in lines) == 2, result.output
     assert lines[-1].endswith("To send for real, set DRY_RUN=false (or pass --send).")
 
 

@@ -20,6 +20,7 @@ from email_automation.errors import CsvImportError
 from email_automation.import_csv import MAX_REJECTS_IN_MEMORY, Reject, import_csv, normalize_email
 
 DATA = Path(__file__).parent / "data" / "csv"
+LIMIT = csv.field_size_limit()
 
 
 def write(folder: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
@@ -236,12 +237,16 @@ def test_crm_export_fixture(db, tmp_path):
     report = import_csv(db, DATA / "recruiters.csv", rejects_path=tmp_path / "rejects.csv")
 
     assert (report.inserted, report.duplicates, report.invalid) == (3, 1, 1)
-    assert report.rejects == [Reject(5, "priya.nair@example", "The part after the @-sign is not valid. It should have a period.")]
+    no_period = "The part after the @-sign is not valid. It should have a period."
+    assert report.rejects == [Reject(5, "priya.nair@example", no_period)]
     sarah, james, zoe = recipients(db)
     assert (sarah["email"], sarah["first_name"], sarah["last_name"], sarah["company"]) == \
         ("sarah.klein@example.com", "Sarah", "Klein", "Northwind Analytics")
     assert json.loads(james["fields"]) == {"job_title": "Head of Talent", "notes": "met at the meetup,\r\nfollow up in May"}
     assert (zoe["first_name"], zoe["last_name"]) == ("Zoë", "Müller")
+    # The rejects file keeps the input's `;`, so Excel in the same locale opens it in columns.
+    assert (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig").splitlines()[0] == \
+        "E-Mail Address;Given name;Surname;Organization;Job Title;Notes;row;reason"
 
 
 def test_reimporting_the_same_file_adds_nothing(db, tmp_path):
@@ -325,7 +330,7 @@ def test_rejects_go_to_the_working_directory_when_the_input_folder_is_read_only(
     try:
         if os.access(inbox, os.W_OK):  # root ignores the mode bits: make the folder look read-only
             real_access = os.access
-            monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == inbox else real_access(p, mode, **kw))
+            monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != inbox and real_access(p, mode, **kw))
         work = tmp_path / "work"
         work.mkdir()
         monkeypatch.chdir(work)
@@ -433,10 +438,12 @@ def test_missing_file_is_refused(db, tmp_path):
 @pytest.mark.parametrize("last_row, message", [
     # An unclosed quote would otherwise swallow the rest of the file into one cell, silently.
     ('zed@example.com,"Zed', "row 5: malformed CSV: unexpected end of data"),
-    ("zed@example.com," + "x" * (csv.field_size_limit() + 1), f"row 5: malformed CSV: field larger than field limit ({csv.field_size_limit()})"),
+    # A cell over csv's 128 KiB limit: what an unclosed quote early in a big file turns into.
+    ("zed@example.com," + "x" * (LIMIT + 1), f"row 5: malformed CSV: field larger than field limit ({LIMIT})"),
 ])
 def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last_row, message):
-    path = write(tmp_path, "late.csv", "email,first_name\nann@example.com,Ann\nnot-valid,Bo\nbo@example.org,Bo\n" + last_row + "\n")
+    rows = "email,first_name\nann@example.com,Ann\nnot-valid,Bo\nbo@example.org,Bo\n"
+    path = write(tmp_path, "late.csv", rows + last_row + "\n")
     before = snapshot(populated)
 
     with pytest.raises(CsvImportError) as raised:
@@ -452,7 +459,8 @@ def test_database_error_mid_import_rolls_back_everything(populated, tmp_path):
     # A trigger stands in for any failure inside SQLite (disk full, I/O error) on the last row.
     populated.execute("CREATE TRIGGER boom BEFORE INSERT ON recipients WHEN NEW.email = 'last@example.com'"
                       " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
-    path = write(tmp_path, "big.csv", "email\n" + "".join(f"r{n}@example.com\n" for n in range(2500)) + "last@example.com\n")
+    rows = "".join(f"r{n}@example.com\n" for n in range(2500))  # several INSERT chunks before the last
+    path = write(tmp_path, "big.csv", "email\n" + rows + "last@example.com\n")
     before = snapshot(populated)
 
     with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
