@@ -9,13 +9,14 @@ import sqlite3
 from datetime import datetime
 from typing import Literal
 
+from .addresses import lookup_form
 from .database import get_campaign, iso, transaction, utc_now
 from .errors import EmailAutomationError, NotFoundError
 
 
 def normalize_email(email: str) -> str:
-    """The form addresses are stored and compared in (see import_csv)."""
-    return email.strip().lower()
+    """The form addresses are stored and compared in (see addresses.py)."""
+    return lookup_form(email)
 
 
 def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detail: str, now: datetime) -> None:

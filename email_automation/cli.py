@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import random
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def cli_errors(fn):
             code = getattr(exc, "exit_code", 1)
             (out if code == 0 else err).print(f"{'' if code == 0 else 'Error: '}{exc}", markup=False)
             raise typer.Exit(code) from None
+        except sqlite3.Error as exc:  # e.g. "database is locked" past the busy timeout, a full disk
+            err.print(f"Error: database: {exc}", markup=False)
+            raise typer.Exit(1) from None
 
     return wrapper
 

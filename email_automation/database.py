@@ -50,10 +50,9 @@ CREATE TABLE recipients (
     sent_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT,
-    UNIQUE (campaign_id, email)
+    UNIQUE (email, campaign_id)  -- email first: it also serves every lookup by address alone
 );
 CREATE INDEX recipients_queue ON recipients (status, id);
-CREATE INDEX recipients_email ON recipients (email);
 CREATE TABLE send_log (
     id INTEGER PRIMARY KEY,
     recipient_id INTEGER NOT NULL REFERENCES recipients(id),
