@@ -205,7 +205,10 @@ def preview(
     out.print(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}\n--- html ---\n{result.rendered.html}", markup=False)
     if out_file:
         data = result.message.as_bytes() if out_file.suffix == ".eml" else result.rendered.html.encode()
-        out_file.write_bytes(data)
+        try:
+            out_file.write_bytes(data)
+        except OSError as exc:
+            raise EmailAutomationError(f"{out_file}: cannot write: {exc.strerror or exc}") from None
         out.print(f"Written to {out_file}")
 
 

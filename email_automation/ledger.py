@@ -56,15 +56,26 @@ def is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
     return conn.execute("SELECT 1 FROM suppressions WHERE email = ?", (email,)).fetchone() is not None
 
 
+def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
+    """Why this address must not be mailed now (suppressed, or mailed in another campaign), if so."""
+    suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
+    if suppressed is not None:
+        return f"suppressed: {suppressed[0]}"
+    contacted_in = already_contacted(conn, recipient_id, email)
+    return None if contacted_in is None else f"already contacted in campaign {contacted_in!r}"
+
+
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str,
 ) -> Claim | None:
     """Atomically move a pending recipient to `sending` and log the attempt.
 
-    Returns None when the recipient is no longer pending (another run took it) or the daily
-    limit is reached: both are checked inside the same write transaction, so two overlapping
-    runs can never exceed the limit or claim one recipient twice.
+    Returns None when the recipient is no longer pending (another run took it), its campaign is
+    paused, or the daily limit is reached; a recipient whose address is suppressed or was (maybe)
+    mailed in another campaign since the batch was picked becomes `skipped` instead. All of it is
+    checked inside the same write transaction, so two overlapping runs can never exceed the
+    limit, claim one recipient twice, or mail one address from two campaigns.
     """
     day = batch_date(now, tz)
     attempt_id = uuid.uuid4().hex
@@ -72,12 +83,23 @@ def claim(
         if counted_today(conn, day) >= daily_limit:
             return None
         row = conn.execute(
-            "UPDATE recipients SET status = 'sending', attempts = attempts + 1, updated_at = ?"
-            " WHERE id = ? AND status = 'pending' RETURNING email",
-            (iso(now), recipient_id),
+            "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " WHERE r.id = ? AND r.status = 'pending' AND c.status = 'active'",
+            (recipient_id,),
         ).fetchone()
         if row is None:
             return None
+        reason = skip_reason(conn, recipient_id, row["email"])
+        if reason is not None:
+            conn.execute(
+                "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",
+                (reason, iso(now), recipient_id),
+            )
+            return None
+        conn.execute(
+            "UPDATE recipients SET status = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (iso(now), recipient_id),
+        )
         log_id = conn.execute(
             "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport)"
             " VALUES (?, ?, ?, ?, 'sending', ?, ?)",

@@ -61,6 +61,7 @@ class Outcome:
     status: str
     message_id: str | None = None
     error: str | None = None
+    attempted: bool = True  # False: nothing was handed to the transport, so no delay is owed
 
     def line(self) -> str:
         """`email status [message-id] [(error)]`; the log formatter puts the time in front."""
@@ -188,7 +189,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         if outcome.status == "fatal":
             report.fatal_error = outcome.error
             break
-        if index < len(batch) - 1:
+        if index < len(batch) - 1 and outcome.attempted:
             sleep(settings.delay_seconds + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
@@ -211,8 +212,15 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=item.rendered.subject, transport=transport.name)
     if claim is None:
-        still_pending = conn.execute("SELECT status FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
-        return None if still_pending and still_pending[0] == "pending" else Outcome(now(), item.email, "skipped")
+        row = conn.execute(
+            "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
+        if row is None or row["status"] != "pending":
+            return Outcome(now(), item.email, "skipped", error=row["last_error"] if row else None, attempted=False)
+        if row["campaign_status"] != "active":
+            return Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
+                           attempted=False)
+        return None
     tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
     try:
         message_id = _send_with_retries(transport, item.message, tags, sleep)

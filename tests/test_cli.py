@@ -120,3 +120,10 @@ def test_template_set_checks_syntax_before_storing(demo_db, tmp_path):
 def test_python_dash_m_runs_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "email_automation", "--help"], capture_output=True, text=True, check=True)
     assert "Usage:" in result.stdout and "run" in result.stdout and "import" in result.stdout
+
+
+def test_preview_to_an_unwritable_file_is_one_line(demo_db, tmp_path):
+    assert cli("import", str(EXAMPLE), "--db", str(demo_db)).exit_code == 0
+    result = cli("preview", "--db", str(demo_db), "--out", str(tmp_path / "no-such-dir" / "x.eml"))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory"

@@ -52,6 +52,25 @@ def test_the_limit_is_checked_inside_the_claim(db):
     assert status_of(db, second) == "pending"
 
 
+def test_the_claim_skips_an_address_suppressed_or_mailed_elsewhere_since_the_batch_was_picked(db):
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('b', 's', 'h', 'x')")
+    suppressed, first, second = add(db, "s@example.com"), add(db, "a@example.com"), add(db, "a@example.com", 2)
+    db.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('s@example.com', 'complaint', 'sns', 'x')")
+    assert claim(db, suppressed) is None
+    assert claim(db, first) is not None
+    assert claim(db, second) is None, "one address is never claimed in two campaigns"
+    rows = dict(db.execute("SELECT id, last_error FROM recipients WHERE status = 'skipped'").fetchall())
+    assert rows == {suppressed: "suppressed: complaint", second: "already contacted in campaign 'default'"}
+    assert ledger.counted_today(db, "2026-11-25") == 1
+
+
+def test_no_claim_in_a_paused_campaign(db):
+    rid = add(db, "a@example.com")
+    admin.set_campaign_status(db, "default", "paused")
+    assert claim(db, rid) is None
+    assert status_of(db, rid) == "pending"
+
+
 @pytest.mark.parametrize(
     ("error", "recipient_status", "log_status"),
     [

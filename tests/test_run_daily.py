@@ -195,6 +195,36 @@ def test_suppressed_and_already_contacted_addresses_are_skipped(settings, db, cl
     assert reason == "already contacted in campaign 'default'"
 
 
+def test_an_address_pending_in_two_campaigns_is_mailed_once_in_one_run(settings, db, clock):
+    add_recipients(db, 1)
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) SELECT 'second', subject_template, html_template, 'x' FROM campaigns")
+    db.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (2, 'person0@example.com', 'x')")
+    add_recipients(db, 1, start=1)
+    transport, sleep = ScriptedTransport(), RecordingSleep()
+    report = run(settings, db, transport, clock, sleep=sleep)
+    assert transport.calls == ["person0@example.com", "person1@example.com"]
+    assert (report.sent, report.skipped) == (2, 1)
+    reason = db.execute("SELECT status, last_error FROM recipients WHERE campaign_id = 2").fetchone()
+    assert tuple(reason) == ("skipped", "already contacted in campaign 'default'")
+    assert len(sleep.calls) == 1, "a skip owes no delay"
+
+
+def test_a_campaign_paused_during_a_run_gets_no_further_message(settings, db, clock):
+    add_recipients(db, 3)
+
+    class PausingTransport(ScriptedTransport):
+        def send(self, message, *, tags):
+            message_id = super().send(message, tags=tags)
+            admin.set_campaign_status(db, "default", "paused")  # e.g. from the dashboard, mid-run
+            return message_id
+
+    transport = PausingTransport()
+    report = run(settings, db, transport, clock)
+    assert transport.calls == ["person0@example.com"]
+    assert (report.sent, report.deferred) == (1, 2)
+    assert sorted(statuses(db).values()) == ["pending", "pending", "sent"]
+
+
 def test_paused_campaigns_are_left_alone(settings, db, clock):
     add_recipients(db, 2)
     admin.set_campaign_status(db, "default", "paused")
