@@ -130,8 +130,11 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         n = c.counts
         table.add_row(c.name, c.state, *(str(n[s]) for s in ("pending", "sending", "sent", "failed", "skipped", "unknown")), str(c.total))
     out.print(table)
-    out.print(f"Today ({summary.today}): {summary.counted_today} of {summary.daily_limit} sent, "
-              f"{summary.remaining_today} left. Suppressed addresses: {summary.suppressed}.")
+    in_doubt = summary.counted_today - summary.sent_today
+    out.print(f"Today ({summary.today}): {summary.sent_today} sent"
+              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
+              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
+              f"Suppressed addresses: {summary.suppressed}.")
     if settings.dry_run:
         out.print("DRY_RUN is on: runs write .eml files to the outbox and send nothing.")
     for row in unknown:

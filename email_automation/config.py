@@ -109,13 +109,32 @@ class Settings(BaseSettings):
     @property
     def tz(self) -> tzinfo:
         """The zone that decides which day a send belongs to (the system's when unset)."""
-        if self.timezone:
-            return ZoneInfo(self.timezone)
-        return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
+        return ZoneInfo(self.timezone) if self.timezone else system_zone()
 
     @property
     def sender_domain(self) -> str:
         return self.sender_email.rpartition("@")[2] or "localhost"
+
+
+def system_zone() -> tzinfo:
+    """The machine's IANA zone (TZ, then /etc/localtime, then /etc/timezone).
+
+    A real zone, not today's UTC offset: a fixed offset would put summer sends an hour off.
+    """
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    localtime = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in localtime:
+        names.append(localtime.split("zoneinfo/", 1)[1])
+    try:
+        names.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    except OSError:
+        pass
+    for name in filter(None, names):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return datetime.now().astimezone().tzinfo or ZoneInfo("UTC")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -150,7 +150,7 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
     pending, unknown, sent_today = st.columns(3)
     pending.metric("Pending", f"{counts['pending']:,}", help="Recipients waiting to be sent (now, whatever the dates).")
     unknown.metric("Unknown", f"{counts['unknown']:,}", help="May or may not have gone out: see Recipients.")
-    sent_today.metric(f"Sent today ({today.day})", f"{today.counted:,} / {today.daily_limit:,}",
+    sent_today.metric(f"Daily limit used ({today.day})", f"{today.counted:,} / {today.daily_limit:,}",
                       help="Attempts that may have reached a mailbox today (sent + sending + unknown) "
                            "against DAILY_LIMIT.")
 

@@ -47,9 +47,10 @@ class CampaignStatus:
 class StatusSummary:
     campaigns: list[CampaignStatus]
     today: str
-    counted_today: int
+    counted_today: int  # sent + sending + unknown: what the daily limit counts
     daily_limit: int
     suppressed: int
+    sent_today: int = 0  # certainly sent
 
     @property
     def remaining_today(self) -> int:
@@ -59,7 +60,8 @@ class StatusSummary:
         return {
             "campaigns": {c.name: {"state": c.state, **c.counts} for c in self.campaigns},
             "today": self.today,
-            "sent_today": self.counted_today,
+            "sent_today": self.sent_today,
+            "counted_today": self.counted_today,
             "daily_limit": self.daily_limit,
             "remaining_today": self.remaining_today,
             "suppressed": self.suppressed,
@@ -77,7 +79,8 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     ]
     day = batch_date(now, tz)
     suppressed = conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
-    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed)
+    sent = conn.execute("SELECT count(*) FROM send_log WHERE batch_date = ? AND status = 'sent'", (day,)).fetchone()[0]
+    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed, sent)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:

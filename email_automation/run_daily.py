@@ -28,6 +28,8 @@ log = logging.getLogger("email_automation.run")
 
 # In-run retries of a definitely-refused send (SES throttling, SMTP 4xx): waits of 2, 4, 8 s.
 TRANSIENT_RETRIES = 3
+# A streak of the same bad outcome says the problem is the set-up, not the recipients: stop there.
+STREAK_LIMITS = {"unknown": 3, "pending": 3, "failed": 5}
 
 
 @dataclass
@@ -178,6 +180,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         log.info(outcome.line())
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
              "dry run" if dry_run else "run", len(batch), settings.daily_limit, settings.daily_limit - remaining)
+    streak = _Streak()
     for index, item in enumerate(batch):
         outcome = (_preview_one if dry_run else _send_one)(settings, conn, transport, item, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
@@ -189,10 +192,43 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         if outcome.status == "fatal":
             report.fatal_error = outcome.error
             break
+        report.fatal_error = streak.stop_reason(outcome)
+        if report.fatal_error:
+            break
         if index < len(batch) - 1 and outcome.attempted:
             sleep(settings.delay_seconds + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
+
+
+class _Streak:
+    """Stops a run that keeps getting the same bad outcome, before it spoils the whole batch.
+
+    Three time-outs in a row would otherwise turn every remaining recipient into `unknown` (each a
+    decision for a person), three exhausted throttling retries keep hammering SES, and five
+    identical refusals in a row (same error code) are a bad sender or header, not bad addresses.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.length = 0
+
+    def stop_reason(self, outcome: Outcome) -> str | None:
+        if outcome.status not in STREAK_LIMITS or not outcome.attempted:
+            self.key, self.length = None, 0
+            return None
+        code = (outcome.error or "").split(":", 1)[0] if outcome.status == "failed" else ""
+        key = (outcome.status, code)
+        self.length = self.length + 1 if key == self.key else 1
+        self.key = key
+        if self.length < STREAK_LIMITS[outcome.status]:
+            return None
+        what = {"unknown": "got no clear answer", "pending": "were refused as temporarily impossible",
+                "failed": "were refused with the same error"}[outcome.status]
+        return (f"{self.length} messages in a row {what} (last: {outcome.error}); stopping so the rest of "
+                "the batch stays pending. Fix the cause (network, SES account, sender), then run again"
+                + ("; settle the unknown ones with `email-automation resolve`" if outcome.status == "unknown" else "")
+                + ("; `email-automation retry-failed` re-queues the failed ones" if outcome.status == "failed" else ""))
 
 
 def _count(report: RunReport, outcome: Outcome) -> None:
@@ -228,7 +264,13 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
         status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
-    ledger.record_sent(conn, claim, message_id, now=now())
+    try:
+        ledger.record_sent(conn, claim, message_id, now=now())
+    except sqlite3.Error:
+        # The message is out; say so where a person will look, since the database could not.
+        log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
+                  item.email, message_id)
+        raise
     return Outcome(now(), item.email, "sent", message_id)
 
 

@@ -68,3 +68,13 @@ def test_config_listing_masks_secrets_and_names_sources(monkeypatch, tmp_path):
     assert rows["DB_PATH"] == (str(tmp_path / "x.db"), "flag")
     assert rows["DRY_RUN"] == ("true", "default")
     assert "hunter2" not in repr(rows)
+
+
+def test_an_unset_timezone_is_the_systems_zone_not_todays_offset(monkeypatch):
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    zone = load_settings().tz
+    summer = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc).astimezone(zone)
+    winter = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc).astimezone(zone)
+    assert (summer.hour, winter.hour) == (8, 7)

@@ -90,7 +90,7 @@ def test_metrics_equal_the_database_for_the_default_30_days(settings, clock, day
         pending = conn.execute("SELECT count(*) FROM recipients WHERE status = 'pending'").fetchone()[0]
     assert number(metrics["Unique recipients"]) == unique
     assert (number(metrics["Pending"]), metrics["Unknown"]) == (pending, "1")
-    assert metrics[f"Sent today ({days['today']})"] == f"2 / {settings.daily_limit}"
+    assert metrics[f"Daily limit used ({days['today']})"] == f"2 / {settings.daily_limit}"
 
 
 def test_the_date_filter_changes_the_figures(settings, clock, days):
@@ -275,7 +275,7 @@ def test_an_admin_error_is_shown_not_raised(settings, clock, days):
 def test_a_fresh_database_shows_zeros_and_an_empty_log(settings, clock, db):
     at = page(settings, clock)
     assert shown(at) == {"Sent": "0", "Failed": "0", "Unique recipients": "0", "Dry-run (not sent)": "0",
-                         "Pending": "0", "Unknown": "0", "Sent today (2026-11-25)": f"0 / {settings.daily_limit}"}
+                         "Pending": "0", "Unknown": "0", "Daily limit used (2026-11-25)": f"0 / {settings.daily_limit}"}
     assert [i.value for i in at.info][0] == "No sends in these days."
     assert table(at, "log_table").empty and list(table(at, "log_table").columns) == list(LOG_COLUMNS)
 

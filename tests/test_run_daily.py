@@ -251,3 +251,45 @@ def test_an_address_no_message_can_be_built_for_fails_without_blocking_the_run(s
     assert (report.sent, report.failed) == (2, 1)
     assert statuses(db)["jörg@example.com"] == "failed"
     assert db.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0] == 0
+
+
+def test_repeated_time_outs_stop_the_run_instead_of_making_everyone_unknown(settings, db, clock):
+    add_recipients(db, 6)
+    script = {f"person{i}@example.com": [AmbiguousSendError("read timeout", code="ReadTimeoutError")] for i in range(6)}
+    report = run(settings, db, ScriptedTransport(script), clock)
+    assert report.unknown == 3
+    assert report.fatal_error.startswith("3 messages in a row got no clear answer")
+    assert sorted(statuses(db).values()) == ["pending"] * 3 + ["unknown"] * 3
+
+
+def test_the_same_refusal_five_times_in_a_row_is_a_setup_problem(settings, db, clock):
+    add_recipients(db, 8)
+    script = {f"person{i}@example.com": [PermanentSendError("bad header", code="BadRequestException")] for i in range(8)}
+    report = run(settings, db, ScriptedTransport(script), clock)
+    assert report.failed == 5
+    assert "5 messages in a row were refused with the same error" in report.fatal_error
+    assert list(statuses(db).values()).count("pending") == 3
+
+
+def test_different_refusals_do_not_stop_the_run(settings, db, clock):
+    add_recipients(db, 8)
+    script = {f"person{i}@example.com": [PermanentSendError("no such user", code="550" if i % 2 else "551")] for i in range(8)}
+    report = run(settings, db, ScriptedTransport(script), clock)
+    assert (report.failed, report.fatal_error) == (8, None)
+
+
+def test_a_recording_failure_after_the_send_names_the_message_id(settings, db, clock, monkeypatch, caplog):
+    import sqlite3
+
+    from email_automation import ledger
+
+    add_recipients(db, 1)
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(ledger, "record_sent", broken)
+    with pytest.raises(sqlite3.OperationalError):
+        run(settings, db, ScriptedTransport(), clock)
+    assert "person0@example.com was accepted as msg-1-" in caplog.text
+    assert statuses(db) == {"person0@example.com": "sending"}
