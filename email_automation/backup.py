@@ -76,7 +76,10 @@ def backup_path(dest: str | Path, moment: datetime) -> Path:
     wants_folder = str(dest).endswith(("/", os.sep))  # Path() would drop the trailing slash
     dest = Path(dest)
     if dest.is_dir() or wants_folder:
-        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise BackupError(f"{dest}: cannot create folder: {err.strerror or err}") from None
         return dest / moment.strftime(NAME_FORMAT)
     if not dest.parent.is_dir():
         raise BackupError(f"{dest.parent}: no such folder")

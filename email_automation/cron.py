@@ -156,6 +156,8 @@ def write_crontab(text: str, crontab_cmd: str = "crontab") -> None:
 def _crontab(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise CronError(f"`{' '.join(argv)}` did not answer within 30 s; nothing was changed") from None
     except FileNotFoundError:
         raise CronError(
             f"no `{argv[0]}` command: install cron (sudo apt-get install cron), "

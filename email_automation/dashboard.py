@@ -8,6 +8,8 @@ seconds; the cache is cleared after each admin action.
 
 from __future__ import annotations
 
+import sqlite3
+
 import time
 from datetime import date, timedelta
 
@@ -294,6 +296,8 @@ def run_action(reports: Reports, name: str) -> None:
             state[f"act_{name}_sure"] = False
         except EmailAutomationError as err:
             result = ("error", str(err))
+        except sqlite3.Error as err:  # e.g. locked past the busy timeout: say so, no traceback
+            result = ("error", f"Database error, nothing changed: {err}")
         clear_cache()
     state[f"act_{name}_result"] = result
 

@@ -146,13 +146,27 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {current} is newer than this program ({SCHEMA_VERSION}): upgrade email-automation"
         )
     for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-        try:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-        except sqlite3.Error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with transaction(conn):
+            # Re-read under the write lock: another process may have just applied this one.
+            if schema_version(conn) >= number:
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
     return SCHEMA_VERSION - current
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction first)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return [s for s in statements if s.strip(" ;\n")]
 
 
 def default_templates() -> tuple[str, str]:

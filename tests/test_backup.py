@@ -147,3 +147,9 @@ def test_backup_command(big_db, tmp_path):
     again = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db)])
     assert again.exit_code == 1
     assert again.stderr.strip() == f"Error: {tmp_path / 'b.db'}: already exists; choose another name or folder"
+
+
+def test_a_destination_folder_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(BackupError, match="cannot create folder"):
+        backup.backup_path(f"{tmp_path / 'a-file' / 'backups'}/", datetime(2026, 11, 25, 8, 0))

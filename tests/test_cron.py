@@ -266,3 +266,14 @@ def test_systemd_timer_runs_daily_at_8_and_catches_up_after_boot():
     assert "\nPersistent=true\n" in timer
     assert "\nWorkingDirectory=/home/ubuntu/email-automation\n" in service
     assert "\nExecStart=/bin/sh -c '. ./env.sh && exec .venv/bin/email-automation run'\n" in service
+
+
+def test_a_crontab_command_that_hangs_is_a_clear_error(monkeypatch):
+    from email_automation import cron
+
+    def hang(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], 30)
+
+    monkeypatch.setattr(cron.subprocess, "run", hang)
+    with pytest.raises(cron.CronError, match="did not answer within 30 s; nothing was changed"):
+        cron.read_crontab("crontab")

@@ -76,3 +76,23 @@ def test_read_only_connections_cannot_write(tmp_path):
     reader = connect(tmp_path / "a.db", readonly=True)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         reader.execute("DELETE FROM campaigns")
+
+
+def test_two_processes_creating_the_same_database_at_once_both_succeed(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    path, go = tmp_path / "race.db", tmp_path / "go"
+    # Each process imports first, then waits for the same signal, so their starts really overlap.
+    code = ("import sys, os, time; from email_automation.database import init_db\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "init_db(sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(go)], stderr=subprocess.PIPE) for _ in range(6)]
+    time.sleep(1.0)  # let every process reach the starting line; the result does not depend on it
+    go.touch()
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    conn = connect(path)
+    assert schema_version(conn) == SCHEMA_VERSION
+    assert conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 1
