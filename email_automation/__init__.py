@@ -21,6 +21,8 @@ _EXPORTS = {
     "status_summary": "reports",
     "backup_database": "backup", "run_checks": "doctor", "send_summary": "summary_report",
     "setup_file_logging": "logs", "cron_line": "cron",
+    "parse_notification": "events", "apply_events": "events", "poll_queue": "events", "drain_queue": "events",
+    "DeliveryEvent": "events", "EventKind": "events", "EventReport": "events",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -156,6 +156,7 @@ def run(
     Exit codes: 0 done (or another run is active), 2 bad configuration or template, 3 stopped by an
     error that affects every message (credentials, unverified sender, paused account, quota).
     """
+    from .events import drain_before_run
     from .run_daily import run_daily
     from .summary_report import send_summary
     from .transports import make_transport
@@ -165,6 +166,8 @@ def run(
     _log_lines_to(sys.stderr if as_json else sys.stdout)
     logs.setup_file_logging(settings.log_file)
     transport = make_transport(settings)
+    if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
+        drain_before_run(settings, conn, now=utc_now)  # yesterday's bounces first; never raises
     try:
         with _progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
             report = run_daily(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
@@ -364,4 +367,4 @@ def main() -> None:
 
 
 # Commands that live beside their concern register themselves on `app` when imported.
-from . import cli_dashboard, cli_ops  # noqa: E402,F401
+from . import cli_dashboard, cli_events, cli_ops  # noqa: E402,F401

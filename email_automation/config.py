@@ -34,6 +34,7 @@ ACCEPTS: dict[str, str] = {
     "sender_name": "any text",
     "reply_to": "an email address",
     "ses_configuration_set": "an SES configuration set name",
+    "ses_events_queue_url": "an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/ses-events",
     "aws_region": "an AWS region such as us-east-1",
     "send_timeout_seconds": "a number of seconds > 0",
     "smtp_host": "a host name",
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     sender_name: str = ""
     reply_to: str = ""
     ses_configuration_set: str = ""
+    ses_events_queue_url: str = ""
     aws_region: str = ""
     send_timeout_seconds: float = Field(30.0, gt=0)
     smtp_host: str = "localhost"

@@ -85,8 +85,24 @@ CREATE TABLE admin_log (
 );
 """
 
+# SES events read from SQS (events.py): each stored once, so a redelivered message applies once.
+_V2_SES_EVENTS = """
+CREATE TABLE ses_events (
+    dedupe_key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    email TEXT,
+    message_id TEXT,
+    attempt_id TEXT,
+    detail TEXT,
+    event_at TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX ses_events_email ON ses_events (email);
+CREATE INDEX ses_events_attempt ON ses_events (attempt_id);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

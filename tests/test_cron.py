@@ -254,7 +254,9 @@ def test_iam_policy_is_least_privilege():
     assert not any("*" in r for r in send["Resource"])
     assert send["Condition"]["StringEquals"]["ses:FromAddress"] == "jane@example.com"
     actions = {a for s in statements.values() for a in s["Action"]}
-    assert actions == {"ses:SendEmail", "ses:SendRawEmail", "ses:GetEmailIdentity", "ses:GetAccount"}
+    assert actions == {"ses:SendEmail", "ses:SendRawEmail", "ses:GetEmailIdentity", "ses:GetAccount",
+                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    assert statements["ReadTheSesEventsQueue"]["Resource"] == "arn:aws:sqs:REGION:ACCOUNT_ID:ses-events"
     wildcard = [s for s in statements.values() if s["Resource"] == "*"]
     assert [s["Action"] for s in wildcard] == [["ses:GetAccount"]]  # it has no resource type
 

@@ -1,0 +1,602 @@
+"""SES delivery events (bounces, complaints, deliveries, ...) read from SQS and applied to the ledger.
+
+SES publishes events through the configuration set to a standard SNS topic; an SQS queue
+subscribed to that topic keeps them until `poll_queue` reads them (SES-NOTES §2). Every hop
+delivers at least once, so each event is applied once, keyed on the SNS MessageId (or a hash of
+its content), and a message leaves the queue only after its effects are committed.
+
+What an event does:
+- a permanent bounce, a complaint or an unsubscribe-all puts the address on the suppression list
+  and skips its pending recipients, like `email-automation suppress`;
+- any event tagged with the `attempt_id` of an attempt left `unknown` proves that SES accepted
+  that message, so the attempt becomes `sent` (SES-NOTES §6.1 step 5). Nothing ever becomes
+  `pending` here: only a person may decide that a message should go out again;
+- everything else is only recorded in `ses_events`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from email.utils import parseaddr
+from enum import StrEnum
+from typing import Any
+
+from . import database
+from .addresses import lookup_form
+from .errors import ConfigError, EmailAutomationError
+
+log = logging.getLogger("email_automation.events")
+
+SOURCE = "ses-event"  # suppressions.source and admin_log.actor of everything done here
+DEFAULT_WAIT_SECONDS = 2  # long polling: > 0 asks every SQS server, so "empty" means empty
+MAX_RECEIVES = 500  # receive calls per drain (up to 5,000 messages): a drain always ends
+_SQS_BATCH = 10  # the most SQS returns or deletes per call
+_DETAIL_LIMIT = 500
+
+
+class EventKind(StrEnum):
+    """The closed set every SES notification is normalized into; anything else is UNKNOWN."""
+
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    BOUNCED_PERMANENT = "BOUNCED_PERMANENT"
+    BOUNCED_TRANSIENT = "BOUNCED_TRANSIENT"
+    BOUNCED_UNDETERMINED = "BOUNCED_UNDETERMINED"
+    COMPLAINED = "COMPLAINED"
+    REJECTED = "REJECTED"
+    DELAYED = "DELAYED"
+    RENDERING_FAILED = "RENDERING_FAILED"
+    OPENED = "OPENED"
+    CLICKED = "CLICKED"
+    UNSUBSCRIBED = "UNSUBSCRIBED"
+    SUBSCRIPTION_CHANGED = "SUBSCRIPTION_CHANGED"
+    UNKNOWN = "UNKNOWN"
+
+
+# Only these stop further mail. SES itself advises suppressing hard bounces and complaints only;
+# a transient or undetermined bounce may well be delivered next time (SES-NOTES §2.2).
+SUPPRESS_REASONS = {
+    EventKind.BOUNCED_PERMANENT: "bounce",
+    EventKind.COMPLAINED: "complaint",
+    EventKind.UNSUBSCRIBED: "unsubscribe",
+}
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One SES event for one recipient, normalized."""
+
+    kind: EventKind
+    email: str | None
+    message_id: str | None
+    attempt_id: str | None
+    timestamp: str | None
+    detail: str | None
+    dedupe_key: str
+
+
+@dataclass
+class EventReport:
+    """What reading the queue did; `as_dict` is the `--json` output."""
+
+    messages: int = 0  # SQS messages handled
+    events: int = 0  # events found in them
+    recorded: int = 0  # new events stored in ses_events
+    duplicates: int = 0  # events stored before (a redelivered message)
+    suppressed: int = 0  # addresses newly on the suppression list
+    skipped: int = 0  # pending recipients skipped because of them
+    reconciled: int = 0  # unknown attempts now known to be sent
+    unknown: int = 0  # events nobody could read, stored as UNKNOWN for a person
+    ignored: int = 0  # messages without an event (SNS and SES set-up notes)
+    failed: int = 0  # messages that could not be applied; they stay on the queue
+    not_deleted: int = 0  # applied but not deleted; they come back as duplicates
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, other: EventReport) -> None:
+        for f in fields(self):
+            if f.name == "notes":
+                self.notes.extend(other.notes)
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.messages} message(s), {self.events} event(s): {self.suppressed} address(es) suppressed, "
+                f"{self.skipped} pending recipient(s) skipped, {self.reconciled} unknown send(s) reconciled as sent, "
+                f"{self.duplicates} duplicate(s), {self.ignored} ignored, {self.unknown} unrecognised, "
+                f"{self.failed} failed")
+
+
+class EventQueueError(EmailAutomationError):
+    """The SQS queue of SES events cannot be read."""
+
+
+# --- parsing: pure ------------------------------------------------------------------------------
+
+# SNS posts this plain-text Message once when SES is given the topic (anymail handles it the same).
+_SETUP_MESSAGES = {"Successfully validated SNS topic for Amazon SES event publishing."}
+# SES's test note after SetIdentityNotificationTopic; not an event about any message.
+_SETUP_TYPES = {"AmazonSnsSubscriptionSucceeded"}
+_BOUNCE_KINDS = {"Permanent": EventKind.BOUNCED_PERMANENT, "Transient": EventKind.BOUNCED_TRANSIENT}
+
+
+def parse_notification(body: str | bytes | dict) -> list[DeliveryEvent]:
+    """The events in one SQS message body: an SNS envelope, or raw SES JSON (RawMessageDelivery).
+
+    Never raises: what cannot be read becomes one UNKNOWN event saying why; SNS and SES set-up
+    notes give an empty list.
+    """
+    try:
+        data = json.loads(body) if isinstance(body, (str, bytes, bytearray)) else body
+    except ValueError as err:
+        return [_unknown(f"message body is not JSON ({err}): {_preview(body)}", _hash(body))]
+    if not isinstance(data, dict):
+        return [_unknown(f"message body is not a JSON object: {_preview(body)}", _hash(body))]
+    if "eventType" in data or "notificationType" in data:
+        return _parse_ses(data, sns_id=None)
+    if "Type" in data:
+        return _parse_sns(data)
+    return [_unknown(f"neither an SNS notification nor an SES event: {_preview(data)}", _hash(data))]
+
+
+def _parse_sns(envelope: dict) -> list[DeliveryEvent]:
+    sns_type, sns_id = envelope.get("Type"), _text(envelope.get("MessageId"))
+    key = f"sns:{sns_id}" if sns_id else _hash(envelope)
+    if sns_type == "UnsubscribeConfirmation":
+        return []
+    if sns_type == "SubscriptionConfirmation":
+        return [_unknown(f"SNS asks to confirm this queue's subscription to {envelope.get('TopicArn')}: "
+                         "confirm it in the SNS console", key)]
+    if sns_type != "Notification":
+        return [_unknown(f"unrecognised SNS message type {sns_type!r}", key)]
+    message = envelope.get("Message")
+    if message in _SETUP_MESSAGES:
+        return []
+    try:
+        record = json.loads(message)
+    except (TypeError, ValueError) as err:
+        return [_unknown(f"SNS message is not SES JSON ({err}): {_preview(message)}", key)]
+    if not isinstance(record, dict) or not ("eventType" in record or "notificationType" in record):
+        return [_unknown(f"SNS message is not an SES event: {_preview(message)}", key)]
+    return _parse_ses(record, sns_id=sns_id)
+
+
+def _parse_ses(record: dict, *, sns_id: str | None) -> list[DeliveryEvent]:
+    # Event publishing says eventType; the legacy identity notifications say notificationType.
+    event_type = record.get("eventType") or record.get("notificationType")
+    if event_type in _SETUP_TYPES:
+        return []
+    mail = record.get("mail") if isinstance(record.get("mail"), dict) else {}
+    try:
+        message_id, attempt_id = _text(mail.get("messageId")), _attempt_id(mail)
+        handler = _HANDLERS.get(event_type)
+        if handler is None:
+            when, rows = mail.get("timestamp"), [(None, EventKind.UNKNOWN, f"unrecognised SES event type {event_type!r}")]
+        else:
+            when, rows = handler(record, mail)
+        rows = [(_address(raw), kind, _clip(detail)) for raw, kind, detail in rows] or [(None, *_default(event_type))]
+        timestamp = _when(when or mail.get("timestamp"))
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as err:
+        key = f"sns:{sns_id}" if sns_id else _hash(record)
+        return [_unknown(f"malformed SES {event_type!r} event ({type(err).__name__}: {err})", key)]
+    return [
+        DeliveryEvent(kind, email, message_id, attempt_id, timestamp, detail,
+                      _dedupe_key(sns_id, message_id, event_type, email, timestamp))
+        for email, kind, detail in rows
+    ]
+
+
+def _default(event_type: Any) -> tuple[EventKind, str | None]:
+    """Kind for an event that names no recipient (still worth keeping for its attempt_id)."""
+    return _EMPTY_KINDS.get(event_type, EventKind.UNKNOWN), "no recipient in the event"
+
+
+def _bounce(record: dict, mail: dict):
+    bounce = record["bounce"]
+    # Undetermined (or a type SES adds later) is not proof the address is dead: record, never suppress.
+    kind = _BOUNCE_KINDS.get(bounce.get("bounceType"), EventKind.BOUNCED_UNDETERMINED)
+    summary = f"{bounce.get('bounceType')}/{bounce.get('bounceSubType')}"
+    return bounce.get("timestamp"), [
+        (r.get("emailAddress"), kind, _join(summary, r.get("diagnosticCode"))) for r in _list(bounce["bouncedRecipients"])
+    ]
+
+
+def _complaint(record: dict, mail: dict):
+    complaint = record["complaint"]
+    detail = _join(complaint.get("complaintFeedbackType") or "no feedback report", complaint.get("complaintSubType"))
+    return complaint.get("timestamp"), [
+        (r.get("emailAddress"), EventKind.COMPLAINED, detail) for r in _list(complaint["complainedRecipients"])
+    ]
+
+
+def _delivery(record: dict, mail: dict):
+    delivery = record["delivery"]
+    return delivery.get("timestamp"), [
+        (r, EventKind.DELIVERED, delivery.get("smtpResponse")) for r in _list(delivery["recipients"])
+    ]
+
+
+def _delay(record: dict, mail: dict):
+    delay = record["deliveryDelay"]
+    return delay.get("timestamp"), [
+        (r.get("emailAddress"), EventKind.DELAYED, _join(delay.get("delayType"), r.get("diagnosticCode")))
+        for r in _list(delay["delayedRecipients"])
+    ]
+
+
+def _subscription(record: dict, mail: dict):
+    sub = record["subscription"]
+    new = sub.get("newTopicPreferences") or {}
+    destination = _list(mail.get("destination", []))
+    # An unsubscribe-all from a message with one recipient can only be that recipient's.
+    if new.get("unsubscribeAll") is True and len(destination) == 1:
+        return sub.get("timestamp"), [(destination[0], EventKind.UNSUBSCRIBED, f"unsubscribed from all ({sub.get('source')})")]
+    detail = f"subscription preferences changed ({sub.get('source')}): {json.dumps(new, sort_keys=True)}"
+    return sub.get("timestamp"), [(r, EventKind.SUBSCRIPTION_CHANGED, detail) for r in destination]
+
+
+def _per_destination(kind: EventKind, payload: str | None, detail_field: str | None):
+    """Events that concern the message as a whole: one per address in `mail.destination`."""
+
+    def handler(record: dict, mail: dict):
+        body = record.get(payload) if payload else None
+        body = body if isinstance(body, dict) else {}
+        detail = body.get(detail_field) if detail_field else None
+        return body.get("timestamp"), [(r, kind, detail) for r in _list(mail.get("destination", []))]
+
+    return handler
+
+
+_HANDLERS: dict[Any, Callable] = {
+    "Bounce": _bounce,
+    "Complaint": _complaint,
+    "Delivery": _delivery,
+    "DeliveryDelay": _delay,
+    "Subscription": _subscription,
+    "Send": _per_destination(EventKind.SENT, "send", None),
+    "Reject": _per_destination(EventKind.REJECTED, "reject", "reason"),
+    "Rendering Failure": _per_destination(EventKind.RENDERING_FAILED, "failure", "errorMessage"),
+    "Open": _per_destination(EventKind.OPENED, "open", None),
+    "Click": _per_destination(EventKind.CLICKED, "click", "link"),
+}
+_EMPTY_KINDS = {"Send": EventKind.SENT, "Delivery": EventKind.DELIVERED, "Open": EventKind.OPENED,
+                "Click": EventKind.CLICKED, "Reject": EventKind.REJECTED,
+                "Rendering Failure": EventKind.RENDERING_FAILED}
+
+
+def _attempt_id(mail: dict) -> str | None:
+    """Our `attempt_id` message tag; SES repeats tags as lists (legacy notifications carry none)."""
+    tags = mail.get("tags")
+    values = tags.get("attempt_id") if isinstance(tags, dict) else None
+    return _text(values[0]) if isinstance(values, list) and values else None
+
+
+def _address(raw: Any) -> str | None:
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    if "<" in raw:  # "Jane Doe <jane@example.com>"
+        raw = parseaddr(raw)[1] or raw
+    return lookup_form(raw) or None
+
+
+def _when(value: Any) -> str | None:
+    """SES timestamps in the database's one format; a value that is not a time is kept as text."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return database.iso(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+
+
+def _dedupe_key(sns_id: str | None, message_id: str | None, event_type: Any, email: str | None,
+                timestamp: str | None) -> str:
+    # SNS keeps its MessageId on every retry; raw deliveries have only their content to go by.
+    if sns_id:
+        return f"sns:{sns_id}:{email or ''}"
+    return _hash([message_id, event_type, email, timestamp])
+
+
+def _unknown(detail: str, key: str) -> DeliveryEvent:
+    return DeliveryEvent(EventKind.UNKNOWN, None, None, None, None, _clip(detail), key)
+
+
+def _hash(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=repr)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "backslashreplace")).hexdigest()[:40]
+
+
+def _list(value: Any) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _join(*parts: Any) -> str | None:
+    return ": ".join(str(p) for p in parts if p) or None
+
+
+def _clip(value: Any) -> str | None:
+    return None if value is None else str(value)[:_DETAIL_LIMIT]
+
+
+def _preview(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text[:200])
+
+
+# --- applying: one write transaction ------------------------------------------------------------
+
+def apply_events(conn: sqlite3.Connection, events: Iterable[DeliveryEvent], *, now: datetime) -> EventReport:
+    """Apply parsed events in one write transaction; an event applied before changes nothing."""
+    events = list(events)
+    report = EventReport(events=len(events))
+    with database.transaction(conn):
+        _apply(conn, events, now, report)
+        _reconcile_unknown(conn, now, report)
+    return report
+
+
+def _apply(conn: sqlite3.Connection, events: list[DeliveryEvent], now: datetime, report: EventReport) -> None:
+    for event in events:
+        new = conn.execute(
+            "INSERT INTO ses_events (dedupe_key, kind, email, message_id, attempt_id, detail, event_at, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+            (event.dedupe_key, str(event.kind), event.email, event.message_id, event.attempt_id, event.detail,
+             event.timestamp, database.iso(now)),
+        ).rowcount
+        if not new:
+            report.duplicates += 1
+            continue
+        report.recorded += 1
+        if event.kind is EventKind.UNKNOWN:
+            report.unknown += 1
+            report.notes.append(f"unrecognised event kept for a look: {event.detail}")
+        reason = SUPPRESS_REASONS.get(event.kind)
+        if reason and event.email and "@" in event.email:
+            _suppress(conn, event, reason, now, report)
+
+
+def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:
+    """admin.suppress's effect inside this transaction; an address already listed keeps its reason."""
+    added = conn.execute(
+        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
+        (event.email, reason, SOURCE, database.iso(now)),
+    ).rowcount
+    skipped = conn.execute(
+        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
+        (f"suppressed: {reason}", database.iso(now), event.email),
+    ).rowcount
+    report.skipped += skipped
+    if added:
+        _audit(conn, "suppress", event.email, _join(reason, event.detail) or reason, now)
+        report.suppressed += 1
+        report.notes.append(f"{event.email} suppressed ({_join(reason, event.detail)}); "
+                            f"{skipped} pending recipient(s) skipped")
+
+
+def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
+    """`unknown` attempts that some stored event names: SES accepted them, so they were sent.
+
+    Runs over every stored event, not just this batch's: an event that arrived while its attempt
+    was still `sending` (the run died later) settles it once the next run has marked it `unknown`.
+    """
+    rows = conn.execute(
+        "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+        " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+        " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+        " WHERE l.status = 'unknown' AND e.kind != 'UNKNOWN' GROUP BY l.id ORDER BY l.id"
+    ).fetchall()
+    for row in rows:
+        note = f"resolved as sent by {SOURCE}: SES reported {row['kinds']}"
+        conn.execute(
+            "UPDATE send_log SET status = 'sent', message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ?,"
+            " finished_at = COALESCE(finished_at, ?) WHERE id = ? AND status = 'unknown'",
+            (row["message_id"], f" [{note}]", database.iso(now), row["id"]),
+        )
+        conn.execute(
+            "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'unknown'",
+            (row["first_seen"] or database.iso(now), note, database.iso(now), row["recipient_id"]),
+        )
+        _audit(conn, "resolve-sent", row["email"], note, now)
+        report.reconciled += 1
+        report.notes.append(f"{row['email']}: unknown send reconciled as sent (SES {row['kinds']}, {row['message_id']})")
+
+
+def _audit(conn: sqlite3.Connection, action: str, target: str, detail: str, now: datetime) -> None:
+    conn.execute(
+        "INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (database.iso(now), SOURCE, action, target, detail),
+    )
+
+
+# --- the queue: thin I/O ------------------------------------------------------------------------
+
+def poll_queue(
+    conn: sqlite3.Connection, sqs_client: Any, queue_url: str, *, now: Callable[[], datetime],
+    max_messages: int | None = None, wait_seconds: int = DEFAULT_WAIT_SECONDS,
+) -> EventReport:
+    """Read the queue until it is empty (or `max_messages`): apply each batch, commit, then delete.
+
+    A message that cannot be applied is left on the queue for its dead-letter queue; a message
+    seen twice in one drain ends it, so a queue with no visibility timeout cannot loop forever.
+
+    Raises:
+        EventQueueError: SQS refused to hand out messages (queue missing, no permission, ...).
+    """
+    report, seen = EventReport(), set()
+    for _ in range(MAX_RECEIVES):
+        room = _SQS_BATCH if max_messages is None else min(_SQS_BATCH, max_messages - report.messages)
+        if room <= 0:
+            break
+        fresh = [m for m in _receive(sqs_client, queue_url, room, wait_seconds) if m.get("MessageId") not in seen]
+        if not fresh:
+            break
+        seen.update(m.get("MessageId") for m in fresh)
+        report.messages += len(fresh)
+        _delete(sqs_client, queue_url, _apply_messages(conn, fresh, now(), report), report)
+    return report
+
+
+def _apply_messages(conn: sqlite3.Connection, messages: list[dict], now: datetime, report: EventReport) -> list[dict]:
+    """Apply a received batch in one transaction, each message in a savepoint; returns the applied ones."""
+    applied = []
+    parsed = [(m, parse_notification(m.get("Body", ""))) for m in messages]
+    with database.transaction(conn):
+        for message, events in parsed:
+            report.events += len(events)
+            part = EventReport(ignored=0 if events else 1)
+            conn.execute("SAVEPOINT ses_message")
+            try:
+                _apply(conn, events, now, part)
+            except sqlite3.OperationalError:
+                raise  # locked, full, read-only: the database's fault, not this message's
+            except Exception as err:  # noqa: BLE001 - one unstorable body must not hold up the rest
+                conn.execute("ROLLBACK TO ses_message")
+                conn.execute("RELEASE ses_message")
+                report.failed += 1
+                report.notes.append(f"message {message.get('MessageId')} could not be applied and stays on the "
+                                    f"queue: {type(err).__name__}: {err}")
+                log.warning(report.notes[-1])
+                continue
+            conn.execute("RELEASE ses_message")
+            report.add(part)
+            applied.append(message)
+        _reconcile_unknown(conn, now, report)
+    return applied
+
+
+def _receive(client: Any, queue_url: str, count: int, wait_seconds: int) -> list[dict]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=wait_seconds)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        hint = _QUEUE_HINTS.get(code, "")
+        raise EventQueueError(f"{queue_url}: SQS refused to hand out messages ({code}: "
+                              f"{err.response.get('Error', {}).get('Message', '')}){hint}") from err
+    except BotoCoreError as err:
+        raise EventQueueError(f"{queue_url}: cannot reach SQS: {err}") from err
+    return response.get("Messages", [])
+
+
+_QUEUE_HINTS = {
+    "AWS.SimpleQueueService.NonExistentQueue": "; check SES_EVENTS_QUEUE_URL (and that it is in the right region)",
+    "QueueDoesNotExist": "; check SES_EVENTS_QUEUE_URL (and that it is in the right region)",
+    "AccessDenied": "; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on the queue ARN",
+    "AccessDeniedException": "; allow sqs:ReceiveMessage, sqs:DeleteMessage and sqs:GetQueueAttributes on the queue ARN",
+}
+
+
+def _delete(client: Any, queue_url: str, messages: list[dict], report: EventReport) -> None:
+    """Delete applied messages; one that stays comes back later and is skipped as a duplicate."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for start in range(0, len(messages), _SQS_BATCH):
+        chunk = messages[start:start + _SQS_BATCH]
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+        try:
+            failures = client.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+            problem = (failures[0].get("Message") or failures[0].get("Code")) if failures else ""
+        except (ClientError, BotoCoreError) as err:
+            failures, problem = entries, str(err)
+        if failures:
+            report.not_deleted += len(failures)
+            report.notes.append(f"{len(failures)} applied message(s) could not be deleted from the queue "
+                                f"({problem}); they will come back and be skipped as duplicates")
+            log.warning(report.notes[-1])
+
+
+_QUEUE_URL = re.compile(r"^https?://\S+/\S+$")
+# https://sqs.us-east-1.amazonaws.com/123/q, and the legacy https://us-east-1.queue.amazonaws.com/123/q
+_QUEUE_REGION = re.compile(r"^https://(?:sqs\.)?([a-z]{2}(?:-[a-z]+)+-\d+)\.(?:queue\.)?amazonaws\.com(?:\.cn)?/")
+
+
+def check_queue_url(url: str | None) -> str:
+    """The queue URL to read, or a ConfigError that says what to set.
+
+    Raises:
+        ConfigError: no URL, or a queue name or ARN where the URL belongs.
+    """
+    url = (url or "").strip()
+    if not url:
+        raise ConfigError("no SES events queue configured: set SES_EVENTS_QUEUE_URL (or pass --queue-url) to the "
+                          "URL of the SQS queue subscribed to your SES event topic")
+    if not _QUEUE_URL.match(url):
+        raise ConfigError(f"invalid setting SES_EVENTS_QUEUE_URL={url}: expected the queue URL, e.g. "
+                          "https://sqs.us-east-1.amazonaws.com/123456789012/ses-events (not its name or ARN)")
+    return url
+
+
+def make_sqs_client(settings: Any, *, queue_url: str | None = None, endpoint_url: str | None = None) -> Any:
+    """The boto3 `sqs` client for the events queue, in the queue's own region when its URL says.
+
+    The topic must be in the SES region, but the queue may be elsewhere, so the URL's region wins
+    over AWS_REGION. boto3 honours AWS_ENDPOINT_URL(_SQS) itself when `endpoint_url` is not given.
+
+    Raises:
+        ConfigError: no region in the queue URL, AWS_REGION or boto3's own configuration.
+    """
+    import boto3
+    from botocore.config import Config
+
+    match = _QUEUE_REGION.match(queue_url or "")
+    region = (match.group(1) if match else "") or settings.aws_region or boto3.session.Session().region_name
+    if not region:
+        raise ConfigError("no AWS region configured for the events queue: set AWS_REGION (e.g. AWS_REGION=us-east-1)")
+    # Receiving and deleting are safe to retry, unlike sending; the read timeout outlasts long polls.
+    config = Config(connect_timeout=5, read_timeout=DEFAULT_WAIT_SECONDS + 30, retries={"mode": "standard"})
+    return boto3.client("sqs", region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+def drain_queue(settings: Any, conn: sqlite3.Connection, *, now: Callable[[], datetime], queue_url: str | None = None,
+                client: Any = None, wait_seconds: int = DEFAULT_WAIT_SECONDS) -> EventReport:
+    """Read SES_EVENTS_QUEUE_URL (or `queue_url`) once until it is empty, with a client made here.
+
+    Raises:
+        ConfigError: no queue URL or region. EventQueueError: SQS refused.
+    """
+    url = check_queue_url(queue_url or settings.ses_events_queue_url)
+    own = client is None
+    client = make_sqs_client(settings, queue_url=url) if own else client
+    try:
+        return poll_queue(conn, client, url, now=now, wait_seconds=wait_seconds)
+    finally:
+        if own:
+            client.close()
+
+
+def drain_before_run(settings: Any, conn: sqlite3.Connection, *, now: Callable[[], datetime],
+                     client: Any = None, wait_seconds: int = DEFAULT_WAIT_SECONDS) -> EventReport | None:
+    """At the start of a real run, apply the bounces and complaints that came in since the last one.
+
+    Nothing without SES_EVENTS_QUEUE_URL. Never raises: a queue problem is logged as a warning and
+    the run goes on; the events wait on the queue for the next drain.
+    """
+    if not settings.ses_events_queue_url:
+        return None
+    try:
+        report = drain_queue(settings, conn, now=now, client=client, wait_seconds=wait_seconds)
+    except Exception as err:  # noqa: BLE001 - sending must not depend on the events queue being readable
+        log.warning("events: SES events not read (%s); the run goes on without them", err)
+        return None
+    log.info("events: %s", report.summary())
+    for note in report.notes:
+        log.info("events: %s", note)
+    return report
