@@ -26,6 +26,7 @@ app = typer.Typer(
     help="Send personalized outreach email in small, safe daily batches (Amazon SES or SMTP), "
     "with every attempt logged in SQLite. DRY_RUN is on until you turn it off.",
     no_args_is_help=True,
+    add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -153,8 +154,9 @@ def run(
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
 
-    Exit codes: 0 done (or another run is active), 2 bad configuration or template, 3 stopped by an
-    error that affects every message (credentials, unverified sender, paused account, quota).
+    Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
+    template, 3 stopped by an error that affects every message (credentials, unverified sender,
+    paused account, quota) or by a streak of time-outs, throttling or identical refusals.
     """
     from .events import drain_before_run
     from .run_daily import run_daily

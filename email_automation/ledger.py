@@ -108,11 +108,12 @@ def claim(
     return Claim(log_id, attempt_id, recipient_id, row["email"])
 
 
-def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime) -> None:
+def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None) -> None:
+    """The provider accepted the message; `note` keeps what it refused before (throttling retries)."""
     with transaction(conn):
         conn.execute(
-            "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = NULL WHERE id = ?",
-            (message_id, iso(now), c.log_id),
+            "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
+            (message_id, iso(now), note, c.log_id),
         )
         conn.execute(
             "UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",

@@ -258,14 +258,15 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
                            attempted=False)
         return None
     tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+    refused: list[SendError] = []
     try:
-        message_id = _send_with_retries(transport, item.message, tags, sleep)
+        message_id = _send_with_retries(transport, item.message, tags, sleep, refused)
     except SendError as err:
         status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
     try:
-        ledger.record_sent(conn, claim, message_id, now=now())
+        ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
@@ -274,13 +275,24 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     return Outcome(now(), item.email, "sent", message_id)
 
 
-def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep) -> str:
-    """Retry only what the provider definitely refused; anything ambiguous propagates at once."""
+def _refusals_note(refused: list[SendError]) -> str | None:
+    if not refused:
+        return None
+    last = refused[-1]
+    return f"sent after {len(refused)} refused tr{'y' if len(refused) == 1 else 'ies'} (last: {last.code + ': ' if last.code else ''}{last})"
+
+
+def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep, refused: list[SendError]) -> str:
+    """Retry only what the provider definitely refused; anything ambiguous propagates at once.
+
+    Each refusal that is retried is appended to `refused`, so the log can say what happened.
+    """
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
         stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
         wait=wait_exponential(multiplier=2, min=2, max=60),
         sleep=sleep,
+        before_sleep=lambda state: refused.append(state.outcome.exception()),
         reraise=True,
     ):
         with attempt:

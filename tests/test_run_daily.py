@@ -119,6 +119,8 @@ def test_transient_errors_are_retried_with_backoff_within_the_run(settings, db, 
     assert report.sent == 1
     assert sleep.calls == [2, 4]
     assert transport.calls == ["person0@example.com"] * 3
+    logged = db.execute("SELECT status, error FROM send_log").fetchone()
+    assert tuple(logged) == ("sent", "sent after 2 refused tries (last: throttled)")
 
 
 def test_transient_errors_that_persist_leave_the_recipient_pending_then_failed(settings, db, clock):
