@@ -24,6 +24,17 @@ LOG_STATUSES = ("sending", "sent", "failed", "unknown", "dry_run")
 # Attempts that may have reached a mailbox: the daily limit counts all of them.
 COUNTED_LOG_STATUSES = ("sending", "sent", "unknown")
 
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK that `column` is one of `values`, as an OR chain.
+
+    `column IN ('a', 'b', ...)` makes SQLite build a small ephemeral table each time the INSERT
+    statement runs: with executemany that is once per row, a third of a large import's time.
+    """
+    return "(" + " OR ".join(f"{column} = '{value}'" for value in values) + ")"
+
+
 _V1 = f"""
 CREATE TABLE campaigns (
     id INTEGER PRIMARY KEY,
@@ -31,7 +42,7 @@ CREATE TABLE campaigns (
     subject_template TEXT NOT NULL,
     html_template TEXT NOT NULL,
     text_template TEXT,
-    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'paused')),
+    status TEXT NOT NULL DEFAULT 'active' CHECK {_one_of("status", ("active", "paused"))},
     created_at TEXT NOT NULL
 );
 CREATE TABLE recipients (
@@ -44,7 +55,7 @@ CREATE TABLE recipients (
     custom_subject TEXT,
     custom_body TEXT,
     fields TEXT NOT NULL DEFAULT '{{}}',
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {RECIPIENT_STATUSES!r}),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK {_one_of("status", RECIPIENT_STATUSES)},
     last_error TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     sent_at TEXT,
@@ -60,7 +71,7 @@ CREATE TABLE send_log (
     batch_date TEXT NOT NULL,
     attempted_at TEXT NOT NULL,
     finished_at TEXT,
-    status TEXT NOT NULL CHECK (status IN {LOG_STATUSES!r}),
+    status TEXT NOT NULL CHECK {_one_of("status", LOG_STATUSES)},
     message_id TEXT,
     subject TEXT,
     error TEXT,
