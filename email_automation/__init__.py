@@ -21,7 +21,7 @@ _EXPORTS = {
     "status_summary": "reports",
     "backup_database": "backup", "run_checks": "doctor", "send_summary": "summary_report",
     "setup_file_logging": "logs", "cron_line": "cron",
-    "parse_notification": "events", "apply_events": "events", "poll_queue": "events", "drain_queue": "events",
+    "parse_notification": "events", "apply_events": "events", "poll_queue": "event_queue", "drain_queue": "event_queue",
     "DeliveryEvent": "events", "EventKind": "events", "EventReport": "events",
 }
 

@@ -158,7 +158,7 @@ def run(
     template, 3 stopped by an error that affects every message (credentials, unverified sender,
     paused account, quota) or by a streak of time-outs, throttling or identical refusals.
     """
-    from .events import drain_before_run
+    from .event_queue import drain_before_run
     from .run_daily import run_daily
     from .summary_report import send_summary
     from .transports import make_transport

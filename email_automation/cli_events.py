@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import events as events_lib
+from . import event_queue as events_lib
 from .cli import DbOption, JsonOption, app, cli_errors, err, out, settings_for
 from .database import open_db, utc_now
 

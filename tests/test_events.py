@@ -14,9 +14,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from email_automation import events as ev
 from email_automation.database import transaction
-from email_automation.events import EventKind, apply_events, parse_notification, poll_queue
+from email_automation import event_queue as queue
+from email_automation.event_queue import poll_queue
+from email_automation.events import EventKind, apply_events, parse_notification
 
 DATA = Path(__file__).parent / "data" / "ses_events"
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
@@ -341,21 +342,21 @@ def test_events_published_through_sns_reach_the_ledger(db, sqs, raw):
 
 def test_a_missing_queue_is_one_clear_error(db, sqs):
     url = "https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue"
-    with pytest.raises(ev.EventQueueError, match="no-such-queue: SQS refused to hand out messages .*check SES_EVENTS_QUEUE_URL"):
+    with pytest.raises(queue.EventQueueError, match="no-such-queue: SQS refused to hand out messages .*check SES_EVENTS_QUEUE_URL"):
         poll_queue(db, sqs, url, now=lambda: NOW, wait_seconds=0)
 
 
 def test_drain_before_run_never_stops_the_run(db, settings, sqs, caplog):
-    assert ev.drain_before_run(settings.model_copy(update={"ses_events_queue_url": ""}), db, now=lambda: NOW) is None
+    assert queue.drain_before_run(settings.model_copy(update={"ses_events_queue_url": ""}), db, now=lambda: NOW) is None
     missing = settings.model_copy(update={"ses_events_queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/gone"})
     with caplog.at_level(logging.WARNING, logger="email_automation.events"):
-        assert ev.drain_before_run(missing, db, now=lambda: NOW, client=sqs, wait_seconds=0) is None
+        assert queue.drain_before_run(missing, db, now=lambda: NOW, client=sqs, wait_seconds=0) is None
     assert "SES events not read" in caplog.text and "the run goes on without them" in caplog.text
 
     url = sqs.create_queue(QueueName="ses-events-run")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps(sample("event-bounce", to="max@example.com")))
     ready = settings.model_copy(update={"ses_events_queue_url": url})
-    assert ev.drain_before_run(ready, db, now=lambda: NOW, client=sqs, wait_seconds=0).suppressed == 1
+    assert queue.drain_before_run(ready, db, now=lambda: NOW, client=sqs, wait_seconds=0).suppressed == 1
 
 
 @pytest.mark.parametrize("url, region", [
@@ -364,7 +365,7 @@ def test_drain_before_run_never_stops_the_run(db, settings, sqs, caplog):
     ("http://127.0.0.1:5000/123456789012/ses-events", "us-east-1"),  # moto server: AWS_REGION decides
 ])
 def test_the_sqs_client_uses_the_queue_region(settings, url, region):
-    assert ev.make_sqs_client(settings, queue_url=url).meta.region_name == region
+    assert queue.make_sqs_client(settings, queue_url=url).meta.region_name == region
 
 
 @pytest.mark.parametrize("url, message", [
@@ -375,8 +376,8 @@ def test_the_sqs_client_uses_the_queue_region(settings, url, region):
      "https://sqs.us-east-1.amazonaws.com/123456789012/ses-events (not its name or ARN)"),
 ])
 def test_queue_url_errors_say_what_to_set(url, message):
-    with pytest.raises(ev.ConfigError) as info:
-        ev.check_queue_url(url)
+    with pytest.raises(queue.ConfigError) as info:
+        queue.check_queue_url(url)
     assert str(info.value) == message
 
 
