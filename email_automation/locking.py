@@ -22,7 +22,8 @@ class RunLockedError(EmailAutomationError):
 
 
 def lock_path(db_path: str | Path) -> Path:
-    return Path(f"{db_path}.lock")
+    """Beside the database's real file, so a path through a symlink finds the same lock."""
+    return Path(f"{Path(db_path).resolve()}.lock")
 
 
 @contextmanager

@@ -295,3 +295,11 @@ def test_a_recording_failure_after_the_send_names_the_message_id(settings, db, c
         run(settings, db, ScriptedTransport(), clock)
     assert "person0@example.com was accepted as msg-1-" in caplog.text
     assert statuses(db) == {"person0@example.com": "sending"}
+
+
+def test_the_lock_is_shared_by_a_path_through_a_symlink(settings, db, clock, tmp_path):
+    link = tmp_path / "via-link.db"
+    link.symlink_to(settings.db_path)
+    with run_lock(link):
+        with pytest.raises(RunLockedError):
+            run(settings, db, ScriptedTransport(), clock)
