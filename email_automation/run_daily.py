@@ -170,6 +170,14 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     day = ledger.batch_date(now(), settings.tz)
     remaining = max(0, settings.daily_limit - ledger.counted_today(conn, day))
     size = remaining if limit is None else min(remaining, max(0, limit))
+    delay = settings.delay_seconds
+    if not dry_run and size:
+        try:
+            size, delay = _within_provider_capacity(transport, size, delay)
+        except FatalSendError as err:
+            report.fatal_error = str(err)
+            log.error("nothing sent: %s", err)
+            return report
     batch, unusable = render_batch(conn, pending_batch(conn, size), settings, now=now()) if size else ([], [])
     for row, err in unusable:
         outcome = Outcome(now(), row["email"], "failed", error=str(err))
@@ -196,7 +204,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         if report.fatal_error:
             break
         if index < len(batch) - 1 and outcome.attempted:
-            sleep(settings.delay_seconds + rng.uniform(0, settings.delay_jitter_seconds))
+            sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
 
@@ -229,6 +237,27 @@ class _Streak:
                 "the batch stays pending. Fix the cause (network, SES account, sender), then run again"
                 + ("; settle the unknown ones with `email-automation resolve`" if outcome.status == "unknown" else "")
                 + ("; `email-automation retry-failed` re-queues the failed ones" if outcome.status == "failed" else ""))
+
+
+def _within_provider_capacity(transport: Transport, size: int, delay: float) -> tuple[int, float]:
+    """Shrink the batch to the provider's remaining quota and slow down to its send rate.
+
+    Transports that can tell (SES's GetAccount) offer `sending_capacity()`; DAILY_LIMIT stays the
+    authority, this only keeps a run from running into SES's own limits.
+    """
+    ask = getattr(transport, "sending_capacity", None)
+    capacity = ask() if ask else None
+    if capacity is None:
+        return size, delay
+    if capacity.remaining_24h is not None and capacity.remaining_24h < size:
+        log.warning("SES allows %d more message(s) in its 24-hour window: this run sends at most that",
+                    capacity.remaining_24h)
+        size = capacity.remaining_24h
+    if capacity.min_interval > delay:
+        log.warning("DELAY_SECONDS %g is faster than SES's send rate: waiting %g s between sends",
+                    delay, capacity.min_interval)
+        delay = capacity.min_interval
+    return size, delay
 
 
 def _count(report: RunReport, outcome: Outcome) -> None:

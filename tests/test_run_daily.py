@@ -303,3 +303,36 @@ def test_the_lock_is_shared_by_a_path_through_a_symlink(settings, db, clock, tmp
     with run_lock(link):
         with pytest.raises(RunLockedError):
             run(settings, db, ScriptedTransport(), clock)
+
+
+class CappedTransport(ScriptedTransport):
+    """A provider that reports its own remaining quota and rate, as SES's GetAccount does."""
+
+    def __init__(self, capacity):
+        super().__init__(name="ses")
+        self.capacity = capacity
+
+    def sending_capacity(self):
+        if isinstance(self.capacity, Exception):
+            raise self.capacity
+        return self.capacity
+
+
+def test_a_run_stays_inside_the_providers_quota_and_rate(settings, db, clock):
+    from email_automation.transports.ses import SendingCapacity
+
+    add_recipients(db, 10)
+    sleep = RecordingSleep()
+    report = run(settings, db, CappedTransport(SendingCapacity(remaining_24h=3, min_interval=1.0)), clock, sleep=sleep)
+    assert report.sent == 3
+    assert sleep.calls == [1.0, 1.0], "DELAY_SECONDS=0 is raised to the account's 1 message/s"
+
+
+def test_an_account_that_may_not_send_stops_the_run_before_any_claim(settings, db, clock):
+    add_recipients(db, 2)
+    transport = CappedTransport(FatalSendError("SES says this account may not send"))
+    report = run(settings, db, transport, clock)
+    assert report.fatal_error == "SES says this account may not send"
+    assert transport.calls == []
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
+    assert set(statuses(db).values()) == {"pending"}

@@ -267,3 +267,45 @@ def test_connection_refused_is_transient(settings, message):
     with pytest.raises(TransientSendError, match=r"^could not connect to SES \(connection never opened\)") as info:
         SesTransport(settings, client).send(message, tags=TAGS)
     assert info.value.code == "EndpointConnectionError"
+
+
+# --- the account's own limits (GetAccount) --------------------------------------------------------
+
+def account(*, enabled=True, status="HEALTHY", most=200.0, sent=195.0, rate=1.0):
+    return {"SendQuota": {"Max24HourSend": most, "MaxSendRate": rate, "SentLast24Hours": sent},
+            "SendingEnabled": enabled, "EnforcementStatus": status, "ProductionAccessEnabled": False,
+            "DedicatedIpAutoWarmupEnabled": False}
+
+
+def test_capacity_is_what_is_left_of_the_24_hour_quota_at_the_send_rate(settings):
+    client, stub = stubbed(settings)
+    stub.add_response("get_account", account(most=200.0, sent=195.0, rate=2.0))
+    with stub:
+        capacity = SesTransport(settings, client=client).sending_capacity()
+    assert (capacity.remaining_24h, capacity.min_interval) == (5, 0.5)
+
+
+def test_an_unlimited_quota_has_no_cap(settings):
+    client, stub = stubbed(settings)
+    stub.add_response("get_account", account(most=-1.0, sent=1e6, rate=14.0))
+    with stub:
+        assert SesTransport(settings, client=client).sending_capacity().remaining_24h is None
+
+
+@pytest.mark.parametrize("enabled, status", [(False, "HEALTHY"), (True, "SHUTDOWN")])
+def test_an_account_that_may_not_send_is_fatal_before_any_send(settings, enabled, status):
+    client, stub = stubbed(settings)
+    stub.add_response("get_account", account(enabled=enabled, status=status))
+    with stub, pytest.raises(FatalSendError, match="SES says this account may not send"):
+        SesTransport(settings, client=client).sending_capacity()
+
+
+def test_no_get_account_in_moto_means_no_cap(settings, moto_ses):
+    assert SesTransport(settings, client=make_ses_client(settings)).sending_capacity() is None
+
+
+def test_get_account_denied_means_no_cap(settings):
+    client, stub = stubbed(settings)
+    stub.add_client_error("get_account", service_error_code="AccessDeniedException", http_status_code=403)
+    with stub:
+        assert SesTransport(settings, client=client).sending_capacity() is None

@@ -8,7 +8,9 @@ accepted: never resend automatically). See SES-NOTES §0 and §1.5.
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
@@ -35,6 +37,8 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+
+log = logging.getLogger("email_automation.ses")
 
 CONNECT_TIMEOUT_SECONDS = 5
 
@@ -110,6 +114,14 @@ def sanitize_tag(value: str) -> str:
     return (_TAG_UNSAFE.sub("_", str(value)) or "_")[:256]
 
 
+@dataclass(frozen=True)
+class SendingCapacity:
+    """What SES itself allows right now (GetAccount), to stay inside it rather than hit it."""
+
+    remaining_24h: int | None  # None: the account has no daily quota
+    min_interval: float  # seconds between two sends at the account's MaxSendRate
+
+
 class SesTransport:
     """Sends through `sesv2.send_email` with Raw content; one client per run."""
 
@@ -140,6 +152,31 @@ class SesTransport:
         except (ClientError, BotoCoreError) as err:
             raise classify_ses_error(err, sender=sender, region=self._region()) from err
         return response["MessageId"]
+
+    def sending_capacity(self) -> SendingCapacity | None:
+        """The account's remaining 24-hour quota and send rate; None when this endpoint cannot tell.
+
+        Raises:
+            FatalSendError: SES says the account may not send at all (paused or shut down).
+        """
+        try:
+            account = self._client.get_account()
+        except (NotImplementedError, ClientError, BotoCoreError) as err:
+            # moto has no GetAccount, a tight IAM policy may deny it, a network blip: the sends
+            # themselves still report every real problem, so this is only a lost optimisation.
+            log.warning("SES account quota not read (%s: %s); DAILY_LIMIT and DELAY_SECONDS alone apply",
+                        type(err).__name__, err)
+            return None
+        if not account.get("SendingEnabled", True) or account.get("EnforcementStatus") == "SHUTDOWN":
+            raise FatalSendError(
+                f"SES says this account may not send (SendingEnabled={account.get('SendingEnabled')}, "
+                f"EnforcementStatus={account.get('EnforcementStatus', '?')}): open the SES console's "
+                "reputation dashboard and re-enable sending", code="SendingDisabled")
+        quota = account.get("SendQuota", {})
+        most = quota.get("Max24HourSend", -1)
+        remaining = None if most < 0 else max(0, int(most - quota.get("SentLast24Hours", 0)))
+        rate = quota.get("MaxSendRate", 0) or 0
+        return SendingCapacity(remaining, 1 / rate if rate > 0 else 0.0)
 
     def close(self) -> None:
         close = getattr(self._client, "close", None)
