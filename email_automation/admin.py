@@ -127,6 +127,8 @@ def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent
         ids = _recipient_ids(conn, email, campaign, ("unknown",))
         if not ids:
             raise NotFoundError(f"{normalize_email(email)}: no recipient in unknown state with that address")
+        if outcome == "pending":
+            _refuse_if_ses_saw_it(conn, ids, normalize_email(email))
         log_status = "sent" if outcome == "sent" else "failed"
         for rid in ids:
             conn.execute(
@@ -140,3 +142,18 @@ def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent
             )
         _audit(conn, actor, f"resolve-{outcome}", normalize_email(email), campaign or "", now)
     return len(ids)
+
+
+def _refuse_if_ses_saw_it(conn: sqlite3.Connection, recipient_ids: list[int], address: str) -> None:
+    """A stored SES event tagged with the attempt's id proves SES accepted it: never send it again."""
+    marks = ",".join("?" * len(recipient_ids))
+    row = conn.execute(
+        "SELECT GROUP_CONCAT(DISTINCT e.kind) FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id"
+        f" WHERE l.recipient_id IN ({marks}) AND l.status = 'unknown' AND e.kind != 'UNKNOWN'",
+        recipient_ids,
+    ).fetchone()
+    if row[0]:
+        raise EmailAutomationError(
+            f"{address}: SES reported {row[0]} for this send, so it went out and must not be sent again; "
+            f"resolve it as sent (`email-automation resolve {address} --sent`)"
+        )

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ConfigError, EmailAutomationError
-from .events import EventReport, apply_messages
+from .events import EventReport, apply_messages, reconcile
 
 log = logging.getLogger("email_automation.events")
 
@@ -51,6 +51,8 @@ def poll_queue(
         seen.update(m.get("MessageId") for m in fresh)
         report.messages += len(fresh)
         _delete(sqs_client, queue_url, apply_messages(conn, fresh, now(), report), report)
+    if not report.messages:  # nothing new, but a stored event may settle an attempt now `unknown`
+        report.add(reconcile(conn, now=now()))
     return report
 
 

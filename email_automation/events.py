@@ -343,6 +343,18 @@ def apply_events(conn: sqlite3.Connection, events: Iterable[DeliveryEvent], *, n
     return report
 
 
+def reconcile(conn: sqlite3.Connection, *, now: datetime) -> EventReport:
+    """Settle `unknown` attempts from the events already stored, in one write transaction.
+
+    For a drain that found the queue empty: the event that proves a send may have been stored
+    while its attempt was still `sending`, before the run's recovery made it `unknown`.
+    """
+    report = EventReport()
+    with database.transaction(conn):
+        _reconcile_unknown(conn, now, report)
+    return report
+
+
 def _apply(conn: sqlite3.Connection, events: list[DeliveryEvent], now: datetime, report: EventReport) -> None:
     for event in events:
         new = conn.execute(

@@ -203,7 +203,10 @@ def test_configuration_errors_and_missing_sender(settings, monkeypatch):
                             "fix the variable in env.sh (or .env) and run doctor again")]
     [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": ""}))
     assert sender.status == FAIL and sender.detail.endswith("SENDER_EMAIL is not set")
+    # Dry runs and previews build the From header too, so a missing sender fails them as well.
     [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": "", "dry_run": True}))
+    assert sender.status == FAIL and sender.detail.endswith("SENDER_EMAIL is not set")
+    [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": "jane@localhost", "dry_run": True}))
     assert sender.status == WARN
 
 

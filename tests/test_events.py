@@ -244,6 +244,21 @@ def test_an_event_that_came_while_sending_settles_the_attempt_once_it_is_unknown
     assert statuses(db, "gil@example.com") == ["sent"]
 
 
+def test_a_drain_of_an_empty_queue_still_settles_from_stored_events(db, sqs):
+    # As above, but nothing new arrives: `email-automation events` (and the next run's drain)
+    # must settle the attempt anyway, or a person is asked to decide what the database knows.
+    url = sqs.create_queue(QueueName="ses-events-empty")["QueueUrl"]
+    rid = add_recipient(db, "gus@example.com")
+    add_attempt(db, rid, "att-9", "sending")
+    apply(db, sample("event-send", to="gus@example.com", attempt_id="att-9"))
+    with transaction(db):
+        db.execute("UPDATE send_log SET status = 'unknown'")
+        db.execute("UPDATE recipients SET status = 'unknown'")
+    report = poll_queue(db, sqs, url, now=lambda: NOW, wait_seconds=0)
+    assert (report.messages, report.reconciled) == (0, 1)
+    assert statuses(db, "gus@example.com") == ["sent"]
+
+
 def test_a_redelivered_message_applies_once(db):
     add_recipient(db, "hal@example.com")
     body = envelope(sample("event-bounce", to="hal@example.com"), sns_id="same-sns-id")

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from email_automation import admin, ledger
-from email_automation.errors import AmbiguousSendError, FatalSendError, NotFoundError, PermanentSendError, TransientSendError
+from email_automation.errors import AmbiguousSendError, EmailAutomationError, FatalSendError, NotFoundError, PermanentSendError, TransientSendError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
@@ -126,6 +126,21 @@ def test_resolve_unknown_as_sent_or_pending(db):
     assert ledger.counted_today(db, "2026-11-25") == 1, "only the one that went out still counts"
     with pytest.raises(NotFoundError, match="no recipient in unknown state"):
         admin.resolve_unknown(db, "a@example.com", "sent")
+
+
+def test_resolve_pending_is_refused_when_a_stored_ses_event_proves_the_send_went_out(db):
+    # The run died after SES accepted; the Send event was stored while the attempt was still
+    # `sending`, and recovery made it `unknown` only afterwards. Sending again would be a duplicate.
+    rid = add(db, "a@example.com")
+    c = claim(db, rid)
+    db.execute("INSERT INTO ses_events (dedupe_key, kind, email, attempt_id, received_at)"
+               " VALUES ('k1', 'SENT', 'a@example.com', ?, 'x')", (c.attempt_id,))
+    ledger.recover_interrupted(db, now=NOW)
+    with pytest.raises(EmailAutomationError, match=r"^a@example.com: SES reported SENT for this send, so it went out"
+                                                   r" and must not be sent again; resolve it as sent "):
+        admin.resolve_unknown(db, "a@example.com", "pending")
+    assert status_of(db, rid) == "unknown"
+    assert admin.resolve_unknown(db, "a@example.com", "sent") == 1
 
 
 def test_suppress_skips_pending_copies_and_retry_failed_leaves_them_alone(db):
