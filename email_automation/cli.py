@@ -302,11 +302,13 @@ def unsuppress(email: Annotated[str, typer.Argument(help="Address to allow again
 @cli_errors
 def resolve(
     email: Annotated[str, typer.Argument(help="Recipient in the 'unknown' state.")],
-    sent: Annotated[bool, typer.Option("--sent/--pending", help="--sent: it did go out; --pending: it did not, send it again.", show_default=False)],
+    sent: Annotated[Optional[bool], typer.Option("--sent/--pending", help="--sent: it did go out; --pending: it did not, send it again.", show_default=False)] = None,
     db: DbOption = None,
     campaign: CampaignOption = None,
 ) -> None:
     """Settle a recipient whose send was interrupted: mark it sent, or pending to be sent again."""
+    if sent is None:
+        raise EmailAutomationError("say what happened: --sent (it went out) or --pending (it did not; send it again)")
     outcome = "sent" if sent else "pending"
     count = admin.resolve_unknown(open_db(settings_for(db).db_path), email, outcome, campaign=campaign)
     out.print(f"{count} recipient(s) marked {outcome}.")

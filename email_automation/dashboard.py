@@ -150,7 +150,8 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
     dry.metric("Dry-run (not sent)", f"{summary.dry_run:,}", border=True,
                help="Messages rendered by DRY_RUN: written to the outbox, never sent, never counted.")
     pending, unknown, sent_today = st.columns(3)
-    pending.metric("Pending", f"{counts['pending']:,}", help="Recipients waiting to be sent (now, whatever the dates).")
+    pending.metric("Pending", f"{counts['pending']:,}", help="Recipients with status pending in the campaign filter (now, whatever the dates), paused "
+                        "campaigns included; the Recipients tab lists the queue the next runs will send.")
     unknown.metric("Unknown", f"{counts['unknown']:,}", help="May or may not have gone out: see Recipients.")
     sent_today.metric(f"Daily limit used ({today.day})", f"{today.counted:,} / {today.daily_limit:,}",
                       help="Attempts that may have reached a mailbox today (sent + sending + unknown) "

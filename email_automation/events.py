@@ -394,32 +394,70 @@ def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: 
 
 
 def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
-    """`unknown` attempts that some stored event names: SES accepted them, so they were sent.
+    """`unknown` attempts that some stored event names: SES accepted them, so they were sent,
+    unless SES's only word on them is that it rejected the content (or could not render it): then
+    they were not, including ones settled as sent here on the Send event that came first.
 
     Runs over every stored event, not just this batch's: an event that arrived while its attempt
     was still `sending` (the run died later) settles it once the next run has marked it `unknown`.
     """
     rows = conn.execute(
-        "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+        "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
         " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
         " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
-        " WHERE l.status = 'unknown' AND e.kind != 'UNKNOWN' GROUP BY l.id ORDER BY l.id"
+        " WHERE e.kind != 'UNKNOWN' AND (l.status = 'unknown'"
+        "   OR (l.status = 'sent' AND l.error LIKE ?))"  # settled as sent here; a Reject may follow the Send
+        " GROUP BY l.id ORDER BY l.id",
+        (f"%resolved as sent by {SOURCE}%",),
     ).fetchall()
     for row in rows:
-        note = f"resolved as sent by {SOURCE}: SES reported {row['kinds']}"
+        kinds = set(row["kinds"].split(","))
+        # SES took the request but never sent it (content rejected, template failed): not a send.
+        if kinds <= {"SENT", "REJECTED", "RENDERING_FAILED"} and kinds & {"REJECTED", "RENDERING_FAILED"}:
+            status, verdict = "failed", "not sent"
+        elif row["status"] == "unknown":
+            status, verdict = "sent", "sent"
+        else:
+            continue  # already settled as sent, and still is
+        note = f"resolved as {verdict} by {SOURCE}: SES reported {row['kinds']}"
         conn.execute(
-            "UPDATE send_log SET status = 'sent', message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ?,"
-            " finished_at = COALESCE(finished_at, ?) WHERE id = ? AND status = 'unknown'",
-            (row["message_id"], f" [{note}]", database.iso(now), row["id"]),
+            "UPDATE send_log SET status = ?, message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ?,"
+            " finished_at = COALESCE(finished_at, ?) WHERE id = ?",
+            (status, row["message_id"], f" [{note}]", database.iso(now), row["id"]),
         )
         conn.execute(
-            "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
-            " WHERE id = ? AND status = 'unknown'",
-            (row["first_seen"] or database.iso(now), note, database.iso(now), row["recipient_id"]),
+            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) END,"
+            " last_error = ?, updated_at = ? WHERE id = ? AND status = ?",
+            (status, status, row["first_seen"] or database.iso(now), note, database.iso(now),
+             row["recipient_id"], row["status"]),
         )
-        _audit(conn, "resolve-sent", row["email"], note, now)
+        _audit(conn, f"resolve-{status}", row["email"], note, now)
         report.reconciled += 1
-        report.notes.append(f"{row['email']}: unknown send reconciled as sent (SES {row['kinds']}, {row['message_id']})")
+        report.notes.append(f"{row['email']}: unknown send reconciled as {verdict} (SES {row['kinds']}, {row['message_id']})")
+    _flag_sends_resolved_as_pending(conn, now, report)
+
+
+def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
+    """An event for an attempt a person had resolved as not sent: the first message did go out.
+
+    Nothing can be undone, but the person must learn it (they may have sent it twice): once per
+    attempt, a note on the log row, an admin_log row and a warning.
+    """
+    flag = "[SES later reported this send"
+    rows = conn.execute(
+        "SELECT l.id, r.email, GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+        " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+        " WHERE l.status = 'failed' AND l.error LIKE '%resolved as pending%' AND instr(l.error, ?) = 0"
+        " AND e.kind IN ('SENT', 'DELIVERED', 'BOUNCED_PERMANENT', 'BOUNCED_TRANSIENT', 'COMPLAINED', 'OPENED', 'CLICKED')"
+        " GROUP BY l.id ORDER BY l.id",
+        (flag,),
+    ).fetchall()
+    for row in rows:
+        note = f"{flag}: {row['kinds']}; it had been resolved as not sent, so this address may have two messages]"
+        conn.execute("UPDATE send_log SET error = error || ? WHERE id = ?", (f" {note}", row["id"]))
+        _audit(conn, "duplicate-risk", row["email"], note, now)
+        report.notes.append(f"{row['email']}: {note.strip('[]')}")
+        log.warning("%s: %s", row["email"], note.strip("[]"))
 
 
 def _audit(conn: sqlite3.Connection, action: str, target: str, detail: str, now: datetime) -> None:

@@ -12,6 +12,7 @@ from .database import get_campaign, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import NotFoundError
 from .messages import build_message
+from .reports import next_queued
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,10 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
     if email:
         recipient = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND email = ?",
                                  (row["id"], normalize_email(email))).fetchone()
-    else:
-        recipient = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
-                                 (row["id"],)).fetchone()
+    else:  # the one the next run sends first; any pending one if the campaign is paused
+        recipient = next_queued(conn, row["id"]) or conn.execute(
+            "SELECT * FROM recipients WHERE campaign_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
+            (row["id"],)).fetchone()
     if recipient is None:
         raise NotFoundError(f"no {'recipient ' + normalize_email(email) if email else 'pending recipient'} in campaign {campaign!r}")
     rendered = CampaignTemplate.from_campaign(row).render(recipient, settings)

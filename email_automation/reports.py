@@ -275,6 +275,12 @@ def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> l
     return [{"position": offset + i, **dict(row)} for i, row in enumerate(rows, start=1)]
 
 
+def next_queued(conn: sqlite3.Connection, campaign_id: int) -> sqlite3.Row | None:
+    """The campaign's recipient the next run will mail first (None if the campaign has no queue)."""
+    return conn.execute(f"SELECT r.*{_QUEUE_WHERE} AND r.campaign_id = ? ORDER BY r.id LIMIT 1",
+                        (campaign_id,)).fetchone()
+
+
 def pending_queue_size(conn: sqlite3.Connection) -> int:
     return conn.execute(f"SELECT count(*){_QUEUE_WHERE}").fetchone()[0]
 

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import ledger
+from . import events, ledger
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TransientSendError
@@ -165,6 +165,10 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     if report.recovered:
         log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
                     report.recovered)
+        # SES events already stored (drained before this run) may prove some of them went out.
+        settled = events.reconcile(conn, now=now()).reconciled
+        if settled:
+            log.info("%d of them settled from SES events already received", settled)
     if not dry_run:
         report.skipped = skip_unsendable(conn, now=now())
     day = ledger.batch_date(now(), settings.tz)

@@ -127,3 +127,19 @@ def test_preview_to_an_unwritable_file_is_one_line(demo_db, tmp_path):
     result = cli("preview", "--db", str(demo_db), "--out", str(tmp_path / "no-such-dir" / "x.eml"))
     assert result.exit_code == 1
     assert result.stderr.strip() == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory"
+
+
+def test_resolve_without_a_decision_names_both_choices(demo_db):
+    result = cli("resolve", "a@example.com", "--db", str(demo_db))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Error: say what happened: --sent (it went out) or --pending (it did not; send it again)"
+
+
+def test_preview_shows_the_recipient_the_next_run_sends_first(demo_db):
+    cli("import", str(EXAMPLE), "--db", str(demo_db))
+    first, second = [r[0] for r in connect(demo_db).execute("SELECT email FROM recipients ORDER BY id LIMIT 2")]
+    conn = connect(demo_db)  # `first` was already mailed in another campaign: the run will skip it
+    conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('older', 's', 'h', 'x')")
+    conn.execute("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES (2, ?, 'sent', 'x')", (first,))
+    shown = cli("preview", "--db", str(demo_db)).stdout
+    assert shown.startswith(f"To: {second}\n")

@@ -481,3 +481,27 @@ def test_a_real_run_suppresses_yesterdays_bounces_before_it_sends(db, settings, 
     assert json.loads(result.stdout)["sent"] == 1
     assert statuses(db, "olga@example.org") == ["sent", "skipped"] and statuses(db, "pat@example.org") == ["sent"]
     assert "events: 1 message(s), 1 event(s): 1 address(es) suppressed, 1 pending recipient(s) skipped" in result.stderr
+
+
+def test_an_unknown_send_ses_only_rejected_is_settled_as_not_sent(db):
+    rid = add_recipient(db, "hal@example.com")
+    add_attempt(db, rid, "att-r", "unknown")
+    apply(db, sample("event-send", to="hal@example.com", attempt_id="att-r"))
+    report = apply(db, sample("event-reject", to="hal@example.com", attempt_id="att-r"))
+    assert report.reconciled == 1
+    assert db.execute("SELECT status FROM send_log WHERE attempt_id = 'att-r'").fetchone()[0] == "failed"
+    assert statuses(db, "hal@example.com") == ["failed"]
+
+
+def test_a_send_reported_after_it_was_resolved_as_pending_is_flagged_once(db):
+    from email_automation import admin
+
+    rid = add_recipient(db, "ida@example.com")
+    add_attempt(db, rid, "att-p", "unknown")
+    admin.resolve_unknown(db, "ida@example.com", "pending")
+    apply(db, sample("event-delivery", to="ida@example.com", attempt_id="att-p"))
+    apply(db, sample("event-send", to="ida@example.com", attempt_id="att-p"))
+    flagged = db.execute("SELECT target FROM admin_log WHERE action = 'duplicate-risk'").fetchall()
+    assert [r[0] for r in flagged] == ["ida@example.com"]
+    error = db.execute("SELECT error FROM send_log WHERE attempt_id = 'att-p'").fetchone()[0]
+    assert "SES later reported this send: DELIVERED" in error

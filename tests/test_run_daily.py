@@ -336,3 +336,20 @@ def test_an_account_that_may_not_send_stops_the_run_before_any_claim(settings, d
     assert transport.calls == []
     assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
     assert set(statuses(db).values()) == {"pending"}
+
+
+def test_a_killed_send_that_ses_already_reported_is_settled_as_sent_not_unknown(settings, db, clock):
+    from email_automation.events import DeliveryEvent, EventKind, apply_events
+
+    add_recipients(db, 1)
+    db.execute("UPDATE recipients SET status = 'sending'")
+    db.execute("INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, transport)"
+               " VALUES (1, 'att-killed', '2026-11-25', 'x', 'sending', 'ses')")
+    # The events drain before the run stored SES's Send event for that attempt.
+    apply_events(db, [DeliveryEvent(EventKind.SENT, "person0@example.com", "ses-1", "att-killed", None, None, "k1")],
+                 now=clock())
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert report.recovered == 1
+    assert statuses(db) == {"person0@example.com": "sent"}
+    assert transport.calls == []
