@@ -58,6 +58,7 @@ def run_checks(
     *,
     ses_client: Any = None,
     smtp_factory: Callable[..., smtplib.SMTP] | None = None,
+    sqs_client: Any = None,
 ) -> list[Check]:
     """Every check for `settings`; nothing is sent and nothing is written.
 
@@ -68,6 +69,8 @@ def run_checks(
         checks.append(check_log_file(settings.log_file))
     if settings.transport == "ses":
         transport_checks = check_ses(settings, client=ses_client)
+        if settings.ses_events_queue_url:
+            transport_checks.append(check_events_queue(settings, client=sqs_client))
     else:
         transport_checks = [check_smtp(settings, smtp_factory=smtp_factory)]
     if settings.dry_run:
@@ -173,6 +176,32 @@ def check_ses(settings: Settings, *, client: Any = None) -> list[Check]:
         except ConfigError as err:
             return [credentials, Check("AWS region", FAIL, str(err), "set AWS_REGION in env.sh")]
     return [credentials, check_identity(settings, client), check_account(settings, client)]
+
+
+def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
+    """SES_EVENTS_QUEUE_URL can be read, and events can reach it at all (a configuration set)."""
+    from .event_queue import check_queue_url, make_sqs_client
+
+    name = "SES events queue"
+    try:
+        url = check_queue_url(settings.ses_events_queue_url)
+        client = client or make_sqs_client(settings, queue_url=url)
+        attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    except ConfigError as err:
+        return Check(name, FAIL, str(err), "set SES_EVENTS_QUEUE_URL to the queue's URL (README, 'Bounces and complaints')")
+    except ClientError as err:
+        if _code(err) in _DENIED:
+            return _ses_call_failed(name, "sqs:GetQueueAttributes", err)
+        return Check(name, FAIL, f"SQS error {_code(err)}: {err.response.get('Error', {}).get('Message', '')}",
+                     "check SES_EVENTS_QUEUE_URL (copy it from the SQS console) and AWS_REGION")
+    except BotoCoreError as err:
+        return Check(name, FAIL, f"cannot reach SQS: {err}", "check the network and AWS_REGION")
+    waiting = attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", "?")
+    if not settings.ses_configuration_set:
+        return Check(name, WARN, f"readable ({waiting} waiting), but SES_CONFIGURATION_SET is empty: "
+                     "SES publishes events only through a configuration set",
+                     "set SES_CONFIGURATION_SET to the set whose event destination is the queue's topic")
+    return Check(name, OK, f"readable, {waiting} event message(s) waiting")
 
 
 def check_credentials(settings: Settings) -> Check:

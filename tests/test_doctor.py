@@ -298,3 +298,27 @@ def test_run_checks_uses_smtp_when_transport_is_smtp(smtp_settings, db):
         checks = doctor.run_checks(smtp_settings(sink.port, password="wrong"))
     assert [c.name for c in checks] == ["configuration", "database", "SMTP login"]
     assert doctor.failed(checks)
+
+
+# --- the SES events queue --------------------------------------------------------------------------
+
+def test_events_queue_readable_with_a_configuration_set_is_ok(live, moto_url):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
+    url = sqs.create_queue(QueueName="doctor-events")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+    settings = live.model_copy(update={"ses_events_queue_url": url, "ses_configuration_set": "outreach"})
+    assert doctor.check_events_queue(settings, client=sqs) == Check("SES events queue", OK, "readable, 1 event message(s) waiting")
+    no_set = doctor.check_events_queue(settings.model_copy(update={"ses_configuration_set": ""}), client=sqs)
+    assert no_set.status == WARN and "SES_CONFIGURATION_SET is empty" in no_set.detail
+
+
+def test_a_missing_events_queue_fails_with_a_hint(live, moto_url):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
+    settings = live.model_copy(update={"ses_events_queue_url": f"{moto_url}/123456789012/no-such-queue"})
+    check = doctor.check_events_queue(settings, client=sqs)
+    assert check.status == FAIL
+    assert "NonExistentQueue" in check.detail or "QueueDoesNotExist" in check.detail
