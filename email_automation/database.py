@@ -8,6 +8,7 @@ the sender writes; `synchronous=FULL` makes each claim durable before the messag
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -140,13 +141,30 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
                                    check_same_thread=False)
         else:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
     except sqlite3.Error as err:
         raise ConfigError(f"{path}: cannot open database: {err}") from err
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, *, attempts: int = 100, pause: float = 0.05) -> None:
+    """Switch a new database to WAL (persistent: later opens only read the mode).
+
+    The switch needs an exclusive lock and SQLite does not wait for it through the busy timeout,
+    so processes opening a brand-new file together (cron's run and a dashboard, say) retry here.
+    """
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(pause)
 
 
 @contextmanager
