@@ -159,8 +159,30 @@ def run_daily(
 
 
 def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
-    dry_run = transport.name == "dry_run"
-    report = RunReport(dry_run=dry_run)
+    report = RunReport(dry_run=transport.name == "dry_run")
+    _recover(conn, report, now=now)
+    if not report.dry_run:
+        report.skipped = skip_unsendable(conn, now=now())
+    batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
+    streak = _Streak()
+    for index, item in enumerate(batch):
+        send = _preview_one if report.dry_run else _send_one
+        outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
+        if outcome is None:  # the limit was reached by an overlapping writer
+            break
+        _note(report, outcome)
+        on_outcome(outcome)
+        report.fatal_error = outcome.error if outcome.status == "fatal" else streak.stop_reason(outcome)
+        if report.fatal_error:
+            break
+        if index < len(batch) - 1 and outcome.attempted:
+            sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
+    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    return report
+
+
+def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
+    """Attempts a killed run left in `sending` become `unknown`, unless SES already told us more."""
     report.recovered = ledger.recover_interrupted(conn, now=now())
     if report.recovered:
         log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
@@ -169,48 +191,40 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         settled = events.reconcile(conn, now=now()).reconciled
         if settled:
             log.info("%d of them settled from SES events already received", settled)
-    if not dry_run:
-        report.skipped = skip_unsendable(conn, now=now())
-    day = ledger.batch_date(now(), settings.tz)
-    remaining = max(0, settings.daily_limit - ledger.counted_today(conn, day))
+
+
+def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[list[_Planned], float]:
+    """Today's batch, rendered and built, and the delay between its sends.
+
+    Empty when the day's limit is used up, or when the provider says the account may not send
+    (then `report.fatal_error` says why and nothing is claimed).
+    """
+    remaining = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     size = remaining if limit is None else min(remaining, max(0, limit))
     delay = settings.delay_seconds
-    if not dry_run and size:
+    if not report.dry_run and size:
         try:
             size, delay = _within_provider_capacity(transport, size, delay)
         except FatalSendError as err:
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
-            return report
+            return [], delay
     batch, unusable = render_batch(conn, pending_batch(conn, size), settings, now=now()) if size else ([], [])
     for row, err in unusable:
-        outcome = Outcome(now(), row["email"], "failed", error=str(err))
-        if not dry_run:
+        if not report.dry_run:
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())
-        report.outcomes.append(outcome)
-        _count(report, outcome)
-        log.info(outcome.line())
+        _note(report, Outcome(now(), row["email"], "failed", error=str(err)))
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
-             "dry run" if dry_run else "run", len(batch), settings.daily_limit, settings.daily_limit - remaining)
-    streak = _Streak()
-    for index, item in enumerate(batch):
-        outcome = (_preview_one if dry_run else _send_one)(settings, conn, transport, item, now=now, sleep=sleep)
-        if outcome is None:  # the limit was reached by an overlapping writer
-            break
-        report.outcomes.append(outcome)
-        _count(report, outcome)
-        on_outcome(outcome)
-        log.info(outcome.line())
-        if outcome.status == "fatal":
-            report.fatal_error = outcome.error
-            break
-        report.fatal_error = streak.stop_reason(outcome)
-        if report.fatal_error:
-            break
-        if index < len(batch) - 1 and outcome.attempted:
-            sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
-    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
-    return report
+             "dry run" if report.dry_run else "run", len(batch), settings.daily_limit,
+             settings.daily_limit - remaining)
+    return batch, delay
+
+
+def _note(report: RunReport, outcome: Outcome) -> None:
+    """Count an outcome and write its line to the log (stdout, cron.log, LOG_FILE)."""
+    report.outcomes.append(outcome)
+    _count(report, outcome)
+    log.info(outcome.line())
 
 
 class _Streak:
