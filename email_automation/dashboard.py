@@ -17,19 +17,29 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.reports import LOG_COLUMNS, LogFilter, Reports
+from email_automation.reports import (
+    BOUNCE_REVIEW_RATE,
+    COMPLAINT_REVIEW_RATE,
+    EVENT_COLUMNS,
+    LOG_COLUMNS,
+    SUPPRESSION_COLUMNS,
+    LogFilter,
+    Reports,
+    Reputation,
+)
 
 CACHE_TTL_SECONDS = 5
 PAGE_SIZES = (25, 50, 100, 250)
 SHOWN_RECIPIENTS = 200
 ALL_CAMPAIGNS = "All campaigns"
 ALL_STATUSES = "All statuses"
+PAGE_KEYS = ("page", "events_page", "suppressions_page")  # one pager each: log, SES events, suppressions
 UNLOCKED = "admin_unlocked"
 FAILED_UNLOCK_DELAY = 1.0  # seconds: slows down guessing the password
 
 
 def render(reports: "Reports") -> None:
-    """The page: sidebar filters, metrics, then Activity / Recipients / Admin tabs."""
+    """The page: sidebar filters, metrics, then Activity / Recipients / Deliverability / Admin tabs."""
     import streamlit as st
 
     from email_automation import dashboard as ui
@@ -85,9 +95,11 @@ def clear_cache() -> None:
 # --- sidebar ----------------------------------------------------------------------------------
 
 
-def _first_page() -> None:
-    """New filters start again at page 1 (dropping the key resets the widget to its default)."""
-    st.session_state.pop("page", None)
+def _first_page(*keys: str) -> None:
+    """New filters start every pager (or those of `keys`) again at page 1; dropping the key
+    resets the widget to its default."""
+    for key in keys or PAGE_KEYS:
+        st.session_state.pop(key, None)
 
 
 def _date_range(picked, fallback: LogFilter) -> tuple[date, date]:
@@ -128,11 +140,14 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 def body(reports: Reports, log_filter: LogFilter) -> None:
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
-    activity_tab, recipients_tab, admin_tab = st.tabs(["Activity", "Recipients", "Admin"])
+    activity_tab, recipients_tab, deliverability_tab, admin_tab = st.tabs(
+        ["Activity", "Recipients", "Deliverability", "Admin"])
     with activity_tab:
         activity(reports, log_filter, summary)
     with recipients_tab:
         recipients(reports)
+    with deliverability_tab:
+        deliverability(reports, log_filter)
     with admin_tab:
         admin_panel(reports)
 
@@ -149,13 +164,59 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
                   help="Distinct recipients with a real send attempt in the filter (dry runs left out).")
     dry.metric("Dry-run (not sent)", f"{summary.dry_run:,}", border=True,
                help="Messages rendered by DRY_RUN: written to the outbox, never sent, never counted.")
-    pending, unknown, sent_today = st.columns(3)
+    # The rates open the second row, under the sends they are a share of; six bordered metrics
+    # in one row cut the labels short on a 1400-pixel screen.
+    reputation = fetch(reports, "reputation", log_filter)
+    bounces, complaints, pending, unknown, sent_today = st.columns([1, 1, 1, 1, 1.6])
+    bounces.metric("Bounce rate", percent(reputation.bounce_rate), help=_bounce_help(reputation))
+    complaints.metric("Complaint rate", percent(reputation.complaint_rate), help=_complaint_help(reputation))
     pending.metric("Pending", f"{counts['pending']:,}", help="Recipients with status pending in the campaign filter (now, whatever the dates), paused "
                         "campaigns included; the Recipients tab lists the queue the next runs will send.")
     unknown.metric("Unknown", f"{counts['unknown']:,}", help="May or may not have gone out: see Recipients.")
     sent_today.metric(f"Daily limit used ({today.day})", f"{today.counted:,} / {today.daily_limit:,}",
                       help="Attempts that may have reached a mailbox today (sent + sending + unknown) "
                            "against DAILY_LIMIT.")
+    reputation_warnings(reputation)
+
+
+def percent(rate: float | None) -> str:
+    """A rate for a metric: `n/a` without sends, and never `0.00%` for a rate that is not zero."""
+    if rate is None:
+        return "n/a"
+    if 0 < rate < 0.0001:
+        return "<0.01%"
+    return f"{rate:.2%}"
+
+
+def _rate_source(r: Reputation) -> str:
+    if not r.sent:
+        return "n/a: nothing was sent in the filter."
+    if not r.events_seen:
+        return ("n/a: no SES event has reached this database yet, so bounces and complaints are unknown "
+                "(see the Deliverability tab).")
+    return ("Matched to each send by the attempt_id tag SES repeats in its events, which arrive through "
+            "`email-automation events` (see the Deliverability tab).")
+
+
+def _bounce_help(r: Reputation) -> str:
+    return (f"Real sends in the filter that SES reported as a hard (permanent) bounce: {r.bounced:,} of "
+            f"{r.sent:,}. SES reviews an account whose bounce rate is {BOUNCE_REVIEW_RATE * 100:g}% or more. "
+            f"{_rate_source(r)}")
+
+
+def _complaint_help(r: Reputation) -> str:
+    return (f"Real sends in the filter whose recipient marked them as spam (an SES complaint): {r.complained:,} "
+            f"of {r.sent:,}. SES reviews an account whose complaint rate is {COMPLAINT_REVIEW_RATE * 100:g}% or "
+            f"more. {_rate_source(r)}")
+
+
+def reputation_warnings(r: Reputation) -> None:
+    """Say so when the filter's sends reach a rate at which SES reviews the account."""
+    for name, count, rate, limit in (("Bounce", r.bounced, r.bounce_rate, BOUNCE_REVIEW_RATE),
+                                     ("Complaint", r.complained, r.complaint_rate, COMPLAINT_REVIEW_RATE)):
+        if rate is not None and rate >= limit:
+            st.warning(f"{name} rate {percent(rate)} ({count:,} of {r.sent:,} sends) is at or above the "
+                       f"{limit * 100:g}% at which SES reviews an account.")
 
 
 def per_day_frame(days, log_filter: LogFilter):
@@ -188,20 +249,37 @@ def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
 
 
 def send_log(reports: Reports, log_filter: LogFilter, total: int) -> None:
-    import pandas as pd
-
     st.subheader("Send log")
     size_col, page_col, info_col, csv_col = st.columns([1, 1, 2, 1], vertical_alignment="bottom")
-    page_size = size_col.selectbox("Rows per page", PAGE_SIZES, index=1, key="page_size", on_change=_first_page)
-    pages = max(1, -(-total // page_size))
-    page = min(int(page_col.number_input("Page", min_value=1, value=1, step=1, key="page")), pages)
-    info_col.caption(f"Page {page} of {pages} ({total:,} rows, newest first)")
+    page, page_size = pager((size_col, page_col, info_col), total, prefix="")
     csv_col.download_button("Download CSV", data=lambda: reports.log_csv(log_filter), key="download_csv",
                             file_name=f"send_log_{log_filter.start}_{log_filter.end}.csv", mime="text/csv",
                             on_click="ignore", help="The whole filtered log, not only this page.")
     rows = fetch(reports, "log_page", log_filter, page=page, page_size=page_size)
+    _rows_table(rows, LOG_COLUMNS, "log_table")
+
+
+def pager(columns, total: int, *, prefix: str, noun: str = "rows") -> tuple[int, int]:
+    """Rows per page and page number in the first two `columns`, "Page x of y" in the third.
+
+    Widget keys are `{prefix}page_size` and `{prefix}page`; a page past the end shows the last.
+    """
+    size_col, page_col, info_col = columns
+    page_size = size_col.selectbox("Rows per page", PAGE_SIZES, index=1, key=f"{prefix}page_size",
+                                   on_change=_first_page, args=(f"{prefix}page",))
+    pages = max(1, -(-total // page_size))
+    page = min(int(page_col.number_input("Page", min_value=1, value=1, step=1, key=f"{prefix}page")), pages)
+    info_col.caption(f"Page {page} of {pages} ({total:,} {noun}, newest first)")
+    return page, page_size
+
+
+def _rows_table(rows, columns: tuple[str, ...], key: str, column_config: dict | None = None) -> None:
+    """Rows with `cells()` as a table with these column names, even when empty."""
+    import pandas as pd
+
     table = [["" if cell is None else cell for cell in row.cells()] for row in rows]
-    st.dataframe(pd.DataFrame(table, columns=list(LOG_COLUMNS)), hide_index=True, key="log_table", width="stretch")
+    st.dataframe(pd.DataFrame(table, columns=list(columns)), hide_index=True, key=key, width="stretch",
+                 column_config=column_config)
 
 
 def _table_or_caption(rows: list[dict], key: str, empty: str) -> None:
@@ -227,6 +305,69 @@ def recipients(reports: Reports) -> None:
     failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
     st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
     _table_or_caption(failed, "failed_table", "No failed recipients.")
+
+
+# --- deliverability ---------------------------------------------------------------------------
+
+
+def deliverability(reports: Reports, log_filter: LogFilter) -> None:
+    ses_events(reports, log_filter)
+    suppression_list(reports, log_filter.email)
+
+
+def _containing(email: str) -> str:
+    return f" containing '{email}'" if email else ""
+
+
+def _no_events_message(reports: Reports, log_filter: LogFilter) -> str:
+    if log_filter.email:
+        return f"No SES events for addresses{_containing(log_filter.email)} were received in these days."
+    if not reports.settings.ses_events_queue_url:
+        return ("No SES events were received in these days: SES_EVENTS_QUEUE_URL is not set, so none can arrive. "
+                'To have SES report bounces and complaints, follow the README section "Bounces and complaints".')
+    return ("No SES events were received in these days. `email-automation events` reads the queue now (every "
+            'real run does too); if events never arrive, check the set-up in the README section "Bounces and '
+            'complaints".')
+
+
+def ses_events(reports: Reports, log_filter: LogFilter) -> None:
+    """Events received on the filter's days: how many of each kind, and the latest ones."""
+    st.subheader("SES events")
+    for_addresses = f", for addresses{_containing(log_filter.email)}" if log_filter.email else ""
+    st.caption(f"What SES reported about your messages, by the day each event was received here (received_at in "
+               f"{reports.settings.tz}): {log_filter.start} to {log_filter.end}{for_addresses}. The campaign and "
+               "status filters do not apply to events. They arrive when `email-automation events`, or a real run, "
+               "reads the SQS queue in SES_EVENTS_QUEUE_URL.")
+    counts = fetch(reports, "event_counts", log_filter)
+    if not counts:
+        st.info(_no_events_message(reports, log_filter))
+        return
+    st.markdown("**By kind**")
+    st.dataframe([{"kind": kind, "events": n} for kind, n in counts.items()], hide_index=True,
+                 key="event_kinds_table", width="content")
+    st.markdown("**Latest events**")
+    page, page_size = pager(st.columns([1, 1, 3], vertical_alignment="bottom"), sum(counts.values()),
+                            prefix="events_", noun="events")
+    # The bounce's diagnostic is what a person reads: give it the room, let the message id scroll.
+    _rows_table(fetch(reports, "event_page", log_filter, page=page, page_size=page_size), EVENT_COLUMNS,
+                "events_table", column_config={"kind": st.column_config.TextColumn(width="medium"),
+                                               "detail": st.column_config.TextColumn(width="large")})
+
+
+def suppression_list(reports: Reports, email: str) -> None:
+    """Every address never mailed again, newest first, narrowed by the sidebar's address search."""
+    total, matching = fetch(reports, "suppression_counts", email)
+    st.subheader(f"Suppression list ({total:,})")
+    st.caption("Addresses never mailed again, in any campaign: hard bounces, complaints and unsubscribes SES "
+               "reported (source ses-event) and addresses suppressed by hand; `since` is in "
+               f"{reports.settings.tz}.{f' {matching:,} of them contain {email!r}.' if email else ''}")
+    if not matching:
+        st.caption(f"No suppressed address{_containing(email)}." if email else "Nobody is suppressed.")
+        return
+    page, page_size = pager(st.columns([1, 1, 3], vertical_alignment="bottom"), matching,
+                            prefix="suppressions_", noun="addresses")
+    _rows_table(fetch(reports, "suppression_page", email, page=page, page_size=page_size), SUPPRESSION_COLUMNS,
+                "suppressions_table")
 
 
 # --- admin ------------------------------------------------------------------------------------

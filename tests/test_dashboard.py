@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from contextlib import closing
 from datetime import timedelta
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from email_automation import cli_dashboard, dashboard
+from email_automation import admin, cli_dashboard, dashboard
 from email_automation.database import connect, init_db
-from email_automation.reports import LOG_COLUMNS, Reports
+from email_automation.events import EventKind
+from email_automation.reports import EVENT_COLUMNS, LOG_COLUMNS, SUPPRESSION_COLUMNS, Reports
 
-from .test_reports import counts_in_db, fill_database, with_password
+from .test_reports import counts_in_db, fill_database, record_events, sent_attempts, ses_event, with_password
 
 PASSWORD = "correct horse"
 
@@ -51,8 +53,9 @@ def number(text: str) -> int:
 
 
 # AppTest does not expose a display-only dataframe's key: tell the tables apart by a column.
-TABLE_COLUMN = {"log_table": "message_id", "queue_table": "position", "unknown_table": "last_error",
-                "failed_table": "attempts"}
+TABLE_COLUMN = {"log_table": "subject", "queue_table": "position", "unknown_table": "last_error",
+                "failed_table": "attempts", "event_kinds_table": "events", "events_table": "received_at",
+                "suppressions_table": "source"}
 
 
 def table(at: AppTest, key: str):
@@ -139,7 +142,7 @@ def test_the_log_table_has_the_columns_newest_first_and_pages(settings, clock, d
 
 def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
     at = page(settings, clock)
-    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Admin"]
+    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Deliverability", "Admin"]
     queue = table(at, "queue_table")
     assert list(queue["position"]) == list(range(1, len(queue) + 1)) and len(queue) == 7
     assert list(table(at, "unknown_table")["email"]) == ["person03@example.com"]
@@ -274,8 +277,9 @@ def test_an_admin_error_is_shown_not_raised(settings, clock, days):
 
 def test_a_fresh_database_shows_zeros_and_an_empty_log(settings, clock, db):
     at = page(settings, clock)
-    assert shown(at) == {"Sent": "0", "Failed": "0", "Unique recipients": "0", "Dry-run (not sent)": "0",
-                         "Pending": "0", "Unknown": "0", "Daily limit used (2026-11-25)": f"0 / {settings.daily_limit}"}
+    assert shown(at) == {"Sent": "0", "Failed": "0", "Bounce rate": "n/a", "Complaint rate": "n/a",
+                         "Unique recipients": "0", "Dry-run (not sent)": "0", "Pending": "0", "Unknown": "0",
+                         "Daily limit used (2026-11-25)": f"0 / {settings.daily_limit}"}
     assert [i.value for i in at.info][0] == "No sends in these days."
     assert table(at, "log_table").empty and list(table(at, "log_table").columns) == list(LOG_COLUMNS)
 
@@ -291,7 +295,7 @@ def test_the_script_reads_db_path_from_the_environment(settings, clock, days, mo
     monkeypatch.setenv("DB_PATH", str(settings.db_path))
     monkeypatch.setenv("TIMEZONE", "Europe/Berlin")
     at = AppTest.from_file(dashboard.__file__, default_timeout=30).run()
-    assert not at.exception and len(at.metric) == 7
+    assert not at.exception and len(at.metric) == 9
     assert "Read-only dashboard" in " ".join(i.value for i in at.info)
 
 
@@ -347,3 +351,130 @@ def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, d
     assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0]
     assert frame["sent"].sum() == reports.summary(f).sent
     assert page(settings, clock).get("arrow_vega_lite_chart") or page(settings, clock).get("vega_lite_chart")
+
+
+# --- deliverability: rates, SES events, suppressions ---------------------------------------------
+
+
+def helps(at: AppTest) -> dict[str, str]:
+    return {m.label: m.proto.help for m in at.metric}
+
+
+def captions(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def test_the_rates_show_hard_bounces_and_complaints_per_real_send(settings, clock, days):
+    (a, a_email), (b, b_email), *_ = sent_attempts(settings.db_path, days["yesterday"], days["today"])
+    record_events(settings.db_path, clock(), ses_event(EventKind.BOUNCED_PERMANENT, a_email, a),
+                  ses_event(EventKind.BOUNCED_TRANSIENT, b_email, b),  # soft: left out of the rate
+                  ses_event(EventKind.COMPLAINED, b_email, b))
+    at = page(settings, clock)
+    sent = number(shown(at)["Sent"])
+    assert sent == counts_in_db(settings.db_path, "l.batch_date >= ?",
+                                ((days["today"] - timedelta(days=29)).isoformat(),))["sent"]
+    expected = f"{100 / sent:.2f}%"
+    assert (shown(at)["Bounce rate"], shown(at)["Complaint rate"]) == (expected, expected)
+    assert f"hard (permanent) bounce: 1 of {sent}. SES reviews an account whose bounce rate is 5% or more." \
+        in helps(at)["Bounce rate"]
+    assert "complaint rate is 0.1% or more" in helps(at)["Complaint rate"]
+    # One send in a handful is far above both thresholds: the page says so.
+    assert [w.value for w in at.warning] == [
+        f"Bounce rate {expected} (1 of {sent} sends) is at or above the 5% at which SES reviews an account.",
+        f"Complaint rate {expected} (1 of {sent} sends) is at or above the 0.1% at which SES reviews an account.",
+    ]
+
+
+def test_the_rates_are_n_a_when_nothing_was_sent(settings, clock, days):
+    record_events(settings.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"))
+    at = page(settings, clock)
+    at.date_input(key="dates").set_value((days["dry"], days["dry"])).run()  # only a dry run that day
+    metrics = shown(at)
+    assert (metrics["Sent"], metrics["Bounce rate"], metrics["Complaint rate"]) == ("0", "n/a", "n/a")
+    assert helps(at)["Bounce rate"].endswith("n/a: nothing was sent in the filter.")
+    assert not at.warning
+
+
+def test_the_rates_are_n_a_while_ses_has_reported_nothing(settings, clock, days):
+    """Sends but not one event (no queue set up): 0 bounces would be a guess, not a rate."""
+    metrics = shown(page(settings, clock))
+    assert number(metrics["Sent"]) > 0 and (metrics["Bounce rate"], metrics["Complaint rate"]) == ("n/a", "n/a")
+    assert "n/a: no SES event has reached this database yet" in helps(page(settings, clock))["Complaint rate"]
+
+
+def test_the_deliverability_tab_counts_ses_events_by_kind_for_the_dates(settings, clock, days):
+    record_events(settings.db_path, clock() - timedelta(days=20),
+                  ses_event(EventKind.DELIVERED, "person00@example.com"))
+    record_events(settings.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"),
+                  ses_event(EventKind.DELAYED, "person04@example.com", detail="MailboxFull"),
+                  ses_event(EventKind.BOUNCED_PERMANENT, "person06@example.com", detail="Permanent/General"))
+    at = page(settings, clock)
+    kinds = table(at, "event_kinds_table")
+    assert kinds.values.tolist() == [["DELIVERED", 2], ["BOUNCED_PERMANENT", 1], ["DELAYED", 1]]
+    assert "by the day each event was received here (received_at in Europe/Berlin)" in captions(at)
+    assert "They arrive when `email-automation events`, or a real run, reads the SQS queue" in captions(at)
+    at.date_input(key="dates").set_value((days["today"], days["today"])).run()
+    assert table(at, "event_kinds_table").values.tolist() == [
+        ["DELIVERED", 1], ["BOUNCED_PERMANENT", 1], ["DELAYED", 1]]
+    events = table(at, "events_table")
+    assert list(events.columns) == list(EVENT_COLUMNS)
+    assert events[["kind", "email", "detail"]].values.tolist() == [  # newest first: the last stored leads
+        ["BOUNCED_PERMANENT", "person06@example.com", "Permanent/General"],
+        ["DELAYED", "person04@example.com", "MailboxFull"], ["DELIVERED", "person02@example.com", ""]]
+    assert set(events["received_at"]) == {"2026-11-25 08:00:00"}
+    assert "Page 1 of 1 (3 events, newest first)" in captions(at)
+
+
+@pytest.mark.parametrize("queue_url, message", [
+    ("", "No SES events were received in these days: SES_EVENTS_QUEUE_URL is not set, so none can arrive. "
+         'To have SES report bounces and complaints, follow the README section "Bounces and complaints".'),
+    ("https://sqs.us-east-1.amazonaws.com/123456789012/ses-events",
+     "No SES events were received in these days. `email-automation events` reads the queue now (every real run "
+     'does too); if events never arrive, check the set-up in the README section "Bounces and complaints".'),
+])
+def test_without_events_the_tab_says_how_they_arrive(settings, clock, db, queue_url, message):
+    at = page(settings.model_copy(update={"ses_events_queue_url": queue_url}), clock)
+    assert message in [i.value for i in at.info]
+    assert not [f for f in at.dataframe if "received_at" in f.value.columns]
+    assert "Suppression list (0)" in [h.value for h in at.subheader] and "Nobody is suppressed." in captions(at)
+
+
+def test_an_address_without_events_is_not_mistaken_for_a_missing_setup(settings, clock, days):
+    record_events(settings.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"))
+    at = page(settings, clock)
+    at.text_input(key="email_search").input("person09").run()
+    message = "No SES events for addresses containing 'person09' were received in these days."
+    assert message in [i.value for i in at.info]
+
+
+def test_the_suppression_list_shows_its_rows_newest_first_its_count_and_pages(settings, clock, days):
+    with closing(connect(settings.db_path)) as conn:
+        conn.executemany("INSERT INTO suppressions (email, reason, source, created_at)"
+                         " VALUES (?, 'bounce', 'ses-event', ?)",
+                         [(f"gone{n:02d}@example.net", f"2026-10-01T00:{n:02d}:00.000000Z") for n in range(30)])
+        admin.suppress(conn, "Person15@Example.com", reason="complaint", source="cli", now=clock())
+    at = page(settings, clock)
+    assert "Suppression list (31)" in [h.value for h in at.subheader]
+    rows = table(at, "suppressions_table")
+    assert list(rows.columns) == list(SUPPRESSION_COLUMNS) and len(rows) == 31
+    assert rows.iloc[0].tolist() == ["person15@example.com", "complaint", "cli", "2026-11-25 08:00:00"]
+    assert rows.iloc[1].tolist() == ["gone29@example.net", "bounce", "ses-event", "2026-10-01 02:29:00"]
+    at.selectbox(key="suppressions_page_size").set_value(25).run()
+    at.number_input(key="suppressions_page").set_value(2).run()
+    assert table(at, "suppressions_table")["email"].tolist() == [f"gone{n:02d}@example.net" for n in range(5, -1, -1)]
+    assert "Page 2 of 2 (31 addresses, newest first)" in captions(at)
+    at.text_input(key="email_search").input("GONE2").run()
+    assert table(at, "suppressions_table")["email"].tolist() == [f"gone{n}@example.net" for n in range(29, 19, -1)]
+    assert "10 of them contain 'GONE2'." in captions(at) and "Suppression list (31)" in [h.value for h in at.subheader]
+
+
+def test_the_deliverability_figures_equal_the_reports(settings, clock, days):
+    """What the tab shows is what the library says, for the same filter."""
+    record_events(settings.db_path, clock(), ses_event(EventKind.COMPLAINED, "person02@example.com"))
+    reports = Reports(settings.db_path, settings, now=clock)
+    f = reports.default_filter()
+    at = page(settings, clock)
+    assert dict(table(at, "event_kinds_table").values.tolist()) == reports.event_counts(f)
+    total, _ = reports.suppression_counts()
+    assert f"Suppression list ({total})" in [h.value for h in at.subheader]
+    assert shown(at)["Complaint rate"] == "0.00%"  # an untagged complaint names no send of ours

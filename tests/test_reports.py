@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import random
-from datetime import date, datetime, timedelta
+from contextlib import closing
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pydantic import SecretStr
 
+from email_automation import admin
 from email_automation.database import connect, init_db
 from email_automation.errors import AmbiguousSendError, NotFoundError, PermanentSendError, TransientSendError
+from email_automation.events import DeliveryEvent, EventKind, apply_events
 from email_automation.reports import (
     LOG_COLUMNS,
     AdminLockedError,
     LogFilter,
     Reports,
+    Reputation,
+    SuppressionRow,
     csv_lines,
     csv_safe,
+    event_counts,
+    event_page,
+    reputation,
     status_summary,
+    suppression_count,
+    suppression_page,
 )
 from email_automation.run_daily import pending_batch, run_daily
 from email_automation.transports.dry_run import DryRunTransport
@@ -89,6 +100,29 @@ def counts_in_db(db_path, where: str = "1", args=()) -> dict[str, int]:
             f" JOIN campaigns c ON c.id = r.campaign_id WHERE {where} GROUP BY l.status", args,
         ).fetchall()
     return dict(rows)
+
+
+_event_keys = itertools.count(1)
+
+
+def ses_event(kind: EventKind, email: str | None, attempt_id: str | None = None, detail: str | None = None) -> DeliveryEvent:
+    """One normalized SES event, as events.parse_notification would give it."""
+    return DeliveryEvent(kind, email, f"ses-{attempt_id or email}", attempt_id, None, detail, f"test:{next(_event_keys)}")
+
+
+def record_events(db_path, at: datetime, *events: DeliveryEvent) -> None:
+    """Store events as `email-automation events` does, received at `at` (suppressing as it goes)."""
+    with closing(connect(db_path)) as conn:
+        apply_events(conn, events, now=at)
+
+
+def sent_attempts(db_path, first: date, last: date) -> list[tuple[str, str]]:
+    """(attempt_id, email) of the sends SES accepted on batch days first..last, oldest first."""
+    with connect(db_path, readonly=True) as conn:
+        return [tuple(row) for row in conn.execute(
+            "SELECT l.attempt_id, r.email FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+            " WHERE l.status = 'sent' AND l.batch_date BETWEEN ? AND ? ORDER BY l.id",
+            (first.isoformat(), last.isoformat()))]
 
 
 def test_the_fill_produced_every_kind_of_row(filled):
@@ -266,3 +300,138 @@ def test_admin_errors_are_library_errors(filled, settings):
     reports.settings = with_password(settings, "pw")
     with pytest.raises(NotFoundError, match="no pending or failed recipient"):
         reports.skip("nobody@example.com")
+
+
+# --- deliverability: rates, SES events, suppressions ---------------------------------------------
+
+
+def test_rates_count_each_real_send_ses_reported_as_bounced_or_complained_about_once(filled, clock):
+    reports, days = filled
+    recent = LogFilter(days["yesterday"], days["today"])
+    sends = sent_attempts(reports.db_path, recent.start, recent.end)
+    (a, a_email), (b, b_email), (c, c_email), (d, d_email), *_ = sends
+    (old, old_email), *_ = sent_attempts(reports.db_path, days["old"], days["old"])
+    record_events(
+        reports.db_path, clock(),
+        ses_event(EventKind.BOUNCED_PERMANENT, a_email, a),
+        ses_event(EventKind.BOUNCED_PERMANENT, a_email, a),  # reported twice: still one bounced send
+        ses_event(EventKind.SENT, b_email, b), ses_event(EventKind.COMPLAINED, b_email, b),
+        ses_event(EventKind.BOUNCED_TRANSIENT, c_email, c),  # a soft bounce is not in the bounce rate
+        ses_event(EventKind.DELIVERED, d_email, d),
+        ses_event(EventKind.BOUNCED_PERMANENT, old_email, old),  # a send outside these days
+        ses_event(EventKind.COMPLAINED, "stranger@example.com"),  # no attempt_id tag: matches no send
+    )
+    rep = reports.reputation(recent)
+    assert rep == Reputation(sent=reports.summary(recent).sent, bounced=1, complained=1, events_seen=True)
+    assert rep.sent >= 4 and (rep.bounce_rate, rep.complaint_rate) == (1 / rep.sent, 1 / rep.sent)
+    everything = LogFilter(days["old"], days["today"])
+    assert reports.reputation(everything) == Reputation(reports.summary(everything).sent, 2, 1, True)
+
+
+def test_rates_follow_the_campaign_address_and_status_filters(filled, clock):
+    reports, days = filled
+    everything = LogFilter(days["old"], days["today"])
+    (a, a_email), *_ = sent_attempts(reports.db_path, days["yesterday"], days["today"])
+    record_events(reports.db_path, clock(), ses_event(EventKind.BOUNCED_PERMANENT, a_email, a))
+    one_address = LogFilter(everything.start, everything.end, email=a_email.upper())
+    assert reports.reputation(one_address) == Reputation(reports.summary(one_address).sent, 1, 0, True)
+    assert a_email == "spring0@example.org"  # so the bounce is spring's, and default has none
+    for campaign, bounced in (("spring", 1), ("default", 0)):
+        f = LogFilter(everything.start, everything.end, campaign=campaign)
+        assert reports.reputation(f) == Reputation(reports.summary(f).sent, bounced, 0, True)
+    nothing_sent = reports.reputation(LogFilter(everything.start, everything.end, status="failed"))
+    assert nothing_sent == Reputation(0, 0, 0, True) and nothing_sent.bounce_rate is nothing_sent.complaint_rate is None
+
+
+def test_without_any_event_from_ses_the_rates_are_unknown_not_zero(filled, clock):
+    """No queue set up (or SMTP): no bounce was reported, but none could have been."""
+    reports, days = filled
+    f = LogFilter(days["old"], days["today"])
+    assert reports.reputation(f) == Reputation(reports.summary(f).sent, 0, 0, events_seen=False)
+    # A queue that only ever delivered what nobody could read proves nothing either.
+    record_events(reports.db_path, clock(), ses_event(EventKind.UNKNOWN, None, detail="SNS asks to confirm"))
+    assert reports.reputation(f).bounce_rate is None and not reports.reputation(f).known
+    record_events(reports.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"))
+    assert reports.reputation(f).bounce_rate == 0.0 and reports.reputation(f).known
+
+
+def test_the_rates_query_is_driven_by_the_batch_day_and_attempt_indexes(filled):
+    reports, days = filled
+    statements = []
+    with reports._read() as conn:
+        conn.set_trace_callback(statements.append)
+        reputation(conn, LogFilter(days["old"], days["today"], campaign="spring"))
+        conn.set_trace_callback(None)
+        sql = statements[0]
+        plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert plan.index("INDEX send_log_daily") < plan.index("INDEX ses_events_attempt"), plan
+    assert "SCAN" not in plan, plan
+
+
+UTC = timezone.utc
+
+
+def test_events_are_counted_by_kind_on_the_day_they_were_received_in_the_time_zone(settings, db):
+    # 22:30 UTC on the 24th is 23:30 in Berlin, still the 24th; 23:30 UTC is 00:30 on the 25th there.
+    record_events(settings.db_path, datetime(2026, 11, 24, 22, 30, tzinfo=UTC),
+                  ses_event(EventKind.DELIVERED, "ann@example.com"),
+                  ses_event(EventKind.BOUNCED_PERMANENT, "bob@example.com"))
+    record_events(settings.db_path, datetime(2026, 11, 24, 23, 30, tzinfo=UTC),
+                  ses_event(EventKind.COMPLAINED, "cy@example.com"), ses_event(EventKind.DELIVERED, "dee@example.com"),
+                  ses_event(EventKind.UNKNOWN, None, detail="unrecognised SES event type 'Nope'"),
+                  ses_event(EventKind.DELIVERED, "ann@example.com"))
+    record_events(settings.db_path, datetime(2026, 11, 25, 23, 0, tzinfo=UTC),  # the 26th in Berlin
+                  ses_event(EventKind.DELIVERED, "ann@example.com"))
+    tz, d24, d25 = settings.tz, date(2026, 11, 24), date(2026, 11, 25)
+    assert event_counts(db, LogFilter(d24, d24), tz=tz) == {"DELIVERED": 1, "BOUNCED_PERMANENT": 1}
+    on_25th = event_counts(db, LogFilter(d25, d25), tz=tz)
+    assert on_25th == {"DELIVERED": 2, "COMPLAINED": 1, "UNKNOWN": 1}
+    assert list(on_25th) == ["DELIVERED", "COMPLAINED", "UNKNOWN"]  # EventKind's order, not the count's
+    assert event_counts(db, LogFilter(d24, d25, email=" ANN@example "), tz=tz) == {"DELIVERED": 2}
+    assert event_counts(db, LogFilter(d25 + timedelta(days=2), d25 + timedelta(days=9)), tz=tz) == {}
+
+
+def test_event_pages_are_newest_first_in_local_time_and_do_not_overlap(settings, db):
+    start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    for n in range(6):
+        record_events(settings.db_path, start + timedelta(minutes=n),
+                      ses_event(EventKind.DELIVERED, f"p{n}@example.com", f"attempt-{n}", "250 OK"))
+    # Stored together, so received at the same instant: the one stored last comes first.
+    record_events(settings.db_path, start + timedelta(minutes=9),
+                  ses_event(EventKind.SENT, "q@example.com"), ses_event(EventKind.BOUNCED_PERMANENT, "q@example.com"))
+    f, tz = LogFilter(date(2026, 11, 25), date(2026, 11, 25)), settings.tz
+    pages = [event_page(db, f, tz=tz, limit=3, offset=offset) for offset in (0, 3, 6)]
+    assert [len(p) for p in pages] == [3, 3, 2]
+    assert [(r.kind, r.email) for r in pages[0]] == [
+        ("BOUNCED_PERMANENT", "q@example.com"), ("SENT", "q@example.com"), ("DELIVERED", "p5@example.com")]
+    assert [r.email for r in pages[1] + pages[2]] == [f"p{n}@example.com" for n in (4, 3, 2, 1, 0)]
+    assert pages[2][-1].cells() == ("2026-11-25 09:00:00", "DELIVERED", "p0@example.com", "250 OK", "ses-attempt-0")
+    assert event_page(db, LogFilter(f.start, f.end, email="p3@"), tz=tz, limit=10)[0].email == "p3@example.com"
+
+
+def test_the_suppression_list_is_newest_first_paged_and_searchable(settings, db):
+    start = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    for n, (email, reason) in enumerate([("old@example.com", "manual"), ("b@example.org", "bounce"),
+                                          ("c@example.com", "complaint"), ("d@example.com", "unsubscribe")]):
+        admin.suppress(db, email, reason=reason, source="ses-event" if reason != "manual" else "cli",
+                       now=start + timedelta(days=n))
+    tz = settings.tz
+    assert suppression_count(db) == 4 and suppression_count(db, "EXAMPLE.COM") == 3
+    first, second = suppression_page(db, tz=tz, limit=3), suppression_page(db, tz=tz, limit=3, offset=3)
+    assert [r.email for r in first + second] == ["d@example.com", "c@example.com", "b@example.org", "old@example.com"]
+    assert second == [SuppressionRow("old@example.com", "manual", "cli", "2026-11-20 10:30:00")]
+    assert [r.email for r in suppression_page(db, tz=tz, email="example.org", limit=10)] == ["b@example.org"]
+    assert suppression_page(db, tz=tz, email="nobody", limit=10) == [] and suppression_count(db, "nobody") == 0
+
+
+def test_reports_give_the_dashboard_pages_and_counts(filled, clock):
+    reports, days = filled
+    record_events(reports.db_path, clock(), ses_event(EventKind.COMPLAINED, "person02@example.com"),
+                  ses_event(EventKind.DELIVERED, "person04@example.com"))
+    today = LogFilter(days["today"], days["today"])
+    assert reports.event_counts(today) == {"DELIVERED": 1, "COMPLAINED": 1}
+    assert [r.kind for r in reports.event_page(today, page=1, page_size=1)] == ["DELIVERED"]
+    assert [r.kind for r in reports.event_page(today, page=2, page_size=1)] == ["COMPLAINED"]
+    assert reports.suppression_counts() == (1, 1) and reports.suppression_counts("nobody") == (1, 0)
+    (row,) = reports.suppression_page(page=1, page_size=10)
+    assert row == SuppressionRow("person02@example.com", "complaint", "ses-event", "2026-11-25 08:00:00")
