@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from email_automation.config import load_settings  # noqa: E402
 from email_automation.database import init_db, iso  # noqa: E402
-from email_automation.reports import Reports  # noqa: E402
+from email_automation.dashboard_data import Reports  # noqa: E402
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 LOG_STATUSES = ["sent"] * 900 + ["failed"] * 70 + ["dry_run"] * 25 + ["unknown"] * 5

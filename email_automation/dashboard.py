@@ -1,6 +1,6 @@
 """The Streamlit dashboard: watch the daily batches, and (with DASHBOARD_PASSWORD) act on them.
 
-`render(reports)` is the whole page for one data source (`reports.Reports`); `main()` builds the
+`render(reports)` is the whole page for one data source (`dashboard_data.Reports`); `main()` builds the
 real one from the settings when Streamlit runs this file as a script, which is why the imports
 are absolute. Every figure comes from an SQL aggregate on a read-only connection, cached for a few
 seconds; the cache is cleared after each admin action.
@@ -17,16 +17,15 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.reports import (
+from email_automation.dashboard_data import Reports
+from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
     COMPLAINT_REVIEW_RATE,
     EVENT_COLUMNS,
-    LOG_COLUMNS,
     SUPPRESSION_COLUMNS,
-    LogFilter,
-    Reports,
     Reputation,
 )
+from email_automation.reports import LOG_COLUMNS, LogFilter
 
 CACHE_TTL_SECONDS = 5
 PAGE_SIZES = (25, 50, 100, 250)

@@ -1,39 +1,25 @@
-"""Read-only queries behind `email-automation status` and the dashboard.
+"""Read-only queries behind `email-automation status` and the dashboard: recipients, the send
+log and the queue.
 
-Aggregation happens in SQL so both stay quick on a million send_log rows. The module functions
-take a connection and never write; `Reports` binds them to a database file through short-lived
-read-only connections (`mode=ro`, so a view can never take the sender's write lock) and carries
-the dashboard's admin hooks, which delegate to `admin.py` on a write connection of their own.
+Aggregation happens in SQL so both stay quick on a million send_log rows. Every function takes a
+connection and never writes; `dashboard_data.Reports` binds them to a database file through
+short-lived read-only connections. What SES reported lives in `deliverability.py`.
 """
 
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, tzinfo
-from pathlib import Path
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
 
 from . import admin
-from .config import Settings
-from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES, connect, iso, utc_now
-from .errors import ConfigError, EmailAutomationError
-from .events import EventKind
+from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .ledger import batch_date, counted_today
 
 LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
-SUPPRESSION_COLUMNS = ("email", "reason", "source", "since")
-EVENT_COLUMNS = ("received_at", "kind", "email", "detail", "message_id")
-# SES places an account under review from these rates on (and may pause it at 10% and 0.5%).
-# https://docs.aws.amazon.com/ses/latest/dg/reputationdashboard-messages.html
-BOUNCE_REVIEW_RATE = 0.05
-COMPLAINT_REVIEW_RATE = 0.001
-ADMIN_ACTOR = "dashboard"
 # OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
 # https://owasp.org/www-community/attacks/CSV_Injection
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -165,7 +151,7 @@ class LogRow:
 _JOIN_RECIPIENTS = " CROSS JOIN recipients r ON r.id = l.recipient_id"
 
 
-def _log_where(f: LogFilter) -> tuple[str, str, list]:
+def log_filter_sql(f: LogFilter) -> tuple[str, str, list]:
     """(join, WHERE clause, arguments) for a filter; recipients are joined only when needed."""
     clauses = ["l.batch_date BETWEEN ? AND ?"]
     args: list = [f.start.isoformat(), f.end.isoformat()]
@@ -186,7 +172,7 @@ def _log_where(f: LogFilter) -> tuple[str, str, list]:
 
 def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
     """Counts by status and distinct recipients really attempted, in one pass over the range."""
-    join, where, args = _log_where(f)
+    join, where, args = log_filter_sql(f)
     per_status = ", ".join(f"coalesce(sum(l.status = '{status}'), 0)" for status in LOG_STATUSES)
     *counts, unique = conn.execute(
         f"SELECT {per_status}, count(DISTINCT CASE WHEN l.status != 'dry_run' THEN l.recipient_id END)"
@@ -197,7 +183,7 @@ def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
 
 def daily_counts(conn: sqlite3.Connection, f: LogFilter) -> list[DayCount]:
     """Sent, failed and dry-run attempts per batch day, oldest first (days without rows left out)."""
-    join, where, args = _log_where(f)
+    join, where, args = log_filter_sql(f)
     rows = conn.execute(
         "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run')"
         f" FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
@@ -218,7 +204,7 @@ def _log_row(row: sqlite3.Row | tuple, tz: tzinfo) -> LogRow:
 
 def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, offset: int = 0) -> list[LogRow]:
     """One page of the filtered log, newest first."""
-    join, where, args = _log_where(f)
+    join, where, args = log_filter_sql(f)
     # Page over the narrow ids first: only the rows shown are joined to recipients and read in full.
     sql = (f"SELECT {_LOG_FIELDS} FROM (SELECT l.id FROM send_log l{join} WHERE {where}{_NEWEST_FIRST}"
            f" LIMIT ? OFFSET ?) page CROSS JOIN send_log l ON l.id = page.id{_JOIN_RECIPIENTS}{_NEWEST_FIRST}")
@@ -227,7 +213,7 @@ def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, 
 
 def iter_log(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, batch: int = 5000) -> Iterator[LogRow]:
     """Every row of the filtered log, newest first, fetched in batches from one cursor."""
-    _, where, args = _log_where(f)
+    _, where, args = log_filter_sql(f)
     cursor = conn.execute(f"SELECT {_LOG_FIELDS} FROM send_log l{_JOIN_RECIPIENTS} WHERE {where}{_NEWEST_FIRST}", args)
     while rows := cursor.fetchmany(batch):
         yield from (_log_row(row, tz) for row in rows)
@@ -315,303 +301,9 @@ def recipient_counts(conn: sqlite3.Connection, campaign: str | None = None) -> d
     return counts
 
 
-# --- deliverability: what SES said, and who is never mailed again ------------------------------
-
-
-@dataclass(frozen=True)
-class Reputation:
-    """Real sends in a filter, and how many of them SES reported as hard-bounced or complained about."""
-
-    sent: int
-    bounced: int
-    complained: int
-    events_seen: bool  # SES has reported something to this database at all
-
-    @property
-    def known(self) -> bool:
-        """Whether the rates mean anything: with no sends, or no event ever received (no queue
-        set up, SMTP), 0 bounces says nothing about the bounces."""
-        return bool(self.sent) and self.events_seen
-
-    @property
-    def bounce_rate(self) -> float | None:
-        return self.bounced / self.sent if self.known else None
-
-    @property
-    def complaint_rate(self) -> float | None:
-        return self.complained / self.sent if self.known else None
-
-
-def reputation(conn: sqlite3.Connection, f: LogFilter) -> Reputation:
-    """The filter's sent attempts and those of them that hard-bounced or drew a complaint.
-
-    Each event is matched to its send through the attempt_id tag (ses_events_attempt index), so
-    the rates follow every filter, campaign and address included, and a send counts once however
-    many events it has. Identity notifications carry no tags (README, "Bounces and complaints"),
-    so they are not counted.
-    """
-    join, where, args = _log_where(f)
-    hard, complaint = EventKind.BOUNCED_PERMANENT, EventKind.COMPLAINED
-    # One pass: each send's events are looked up once, and a send with no bad news joins NULL.
-    # (100 ms for 72k sends among 1.8M events; an EXISTS per kind took 140.)
-    sent, bounced, complained = conn.execute(
-        f"SELECT count(DISTINCT l.id), count(DISTINCT CASE WHEN e.kind = '{hard}' THEN l.id END),"
-        f" count(DISTINCT CASE WHEN e.kind = '{complaint}' THEN l.id END) FROM send_log l{join}"
-        f" LEFT JOIN ses_events e ON e.attempt_id = l.attempt_id AND e.kind IN ('{hard}', '{complaint}')"
-        f" WHERE {where} AND l.status = 'sent'", args,
-    ).fetchone()
-    seen = conn.execute(f"SELECT EXISTS (SELECT 1 FROM ses_events WHERE kind != '{EventKind.UNKNOWN}')").fetchone()[0]
-    return Reputation(sent, bounced, complained, bool(seen))
-
-
-@dataclass(frozen=True)
-class EventRow:
-    received_at: str  # when `email-automation events` stored it, in TIMEZONE
-    kind: str
-    email: str | None
-    detail: str | None
-    message_id: str | None
-
-    def cells(self) -> tuple:
-        return tuple(getattr(self, name) for name in EVENT_COLUMNS)
-
-
-@dataclass(frozen=True)
-class SuppressionRow:
-    email: str
-    reason: str
-    source: str
-    since: str  # created_at in TIMEZONE
-
-    def cells(self) -> tuple:
-        return tuple(getattr(self, name) for name in SUPPRESSION_COLUMNS)
-
-
-def _local(stamp: str | None, tz: tzinfo) -> str:
-    """A stored UTC timestamp as `YYYY-MM-DD HH:MM:SS` in `tz`; anything else as it is."""
-    try:
-        return datetime.fromisoformat(stamp).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
-    except (TypeError, ValueError):
-        return stamp or ""
-
-
-def _day_bounds(start: date, end: date, tz: tzinfo) -> tuple[str, str]:
-    """[first instant of `start`, first instant after `end`) in `tz`, as stored UTC text."""
-    first = datetime.combine(start, time(), tzinfo=tz)
-    after = datetime.combine(end + timedelta(days=1), time(), tzinfo=tz)
-    return iso(first), iso(after)
-
-
-# No index covers received_at (migration 2 indexes email and attempt_id), so the two event
-# queries below read the whole table: about 0.25 s each at 1.8M events. An index on received_at
-# turns them into range reads (50 ms and 1 ms); they are written to use one as soon as it exists.
-def _event_where(f: LogFilter, tz: tzinfo) -> tuple[str, list]:
-    """Events received on the filter's days (in `tz`), for part of an address; campaign and
-    status do not apply, as an event names neither."""
-    clauses, args = ["received_at >= ? AND received_at < ?"], list(_day_bounds(f.start, f.end, tz))
-    if f.email:
-        clauses.append("instr(email, ?) > 0")
-        args.append(admin.normalize_email(f.email))
-    return " AND ".join(clauses), args
-
-
-def event_counts(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo) -> dict[str, int]:
-    """Events by kind (only kinds present), in EventKind's order."""
-    where, args = _event_where(f, tz)
-    counts = dict(conn.execute(f"SELECT kind, count(*) FROM ses_events WHERE {where} GROUP BY kind", args).fetchall())
-    order = {kind: n for n, kind in enumerate(EventKind)}
-    return {kind: counts[kind] for kind in sorted(counts, key=lambda k: (order.get(k, len(order)), k))}
-
-
-def event_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, offset: int = 0) -> list[EventRow]:
-    """One page of the events received on the filter's days, newest first."""
-    where, args = _event_where(f, tz)
-    rows = conn.execute(
-        f"SELECT received_at, kind, email, detail, message_id FROM ses_events WHERE {where}"
-        " ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?", [*args, limit, offset],
-    )
-    return [EventRow(_local(received, tz), kind, email, detail, mid) for received, kind, email, detail, mid in rows]
-
-
-def _suppression_where(email: str) -> tuple[str, list]:
-    return ("instr(email, ?) > 0", [admin.normalize_email(email)]) if email else ("1", [])
-
-
-def suppression_count(conn: sqlite3.Connection, email: str = "") -> int:
-    """Suppressed addresses, or those containing `email`."""
-    where, args = _suppression_where(email)
-    return conn.execute(f"SELECT count(*) FROM suppressions WHERE {where}", args).fetchone()[0]
-
-
-def suppression_page(conn: sqlite3.Connection, *, tz: tzinfo, email: str = "", limit: int,
-                     offset: int = 0) -> list[SuppressionRow]:
-    """One page of the suppression list, newest first, optionally for part of an address."""
-    where, args = _suppression_where(email)
-    rows = conn.execute(
-        f"SELECT email, reason, source, created_at FROM suppressions WHERE {where}"
-        " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?", [*args, limit, offset],
-    )
-    return [SuppressionRow(email, reason, source, _local(since, tz)) for email, reason, source, since in rows]
-
-
-# --- the dashboard's data source -------------------------------------------------------------
-
-
-class AdminLockedError(EmailAutomationError):
-    """An admin action was asked for while DASHBOARD_PASSWORD is not set."""
-
-
-@dataclass(frozen=True)
-class Today:
-    day: date
-    counted: int  # attempts that may have reached a mailbox: sending + sent + unknown
-    daily_limit: int
-
-
-@dataclass
-class Reports:
-    """The dashboard's data source: read-only queries on `db_path`, plus the admin hooks."""
-
-    db_path: Path
-    settings: Settings
-    now: Callable[[], datetime] = field(default=utc_now)
-
-    @property
-    def cache_key(self) -> str:
-        """What makes two Reports answer differently (for the page's cache)."""
-        return f"{Path(self.db_path).resolve()}|{self.settings.tz}|{self.settings.daily_limit}"
-
-    def _connect_readonly(self) -> sqlite3.Connection:
-        if not Path(self.db_path).is_file():
-            raise ConfigError(f"{self.db_path}: no database yet; run `email-automation init` first")
-        return connect(self.db_path, readonly=True)
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read-only connection inside one short read transaction (a consistent snapshot)."""
-        with closing(self._connect_readonly()) as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
-
-    def today(self) -> Today:
-        day = batch_date(self.now(), self.settings.tz)
-        with self._read() as conn:
-            return Today(date.fromisoformat(day), counted_today(conn, day), self.settings.daily_limit)
-
-    def default_filter(self, days: int = 30) -> LogFilter:
-        """The last `days` batch days, today included, in TIMEZONE."""
-        end = date.fromisoformat(batch_date(self.now(), self.settings.tz))
-        return LogFilter(end - timedelta(days=days - 1), end)
-
-    def campaigns(self) -> list[tuple[str, str]]:
-        """(name, active|paused) of every campaign, oldest first."""
-        with self._read() as conn:
-            return [tuple(row) for row in conn.execute("SELECT name, status FROM campaigns ORDER BY id")]
-
-    def summary(self, f: LogFilter) -> LogSummary:
-        with self._read() as conn:
-            return log_summary(conn, f)
-
-    def daily(self, f: LogFilter) -> list[DayCount]:
-        with self._read() as conn:
-            return daily_counts(conn, f)
-
-    def log_page(self, f: LogFilter, *, page: int, page_size: int) -> list[LogRow]:
-        with self._read() as conn:
-            return log_page(conn, f, tz=self.settings.tz, limit=page_size, offset=(page - 1) * page_size)
-
-    def log_csv(self, f: LogFilter) -> bytes:
-        """The whole filtered log as CSV (UTF-8 with BOM so Excel reads accents), formula-safe."""
-        with closing(self._connect_readonly()) as conn:
-            return ("\ufeff" + "".join(csv_lines(iter_log(conn, f, tz=self.settings.tz)))).encode("utf-8")
-
-    def recipient_counts(self, campaign: str | None = None) -> dict[str, int]:
-        with self._read() as conn:
-            return recipient_counts(conn, campaign)
-
-    def pending_queue(self, *, limit: int = 200, offset: int = 0) -> tuple[int, list[dict]]:
-        """(queue length, the first `limit` recipients from `offset`) in send order."""
-        with self._read() as conn:
-            return pending_queue_size(conn), pending_queue(conn, limit=limit, offset=offset)
-
-    def unknown(self) -> list[dict]:
-        with self._read() as conn:
-            return [dict(row) for row in unknown_recipients(conn)]
-
-    def failed(self, *, limit: int = 200) -> list[dict]:
-        with self._read() as conn:
-            return failed_recipients(conn, limit=limit)
-
-    def status_summary(self) -> StatusSummary:
-        with self._read() as conn:
-            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit)
-
-    def reputation(self, f: LogFilter) -> Reputation:
-        with self._read() as conn:
-            return reputation(conn, f)
-
-    def event_counts(self, f: LogFilter) -> dict[str, int]:
-        with self._read() as conn:
-            return event_counts(conn, f, tz=self.settings.tz)
-
-    def event_page(self, f: LogFilter, *, page: int, page_size: int) -> list[EventRow]:
-        with self._read() as conn:
-            return event_page(conn, f, tz=self.settings.tz, limit=page_size, offset=(page - 1) * page_size)
-
-    def suppression_counts(self, email: str = "") -> tuple[int, int]:
-        """(addresses on the suppression list, those containing `email`)."""
-        with self._read() as conn:
-            total = suppression_count(conn)
-            return total, suppression_count(conn, email) if email else total
-
-    def suppression_page(self, email: str = "", *, page: int, page_size: int) -> list[SuppressionRow]:
-        with self._read() as conn:
-            return suppression_page(conn, tz=self.settings.tz, email=email, limit=page_size,
-                                    offset=(page - 1) * page_size)
-
-    # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
-
-    @property
-    def admin_enabled(self) -> bool:
-        return bool(self.settings.dashboard_password.get_secret_value())
-
-    def check_password(self, given: str) -> bool:
-        """True only when DASHBOARD_PASSWORD is set and `given` equals it (constant time)."""
-        secret = self.settings.dashboard_password.get_secret_value()
-        return bool(secret) and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
-
-    def _admin(self, action: Callable, *args, **kwargs):
-        if not self.admin_enabled:
-            raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
-        with closing(connect(self.db_path)) as conn:
-            return action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs)
-
-    def pause(self, campaign: str) -> None:
-        self._admin(admin.set_campaign_status, campaign, "paused")
-
-    def resume(self, campaign: str) -> None:
-        self._admin(admin.set_campaign_status, campaign, "active")
-
-    def skip(self, email: str, *, campaign: str | None = None) -> int:
-        return self._admin(admin.skip_recipient, email, campaign=campaign)
-
-    def retry_failed(self, *, campaign: str | None = None) -> int:
-        return self._admin(admin.retry_failed, campaign=campaign)
-
-    def suppress(self, email: str, *, reason: str = "manual") -> int:
-        return self._admin(admin.suppress, email, reason=reason, source=ADMIN_ACTOR)
-
-    def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
-        return self._admin(admin.resolve_unknown, email, outcome, campaign=campaign)
-
-
 __all__ = [
-    "BOUNCE_REVIEW_RATE", "COMPLAINT_REVIEW_RATE", "COUNTED_LOG_STATUSES", "EVENT_COLUMNS", "LOG_COLUMNS",
-    "SUPPRESSION_COLUMNS", "AdminLockedError", "DayCount", "EventRow", "LogFilter", "LogRow", "LogSummary", "Reports",
-    "Reputation", "StatusSummary", "SuppressionRow", "Today", "csv_lines", "csv_safe", "daily_counts", "event_counts",
-    "event_page", "failed_recipients", "iter_log", "log_page", "log_summary", "pending_queue", "pending_queue_size",
-    "recipient_counts", "reputation", "status_summary", "suppression_count", "suppression_page", "unknown_recipients",
+    "COUNTED_LOG_STATUSES", "LOG_COLUMNS", "DayCount", "LogFilter", "LogRow", "LogSummary", "StatusSummary",
+    "csv_lines", "csv_safe", "daily_counts", "failed_recipients", "iter_log", "log_filter_sql", "log_page",
+    "log_summary", "next_queued", "pending_queue", "pending_queue_size", "recipient_counts", "status_summary",
+    "unknown_recipients",
 ]

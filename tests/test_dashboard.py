@@ -16,7 +16,9 @@ from streamlit.testing.v1 import AppTest
 from email_automation import admin, cli_dashboard, dashboard
 from email_automation.database import connect, init_db
 from email_automation.events import EventKind
-from email_automation.reports import EVENT_COLUMNS, LOG_COLUMNS, SUPPRESSION_COLUMNS, Reports
+from email_automation.dashboard_data import Reports
+from email_automation.deliverability import EVENT_COLUMNS, SUPPRESSION_COLUMNS
+from email_automation.reports import LOG_COLUMNS
 
 from .test_reports import counts_in_db, fill_database, record_events, sent_attempts, ses_event, with_password
 

@@ -16,22 +16,17 @@ from email_automation import admin
 from email_automation.database import connect, init_db
 from email_automation.errors import AmbiguousSendError, NotFoundError, PermanentSendError, TransientSendError
 from email_automation.events import DeliveryEvent, EventKind, apply_events
-from email_automation.reports import (
-    LOG_COLUMNS,
-    AdminLockedError,
-    LogFilter,
-    Reports,
+from email_automation.dashboard_data import AdminLockedError, Reports
+from email_automation.deliverability import (
     Reputation,
     SuppressionRow,
-    csv_lines,
-    csv_safe,
     event_counts,
     event_page,
     reputation,
-    status_summary,
     suppression_count,
     suppression_page,
 )
+from email_automation.reports import LOG_COLUMNS, LogFilter, csv_lines, csv_safe, status_summary
 from email_automation.run_daily import pending_batch, run_daily
 from email_automation.transports.dry_run import DryRunTransport
 

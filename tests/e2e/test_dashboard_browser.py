@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from email_automation.database import utc_now
-from email_automation.reports import LOG_COLUMNS, Reports
+from email_automation.dashboard_data import Reports
+from email_automation.reports import LOG_COLUMNS
 from tests.test_reports import fill_database
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,0 +1,203 @@
+"""The dashboard's data source: the read-only queries bound to one database file, plus admin hooks.
+
+Each query runs on its own short-lived read-only connection (`mode=ro`, so a view can never take
+the sender's write lock) inside one read transaction; the admin hooks delegate to `admin.py` on
+a write connection of their own, only when DASHBOARD_PASSWORD is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from . import admin
+from .config import Settings
+from .database import connect, utc_now
+from .deliverability import (
+    EventRow,
+    Reputation,
+    SuppressionRow,
+    event_counts,
+    event_page,
+    reputation,
+    suppression_count,
+    suppression_page,
+)
+from .errors import ConfigError, EmailAutomationError
+from .ledger import batch_date, counted_today
+from .reports import (
+    DayCount,
+    LogFilter,
+    LogRow,
+    LogSummary,
+    StatusSummary,
+    csv_lines,
+    daily_counts,
+    failed_recipients,
+    iter_log,
+    log_page,
+    log_summary,
+    pending_queue,
+    pending_queue_size,
+    recipient_counts,
+    status_summary,
+    unknown_recipients,
+)
+
+ADMIN_ACTOR = "dashboard"
+
+class AdminLockedError(EmailAutomationError):
+    """An admin action was asked for while DASHBOARD_PASSWORD is not set."""
+
+
+@dataclass(frozen=True)
+class Today:
+    day: date
+    counted: int  # attempts that may have reached a mailbox: sending + sent + unknown
+    daily_limit: int
+
+
+@dataclass
+class Reports:
+    """The dashboard's data source: read-only queries on `db_path`, plus the admin hooks."""
+
+    db_path: Path
+    settings: Settings
+    now: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def cache_key(self) -> str:
+        """What makes two Reports answer differently (for the page's cache)."""
+        return f"{Path(self.db_path).resolve()}|{self.settings.tz}|{self.settings.daily_limit}"
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if not Path(self.db_path).is_file():
+            raise ConfigError(f"{self.db_path}: no database yet; run `email-automation init` first")
+        return connect(self.db_path, readonly=True)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection inside one short read transaction (a consistent snapshot)."""
+        with closing(self._connect_readonly()) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def today(self) -> Today:
+        day = batch_date(self.now(), self.settings.tz)
+        with self._read() as conn:
+            return Today(date.fromisoformat(day), counted_today(conn, day), self.settings.daily_limit)
+
+    def default_filter(self, days: int = 30) -> LogFilter:
+        """The last `days` batch days, today included, in TIMEZONE."""
+        end = date.fromisoformat(batch_date(self.now(), self.settings.tz))
+        return LogFilter(end - timedelta(days=days - 1), end)
+
+    def campaigns(self) -> list[tuple[str, str]]:
+        """(name, active|paused) of every campaign, oldest first."""
+        with self._read() as conn:
+            return [tuple(row) for row in conn.execute("SELECT name, status FROM campaigns ORDER BY id")]
+
+    def summary(self, f: LogFilter) -> LogSummary:
+        with self._read() as conn:
+            return log_summary(conn, f)
+
+    def daily(self, f: LogFilter) -> list[DayCount]:
+        with self._read() as conn:
+            return daily_counts(conn, f)
+
+    def log_page(self, f: LogFilter, *, page: int, page_size: int) -> list[LogRow]:
+        with self._read() as conn:
+            return log_page(conn, f, tz=self.settings.tz, limit=page_size, offset=(page - 1) * page_size)
+
+    def log_csv(self, f: LogFilter) -> bytes:
+        """The whole filtered log as CSV (UTF-8 with BOM so Excel reads accents), formula-safe."""
+        with closing(self._connect_readonly()) as conn:
+            return ("\ufeff" + "".join(csv_lines(iter_log(conn, f, tz=self.settings.tz)))).encode("utf-8")
+
+    def recipient_counts(self, campaign: str | None = None) -> dict[str, int]:
+        with self._read() as conn:
+            return recipient_counts(conn, campaign)
+
+    def pending_queue(self, *, limit: int = 200, offset: int = 0) -> tuple[int, list[dict]]:
+        """(queue length, the first `limit` recipients from `offset`) in send order."""
+        with self._read() as conn:
+            return pending_queue_size(conn), pending_queue(conn, limit=limit, offset=offset)
+
+    def unknown(self) -> list[dict]:
+        with self._read() as conn:
+            return [dict(row) for row in unknown_recipients(conn)]
+
+    def failed(self, *, limit: int = 200) -> list[dict]:
+        with self._read() as conn:
+            return failed_recipients(conn, limit=limit)
+
+    def status_summary(self) -> StatusSummary:
+        with self._read() as conn:
+            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit)
+
+    def reputation(self, f: LogFilter) -> Reputation:
+        with self._read() as conn:
+            return reputation(conn, f)
+
+    def event_counts(self, f: LogFilter) -> dict[str, int]:
+        with self._read() as conn:
+            return event_counts(conn, f, tz=self.settings.tz)
+
+    def event_page(self, f: LogFilter, *, page: int, page_size: int) -> list[EventRow]:
+        with self._read() as conn:
+            return event_page(conn, f, tz=self.settings.tz, limit=page_size, offset=(page - 1) * page_size)
+
+    def suppression_counts(self, email: str = "") -> tuple[int, int]:
+        """(addresses on the suppression list, those containing `email`)."""
+        with self._read() as conn:
+            total = suppression_count(conn)
+            return total, suppression_count(conn, email) if email else total
+
+    def suppression_page(self, email: str = "", *, page: int, page_size: int) -> list[SuppressionRow]:
+        with self._read() as conn:
+            return suppression_page(conn, tz=self.settings.tz, email=email, limit=page_size,
+                                    offset=(page - 1) * page_size)
+
+    # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.settings.dashboard_password.get_secret_value())
+
+    def check_password(self, given: str) -> bool:
+        """True only when DASHBOARD_PASSWORD is set and `given` equals it (constant time)."""
+        secret = self.settings.dashboard_password.get_secret_value()
+        return bool(secret) and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+
+    def _admin(self, action: Callable, *args, **kwargs):
+        if not self.admin_enabled:
+            raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
+        with closing(connect(self.db_path)) as conn:
+            return action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs)
+
+    def pause(self, campaign: str) -> None:
+        self._admin(admin.set_campaign_status, campaign, "paused")
+
+    def resume(self, campaign: str) -> None:
+        self._admin(admin.set_campaign_status, campaign, "active")
+
+    def skip(self, email: str, *, campaign: str | None = None) -> int:
+        return self._admin(admin.skip_recipient, email, campaign=campaign)
+
+    def retry_failed(self, *, campaign: str | None = None) -> int:
+        return self._admin(admin.retry_failed, campaign=campaign)
+
+    def suppress(self, email: str, *, reason: str = "manual") -> int:
+        return self._admin(admin.suppress, email, reason=reason, source=ADMIN_ACTOR)
+
+    def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
+        return self._admin(admin.resolve_unknown, email, outcome, campaign=campaign)
