@@ -105,9 +105,8 @@ def _day_bounds(start: date, end: date, tz: tzinfo) -> tuple[str, str]:
     return iso(first), iso(after)
 
 
-# No index covers received_at (migration 2 indexes email and attempt_id), so the two event
-# queries below read the whole table: about 0.25 s each at 1.8M events. An index on received_at
-# turns them into range reads (50 ms and 1 ms); they are written to use one as soon as it exists.
+# Migration 3's index on received_at makes the two event queries below range reads (about 50 ms
+# and 1 ms at 1.8M events, against 0.25 s each for the full scan without it).
 def _event_where(f: LogFilter, tz: tzinfo) -> tuple[str, list]:
     """Events received on the filter's days (in `tz`), for part of an address; campaign and
     status do not apply, as an event names neither."""

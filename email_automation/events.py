@@ -9,7 +9,10 @@ What an event does:
 - a permanent bounce, a complaint or an unsubscribe-all puts the address on the suppression list
   and skips its pending recipients, like `email-automation suppress`;
 - any event tagged with the `attempt_id` of an attempt left `unknown` proves that SES accepted
-  that message, so the attempt becomes `sent` (SES-NOTES §6.1 step 5). Nothing ever becomes
+  that message, so the attempt becomes `sent` (SES-NOTES §6.1 step 5), unless SES only rejected
+  it (Reject, Rendering Failure): then it becomes `failed`, as nothing went out;
+- such an event for an attempt a person resolved as not sent is flagged, and the recipient, if
+  still waiting in the queue, becomes `sent` so it is not mailed twice. Nothing ever becomes
   `pending` here: only a person may decide that a message should go out again;
 - everything else is only recorded in `ses_events`.
 """
@@ -440,21 +443,40 @@ def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventRep
 def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
     """An event for an attempt a person had resolved as not sent: the first message did go out.
 
-    Nothing can be undone, but the person must learn it (they may have sent it twice): once per
-    attempt, a note on the log row, an admin_log row and a warning.
+    The person must learn it: once per attempt, a note on the log row, an admin_log row and a
+    warning. If the recipient is still waiting in the queue, it is not mailed again: it and the
+    attempt become `sent`. Once a second message has been handed over, nothing can be undone.
+    Events that prove nothing went out (Reject, Rendering Failure) do not count.
     """
     flag = "[SES later reported this send"
     rows = conn.execute(
-        "SELECT l.id, r.email, GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+        "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+        " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
         " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
         " WHERE l.status = 'failed' AND l.error LIKE '%resolved as pending%' AND instr(l.error, ?) = 0"
-        " AND e.kind IN ('SENT', 'DELIVERED', 'BOUNCED_PERMANENT', 'BOUNCED_TRANSIENT', 'COMPLAINED', 'OPENED', 'CLICKED')"
+        " AND e.kind NOT IN ('UNKNOWN', 'REJECTED', 'RENDERING_FAILED')"
         " GROUP BY l.id ORDER BY l.id",
         (flag,),
     ).fetchall()
     for row in rows:
-        note = f"{flag}: {row['kinds']}; it had been resolved as not sent, so this address may have two messages]"
-        conn.execute("UPDATE send_log SET error = error || ? WHERE id = ?", (f" {note}", row["id"]))
+        if row["kinds"] == "SENT" and conn.execute(
+            "SELECT 1 FROM ses_events e JOIN send_log l ON l.attempt_id = e.attempt_id"
+            " WHERE l.id = ? AND e.kind IN ('REJECTED', 'RENDERING_FAILED')", (row["id"],)).fetchone():
+            continue  # SES took it, then did not send it after all
+        held = conn.execute(
+            "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            (row["first_seen"] or database.iso(now), f"SES reported {row['kinds']} for a send resolved as not sent",
+             database.iso(now), row["recipient_id"]),
+        ).rowcount
+        if held:
+            note = (f"{flag}: {row['kinds']}; it had been resolved as not sent, so it is now sent and the "
+                    "recipient is not mailed again]")
+            conn.execute("UPDATE send_log SET status = 'sent', message_id = COALESCE(message_id, ?),"
+                         " error = error || ? WHERE id = ?", (row["message_id"], f" {note}", row["id"]))
+        else:
+            note = f"{flag}: {row['kinds']}; it had been resolved as not sent, so this address may have two messages]"
+            conn.execute("UPDATE send_log SET error = error || ? WHERE id = ?", (f" {note}", row["id"]))
         _audit(conn, "duplicate-risk", row["email"], note, now)
         report.notes.append(f"{row['email']}: {note.strip('[]')}")
         log.warning("%s: %s", row["email"], note.strip("[]"))

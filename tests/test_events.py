@@ -505,3 +505,32 @@ def test_a_send_reported_after_it_was_resolved_as_pending_is_flagged_once(db):
     assert [r[0] for r in flagged] == ["ida@example.com"]
     error = db.execute("SELECT error FROM send_log WHERE attempt_id = 'att-p'").fetchone()[0]
     assert "SES later reported this send: DELIVERED" in error
+
+
+def test_a_send_reported_after_resolve_pending_is_not_sent_again(db, settings):
+    # The person resolved the unknown send as not sent; SES then reports it went out. The
+    # recipient is still waiting in the queue: the next run must not mail it a second time.
+    from email_automation import admin
+    from email_automation.run_daily import pending_batch
+
+    rid = add_recipient(db, "jo@example.com")
+    add_recipient(db, "jo@example.com", campaign="autumn")  # the same address queued elsewhere
+    add_attempt(db, rid, "att-q", "unknown")
+    admin.resolve_unknown(db, "jo@example.com", "pending")
+    assert statuses(db, "jo@example.com") == ["pending", "pending"]
+    apply(db, sample("event-delivery", to="jo@example.com", attempt_id="att-q"))
+    assert [r["email"] for r in pending_batch(db, 10)] == []
+    assert statuses(db, "jo@example.com")[0] == "sent"
+    row = db.execute("SELECT status, error FROM send_log WHERE attempt_id = 'att-q'").fetchone()
+    assert row["status"] == "sent" and "SES later reported this send: DELIVERED" in row["error"]
+    assert db.execute("SELECT count(*) FROM admin_log WHERE action = 'duplicate-risk'").fetchone()[0] == 1
+
+
+def test_a_send_resolved_as_pending_then_only_delayed_is_not_sent_again(db):
+    from email_automation import admin
+
+    rid = add_recipient(db, "kay@example.com")
+    add_attempt(db, rid, "att-d", "unknown")
+    admin.resolve_unknown(db, "kay@example.com", "pending")
+    apply(db, sample("event-delivery-delay", to="kay@example.com", attempt_id="att-d"))
+    assert statuses(db, "kay@example.com") == ["sent"]
