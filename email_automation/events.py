@@ -492,7 +492,8 @@ def _audit(conn: sqlite3.Connection, action: str, target: str, detail: str, now:
 def apply_messages(conn: sqlite3.Connection, messages: list[dict], now: datetime, report: EventReport) -> list[dict]:
     """Apply a received batch of SQS messages in one transaction, each in a savepoint.
 
-    Returns the messages whose effects are committed, the only ones the caller may delete.
+    Returns the messages whose effects are committed, the only ones the caller may delete. Does
+    not settle `unknown` attempts: the caller runs `reconcile` once after its last batch.
     """
     applied = []
     parsed = [(m, parse_notification(m.get("Body", ""))) for m in messages]
@@ -516,5 +517,4 @@ def apply_messages(conn: sqlite3.Connection, messages: list[dict], now: datetime
             conn.execute("RELEASE ses_message")
             report.add(part)
             applied.append(message)
-        _reconcile_unknown(conn, now, report)
     return applied
