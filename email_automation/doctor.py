@@ -188,7 +188,9 @@ def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
         client = client or make_sqs_client(settings, queue_url=url)
         attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     except ConfigError as err:
-        return Check(name, FAIL, str(err), "set SES_EVENTS_QUEUE_URL to the queue's URL (README, 'Bounces and complaints')")
+        hint = ("set AWS_REGION in env.sh" if "AWS_REGION" in str(err)
+                else "set SES_EVENTS_QUEUE_URL to the queue's URL (README, 'Bounces and complaints')")
+        return Check(name, FAIL, str(err), hint)
     except ClientError as err:
         if _code(err) in _DENIED:
             return _ses_call_failed(name, "sqs:GetQueueAttributes", err)
