@@ -113,8 +113,15 @@ CREATE INDEX ses_events_email ON ses_events (email);
 CREATE INDEX ses_events_attempt ON ses_events (attempt_id);
 """
 
-# The dashboard lists events by the day they arrived (a full scan without it on a large table).
-_V3_EVENTS_BY_ARRIVAL = "CREATE INDEX ses_events_received ON ses_events (received_at);"
+# The dashboard lists events by the day they arrived, and every events drain looks for the
+# attempts still in doubt: without these, both are full scans of a large table.
+_V3_EVENTS_BY_ARRIVAL = """
+CREATE INDEX ses_events_received ON ses_events (received_at);
+CREATE INDEX send_log_unknown ON send_log (status) WHERE status = 'unknown';
+CREATE INDEX ses_events_rejects ON ses_events (kind) WHERE kind IN ('REJECTED', 'RENDERING_FAILED');
+CREATE INDEX send_log_resolved_pending ON send_log (status)
+    WHERE status = 'failed' AND error LIKE '%resolved as pending%';
+"""
 
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL)

@@ -396,23 +396,29 @@ def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: 
                             f"{skipped} pending recipient(s) skipped")
 
 
+SETTLE_CANDIDATES_SQL = (
+    "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+    " WHERE e.kind != 'UNKNOWN' AND l.id IN ("
+    "   SELECT id FROM send_log WHERE status = 'unknown'"
+    "   UNION SELECT s.id FROM ses_events x CROSS JOIN send_log s ON s.attempt_id = x.attempt_id"
+    "   WHERE x.kind IN ('REJECTED', 'RENDERING_FAILED') AND s.status = 'sent')"
+    " GROUP BY l.id ORDER BY l.id"
+)
+
+
 def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
     """`unknown` attempts that some stored event names: SES accepted them, so they were sent,
     unless SES's only word on them is that it rejected the content (or could not render it): then
-    they were not, including ones settled as sent here on the Send event that came first.
+    they were not, and neither were `sent` attempts SES rejected after accepting the call.
 
     Runs over every stored event, not just this batch's: an event that arrived while its attempt
     was still `sending` (the run died later) settles it once the next run has marked it `unknown`.
+    Both candidate sets come through an index: the open attempts, and the attempts named by a
+    Reject or Rendering Failure event.
     """
-    rows = conn.execute(
-        "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
-        " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
-        " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
-        " WHERE e.kind != 'UNKNOWN' AND (l.status = 'unknown'"
-        "   OR (l.status = 'sent' AND l.error LIKE ?))"  # settled as sent here; a Reject may follow the Send
-        " GROUP BY l.id ORDER BY l.id",
-        (f"%resolved as sent by {SOURCE}%",),
-    ).fetchall()
+    rows = conn.execute(SETTLE_CANDIDATES_SQL).fetchall()
     for row in rows:
         kinds = set(row["kinds"].split(","))
         # SES took the request but never sent it (content rejected, template failed): not a send.
@@ -421,7 +427,7 @@ def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventRep
         elif row["status"] == "unknown":
             status, verdict = "sent", "sent"
         else:
-            continue  # already settled as sent, and still is
+            continue  # sent, and a Delivery (or the like) says so despite the Reject
         note = f"resolved as {verdict} by {SOURCE}: SES reported {row['kinds']}"
         conn.execute(
             "UPDATE send_log SET status = ?, message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ?,"
@@ -440,6 +446,16 @@ def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventRep
     _flag_sends_resolved_as_pending(conn, now, report)
 
 
+RESOLVED_PENDING_SQL = (
+    "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+    " WHERE l.status = 'failed' AND l.error LIKE '%resolved as pending%' AND instr(l.error, ?) = 0"
+    " AND e.kind NOT IN ('UNKNOWN', 'REJECTED', 'RENDERING_FAILED')"
+    " GROUP BY l.id ORDER BY l.id"
+)
+
+
 def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
     """An event for an attempt a person had resolved as not sent: the first message did go out.
 
@@ -449,15 +465,7 @@ def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, now: datetime, rep
     Events that prove nothing went out (Reject, Rendering Failure) do not count.
     """
     flag = "[SES later reported this send"
-    rows = conn.execute(
-        "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
-        " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
-        " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
-        " WHERE l.status = 'failed' AND l.error LIKE '%resolved as pending%' AND instr(l.error, ?) = 0"
-        " AND e.kind NOT IN ('UNKNOWN', 'REJECTED', 'RENDERING_FAILED')"
-        " GROUP BY l.id ORDER BY l.id",
-        (flag,),
-    ).fetchall()
+    rows = conn.execute(RESOLVED_PENDING_SQL, (flag,)).fetchall()
     for row in rows:
         if row["kinds"] == "SENT" and conn.execute(
             "SELECT 1 FROM ses_events e JOIN send_log l ON l.attempt_id = e.attempt_id"

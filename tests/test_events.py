@@ -16,6 +16,7 @@ from moto import mock_aws
 
 from email_automation.database import transaction
 from email_automation import event_queue as queue
+from email_automation import events as ev
 from email_automation.event_queue import poll_queue
 from email_automation.events import EventKind, apply_events, parse_notification
 
@@ -534,3 +535,22 @@ def test_a_send_resolved_as_pending_then_only_delayed_is_not_sent_again(db):
     admin.resolve_unknown(db, "kay@example.com", "pending")
     apply(db, sample("event-delivery-delay", to="kay@example.com", attempt_id="att-d"))
     assert statuses(db, "kay@example.com") == ["sent"]
+
+
+def test_a_recorded_send_that_ses_rejects_afterwards_is_not_counted_as_sent(db):
+    rid = add_recipient(db, "jon@example.com")
+    add_attempt(db, rid, "att-s", "sent")
+    apply(db, sample("event-send", to="jon@example.com", attempt_id="att-s"))
+    assert db.execute("SELECT status FROM send_log WHERE attempt_id = 'att-s'").fetchone()[0] == "sent"
+    apply(db, sample("event-reject", to="jon@example.com", attempt_id="att-s"))
+    assert db.execute("SELECT status FROM send_log WHERE attempt_id = 'att-s'").fetchone()[0] == "failed"
+    assert statuses(db, "jon@example.com") == ["failed"]
+
+
+def test_the_settling_sweep_reads_the_log_through_indexes(db):
+    # It runs after every drain: a full scan of a million-row send_log would cost each one ~0.25 s.
+    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ev.SETTLE_CANDIDATES_SQL}")]
+    assert not [step for step in plan if step.startswith("SCAN")], plan
+    assert any("send_log_unknown" in step for step in plan) and any("ses_events_rejects" in step for step in plan)
+    flag = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ev.RESOLVED_PENDING_SQL}", ("x",))]
+    assert not [step for step in flag if step.startswith("SCAN")], flag
