@@ -28,6 +28,18 @@ class Claim:
     email: str
 
 
+# The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
+# campaign, not suppressed, and not (maybe) mailed already in another campaign. The run picks its
+# batch with it, and `status`, the dashboard and `preview` show it; claim() re-checks it all.
+QUEUE_FROM_WHERE = (
+    " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+    " WHERE r.status = 'pending' AND c.status = 'active'"
+    " AND r.email NOT IN (SELECT email FROM suppressions)"
+    " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
+    "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+)
+
+
 def batch_date(moment: datetime, tz: tzinfo) -> str:
     """The day a send belongs to, in the user's time zone (the daily limit resets at its midnight)."""
     return moment.astimezone(tz).date().isoformat()

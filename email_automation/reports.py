@@ -17,7 +17,7 @@ from datetime import date, datetime, tzinfo
 
 from . import admin
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
-from .ledger import batch_date, counted_today
+from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
 
 LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
 # OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
@@ -248,21 +248,13 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 # --- recipients ------------------------------------------------------------------------------
 
 
-# The queue exactly as run_daily.pending_batch picks it (tests/test_reports.py holds them equal).
-_QUEUE_WHERE = (
-    " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-    " WHERE r.status = 'pending' AND c.status = 'active'"
-    " AND r.email NOT IN (SELECT email FROM suppressions)"
-    " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
-    "                 AND o.status IN ('sending', 'sent', 'unknown'))"
-)
 
 
 def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:
     """Sendable recipients in the order the next runs will mail them."""
     rows = conn.execute(
         "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company"
-        f"{_QUEUE_WHERE} ORDER BY r.id LIMIT ? OFFSET ?",
+        f"{QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ? OFFSET ?",
         (limit, offset),
     )
     return [{"position": offset + i, **dict(row)} for i, row in enumerate(rows, start=1)]
@@ -270,12 +262,12 @@ def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> l
 
 def next_queued(conn: sqlite3.Connection, campaign_id: int) -> sqlite3.Row | None:
     """The campaign's recipient the next run will mail first (None if the campaign has no queue)."""
-    return conn.execute(f"SELECT r.*{_QUEUE_WHERE} AND r.campaign_id = ? ORDER BY r.id LIMIT 1",
+    return conn.execute(f"SELECT r.*{QUEUE_FROM_WHERE} AND r.campaign_id = ? ORDER BY r.id LIMIT 1",
                         (campaign_id,)).fetchone()
 
 
 def pending_queue_size(conn: sqlite3.Connection) -> int:
-    return conn.execute(f"SELECT count(*){_QUEUE_WHERE}").fetchone()[0]
+    return conn.execute(f"SELECT count(*){QUEUE_FROM_WHERE}").fetchone()[0]
 
 
 def failed_recipients(conn: sqlite3.Connection, *, limit: int) -> list[dict]:

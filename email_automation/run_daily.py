@@ -87,13 +87,7 @@ class _Planned:
 def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
     """The next `size` sendable recipients of active campaigns, oldest first (the queue order)."""
     return conn.execute(
-        "SELECT r.*, c.name AS campaign_name FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE r.status = 'pending' AND c.status = 'active'"
-        " AND r.email NOT IN (SELECT email FROM suppressions)"
-        " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
-        "                 AND o.status IN ('sending', 'sent', 'unknown'))"
-        " ORDER BY r.id LIMIT ?",
-        (size,),
+        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ?", (size,)
     ).fetchall()
 
 
