@@ -64,10 +64,6 @@ def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -
     return row[0] if row else None
 
 
-def is_suppressed(conn: sqlite3.Connection, email: str) -> bool:
-    return conn.execute("SELECT 1 FROM suppressions WHERE email = ?", (email,)).fetchone() is not None
-
-
 def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
     """Why this address must not be mailed now (suppressed, or mailed in another campaign), if so."""
     suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()

@@ -94,17 +94,14 @@ def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
 def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
     """Pending recipients that must never be mailed become `skipped`, with the reason."""
     rows = conn.execute(
-        "SELECT r.id, s.reason AS suppressed, ("
-        "  SELECT c.name FROM recipients o JOIN campaigns c ON c.id = o.campaign_id"
-        "  WHERE o.email = r.email AND o.id != r.id AND o.status IN ('sending', 'sent', 'unknown') LIMIT 1"
-        ") AS contacted_in"
-        " FROM recipients r LEFT JOIN suppressions s ON s.email = r.email"
-        " WHERE r.status = 'pending' AND (s.email IS NOT NULL OR contacted_in IS NOT NULL)"
+        "SELECT r.id, r.email FROM recipients r WHERE r.status = 'pending'"
+        " AND (r.email IN (SELECT email FROM suppressions)"
+        "      OR EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
+        "                 AND o.status IN ('sending', 'sent', 'unknown')))"
     ).fetchall()
     skipped = 0
     for row in rows:
-        reason = (f"suppressed: {row['suppressed']}" if row["suppressed"] is not None
-                  else f"already contacted in campaign {row['contacted_in']!r}")
+        reason = ledger.skip_reason(conn, row["id"], row["email"])  # the claim's own words
         skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
     return skipped
 

@@ -232,15 +232,20 @@ def test_events_never_touch_attempts_that_are_not_unknown(db, status):
     assert statuses(db, "fay@example.com") == [status]
 
 
-def test_an_event_that_came_while_sending_settles_the_attempt_once_it_is_unknown(db):
-    # The Send event arrives while the run that claimed it is still (or was last seen) sending;
-    # the next run's recovery makes it unknown, and the next drain settles it from the stored event.
-    rid = add_recipient(db, "gil@example.com")
-    add_attempt(db, rid, "att-3", "sending")
-    apply(db, sample("event-send", to="gil@example.com", attempt_id="att-3"))
+def unknown_after_its_send_event(db, email: str, attempt_id: str) -> None:
+    """SES's Send event is stored while the attempt is `sending`; then recovery makes it `unknown`."""
+    rid = add_recipient(db, email)
+    add_attempt(db, rid, attempt_id, "sending")
+    apply(db, sample("event-send", to=email, attempt_id=attempt_id))
     with transaction(db):
         db.execute("UPDATE send_log SET status = 'unknown'")
         db.execute("UPDATE recipients SET status = 'unknown'")
+
+
+def test_an_event_that_came_while_sending_settles_the_attempt_once_it_is_unknown(db):
+    # The Send event arrives while the run that claimed it is still (or was last seen) sending;
+    # the next run's recovery makes it unknown, and the next drain settles it from the stored event.
+    unknown_after_its_send_event(db, "gil@example.com", "att-3")
     assert apply_events(db, [], now=NOW).reconciled == 1
     assert statuses(db, "gil@example.com") == ["sent"]
 
@@ -249,12 +254,7 @@ def test_a_drain_of_an_empty_queue_still_settles_from_stored_events(db, sqs):
     # As above, but nothing new arrives: `email-automation events` (and the next run's drain)
     # must settle the attempt anyway, or a person is asked to decide what the database knows.
     url = sqs.create_queue(QueueName="ses-events-empty")["QueueUrl"]
-    rid = add_recipient(db, "gus@example.com")
-    add_attempt(db, rid, "att-9", "sending")
-    apply(db, sample("event-send", to="gus@example.com", attempt_id="att-9"))
-    with transaction(db):
-        db.execute("UPDATE send_log SET status = 'unknown'")
-        db.execute("UPDATE recipients SET status = 'unknown'")
+    unknown_after_its_send_event(db, "gus@example.com", "att-9")
     report = poll_queue(db, sqs, url, now=lambda: NOW, wait_seconds=0)
     assert (report.messages, report.reconciled) == (0, 1)
     assert statuses(db, "gus@example.com") == ["sent"]
