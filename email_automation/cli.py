@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import admin, logs, reports
 from .config import Settings, describe_settings, load_settings
-from .database import DEFAULT_CAMPAIGN, get_campaign, init_db, open_db, update_campaign_templates, utc_now
+from .database import DEFAULT_CAMPAIGN, get_campaign, init_db, open_db, utc_now
 from .errors import EmailAutomationError
 
 app = typer.Typer(
@@ -182,9 +182,13 @@ def run(
         print(json.dumps({k: report.as_dict()[k] for k in keys} | {"previewed": report.previewed}))
     else:
         _print_run_summary(report, settings)
+    for problem in report.template_errors:  # those campaigns were held back, the others sent
+        err.print(f"Error: {problem}", markup=False)
     if report.fatal_error:
         err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
         raise typer.Exit(3)
+    if report.template_errors:
+        raise typer.Exit(2)
 
 
 def _print_run_summary(report, settings: Settings) -> None:
@@ -239,17 +243,11 @@ def template_set(
     html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
 ) -> None:
-    """Store new templates for a campaign after checking that they compile."""
-    from .database import ensure_campaign, transaction
-    from .email_templates import check_template
+    """Store new templates for a campaign after checking that they compile and use only its columns."""
+    from .campaign_templates import set_templates
 
     conn = open_db(settings_for(db).db_path)
-    html_src = _read_text(html)
-    text_src = _read_text(text)
-    check_template(subject or "", html_src or "", text_src)
-    with transaction(conn):
-        ensure_campaign(conn, campaign)
-    update_campaign_templates(conn, campaign, subject=subject, html=html_src, text=text_src)
+    set_templates(conn, campaign, subject=subject, html=_read_text(html), text=_read_text(text))
     out.print(f"Templates of campaign '{campaign}' updated.")
 
 

@@ -1,0 +1,117 @@
+"""`template set`: a template is checked against the campaign's columns before it is stored."""
+
+from __future__ import annotations
+
+import textwrap
+from html.parser import HTMLParser
+
+import pytest
+from typer.testing import CliRunner
+
+from email_automation.cli import app
+from email_automation.database import connect
+from email_automation.email_templates import CampaignTemplate
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """A database with campaign 'spring' holding recipients imported with an extra `role` column."""
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    monkeypatch.setenv("DELAY_SECONDS", "0")
+    path = tmp_path / "t.db"
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,first_name,role\nada@example.org,Ada,CTO\n")
+    assert cli("init", "--db", path).exit_code == 0
+    assert cli("import", csv, "--campaign", "spring", "--db", path).exit_code == 0
+    return path
+
+
+def stored(path, campaign="spring"):
+    row = connect(path).execute("SELECT subject_template, html_template FROM campaigns WHERE name = ?",
+                                (campaign,)).fetchone()
+    return tuple(row) if row else None
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_an_unknown_variable_is_refused_naming_template_line_and_variable(db, tmp_path):
+    before = stored(db)
+    html = write(tmp_path, "t.html", "<p>Hi {{ first_name }},</p>\n<p>I like {{ favourite_color }}.</p>")
+    result = cli("template", "set", "--html", html, "--campaign", "spring", "--db", db)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: campaign 'spring': HTML body template line 2: unknown variable 'favourite_color': not a "
+        "recipient field (email, first_name, last_name, company), a built-in (fields, sender_email, "
+        "sender_name, campaign, unsubscribe_url, physical_address) or a CSV column of this campaign "
+        "(role); import a CSV with that column first, or fix the template\n")
+    assert stored(db) == before, "nothing saved"
+
+
+def test_imported_columns_builtins_and_template_variables_are_accepted(db, tmp_path):
+    html = write(tmp_path, "t.html", textwrap.dedent("""\
+        {% set greeting = 'Hi' %}{% for word in [first_name, role] %}{{ word }}{% endfor %}
+        <p>{{ greeting }} {{ subject }} {{ fields['role'] }} {{ unsubscribe_url }} {{ range(2)|list }}</p>"""))
+    result = cli("template", "set", "--html", html, "--subject", "For {{ role }}", "--campaign", "spring", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Templates of campaign 'spring' updated.\n"
+    assert stored(db)[0] == "For {{ role }}"
+
+
+def test_a_column_of_another_campaign_is_unknown_and_a_new_campaign_knows_only_standard_fields(db):
+    result = cli("template", "set", "--subject", "For {{ role }}", "--campaign", "autumn", "--db", db)
+    assert result.exit_code == 2
+    assert "unknown variable 'role'" in result.stderr and "(none imported yet)" in result.stderr
+    assert stored(db, "autumn") is None, "the campaign is not created either"
+
+
+def test_the_subject_cannot_use_itself(db):
+    result = cli("template", "set", "--subject", "Re: {{ subject }}", "--campaign", "spring", "--db", db)
+    assert result.exit_code == 2 and "subject template line 1: unknown variable 'subject'" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "Error: nothing to set: give --subject, --html and/or --text\n"),
+    (("--subject", "  "), "Error: campaign 'spring': the subject template is empty\n"),
+])
+def test_template_set_with_nothing_to_set_is_an_error(db, args, message):
+    before = stored(db)
+    result = cli("template", "set", *args, "--campaign", "spring", "--db", db)
+    assert (result.exit_code, result.stderr) == (2, message)
+    assert stored(db) == before
+
+
+class Structure(HTMLParser):
+    """The document tags, in order."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("html", "head", "body"):
+            self.tags.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in ("html", "head", "body"):
+            self.tags.append("/" + tag)
+
+
+@pytest.mark.parametrize("first_name", ["Ada", ""])
+def test_a_template_starting_with_if_is_a_whole_document_in_every_branch(settings, first_name):
+    html = ("<style>p { color: #123456; }</style>{% if first_name %}<p>Hi {{ first_name }}</p>"
+            "{% else %}<p>Hello</p>{% endif %}")
+    rendered = CampaignTemplate("spring", "Hi", html).render(
+        {"email": "ada@example.org", "first_name": first_name, "fields": "{}"}, settings)
+    assert Structure(rendered.html).tags == ["html", "head", "/head", "body", "/body", "/html"]
+    assert '<p style="color: #123456;">' in rendered.html
