@@ -115,3 +115,17 @@ def test_a_template_starting_with_if_is_a_whole_document_in_every_branch(setting
         {"email": "ada@example.org", "first_name": first_name, "fields": "{}"}, settings)
     assert Structure(rendered.html).tags == ["html", "head", "/head", "body", "/body", "/html"]
     assert '<p style="color: #123456;">' in rendered.html
+
+
+def test_run_sends_the_other_campaigns_and_exits_2_naming_the_broken_one(db, tmp_path):
+    # 'spring' reads {{ role }}; a later CSV without that column leaves new recipients unrenderable.
+    assert cli("template", "set", "--subject", "For {{ role }}", "--campaign", "spring", "--db", db).exit_code == 0
+    later = write(tmp_path, "later.csv", "email,first_name\nbob@example.org,Bob\n")
+    assert cli("import", later, "--campaign", "spring", "--db", db).exit_code == 0
+    other = write(tmp_path, "other.csv", "email,first_name\ncyd@example.org,Cyd\n")
+    assert cli("import", other, "--campaign", "autumn", "--db", db).exit_code == 0
+    result = cli("run", "--db", db)
+    assert result.exit_code == 2
+    assert "Dry run: 1 message(s) written to" in result.stdout
+    assert result.stderr == ("Error: campaign 'spring': cannot render the subject for bob@example.org: "
+                             "'role' is undefined (add that column to the CSV, or change the template)\n")

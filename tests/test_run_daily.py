@@ -353,3 +353,20 @@ def test_a_killed_send_that_ses_already_reported_is_settled_as_sent_not_unknown(
     assert report.recovered == 1
     assert statuses(db) == {"person0@example.com": "sent"}
     assert transport.calls == []
+
+
+def test_a_broken_template_holds_back_only_its_campaign_and_the_others_fill_the_batch(settings, db, clock):
+    settings = settings.model_copy(update={"daily_limit": 2})
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+               " VALUES ('autumn', 'Hi {{ first_name }}', '<p>Hi</p>', 'x')")
+    add_recipients(db, 2)  # the oldest: campaign 'default', whose template now reads a missing column
+    add_recipients(db, 2, campaign_id=2, start=2)
+    db.execute("UPDATE campaigns SET html_template = '<p>{{ nickname }}</p>' WHERE name = 'default'")
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert transport.recipients == ["person2@example.com", "person3@example.com"]
+    assert report.sent == 2
+    assert report.template_errors == [
+        "campaign 'default': cannot render the HTML body for person0@example.com: 'nickname' is undefined "
+        "(add that column to the CSV, or change the template)"]
+    assert statuses(db)["person0@example.com"] == statuses(db)["person1@example.com"] == "pending"
