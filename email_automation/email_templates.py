@@ -25,7 +25,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, n
 from markupsafe import Markup
 
 from .errors import TemplateRenderError
-from .template_limits import BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
+from .template_limits import MAX_OUTPUT_CHARS, BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
 
 # Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
 RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
@@ -67,10 +67,21 @@ def check_template(subject: str | None, html: str | None, text: str | None, *,
         TemplateRenderError: naming the part and line of the first syntax error or unknown variable.
     """
     for part, source in (("subject", subject), ("html", html), ("text", text)):
-        if source is not None:
+        if source is None:
+            continue
+        if len(source) > MAX_OUTPUT_CHARS:
+            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is {len(source):,} "
+                                      f"characters, more than the limit of {MAX_OUTPUT_CHARS:,}")
+        try:
             _compile(part, source, campaign=campaign)
             if columns is not None:
                 _check_variables(part, source, set(columns), campaign=campaign)
+        except RecursionError as err:  # Jinja's parser and compiler recurse once per nesting level
+            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is nested too deeply") from err
+
+
+def _where(campaign: str | None) -> str:
+    return f"campaign {campaign!r}: " if campaign else ""
 
 
 def _check_variables(part: str, source: str, columns: set[str], *, campaign: str | None) -> None:
@@ -81,10 +92,9 @@ def _check_variables(part: str, source: str, columns: set[str], *, campaign: str
     if not unknown:
         return
     first = min((n for n in tree.find_all(nodes.Name) if n.name in unknown), key=lambda n: n.lineno)
-    where = f"campaign {campaign!r}: " if campaign else ""
     extra = ", ".join(sorted(columns)) or "none imported yet"
     raise TemplateRenderError(
-        f"{where}{label} template line {first.lineno}: unknown variable {first.name!r}: not a recipient "
+        f"{_where(campaign)}{label} template line {first.lineno}: unknown variable {first.name!r}: not a recipient "
         f"field ({', '.join(RECIPIENT_COLUMNS)}), a built-in ({', '.join(BUILTIN_VARIABLES)}) or a CSV "
         f"column of this campaign ({extra}); import a CSV with that column first, or fix the template")
 
@@ -94,8 +104,7 @@ def _compile(part: str, source: str, *, campaign: str | None):
     try:
         return env.from_string(source)
     except TemplateSyntaxError as err:
-        where = f"campaign {campaign!r}: " if campaign else ""
-        raise TemplateRenderError(f"{where}{label} template line {err.lineno}: {err.message}") from err
+        raise TemplateRenderError(f"{_where(campaign)}{label} template line {err.lineno}: {err.message}") from err
 
 
 # --- recipient data -----------------------------------------------------------------------

@@ -73,16 +73,25 @@ def _check_value(value: Any) -> Any:
 
 # --- operators -------------------------------------------------------------------------------
 
-_FORMAT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)|\{[^{}]*?:[^{}]*?(\d+)[^{}]*\}")
+_PERCENT_SPEC = re.compile(r"%[^a-zA-Z%]*")  # printf-style: flags, width, precision
+_BRACE_FIELD = re.compile(r"\{[^{}]*\{|\{[^{}]*\}")  # str.format fields, or one with a nested field
 
 
 def _check_format(fmt: str, args: Any) -> None:
-    """`'%1000000000s' % x` and `'{:>1000000000}'.format(x)` pad to the width asked for."""
-    for star, width in _FORMAT_WIDTH.findall(fmt):
-        if star == "*":
+    """`'%1000000000s' % x` and `'{:>1000000000}'.format(x)` pad to the width (or precision) asked for."""
+    specs = _PERCENT_SPEC.findall(fmt)
+    for field in _BRACE_FIELD.findall(fmt):
+        if field.count("{") > 1:
+            raise TemplateLimitError("nested fields in format strings are not allowed")
+        specs.append(field.partition(":")[2])
+    for spec in specs:
+        if "*" in spec:
             raise TemplateLimitError("'*' widths in format strings are not allowed")
-        _too_big(int(star or width or 0), "a formatted field")
-    _too_big(len(fmt) + sum(len(str(a)) for a in (args if isinstance(args, (tuple, list)) else [args])), "a formatted string")
+        for number in re.findall(r"\d+", spec):
+            _too_big(int(number), "a formatted field")
+    values = args if isinstance(args, (tuple, list)) else [args]
+    _too_big(len(fmt) + sum(len(str(v)) for v in values if not isinstance(v, int) or abs(v) < 10**100),
+             "a formatted string")
 
 
 def _check_binop(operator: str, left: Any, right: Any) -> None:
@@ -203,9 +212,21 @@ class BoundedSandboxedEnvironment(SandboxedEnvironment):
                 args = (_check_join(args[0], obj.__self__), *args[1:])
             elif name == "replace" and len(args) >= 2:
                 _check_replace(obj.__self__, *args[:2])
-            elif name in ("format", "format_map"):
-                _check_format(obj.__self__, (*args, *kwargs.values()))
         return _check_value(super().call(context, obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`str.format` reaches templates only through this (Jinja wraps it at attribute access)."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt = value.__self__
+
+        @functools.wraps(wrapped)
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_format(fmt, (*args, *kwargs.values()))
+            return wrapped(*args, **kwargs)
+
+        return checked
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _tick()

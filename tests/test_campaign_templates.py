@@ -129,3 +129,14 @@ def test_run_sends_the_other_campaigns_and_exits_2_naming_the_broken_one(db, tmp
     assert "Dry run: 1 message(s) written to" in result.stdout
     assert result.stderr == ("Error: campaign 'spring': cannot render the subject for bob@example.org: "
                              "'role' is undefined (add that column to the CSV, or change the template)\n")
+
+
+@pytest.mark.parametrize("html, message", [
+    ("<p>{{ " + "(" * 50000 + "1" + ")" * 50000 + " }}</p>", "the HTML body template is nested too deeply"),
+    ("<p>" + "x" * 1_000_001 + "</p>", "the HTML body template is 1,000,008 characters, more than the limit of 1,000,000"),
+])
+def test_a_pathological_template_is_one_line_and_nothing_saved(db, tmp_path, html, message):
+    before = stored(db)
+    result = cli("template", "set", "--html", write(tmp_path, "t.html", html), "--campaign", "spring", "--db", db)
+    assert (result.exit_code, result.stderr) == (2, f"Error: campaign 'spring': {message}\n")
+    assert stored(db) == before
