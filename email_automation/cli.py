@@ -155,8 +155,9 @@ def run(
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
 
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
-    template, 3 stopped by an error that affects every message (credentials, unverified sender,
-    paused account, quota) or by a streak of time-outs, throttling or identical refusals.
+    template (a campaign whose template fails is held back, the others are sent), 3 stopped by an
+    error that affects every message (credentials, unverified sender, paused account, quota), by a
+    streak of time-outs, throttling or identical refusals, or by a hung run holding the lock.
     """
     from .event_queue import drain_before_run
     from .run_daily import run_daily

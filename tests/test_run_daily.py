@@ -13,7 +13,6 @@ from email_automation.errors import (
     AmbiguousSendError,
     FatalSendError,
     PermanentSendError,
-    TemplateRenderError,
     TransientSendError,
 )
 from email_automation.locking import RunLockedError, run_lock
