@@ -90,7 +90,8 @@ def _check_format(fmt: str, args: Any) -> None:
         for number in re.findall(r"\d+", spec):
             _too_big(int(number), "a formatted field")
     values = args if isinstance(args, (tuple, list)) else [args]
-    _too_big(len(fmt) + sum(len(str(v)) for v in values if not isinstance(v, int) or abs(v) < 10**100),
+    # An int's decimal length from its bit length: str() of a huge int would itself be the cost.
+    _too_big(len(fmt) + sum(v.bit_length() // 3 + 2 if isinstance(v, int) else len(str(v)) for v in values),
              "a formatted string")
 
 
@@ -115,7 +116,7 @@ def _check_binop(operator: str, left: Any, right: Any) -> None:
 # --- filters and methods that can multiply a size --------------------------------------------
 
 def _check_join(value: Any, sep: str = "", attribute: Any = None) -> list:
-    items = list(value) if not isinstance(value, str) else list(value)
+    items = list(value)
     _too_big(sum(len(str(item)) for item in items) + len(str(sep)) * len(items), "a joined value")
     return items
 
