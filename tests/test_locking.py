@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from typer.testing import CliRunner
@@ -68,11 +68,13 @@ def test_a_live_run_makes_the_next_one_say_who_holds_the_lock_and_exit_0(db, hol
 
 
 def test_a_run_holding_the_lock_longer_than_any_run_can_is_reported_as_hung_with_exit_3(db, holder):
-    proc = holder(datetime(2026, 1, 5, 7, 0, tzinfo=timezone.utc))  # months ago: hung
+    started = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=30)  # hung for a month
+    proc = holder(started)
     result = runner.invoke(app, ["run", "--db", str(db)])
     assert result.exit_code == 3
     assert result.stderr.startswith(
-        f"Error: another run (pid {proc.pid}, started 2026-01-05 07:00:00 UTC) has held the lock {lock_path(db)} for ")
+        f"Error: another run (pid {proc.pid}, started {started:%Y-%m-%d %H:%M:%S} UTC) has held the lock "
+        f"{lock_path(db)} for 720.0 h, longer than a run can take (3.1 h): ")  # DELAY_SECONDS=0
     assert (f"it is probably hung, and no run can send until it ends. Check it with `ps -p {proc.pid}`, stop it "
             f"with `kill {proc.pid}`; the next run then marks a message it was sending as unknown") in result.stderr
 
