@@ -247,8 +247,9 @@ def template_set(
     """Store new templates for a campaign after checking that they compile and use only its columns."""
     from .campaign_templates import set_templates
 
-    conn = open_db(settings_for(db).db_path)
-    set_templates(conn, campaign, subject=subject, html=_read_text(html), text=_read_text(text))
+    settings = settings_for(db)
+    conn = open_db(settings.db_path)
+    set_templates(conn, campaign, subject=subject, html=_read_text(html), text=_read_text(text), settings=settings)
     out.print(f"Templates of campaign '{campaign}' updated.")
 
 

@@ -140,3 +140,15 @@ def test_a_pathological_template_is_one_line_and_nothing_saved(db, tmp_path, htm
     result = cli("template", "set", "--html", write(tmp_path, "t.html", html), "--campaign", "spring", "--db", db)
     assert (result.exit_code, result.stderr) == (2, f"Error: campaign 'spring': {message}\n")
     assert stored(db) == before
+
+
+@pytest.mark.parametrize("html, problem", [
+    ("<p>{{ 1 / 0 }}</p>", "cannot render the HTML body for ada@example.org: ZeroDivisionError: division by zero"),
+    ("<p>{{ 'x' * 10**9 }}</p>", "the HTML body template stopped for ada@example.org: a repeated value would be "
+                                 "1,000,000,000 characters, more than the limit of 1,000,000"),
+])
+def test_a_template_that_cannot_render_for_the_first_recipient_is_refused_when_set(db, tmp_path, html, problem):
+    before = stored(db)
+    result = cli("template", "set", "--html", write(tmp_path, "t.html", html), "--campaign", "spring", "--db", db)
+    assert (result.exit_code, result.stderr) == (2, f"Error: campaign 'spring': {problem}\n")
+    assert stored(db) == before
