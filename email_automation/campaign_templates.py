@@ -15,8 +15,9 @@ def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
     # json_each: https://www.sqlite.org/json1.html#jeach
     rows = conn.execute(
         "SELECT DISTINCT j.key FROM campaigns c JOIN recipients r ON r.campaign_id = c.id,"
-        " json_each(CASE WHEN json_valid(r.fields) THEN r.fields ELSE '{}' END) j"
-        " WHERE c.name = ? AND json_type(r.fields) = 'object'", (campaign,)).fetchall()
+        " json_each(CASE WHEN NOT json_valid(r.fields) THEN '{}'"
+        "                WHEN json_type(r.fields) = 'object' THEN r.fields ELSE '{}' END) j"
+        " WHERE c.name = ?", (campaign,)).fetchall()
     return {row[0] for row in rows}
 
 
