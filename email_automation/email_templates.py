@@ -4,7 +4,8 @@ Jinja2 runs sandboxed with StrictUndefined, so a typo in a variable name stops a
 recipient instead of sending "Hi ," to everyone. The HTML body is autoescaped: recipient data
 (names, companies, CSV columns) can never inject markup. The subject is rendered without HTML
 escaping and collapsed to one line. CSS is inlined once on the template *source* (Jinja tags
-protected as HTML comments), not once per message.
+protected as HTML comments), not once per message. Rendering is bounded in time and size
+(template_limits.py), and `check_template` refuses a variable the campaign's recipients lack.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import css_inline
 import html2text
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from markupsafe import Markup
 
 from .errors import TemplateRenderError
+from .template_limits import MAX_OUTPUT_CHARS, BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
 
 # Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
 RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
+# What `recipient_context` adds for every recipient; `subject` is the rendered subject (bodies only).
+BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsubscribe_url", "physical_address")
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,9 @@ class RenderedEmail:
     text: str
 
 
-def _environment(*, autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
-                                keep_trailing_newline=True)
+def _environment(*, autoescape: bool) -> BoundedSandboxedEnvironment:
+    return BoundedSandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
+                                       keep_trailing_newline=True)
 
 
 _HTML_ENV = _environment(autoescape=True)
@@ -51,15 +55,48 @@ _PARTS = {"subject": ("subject", _TEXT_ENV), "html": ("HTML body", _HTML_ENV),
           "text": ("text body", _TEXT_ENV)}
 
 
-def check_template(subject: str, html: str, text: str | None) -> None:
-    """Compile the three templates without rendering them (used by `template set`).
+def check_template(subject: str | None, html: str | None, text: str | None, *,
+                   campaign: str | None = None, columns: Iterable[str] | None = None) -> None:
+    """Compile the given templates without rendering them (used by `template set`).
+
+    With `columns` (the campaign's extra CSV columns), every variable a template reads must be a
+    recipient field, a built-in variable or one of those columns: otherwise every run would stop
+    at the first recipient.
 
     Raises:
-        TemplateRenderError: naming the part and line of the first syntax error.
+        TemplateRenderError: naming the part and line of the first syntax error or unknown variable.
     """
     for part, source in (("subject", subject), ("html", html), ("text", text)):
-        if source is not None:
-            _compile(part, source, campaign=None)
+        if source is None:
+            continue
+        if len(source) > MAX_OUTPUT_CHARS:
+            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is {len(source):,} "
+                                      f"characters, more than the limit of {MAX_OUTPUT_CHARS:,}")
+        try:
+            _compile(part, source, campaign=campaign)
+            if columns is not None:
+                _check_variables(part, source, set(columns), campaign=campaign)
+        except RecursionError as err:  # Jinja's parser and compiler recurse once per nesting level
+            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is nested too deeply") from err
+
+
+def _where(campaign: str | None) -> str:
+    return f"campaign {campaign!r}: " if campaign else ""
+
+
+def _check_variables(part: str, source: str, columns: set[str], *, campaign: str | None) -> None:
+    label, env = _PARTS[part]
+    known = {*RECIPIENT_COLUMNS, *BUILTIN_VARIABLES, *columns, *([] if part == "subject" else ["subject"])}
+    tree = env.parse(source)
+    unknown = meta.find_undeclared_variables(tree) - known
+    if not unknown:
+        return
+    first = min((n for n in tree.find_all(nodes.Name) if n.name in unknown), key=lambda n: n.lineno)
+    extra = ", ".join(sorted(columns)) or "none imported yet"
+    raise TemplateRenderError(
+        f"{_where(campaign)}{label} template line {first.lineno}: unknown variable {first.name!r}: not a recipient "
+        f"field ({', '.join(RECIPIENT_COLUMNS)}), a built-in ({', '.join(BUILTIN_VARIABLES)}) or a CSV "
+        f"column of this campaign ({extra}); import a CSV with that column first, or fix the template")
 
 
 def _compile(part: str, source: str, *, campaign: str | None):
@@ -67,8 +104,7 @@ def _compile(part: str, source: str, *, campaign: str | None):
     try:
         return env.from_string(source)
     except TemplateSyntaxError as err:
-        where = f"campaign {campaign!r}: " if campaign else ""
-        raise TemplateRenderError(f"{where}{label} template line {err.lineno}: {err.message}") from err
+        raise TemplateRenderError(f"{_where(campaign)}{label} template line {err.lineno}: {err.message}") from err
 
 
 # --- recipient data -----------------------------------------------------------------------
@@ -130,6 +166,7 @@ _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=Tr
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _MARK = "EAJINJA"
 _JINJA_IN_COMMENT = re.compile(r"<!--(?:(?!-->).)*?(?:\{\{|\{%|\{#)", re.DOTALL)
+_DOCUMENT_TAG = re.compile(r"<(?:!doctype|html|head|body)[\s>]", re.IGNORECASE)
 
 
 def _inline_css(html_source: str) -> str:
@@ -147,6 +184,10 @@ def inline_template_source(source: str) -> str | None:
     """
     if _MARK in source or _JINJA_IN_COMMENT.search(source):
         return None
+    if not _DOCUMENT_TAG.search(source):
+        # A fragment: the HTML parser would add <html><head><body> at the first content, which
+        # may sit inside `{% if %}`, leaving the other branches without them. Add them around it.
+        source = f"<html><head></head><body>{source}</body></html>"
     tags: list[str] = []
 
     def protect(match: re.Match[str]) -> str:
@@ -208,10 +249,15 @@ font-size: 15px; line-height: 1.6; color: #222222;">
 # --- the compiled campaign -------------------------------------------------------------------
 
 class CampaignTemplate:
-    """A campaign's subject, HTML and optional text templates, compiled and CSS-inlined once."""
+    """A campaign's subject, HTML and optional text templates, compiled and CSS-inlined once.
 
-    def __init__(self, name: str, subject: str, html: str, text: str | None = None) -> None:
+    `clock` times each render against template_limits.MAX_RENDER_SECONDS.
+    """
+
+    def __init__(self, name: str, subject: str, html: str, text: str | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self._clock = clock
         self._subject = _compile("subject", subject, campaign=name)
         _compile("html", html, campaign=name)  # syntax errors with the author's line numbers
         inlined = inline_template_source(html)
@@ -220,10 +266,10 @@ class CampaignTemplate:
         self._text = _compile("text", text, campaign=name) if text else None
 
     @classmethod
-    def from_campaign(cls, campaign_row: Any) -> CampaignTemplate:
+    def from_campaign(cls, campaign_row: Any, *, clock: Callable[[], float] = time.monotonic) -> CampaignTemplate:
         """Compile a `campaigns` row (name, subject_template, html_template, text_template)."""
         return cls(campaign_row["name"], campaign_row["subject_template"],
-                   campaign_row["html_template"], _row_get(campaign_row, "text_template"))
+                   campaign_row["html_template"], _row_get(campaign_row, "text_template"), clock=clock)
 
     def render(self, recipient_row: Any, settings: Any) -> RenderedEmail:
         """Render this campaign for one recipient.
@@ -252,7 +298,11 @@ class CampaignTemplate:
 
     def _render(self, part: str, template: Any, context: dict[str, Any]) -> str:
         try:
-            return template.render(context)
+            return render_bounded(template, context, clock=self._clock)
+        except TemplateLimitError as err:
+            raise TemplateRenderError(
+                f"campaign {self.name!r}: the {_PARTS[part][0]} template stopped for {context['email']}: {err}"
+            ) from err
         except UndefinedError as err:
             raise TemplateRenderError(
                 f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "

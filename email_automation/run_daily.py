@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -19,7 +19,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from . import events, ledger
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
-from .errors import FatalSendError, PermanentSendError, SendError, TransientSendError
+from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
 from .messages import build_message
 from .transports.base import Transport
@@ -46,6 +46,7 @@ class RunReport:
     dry_run: bool = False
     recovered: int = 0
     fatal_error: str | None = None
+    template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -84,10 +85,14 @@ class _Planned:
     message: EmailMessage
 
 
-def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
-    """The next `size` sendable recipients of active campaigns, oldest first (the queue order)."""
+def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = ()) -> list[sqlite3.Row]:
+    """The next `size` sendable recipients of active campaigns, oldest first (the queue order),
+    leaving out the campaigns named in `exclude`."""
+    names = list(exclude)
+    holes = ", ".join("?" * len(names))
     return conn.execute(
-        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ?", (size,)
+        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE}"
+        f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id LIMIT ?", (*names, size),
     ).fetchall()
 
 
@@ -106,29 +111,71 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
     return skipped
 
 
-def render_batch(
-    conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime,
-) -> tuple[list[_Planned], list[tuple[sqlite3.Row, PermanentSendError]]]:
+@dataclass
+class _Rendered:
+    planned: list[_Planned] = field(default_factory=list)
+    unusable: list[tuple[sqlite3.Row, PermanentSendError]] = field(default_factory=list)
+    broken: dict[str, TemplateRenderError] = field(default_factory=dict)
+
+
+def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
     """Render and build every message before the first send.
 
-    A template or configuration error raises, so the run stops with nothing sent; an address no
-    message can be built for (say, a non-ASCII local part SES cannot carry) is returned apart.
+    A campaign whose template fails for one of its recipients is returned in `broken` and none of
+    its messages are planned (so it never goes out half-rendered); an address no message can be
+    built for (say, a non-ASCII local part SES cannot carry) is returned in `unusable`.
     """
     templates: dict[str, CampaignTemplate] = {}
-    planned, unusable = [], []
+    result = _Rendered()
     for row in rows:
         name = row["campaign_name"]
-        if name not in templates:
-            campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
-            templates[name] = CampaignTemplate.from_campaign(campaign)
-        rendered = templates[name].render(row, settings)
+        if name in result.broken:
+            continue
+        try:
+            if name not in templates:
+                campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
+                templates[name] = CampaignTemplate.from_campaign(campaign)
+            rendered = templates[name].render(row, settings)
+        except TemplateRenderError as err:
+            result.broken[name] = err
+            continue
         try:
             message = build_message(rendered, to=row["email"], settings=settings, now=now)
         except PermanentSendError as err:
-            unusable.append((row, err))
+            result.unusable.append((row, err))
             continue
-        planned.append(_Planned(row["id"], row["email"], name, rendered, message))
-    return planned, unusable
+        result.planned.append(_Planned(row["id"], row["email"], name, rendered, message))
+    result.planned = [p for p in result.planned if p.campaign not in result.broken]
+    result.unusable = [(row, e) for row, e in result.unusable if row["campaign_name"] not in result.broken]
+    return result
+
+
+def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, now: datetime) -> _Rendered:
+    """Today's batch without the campaigns whose templates fail: their places go to the others.
+
+    Each pass that finds a new broken campaign fetches the batch again without it, so a bad
+    template holds back only its own campaign (and the loop ends: campaigns are finite).
+    """
+    broken: dict[str, TemplateRenderError] = {}
+    while True:
+        result = render_batch(conn, pending_batch(conn, size, exclude=broken), settings, now=now)
+        if not result.broken:
+            break
+        broken.update(result.broken)
+    for name, err in broken.items():
+        log.error("campaign %r held back, its recipients stay pending: %s", name, err)
+        report.template_errors.append(str(err))
+    return result
+
+
+def max_run_duration(settings: Settings) -> timedelta:
+    """The longest a healthy run can take: every message of DAILY_LIMIT waiting its delay, timing
+    out on every try and waiting out every retry, plus ten minutes. A run holding the lock longer
+    is hung (see locking.py)."""
+    retry_waits = sum(min(2 * 2 ** n, 60) for n in range(TRANSIENT_RETRIES))  # tenacity's waits below
+    per_message = (settings.delay_seconds + settings.delay_jitter_seconds + retry_waits
+                   + (TRANSIENT_RETRIES + 1) * settings.send_timeout_seconds)
+    return timedelta(seconds=settings.daily_limit * per_message + 600)
 
 
 def run_daily(
@@ -142,9 +189,10 @@ def run_daily(
     rng: random.Random | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunReport:
-    """Send today's batch. Raises RunLockedError when another run is active, TemplateRenderError
-    before any send; a fatal send error stops the run and is reported in `fatal_error`."""
-    with run_lock(settings.db_path):
+    """Send today's batch. Raises RunLockedError when another run is active (HungRunError when that
+    run has lasted longer than `max_run_duration`); a campaign whose template fails is held back and
+    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`."""
+    with run_lock(settings.db_path, now=now, max_duration=max_run_duration(settings)):
         return _run_locked(settings, conn, transport, now=now, sleep=sleep, limit=limit,
                            rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None))
 
@@ -200,8 +248,9 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
             return [], delay
-    batch, unusable = render_batch(conn, pending_batch(conn, size), settings, now=now()) if size else ([], [])
-    for row, err in unusable:
+    rendered = _render_sendable(conn, settings, size, report, now=now()) if size else _Rendered()
+    batch = rendered.planned
+    for row, err in rendered.unusable:
         if not report.dry_run:
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())
         _note(report, Outcome(now(), row["email"], "failed", error=str(err)))

@@ -13,7 +13,6 @@ from email_automation.errors import (
     AmbiguousSendError,
     FatalSendError,
     PermanentSendError,
-    TemplateRenderError,
     TransientSendError,
 )
 from email_automation.locking import RunLockedError, run_lock
@@ -99,13 +98,13 @@ def test_dry_run_writes_the_outbox_sends_nothing_and_changes_no_status(settings,
     assert report.remaining_today == settings.daily_limit, "dry runs do not count toward the limit"
 
 
-def test_a_template_error_stops_the_run_before_any_send(settings, db, clock):
+def test_a_template_error_holds_back_its_campaign_before_any_send(settings, db, clock):
     add_recipients(db, 2)
     db.execute("UPDATE campaigns SET subject_template = 'Hello {{ nickname }}'")
     transport = ScriptedTransport()
-    with pytest.raises(TemplateRenderError) as caught:
-        run(settings, db, transport, clock)
-    assert "person0@example.com" in str(caught.value) and "nickname" in str(caught.value)
+    report = run(settings, db, transport, clock)
+    [error] = report.template_errors
+    assert "person0@example.com" in error and "nickname" in error
     assert transport.calls == []
     assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
     assert set(statuses(db).values()) == {"pending"}
@@ -353,3 +352,20 @@ def test_a_killed_send_that_ses_already_reported_is_settled_as_sent_not_unknown(
     assert report.recovered == 1
     assert statuses(db) == {"person0@example.com": "sent"}
     assert transport.calls == []
+
+
+def test_a_broken_template_holds_back_only_its_campaign_and_the_others_fill_the_batch(settings, db, clock):
+    settings = settings.model_copy(update={"daily_limit": 2})
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+               " VALUES ('autumn', 'Hi {{ first_name }}', '<p>Hi</p>', 'x')")
+    add_recipients(db, 2)  # the oldest: campaign 'default', whose template now reads a missing column
+    add_recipients(db, 2, campaign_id=2, start=2)
+    db.execute("UPDATE campaigns SET html_template = '<p>{{ nickname }}</p>' WHERE name = 'default'")
+    transport = ScriptedTransport()
+    report = run(settings, db, transport, clock)
+    assert transport.recipients == ["person2@example.com", "person3@example.com"]
+    assert report.sent == 2
+    assert report.template_errors == [
+        "campaign 'default': cannot render the HTML body for person0@example.com: 'nickname' is undefined "
+        "(add that column to the CSV, or change the template)"]
+    assert statuses(db)["person0@example.com"] == statuses(db)["person1@example.com"] == "pending"

@@ -58,11 +58,13 @@ def template_set(
     html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
 ) -> None:
-    """Store new templates for a campaign after checking that they compile."""
-    from ..campaigns import store_templates
+    """Store new templates for a campaign after checking that they compile and use only its columns."""
+    from ..campaign_templates import set_templates
 
-    conn = open_database(settings_for(db))
-    store_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text))
+    settings = settings_for(db)
+    conn = open_database(settings)
+    set_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text),
+                  settings=settings)
     say(f"Templates of campaign '{campaign}' updated.")
 
 

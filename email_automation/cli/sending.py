@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, err, open_database, out, print_json,
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, err, open_database, out, print_json,
                      progress_bar, say, settings_for)
 
 EVENT_NOTES_SHOWN = 20
@@ -28,8 +28,9 @@ def run(
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
 
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
-    template, 3 stopped by an error that affects every message (credentials, unverified sender,
-    paused account, quota) or by a streak of time-outs, throttling or identical refusals.
+    template (a campaign whose template fails is held back, the others are sent), 3 stopped by an
+    error that affects every message (credentials, unverified sender, paused account, quota), by a
+    streak of time-outs, throttling or identical refusals, or by a hung run holding the lock.
     """
     import random
     import time
@@ -51,22 +52,29 @@ def run(
             report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
                              rng=random.Random(), on_outcome=lambda _: advance(1))
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
+        if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
+            raise
         answer(as_json, {"locked": True, "message": str(exc)}, str(exc))
         return
     if as_json:
         print_json(run_json(report, outbox))
     else:
         say(run_summary(report, outbox))
+    for problem in report.template_errors:  # those campaigns were held back, the others went out
+        err.print(f"Error: {problem}", markup=False)
     if report.fatal_error:
         err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
         raise typer.Exit(EXIT_STOPPED)
+    if report.template_errors:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def run_json(report, outbox: Path | None) -> dict:
     """`run --json`: the counts, where a dry run's files are, and why the run stopped (or null)."""
     data = {key: report.as_dict()[key] for key in RUN_JSON_KEYS}
     written = bool(report.dry_run and report.previewed)
-    return data | {"outbox": str(outbox) if written else None, "stopped": report.fatal_error}
+    return data | {"outbox": str(outbox) if written else None, "stopped": report.fatal_error,
+                   "held_back": list(report.template_errors)}
 
 
 def run_summary(report, outbox: Path | None) -> str:
