@@ -96,34 +96,48 @@ def _cut(sock: socket.socket | None) -> None:
 
 class _Outcome(Generic[T]):
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.lock = threading.Lock()  # "finished" and "given up on" are decided once, under it
+        self.done = False
+        self.abandoned = False
         self.value: T | None = None
         self.error: BaseException | None = None
 
 
-def call_with_deadline(call: Callable[[], T], seconds: float, *, name: str = "bounded-call") -> T:
+def call_with_deadline(
+    call: Callable[[], T], seconds: float, *, name: str = "bounded-call",
+    on_late: Callable[[T | None, BaseException | None], None] | None = None,
+) -> T:
     """`call()`'s result or exception, or DeadlineExceeded once `seconds` have passed.
 
     The call goes on in a daemon thread after the deadline (it cannot be interrupted), so only
     use this for calls whose late outcome is safe to ignore or is treated as unknown; the thread
-    ends with the call's own socket timeout, or with the process.
+    ends with the call's own socket timeout, or with the process. If it does end after the
+    deadline, `on_late(value, error)` is called from that thread, so the late answer can be told.
 
     Raises:
         DeadlineExceeded: the call had not ended after `seconds`.
     """
     outcome: _Outcome[T] = _Outcome()
+    finished = threading.Event()
 
     def work() -> None:
         try:
             outcome.value = call()
         except BaseException as err:  # handed to the waiting thread, which re-raises it
             outcome.error = err
-        finally:
-            outcome.done.set()
+        with outcome.lock:
+            outcome.done = True
+            late = outcome.abandoned
+        finished.set()
+        if late and on_late is not None:
+            on_late(outcome.value, outcome.error)
 
     threading.Thread(target=work, name=name, daemon=True).start()
-    if not outcome.done.wait(seconds):
-        raise DeadlineExceeded(seconds)
+    finished.wait(seconds)
+    with outcome.lock:
+        if not outcome.done:
+            outcome.abandoned = True
+            raise DeadlineExceeded(seconds)
     if outcome.error is not None:
         raise outcome.error
     return outcome.value  # type: ignore[return-value]
