@@ -45,7 +45,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
-from .deadline import DeadlineExceeded, call_with_deadline
+from .aws import BoundedClient, CallTimedOut
 
 log = logging.getLogger("email_automation.ses")
 
@@ -203,38 +203,6 @@ class SesTransport:
     def _region(self) -> str:
         meta = getattr(self._client, "meta", None)
         return getattr(meta, "region_name", None) or self._settings.aws_region or "?"
-
-
-class CallTimedOut(BotoCoreError):
-    """An AWS call did not end within its deadline (the request may have reached AWS)."""
-
-    fmt = "no complete answer from {service} within {seconds:g} s"
-
-
-class BoundedClient:
-    """`client` whose API calls each end within `seconds`, else raise CallTimedOut.
-
-    CallTimedOut is a BotoCoreError, so code that already handles "AWS could not be reached"
-    handles it too. `on_late=` (not sent to AWS) is told of an answer that came after the deadline.
-    """
-
-    def __init__(self, client: Any, seconds: float) -> None:
-        self.client, self.seconds = client, seconds
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.client, name)
-        if not callable(method) or name == "close":
-            return method
-
-        def bounded(*args: Any, on_late: Any = None, **kwargs: Any) -> Any:
-            try:
-                return call_with_deadline(lambda: method(*args, **kwargs), self.seconds, name=f"aws-{name}",
-                                          on_late=on_late)
-            except DeadlineExceeded as err:
-                service = getattr(getattr(self.client, "meta", None), "service_model", None)
-                raise CallTimedOut(service=getattr(service, "service_name", "AWS"), seconds=self.seconds) from err
-
-        return bounded
 
 
 def _tell_late(to: str, value: Any, error: BaseException | None) -> None:
