@@ -37,6 +37,7 @@ import email.policy
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -186,6 +187,8 @@ class _SinkSMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._sink.stall_before_content:  # a small window, so a big message cannot all be written
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with self._sink._lock:
             self._sink.connections += 1
             self._sink._live.add(self)
@@ -216,6 +219,11 @@ class _SinkSMTP(SMTP):
             code = status[:3] if isinstance(status, str) else status[:3].decode()
             await self._drip(code)
         await super().push(status)
+        if stage == "DATA" and self._sink.stall_before_content and str(status).startswith("354"):
+            self.transport.pause_reading()  # the content waits in the client's and kernel's buffers
+            await asyncio.sleep(self._sink.stall_before_content)
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     async def _drip(self, code: str) -> None:
         """Continuation lines, each well within any read timeout, for `drip_for` seconds."""
@@ -245,7 +253,7 @@ class SmtpSink:
     Answers can be changed while it runs: `rcpt_replies` / `mail_replies` map a (lower-case)
     address to a reply such as "550 5.1.1 No such user"; `data_reply` answers the end of DATA
     instead of 250; `stall_after_data` waits that many seconds after receiving the content
-    before answering. `drip_at` (see module docstring) makes one reply arrive line by line over
+    before answering; `stall_before_content` reads nothing for that many seconds after 354. `drip_at` (see module docstring) makes one reply arrive line by line over
     `drip_for` seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
     """
 
@@ -258,6 +266,7 @@ class SmtpSink:
         mail_replies: dict[str, str] | None = None,
         data_reply: str | None = None,
         stall_after_data: float = 0.0,
+        stall_before_content: float = 0.0,
         drip_at: str | None = None,
         drip_every: float = 0.1,
         drip_for: float = 10.0,
@@ -270,6 +279,7 @@ class SmtpSink:
         self.mail_replies = {k.lower(): v for k, v in (mail_replies or {}).items()}
         self.data_reply = data_reply
         self.stall_after_data = stall_after_data
+        self.stall_before_content = stall_before_content
         self.drip_at, self.drip_every, self.drip_for = drip_at, drip_every, drip_for
         self.drips = 0  # continuation lines sent so far
         self.auth = dict(auth or {})

@@ -315,3 +315,25 @@ def test_closing_does_not_wait_for_a_server_that_drips_its_goodbye(sink, drippin
     smtp.close()
     assert time.monotonic() - started < DEADLINE + MARGIN
     assert sink.counts() == {"ada@example.org": 1}
+
+
+class SmallSendBuffer(smtplib.SMTP):
+    """A client whose socket holds little unsent data, so a stalled server blocks its writes."""
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return sock
+
+
+def test_content_cut_off_before_its_end_is_retried_later_not_unknown(sink, dripping):
+    # Without the final "." line the server has no message to deliver (RFC 5321 §4.1.1.4).
+    sink.stall_before_content = 5.0
+    big = RenderedEmail(subject="Big", html="<p>Hi</p>", text="0123456789abcdef" * 4 * 32 * 1024)  # 2 MB
+    smtp = SmtpTransport(dripping, smtp_factory=SmallSendBuffer)
+    error, elapsed = timed_send(smtp, build_message(big, to="ada@example.org", settings=dripping))
+    assert elapsed < DEADLINE + MARGIN
+    assert type(error) is TransientSendError
+    assert str(error) == ("the message content could not be sent in full within SEND_TIMEOUT_SECONDS (0.5 s); "
+                          "the message was not sent, so it is tried again later")
+    assert sink.deliveries == []
