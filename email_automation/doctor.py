@@ -366,7 +366,8 @@ def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] 
         if watchdog.expired:  # cut at the deadline, or a socket timeout (never longer than the time left)
             return Check(name, FAIL, f"{where} did not complete the login exchange within SEND_TIMEOUT_SECONDS "
                          f"({settings.send_timeout_seconds:g} s)",
-                         "check SMTP_HOST and SMTP_PORT point to an SMTP server; raise SEND_TIMEOUT_SECONDS for a slow one")
+                         "check SMTP_HOST and SMTP_PORT point to an SMTP server; "
+                         "raise SEND_TIMEOUT_SECONDS for a slow one")
         if isinstance(err, (smtplib.SMTPException, ssl.SSLError)):
             return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
         return Check(name, FAIL, f"cannot connect to {where}: {err}",

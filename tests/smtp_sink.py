@@ -253,8 +253,9 @@ class SmtpSink:
     Answers can be changed while it runs: `rcpt_replies` / `mail_replies` map a (lower-case)
     address to a reply such as "550 5.1.1 No such user"; `data_reply` answers the end of DATA
     instead of 250; `stall_after_data` waits that many seconds after receiving the content
-    before answering; `stall_before_content` reads nothing for that many seconds after 354. `drip_at` (see module docstring) makes one reply arrive line by line over
-    `drip_for` seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
+    before answering; `stall_before_content` reads nothing for that many seconds after 354.
+    `drip_at` (see module docstring) makes one reply arrive line by line over `drip_for`
+    seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
     """
 
     def __init__(

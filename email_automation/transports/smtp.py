@@ -240,7 +240,8 @@ class SmtpTransport:
             conn.send(_dot_stuffed(data))  # sendall: when it fails, the final "." line has not left
         except _LOST as err:
             self._discard()
-            raise _lost_before_content(err, watchdog, "the message content could not be sent in full", partly=True) from err
+            raise _lost_before_content(err, watchdog, "the message content could not be sent in full",
+                                       partly=True) from err
         # From here on the server holds the content and may queue it even if no reply arrives.
         try:
             code, reply = conn.getreply()
