@@ -190,6 +190,10 @@ def test_client_makes_one_attempt_per_call_in_the_configured_region(settings):
     assert client.meta.config.retries["total_max_attempts"] == 1
     assert client.meta.config.read_timeout == 12.5
     assert client.meta.config.connect_timeout == 5
+    # Connecting never takes the whole send's time, so "never connected" (nothing sent, retried)
+    # is told before the deadline of the whole call (maybe sent, never retried).
+    short = make_ses_client(settings.model_copy(update={"send_timeout_seconds": 4}))
+    assert short.meta.config.connect_timeout == 2
 
 
 def test_client_falls_back_to_the_aws_default_region(settings):

@@ -275,7 +275,7 @@ def test_a_reply_dripped_before_the_content_is_cut_at_the_deadline_and_retried_l
     assert str(error) == (late.format(port=sink.port) + " within SEND_TIMEOUT_SECONDS (0.5 s); the message "
                           "was not sent, so it is tried again later")
     assert error.code == "SendTimeout"
-    assert sink.drips >= 2 and sink.deliveries == []
+    assert sink.drips >= 1 and sink.deliveries == []
     # The next send opens a fresh connection and goes through.
     sink.drip_at = None
     smtp.send(message_to("bob@example.org", dripping), tags={})
