@@ -175,7 +175,15 @@ def check_ses(settings: Settings, *, client: Any = None) -> list[Check]:
             client = make_ses_client(settings)
         except ConfigError as err:
             return [credentials, Check("AWS region", FAIL, str(err), "set AWS_REGION in env.sh")]
+    client = _bounded(client, settings)
     return [credentials, check_identity(settings, client), check_account(settings, client)]
+
+
+def _bounded(client: Any, settings: Settings) -> Any:
+    """Each AWS call within SEND_TIMEOUT_SECONDS: an endpoint that drips its answer cannot hang doctor."""
+    from .transports.aws import BoundedClient
+
+    return BoundedClient(client, settings.send_timeout_seconds)
 
 
 def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
@@ -185,7 +193,7 @@ def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
     name = "SES events queue"
     try:
         url = check_queue_url(settings.ses_events_queue_url)
-        client = client or make_sqs_client(settings, queue_url=url)
+        client = _bounded(client or make_sqs_client(settings, queue_url=url), settings)
         attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     except ConfigError as err:
         hint = ("set AWS_REGION in env.sh" if "AWS_REGION" in str(err)
@@ -326,16 +334,19 @@ def _unreachable(name: str, region: str, err: Exception) -> Check:
 def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] | None = None) -> Check:
     """Connect, STARTTLS or SSL, log in and quit, as a run would (nothing is sent).
 
-    `smtp_factory(host, port, timeout=...)` opens the connection, as for SmtpTransport.
+    `smtp_factory(timeout=...)` makes the unconnected client, as for SmtpTransport; the whole
+    exchange gets SEND_TIMEOUT_SECONDS, as one send does.
     """
-    from .transports.smtp import default_smtp_factory
+    from .transports.smtp import connect, default_smtp_factory, watch
 
     name = "SMTP login"
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     factory = smtp_factory or default_smtp_factory(settings)
     tls_hint = "set SMTP_SSL=true for port 465, or SMTP_STARTTLS=false only for a trusted local relay"
+    smtp = factory(timeout=settings.send_timeout_seconds)
+    watchdog = watch(settings.send_timeout_seconds, lambda: smtp)
     try:
-        with factory(settings.smtp_host, settings.smtp_port, timeout=settings.send_timeout_seconds) as smtp:
+        with watchdog, connect(smtp, settings.smtp_host, settings.smtp_port):
             smtp.ehlo()
             if settings.smtp_starttls and not settings.smtp_ssl:
                 if not smtp.has_extn("starttls"):
@@ -351,9 +362,14 @@ def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] 
                      "check SMTP_USERNAME and SMTP_PASSWORD (for Gmail or Microsoft 365, an app password)")
     except smtplib.SMTPNotSupportedError as err:
         return Check(name, FAIL, f"{where} does not accept a login here: {err}", tls_hint)
-    except (smtplib.SMTPException, ssl.SSLError) as err:
-        return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
-    except OSError as err:
+    except (smtplib.SMTPException, OSError) as err:
+        if watchdog.expired:  # cut at the deadline, or a socket timeout (never longer than the time left)
+            return Check(name, FAIL, f"{where} did not complete the login exchange within SEND_TIMEOUT_SECONDS "
+                         f"({settings.send_timeout_seconds:g} s)",
+                         "check SMTP_HOST and SMTP_PORT point to an SMTP server; "
+                         "raise SEND_TIMEOUT_SECONDS for a slow one")
+        if isinstance(err, (smtplib.SMTPException, ssl.SSLError)):
+            return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
         return Check(name, FAIL, f"cannot connect to {where}: {err}",
                      "check SMTP_HOST and SMTP_PORT, and that outbound traffic to that port is allowed "
                      "(EC2 blocks port 25)")

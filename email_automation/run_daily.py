@@ -214,7 +214,8 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         report.fatal_error = outcome.error if outcome.status == "fatal" else streak.stop_reason(outcome)
         if report.fatal_error:
             break
-        if index < len(batch) - 1 and outcome.attempted:
+        # The delay spares the provider and the sender's reputation; a dry run sends nothing.
+        if index < len(batch) - 1 and outcome.attempted and not report.dry_run:
             sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
