@@ -11,7 +11,8 @@ import pytest
 
 from email_automation.email_templates import RenderedEmail
 from email_automation.errors import ConfigError, PermanentSendError
-from email_automation.messages import build_message
+from email_automation.config import load_settings
+from email_automation.messages import build_message, recipient_name
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
@@ -42,6 +43,33 @@ def test_headers_and_structure(settings):
     assert [p.get_content_charset() for p in parts] == ["utf-8", "utf-8"]
     assert content(parts[0]) == "Hi Ada\n"
     assert content(parts[1]) == "<p>Hi Ada</p>\n"
+
+
+def test_to_shows_the_recipients_name_when_known(settings):
+    received = parse(build_message(RENDERED, to="ada@example.org", to_name="Ada Lovelace", settings=settings))
+    assert received["To"] == "Ada Lovelace <ada@example.org>"
+
+
+def test_recipient_name_is_first_and_last_name():
+    assert recipient_name({"first_name": " Ada ", "last_name": "Lovelace"}) == "Ada Lovelace"
+    assert recipient_name({"first_name": "", "last_name": None}) == ""
+    assert recipient_name({"email": "x@example.org"}) == ""
+
+
+def test_the_mailto_unsubscribe_goes_to_reply_to(settings):
+    settings = settings.model_copy(update={"reply_to": "replies@example.com"})
+    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings))
+    assert received["List-Unsubscribe"] == "<mailto:replies@example.com?subject=unsubscribe>"
+
+
+def test_the_longest_accepted_unsubscribe_url_keeps_every_line_within_998(settings):
+    url = "https://example.com/u?e={email}&t="
+    url += "a" * (536 - len(url))  # the longest load_settings accepts
+    settings = load_settings(unsubscribe_url=url, sender_email="jane@example.com")
+    # 64 characters that each become 3 once URL-quoted, then the longest domain (RFC 5321 section 4.5.3.1).
+    longest_address = "+" * 64 + "@" + ".".join(["d" * 63] * 3) + "." + "d" * 61
+    raw = build_message(RENDERED, to=longest_address, settings=settings).as_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) == 998
 
 
 def test_no_reply_to_unless_configured(settings):
