@@ -141,3 +141,19 @@ def test_a_control_character_in_sender_name_is_a_config_error_naming_it():
 def test_tab_is_the_one_control_a_header_may_carry():
     assert headers.forbidden_character("a\tb") is None
     assert headers.forbidden_character("a\x0bb") == "control character U+000B at position 2"
+
+
+def test_the_run_summary_from_decodes_exactly_too():
+    from datetime import datetime, timezone
+
+    from email_automation.config import load_settings
+    from email_automation.run_daily import RunReport
+    from email_automation.summary_report import build_summary
+
+    # The standard library folded this name so that it arrived as "... Soci été ...".
+    name = "pour Straße Köln ACME Île-de-France Société Köln Île-de-France"
+    settings = load_settings(sender_email="jane@example.com", sender_name=name, report_email="me@example.org")
+    raw = build_summary(settings, RunReport(), now=datetime(2026, 11, 25, 7, 5, tzinfo=timezone.utc)).as_bytes()
+    assert_well_formed(raw)
+    assert decoded(raw_value(raw, "From")) == f"{name} <jane@example.com>"
+    assert email.message_from_bytes(raw, policy=email.policy.default)["From"].addresses[0].display_name == name
