@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from email_validator import EmailNotValidError, validate_email
 
+from . import unsubscribe
 from .config import Settings, load_settings
 from .errors import ConfigError
 
@@ -64,7 +66,7 @@ def run_checks(
 
     With DRY_RUN on, a transport that is not ready is a WARN: dry runs do not use it.
     """
-    checks = [*check_settings(settings), check_database(settings.db_path)]
+    checks = [*check_settings(settings), check_unsubscribe(settings), check_database(settings.db_path)]
     if settings.log_file:
         checks.append(check_log_file(settings.log_file))
     if settings.transport == "ses":
@@ -108,6 +110,24 @@ def check_settings(settings: Settings) -> list[Check]:
             checks.append(Check("report email", WARN, f"REPORT_EMAIL {problem}; no run summary will be sent",
                                 "set REPORT_EMAIL to your own address, or leave it empty"))
     return checks
+
+
+def check_unsubscribe(settings: Settings) -> Check:
+    """How recipients unsubscribe: RFC 8058 one-click to UNSUBSCRIBE_URL, and mailto: REPLY_TO or SENDER_EMAIL."""
+    name = "unsubscribe"
+    mailto = settings.reply_to or settings.sender_email or "(no SENDER_EMAIL)"
+    problem = unsubscribe.url_problem(settings.unsubscribe_url)
+    if problem:
+        return Check(name, FAIL, f"UNSUBSCRIBE_URL {problem}",
+                     "set UNSUBSCRIBE_URL to an https:// endpoint containing {email}, or leave it empty")
+    if not settings.unsubscribe_url:
+        return Check(name, WARN, f"no UNSUBSCRIBE_URL: only a mailto: unsubscribe to {mailto} and a "
+                     "'Reply \"unsubscribe\"' line; Gmail and Yahoo require one-click unsubscribe "
+                     "(RFC 8058) from bulk senders",
+                     "set UNSUBSCRIBE_URL to an https:// endpoint containing {email} that unsubscribes on POST")
+    host = urlsplit(settings.unsubscribe_url).hostname
+    return Check(name, OK, f"one-click (RFC 8058) to {host}, and mailto: {mailto}; "
+                 "the endpoint must unsubscribe on a POST, without a login")
 
 
 def _address_problem(address: str) -> str | None:

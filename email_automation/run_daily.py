@@ -21,7 +21,7 @@ from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_message
+from .messages import build_message, recipient_name
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -140,7 +140,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            message = build_message(rendered, to=row["email"], settings=settings, now=now)
+            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
