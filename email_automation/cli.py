@@ -69,7 +69,10 @@ def settings_for(db: Path | None = None, **overrides) -> Settings:
 def init(db: DbOption = None) -> None:
     """Create the database (or upgrade an older one) with a 'default' campaign. Safe to run again."""
     settings = settings_for(db)
-    init_db(settings.db_path).close()
+    conn = init_db(settings.db_path)
+    from .imports import clean_up_if_idle  # rows left by an import that crashed
+    clean_up_if_idle(conn)
+    conn.close()
     out.print(f"Database ready: {settings.db_path}")
 
 
@@ -108,7 +111,7 @@ def import_file(
     out.print(f"{file}: {report.inserted} added to campaign '{campaign}', "
               f"{report.duplicates} duplicate(s) skipped, {report.invalid} invalid.")
     for reject in report.rejects[:20]:
-        out.print(f"  {file}:{reject.row}: {reject.email!r}: {reject.reason}", markup=False)
+        out.print(f"  {reject.message(file)}", markup=False, highlight=False)
     if report.invalid > 20:
         out.print(f"  ... and {report.invalid - 20} more")
     if report.rejects_file:

@@ -1,6 +1,6 @@
 """import_csv: real-world CSV exports in, recipients out, all or nothing.
 
-Row numbers are spreadsheet rows: the header is row 1, the first recipient row 2.
+Rejects name the physical line of the file on which their record starts (the header is line 1).
 """
 
 from __future__ import annotations
@@ -38,9 +38,15 @@ def recipients(db, campaign: str = "default") -> list[dict]:
 
 
 def snapshot(db) -> dict[str, list[tuple]]:
-    """Every row of every table: what 'the database is unchanged' means."""
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    """Every row of every table but the log of imports: what 'the database is unchanged' means."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'imports'"
+                                       " ORDER BY name")]
     return {t: [tuple(row) for row in db.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+
+
+def imports_log(db) -> list[tuple]:
+    """(state, inserted, error) of every import, oldest first."""
+    return [tuple(r) for r in db.execute("SELECT state, inserted, error FROM imports ORDER BY id")]
 
 
 def read_rejects(path: Path) -> list[list[str]]:
@@ -74,15 +80,16 @@ def test_windows_1252_export_round_trips_accents_and_smart_quotes(db, tmp_path):
 
 
 def test_latin1_file_with_bytes_cp1252_lacks_still_imports(db, tmp_path):
-    # 0x81 is undefined in cp1252; only Latin-1 can decode such a file (the byte is a C1 control).
+    # 0x81 is undefined in cp1252; only Latin-1 can decode such a file. The byte is a C1 control,
+    # which no recipient may carry: that one row is refused, the file is not.
     path = tmp_path / "latin1.csv"
-    path.write_bytes("email,first_name,notes\nzoe@example.com,Zoë,x\x81y\n".encode("latin-1"))
+    path.write_bytes("email,first_name,notes\nzoe@example.com,Zoë,ok\nann@example.com,Ann,x\x81y\n".encode("latin-1"))
 
-    import_csv(db, path)
+    report = import_csv(db, path)
 
     (row,) = recipients(db)
     assert row["first_name"] == "Zoë"
-    assert json.loads(row["fields"]) == {"notes": "x\x81y"}
+    assert report.rejects == [Reject(3, "notes", "contains control character U+0081")]
 
 
 def test_cp1252_byte_far_down_the_file_is_not_a_late_failure(db, tmp_path):
@@ -149,8 +156,8 @@ def test_quoted_field_with_newline_and_comma_counts_as_one_row(db, tmp_path):
     report = import_csv(db, path)
 
     assert recipients(db)[0]["company"] == "Acme, Inc.\nBerlin office"
-    # Physical line 4, but spreadsheet row 3: the multi-line cell is one row.
-    assert report.rejects == [Reject(3, "not-an-address", "An email address must have an @-sign.")]
+    # Record 3, but physical line 4: the line a text editor jumps to.
+    assert report.rejects == [Reject(4, "email", "An email address must have an @-sign.")]
 
 
 # --- headers --------------------------------------------------------------------------------
@@ -238,7 +245,7 @@ def test_crm_export_fixture(db, tmp_path):
 
     assert (report.inserted, report.duplicates, report.invalid) == (3, 1, 1)
     no_period = "The part after the @-sign is not valid. It should have a period."
-    assert report.rejects == [Reject(5, "priya.nair@example", no_period)]
+    assert report.rejects == [Reject(6, "E-Mail Address", no_period)]  # the multi-line note spans lines 4-5
     sarah, james, zoe = recipients(db)
     assert (sarah["email"], sarah["first_name"], sarah["last_name"], sarah["company"]) == \
         ("sarah.klein@example.com", "Sarah", "Klein", "Northwind Analytics")
@@ -246,7 +253,7 @@ def test_crm_export_fixture(db, tmp_path):
     assert (zoe["first_name"], zoe["last_name"]) == ("Zoë", "Müller")
     # The rejects file keeps the input's `;`, so Excel in the same locale opens it in columns.
     assert (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig").splitlines()[0] == \
-        "E-Mail Address;Given name;Surname;Organization;Job Title;Notes;row;reason"
+        "E-Mail Address;Given name;Surname;Organization;Job Title;Notes;line;field;reason"
 
 
 def test_reimporting_the_same_file_adds_nothing(db, tmp_path):
@@ -275,16 +282,16 @@ def test_invalid_rows_are_counted_listed_and_written_to_the_rejects_file(db, tmp
 
     assert (report.inserted, report.duplicates, report.invalid) == (2, 0, 3)
     assert report.rejects == [
-        Reject(3, "bob.example.com", "An email address must have an @-sign."),
-        Reject(4, "", "empty email"),
-        Reject(5, "dan@localhost", "The part after the @-sign is not valid. It should have a period."),
+        Reject(3, "email", "An email address must have an @-sign."),
+        Reject(4, "email", "empty email"),
+        Reject(5, "email", "The part after the @-sign is not valid. It should have a period."),
     ]
     assert report.rejects_file == tmp_path / "leads.rejects.csv"
     assert read_rejects(report.rejects_file) == [
-        ["email", "first_name", "company", "row", "reason"],
-        ["bob.example.com", "Bob", "Initech", "3", "An email address must have an @-sign."],
-        ["", "Carla", "Globex", "4", "empty email"],
-        ["dan@localhost", "Dan", "Umbrella", "5", "The part after the @-sign is not valid. It should have a period."],
+        ["email", "first_name", "company", "line", "field", "reason"],
+        ["bob.example.com", "Bob", "Initech", "3", "email", "An email address must have an @-sign."],
+        ["", "Carla", "Globex", "4", "email", "empty email"],
+        ["dan@localhost", "Dan", "Umbrella", "5", "email", "The part after the @-sign is not valid. It should have a period."],
     ]
     assert report.as_dict() == {"inserted": 2, "duplicates": 0, "invalid": 3,
                                 "rejects_file": str(tmp_path / "leads.rejects.csv")}
@@ -306,7 +313,7 @@ def test_rejects_path_overrides_the_default(db, tmp_path):
     report = import_csv(db, path, rejects_path=tmp_path / "bad-rows.csv")
 
     assert report.rejects_file == tmp_path / "bad-rows.csv"
-    assert read_rejects(tmp_path / "bad-rows.csv")[1] == ["nope", "2", "An email address must have an @-sign."]
+    assert read_rejects(tmp_path / "bad-rows.csv")[1] == ["nope", "2", "email", "An email address must have an @-sign."]
     assert not (tmp_path / "in.rejects.csv").exists()
 
 
@@ -352,7 +359,7 @@ def test_rejects_in_memory_are_capped_but_counts_and_file_are_complete(db, tmp_p
 
     assert (report.inserted, report.invalid) == (1, bad)
     assert len(report.rejects) == MAX_REJECTS_IN_MEMORY
-    assert report.rejects[-1].row == MAX_REJECTS_IN_MEMORY + 1
+    assert report.rejects[-1].line == MAX_REJECTS_IN_MEMORY + 1
     assert len(read_rejects(report.rejects_file)) == bad + 1  # + header
 
 
@@ -368,12 +375,23 @@ def test_blank_rows_are_skipped_not_counted(db, tmp_path):
 # --- addresses ------------------------------------------------------------------------------
 
 def test_internationalised_domain_is_stored_in_ascii_for_ses(db, tmp_path):
-    path = write(tmp_path, "idn.csv", "email\nInfo@Bücher.example\nzoë@bücher.example\n")
+    path = write(tmp_path, "idn.csv", "email\nInfo@Bücher.example\n")
 
     import_csv(db, path)
 
-    # An all-ASCII form exists only for an ASCII local part; the other is stored as normalised.
-    assert [r["email"] for r in recipients(db)] == ["info@xn--bcher-kva.example", "zoë@bücher.example"]
+    assert [r["email"] for r in recipients(db)] == ["info@xn--bcher-kva.example"]
+
+
+def test_non_ascii_before_the_at_sign_is_refused_with_the_reason(db, tmp_path):
+    # SES takes no SMTPUTF8 address: stored, it would sit in the queue and fail at every run.
+    path = write(tmp_path, "idn.csv", "email\nüser@example.com\nzoë@bücher.example\nann@example.com\n")
+
+    report = import_csv(db, path)
+
+    assert [r["email"] for r in recipients(db)] == ["ann@example.com"]
+    reason = ("non-ASCII characters before the @-sign ({}) need SMTPUTF8 (RFC 6531),"
+              " which Amazon SES does not support: it can never be sent")
+    assert report.rejects == [Reject(2, "email", reason.format("ü")), Reject(3, "email", reason.format("ë"))]
 
 
 @pytest.mark.parametrize("address", [
@@ -437,9 +455,9 @@ def test_missing_file_is_refused(db, tmp_path):
 
 @pytest.mark.parametrize("last_row, message", [
     # An unclosed quote would otherwise swallow the rest of the file into one cell, silently.
-    ('zed@example.com,"Zed', "row 5: malformed CSV: unexpected end of data"),
+    ('zed@example.com,"Zed', "5: malformed CSV: unexpected end of data"),
     # A cell over csv's 128 KiB limit: what an unclosed quote early in a big file turns into.
-    ("zed@example.com," + "x" * (LIMIT + 1), f"row 5: malformed CSV: field larger than field limit ({LIMIT})"),
+    ("zed@example.com," + "x" * (LIMIT + 1), f"5: malformed CSV: field larger than field limit ({LIMIT})"),
 ])
 def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last_row, message):
     rows = "email,first_name\nann@example.com,Ann\nnot-valid,Bo\nbo@example.org,Bo\n"
@@ -447,10 +465,11 @@ def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last
     before = snapshot(populated)
 
     with pytest.raises(CsvImportError) as raised:
-        import_csv(populated, path, campaign="new-campaign")
+        import_csv(populated, path, campaign="new-campaign", chunk_rows=1)  # rows written before the failure
 
-    assert str(raised.value) == f"{path}: {message}"
+    assert str(raised.value) == f"{path}:{message}"
     assert snapshot(populated) == before
+    assert imports_log(populated)[-1] == ("failed", None, str(raised.value))
     # The invalid row 3 was written to a rejects file on the way; a failed import leaves none behind.
     assert [p.name for p in tmp_path.iterdir() if "rejects" in p.name] == []
 
@@ -464,9 +483,10 @@ def test_database_error_mid_import_rolls_back_everything(populated, tmp_path):
     before = snapshot(populated)
 
     with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
-        import_csv(populated, path, campaign="new-campaign")
+        import_csv(populated, path, campaign="new-campaign", chunk_rows=1000)
 
     assert snapshot(populated) == before
+    assert imports_log(populated)[-1] == ("failed", None, "disk I/O error")
 
 
 # --- the bundled example and progress -------------------------------------------------------
@@ -488,7 +508,7 @@ def test_progress_reports_bytes_that_add_up_to_the_file_size(db, tmp_path):
     path = write(tmp_path, "p.csv", "email\n" + "".join(f"r{n}@example.com\n" for n in range(3000)))
     calls: list[int] = []
 
-    import_csv(db, path, progress=calls.append)
+    import_csv(db, path, progress=calls.append, chunk_rows=1000)
 
     assert len(calls) > 1  # the bar moves during the import, not only at the end
     assert all(n > 0 for n in calls)
