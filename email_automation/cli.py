@@ -111,7 +111,7 @@ def import_file(
     out.print(f"{file}: {report.inserted} added to campaign '{campaign}', "
               f"{report.duplicates} duplicate(s) skipped, {report.invalid} invalid.")
     for reject in report.rejects[:20]:
-        out.print(f"  {reject.message(file)}", markup=False, highlight=False)
+        out.print(f"  {reject.message(file)}", markup=False)
     if report.invalid > 20:
         out.print(f"  ... and {report.invalid - 20} more")
     if report.rejects_file:

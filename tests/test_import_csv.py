@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from textwrap import dedent
 
@@ -16,6 +17,11 @@ import jinja2
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
+from typer.testing import CliRunner
+
+from email_automation import imports, reports
+from email_automation.cli import app
+from email_automation.database import connect
 from email_automation.errors import CsvImportError
 from email_automation.import_csv import MAX_REJECTS_IN_MEMORY, Reject, import_csv, normalize_email
 
@@ -132,6 +138,33 @@ def test_excel_unicode_text_export_utf16_tabs(db, tmp_path):
     assert recipients(db)[0]["first_name"] == "Zoë"
 
 
+def test_a_stray_latin1_byte_in_a_utf8_file_rejects_its_row_not_every_name(db, tmp_path):
+    # One name typed in a Latin-1 tool and pasted into a UTF-8 export: read as Windows-1252, every
+    # other name would become "ZoÃ«". The file stays UTF-8; the one row is refused, by line.
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("email,first_name\nzoe@example.com,Zoë\nann@example.com,Ann\n".encode()
+                     + "jurgen@example.com,Jürgen\n".encode("latin-1") + "cem@example.com,Çem\n".encode())
+
+    report = import_csv(db, path, rejects_path=tmp_path / "rejects.csv")
+
+    assert [r["first_name"] for r in recipients(db)] == ["Zoë", "Ann", "Çem"]
+    assert report.rejects == [Reject(4, "first_name", "byte 0xFC is not UTF-8, unlike the rest of the file (fix its encoding)")]
+    # The rejects file shows the byte as Windows-1252, the likeliest intent, for the user to fix.
+    assert read_rejects(tmp_path / "rejects.csv")[1][:2] == ["jurgen@example.com", "Jürgen"]
+
+
+def test_a_utf8_row_in_a_windows_1252_file_is_refused_not_garbled(db, tmp_path):
+    path = tmp_path / "win.csv"
+    path.write_bytes("email,first_name\nzoe@example.com,Zoë\nann@example.com,Müller\n".encode("cp1252")
+                     + "jurgen@example.com,Jürgen\n".encode())
+
+    report = import_csv(db, path)
+
+    assert [r["first_name"] for r in recipients(db)] == ["Zoë", "Müller"]
+    assert report.rejects == [Reject(4, "first_name", "holds UTF-8 text, unlike the rest of the file"
+                                                      " (read as Windows-1252): fix its encoding")]
+
+
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
 def test_delimiter_is_detected(db, tmp_path, delimiter):
     # The company holds a comma, so a `;`/tab file read as `,` would split it.
@@ -210,6 +243,44 @@ def test_custom_subject_and_body_are_stored(db, tmp_path):
     assert ann["custom_subject"] == "Quick question about the Berlin role"
     assert ann["custom_body"] == "Hi Ann,\n\na friend pointed me to you."
     assert (bo["custom_subject"], bo["custom_body"]) == (None, None)  # empty cell: use the campaign's
+
+
+def test_control_characters_anywhere_in_the_file_reject_their_row(db, tmp_path):
+    # Past the first 64 KiB, where the binary check looks: a NUL or ESC would reach a mail header.
+    filler = "".join(f"r{n}@example.com,Plain,,\n" for n in range(4000))
+    path = write(tmp_path, "ctl.csv", "email,first_name,custom_subject,custom_body\n" + filler
+                 + "esc@example.com,Esc,Hello \x1b[31mthere,\n"
+                 + "nul@example.com,Nu\x00l,,\n"
+                 + "del@example.com,Del\x7f,,\n"
+                 + 'body@example.com,Body,Tab\tok,"Line one\r\nline two"\n')
+    assert path.stat().st_size > 64 * 1024
+
+    report = import_csv(db, path)
+
+    assert report.rejects == [
+        Reject(4002, "custom_subject", "contains control character U+001B"),
+        Reject(4003, "first_name", "contains control character U+0000"),
+        Reject(4004, "first_name", "contains control character U+007F"),
+    ]
+    body = recipients(db)[-1]
+    assert (body["custom_subject"], body["custom_body"]) == ("Tab\tok", "Line one\r\nline two")  # tab and line breaks are text
+
+
+def test_rejects_file_is_formula_safe_and_keeps_the_row(db, tmp_path):
+    path = write(tmp_path, "evil.csv", """
+        email,first_name,=cmd
+        "=HYPERLINK(""http://evil.example"",""click"")",+Ann,@SUM(A1)
+        -bob,Bob,plain
+    """)
+
+    report = import_csv(db, path)
+
+    assert read_rejects(report.rejects_file) == [
+        ["email", "first_name", "'=cmd", "line", "field", "reason"],
+        ["'=HYPERLINK(\"http://evil.example\",\"click\")", "'+Ann", "'@SUM(A1)", "2", "email",
+         "An email address must have an @-sign."],
+        ["'-bob", "Bob", "plain", "3", "email", "An email address must have an @-sign."],
+    ]
 
 
 # --- duplicates -----------------------------------------------------------------------------
@@ -513,3 +584,138 @@ def test_progress_reports_bytes_that_add_up_to_the_file_size(db, tmp_path):
     assert len(calls) > 1  # the bar moves during the import, not only at the end
     assert all(n > 0 for n in calls)
     assert sum(calls) == path.stat().st_size
+
+
+# --- chunked import: short write transactions, all or nothing ------------------------------
+
+def long_file(folder: Path, rows: int, name: str = "long.csv") -> Path:
+    """Rows wide enough that each 100-row chunk reads past the 8 KiB text buffer (progress moves per chunk)."""
+    pad = "x" * 200
+    return write(folder, name, "email,notes\n" + "".join(f"r{n}@example.com,{pad}\n" for n in range(rows)))
+
+
+def test_another_writer_gets_the_lock_between_chunks_and_sees_no_half_import(db, settings, tmp_path):
+    other = connect(settings.db_path)
+    other.execute("PRAGMA busy_timeout = 0")  # a writer held off by the import would fail at once
+    seen = []
+
+    def meanwhile(_bytes):
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT OR REPLACE INTO suppressions VALUES ('x@example.com', 'test', 'test', '2026-01-01')")
+        other.execute("COMMIT")
+        pending = reports.status_summary(other, now=datetime.now(timezone.utc), tz=timezone.utc, daily_limit=1)
+        seen.append((pending.campaigns[0].counts["pending"], reports.pending_queue_size(other)))
+
+    report = import_csv(db, long_file(tmp_path, 1000), progress=meanwhile, chunk_rows=100)
+
+    assert report.inserted == 1000
+    assert len(seen) >= 9  # a write between every two chunks went through with no wait at all
+    assert set(seen[:-1]) == {(0, 0)}  # while running, the import's rows are in no count and no queue
+    assert reports.pending_queue_size(other) == 1000
+    assert imports_log(db) == [("done", 1000, None)]
+
+
+def test_duplicates_across_chunks_and_earlier_imports_are_counted_exactly(db, tmp_path):
+    import_csv(db, write(tmp_path, "first.csv", "email\nr3@example.com\n"))
+    rows = [f"r{n}@example.com" for n in range(10)] + ["R1@Example.com", "r9@example.com", " r3@example.com"]
+
+    report = import_csv(db, write(tmp_path, "second.csv", "email\n" + "\n".join(rows) + "\n"), chunk_rows=3)
+
+    assert (report.inserted, report.duplicates) == (9, 4)
+    assert len(recipients(db)) == 10
+
+
+def test_ctrl_c_mid_import_leaves_nothing_behind(populated, tmp_path):
+    path = long_file(tmp_path, 1000)
+    path.write_text(path.read_text() + "not-an-address,x\n")
+    before = snapshot(populated)
+    calls = []
+
+    def interrupt(_bytes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_csv(populated, path, campaign="new-campaign", progress=interrupt, chunk_rows=100)
+
+    assert snapshot(populated) == before  # rows of the first chunks deleted, the new campaign too
+    assert imports_log(populated)[-1] == ("failed", None, "interrupted")
+    assert [p.name for p in tmp_path.iterdir() if "rejects" in p.name] == []
+
+
+@pytest.mark.parametrize("next_step", ["import", "init"])
+def test_rows_of_a_crashed_import_stay_invisible_until_cleaned_up(populated, settings, tmp_path, monkeypatch, next_step):
+    before = snapshot(populated)
+    calls = []
+
+    def die(_bytes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    # A process killed mid-import runs no cleanup: its rows and its `running` import stay.
+    with monkeypatch.context() as m:
+        m.setattr(imports, "fail", lambda *a, **kw: (_ for _ in ()).throw(sqlite3.OperationalError("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            import_csv(populated, long_file(tmp_path, 1000), campaign="spring", progress=die, chunk_rows=100)
+    assert populated.execute("SELECT count(*) FROM recipients").fetchone()[0] > 1
+    assert reports.pending_queue_size(populated) == 1  # only the earlier import's row
+    assert reports.recipient_counts(populated)["pending"] == 1
+
+    if next_step == "import":
+        report = import_csv(populated, write(tmp_path, "next.csv", "email\nr5@example.com\n"), campaign="spring")
+        assert (report.inserted, report.duplicates) == (1, 0)  # r5 of the dead import is no duplicate
+    else:
+        result = CliRunner().invoke(app, ["init", "--db", str(settings.db_path)], catch_exceptions=False)
+        assert result.exit_code == 0
+        assert snapshot(populated) == before
+    assert imports_log(populated)[1] == (
+        "failed", None, "interrupted: the process ended before the import finished; its rows were removed")
+
+
+def test_a_second_import_into_the_same_database_waits_its_turn(db, settings, tmp_path):
+    path = write(tmp_path, "in.csv", "email\nann@example.com\n")
+    other = connect(settings.db_path)
+
+    with imports.import_lock(other) as held:  # another process importing right now
+        assert held
+        result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path)], catch_exceptions=False)
+
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {path}: another import into this database is running;"
+                             " import this file when it has finished\n")
+    assert recipients(db) == []
+
+
+# --- through the CLI ------------------------------------------------------------------------
+
+def test_cli_import_prints_one_line_per_reject_and_exits_0(db, settings, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(
+        "email,first_name,custom_subject\n".encode()
+        + 'ann@example.com,Ann,"Hi\nthere"\n'.encode()
+        + "bob@example.com,Bob,Hi \x1b[2J\n".encode()
+        + "cy@example.com,Cy".encode() + b"\xe9" + b",Hello\n"
+        + "üser@example.com,Ü,Hello\n".encode()
+        + '"=HYPERLINK(""http://x.example"")",Eve,Hello\n'.encode()
+        + "zoë@example.com,Zoë,Hello\n".encode()
+    )
+
+    result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path)], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{path}: 1 added to campaign 'default', 0 duplicate(s) skipped, 5 invalid.",
+        f"  {path}:4: 'custom_subject': contains control character U+001B",
+        f"  {path}:5: 'first_name': byte 0xE9 is not UTF-8, unlike the rest of the file (fix its encoding)",
+        f"  {path}:6: 'email': non-ASCII characters before the @-sign (ü) need SMTPUTF8 (RFC 6531),"
+        " which Amazon SES does not support: it can never be sent",
+        f"  {path}:7: 'email': An email address must have an @-sign.",
+        f"  {path}:8: 'email': non-ASCII characters before the @-sign (ë) need SMTPUTF8 (RFC 6531),"
+        " which Amazon SES does not support: it can never be sent",
+        f"Invalid rows written to {tmp_path / 'leads.rejects.csv'}",
+    ]
+    rejected = read_rejects(tmp_path / "leads.rejects.csv")
+    assert [row[0] for row in rejected[1:]] == [
+        "bob@example.com", "cy@example.com", "üser@example.com", "'=HYPERLINK(\"http://x.example\")", "zoë@example.com"]
