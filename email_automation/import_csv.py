@@ -66,6 +66,8 @@ _RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "el
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
 # A byte that is not UTF-8, as Python's "surrogateescape" error handler hands it over (PEP 383).
 _STRAY = re.compile("[\udc80-\udcff]")
+_NOT_CONTROL_BYTES = bytes(b for b in range(256) if not (b < 0x20 and b not in b"\t\n\r" or b == 0x7F))
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 # What no imported field may hold: C0 controls but tab, CR and LF (a multi-line cell has those; the
 # renderer folds them to spaces in a subject), DEL, C1 controls (Unicode general category Cc), and
 # undecodable bytes. A NUL or ESC in a name or subject would otherwise go out raw in a header.
@@ -193,33 +195,63 @@ def map_header(header: list[str]) -> Columns:
     return Columns(tuple(header), found, tuple(extras))
 
 
-def detect_encoding(chunks: Iterable[bytes]) -> str:
+@dataclass(frozen=True)
+class Encoding:
+    """How to read a file, and whether any cell may need `check_text` (False: the scan proved none does)."""
+
+    name: str
+    check: bool
+
+
+def detect_encoding(chunks: Iterable[bytes]) -> Encoding:
     """UTF-8 (BOM or not) unless most of the file's non-ASCII text is not UTF-8; else Windows-1252, else Latin-1.
 
     Decided once for the whole file, from every chunk: a UTF-8 export with a few stray Latin-1
     bytes stays UTF-8 (the rows holding them are rejected by line, see `check_text`) instead of
     having every accented name garbled, and one Windows-typed byte at row 900,000 of an otherwise
-    ASCII file still makes it Windows-1252, not a late failure.
+    ASCII file still makes it Windows-1252, not a late failure. The same pass looks for control
+    characters, so that a clean file (nearly every file) costs no check per row.
     """
-    utf8 = codecs.getincrementaldecoder("utf-8-sig")("surrogateescape")
+    utf8 = codecs.getincrementaldecoder("utf-8-sig")("strict")
     multibyte = stray = 0  # bytes beyond the first of valid UTF-8 sequences; bytes that are not UTF-8
+    controls = c1_utf8 = False
     cp1252_ok, first = True, True
     for chunk in chunks:
         if first and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return "utf-16"  # Excel's "Unicode Text" export
+            return Encoding("utf-16", check=True)  # Excel's "Unicode Text" export
         first = False
+        # C0 controls and DEL are the same single bytes in all three encodings (never inside a UTF-8 sequence).
+        controls = controls or bool(chunk.translate(None, _NOT_CONTROL_BYTES))
         if chunk.isascii() and not utf8.getstate()[0]:  # ASCII: same text in every candidate, 20x faster
             continue
-        text = utf8.decode(chunk)
-        bad = len(_STRAY.findall(text))
-        stray += bad
+        # A C1 control in UTF-8 (a split pair at the chunk's end counts as one: it only costs the row check).
+        c1_utf8 = c1_utf8 or _C1_UTF8.search(chunk) is not None or chunk.endswith(b"\xc2")
+        state = utf8.getstate()
+        try:
+            text = utf8.decode(chunk)
+        except UnicodeDecodeError:
+            utf8.setstate(state)
+            text, bad = _decode_stray(utf8, chunk)
+            stray += bad
         multibyte += len(chunk) - len(text)
         if cp1252_ok and _CP1252_UNDEFINED.search(chunk):
             cp1252_ok = False
-    stray += len(_STRAY.findall(utf8.decode(b"", final=True)))
-    if multibyte > stray:
-        return "utf-8-sig"
-    return "cp1252" if cp1252_ok else "latin-1"
+    stray += _decode_stray(utf8, b"", final=True)[1]
+    if stray == 0 or multibyte > stray:
+        return Encoding("utf-8-sig", check=controls or c1_utf8 or stray > 0)
+    if cp1252_ok:
+        return Encoding("cp1252", check=controls or multibyte > 0)
+    return Encoding("latin-1", check=True)  # its bytes cp1252 lacks are C1 controls
+
+
+def _decode_stray(decoder: codecs.IncrementalDecoder, chunk: bytes, *, final: bool = False) -> tuple[str, int]:
+    """Decode keeping bytes that are not UTF-8 as lone surrogates (PEP 383); (text, how many)."""
+    decoder.errors = "surrogateescape"
+    try:
+        text = decoder.decode(chunk, final)
+    finally:
+        decoder.errors = "strict"
+    return text, len(_STRAY.findall(text))
 
 
 def is_binary(sample: bytes) -> bool:
@@ -292,8 +324,10 @@ def shown(value: str) -> str:
     return _STRAY.sub(lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), value)
 
 
-def normalize_row(values: list[str], columns: Columns, encoding: str = "utf-8") -> tuple | None:
+def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-8") -> tuple | None:
     """(email, first, last, company, custom_subject, custom_body, fields_json); None for a blank row.
+
+    `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
 
     Raises:
         InvalidRow: a cell with control characters or undecodable bytes; no address, one
@@ -304,7 +338,7 @@ def normalize_row(values: list[str], columns: Columns, encoding: str = "utf-8") 
     raw = raw.strip()
     if not raw and not "".join(values).strip():
         return None
-    problem = check_text(values, encoding)
+    problem = check_text(values, check) if check else None
     if problem is not None:
         raise InvalidRow(*problem)
     if not raw:
@@ -335,7 +369,7 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
 
 @dataclass(frozen=True)
 class _Source:
-    encoding: str
+    encoding: Encoding
     delimiter: str
     size: int
 
@@ -352,7 +386,7 @@ def _inspect(path: Path) -> _Source:
             encoding = detect_encoding(iter(lambda: f.read(1 << 20), b""))
     except OSError as err:
         raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
-    text = sample.decode(encoding, errors="ignore")  # errors: a sample may end mid-character
+    text = sample.decode(encoding.name, errors="ignore")  # errors: a sample may end mid-character
     if not text.lstrip("\ufeff").strip():
         raise CsvImportError(f"{path}: file is empty")
     return _Source(encoding, detect_delimiter(text.lstrip("\ufeff")), size)
@@ -435,7 +469,7 @@ def import_csv(
     """
     path = Path(path)
     source = _inspect(path)
-    report = ImportReport(campaign=campaign, encoding=source.encoding)
+    report = ImportReport(campaign=campaign, encoding=source.encoding.name)
     meter = _Meter(progress)
     with imports.import_lock(conn) as held:
         if not held:
@@ -443,7 +477,7 @@ def import_csv(
                 f"{path}: another import into this database is running; import this file when it has finished")
         imports.clean_up_interrupted(conn)
         try:
-            with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding=source.encoding, errors="surrogateescape",
+            with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding=source.encoding.name, errors="surrogateescape",
                                                            newline="") as text:
                 records = _records(path, text, source.delimiter)
                 header = next((values for _, values in records if "".join(values).strip()), None)
@@ -454,7 +488,7 @@ def import_csv(
                     found = ", ".join(h.strip() for h in columns.header)
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 _run(conn, records, columns, _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter),
-                     report, str(path), lambda: meter.at(raw.tell()), chunk_rows)
+                     report, source.encoding, str(path), lambda: meter.at(raw.tell()), chunk_rows)
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
@@ -462,13 +496,15 @@ def import_csv(
 
 
 def _run(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
-         rejects: _RejectsFile, report: ImportReport, file: str, tick: Callable[[], None], chunk_rows: int) -> None:
+         rejects: _RejectsFile, report: ImportReport, encoding: Encoding, file: str, tick: Callable[[], None],
+         chunk_rows: int) -> None:
     """The import proper: begin, load in chunks, then commit the rejects file and flip to done together."""
     run = None
     try:
-        with _page_cache(conn, PAGE_CACHE_MIB):
+        with _import_pragmas(conn):
             run = imports.begin(conn, report.campaign, file)
-            _load(conn, run, records, columns, rejects, report, tick, chunk_rows)
+            _load(conn, run, records, columns, encoding.name if encoding.check else None, rejects, report, tick,
+                  chunk_rows)
             with transaction(conn):
                 report.rejects_file = rejects.commit()
                 imports.finish(conn, run, inserted=report.inserted, duplicates=report.duplicates,
@@ -505,8 +541,8 @@ class _Meter:
 
 
 def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tuple[int, list[str]]],
-          columns: Columns, rejects: _RejectsFile, report: ImportReport, tick: Callable[[], None],
-          chunk_rows: int) -> None:
+          columns: Columns, check: str | None, rejects: _RejectsFile, report: ImportReport,
+          tick: Callable[[], None], chunk_rows: int) -> None:
     """Stream rows into the database, one short transaction per `chunk_rows` valid rows.
 
     INSERT OR IGNORE skips an address already in the campaign, whether from an earlier import or
@@ -519,7 +555,7 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
     valid = 0
     for line, values in records:
         try:
-            recipient = normalize_row(values, columns, report.encoding)
+            recipient = normalize_row(values, columns, check)
         except InvalidRow as err:
             _reject(report, rejects, line, values, columns, err)
             continue
@@ -580,12 +616,22 @@ def _reject(report: ImportReport, rejects: _RejectsFile, line: int, values: list
 
 
 @contextmanager
-def _page_cache(conn: sqlite3.Connection, mib: int) -> Iterator[None]:
-    """A bigger SQLite page cache for the import only: the two email indexes take random inserts,
-    and in the default 2 MiB each one rereads and rewrites pages (16 MiB: 20% faster; more: no gain)."""
-    before = conn.execute("PRAGMA cache_size").fetchone()[0]
-    conn.execute(f"PRAGMA cache_size = {-int(mib) * 1024}")
+def _import_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
+    """Settings for the import only, restored after.
+
+    A bigger page cache: the two email indexes take random inserts, and in the default 2 MiB each
+    one rereads and rewrites pages (16 MiB: 20% faster; more: no gain). No foreign-key check per
+    row (15% of the insert time, measured by benchmarks/bench_import.py): every row takes the
+    campaign id `imports.begin` has just read or created, and no command deletes a campaign.
+    PRAGMA foreign_keys cannot change inside a transaction (https://www.sqlite.org/pragma.html#pragma_foreign_keys),
+    and there is none open between the import's chunks.
+    """
+    cache = conn.execute("PRAGMA cache_size").fetchone()[0]
+    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute(f"PRAGMA cache_size = {-PAGE_CACHE_MIB * 1024}")
+    conn.execute("PRAGMA foreign_keys = OFF")
     try:
         yield
     finally:
-        conn.execute(f"PRAGMA cache_size = {int(before)}")
+        conn.execute(f"PRAGMA cache_size = {int(cache)}")
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")

@@ -252,6 +252,7 @@ def test_control_characters_anywhere_in_the_file_reject_their_row(db, tmp_path):
                  + "esc@example.com,Esc,Hello \x1b[31mthere,\n"
                  + "nul@example.com,Nu\x00l,,\n"
                  + "del@example.com,Del\x7f,,\n"
+                 + "nel@example.com,Nel,,Next\x85line\n"  # a C1 control, two bytes in UTF-8
                  + 'body@example.com,Body,Tab\tok,"Line one\r\nline two"\n')
     assert path.stat().st_size > 64 * 1024
 
@@ -261,9 +262,20 @@ def test_control_characters_anywhere_in_the_file_reject_their_row(db, tmp_path):
         Reject(4002, "custom_subject", "contains control character U+001B"),
         Reject(4003, "first_name", "contains control character U+0000"),
         Reject(4004, "first_name", "contains control character U+007F"),
+        Reject(4005, "custom_body", "contains control character U+0085"),
     ]
     body = recipients(db)[-1]
     assert (body["custom_subject"], body["custom_body"]) == ("Tab\tok", "Line one\r\nline two")  # tab and line breaks are text
+
+
+@pytest.mark.parametrize("control", ["\x1b", "\x7f", "\x85", "\x9f"])
+def test_a_single_control_character_is_found_by_the_file_scan(db, tmp_path, control):
+    # A file the first scan finds clean skips the check per row: the scan must see each kind.
+    path = write(tmp_path, "one.csv", f"email,first_name\nann@example.com,Ann\nbo@example.com,B{control}o\n")
+
+    report = import_csv(db, path)
+
+    assert report.rejects == [Reject(3, "first_name", f"contains control character U+{ord(control):04X}")]
 
 
 def test_rejects_file_is_formula_safe_and_keeps_the_row(db, tmp_path):
