@@ -66,6 +66,7 @@ _RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "el
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
 # A byte that is not UTF-8, as Python's "surrogateescape" error handler hands it over (PEP 383).
 _STRAY = re.compile("[\udc80-\udcff]")
+_LABELS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252", "latin-1": "Latin-1"}
 _NOT_CONTROL_BYTES = bytes(b for b in range(256) if not (b < 0x20 and b not in b"\t\n\r" or b == 0x7F))
 _C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 # What no imported field may hold: C0 controls but tab, CR and LF (a multi-line cell has those; the
@@ -105,7 +106,6 @@ class ImportReport:
     rejects_file: Path | None = None
     rejects: list[Reject] = field(default_factory=list)
     campaign: str = DEFAULT_CAMPAIGN
-    encoding: str = "utf-8"
 
     def as_dict(self) -> dict:
         return {
@@ -152,7 +152,7 @@ class Columns:
 class InvalidRow(ValueError):
     """A row that cannot become a recipient: `column` (index into the row) is at fault, the message says why."""
 
-    def __init__(self, column: int | None, reason: str) -> None:
+    def __init__(self, column: int, reason: str) -> None:
         super().__init__(reason)
         self.column = column
 
@@ -292,15 +292,15 @@ def check_text(values: list[str], encoding: str) -> tuple[int, str] | None:
     suspect = _UNFIT.search(joined) is not None
     if not suspect and (encoding.startswith("utf") or joined.isascii()):
         return None
+    label = _LABELS.get(encoding, encoding)
     for index, value in enumerate(values):
         found = _UNFIT.search(value)
         if found and _STRAY.match(found.group()):
             byte = ord(found.group()) - 0xDC00
-            return index, f"byte 0x{byte:02X} is not UTF-8, unlike the rest of the file (fix its encoding)"
+            return index, f"byte 0x{byte:02X} is not {label}, unlike the rest of the file (fix its encoding)"
         if found:
             return index, f"contains control character U+{ord(found.group()):04X}"
         if not encoding.startswith("utf") and _is_utf8_text(value, encoding):
-            label = {"cp1252": "Windows-1252", "latin-1": "Latin-1"}.get(encoding, encoding)
             return index, f"holds UTF-8 text, unlike the rest of the file (read as {label}): fix its encoding"
     return None
 
@@ -469,7 +469,7 @@ def import_csv(
     """
     path = Path(path)
     source = _inspect(path)
-    report = ImportReport(campaign=campaign, encoding=source.encoding.name)
+    report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
     with imports.import_lock(conn) as held:
         if not held:
@@ -505,10 +505,12 @@ def _run(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], col
             run = imports.begin(conn, report.campaign, file)
             _load(conn, run, records, columns, encoding.name if encoding.check else None, rejects, report, tick,
                   chunk_rows)
-            with transaction(conn):
-                report.rejects_file = rejects.commit()
-                imports.finish(conn, run, inserted=report.inserted, duplicates=report.duplicates,
-                               invalid=report.invalid)
+        # With the connection's own `synchronous` again (FULL): this commit syncs the log up to
+        # here, and with it every chunk before it (https://www.sqlite.org/wal.html).
+        with transaction(conn):
+            report.rejects_file = rejects.commit()
+            imports.finish(conn, run, inserted=report.inserted, duplicates=report.duplicates,
+                           invalid=report.invalid)
     except BaseException as err:
         rejects.discard()
         if run is not None:
@@ -607,8 +609,8 @@ def _insert_sql(rows: int) -> str:
 def _reject(report: ImportReport, rejects: _RejectsFile, line: int, values: list[str],
             columns: Columns, err: InvalidRow) -> None:
     column = err.column
-    name = columns.header[column].strip() if column is not None and column < len(columns.header) else ""
-    reject = Reject(line, name or f"column {column + 1 if column is not None else '?'}", str(err))
+    name = columns.header[column].strip() if column < len(columns.header) else ""
+    reject = Reject(line, name or f"column {column + 1}", str(err))
     report.invalid += 1
     if len(report.rejects) < MAX_REJECTS_IN_MEMORY:
         report.rejects.append(reject)
@@ -624,14 +626,16 @@ def _import_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
     row (15% of the insert time, measured by benchmarks/bench_import.py): every row takes the
     campaign id `imports.begin` has just read or created, and no command deletes a campaign.
     PRAGMA foreign_keys cannot change inside a transaction (https://www.sqlite.org/pragma.html#pragma_foreign_keys),
-    and there is none open between the import's chunks.
+    and there is none open between the import's chunks. And synchronous=NORMAL: in WAL mode a
+    commit then skips its fsync and stays atomic; a chunk lost to a power cut belongs to an import
+    that is not `done`, so it is invisible and cleaned up like any interrupted import.
     """
-    cache = conn.execute("PRAGMA cache_size").fetchone()[0]
-    foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    saved = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("cache_size", "foreign_keys", "synchronous")}
     conn.execute(f"PRAGMA cache_size = {-PAGE_CACHE_MIB * 1024}")
     conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA synchronous = NORMAL")
     try:
         yield
     finally:
-        conn.execute(f"PRAGMA cache_size = {int(cache)}")
-        conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
+        for name, value in saved.items():
+            conn.execute(f"PRAGMA {name} = {int(value)}")

@@ -52,8 +52,8 @@ def lock_path(conn: sqlite3.Connection) -> Path | None:
 
 
 @contextmanager
-def import_lock(conn: sqlite3.Connection, *, wait: bool = False) -> Iterator[bool]:
-    """Hold the import lock for the block; yields False (not held) if another process has it and not `wait`."""
+def import_lock(conn: sqlite3.Connection) -> Iterator[bool]:
+    """Hold the import lock for the block; yields False (not held) if another import has it."""
     path = lock_path(conn)
     if path is None:
         yield True
@@ -61,7 +61,7 @@ def import_lock(conn: sqlite3.Connection, *, wait: bool = False) -> Iterator[boo
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

@@ -637,6 +637,18 @@ def test_duplicates_across_chunks_and_earlier_imports_are_counted_exactly(db, tm
     assert len(recipients(db)) == 10
 
 
+def test_the_connection_is_left_as_it_was(db, tmp_path):
+    # The import relaxes foreign keys, fsync per chunk and the cache for itself only.
+    before = [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("foreign_keys", "synchronous", "cache_size")]
+
+    import_csv(db, write(tmp_path, "in.csv", "email\nann@example.com\n"))
+    with pytest.raises(CsvImportError):
+        import_csv(db, write(tmp_path, "bad.csv", 'email\nbo@example.com\n"unclosed\n'))
+
+    assert [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("foreign_keys", "synchronous", "cache_size")] \
+        == before == [1, 2, -2000]
+
+
 def test_ctrl_c_mid_import_leaves_nothing_behind(populated, tmp_path):
     path = long_file(tmp_path, 1000)
     path.write_text(path.read_text() + "not-an-address,x\n")
