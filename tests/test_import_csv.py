@@ -743,3 +743,14 @@ def test_cli_import_prints_one_line_per_reject_and_exits_0(db, settings, tmp_pat
     rejected = read_rejects(tmp_path / "leads.rejects.csv")
     assert [row[0] for row in rejected[1:]] == [
         "bob@example.com", "cy@example.com", "üser@example.com", "'=HYPERLINK(\"http://x.example\")", "zoë@example.com"]
+
+
+def test_cli_import_of_a_malformed_file_exits_2_naming_the_line_and_adds_nobody(db, settings, tmp_path):
+    path = write(tmp_path, "broken.csv", 'email,first_name\nann@example.com,Ann\nbo@example.com,"Bo\n\ncy@example.com,Cy\n')
+
+    result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path), "--json"],
+                                catch_exceptions=False)
+
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {path}:3: malformed CSV: unexpected end of data\n"
+    assert recipients(db) == []
