@@ -41,7 +41,7 @@ from .reports import csv_safe
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
-CHUNK_ROWS = 5000  # rows per write transaction: a few tens of milliseconds of the write lock
+CHUNK_ROWS = 5000  # rows per write transaction: at most ~0.4 s of the write lock at 1M rows (bench_import.py)
 STATEMENT_ROWS = 1000
 PAGE_CACHE_MIB = 16
 DELIMITERS = ",;\t"
@@ -316,9 +316,12 @@ def _is_utf8_text(value: str, encoding: str) -> bool:
     return True
 
 
-def shown(value: str) -> str:
-    """A cell as a person should see it in the rejects file: a byte that is not UTF-8 read as
-    Windows-1252, the likeliest intent (the cell stays in the file to be fixed)."""
+def shown(value: str, encoding: str = "utf-8") -> str:
+    """A cell as a person should see it in the rejects file, where it waits to be fixed: its
+    likeliest intent. A byte that is not UTF-8 reads as Windows-1252, and UTF-8 text in a file
+    read as Windows-1252 or Latin-1 as UTF-8."""
+    if not encoding.startswith("utf") and _is_utf8_text(value, encoding):
+        return value.encode(encoding).decode("utf-8")
     if not _STRAY.search(value):
         return value
     return _STRAY.sub(lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), value)
@@ -411,15 +414,16 @@ class _RejectsFile:
     `=HYPERLINK(...)` opens as text in a spreadsheet. Written to a temporary file that replaces the
     target only on success."""
 
-    def __init__(self, target: Path, header: list[str], delimiter: str) -> None:
-        self.target, self.header, self.delimiter = target, header, delimiter
+    def __init__(self, target: Path, header: list[str], delimiter: str, encoding: str) -> None:
+        self.target, self.header, self.delimiter, self.encoding = target, header, delimiter, encoding
         self._file = self._writer = None
         self._temp: Path | None = None
 
     def write(self, values: list[str], reject: Reject) -> None:
         if self._writer is None:
             self._open()
-        self._writer.writerow([csv_safe(shown(v)) for v in values] + [reject.line, reject.field, reject.reason])
+        self._writer.writerow([csv_safe(shown(v, self.encoding)) for v in values]
+                              + [reject.line, reject.field, reject.reason])
 
     def _open(self) -> None:
         self._temp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
@@ -429,7 +433,7 @@ class _RejectsFile:
             raise CsvImportError(f"{self.target}: cannot write rejects file: {err.strerror or err}") from err
         # utf-8-sig: Excel then shows accents right; the input's delimiter matches the user's locale.
         self._writer = csv.writer(self._file, delimiter=self.delimiter)
-        self._writer.writerow([csv_safe(shown(h)) for h in self.header] + ["line", "field", "reason"])
+        self._writer.writerow([csv_safe(shown(h, self.encoding)) for h in self.header] + ["line", "field", "reason"])
 
     def commit(self) -> Path | None:
         if self._file is None:
@@ -483,12 +487,13 @@ def import_csv(
                 header = next((values for _, values in records if "".join(values).strip()), None)
                 if header is None:  # only blank lines or bare delimiters
                     raise CsvImportError(f"{path}: file is empty")
-                columns = map_header([shown(h) for h in header])
+                columns = map_header([shown(h, source.encoding.name) for h in header])
                 if columns.email is None:
                     found = ", ".join(h.strip() for h in columns.header)
                     raise CsvImportError(f"{path}: no email column (found: {found})")
-                _run(conn, records, columns, _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter),
-                     report, source.encoding, str(path), lambda: meter.at(raw.tell()), chunk_rows)
+                rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
+                _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
+                     chunk_rows)
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)

@@ -158,11 +158,12 @@ def test_a_utf8_row_in_a_windows_1252_file_is_refused_not_garbled(db, tmp_path):
     path.write_bytes("email,first_name\nzoe@example.com,Zoë\nann@example.com,Müller\n".encode("cp1252")
                      + "jurgen@example.com,Jürgen\n".encode())
 
-    report = import_csv(db, path)
+    report = import_csv(db, path, rejects_path=tmp_path / "rejects.csv")
 
     assert [r["first_name"] for r in recipients(db)] == ["Zoë", "Müller"]
     assert report.rejects == [Reject(4, "first_name", "holds UTF-8 text, unlike the rest of the file"
                                                       " (read as Windows-1252): fix its encoding")]
+    assert read_rejects(tmp_path / "rejects.csv")[1][:2] == ["jurgen@example.com", "Jürgen"]  # not "JÃ¼rgen"
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
