@@ -70,9 +70,11 @@ def init(db: DbOption = None) -> None:
     """Create the database (or upgrade an older one) with a 'default' campaign. Safe to run again."""
     settings = settings_for(db)
     conn = init_db(settings.db_path)
-    from .imports import clean_up_if_idle  # rows left by an import that crashed
-    clean_up_if_idle(conn)
+    from .imports import clean_up_if_idle
+    cleaned = clean_up_if_idle(conn)  # rows left by an import whose process died
     conn.close()
+    if cleaned:
+        out.print(f"Removed the rows of {cleaned} interrupted import(s).")
     out.print(f"Database ready: {settings.db_path}")
 
 

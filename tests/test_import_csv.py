@@ -694,6 +694,8 @@ def test_rows_of_a_crashed_import_stay_invisible_until_cleaned_up(populated, set
     else:
         result = CliRunner().invoke(app, ["init", "--db", str(settings.db_path)], catch_exceptions=False)
         assert result.exit_code == 0
+        assert result.stdout.splitlines() == ["Removed the rows of 1 interrupted import(s).",
+                                              f"Database ready: {settings.db_path}"]
         assert snapshot(populated) == before
     assert imports_log(populated)[1] == (
         "failed", None, "interrupted: the process ended before the import finished; its rows were removed")
