@@ -489,7 +489,7 @@ def import_csv(
                     raise CsvImportError(f"{path}: file is empty")
                 columns = map_header([shown(h, source.encoding.name) for h in header])
                 if columns.email is None:
-                    found = ", ".join(h.strip() for h in columns.header)
+                    found = ", ".join(_UNFIT.sub("?", h.strip()) for h in columns.header)  # no ESC to the terminal
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),

@@ -514,6 +514,7 @@ def populated(db, tmp_path):
     ("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a text file (binary content)"),
     ("leads.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "not a text file (binary content)"),
     ("names.csv", b"Name;Company;Phone\nAnn Lee;Acme;123\n", "no email column (found: Name, Company, Phone)"),
+    ("esc.csv", b"Name;\x1b[2JCompany\nAnn Lee;Acme\n", "no email column (found: Name, ?[2JCompany)"),
 ])
 def test_unusable_file_is_refused_and_database_unchanged(populated, tmp_path, name, content, message):
     path = tmp_path / name
