@@ -123,8 +123,30 @@ CREATE INDEX send_log_resolved_pending ON send_log (status)
     WHERE status = 'failed' AND error LIKE '%resolved as pending%';
 """
 
+# Imports in short chunks (import_csv.py): a recipient row carries the import that added it, and
+# rows of an import still `running` are invisible to the queue and the reports until it is `done`.
+# import_id 0: added before this migration. ADD COLUMN with a constant default rewrites nothing
+# (https://www.sqlite.org/lang_altertable.html#altertabaddcol).
+_V4_IMPORTS = """
+CREATE TABLE imports (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL,
+    created_campaign INTEGER NOT NULL DEFAULT 0,
+    file TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'running' OR state = 'done' OR state = 'failed'),
+    first_recipient_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    inserted INTEGER,
+    duplicates INTEGER,
+    invalid INTEGER,
+    error TEXT
+);
+ALTER TABLE recipients ADD COLUMN import_id INTEGER NOT NULL DEFAULT 0;
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_IMPORTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
