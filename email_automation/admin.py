@@ -6,17 +6,14 @@ Each action runs in one write transaction and leaves an `admin_log` row saying w
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from . import ledger, suppressions
 from .addresses import lookup_form
 from .database import get_campaign, iso, transaction, utc_now
 from .errors import EmailAutomationError, NotFoundError
-
-
-def normalize_email(email: str) -> str:
-    """The form addresses are stored and compared in (see addresses.py)."""
-    return lookup_form(email)
 
 
 def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detail: str, now: datetime) -> None:
@@ -28,7 +25,7 @@ def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detai
 
 def _recipient_ids(conn: sqlite3.Connection, email: str, campaign: str | None, statuses: tuple[str, ...]) -> list[int]:
     sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
-    args: list = [normalize_email(email)]
+    args: list = [lookup_form(email)]
     if campaign:
         sql += " AND c.name = ?"
         args.append(campaign)
@@ -55,12 +52,12 @@ def skip_recipient(conn: sqlite3.Connection, email: str, *, campaign: str | None
     with transaction(conn):
         ids = _recipient_ids(conn, email, campaign, ("pending", "failed"))
         if not ids:
-            raise NotFoundError(f"{normalize_email(email)}: no pending or failed recipient with that address")
+            raise NotFoundError(f"{lookup_form(email)}: no pending or failed recipient with that address")
         conn.executemany(
             "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",
             [(f"skipped by {actor}", iso(now), i) for i in ids],
         )
-        _audit(conn, actor, "skip", normalize_email(email), campaign or "", now)
+        _audit(conn, actor, "skip", lookup_form(email), campaign or "", now)
     return len(ids)
 
 
@@ -83,35 +80,51 @@ def retry_failed(conn: sqlite3.Connection, *, campaign: str | None = None,
     return count
 
 
+@dataclass(frozen=True)
+class Suppressed:
+    """What `suppress` did: the address's entry (first reason kept) and pending recipients skipped."""
+
+    entry: suppressions.Suppression
+    skipped: int
+
+    def message(self) -> str:
+        e = self.entry
+        done = f"{e.email} suppressed ({e.reason})" if e.added else (
+            f"{e.email} was already suppressed on {e.since[:10]} ({e.reason}, from {e.source}); "
+            "that reason and date are kept and this request is recorded in its history")
+        return f"{done}; {self.skipped} pending recipient(s) skipped."
+
+
 def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", source: str = "cli",
-             actor: str = "cli", now: datetime | None = None) -> int:
-    """Never mail this address again, in any campaign; pending copies become skipped."""
+             actor: str = "cli", now: datetime | None = None) -> Suppressed:
+    """Never mail this address again, in any campaign; pending copies become skipped.
+
+    An address already on the list keeps its first reason and date (an unsubscribe is legally
+    relevant); the new request is recorded in its history.
+    """
     now = now or utc_now()
-    address = normalize_email(email)
+    address = lookup_form(email)
     if "@" not in address:
         raise EmailAutomationError(f"{email!r} is not an email address")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (email) DO UPDATE SET reason = excluded.reason, source = excluded.source",
-            (address, reason, source, iso(now)),
-        )
-        count = conn.execute(
-            "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-            (f"suppressed: {reason}", iso(now), address),
-        ).rowcount
+        entry = suppressions.add(conn, address, reason=reason, source=source, now=now)
+        skipped = ledger.skip_pending_address(conn, address, entry.reason, now=now)
         _audit(conn, actor, "suppress", address, reason, now)
-    return count
+    return Suppressed(entry, skipped)
 
 
-def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> None:
-    """Allow mail to this address again (recipients already skipped stay skipped)."""
+def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> str:
+    """Allow mail to this address again (recipients already skipped stay skipped); returns the address.
+
+    The entry's reason and date stay in the suppression history.
+    """
     now = now or utc_now()
-    address = normalize_email(email)
+    address = lookup_form(email)
     with transaction(conn):
-        if conn.execute("DELETE FROM suppressions WHERE email = ?", (address,)).rowcount == 0:
+        if not suppressions.remove(conn, address, source=actor, now=now):
             raise NotFoundError(f"{address}: not on the suppression list")
         _audit(conn, actor, "unsuppress", address, "", now)
+    return address
 
 
 def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent", "pending"], *,
@@ -126,9 +139,9 @@ def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent
     with transaction(conn):
         ids = _recipient_ids(conn, email, campaign, ("unknown",))
         if not ids:
-            raise NotFoundError(f"{normalize_email(email)}: no recipient in unknown state with that address")
+            raise NotFoundError(f"{lookup_form(email)}: no recipient in unknown state with that address")
         if outcome == "pending":
-            _refuse_if_ses_saw_it(conn, ids, normalize_email(email))
+            _refuse_if_ses_saw_it(conn, ids, lookup_form(email))
         log_status = "sent" if outcome == "sent" else "failed"
         for rid in ids:
             conn.execute(
@@ -140,7 +153,7 @@ def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent
                 " last_error = ?, updated_at = ? WHERE id = ?",
                 (outcome, outcome, iso(now), f"resolved as {outcome} by {actor}", iso(now), rid),
             )
-        _audit(conn, actor, f"resolve-{outcome}", normalize_email(email), campaign or "", now)
+        _audit(conn, actor, f"resolve-{outcome}", lookup_form(email), campaign or "", now)
     return len(ids)
 
 

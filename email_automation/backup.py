@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from .database import connect
 from .errors import EmailAutomationError
 
 # 256 pages (1 MB at the default page size) per step: each step holds the source's read lock
@@ -53,6 +54,7 @@ def backup_database(
     src = Path(src)
     if not src.is_file():
         raise BackupError(f"{src}: no database to back up")
+    connect(src, readonly=True).close()  # an empty or foreign file is refused, not copied as "ok"
     target = backup_path(dest, now())
     if target.exists():
         raise BackupError(f"{target}: already exists; choose another name or folder")

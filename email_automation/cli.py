@@ -286,16 +286,15 @@ def suppress(
     reason: Annotated[str, typer.Option("--reason", help="Why (bounce, complaint, unsubscribe, ...).")] = "manual",
 ) -> None:
     """Add an address to the suppression list; its pending recipients become skipped."""
-    count = admin.suppress(open_db(settings_for(db).db_path), email, reason=reason)
-    out.print(f"{admin.normalize_email(email)} suppressed ({reason}); {count} pending recipient(s) skipped.")
+    out.print(admin.suppress(open_db(settings_for(db).db_path), email, reason=reason).message(), markup=False)
 
 
 @app.command()
 @cli_errors
 def unsuppress(email: Annotated[str, typer.Argument(help="Address to allow again.")], db: DbOption = None) -> None:
     """Remove an address from the suppression list."""
-    admin.unsuppress(open_db(settings_for(db).db_path), email)
-    out.print(f"{admin.normalize_email(email)} may be mailed again.")
+    address = admin.unsuppress(open_db(settings_for(db).db_path), email)
+    out.print(f"{address} may be mailed again.", markup=False)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from .cli import DbOption, app, cli_errors, out, settings_for
-from .errors import ConfigError
+from .database import open_db
 
 DASHBOARD_SCRIPT = Path(__file__).with_name("dashboard.py")
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -69,8 +69,7 @@ def dashboard(
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
-    if not settings.db_path.is_file():
-        raise ConfigError(f"{settings.db_path}: no database yet; run `email-automation init` first")
+    open_db(settings.db_path).close()  # refuses a missing or foreign file, upgrades an older schema
     env = dict(os.environ)
     if db is not None:
         env["DB_PATH"] = str(settings.db_path.resolve())

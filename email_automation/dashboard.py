@@ -156,9 +156,14 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
     counts = fetch(reports, "recipient_counts", log_filter.campaign)
     st.caption(f"Batch days {log_filter.start} to {log_filter.end} ({reports.settings.tz}); "
                f"database {reports.db_path}")
-    sent, failed, unique, dry = st.columns(4)
+    sent, failed, deferred, unique, dry = st.columns(5)
     sent.metric("Sent", f"{summary.sent:,}", border=True)
-    failed.metric("Failed", f"{summary.failed:,}", border=True)
+    failed.metric("Failed", f"{summary.failed:,}", border=True,
+                  help="Attempts that left their recipient failed (as `status` counts them).")
+    deferred.metric("Deferred", f"{summary.deferred:,}", border=True,
+                    help="Attempts refused for now (throttling, a temporary 4xx refusal, a paused account) or "
+                         "settled as not sent: the recipient stays in the queue and is tried again. Not counted "
+                         "toward the daily limit.")
     unique.metric("Unique recipients", f"{summary.unique_recipients:,}", border=True,
                   help="Distinct recipients with a real send attempt in the filter (dry runs left out).")
     dry.metric("Dry-run (not sent)", f"{summary.dry_run:,}", border=True,
@@ -409,8 +414,7 @@ def _do_retry(reports: Reports, state) -> str:
 
 def _do_suppress(reports: Reports, state) -> str:
     email, reason = state["act_suppress_email"], state["act_suppress_reason"].strip() or "manual"
-    count = reports.suppress(email, reason=reason)
-    return f"{email.strip().lower()} suppressed ({reason}); {count} pending recipient(s) skipped."
+    return reports.suppress(email, reason=reason).message()
 
 
 def _do_resolve(reports: Reports, state) -> str:

@@ -30,7 +30,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
 
-from . import database
+from . import database, ledger, suppressions
 from .addresses import lookup_form
 
 
@@ -379,17 +379,11 @@ def _apply(conn: sqlite3.Connection, events: list[DeliveryEvent], now: datetime,
 
 
 def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:
-    """admin.suppress's effect inside this transaction; an address already listed keeps its reason."""
-    added = conn.execute(
-        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
-        (event.email, reason, SOURCE, database.iso(now)),
-    ).rowcount
-    skipped = conn.execute(
-        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-        (f"suppressed: {reason}", database.iso(now), event.email),
-    ).rowcount
+    """admin.suppress's effect inside this transaction; an address already listed keeps its first reason."""
+    entry = suppressions.add(conn, event.email, reason=reason, source=SOURCE, now=now)
+    skipped = ledger.skip_pending_address(conn, event.email, entry.reason, now=now)
     report.skipped += skipped
-    if added:
+    if entry.added:
         _audit(conn, "suppress", event.email, _join(reason, event.detail) or reason, now)
         report.suppressed += 1
         report.notes.append(f"{event.email} suppressed ({_join(reason, event.detail)}); "

@@ -1,6 +1,7 @@
 """The claimed-before-send state machine over `recipients` and `send_log`.
 
-pending --claim--> sending --record--> sent | failed | pending (transient, retried next run) | unknown
+pending --claim--> sending --record--> sent | failed | pending (refused for now: the attempt is
+`deferred`, retried next run) | unknown
 A claim is committed before the message leaves; its send_log row counts toward the daily limit
 from that moment. Whatever happens to the process afterwards, a recipient in `sending` or
 `unknown` is never picked up again automatically: SES has no idempotency token, so the only
@@ -9,13 +10,57 @@ safe answer to "did it go out?" after a crash is to ask a person.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
+from typing import TypeVar
 
-from .database import COUNTED_LOG_STATUSES, iso, transaction
+from .database import COUNTED_LOG_STATUSES, is_busy, iso, transaction
 from .errors import SendError
+
+log = logging.getLogger("email_automation.ledger")
+T = TypeVar("T")
+
+# How long recording a send's outcome waits for another writer (a long import, say) to finish.
+# Giving up turns a message the provider accepted into `unknown`, a decision for a person, so
+# this outlasts any ordinary writer by far; each try also waits the connection's busy timeout.
+RECORD_PATIENCE = timedelta(minutes=10)
+RECORD_RETRY_PAUSE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a write that must not be lost waits out other writers; clock and sleep are injected."""
+
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    limit: timedelta = RECORD_PATIENCE
+    pause: float = RECORD_RETRY_PAUSE_SECONDS
+
+    def run(self, write: Callable[[], T], what: str) -> T:
+        """`write()`, retried while the database is locked, until `limit` has passed.
+
+        Raises:
+            sqlite3.OperationalError: still locked after `limit`, or any other database error.
+        """
+        started = self.clock()
+        while True:
+            try:
+                return write()
+            except sqlite3.OperationalError as err:
+                waited = self.clock() - started
+                if not is_busy(err) or waited >= self.limit:
+                    raise
+                log.warning("another program is writing to the database; still waiting to record %s "
+                            "(%d s so far, giving up after %d s)", what, waited.total_seconds(),
+                            self.limit.total_seconds())
+                self.sleep(self.pause)
+
+
+_AT_ONCE: Patience | None = None  # record without waiting beyond the connection's busy timeout
 
 
 @dataclass(frozen=True)
@@ -52,6 +97,11 @@ def counted_today(conn: sqlite3.Connection, day: str) -> int:
         f"SELECT count(*) FROM send_log WHERE batch_date = ? AND status IN ({marks})",
         (day, *COUNTED_LOG_STATUSES),
     ).fetchone()[0]
+
+
+def remaining_today(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, daily_limit: int) -> int:
+    """What is left of DAILY_LIMIT today: the one figure the run, `status` and the dashboard show."""
+    return max(0, daily_limit - counted_today(conn, batch_date(now, tz)))
 
 
 def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
@@ -116,27 +166,40 @@ def claim(
     return Claim(log_id, attempt_id, recipient_id, row["email"])
 
 
-def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None) -> None:
-    """The provider accepted the message; `note` keeps what it refused before (throttling retries)."""
-    with transaction(conn):
-        conn.execute(
-            "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
-            (message_id, iso(now), note, c.log_id),
-        )
-        conn.execute(
-            "UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-            (iso(now), iso(now), c.recipient_id),
-        )
+def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None,
+                patience: Patience | None = _AT_ONCE) -> None:
+    """The provider accepted the message; `note` keeps what it refused before (throttling retries).
+
+    With `patience`, a locked database is waited out (see `Patience`) rather than failing.
+    """
+    def write() -> None:
+        with transaction(conn):
+            conn.execute(
+                "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
+                (message_id, iso(now), note, c.log_id),
+            )
+            conn.execute(
+                "UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+                (iso(now), iso(now), c.recipient_id),
+            )
+
+    _write(write, patience, f"that {c.email} was sent as {message_id}")
+
+
+def _write(write: Callable[[], T], patience: Patience | None, what: str) -> T:
+    return write() if patience is None else patience.run(write, what)
 
 
 def record_failure(
     conn: sqlite3.Connection, c: Claim, err: SendError, *, now: datetime, max_attempts: int,
+    patience: Patience | None = _AT_ONCE,
 ) -> str:
     """Record a send that did not (certainly) go out; returns the recipient's new status.
 
     Ambiguous -> unknown (never retried automatically); permanent -> failed; fatal -> pending
-    with the attempt not counted (the account, not the recipient, is at fault); transient ->
-    pending until `max_attempts` attempts were made, then failed.
+    with the attempt `deferred` and given back (the account, not the recipient, is at fault);
+    transient -> pending with the attempt `deferred` until `max_attempts` attempts were made,
+    then failed. A deferred attempt never counts toward the daily limit: nothing left.
     """
     error = f"{err.code}: {err}" if err.code else str(err)
     refund = 0
@@ -145,20 +208,24 @@ def record_failure(
     elif err.error_class == "permanent":
         log_status = new_status = "failed"
     elif err.error_class == "fatal":
-        log_status, new_status, refund = "failed", "pending", 1
+        log_status, new_status, refund = "deferred", "pending", 1
     else:
-        log_status = "failed"
         attempts = conn.execute("SELECT attempts FROM recipients WHERE id = ?", (c.recipient_id,)).fetchone()[0]
         new_status = "failed" if attempts >= max_attempts else "pending"
-    with transaction(conn):
-        conn.execute(
-            "UPDATE send_log SET status = ?, error = ?, error_class = ?, finished_at = ? WHERE id = ?",
-            (log_status, error, err.error_class, iso(now), c.log_id),
-        )
-        conn.execute(
-            "UPDATE recipients SET status = ?, last_error = ?, attempts = attempts - ?, updated_at = ? WHERE id = ?",
-            (new_status, error, refund, iso(now), c.recipient_id),
-        )
+        log_status = "failed" if new_status == "failed" else "deferred"
+
+    def write() -> None:
+        with transaction(conn):
+            conn.execute(
+                "UPDATE send_log SET status = ?, error = ?, error_class = ?, finished_at = ? WHERE id = ?",
+                (log_status, error, err.error_class, iso(now), c.log_id),
+            )
+            conn.execute(
+                "UPDATE recipients SET status = ?, last_error = ?, attempts = attempts - ?, updated_at = ? WHERE id = ?",
+                (new_status, error, refund, iso(now), c.recipient_id),
+            )
+
+    _write(write, patience, f"that the send to {c.email} ended {log_status}")
     return new_status
 
 
@@ -183,6 +250,14 @@ def mark_skipped(conn: sqlite3.Connection, recipient_id: int, reason: str, *, no
             (reason, iso(now), recipient_id),
         )
     return cur.rowcount == 1
+
+
+def skip_pending_address(conn: sqlite3.Connection, address: str, reason: str, *, now: datetime) -> int:
+    """Every pending recipient with this address becomes skipped (call inside a transaction)."""
+    return conn.execute(
+        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
+        (f"suppressed: {reason}", iso(now), address),
+    ).rowcount
 
 
 def mark_unsendable(conn: sqlite3.Connection, recipient_id: int, reason: str, *, now: datetime) -> None:

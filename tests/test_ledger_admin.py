@@ -76,8 +76,8 @@ def test_no_claim_in_a_paused_campaign(db):
     [
         (AmbiguousSendError("read timeout"), "unknown", "unknown"),
         (PermanentSendError("mailbox does not exist", code="550"), "failed", "failed"),
-        (TransientSendError("throttled"), "pending", "failed"),
-        (FatalSendError("sender not verified"), "pending", "failed"),
+        (TransientSendError("throttled"), "pending", "deferred"),
+        (FatalSendError("sender not verified"), "pending", "deferred"),
     ],
 )
 def test_each_error_class_leaves_the_recipient_where_it_belongs(db, error, recipient_status, log_status):
