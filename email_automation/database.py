@@ -7,15 +7,21 @@ the sender writes; `synchronous=FULL` makes each claim durable before the messag
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ConfigError, NotFoundError
+
+log = logging.getLogger("email_automation.database")
+T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CAMPAIGN = "default"
@@ -316,6 +322,53 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+# How long recording a send's outcome waits for another writer (a long import, say) to finish.
+# Giving up turns a message the provider accepted into `unknown`, a decision for a person, so
+# this outlasts any ordinary writer by far; each try also waits the connection's busy timeout.
+RECORD_PATIENCE = timedelta(minutes=10)
+RECORD_RETRY_PAUSE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a write that must not be lost waits out other writers; clock and sleep are injected."""
+
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    limit: timedelta = RECORD_PATIENCE
+    pause: float = RECORD_RETRY_PAUSE_SECONDS
+
+    def run(self, write: Callable[[], T], what: str) -> T:
+        """`write()`, retried while the database is locked, until `limit` has passed.
+
+        Says so in the log when it starts waiting, then about once a minute.
+
+        Raises:
+            sqlite3.OperationalError: still locked after `limit`, or any other database error.
+        """
+        started = self.clock()
+        said = None
+        while True:
+            try:
+                return write()
+            except sqlite3.OperationalError as err:
+                waited = self.clock() - started
+                if not is_busy(err) or waited >= self.limit:
+                    raise
+                if said is None or waited - said >= timedelta(minutes=1):
+                    said = waited
+                    log.warning("another program is writing to the database; still waiting to record %s "
+                                "(%d s so far, giving up after %d s)", what, waited.total_seconds(),
+                                self.limit.total_seconds())
+                self.sleep(self.pause)
+
+
+def audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detail: str, now: datetime) -> None:
+    """Say who did what in `admin_log` (inside the caller's transaction)."""
+    conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                 (iso(now), actor, action, target, detail))
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
