@@ -1,16 +1,20 @@
 """SES delivery events (bounces, complaints, deliveries, ...) read from SQS and applied to the ledger.
 
 SES publishes events through the configuration set to a standard SNS topic; an SQS queue
-subscribed to that topic keeps them until `poll_queue` reads them (SES-NOTES §2). Every hop
+subscribed to that topic keeps them until `poll_queue` reads them
+(https://docs.aws.amazon.com/ses/latest/dg/event-publishing-add-event-destination-sns.html). Every hop
 delivers at least once, so each event is applied once, keyed on the SNS MessageId (or a hash of
 its content), and a message leaves the queue only after its effects are committed.
 
-What an event does:
+This module parses and stores events; every change of send state they cause is made by `ledger`
+(and `suppressions` for the list). What an event does:
 - a permanent bounce, a complaint or an unsubscribe-all puts the address on the suppression list
   and skips its pending recipients, like `email-automation suppress`;
 - any event tagged with the `attempt_id` of an attempt left `unknown` proves that SES accepted
-  that message, so the attempt becomes `sent` (SES-NOTES §6.1 step 5), unless SES only rejected
-  it (Reject, Rendering Failure): then it becomes `failed`, as nothing went out;
+  that message (tags come back in `mail.tags`:
+  https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html), so
+  the attempt becomes `sent`, unless SES only rejected it (Reject, Rendering Failure): then it
+  becomes `failed`, as nothing went out;
 - such an event for an attempt a person resolved as not sent is flagged, and the recipient, if
   still waiting in the queue, becomes `sent` so it is not mailed twice. Nothing ever becomes
   `pending` here: only a person may decide that a message should go out again;
@@ -60,7 +64,8 @@ class EventKind(StrEnum):
 
 
 # Only these stop further mail. SES itself advises suppressing hard bounces and complaints only;
-# a transient or undetermined bounce may well be delivered next time (SES-NOTES §2.2).
+# a transient or undetermined bounce may well be delivered next time
+# (https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html#bounce-types).
 SUPPRESS_REASONS = {
     EventKind.BOUNCED_PERMANENT: "bounce",
     EventKind.COMPLAINED: "complaint",

@@ -245,7 +245,7 @@ class SlowSes:
 
 
 def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, message):
-    # botocore's default retries would send this request 5 times (SES-NOTES §0.2).
+    # botocore's default retries would send this request again (https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
     slow = SlowSes()
     try:
         settings = settings.model_copy(update={"send_timeout_seconds": 0.3})

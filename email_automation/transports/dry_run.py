@@ -1,7 +1,9 @@
 """Dry-run transport: each message becomes an .eml file in OUTBOX_DIR; nothing leaves the machine.
 
-It is a transport like the others (anymail's test backend), so the engine runs exactly the same
-code path in a dry run; only `make_transport` decides which one is used.
+It is a transport like the others (anymail's test backend): the run renders and builds every
+message exactly as for a real send and hands it over the same way; only `make_transport` decides
+which one is used. Around the hand-over a dry run differs: nothing is claimed, each message gets a
+`dry_run` log row that never counts toward the daily limit, and every recipient stays pending.
 """
 
 from __future__ import annotations

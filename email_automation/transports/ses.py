@@ -3,7 +3,8 @@
 SES has no idempotency token, and botocore's default retry mode re-sends a request whose answer
 timed out, so the client makes exactly one attempt and every failure is classified here into
 Transient (refused, safe to retry), Permanent, Fatal (stop the run) or Ambiguous (may have been
-accepted: never resend automatically). See SES-NOTES §0 and §1.5.
+accepted: never resend automatically). Errors: https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html
+and https://docs.aws.amazon.com/ses/latest/APIReference-V2/CommonErrors.html; retries: https://docs.aws.amazon.com/boto3/latest/guide/retries.html.
 """
 
 from __future__ import annotations
