@@ -33,9 +33,6 @@ LOG_STATUSES = ("sending", "sent", "failed", "deferred", "unknown", "dry_run")
 # Attempts that may have reached a mailbox: the daily limit counts all of them. A deferred
 # attempt was refused before it left (or a person settled that it did not), so it does not count.
 COUNTED_LOG_STATUSES = ("sending", "sent", "unknown")
-# How an attempt whose outcome was in doubt was settled: by a person (`resolve`) or by SES events.
-# `disputed`: settled as not sent, and SES reported it afterwards.
-RESOLUTIONS = ("sent", "failed", "pending", "disputed")
 
 
 
@@ -135,8 +132,9 @@ CREATE INDEX send_log_resolved_pending ON send_log (status)
     WHERE status = 'failed' AND error LIKE '%resolved as pending%';
 """
 
-# send_log gets the `deferred` status and a `resolution` column, which replaces the LIKE on the
-# "resolved as ..." notes in `error`. A CHECK cannot be altered, so the table is rebuilt
+# send_log gets the `deferred` status and a `resolution` column (how an attempt in doubt was
+# settled: sent, failed, pending, or disputed = settled as pending and SES reported it later),
+# which replaces the LIKE on the "resolved as ..." notes in `error`. A CHECK cannot be altered, so the table is rebuilt
 # (https://sqlite.org/lang_altertable.html#otheralter); existing rows are converted:
 # - resolution from the notes `resolve` and the events drain appended to `error`;
 # - `failed` -> `deferred` where the recipient was left pending: a fatal refusal (never the

@@ -6,6 +6,9 @@ A claim is committed before the message leaves; its send_log row counts toward t
 from that moment. Whatever happens to the process afterwards, a recipient in `sending` or
 `unknown` is never picked up again automatically: SES has no idempotency token, so the only
 safe answer to "did it go out?" after a crash is to ask a person.
+
+This module alone writes send state: claim, record, recover, skip, and settle (from SES events
+or a person's `resolve`, kept in `send_log.resolution`). `admin`, `events` and `run_daily` ask it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from .errors import SendError
 
 log = logging.getLogger("email_automation.ledger")
 T = TypeVar("T")
-
-_AT_ONCE: Patience | None = None  # record without waiting beyond the connection's busy timeout
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def claim(
 
 
 def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None,
-                patience: Patience | None = _AT_ONCE) -> None:
+                patience: Patience | None = None) -> None:
     """The provider accepted the message; `note` keeps what it refused before (throttling retries).
 
     With `patience`, a locked database is waited out (see `Patience`) rather than failing.
@@ -156,7 +157,7 @@ def _write(write: Callable[[], T], patience: Patience | None, what: str) -> T:
 
 def record_failure(
     conn: sqlite3.Connection, c: Claim, err: SendError, *, now: datetime, max_attempts: int,
-    patience: Patience | None = _AT_ONCE,
+    patience: Patience | None = None,
 ) -> str:
     """Record a send that did not (certainly) go out; returns the recipient's new status.
 

@@ -266,3 +266,15 @@ def test_upgrading_restores_an_overwritten_first_suppression_reason(tmp_path, mo
         ("u@example.com", "suppress", "manual", "cli"),
         ("quiet@example.com", "suppress", "complaint", "cli"),
     ]
+
+
+def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connection(tmp_path, settings, monkeypatch):
+    from email_automation.dashboard_data import Reports
+
+    _database_at_version(settings.db_path, 3, monkeypatch).close()
+    with pytest.raises(ConfigError) as caught:
+        Reports(settings.db_path, settings).today()
+    assert str(caught.value) == (f"{settings.db_path}: the database was made by an older version; "
+                                 "run `email-automation init` to upgrade it")
+    init_db(settings.db_path).close()
+    assert Reports(settings.db_path, settings).today().counted == 0
