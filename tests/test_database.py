@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -101,12 +102,23 @@ def test_two_processes_creating_the_same_database_at_once_both_succeed(tmp_path)
 # --- only `init` creates a database ------------------------------------------------------------
 
 # Every command that reads or writes the database, as a user types it (after `--db PATH`).
+_EXAMPLE_CSV = str(Path(__file__).resolve().parents[1] / "examples" / "recipients.csv")
 _DB_COMMANDS = [
-    ["status"], ["run"], ["preview"], ["template", "show"], ["retry-failed"], ["skip", "a@example.com"],
+    ["import", _EXAMPLE_CSV], ["status"], ["run"], ["preview"], ["template", "show"], ["retry-failed"], ["skip", "a@example.com"],
     ["suppress", "a@example.com"], ["unsuppress", "a@example.com"], ["resolve", "a@example.com", "--sent"],
     ["pause", "default"], ["resume", "default"], ["dashboard"],
     ["events", "--queue-url", "https://sqs.us-east-1.amazonaws.com/123456789012/ses-events"],
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_streamlit(monkeypatch):
+    """`dashboard` past its checks would start Streamlit: a stand-in that exits at once instead."""
+    import sys
+
+    from email_automation import cli_dashboard
+
+    monkeypatch.setattr(cli_dashboard, "streamlit_command", lambda **_: [sys.executable, "-c", "pass"])
 
 
 def _cli(*args: str):
