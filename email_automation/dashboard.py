@@ -224,14 +224,14 @@ def reputation_warnings(r: Reputation) -> None:
 
 
 def per_day_frame(days, log_filter: LogFilter):
-    """Sent and failed per batch day, with the days without sends as zeros (up to a year shown)."""
+    """Sent, failed and deferred per batch day, with the days without sends as zeros (up to a year shown)."""
     import pandas as pd
 
-    by_day = {d.day: (d.sent, d.failed) for d in days}
+    by_day = {d.day: (d.sent, d.failed, d.deferred) for d in days}
     span = (log_filter.end - log_filter.start).days + 1
     axis = ([log_filter.start + timedelta(days=i) for i in range(span)] if span <= 366 else sorted(by_day))
     return pd.DataFrame(
-        [by_day.get(day, (0, 0)) for day in axis], columns=["sent", "failed"],
+        [by_day.get(day, (0, 0, 0)) for day in axis], columns=["sent", "failed", "deferred"],
         index=pd.Index([day.isoformat() for day in axis], name="batch day"),
     )
 
@@ -239,10 +239,10 @@ def per_day_frame(days, log_filter: LogFilter):
 def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
     chart, breakdown = st.columns([3, 1])
     with chart:
-        st.subheader("Sent and failed per day")
+        st.subheader("Sent, failed and deferred per day")
         days = fetch(reports, "daily", log_filter)
         if days:
-            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828"], height=260)
+            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828", "#f9a825"], height=260)
         else:
             st.info("No sends in these days.")
     with breakdown:

@@ -349,10 +349,11 @@ def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, d
     reports = Reports(settings.db_path, settings, now=clock)
     f = reports.default_filter()
     frame = dashboard.per_day_frame(reports.daily(f), f)
-    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed"]
-    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0]
-    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0]
+    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed", "deferred"]
+    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0, 0]
+    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0, 0]
     assert frame["sent"].sum() == reports.summary(f).sent
+    assert frame["deferred"].sum() == reports.summary(f).deferred
     assert page(settings, clock).get("arrow_vega_lite_chart") or page(settings, clock).get("vega_lite_chart")
 
 
