@@ -85,10 +85,10 @@ def suppress(
     """Add an address to the suppression list; its pending recipients become skipped."""
     from .. import admin
 
-    count = admin.suppress(open_database(settings_for(db)), email, reason=reason)
-    address = _address(email)
-    answer(as_json, {"email": address, "reason": reason, "skipped": count},
-            f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+    done = admin.suppress(open_database(settings_for(db)), email, reason=reason)
+    entry = done.entry
+    answer(as_json, {"email": entry.email, "reason": entry.reason, "since": entry.since, "added": entry.added,
+                     "skipped": done.skipped}, done.message())
 
 
 @app.command()
@@ -101,8 +101,7 @@ def unsuppress(
     """Remove an address from the suppression list."""
     from .. import admin
 
-    admin.unsuppress(open_database(settings_for(db)), email)
-    address = _address(email)
+    address = admin.unsuppress(open_database(settings_for(db)), email)
     answer(as_json, {"email": address, "unsuppressed": True}, f"{address} may be mailed again.")
 
 
