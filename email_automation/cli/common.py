@@ -7,6 +7,7 @@ imports what it needs in its body.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sqlite3
@@ -98,9 +99,11 @@ def cli_errors(fn):
             _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
         except sqlite3.Error as exc:
             _fail(f"database: {exc}", _sqlite_exit_code(exc), as_json)
+        except OSError as exc:  # a file the library does not wrap itself; a full disk is the machine's set-up
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR, as_json)
         except KeyboardInterrupt:
-            err.print("Interrupted.")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            _fail("interrupted", EXIT_INTERRUPTED, as_json)
 
     return wrapper
 
@@ -108,8 +111,10 @@ def cli_errors(fn):
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
         print_json({"error": message} if code else {"message": message})
-    elif code == 0:  # not a failure (another run holds the lock): cron logs it and moves on
+    elif code == 0:  # not a failure: cron logs it and moves on
         say(message)
+    elif code == EXIT_INTERRUPTED:
+        err.print("Interrupted.")
     else:
         err.print(f"Error: {message}", markup=False)
     raise typer.Exit(code)
