@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
 from .._version import __version__
 from ..errors import EmailAutomationError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..config import Settings
 
 # Exit codes, as the README's command reference lists them.
@@ -52,8 +53,12 @@ def _root(
     """Only adds the global --version; the app's help is Typer(help=...)."""
 
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+@functools.cache
+def console(*, stderr: bool = False) -> Console:
+    """The rich console for stdout (or stderr), made on first use: importing rich costs --help time."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file (default: DB_PATH or email_automation.db).")]
 CampaignOption = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name (default: all, or 'default' where one is needed).")]
@@ -68,7 +73,12 @@ class BadInput(EmailAutomationError):
 
 def say(text: str) -> None:
     """One line (or block) for the user on stdout, printed as is (no rich markup)."""
-    out.print(text, markup=False)
+    console().print(text, markup=False)
+
+
+def warn(text: str) -> None:
+    """A line on stderr, as is: errors and warnings, kept out of stdout's results."""
+    console(stderr=True).print(text, markup=False)
 
 
 def print_json(data: dict[str, Any]) -> None:
@@ -114,9 +124,9 @@ def _fail(message: str, code: int, as_json: bool) -> None:
     elif code == 0:  # not a failure: cron logs it and moves on
         say(message)
     elif code == EXIT_INTERRUPTED:
-        err.print("Interrupted.")
+        warn("Interrupted.")
     else:
-        err.print(f"Error: {message}", markup=False)
+        warn(f"Error: {message}")
     raise typer.Exit(code)
 
 
@@ -155,7 +165,7 @@ class progress_bar:
     """A rich progress bar on a terminal; nothing at all when output goes to a file or cron."""
 
     def __init__(self, *, enabled: bool, total: int | None, label: str) -> None:
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and console(stderr=True).is_terminal
         self.total, self.label = total, label
 
     def __enter__(self):
@@ -163,7 +173,7 @@ class progress_bar:
             return lambda n=1: None
         from rich.progress import Progress
 
-        self.progress = Progress(console=err, transient=True)
+        self.progress = Progress(console=console(stderr=True), transient=True)
         self.progress.start()
         task = self.progress.add_task(self.label, total=self.total)
         return lambda n=1: self.progress.advance(task, n)

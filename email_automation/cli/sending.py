@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, err, open_database, out, print_json,
-                     progress_bar, say, settings_for)
+from .common import (EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, console, open_database, print_json,
+                     progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
 RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed")
@@ -58,7 +58,7 @@ def run(
     else:
         say(run_summary(report, outbox))
     if report.fatal_error:
-        err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
+        warn(f"Error: run stopped: {report.fatal_error}")
         raise typer.Exit(EXIT_STOPPED)
 
 
@@ -109,7 +109,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]})
         return
-    out.print(status_table(summary))
+    console().print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run):
         say(line)
 
@@ -168,6 +168,6 @@ def events(
         if len(report.notes) > EVENT_NOTES_SHOWN:
             say(f"  ... and {len(report.notes) - EVENT_NOTES_SHOWN} more")
     if report.failed:
-        err.print(f"Error: {report.failed} message(s) could not be applied and stay on the queue "
-                  "(its dead-letter queue takes them after maxReceiveCount receives).", markup=False)
+        warn(f"Error: {report.failed} message(s) could not be applied and stay on the queue "
+             "(its dead-letter queue takes them after maxReceiveCount receives).")
         raise typer.Exit(1)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cron as cron_lib
-from .common import BadInput, DbOption, JsonOption, app, cli_errors, out, print_json, say, settings_for
+from .common import BadInput, DbOption, JsonOption, app, cli_errors, console, print_json, say, settings_for
 
 
 @app.command()
@@ -37,7 +37,7 @@ def show_config(db: DbOption = None, as_json: JsonOption = False) -> None:
     table = Table("Variable", "Value", "From", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    out.print(table)
+    console().print(table)
 
 
 @app.command()
