@@ -60,6 +60,7 @@ def console(*, stderr: bool = False) -> Console:
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
+
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file (default: DB_PATH or email_automation.db).")]
 CampaignOption = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name (default: all, or 'default' where one is needed).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
