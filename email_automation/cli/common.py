@@ -121,9 +121,7 @@ def cli_errors(fn):
 
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        print_json({"error": message} if code else {"message": message})
-    elif code == 0:  # not a failure: cron logs it and moves on
-        say(message)
+        print_json({"error": message})
     elif code == EXIT_INTERRUPTED:
         warn("Interrupted.")
     else:

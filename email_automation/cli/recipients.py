@@ -88,7 +88,7 @@ def suppress(
     count = admin.suppress(open_database(settings_for(db)), email, reason=reason)
     address = _address(email)
     answer(as_json, {"email": address, "reason": reason, "skipped": count},
-            f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+           f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
 
 
 @app.command()
@@ -123,7 +123,7 @@ def resolve(
     outcome = "sent" if sent else "pending"
     count = admin.resolve_unknown(open_database(settings_for(db)), email, outcome, campaign=campaign)
     answer(as_json, {"email": _address(email), "marked": outcome, "recipients": count},
-            f"{count} recipient(s) marked {outcome}.")
+           f"{count} recipient(s) marked {outcome}.")
 
 
 def _address(email: str) -> str:
