@@ -65,3 +65,9 @@ def test_the_readme_lists_exactly_the_keys_of_run_json():
 
     described = README.split("`--json` prints exactly one object", 1)[1].split("`{", 1)[1].split("}`", 1)[0]
     assert set(re.findall(r'"(\w+)"', described)) == set(run_json(RunReport(), None))
+
+
+def test_every_command_takes_db_as_the_readme_says():
+    assert "Every command takes `--db PATH`" in README
+    for name, command in all_commands():
+        assert any("--db" in param.opts for param in command.params), f"`{name}` has no --db"

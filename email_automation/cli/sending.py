@@ -84,9 +84,9 @@ def _log_lines_to(stream) -> None:
     from .. import logs
 
     logger = logging.getLogger("email_automation")
-    console = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
-    if console:
-        console[0].stream = stream  # not setStream: the old stream may be closed already
+    ours = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
+    if ours:
+        ours[0].stream = stream  # not setStream: the old stream may be closed already
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logs.line_formatter())
