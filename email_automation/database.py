@@ -335,7 +335,8 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL and a few others
+            conn.execute("ROLLBACK")  # https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
         raise
     conn.execute("COMMIT")
 

@@ -122,7 +122,7 @@ def resolve(
     outcome = "sent" if sent else "pending"
     count = admin.resolve_unknown(open_database(settings_for(db)), email, outcome, campaign=campaign)
     answer(as_json, {"email": _address(email), "marked": outcome, "recipients": count},
-            f"{count} recipient(s) marked {outcome}.")
+           f"{count} recipient(s) marked {outcome}.")
 
 
 def _address(email: str) -> str:
