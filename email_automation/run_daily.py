@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import events, ledger
+from . import applications, events, ledger
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TransientSendError
@@ -91,9 +91,9 @@ def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
+def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:
     """Pending recipients that must never be mailed become `skipped`, with the reason."""
-    rows = conn.execute(
+    rows = applications.stopped_pending(conn, stop_company=stop_company) + conn.execute(
         "SELECT r.id, r.email FROM recipients r WHERE r.status = 'pending'"
         " AND (r.email IN (SELECT email FROM suppressions)"
         "      OR EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
@@ -101,8 +101,9 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
     ).fetchall()
     skipped = 0
     for row in rows:
-        reason = ledger.skip_reason(conn, row["id"], row["email"])  # the claim's own words
-        skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
+        reason = ledger.skip_reason(conn, row["id"], row["email"], stop_company=stop_company)  # the claim's words
+        if reason is not None:
+            skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
     return skipped
 
 
@@ -153,7 +154,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     report = RunReport(dry_run=transport.name == "dry_run")
     _recover(conn, report, now=now)
     if not report.dry_run:
-        report.skipped = skip_unsendable(conn, now=now())
+        report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
     batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
     for index, item in enumerate(batch):
@@ -284,7 +285,8 @@ def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Ou
 
 def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=item.rendered.subject, transport=transport.name)
+                         subject=item.rendered.subject, transport=transport.name,
+                         stop_company=settings.stop_company_on_reply)
     if claim is None:
         row = conn.execute(
             "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
