@@ -123,8 +123,10 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     conn = open_db(settings.db_path)
     summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit)
     unknown = reports.unknown_recipients(conn)
+    funnel = reports.funnel(conn)
     if as_json:
-        print(json.dumps(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}))
+        print(json.dumps(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
+                         | {"funnel": {f.campaign: f.as_dict() for f in funnel}}))
         return
     table = Table("Campaign", "State", "Pending", "Sending", "Sent", "Failed", "Skipped", "Unknown", "Total", box=None)
     for c in summary.campaigns:
@@ -136,6 +138,10 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
               + (f" and {in_doubt} sending or unknown" if in_doubt else "")
               + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
               f"Suppressed addresses: {summary.suppressed}.")
+    for f in funnel:
+        if f.contacted:
+            out.print(f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
+                      f"-> {f.interview} interview -> {f.offer} offer.", markup=False)
     if settings.dry_run:
         out.print("DRY_RUN is on: runs write .eml files to the outbox and send nothing.")
     for row in unknown:
@@ -150,6 +156,7 @@ def run(
     dry_run: Annotated[Optional[bool], typer.Option("--dry-run/--send", help="Write .eml files instead of sending (default: DRY_RUN, which is true until you set it to false).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
+    require_inbox: Annotated[bool, typer.Option("--require-inbox", help="Stop (exit 3, nothing sent) if the inbox cannot be read first.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
@@ -159,6 +166,7 @@ def run(
     paused account, quota) or by a streak of time-outs, throttling or identical refusals.
     """
     from .event_queue import drain_before_run
+    from .inbox import read_before_run
     from .run_daily import run_daily
     from .summary_report import send_summary
     from .transports import make_transport
@@ -168,9 +176,10 @@ def run(
     _log_lines_to(sys.stderr if as_json else sys.stdout)
     logs.setup_file_logging(settings.log_file)
     transport = make_transport(settings)
-    if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
-        drain_before_run(settings, conn, now=utc_now)  # yesterday's bounces first; never raises
     try:
+        if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
+            drain_before_run(settings, conn, now=utc_now)  # yesterday's bounces first; never raises
+            read_before_run(settings, conn, now=utc_now, require=require_inbox)  # overnight replies stop sends
         with _progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
             report = run_daily(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
                                rng=random.Random(), on_outcome=lambda _: advance(1))
@@ -371,4 +380,4 @@ def main() -> None:
 
 
 # Commands that live beside their concern register themselves on `app` when imported.
-from . import cli_dashboard, cli_events, cli_ops  # noqa: E402,F401
+from . import cli_dashboard, cli_events, cli_ops, cli_replies  # noqa: E402,F401
