@@ -39,7 +39,7 @@ def company_domain(email: str) -> str:
 
 
 def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, note: str | None = None,
-         campaign: str | None = None) -> int:
+         campaign: str | None = None, actor: str = "cli") -> int:
     """Set the application status by hand (every campaign of the address, or one); returns how many.
 
     Raises:
@@ -58,8 +58,8 @@ def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, no
             raise NotFoundError(f"{address}: no recipient with that address{where}")
         for recipient_id in ids:
             _change(conn, recipient_id, status, note, "manual", now)
-        conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, 'cli', 'mark', ?, ?)",
-                     (iso(now), address, status + (f": {note}" if note else "")))
+        conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'mark', ?, ?)",
+                     (iso(now), actor, address, status + (f": {note}" if note else "")))
     return len(ids)
 
 

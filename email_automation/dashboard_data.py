@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from . import admin
+from . import admin, applications
 from .config import Settings
 from .database import connect, utc_now
 from .deliverability import (
@@ -36,10 +36,15 @@ from .reports import (
     LogFilter,
     LogRow,
     LogSummary,
+    Funnel,
+    InboxMessage,
     StatusSummary,
+    application_rows,
     csv_lines,
     daily_counts,
     failed_recipients,
+    funnel,
+    inbox_messages,
     iter_log,
     log_page,
     log_summary,
@@ -167,6 +172,18 @@ class Reports:
             return suppression_page(conn, tz=self.settings.tz, email=email, limit=page_size,
                                     offset=(page - 1) * page_size)
 
+    def funnel(self) -> list[Funnel]:
+        with self._read() as conn:
+            return funnel(conn)
+
+    def inbox_messages(self, kinds: tuple[str, ...] | None = None, *, limit: int = 200) -> list[InboxMessage]:
+        with self._read() as conn:
+            return inbox_messages(conn, kinds=kinds, limit=limit)
+
+    def applications(self, *, limit: int = 200) -> list[dict]:
+        with self._read() as conn:
+            return application_rows(conn, limit=limit)
+
     # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
 
     @property
@@ -201,3 +218,6 @@ class Reports:
 
     def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
         return self._admin(admin.resolve_unknown, email, outcome, campaign=campaign)
+
+    def mark(self, email: str, status: str, *, note: str | None = None, campaign: str | None = None) -> int:
+        return self._admin(applications.mark, email, status, note=note, campaign=campaign)
