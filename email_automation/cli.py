@@ -163,7 +163,8 @@ def run(
 
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
     template, 3 stopped by an error that affects every message (credentials, unverified sender,
-    paused account, quota) or by a streak of time-outs, throttling or identical refusals.
+    paused account, quota) or by a streak of time-outs, throttling or identical refusals, or
+    (--require-inbox) because the inbox could not be read.
     """
     from .event_queue import drain_before_run
     from .inbox import read_before_run

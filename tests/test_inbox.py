@@ -181,3 +181,37 @@ def test_inbox_with_a_down_server_is_exit_1_and_one_line(db, settings, monkeypat
     result = CliRunner().invoke(app, ["inbox"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: IMAP 127.0.0.1:1: cannot connect:") and result.stderr.count("\n") == 1
+
+
+def test_doctor_checks_the_login_and_the_folder(db, settings, box):
+    from email_automation import doctor
+
+    box.append(_reply(1))
+    ok = doctor.check_inbox(_settings(settings, box))
+    assert (ok.status, ok.detail) == ("OK", f"logged in to 127.0.0.1 as {box.user}; folder 'INBOX' holds 1 message(s)")
+    bad = doctor.check_inbox(_settings(settings, box, imap_folder="Nope"))
+    assert bad.status == "FAIL" and bad.detail.startswith("IMAP folder 'Nope' cannot be opened")
+    wrong = doctor.check_inbox(_settings(settings, box, imap_password="wrong"))
+    assert wrong.status == "FAIL" and "app password" in wrong.hint
+
+
+def test_doctor_has_no_inbox_line_without_imap_host(settings):
+    from email_automation import doctor
+
+    checks = doctor.run_checks(settings.model_copy(update={"transport": "smtp", "smtp_port": 1}))
+    assert "inbox (IMAP)" not in [c.name for c in checks]
+
+
+def test_imap_ssl_and_starttls_together_are_one_clear_configuration_error(monkeypatch):
+    monkeypatch.setenv("IMAP_STARTTLS", "true")
+    result = CliRunner().invoke(app, ["inbox"])
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: invalid settings: IMAP_SSL and IMAP_STARTTLS are both true: set one "
+                             "(IMAP_SSL for port 993, IMAP_STARTTLS for port 143)\n")
+
+
+def test_a_bad_imap_port_names_the_variable(monkeypatch):
+    monkeypatch.setenv("IMAP_PORT", "99999")
+    result = CliRunner().invoke(app, ["inbox"])
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: invalid setting IMAP_PORT=99999: expected a port number 1-65535 (993 with IMAP_SSL, 143 with IMAP_STARTTLS)\n")
