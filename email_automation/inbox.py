@@ -139,6 +139,10 @@ def _read(settings: Settings, conn: sqlite3.Connection, client: Any, now: Callab
         for start in range(0, len(uids), FETCH_BATCH):
             for uid, raw in _fetch(client, uids[start:start + FETCH_BATCH]):
                 _one(conn, inbox_store.Position(mailbox, uidvalidity, uid), raw, report, now())
+        if status.get(b"UIDNEXT"):  # all read: what lies below UIDNEXT and was not asked for is older mail
+            with transaction(conn):
+                inbox_store.set_mark(conn, inbox_store.Position(mailbox, uidvalidity, int(status[b"UIDNEXT"]) - 1),
+                                     now=now())
     except sqlite3.Error:
         raise
     except EmailAutomationError:
@@ -159,9 +163,6 @@ def _new_uids(conn, client, mailbox: str, uidvalidity: int, status: dict, now) -
         return sorted(u for u in client.search(["UID", f"{mark[1] + 1}:*"]) if u > mark[1])
     first = conn.execute("SELECT min(attempted_at) FROM send_log WHERE status IN ('sent', 'unknown')").fetchone()[0]
     if first is None:
-        last = int(status.get(b"UIDNEXT") or 1) - 1
-        with transaction(conn):
-            inbox_store.set_mark(conn, inbox_store.Position(mailbox, uidvalidity, last), now=now())
         return []
     since = datetime.fromisoformat(first.replace("Z", "+00:00")).date() - timedelta(days=1)
     return sorted(client.search(["SINCE", since]))

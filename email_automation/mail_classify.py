@@ -171,7 +171,13 @@ def header(msg: Message, name: str) -> str:
     try:
         return " ".join(str(make_header(decode_header(str(value)))).split())
     except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
+        pass
+    try:  # an encoded word in a charset Python does not know: read its bytes as UTF-8, replacing the rest
+        parts = decode_header(str(value))
+    except (ValueError, TypeError, AssertionError):
         return " ".join(str(value).split())
+    text = "".join(p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p, _ in parts)
+    return " ".join(text.split())
 
 
 def _from_address(msg: Message) -> str:

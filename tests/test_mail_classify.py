@@ -92,3 +92,9 @@ def test_a_dsn_without_status_but_a_5xx_diagnostic_is_permanent():
            b"Final-Recipient: rfc822; <A@B.example>\r\nAction: failed\r\nDiagnostic-Code: smtp; 550 no such user\r\n--X--\r\n")
     [status] = dsn.parse_report(email.message_from_bytes(raw)).recipients
     assert (status.email, status.status, status.permanent) == ("a@b.example", "5.0.0", True)
+
+
+def test_a_subject_in_an_unknown_charset_is_still_read(lookup):
+    found = classify(email.message_from_bytes(load("undecodable_charset_reply.eml")), lookup)
+    assert found.subject == "Re: Application: Backend developer at Acme"
+    assert found.snippet == "Gr\ufffd\ufffde \ufffd\ufffd, one more thing: here is my number."
