@@ -93,13 +93,15 @@ def connect(settings: Settings) -> Any:
                             ssl_context=context, timeout=TIMEOUT_SECONDS)
     except (OSError, socket.timeout) as err:
         raise InboxError(f"{where}: cannot connect: {_reason(err)}") from err
+    step = "STARTTLS"
     try:
         if settings.imap_starttls:
             client.starttls(context)
+        step = f"login as {settings.imap_username}"
         client.login(settings.imap_username, settings.imap_password.get_secret_value())
     except Exception as err:  # noqa: BLE001 - imaplib, ssl and socket errors all mean "not logged in"
         _logout(client)
-        raise InboxError(f"{where}: login as {settings.imap_username} failed: {_reason(err)}") from err
+        raise InboxError(f"{where}: {step} failed: {_reason(err)}") from err
     return client
 
 

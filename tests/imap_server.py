@@ -7,7 +7,9 @@
         box.append(b"Subject: hi\\r\\n\\r\\nbody\\r\\n")
         settings = load_settings(**box.settings())
 
-Static passdb (any user name, one password), Maildir in a temp folder, no TLS (loopback only).
+Static passdb (any user name, one password), Maildir in a temp folder. `port` speaks plain IMAP
+(and offers STARTTLS), `tls_port` implicit TLS, both with a self-signed certificate for 127.0.0.1
+whose file is `cert_file` (point SSL_CERT_FILE at it to trust it).
 Run as root (CI), Dovecot refuses to run its login and mail processes as root, so they run as its
 own unprivileged users (`dovenull`, `dovecot`) and the temp folder is theirs; run as anyone else,
 everything runs as that user. Tests are skipped, with the reason, when Dovecot is not installed.
@@ -36,7 +38,9 @@ listen = 127.0.0.1
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
-ssl = no
+ssl = yes
+ssl_cert = <{base}/cert.pem
+ssl_key = <{base}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {internal}
@@ -59,7 +63,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -72,6 +77,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _self_signed(cert_file: Path, key_file: Path) -> None:
+    """A certificate for IP 127.0.0.1, valid for a day (cryptography comes with moto)."""
+    import ipaddress
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
 
 
 def _users() -> dict[str, str]:
@@ -130,7 +159,8 @@ class Mailbox:
 class DovecotServer:
     def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ea-dovecot-"))
-        self.port = _free_port()
+        self.port, self.tls_port = _free_port(), _free_port()
+        self.cert_file = self.base / "cert.pem"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> DovecotServer:
@@ -139,8 +169,10 @@ class DovecotServer:
         (self.base / "home").mkdir()
         if os.geteuid() == 0:
             shutil.chown(self.base / "home", users["mail_user"], users["mail_group"])
+        _self_signed(self.cert_file, self.base / "key.pem")
         config = self.base / "dovecot.conf"
-        config.write_text(_CONFIG.format(base=self.base, port=self.port, password=PASSWORD, **users))
+        config.write_text(_CONFIG.format(base=self.base, port=self.port, tls_port=self.tls_port, password=PASSWORD,
+                                         **users))
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20

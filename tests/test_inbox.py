@@ -215,3 +215,13 @@ def test_a_bad_imap_port_names_the_variable(monkeypatch):
     result = CliRunner().invoke(app, ["inbox"])
     assert (result.exit_code, result.stderr) == (
         2, "Error: invalid setting IMAP_PORT=99999: expected a port number 1-65535 (993 with IMAP_SSL, 143 with IMAP_STARTTLS)\n")
+
+
+@pytest.mark.parametrize("mode", ["ssl", "starttls"])
+def test_tls_and_starttls_verify_the_servers_certificate(db, settings, box, monkeypatch, mode):
+    box.append(load("gmail_reply.eml"))
+    tls = {"imap_ssl": True, "imap_port": box.server.tls_port} if mode == "ssl" else {"imap_starttls": True}
+    with pytest.raises(inbox.InboxError, match="CERTIFICATE_VERIFY_FAILED"):
+        _read(db, settings, box, **tls)  # a self-signed certificate nobody said to trust
+    monkeypatch.setenv("SSL_CERT_FILE", str(box.server.cert_file))
+    assert _read(db, settings, box, **tls).replies == 1
