@@ -141,10 +141,10 @@ def _apply(conn: sqlite3.Connection, found: Classification, now: datetime) -> li
 def _bounce(conn: sqlite3.Connection, bounce, now: datetime) -> str:
     status = bounce.status
     if not status.permanent:
-        return f"{status.email}: delivery {status.action} ({status.status or 'no status'}), recorded only"
+        return f"{bounce.sent.email}: delivery {status.action} ({status.status or 'no status'}), recorded only"
     conn.execute("UPDATE send_log SET bounced_at = COALESCE(bounced_at, ?), bounce_status = ? WHERE id = ?",
                  (iso(now), f"{status.status} {status.diagnostic}".strip()[:500], bounce.sent.log_id))
-    return suppress(conn, status.email, "bounce", f"{status.status} {status.diagnostic}".strip(), now)
+    return suppress(conn, bounce.sent.email, "bounce", f"{status.status} {status.diagnostic}".strip(), now)
 
 
 def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now: datetime) -> str:

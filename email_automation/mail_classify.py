@@ -108,7 +108,12 @@ def _delivery_report(msg: Message, sent: SentLookup, base: dict) -> Classificati
     for status in report.recipients:
         if status.action not in ("failed", "delayed"):
             continue  # a success notice (delivered, relayed, expanded) changes nothing
-        match = by_id if by_id is not None and by_id.email == status.email else next(iter(sent.by_address(status.email)), None)
+        # The returned message names the send; its address wins when the only recipient reported is
+        # another one (a forwarding address or alias that failed further down the line).
+        if by_id is not None and (by_id.email == status.email or len(report.recipients) == 1):
+            match = by_id
+        else:
+            match = next(iter(sent.by_address(status.email)), None)
         if match is not None:
             bounces.append(Bounce(status, match))
     if not bounces:

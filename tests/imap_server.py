@@ -43,6 +43,7 @@ ssl_cert = <{base}/cert.pem
 ssl_key = <{base}/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_internal_user = {internal}
 default_internal_group = {internal_group}
 default_login_user = {login}
@@ -69,6 +70,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # No login delay after a failed login (the wrong-password tests), as Dovecot's docs describe.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 """
 

@@ -98,3 +98,9 @@ def test_a_subject_in_an_unknown_charset_is_still_read(lookup):
     found = classify(email.message_from_bytes(load("undecodable_charset_reply.eml")), lookup)
     assert found.subject == "Re: Application: Backend developer at Acme"
     assert found.snippet == "Gr\ufffd\ufffde \ufffd\ufffd, one more thing: here is my number."
+
+
+def test_a_bounce_from_a_forwarding_address_is_matched_by_the_returned_message(lookup):
+    raw = load("postfix_bounce.eml").replace(b"rfc822; gone@stark.example", b"rfc822; gone.forwarded@mail.stark.example")
+    found = classify(email.message_from_bytes(raw), lookup)
+    assert (found.kind, found.sent.email) == ("bounce", "gone@stark.example")
