@@ -142,6 +142,8 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         if f.contacted:
             out.print(f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
                       f"-> {f.interview} interview -> {f.offer} offer.", markup=False)
+    for m in reports.inbox_messages(conn, kinds=("reply",), limit=5):
+        out.print(f"  {m.dated_at[:10]} {m.from_email} ({m.company or m.email}): {m.subject}", markup=False)
     if settings.dry_run:
         out.print("DRY_RUN is on: runs write .eml files to the outbox and send nothing.")
     for row in unknown:

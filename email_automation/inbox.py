@@ -182,7 +182,8 @@ def _fetch(client: Any, uids: list[int]) -> list[tuple[int, bytes]]:
     if large:
         for uid, data in client.fetch(large, ["BODY.PEEK[HEADER]", f"BODY.PEEK[TEXT]<0.{PARTIAL_BODY_BYTES}>"]).items():
             raw[uid] = (data.get(b"BODY[HEADER]") or b"") + (data.get(b"BODY[TEXT]<0>") or b"")
-    return [(uid, raw.get(uid, b"")) for uid in uids]
+    # A UID the server returned nothing for was expunged meanwhile: nothing to read, and the mark passes it.
+    return [(uid, raw[uid]) for uid in uids if raw.get(uid)]
 
 
 def _one(conn: sqlite3.Connection, position: inbox_store.Position, raw: bytes, report: InboxReport,

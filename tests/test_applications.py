@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import json
 import random
 from datetime import timedelta
@@ -124,11 +125,19 @@ def test_mark_for_an_unknown_address_is_exit_1_and_one_line(db, settings):
     assert (result.exit_code, result.stderr) == (1, "Error: nobody@x.example: no recipient with that address in campaign 'default'\n")
 
 
-def test_status_shows_the_funnel(db, settings, clock):
-    seed_sends(db, clock(), ACME_SENT + [("carol@globex.example", "Globex", "<o-carol@example.com>")])
+def test_status_shows_the_funnel_and_the_latest_replies(db, settings, clock):
+    from email_automation import inbox_store
+    from email_automation.mail_classify import classify
+
+    seed_sends(db, clock(), [("bob@acme.example", "Acme", "0100018f-1111-2222-3333-444455556666-000000"),
+                             ("carol@globex.example", "Globex", "<o-carol@example.com>")])
+    found = classify(email.message_from_bytes(load("gmail_reply.eml")), inbox_store.DbSentLookup(db))
+    inbox_store.store(db, inbox_store.Position("box", 1, 1), "k1", found, now=clock())
     applications.mark(db, "bob@acme.example", "interview", now=clock())
-    text = _cli("status", "--db", str(settings.db_path)).stdout
-    assert "Replies in default: 2 contacted -> 1 replied (50%) -> 1 interview -> 0 offer." in text
+    text = _cli("status", "--db", str(settings.db_path)).stdout.splitlines()
+    at = text.index("Replies in default: 2 contacted -> 1 replied (50%) -> 1 interview -> 0 offer.")
+    assert text[at:at + 2] == ["Replies in default: 2 contacted -> 1 replied (50%) -> 1 interview -> 0 offer.",
+                         "  2026-11-24 bob@acme.example (Acme): Re: Application: Backend developer at Acme"]
     data = json.loads(_cli("status", "--db", str(settings.db_path), "--json").stdout)
     assert data["funnel"]["default"]["reply_rate"] == 0.5
 
