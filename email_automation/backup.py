@@ -6,8 +6,10 @@ SQLite's online backup API copies a consistent snapshot (https://www.sqlite.org/
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -44,23 +46,25 @@ def backup_database(
 ) -> Path:
     """Copy `src` to `dest` (a file, or a folder for a time-stamped name); returns the copy's path.
 
-    The copy is written beside the target as `.partial`, checked with PRAGMA integrity_check,
-    switched to a single self-contained file (journal_mode=DELETE) and only then renamed.
+    The copy is written beside the target under a name of its own, checked with PRAGMA
+    integrity_check, switched to a single self-contained file (journal_mode=DELETE) and only then
+    linked to its name, which never replaces an existing file. In a folder, a second backup within
+    the same second gets `-2`, `-3`, ... before `.db`.
 
     Raises:
-        BackupError: no source database, the target exists, or the copy is not intact.
+        BackupError: no source database, the target file exists, or the copy is not intact.
     """
     src = Path(src)
     if not src.is_file():
         raise BackupError(f"{src}: no database to back up")
-    target = backup_path(dest, now())
-    if target.exists():
+    target, in_folder = backup_target(dest, now())
+    if not in_folder and target.exists():
         raise BackupError(f"{target}: already exists; choose another name or folder")
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         _copy(src, partial, pages=pages, step_sleep=step_sleep, max_restarts=max_restarts)
         _verify(partial)
-        os.replace(partial, target)
+        return _publish(partial, target, numbered=in_folder)
     except sqlite3.Error as err:
         raise BackupError(f"{src}: backup to {target} failed: {err}") from err
     except OSError as err:
@@ -68,22 +72,37 @@ def backup_database(
     finally:
         for leftover in (partial, Path(f"{partial}-journal"), Path(f"{partial}-wal"), Path(f"{partial}-shm")):
             leftover.unlink(missing_ok=True)
-    return target
 
 
-def backup_path(dest: str | Path, moment: datetime) -> Path:
-    """`dest` itself, or `dest/email_automation-YYYYmmdd-HHMMSS.db` when it is a folder (or ends in /)."""
-    wants_folder = str(dest).endswith(("/", os.sep))  # Path() would drop the trailing slash
+def backup_target(dest: str | Path, moment: datetime) -> tuple[Path, bool]:
+    """(`dest`, False), or (`dest/email_automation-YYYYmmdd-HHMMSS.db`, True) when it is a folder or ends in /.
+
+    `dest` should be the user's own string: Path() would drop the trailing slash that says "folder".
+    """
+    wants_folder = str(dest).endswith(("/", os.sep))
     dest = Path(dest)
     if dest.is_dir() or wants_folder:
         try:
             dest.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise BackupError(f"{dest}: cannot create folder: {err.strerror or err}") from None
-        return dest / moment.strftime(NAME_FORMAT)
+        return dest / moment.strftime(NAME_FORMAT), True
     if not dest.parent.is_dir():
         raise BackupError(f"{dest.parent}: no such folder")
-    return dest
+    return dest, False
+
+
+def _publish(partial: Path, target: Path, *, numbered: bool) -> Path:
+    """Give the finished copy its name without ever replacing a file (link(2) fails on an existing one)."""
+    for number in itertools.count(1):
+        name = target if number == 1 else target.with_name(f"{target.stem}-{number}{target.suffix}")
+        try:
+            os.link(partial, name)
+            return name
+        except FileExistsError:
+            if not numbered:
+                raise BackupError(f"{target}: already exists; choose another name or folder") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _copy(src: Path, partial: Path, *, pages: int, step_sleep: float, max_restarts: int) -> None:

@@ -32,9 +32,9 @@ class TemplateRenderError(EmailAutomationError):
 
 
 class NotFoundError(EmailAutomationError):
-    """A campaign, recipient or address named by the user does not exist."""
+    """A campaign, recipient or address named by the user does not exist: bad input, exit code 2."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 class SendError(EmailAutomationError):

@@ -120,9 +120,9 @@ def test_mark_with_an_unknown_status_is_exit_2_and_one_line(db, settings):
                              "not_interested\n")
 
 
-def test_mark_for_an_unknown_address_is_exit_1_and_one_line(db, settings):
+def test_mark_for_an_unknown_address_is_exit_2_and_one_line(db, settings):
     result = _cli("mark", "nobody@x.example", "replied", "--campaign", "default", "--db", str(settings.db_path))
-    assert (result.exit_code, result.stderr) == (1, "Error: nobody@x.example: no recipient with that address in campaign 'default'\n")
+    assert (result.exit_code, result.stderr) == (2, "Error: nobody@x.example: no recipient with that address in campaign 'default'\n")
 
 
 def test_status_shows_the_funnel_and_the_latest_replies(db, settings, clock):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import threading
 import time
@@ -152,4 +154,32 @@ def test_backup_command(big_db, tmp_path):
 def test_a_destination_folder_that_cannot_be_created_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(BackupError, match="cannot create folder"):
-        backup.backup_path(f"{tmp_path / 'a-file' / 'backups'}/", datetime(2026, 11, 25, 8, 0))
+        backup.backup_target(f"{tmp_path / 'a-file' / 'backups'}/", datetime(2026, 11, 25, 8, 0))
+
+
+def test_two_backups_into_a_folder_in_the_same_second_both_keep(big_db, tmp_path):
+    moment = lambda: datetime(2026, 11, 25, 8, 0, 3)  # noqa: E731
+    first = backup_database(big_db, f"{tmp_path}/backups/", now=moment)
+    second = backup_database(big_db, f"{tmp_path}/backups/", now=moment)
+    assert (first.name, second.name) == ("email_automation-20261125-080003.db", "email_automation-20261125-080003-2.db")
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == sorted([first.name, second.name])
+    assert ids_in(second) == set(range(1, 2001))
+
+
+def test_the_nightly_command_into_a_new_folder_works_every_night(big_db, tmp_path):
+    """The README's own `email-automation backup backups/`, typed twice (the folder is new the first time)."""
+    results = [runner.invoke(app, ["backup", "backups/", "--db", str(big_db)]) for _ in range(2)]
+    assert [r.exit_code for r in results] == [0, 0], [r.output for r in results]
+    folder = tmp_path / "backups"  # the tests run in tmp_path
+    copies = sorted(folder.iterdir())
+    assert len(copies) == 2 and all(re.fullmatch(r"email_automation-\d{8}-\d{6}(-2)?\.db", p.name) for p in copies)
+    assert results[1].stdout.startswith(f"Backup of {big_db} written to backups/email_automation-")
+
+
+def test_backup_json(big_db, tmp_path):
+    result = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db), "--json"])
+    assert json.loads(result.stdout) == {"database": str(big_db), "backup": str(tmp_path / "b.db"),
+                                         "bytes": (tmp_path / "b.db").stat().st_size}
+    again = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db), "--json"])
+    assert again.exit_code == 1
+    assert json.loads(again.stdout) == {"error": f"{tmp_path / 'b.db'}: already exists; choose another name or folder"}

@@ -125,13 +125,13 @@ def test_python_dash_m_runs_the_same_cli():
 def test_preview_to_an_unwritable_file_is_one_line(demo_db, tmp_path):
     assert cli("import", str(EXAMPLE), "--db", str(demo_db)).exit_code == 0
     result = cli("preview", "--db", str(demo_db), "--out", str(tmp_path / "no-such-dir" / "x.eml"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory"
 
 
 def test_resolve_without_a_decision_names_both_choices(demo_db):
     result = cli("resolve", "a@example.com", "--db", str(demo_db))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.strip() == "Error: say what happened: --sent (it went out) or --pending (it did not; send it again)"
 
 

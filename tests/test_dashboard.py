@@ -13,7 +13,8 @@ from datetime import timedelta
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from email_automation import admin, cli_dashboard, dashboard
+from email_automation import admin, dashboard
+from email_automation.cli import dashboard as cli_dashboard
 from email_automation.database import connect, init_db
 from email_automation.events import EventKind
 from email_automation.dashboard_data import Reports

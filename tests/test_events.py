@@ -399,9 +399,8 @@ def test_queue_url_errors_say_what_to_set(url, message):
 
 # --- wiring -------------------------------------------------------------------------------------
 
-# The command runs in a subprocess against the moto server: importing cli_events here would add
-# `events` to the shared typer app of every other test (before the lead registers it in cli.py).
-CLI = "import sys; from email_automation import cli_events; sys.argv[0] = 'email-automation'; cli_events.app()"
+# The command runs in a subprocess against the moto server, as a user runs it.
+CLI = "import sys; from email_automation.cli import main; sys.argv[0] = 'email-automation'; main()"
 
 
 def run_cli(*args, env=None):

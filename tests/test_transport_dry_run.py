@@ -6,6 +6,7 @@ import email
 import email.policy
 import re
 import socket
+from datetime import datetime
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_dry_run_writes_a_parseable_eml_and_sends_nothing(settings, no_network):
     transport.close()
 
     assert re.fullmatch(r"dry-run-[0-9a-f]{32}", message_id)
-    [path] = sorted(settings.outbox_dir.glob("*.eml"))
+    [path] = sorted(settings.outbox_dir.glob("*/*.eml"))
     assert path.name == f"ada@example.org--{message_id}.eml"
     assert transport.written == [path]
     assert path.read_bytes() == message.as_bytes()
@@ -47,14 +48,33 @@ def test_dry_run_writes_a_parseable_eml_and_sends_nothing(settings, no_network):
     assert saved["Subject"] == "Grüße, Ada"
     assert saved["To"] == "ada@example.org"
     assert [p.get_content_type() for p in saved.iter_parts()] == ["text/plain", "text/html"]
-    assert not list(settings.outbox_dir.glob(".tmp-*"))  # no half-written files left behind
+    assert not list(settings.outbox_dir.glob("*/.tmp-*"))  # no half-written files left behind
 
 
 def test_each_send_gets_its_own_file_and_id(settings):
     transport = DryRunTransport(settings)
     ids = {transport.send(build_message(RENDERED, to="ada@example.org", settings=settings), tags={}) for _ in range(3)}
     assert len(ids) == 3
-    assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
+    assert len(list(settings.outbox_dir.glob("*/*.eml"))) == 3
+
+
+def test_each_run_writes_into_a_folder_of_its_own(settings):
+    clock = lambda: datetime(2026, 11, 25, 7, 30, 5)  # noqa: E731
+    first, second = DryRunTransport(settings, now=clock), DryRunTransport(settings, now=clock)
+    for transport in (first, second):
+        transport.send(build_message(RENDERED, to="ada@example.org", settings=settings), tags={})
+    assert first.folder != second.folder  # same second, still apart
+    assert re.fullmatch(r"2026-11-25_073005-[0-9a-f]{8}", first.folder.name)
+    assert first.folder.parent == settings.outbox_dir
+    assert [p.parent for p in first.written + second.written] == [first.folder, second.folder]
+
+
+def test_an_outbox_that_cannot_be_written_is_a_configuration_error(settings):
+    settings.outbox_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.outbox_dir.write_text("a file where the folder should be")
+    transport = DryRunTransport(settings)
+    with pytest.raises(ConfigError, match=r"^OUTBOX_DIR: cannot write .*: Not a directory$"):
+        transport.send(build_message(RENDERED, to="ada@example.org", settings=settings), tags={})
 
 
 @pytest.mark.parametrize(("setting", "flag", "expected"), [

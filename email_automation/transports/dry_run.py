@@ -1,7 +1,9 @@
-"""Dry-run transport: each message becomes an .eml file in OUTBOX_DIR; nothing leaves the machine.
+"""Dry-run transport: each message becomes an .eml file under OUTBOX_DIR; nothing leaves the machine.
 
 It is a transport like the others (anymail's test backend), so the engine runs exactly the same
-code path in a dry run; only `make_transport` decides which one is used.
+code path in a dry run; only `make_transport` decides which one is used. Each transport (one per
+run) writes into its own folder, OUTBOX_DIR/<YYYY-mm-dd_HHMMSS>-<run id>/, so the files of one
+run are easy to find and a second run never mixes its messages with the first one's.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ import os
 import re
 import tempfile
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
+
+from ..errors import ConfigError
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -23,16 +29,25 @@ class DryRunTransport:
 
     name = "dry_run"
 
-    def __init__(self, settings: Any) -> None:
-        self.outbox = Path(settings.outbox_dir)
+    def __init__(self, settings: Any, *, now: Callable[[], datetime] = datetime.now) -> None:
+        run_id = uuid.uuid4().hex[:8]
+        self.folder = Path(settings.outbox_dir) / f"{now():%Y-%m-%d_%H%M%S}-{run_id}"  # created by the first send
         self.written: list[Path] = []  # files written by this transport, in order
 
     def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
-        """Write the message exactly as it would be sent; returns "dry-run-<uuid hex>"."""
+        """Write the message exactly as it would be sent; returns "dry-run-<uuid hex>".
+
+        Raises:
+            ConfigError: OUTBOX_DIR cannot be written (full disk, no permission, a file in the way);
+                a setting to fix, never a failed recipient.
+        """
         message_id = f"dry-run-{uuid.uuid4().hex}"
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        path = self.outbox / f"{_recipient_slug(message)}--{message_id}.eml"
-        _write_atomically(path, message.as_bytes())
+        path = self.folder / f"{_recipient_slug(message)}--{message_id}.eml"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, message.as_bytes())
+        except OSError as err:
+            raise ConfigError(f"OUTBOX_DIR: cannot write {path}: {err.strerror or err}") from err
         self.written.append(path)
         return message_id
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +17,9 @@ from typing import Annotated
 
 import typer
 
-from .cli import DbOption, app, cli_errors, out, settings_for
-from .errors import ConfigError
+from .common import BadInput, DbOption, app, cli_errors, say, settings_for
 
-DASHBOARD_SCRIPT = Path(__file__).with_name("dashboard.py")
+DASHBOARD_SCRIPT = Path(__file__).parent.parent / "dashboard.py"
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_PORT = 8501
 
@@ -45,6 +45,29 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def check_port_free(address: str, port: int) -> None:
+    """Refuse before printing a URL that another program already answers on.
+
+    Streamlit would otherwise print its own error after ours said where to browse to.
+
+    Raises:
+        BadInput: the address cannot be listened on, or the port is taken.
+    """
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BadInput(f"--address {address}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # SO_REUSEADDR as servers set it (Tornado does): a port in TIME_WAIT is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise BadInput(f"{address}:{port} is not free ({exc.strerror}): another dashboard may be running; "
+                           "choose another port with --port") from None
+
+
 def _run_until_stopped(command: list[str], env: dict[str, str]) -> int:
     """Run the child; Ctrl+C and SIGTERM stop it (and wait for it) instead of orphaning it."""
     child = subprocess.Popen(command, env=env)
@@ -68,17 +91,20 @@ def dashboard(
         "--address", help="Address to listen on. Keep 127.0.0.1 and use an SSH tunnel.")] = DEFAULT_ADDRESS,
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
+    from ..errors import ConfigError
+
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
     if not settings.db_path.is_file():
         raise ConfigError(f"{settings.db_path}: no database yet; run `email-automation init` first")
+    check_port_free(address, port)
     env = dict(os.environ)
     if db is not None:
         env["DB_PATH"] = str(settings.db_path.resolve())
     if not is_loopback(address):
-        out.print(f"Warning: listening on {address} exposes the dashboard to the network; "
-                  "prefer 127.0.0.1 and an SSH tunnel.")
-    out.print(f"Dashboard: http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{port} "
-              f"(database {settings.db_path}; Ctrl+C to stop)")
+        say(f"Warning: listening on {address} exposes the dashboard to the network; "
+            "prefer 127.0.0.1 and an SSH tunnel.")
+    say(f"Dashboard: http://{'127.0.0.1' if address in ('0.0.0.0', '::') else address}:{port} "
+        f"(database {settings.db_path}; Ctrl+C to stop)")
     code = _run_until_stopped(streamlit_command(address=address, port=port), env)
     if code not in (0, -signal.SIGTERM, -signal.SIGINT):
         raise typer.Exit(code)

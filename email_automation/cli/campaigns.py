@@ -1,0 +1,99 @@
+"""Commands over campaigns: `preview`, `template show`, `template set`, `pause`, `resume`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..database import DEFAULT_CAMPAIGN
+from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, open_database, say, settings_for
+
+template_app = typer.Typer(help="Show or change a campaign's subject and body templates.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+
+
+@app.command()
+@cli_errors
+def preview(
+    db: DbOption = None,
+    email: Annotated[Optional[str], typer.Option("--email", "-e", help="Recipient to render (default: the next pending one).")] = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the recipient.")] = DEFAULT_CAMPAIGN,
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the message: .eml for the whole MIME message, anything else for the HTML body.")] = None,
+) -> None:
+    """Render one recipient's message (subject, text and HTML) without sending anything."""
+    from ..preview import render_preview
+
+    settings = settings_for(db)
+    result = render_preview(open_database(settings), settings, campaign=campaign, email=email)
+    say(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}"
+        f"\n--- html ---\n{result.rendered.html}")
+    if out_file:
+        data = result.message.as_bytes() if out_file.suffix == ".eml" else result.rendered.html.encode()
+        try:
+            out_file.write_bytes(data)
+        except OSError as exc:
+            raise BadInput(f"{out_file}: cannot write: {exc.strerror or exc}") from None
+        say(f"Written to {out_file}")
+
+
+@template_app.command("show")
+@cli_errors
+def template_show(db: DbOption = None, campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to show.")] = DEFAULT_CAMPAIGN) -> None:
+    """Print a campaign's subject, HTML and text templates."""
+    from ..database import get_campaign
+
+    row = get_campaign(open_database(settings_for(db)), campaign)
+    say(f"Campaign: {row['name']} ({row['status']})\nSubject: {row['subject_template']}\n\n--- html ---\n{row['html_template']}")
+    say(f"--- text ---\n{row['text_template'] or '(derived from the HTML)'}")
+
+
+@template_app.command("set")
+@cli_errors
+def template_set(
+    db: DbOption = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to change (created if new).")] = DEFAULT_CAMPAIGN,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template, e.g. 'Hello {{ first_name }}'.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
+) -> None:
+    """Store new templates for a campaign after checking that they compile."""
+    from ..campaigns import store_templates
+
+    conn = open_database(settings_for(db))
+    store_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text))
+    say(f"Templates of campaign '{campaign}' updated.")
+
+
+def _read_template(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read template: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: cannot read template: not UTF-8 text (byte {exc.start})") from None
+
+
+@app.command()
+@cli_errors
+def pause(campaign: Annotated[str, typer.Argument(help="Campaign to pause.")], db: DbOption = None,
+          as_json: JsonOption = False) -> None:
+    """Pause a campaign: runs leave its recipients alone until it is resumed."""
+    from ..admin import set_campaign_status
+
+    set_campaign_status(open_database(settings_for(db)), campaign, "paused")
+    answer(as_json, {"campaign": campaign, "state": "paused"}, f"Campaign '{campaign}' paused.")
+
+
+@app.command()
+@cli_errors
+def resume(campaign: Annotated[str, typer.Argument(help="Campaign to resume.")], db: DbOption = None,
+           as_json: JsonOption = False) -> None:
+    """Resume a paused campaign."""
+    from ..admin import set_campaign_status
+
+    set_campaign_status(open_database(settings_for(db)), campaign, "active")
+    answer(as_json, {"campaign": campaign, "state": "active"}, f"Campaign '{campaign}' is active.")

@@ -1,0 +1,168 @@
+"""What every command module shares: the typer app, the option types, output and error mapping.
+
+Command modules import this module and the library, never each other. Nothing heavy is imported
+here (no boto3, Jinja2, pydantic or streamlit): `--help` must answer at once, so each command
+imports what it needs in its body.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from .._version import __version__
+from ..errors import EmailAutomationError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+# Exit codes, as the README's command reference lists them.
+EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"email-automation {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    help="Send personalized outreach email in small, safe daily batches (Amazon SES or SMTP), "
+    "with every attempt logged in SQLite. DRY_RUN is on until you turn it off.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = None,
+) -> None:
+    """Only adds the global --version; the app's help is Typer(help=...)."""
+
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file (default: DB_PATH or email_automation.db).")]
+CampaignOption = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name (default: all, or 'default' where one is needed).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+class BadInput(EmailAutomationError):
+    """The command line itself cannot be acted on (a missing choice, an unreadable file)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def say(text: str) -> None:
+    """One line (or block) for the user on stdout, printed as is (no rich markup)."""
+    out.print(text, markup=False)
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """The one JSON object of a `--json` command, on stdout, unstyled so scripts can parse it."""
+    print(json.dumps(data))
+
+
+def answer(as_json: bool, data: dict[str, Any], text: str) -> None:
+    """A command's result: `data` as the JSON object with --json, else `text`."""
+    if as_json:
+        print_json(data)
+    else:
+        say(text)
+
+
+def cli_errors(fn):
+    """Turn a library error into one line and its exit code; never a traceback.
+
+    With `--json` the error is the command's one JSON object, `{"error": ...}`, on stdout.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
+        try:
+            return fn(*args, **kwargs)
+        except EmailAutomationError as exc:
+            _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
+        except sqlite3.Error as exc:
+            _fail(f"database: {exc}", _sqlite_exit_code(exc), as_json)
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def _fail(message: str, code: int, as_json: bool) -> None:
+    if as_json:
+        print_json({"error": message} if code else {"message": message})
+    elif code == 0:  # not a failure (another run holds the lock): cron logs it and moves on
+        say(message)
+    else:
+        err.print(f"Error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def _sqlite_exit_code(exc: sqlite3.Error) -> int:
+    """A full disk or a database file that cannot be written is the machine's set-up: exit 2.
+
+    Result codes: https://www.sqlite.org/rescode.html (SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_READONLY).
+    """
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return EXIT_BAD_INPUT if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) else EXIT_ERROR
+
+
+def settings_for(db: Path | None = None, **overrides: Any) -> Settings:
+    """The settings from the environment, .env and defaults, with the command line's flags on top."""
+    from ..config import load_settings
+
+    return load_settings(db_path=db, **overrides)
+
+
+def open_database(settings: Settings) -> sqlite3.Connection:
+    """The existing database of `settings`, upgraded; one line and exit 2 if it cannot be opened.
+
+    Opening writes (the WAL and shared-memory files, a schema upgrade), so a full disk or a
+    read-only folder shows here first: that is the machine's set-up, not a failed command.
+    """
+    from ..database import open_db
+    from ..errors import ConfigError
+
+    try:
+        return open_db(settings.db_path)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{settings.db_path}: cannot open database: {exc}") from exc
+
+
+class progress_bar:
+    """A rich progress bar on a terminal; nothing at all when output goes to a file or cron."""
+
+    def __init__(self, *, enabled: bool, total: int | None, label: str) -> None:
+        self.enabled = enabled and err.is_terminal
+        self.total, self.label = total, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n=1: None
+        from rich.progress import Progress
+
+        self.progress = Progress(console=err, transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.label, total=self.total)
+        return lambda n=1: self.progress.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()

@@ -1,0 +1,133 @@
+"""Commands over the recipient list: `import`, `skip`, `suppress`, `unsuppress`, `resolve`, `retry-failed`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..database import DEFAULT_CAMPAIGN
+from .common import (BadInput, CampaignOption, DbOption, JsonOption, answer, app, cli_errors, open_database, print_json,
+                     progress_bar, say, settings_for)
+
+REJECTS_SHOWN = 20
+
+
+@app.command("import")
+@cli_errors
+def import_file(
+    file: Annotated[Path, typer.Argument(help="CSV file with an email column (UTF-8 or Windows-1252; , ; or tab).")],
+    db: DbOption = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to add the recipients to (created if new).")] = DEFAULT_CAMPAIGN,
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Where to write invalid rows (default: FILE.rejects.csv).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add recipients from a CSV file; duplicates are skipped and invalid rows written to a rejects file."""
+    from ..import_csv import import_csv
+
+    conn = open_database(settings_for(db))
+    with progress_bar(enabled=not as_json, total=file.stat().st_size if file.is_file() else None,
+                      label=f"Importing {file.name}") as advance:
+        report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for line in import_lines(file, report):
+        say(line)
+
+
+def import_lines(file: Path, report) -> list[str]:
+    """The counts, then `FILE:ROW: 'address': reason` for the first rejected rows."""
+    lines = [f"{file}: {report.inserted} added to campaign '{report.campaign}', "
+             f"{report.duplicates} duplicate(s) skipped, {report.invalid} invalid."]
+    lines += [f"  {file}:{r.row}: {r.email!r}: {r.reason}" for r in report.rejects[:REJECTS_SHOWN]]
+    if report.invalid > REJECTS_SHOWN:
+        lines.append(f"  ... and {report.invalid - REJECTS_SHOWN} more")
+    if report.rejects_file:
+        lines.append(f"Invalid rows written to {report.rejects_file}")
+    return lines
+
+
+@app.command("retry-failed")
+@cli_errors
+def retry_failed(db: DbOption = None, campaign: CampaignOption = None, as_json: JsonOption = False) -> None:
+    """Put failed recipients back in the queue (suppressed addresses stay failed)."""
+    from .. import admin
+
+    count = admin.retry_failed(open_database(settings_for(db)), campaign=campaign)
+    answer(as_json, {"pending_again": count}, f"{count} failed recipient(s) are pending again.")
+
+
+@app.command()
+@cli_errors
+def skip(
+    email: Annotated[str, typer.Argument(help="Address to skip.")],
+    db: DbOption = None,
+    campaign: CampaignOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Never send to this pending or failed recipient."""
+    from .. import admin
+
+    count = admin.skip_recipient(open_database(settings_for(db)), email, campaign=campaign)
+    answer(as_json, {"email": _address(email), "skipped": count}, f"{count} recipient(s) skipped.")
+
+
+@app.command()
+@cli_errors
+def suppress(
+    email: Annotated[str, typer.Argument(help="Address never to mail again, in any campaign.")],
+    db: DbOption = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (bounce, complaint, unsubscribe, ...).")] = "manual",
+    as_json: JsonOption = False,
+) -> None:
+    """Add an address to the suppression list; its pending recipients become skipped."""
+    from .. import admin
+
+    count = admin.suppress(open_database(settings_for(db)), email, reason=reason)
+    address = _address(email)
+    answer(as_json, {"email": address, "reason": reason, "skipped": count},
+            f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+
+
+@app.command()
+@cli_errors
+def unsuppress(
+    email: Annotated[str, typer.Argument(help="Address to allow again.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an address from the suppression list."""
+    from .. import admin
+
+    admin.unsuppress(open_database(settings_for(db)), email)
+    address = _address(email)
+    answer(as_json, {"email": address, "unsuppressed": True}, f"{address} may be mailed again.")
+
+
+@app.command()
+@cli_errors
+def resolve(
+    email: Annotated[str, typer.Argument(help="Recipient in the 'unknown' state.")],
+    sent: Annotated[Optional[bool], typer.Option("--sent/--pending", help="--sent: it did go out; --pending: it did not, send it again.", show_default=False)] = None,
+    db: DbOption = None,
+    campaign: CampaignOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Settle a recipient whose send was interrupted: mark it sent, or pending to be sent again."""
+    from .. import admin
+
+    if sent is None:
+        raise BadInput("say what happened: --sent (it went out) or --pending (it did not; send it again)")
+    outcome = "sent" if sent else "pending"
+    count = admin.resolve_unknown(open_database(settings_for(db)), email, outcome, campaign=campaign)
+    answer(as_json, {"email": _address(email), "marked": outcome, "recipients": count},
+            f"{count} recipient(s) marked {outcome}.")
+
+
+def _address(email: str) -> str:
+    """The address as stored, the way the library looked it up."""
+    from ..addresses import lookup_form
+
+    return lookup_form(email)

@@ -1,0 +1,186 @@
+"""Commands that send and watch: `run`, `status`, `events`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import (EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, err, open_database, out, print_json,
+                     progress_bar, say, settings_for)
+
+EVENT_NOTES_SHOWN = 20
+RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed")
+
+
+@app.command()
+@cli_errors
+def run(
+    db: DbOption = None,
+    dry_run: Annotated[Optional[bool], typer.Option("--dry-run/--send", help="Write .eml files instead of sending (default: DRY_RUN, which is true until you set it to false).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
+    require_inbox: Annotated[bool, typer.Option("--require-inbox", help="Stop (exit 3, nothing sent) if the inbox cannot be read first.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
+
+    Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
+    template, 3 stopped by an error that affects every message (credentials, unverified sender,
+    paused account, quota) or by a streak of time-outs, throttling or identical refusals, or
+    (--require-inbox) because the inbox could not be read.
+    """
+    import random
+    import time
+
+    from .. import logs
+    from ..daily_job import run_job
+    from ..database import utc_now
+    from ..locking import RunLockedError
+    from ..transports import make_transport
+
+    settings = settings_for(db, dry_run=dry_run, log_file=log_file)
+    conn = open_database(settings)
+    _log_lines_to(sys.stderr if as_json else sys.stdout)
+    logs.setup_file_logging(settings.log_file)
+    transport = make_transport(settings)
+    outbox = getattr(transport, "folder", None)
+    try:
+        with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
+            report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
+                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox)
+    except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
+        answer(as_json, {"locked": True, "message": str(exc)}, str(exc))
+        return
+    if as_json:
+        print_json(run_json(report, outbox))
+    else:
+        say(run_summary(report, outbox))
+    if report.fatal_error:
+        err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def run_json(report, outbox: Path | None) -> dict:
+    """`run --json`: the counts, where a dry run's files are, and why the run stopped (or null)."""
+    data = {key: report.as_dict()[key] for key in RUN_JSON_KEYS}
+    written = bool(report.dry_run and report.previewed)
+    return data | {"outbox": str(outbox) if written else None, "stopped": report.fatal_error}
+
+
+def run_summary(report, outbox: Path | None) -> str:
+    """The run's last line: counts, or for a dry run where the files are and how to send for real."""
+    if report.dry_run:
+        where = f"written to {outbox}/" if report.previewed else "written"
+        return (f"Dry run: {report.previewed} message(s) {where} and nothing sent. "
+                "To send for real, set DRY_RUN=false (or pass --send).")
+    return (f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
+            f"unknown {report.unknown}; {report.remaining_today} left today.")
+
+
+def _log_lines_to(stream) -> None:
+    """Plain `time email status id` lines, readable in cron.log."""
+    from .. import logs
+
+    logger = logging.getLogger("email_automation")
+    console = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
+    if console:
+        console[0].stream = stream  # not setStream: the old stream may be closed already
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logs.line_formatter())
+        handler._ea_console = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@app.command()
+@cli_errors
+def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Recipients by status for each campaign, and today's sends against the daily limit."""
+    from .. import reports
+    from ..database import utc_now
+
+    settings = settings_for(db)
+    conn = open_database(settings)
+    summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit)
+    unknown = reports.unknown_recipients(conn)
+    funnel = reports.funnel(conn)
+    if as_json:
+        print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}})
+        return
+    out.print(status_table(summary))
+    for line in status_lines(summary, unknown, dry_run=settings.dry_run):
+        say(line)
+    for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5)):
+        say(line)
+
+
+def reply_lines(funnel, latest) -> list[str]:
+    """The funnel of each campaign that has contacted anyone, then the latest replies."""
+    lines = [f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
+             f"-> {f.interview} interview -> {f.offer} offer." for f in funnel if f.contacted]
+    return lines + [f"  {m.dated_at[:10]} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
+
+
+def status_table(summary):
+    """One row per campaign: its state and its recipients by status."""
+    from rich.table import Table
+
+    table = Table("Campaign", "State", "Pending", "Sending", "Sent", "Failed", "Skipped", "Unknown", "Total", box=None)
+    for c in summary.campaigns:
+        counts = (str(c.counts[s]) for s in ("pending", "sending", "sent", "failed", "skipped", "unknown"))
+        table.add_row(c.name, c.state, *counts, str(c.total))
+    return table
+
+
+def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
+    """Today against the limit, DRY_RUN, and one line per recipient that needs a decision."""
+    in_doubt = summary.counted_today - summary.sent_today
+    lines = [f"Today ({summary.today}): {summary.sent_today} sent"
+             + (f" and {in_doubt} sending or unknown" if in_doubt else "")
+             + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
+             f"Suppressed addresses: {summary.suppressed}."]
+    if dry_run:
+        lines.append("DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.")
+    lines += [f"Needs a decision: {row['email']} ({row['campaign']}) may or may not have been sent; "
+              f"`email-automation resolve {row['email']} --sent` or `--pending`." for row in unknown]
+    return lines
+
+
+@app.command()
+@cli_errors
+def events(
+    queue_url: Annotated[Optional[str], typer.Option("--queue-url", help="SQS queue subscribed to the SES event topic (default: SES_EVENTS_QUEUE_URL).")] = None,
+    db: DbOption = None,
+    wait: Annotated[Optional[int], typer.Option("--wait", min=0, max=20, show_default=False, help="Seconds each receive waits for messages to arrive (SQS long polling, 0-20; default 2).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply SES bounces, complaints and deliveries from the SQS queue: suppress, reconcile, record.
+
+    Exit codes: 0 every message applied, 1 a message could not be applied (it stays on the queue)
+    or SQS refused, 2 no queue or region configured.
+    """
+    from .. import event_queue
+    from ..database import utc_now
+
+    settings = settings_for(db)
+    url = event_queue.check_queue_url(queue_url or settings.ses_events_queue_url)
+    wait = event_queue.DEFAULT_WAIT_SECONDS if wait is None else wait
+    report = event_queue.drain_queue(settings, open_database(settings), now=utc_now, queue_url=url, wait_seconds=wait)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        say(f"SES events: {report.summary()}.")
+        for note in report.notes[:EVENT_NOTES_SHOWN]:
+            say(f"  {note}")
+        if len(report.notes) > EVENT_NOTES_SHOWN:
+            say(f"  ... and {len(report.notes) - EVENT_NOTES_SHOWN} more")
+    if report.failed:
+        err.print(f"Error: {report.failed} message(s) could not be applied and stay on the queue "
+                  "(its dead-letter queue takes them after maxReceiveCount receives).", markup=False)
+        raise typer.Exit(1)

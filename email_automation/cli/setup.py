@@ -1,0 +1,161 @@
+"""Commands that set an install up and keep it healthy: `init`, `config`, `doctor`, `cron`, `backup`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import cron as cron_lib
+from .common import BadInput, DbOption, JsonOption, app, cli_errors, out, print_json, say, settings_for
+
+
+@app.command()
+@cli_errors
+def init(db: DbOption = None) -> None:
+    """Create the database (or upgrade an older one) with a 'default' campaign. Safe to run again."""
+    from ..database import init_db
+
+    settings = settings_for(db)
+    init_db(settings.db_path).close()
+    say(f"Database ready: {settings.db_path}")
+
+
+@app.command("config")
+@cli_errors
+def show_config(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Print the effective settings (secrets masked) and where each came from."""
+    from ..config import describe_settings
+
+    rows = describe_settings(settings_for(db), {"db_path": db})
+    if as_json:
+        print_json({name: {"value": value, "from": source} for name, value, source in rows})
+        return
+    from rich.table import Table
+
+    table = Table("Variable", "Value", "From", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+@cli_errors
+def doctor(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Check that this install can send: settings, database, AWS credentials, SES identity and account, SMTP login."""
+    from .. import doctor as doctor_lib
+
+    _, checks = doctor_lib.diagnose(db_path=db)
+    failures = sum(c.status == doctor_lib.FAIL for c in checks)
+    if as_json:
+        print_json({"ok": not failures, "checks": [c.__dict__ for c in checks]})
+    else:
+        for line in doctor_lines(checks, ok=doctor_lib.OK, warn=doctor_lib.WARN, fail=doctor_lib.FAIL):
+            say(line)
+    if failures:
+        raise typer.Exit(1)
+
+
+def doctor_lines(checks, *, ok: str, warn: str, fail: str) -> list[str]:
+    """One aligned line per check, a `fix:` line under each that is not OK, and a verdict."""
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+        if check.hint and check.status != ok:
+            lines.append(f"      {'':<{width}}  fix: {check.hint}")
+    failures = sum(c.status == fail for c in checks)
+    warnings = sum(c.status == warn for c in checks)
+    if failures:
+        lines.append(f"{failures} check(s) failed, {warnings} warning(s).")
+    else:
+        lines.append(f"No failures, {warnings} warning(s)." if warnings else "All checks passed.")
+    return lines
+
+
+@app.command()
+@cli_errors
+def cron(
+    time: Annotated[str, typer.Option("--time", help="Daily start time HH:MM, on the server's clock.")] = cron_lib.DEFAULT_TIME,
+    install: Annotated[bool, typer.Option("--install", help="Put the line in your crontab (replacing this folder's old one).")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Delete this folder's line from your crontab.")] = False,
+    env_file: Annotated[Optional[Path], typer.Option("--env-file", help="Shell file of `export VAR=value` lines to source (default: ./env.sh if it exists).")] = None,
+    log_file: Annotated[Optional[Path], typer.Option("--log-file", help="File the run's output is appended to (default: ./cron.log).")] = None,
+    db: DbOption = None,
+) -> None:
+    """Print the crontab line that runs this folder's `run` every day, or --install / --remove it."""
+    if install and remove:
+        raise BadInput("choose --install or --remove, not both")
+    workdir = Path.cwd().absolute()
+    marker = cron_lib.marker_for(workdir)
+    if remove:
+        count = cron_lib.remove(marker)
+        say(f"Removed {count} line(s) for {workdir} from your crontab." if count
+            else f"Your crontab has no line for {workdir}; nothing removed.")
+        return
+    line, notes = _cron_line(time, workdir, env_file, log_file, db)
+    if install:
+        result = cron_lib.install(line, marker)
+        action = {"added": "Added to", "replaced": "Replaced in", "unchanged": "Already in"}[result.action]
+        say(f"{action} your crontab:\n{line}")
+    else:
+        say(line)
+    for note in notes:
+        say(f"Note: {note}")
+    if not install:
+        say("To install it: email-automation cron --install" + (f" --time {time}" if time != cron_lib.DEFAULT_TIME else "")
+            + (f" --db {db}" if db else ""))
+
+
+def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path | None,
+               db: Path | None) -> tuple[str, list[str]]:
+    from datetime import datetime
+
+    from ..errors import ConfigError
+
+    notes = []
+    if env_file is not None:
+        env_file = env_file.absolute()
+        if not env_file.is_file():
+            raise cron_lib.CronError(f"{env_file}: no such env file")
+    elif (workdir / cron_lib.ENV_FILE_NAME).is_file():
+        env_file = workdir / cron_lib.ENV_FILE_NAME
+    else:
+        notes.append(f"no {workdir / cron_lib.ENV_FILE_NAME}, so the line sources no settings; "
+                     "copy env.sh.example to env.sh and run this again")
+    log_path = (log_file or workdir / cron_lib.LOG_FILE_NAME).absolute()
+    command = cron_lib.default_command()
+    if db is not None:  # after the env file, so it wins over a DB_PATH there (env(1) sets it for the run)
+        command = ["env", f"DB_PATH={db.absolute()}", *command]
+    line = cron_lib.cron_line(time=time, workdir=workdir, command=command, env_file=env_file, log_file=log_path)
+    try:
+        settings = settings_for(db)
+        user_tz = settings.tz if settings.timezone else None
+    except ConfigError:
+        user_tz = None
+    notes.append(cron_lib.clock_note(time, user_tz, datetime.now().astimezone()))
+    return line, notes
+
+
+@app.command()
+@cli_errors
+def backup(
+    dest: Annotated[str, typer.Argument(
+        help="Backup file, or a folder (existing, or written with a trailing /) for email_automation-YYYYmmdd-HHMMSS.db.",
+        show_default=False)],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the database consistently (safe during a run) and verify the copy with an integrity check."""
+    from ..backup import backup_database
+
+    settings = settings_for(db)
+    # `dest` is a str, not a Path: Path("backups/") drops the slash that says "a folder".
+    path = backup_database(settings.db_path, dest)
+    size = path.stat().st_size
+    if as_json:
+        print_json({"database": str(settings.db_path), "backup": str(path), "bytes": size})
+        return
+    say(f"Backup of {settings.db_path} written to {path} ({size} bytes, integrity ok).")
+
