@@ -18,7 +18,7 @@ from typing import Literal
 
 from . import admin, applications
 from .config import Settings
-from .database import connect, utc_now
+from .database import SCHEMA_VERSION, connect, schema_version, utc_now
 from .deliverability import (
     EventRow,
     Reputation,
@@ -84,7 +84,12 @@ class Reports:
     def _connect_readonly(self) -> sqlite3.Connection:
         if not Path(self.db_path).is_file():
             raise ConfigError(f"{self.db_path}: no database yet; run `email-automation init` first")
-        return connect(self.db_path, readonly=True)
+        conn = connect(self.db_path, readonly=True)
+        if schema_version(conn) < SCHEMA_VERSION:  # a read-only page cannot upgrade it, and would fail on it
+            conn.close()
+            raise ConfigError(f"{self.db_path}: the database is from an older version; run `email-automation init` "
+                              "(or any command) to upgrade it, then reload")
+        return conn
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

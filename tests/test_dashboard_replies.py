@@ -107,3 +107,39 @@ def test_the_application_status_cannot_be_changed_while_locked(settings, clock, 
     assert not [s for s in at.success if "application status" in s.value]
     with closing(connect(settings.db_path, readonly=True)) as conn:
         assert conn.execute("SELECT application_status FROM recipients WHERE email = 'bob@acme.example'").fetchone()[0] == "replied"
+
+
+def _old_database(path) -> None:
+    """A database as the previous version left it: the migrations before the replies one."""
+    from email_automation import database
+
+    conn = database.connect(path)
+    for number, script in enumerate(database.MIGRATIONS[:3], start=1):
+        for statement in database._statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.close()
+
+
+def test_an_older_database_is_one_clear_line_on_the_page_not_a_traceback(settings, clock):
+    _old_database(settings.db_path)
+    at = page(settings, clock)
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"{settings.db_path}: the database is from an older version; run `email-automation init` (or any command) "
+        "to upgrade it, then reload"]
+
+
+def test_the_dashboard_command_upgrades_an_older_database_before_the_page_reads_it(settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+    from email_automation.cli import dashboard as cli_dashboard
+    from email_automation.database import SCHEMA_VERSION, schema_version
+
+    _old_database(settings.db_path)
+    monkeypatch.setattr(cli_dashboard, "_run_until_stopped", lambda command, env: 0)
+    result = CliRunner().invoke(app, ["dashboard", "--db", str(settings.db_path), "--port", "18599"])
+    assert result.exit_code == 0, result.output
+    with closing(connect(settings.db_path, readonly=True)) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
