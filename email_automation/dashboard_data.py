@@ -33,11 +33,11 @@ from .errors import ConfigError, EmailAutomationError
 from .ledger import batch_date, counted_today
 from .reports import (
     DayCount,
+    Funnel,
+    InboxMessage,
     LogFilter,
     LogRow,
     LogSummary,
-    Funnel,
-    InboxMessage,
     StatusSummary,
     application_rows,
     csv_lines,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email
 import logging
-import socket
 import sqlite3
 import ssl
 from collections.abc import Callable
@@ -29,8 +28,8 @@ log = logging.getLogger("email_automation.inbox")
 TIMEOUT_SECONDS = 60
 FETCH_BATCH = 25
 # Bigger messages are read as their headers and the first part of the body: enough to classify a
-# reply that carries a large attachment, without holding 30 MB in memory.
-MAX_MESSAGE_BYTES = 5 * 1024 * 1024
+# reply that carries a large attachment (the text comes first), and a batch holds at most 25 MB.
+MAX_MESSAGE_BYTES = 1024 * 1024
 PARTIAL_BODY_BYTES = 256 * 1024
 _COUNT_KEYS = {"reply": "replies", "auto_reply": "auto_replies", "bounce": "bounces",
                "unsubscribe": "unsubscribes", "ignored": "ignored"}
@@ -91,7 +90,7 @@ def connect(settings: Settings) -> Any:
     try:
         client = IMAPClient(settings.imap_host, port=settings.imap_port, ssl=settings.imap_ssl,
                             ssl_context=context, timeout=TIMEOUT_SECONDS)
-    except (OSError, socket.timeout) as err:
+    except OSError as err:  # refused, unreachable, timed out, TLS handshake failed
         raise InboxError(f"{where}: cannot connect: {_reason(err)}") from err
     step = "STARTTLS"
     try:
@@ -133,7 +132,7 @@ def read_inbox(settings: Settings, conn: sqlite3.Connection, *, now: Callable[[]
 
 def _read(settings: Settings, conn: sqlite3.Connection, client: Any, now: Callable[[], datetime]) -> InboxReport:
     status = examine(client, settings)
-    uidvalidity = int(status[b"UIDVALIDITY"])
+    uidvalidity = int(status.get(b"UIDVALIDITY") or 0)  # required by RFC 3501 §6.3.1; 0 if a server omits it
     mailbox = mailbox_key(settings)
     report = InboxReport()
     try:
@@ -145,9 +144,7 @@ def _read(settings: Settings, conn: sqlite3.Connection, client: Any, now: Callab
             with transaction(conn):
                 inbox_store.set_mark(conn, inbox_store.Position(mailbox, uidvalidity, int(status[b"UIDNEXT"]) - 1),
                                      now=now())
-    except sqlite3.Error:
-        raise
-    except EmailAutomationError:
+    except (sqlite3.Error, EmailAutomationError):
         raise
     except Exception as err:  # noqa: BLE001 - a dropped connection: what was read is committed
         raise InboxError(f"IMAP {settings.imap_host}: reading {settings.imap_folder!r} failed: {_reason(err)}") from err
@@ -166,7 +163,7 @@ def _new_uids(conn, client, mailbox: str, uidvalidity: int, status: dict, now) -
     first = conn.execute("SELECT min(attempted_at) FROM send_log WHERE status IN ('sent', 'unknown')").fetchone()[0]
     if first is None:
         return []
-    since = datetime.fromisoformat(first.replace("Z", "+00:00")).date() - timedelta(days=1)
+    since = datetime.fromisoformat(first).date() - timedelta(days=1)
     return sorted(client.search(["SINCE", since]))
 
 

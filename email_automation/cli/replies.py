@@ -6,7 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CampaignOption, DbOption, JsonOption, answer, app, cli_errors, open_database, say, settings_for
+from .common import (
+    CampaignOption,
+    DbOption,
+    JsonOption,
+    answer,
+    app,
+    cli_errors,
+    open_database,
+    say,
+    settings_for,
+)
 
 # The statuses `mark` accepts, as database.APPLICATION_STATUSES (not imported here: --help stays light).
 STATUS_HELP = "none, replied, interview, offer, rejected, not_interested"
