@@ -109,20 +109,27 @@ def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_comp
     return f"{other[0]} at the same company has application status {other[1]!r} (STOP_COMPANY_ON_REPLY)"
 
 
-def stopped_pending(conn: sqlite3.Connection, *, stop_company: bool) -> list[sqlite3.Row]:
-    """Pending recipients a reply stops (see `stop_reason`), for the run's sweep before it plans.
+def stopped_condition(stop_company: bool) -> tuple[str, tuple[str, ...]]:
+    """SQL over recipients `r` (and its parameters): true when a reply stops them, as `stop_reason` says.
 
-    Goes through the partial index of recipients with a status: that set is small.
+    Each subquery is uncorrelated, so SQLite runs it once, through the partial index of
+    recipients with a status: that set is small.
     """
+    answered = "(SELECT {0} FROM recipients WHERE application_status != 'none')"
+    condition = f"r.email IN {answered.format('email')}"
+    if not stop_company:
+        return f"({condition})", ()
     free = ",".join("?" * len(FREE_MAIL_DOMAINS))
-    company_clause = (
-        f" OR (trim(r.company) != '' AND lower(trim(r.company)) IN (SELECT lower(trim(company)) FROM stopped))"
-        f" OR ({_DOMAIN_SQL.format('r')} IN (SELECT domain FROM stopped) AND {_DOMAIN_SQL.format('r')} NOT IN ({free}))"
-    ) if stop_company else ""
-    return conn.execute(
-        f"WITH stopped AS (SELECT email, company, {_DOMAIN_SQL.format('recipients')} AS domain FROM recipients"
-        "                  WHERE application_status != 'none')"
-        " SELECT r.id, r.email, r.company FROM recipients r WHERE r.status = 'pending'"
-        f" AND (r.email IN (SELECT email FROM stopped){company_clause})",
-        tuple(sorted(FREE_MAIL_DOMAINS)) if stop_company else (),
-    ).fetchall()
+    domain = _DOMAIN_SQL.format("r")
+    condition += (
+        f" OR (trim(r.company) != '' AND lower(trim(r.company)) IN {answered.format('lower(trim(company))')})"
+        f" OR ({domain} IN {answered.format(_DOMAIN_SQL.format('recipients'))} AND {domain} NOT IN ({free}))"
+    )
+    return f"({condition})", tuple(sorted(FREE_MAIL_DOMAINS))
+
+
+def stopped_pending(conn: sqlite3.Connection, *, stop_company: bool) -> list[sqlite3.Row]:
+    """Pending recipients a reply stops (see `stop_reason`), for the run's sweep before it plans."""
+    condition, args = stopped_condition(stop_company)
+    return conn.execute(f"SELECT r.id, r.email, r.company FROM recipients r WHERE r.status = 'pending' AND {condition}",
+                        args).fetchall()

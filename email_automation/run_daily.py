@@ -84,10 +84,15 @@ class _Planned:
     message: EmailMessage
 
 
-def pending_batch(conn: sqlite3.Connection, size: int) -> list[sqlite3.Row]:
-    """The next `size` sendable recipients of active campaigns, oldest first (the queue order)."""
+def pending_batch(conn: sqlite3.Connection, size: int, *, stop_company: bool = True) -> list[sqlite3.Row]:
+    """The next `size` sendable recipients of active campaigns, oldest first (the queue order).
+
+    Colleagues of someone who answered are left out too, so a dry run previews what a real run sends.
+    """
+    stopped, args = applications.stopped_condition(stop_company)
     return conn.execute(
-        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ?", (size,)
+        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped} ORDER BY r.id LIMIT ?",
+        (*args, size),
     ).fetchall()
 
 
@@ -201,7 +206,8 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
             return [], delay
-    batch, unusable = render_batch(conn, pending_batch(conn, size), settings, now=now()) if size else ([], [])
+    rows = pending_batch(conn, size, stop_company=settings.stop_company_on_reply) if size else []
+    batch, unusable = render_batch(conn, rows, settings, now=now())
     for row, err in unusable:
         if not report.dry_run:
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())

@@ -56,6 +56,16 @@ def test_without_stop_company_only_the_person_who_replied_is_stopped(db, setting
     assert _run(settings, db, clock, stop_company_on_reply=False) == ["ann@acme.example"]
 
 
+def test_a_dry_run_previews_only_what_a_real_run_would_send(db, settings, clock):
+    ids = seed_sends(db, clock(), ACME_SENT)
+    _pending(db, clock, ("ann@acme.example", "Acme"), ("una@unrelated.example", "Unrelated"))
+    applications.record_reply(db, ids["bob@acme.example"], now=clock(), note="reply")
+    preview = ScriptedTransport(name="dry_run")
+    run_daily(settings, db, preview, now=clock, sleep=RecordingSleep(), rng=random.Random(1))
+    assert preview.recipients == ["una@unrelated.example"]
+    assert _skips(db) == {}  # a dry run changes no status
+
+
 def test_a_free_mail_reply_does_not_stop_everyone_at_gmail(db, settings, clock):
     ids = seed_sends(db, clock(), [("solo@gmail.com", "", "<o-solo@example.com>")])
     _pending(db, clock, ("other@gmail.com", ""))
