@@ -101,8 +101,8 @@ def set_mark(conn: sqlite3.Connection, position: Position, *, now: datetime) -> 
 def store(conn: sqlite3.Connection, position: Position, key: str, found: Classification, *, now: datetime) -> list[str] | None:
     """Record one message and apply it, with the read mark, in one transaction.
 
-    Returns what changed, as lines for the log; a message already stored changes nothing and
-    returns None instead.
+    Returns what changed, as lines for the log; None when the message was stored before (a second
+    read, or a re-read after a UIDVALIDITY reset), which then changes nothing but the mark.
     """
     with transaction(conn):
         set_mark(conn, position, now=now)

@@ -90,11 +90,11 @@ def classify(msg: Message, sent: SentLookup) -> Classification:
     answered, how = _answered_send(msg, sent, base["from_email"], base["subject"])
     if answered is None:
         return Classification("ignored", None, snippet="", detail="not about a message we sent", **base)
-    auto = _auto_signal(msg, base["subject"])
-    if auto:
-        return Classification("auto_reply", answered, snippet=_clip(own_lines(msg)), detail=auto, **base)
     own = own_lines(msg)
     words = _clip(own)
+    auto = _auto_signal(msg, base["subject"])
+    if auto:
+        return Classification("auto_reply", answered, snippet=words, detail=auto, **base)
     first = next((line for line in own if line.strip()), "")
     if _UNSUBSCRIBE.match(_PREFIX.sub("", base["subject"])) or _UNSUBSCRIBE.match(first):
         return Classification("unsubscribe", answered, snippet=words, detail=f"asks to be removed ({how})", **base)
