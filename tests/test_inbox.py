@@ -225,3 +225,17 @@ def test_tls_and_starttls_verify_the_servers_certificate(db, settings, box, monk
         _read(db, settings, box, **tls)  # a self-signed certificate nobody said to trust
     monkeypatch.setenv("SSL_CERT_FILE", str(box.server.cert_file))
     assert _read(db, settings, box, **tls).replies == 1
+
+
+def test_an_unsubscribe_keeps_the_reason_of_an_address_already_suppressed(db, clock):
+    import email as email_lib
+
+    from email_automation import admin, inbox_store
+    from email_automation.mail_classify import classify
+
+    seed_sends(db, WHEN)
+    admin.suppress(db, "heidi@cyberdyne.example", reason="complaint", now=clock())
+    found = classify(email_lib.message_from_bytes(load("unsubscribe_reply.eml")), inbox_store.DbSentLookup(db))
+    assert inbox_store.store(db, inbox_store.Position("box", 1, 1), "k", found, now=clock()) == [
+        "heidi@cyberdyne.example suppressed (unsubscribe, already listed); 0 pending recipient(s) skipped"]
+    assert [tuple(r) for r in db.execute("SELECT reason FROM suppressions")] == [("complaint",)]
