@@ -320,7 +320,8 @@ def replies(reports: Reports) -> None:
     """Who answered (newest first), the funnel per campaign, and the application status to update."""
     answers = fetch(reports, "inbox_messages", ("reply",), limit=SHOWN_RECIPIENTS)
     st.subheader(f"Replies ({len(answers)}{'+' if len(answers) == SHOWN_RECIPIENTS else ''})")
-    _table_or_caption([dict(zip(REPLY_COLUMNS, (m.dated_at[:16].replace("T", " "), m.from_email, m.email, m.company,
+    tz = reports.settings.tz
+    _table_or_caption([dict(zip(REPLY_COLUMNS, (m.when(tz), m.from_email, m.email, m.company,
                                                 m.campaign, m.subject, m.snippet, m.application_status)))
                        for m in answers], "replies_table",
                       "No replies yet. `email-automation inbox` (or every run, with IMAP_HOST set) reads them.")
@@ -331,7 +332,7 @@ def replies(reports: Reports) -> None:
     others = fetch(reports, "inbox_messages", tuple(KIND_LABELS), limit=SHOWN_RECIPIENTS)
     st.subheader(f"Auto-replies, bounces and unsubscribes ({len(others)})")
     st.caption("Shown apart: an auto-reply is not an answer; a hard bounce or an unsubscribe suppressed the address.")
-    _table_or_caption([dict(zip(OTHER_MAIL_COLUMNS, (m.dated_at[:16].replace("T", " "), KIND_LABELS[m.kind],
+    _table_or_caption([dict(zip(OTHER_MAIL_COLUMNS, (m.when(tz), KIND_LABELS[m.kind],
                                                      m.from_email, m.email, m.subject, m.detail)))
                        for m in others], "other_mail_table", "No auto-replies, bounces or unsubscribes.")
     application_editor(reports)

@@ -355,6 +355,10 @@ class InboxMessage:
     detail: str
     application_status: str
 
+    def when(self, tz: tzinfo) -> str:
+        """`dated_at` on the user's clock, to the minute."""
+        return datetime.fromisoformat(self.dated_at).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
 
 def inbox_messages(conn: sqlite3.Connection, *, kinds: tuple[str, ...] | None = None,
                    limit: int = 200) -> list[InboxMessage]:

@@ -144,10 +144,10 @@ def test_status_shows_the_funnel_and_the_latest_replies(db, settings, clock):
     found = classify(email.message_from_bytes(load("gmail_reply.eml")), inbox_store.DbSentLookup(db))
     inbox_store.store(db, inbox_store.Position("box", 1, 1), "k1", found, now=clock())
     applications.mark(db, "bob@acme.example", "interview", now=clock())
-    text = _cli("status", "--db", str(settings.db_path)).stdout.splitlines()
+    text = _cli("status", "--db", str(settings.db_path), env={"TIMEZONE": "America/New_York"}).stdout.splitlines()
     at = text.index("Replies in default: 2 contacted -> 1 replied (50%) -> 1 interview -> 0 offer.")
     assert text[at:at + 2] == ["Replies in default: 2 contacted -> 1 replied (50%) -> 1 interview -> 0 offer.",
-                         "  2026-11-24 bob@acme.example (Acme): Re: Application: Backend developer at Acme"]
+                         "  2026-11-24 12:02 bob@acme.example (Acme): Re: Application: Backend developer at Acme"]
     data = json.loads(_cli("status", "--db", str(settings.db_path), "--json").stdout)
     assert data["funnel"]["default"]["reply_rate"] == 0.5
 

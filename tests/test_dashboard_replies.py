@@ -58,8 +58,8 @@ def test_replies_are_listed_newest_first_with_who_and_what_they_said(settings, c
     replies = frame(at, "snippet")
     assert list(replies.columns) == list(dashboard.REPLY_COLUMNS)
     assert replies[["date", "from", "company", "application"]].values.tolist() == [
-        ["2026-11-25 08:15", "carol@globex.example", "Globex", "replied"],
-        ["2026-11-24 17:02", "bob@acme.example", "Acme", "replied"]]
+        ["2026-11-25 09:15", "carol@globex.example", "Globex", "replied"],  # on the user's clock (Berlin)
+        ["2026-11-24 18:02", "bob@acme.example", "Acme", "replied"]]
     assert replies["snippet"][1].startswith("Hi Jane, Thanks for reaching out")
     assert "Replies (2)" in [h.value for h in at.subheader]
 

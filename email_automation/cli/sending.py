@@ -116,15 +116,15 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     out.print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run):
         say(line)
-    for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5)):
+    for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
         say(line)
 
 
-def reply_lines(funnel, latest) -> list[str]:
+def reply_lines(funnel, latest, *, tz) -> list[str]:
     """The funnel of each campaign that has contacted anyone, then the latest replies."""
     lines = [f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
              f"-> {f.interview} interview -> {f.offer} offer." for f in funnel if f.contacted]
-    return lines + [f"  {m.dated_at[:10]} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
+    return lines + [f"  {m.when(tz)} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
 
 
 def status_table(summary):
