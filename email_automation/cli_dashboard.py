@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from . import dashboard_support
 from .cli import DbOption, app, cli_errors, out, settings_for
 from .errors import ConfigError
 
@@ -68,6 +69,8 @@ def dashboard(
         "--address", help="Address to listen on. Keep 127.0.0.1 and use an SSH tunnel.")] = DEFAULT_ADDRESS,
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
+    if problem := dashboard_support.missing_message():  # the `dashboard` extra is not installed
+        raise ConfigError(problem)
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
     if not settings.db_path.is_file():
         raise ConfigError(f"{settings.db_path}: no database yet; run `email-automation init` first")
