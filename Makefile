@@ -19,8 +19,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dashboard,dev]'
 	@touch $@
 
-# uv resolves the lowest allowed version of each direct dependency (pip cannot).
+# uv resolves the lowest allowed version of each direct dependency (pip cannot). Always a new venv:
+# an installed newer release would satisfy the bound and be kept.
 $(VENV_MIN)/.installed: pyproject.toml
+	rm -rf $(VENV_MIN)
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/pip install --quiet uv
 	$(VENV_MIN)/bin/uv pip install --quiet --python $(VENV_MIN)/bin/python --resolution lowest-direct \

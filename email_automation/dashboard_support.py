@@ -13,12 +13,12 @@ from importlib.util import find_spec
 PROJECT = "email-automation"
 EXTRA = "dashboard"
 INSTALL = f"pip install '{PROJECT}[{EXTRA}]'"
-MODULES = {"streamlit": "streamlit", "pandas": "pandas"}  # distribution -> module the page imports
+PACKAGES = ("streamlit", "pandas")  # what dashboard.py imports; each module is named as its distribution
 
 
 def missing_message() -> str | None:
     """None when the dashboard can run, else one line naming what is missing and the pip command."""
-    missing = [name for name, module in MODULES.items() if find_spec(module) is None]
+    missing = [name for name in PACKAGES if find_spec(name) is None]
     if missing:
         return f"the dashboard needs {' and '.join(missing)}, which this install left out: {INSTALL}"
     for requirement in _extra_requirements():
