@@ -1,6 +1,6 @@
 """Is the optional dashboard installed? Asked before starting Streamlit, without importing it.
 
-The dashboard's packages (Streamlit, pandas, pyarrow: some 400 MB) are the `dashboard` extra, so a
+The dashboard's packages (Streamlit, pandas, pyarrow: some 460 MB) are the `dashboard` extra, so a
 cron-only install stays small. `missing_message()` turns their absence, or a release older than
 the extra requires, into one line that says what to install.
 """
