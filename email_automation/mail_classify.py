@@ -229,12 +229,13 @@ def _body_text(msg: Message) -> str:
             html = _decoded(part)
     if html is None:
         return ""
-    import html2text
+    from inscriptis import get_text
+    from lxml.etree import LxmlError
 
-    converter = html2text.HTML2Text()
-    converter.ignore_links = converter.ignore_images = True
-    converter.body_width = 0
-    return converter.handle(html)
+    try:
+        return get_text(html)
+    except (ValueError, LxmlError):  # lxml refuses some broken documents outright; a snippet is not worth more
+        return ""
 
 
 def _decoded(part: Message) -> str:

@@ -21,7 +21,7 @@ from email_automation.dashboard_data import Reports
 from email_automation.deliverability import EVENT_COLUMNS, SUPPRESSION_COLUMNS
 from email_automation.reports import LOG_COLUMNS
 
-from .test_reports import counts_in_db, fill_database, record_events, sent_attempts, ses_event, with_password
+from .test_reports import counts_in_db, record_events, sent_attempts, ses_event, with_password
 
 PASSWORD = "correct horse"
 
@@ -36,8 +36,8 @@ def _fresh_cache(monkeypatch):
 
 
 @pytest.fixture
-def days(settings, clock):
-    return fill_database(settings, clock())
+def days(filled_db):
+    return filled_db
 
 
 def page(settings, clock, *, password: str = "") -> AppTest:
