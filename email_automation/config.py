@@ -50,6 +50,13 @@ ACCEPTS: dict[str, str] = {
     "dashboard_password": "any text",
     "log_file": "a file path",
     "report_email": "an email address",
+    "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
+    "bounce_pause_min": "a whole number >= 1",
+    "complaint_pause_rate": "a rate such as 0.05% or 0.0005 (more than 0, at most 100%)",
+    "complaint_pause_min": "a whole number >= 1",
+    "pause_window_days": "a whole number of days >= 1",
+    "ses_suppression_check": "true or false",
+    "ses_push_suppressions": "true or false",
 }
 
 
@@ -87,6 +94,26 @@ class Settings(BaseSettings):
     dashboard_password: SecretStr = SecretStr("")
     log_file: Path | None = None
     report_email: str = ""
+    # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
+    bounce_pause_rate: float = 0.02
+    bounce_pause_min: int = Field(3, ge=1)
+    complaint_pause_rate: float = 0.0005
+    complaint_pause_min: int = Field(1, ge=1)
+    pause_window_days: int = Field(7, ge=1)
+    # SES's account-level suppression list (ses_suppression.py).
+    ses_suppression_check: bool = True
+    ses_push_suppressions: bool = False
+
+    @field_validator("bounce_pause_rate", "complaint_pause_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        """`2%` or `0.02`; a bare number above 1 is refused rather than guessed at."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            value = float(value.strip()[:-1]) / 100
+        rate = float(value)
+        if not 0 < rate <= 1:
+            raise ValueError("rate out of range")
+        return rate
 
     @field_validator("timezone")
     @classmethod

@@ -106,6 +106,13 @@ class Reports:
         with self._read() as conn:
             return [tuple(row) for row in conn.execute("SELECT name, status FROM campaigns ORDER BY id")]
 
+    def pauses(self) -> list[str]:
+        """The circuit breaker's open pauses, each saying why and how to lift it."""
+        from .circuit_breaker import open_pauses
+
+        with self._read() as conn:
+            return [p.line() for p in open_pauses(conn)]
+
     def summary(self, f: LogFilter) -> LogSummary:
         with self._read() as conn:
             return log_summary(conn, f)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 from . import admin
+from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
 
@@ -44,6 +45,7 @@ class StatusSummary:
     daily_limit: int
     suppressed: int
     sent_today: int = 0  # certainly sent
+    paused: tuple[str, ...] = ()  # the circuit breaker's open pauses, each with why and how to lift it
 
     @property
     def remaining_today(self) -> int:
@@ -58,6 +60,7 @@ class StatusSummary:
             "daily_limit": self.daily_limit,
             "remaining_today": self.remaining_today,
             "suppressed": self.suppressed,
+            "paused": list(self.paused),
         }
 
 
@@ -73,7 +76,8 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     day = batch_date(now, tz)
     suppressed = conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
     sent = conn.execute("SELECT count(*) FROM send_log WHERE batch_date = ? AND status = 'sent'", (day,)).fetchone()[0]
-    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed, sent)
+    paused = tuple(p.line() for p in open_pauses(conn))
+    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed, sent, paused)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import events, ledger
+from . import bounces, circuit_breaker, events, ledger, ses_suppression
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -47,6 +47,7 @@ class RunReport:
     recovered: int = 0
     fatal_error: str | None = None
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
+    paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -202,11 +203,23 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now())
-    batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
+    if _all_paused(conn, report):
+        batch, delay = [], 0.0
+    else:
+        batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
+    breaker = _Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report)
+    ses_list = _ses_list(settings, conn, transport, report, now=now) if batch else None
     for index, item in enumerate(batch):
-        send = _preview_one if report.dry_run else _send_one
-        outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
+        if not report.dry_run and breaker.holds(item.campaign, now()):
+            if report.fatal_error:
+                break
+            continue
+        if ses_list is not None and ses_list.listed(conn, item.email, now=now()):
+            outcome = Outcome(now(), item.email, "skipped", error=f"suppressed: {ses_suppression.REASON}", attempted=False)
+        else:
+            send = _preview_one if report.dry_run else _send_one
+            outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
         _note(report, outcome)
@@ -218,6 +231,50 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
             sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
+
+
+def _ses_list(settings, conn, transport, report: RunReport, *, now) -> ses_suppression.SuppressionList | None:
+    """SES's account-level suppression list for a real SES run (read or pushed before any claim)."""
+    client = getattr(transport, "client", None)
+    if report.dry_run or transport.name != "ses" or client is None:
+        return None
+    return ses_suppression.prepare(conn, client, settings, now=now())
+
+
+def _all_paused(conn: sqlite3.Connection, report: RunReport) -> bool:
+    """Put the open pauses in the report (a paused campaign is not even in the batch, but the
+    user must read why); True when all sending is paused, so a real run sends nothing and stops."""
+    pauses = circuit_breaker.open_pauses(conn)
+    report.paused = [p.line() for p in pauses]
+    for line in report.paused:
+        log.error(line)
+    if report.dry_run or not pauses or pauses[0].scope != circuit_breaker.ALL:
+        return False
+    report.fatal_error = pauses[0].line()
+    return True
+
+
+class _Breaker:
+    """Asks the circuit breaker before each send; a campaign found paused is not asked about again."""
+
+    def __init__(self, conn: sqlite3.Connection, thresholds: circuit_breaker.Thresholds, report: RunReport) -> None:
+        self.conn, self.thresholds, self.report = conn, thresholds, report
+        self.held: set[str] = set()
+
+    def holds(self, campaign: str, now: datetime) -> bool:
+        """Whether a send to `campaign` must not happen; a pause of all sending stops the run."""
+        if campaign in self.held:
+            return True
+        pause = circuit_breaker.check(self.conn, self.thresholds, campaign, now=now)
+        if pause is None:
+            return False
+        if pause.line() not in self.report.paused:
+            self.report.paused.append(pause.line())
+            log.error(pause.line())
+        if pause.scope == circuit_breaker.ALL:
+            self.report.fatal_error = pause.line()
+        self.held.add(campaign)
+        return True
 
 
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
@@ -350,6 +407,10 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
         message_id = _send_with_retries(transport, item.message, tags, sleep, refused)
     except SendError as err:
         status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
+        if isinstance(err, PermanentSendError) and bounces.mailbox_gone(err.mailbox_status):
+            # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
+            bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
+                                  attempt_id=claim.attempt_id, detail=str(err))
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
     try:

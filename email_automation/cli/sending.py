@@ -62,11 +62,16 @@ def run(
         say(run_summary(report, outbox))
     for problem in report.template_errors:  # those campaigns were held back, the others went out
         err.print(f"Error: {problem}", markup=False)
+    for line in report.paused:
+        if line != report.fatal_error:  # that one is the "run stopped" line below
+            err.print(f"Paused: {line}", markup=False)
     if report.fatal_error:
         err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
         raise typer.Exit(EXIT_STOPPED)
     if report.template_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
+    if report.paused:  # a campaign stopped by the circuit breaker needs a person
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def run_json(report, outbox: Path | None) -> dict:
@@ -74,7 +79,7 @@ def run_json(report, outbox: Path | None) -> dict:
     data = {key: report.as_dict()[key] for key in RUN_JSON_KEYS}
     written = bool(report.dry_run and report.previewed)
     return data | {"outbox": str(outbox) if written else None, "stopped": report.fatal_error,
-                   "held_back": list(report.template_errors)}
+                   "held_back": list(report.template_errors), "paused": list(report.paused)}
 
 
 def run_summary(report, outbox: Path | None) -> str:
@@ -140,6 +145,7 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
              f"Suppressed addresses: {summary.suppressed}."]
+    lines += [f"Paused: {line}" for line in summary.paused]
     if dry_run:
         lines.append("DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.")
     lines += [f"Needs a decision: {row['email']} ({row['campaign']}) may or may not have been sent; "

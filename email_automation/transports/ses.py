@@ -153,6 +153,11 @@ class SesTransport:
             raise classify_ses_error(err, sender=sender, region=self._region()) from err
         return response["MessageId"]
 
+    @property
+    def client(self) -> Any:
+        """The sesv2 client, for the account-level calls around the sends (suppression list)."""
+        return self._client
+
     def sending_capacity(self) -> SendingCapacity | None:
         """The account's remaining 24-hour quota and send rate; None when this endpoint cannot tell.
 
