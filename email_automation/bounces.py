@@ -86,9 +86,9 @@ def note_bounce(
     key = dedupe_key or _key(source, address, kind, attempt_id, message_id, detail)
     attempt_id, campaign_id = _send_of(conn, address, attempt_id, message_id)
     added = conn.execute(
-        "INSERT INTO bounces (dedupe_key, email, kind, source, campaign_id, attempt_id, detail, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
-        (key, address, kind, source, campaign_id, attempt_id, detail, iso(now)),
+        "INSERT INTO bounces (dedupe_key, email, kind, source, campaign_id, attempt_id, message_id, detail, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+        (key, address, kind, source, campaign_id, attempt_id, message_id, detail, iso(now)),
     ).rowcount
     if not added:
         return BounceResult(False)
@@ -104,7 +104,7 @@ def note_bounce(
 def soft_bounces(conn: sqlite3.Connection, email: str) -> int:
     """How many different sends to this address came back with a transient bounce."""
     return conn.execute(
-        "SELECT count(DISTINCT COALESCE(attempt_id, dedupe_key)) FROM bounces WHERE email = ? AND kind = 'soft'",
+        "SELECT count(DISTINCT COALESCE(attempt_id, message_id, dedupe_key)) FROM bounces WHERE email = ? AND kind = 'soft'",
         (email,),
     ).fetchone()[0]
 

@@ -90,11 +90,11 @@ def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | 
     scope, args = ("", []) if campaign is None else (" AND campaign_id = (SELECT id FROM campaigns WHERE name = ?)", [campaign])
     sent = conn.execute(
         "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-        f" WHERE l.attempted_at >= ? AND l.status IN ('sent', 'unknown'){scope.replace('campaign_id', 'r.campaign_id')}",
+        f" WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown'){scope.replace('campaign_id', 'r.campaign_id')}",
         [start, *args],
     ).fetchone()[0]
     rows = conn.execute(
-        f"SELECT kind, email, source FROM bounces WHERE at >= ? AND kind IN ('hard', 'complaint'){scope} ORDER BY at, id",
+        f"SELECT kind, email, source FROM bounces WHERE at > ? AND kind IN ('hard', 'complaint'){scope} ORDER BY at, id",
         [start, *args],
     ).fetchall()
     refused = sum(1 for kind, _, source in rows if kind == "hard" and source == "smtp")

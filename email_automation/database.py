@@ -135,6 +135,7 @@ CREATE TABLE bounces (
     source TEXT NOT NULL,
     campaign_id INTEGER REFERENCES campaigns(id),
     attempt_id TEXT,
+    message_id TEXT,
     detail TEXT,
     at TEXT NOT NULL
 );
