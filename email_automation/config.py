@@ -15,9 +15,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .headers import forbidden_character
+from .unsubscribe import url_problem
+
+# Upper bounds: a value beyond them is a typo, and `inf` or 1e300 seconds would overflow
+# time.sleep() after the first send. DAILY_LIMIT stays far above any SES sending quota.
+MAX_DAILY_LIMIT = 100_000
+MAX_DELAY_SECONDS = 3600.0
+MAX_ATTEMPTS = 20
+MAX_SEND_TIMEOUT_SECONDS = 600.0
 
 ENV_FILE = ".env"
 
@@ -25,10 +35,10 @@ ENV_FILE = ".env"
 ACCEPTS: dict[str, str] = {
     "db_path": "a file path",
     "dry_run": "true or false",
-    "daily_limit": "a whole number >= 0",
-    "delay_seconds": "a number of seconds >= 0",
-    "delay_jitter_seconds": "a number of seconds >= 0",
-    "max_attempts": "a whole number >= 1",
+    "daily_limit": f"a whole number from 0 to {MAX_DAILY_LIMIT}",
+    "delay_seconds": f"a number of seconds from 0 to {MAX_DELAY_SECONDS:g}",
+    "delay_jitter_seconds": f"a number of seconds from 0 to {MAX_DELAY_SECONDS:g}",
+    "max_attempts": f"a whole number from 1 to {MAX_ATTEMPTS}",
     "transport": "ses or smtp",
     "sender_email": "an email address",
     "sender_name": "any text",
@@ -36,7 +46,7 @@ ACCEPTS: dict[str, str] = {
     "ses_configuration_set": "an SES configuration set name",
     "ses_events_queue_url": "an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/ses-events",
     "aws_region": "an AWS region such as us-east-1",
-    "send_timeout_seconds": "a number of seconds > 0",
+    "send_timeout_seconds": f"a number of seconds above 0, at most {MAX_SEND_TIMEOUT_SECONDS:g}",
     "smtp_host": "a host name",
     "smtp_port": "a port number 1-65535",
     "smtp_username": "any text",
@@ -45,7 +55,7 @@ ACCEPTS: dict[str, str] = {
     "smtp_ssl": "true or false",
     "timezone": "an IANA time zone name such as Europe/Berlin",
     "outbox_dir": "a folder path",
-    "unsubscribe_url": "an https:// URL; {email} is replaced by the recipient's address",
+    "unsubscribe_url": "an https:// URL containing {email}, which is replaced by the recipient's address",
     "physical_address": "your postal address, shown in the email footer",
     "dashboard_password": "any text",
     "log_file": "a file path",
@@ -69,10 +79,10 @@ class Settings(BaseSettings):
 
     db_path: Path = Path("email_automation.db")
     dry_run: bool = True
-    daily_limit: int = Field(80, ge=0)
-    delay_seconds: float = Field(5.0, ge=0)
-    delay_jitter_seconds: float = Field(0.0, ge=0)
-    max_attempts: int = Field(3, ge=1)
+    daily_limit: int = Field(80, ge=0, le=MAX_DAILY_LIMIT)
+    delay_seconds: float = Field(5.0, ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False)
+    delay_jitter_seconds: float = Field(0.0, ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False)
+    max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS)
     transport: Literal["ses", "smtp"] = "ses"
     sender_email: str = ""
     sender_name: str = ""
@@ -80,7 +90,7 @@ class Settings(BaseSettings):
     ses_configuration_set: str = ""
     ses_events_queue_url: str = ""
     aws_region: str = ""
-    send_timeout_seconds: float = Field(30.0, gt=0)
+    send_timeout_seconds: float = Field(30.0, gt=0, le=MAX_SEND_TIMEOUT_SECONDS, allow_inf_nan=False)
     smtp_host: str = "localhost"
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_username: str = ""
@@ -114,6 +124,23 @@ class Settings(BaseSettings):
         if not 0 < rate <= 1:
             raise ValueError("rate out of range")
         return rate
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Settings end up in headers, paths and SMTP commands: a line break or NUL would be injected."""
+        problem = forbidden_character(value) if isinstance(value, str) else None
+        if problem:
+            raise PydanticCustomError("control_character", "has a {problem}", {"problem": problem})
+        return value
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _usable_unsubscribe_url(cls, value: str) -> str:
+        problem = url_problem(value.strip())
+        if problem:
+            raise PydanticCustomError("unsubscribe_url", problem)
+        return value.strip()
 
     @field_validator("timezone")
     @classmethod
@@ -179,15 +206,32 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(_describe_validation_error(err)) from None
 
 
+# Errors whose own message says what is wrong better than "expected ...".
+_EXPLAINED = {"control_character", "unsubscribe_url"}
+_SECRETS = {"smtp_password", "dashboard_password"}
+
+
 def _describe_validation_error(err: ValidationError) -> str:
     problems = []
     for item in err.errors():
         field = str(item["loc"][0]) if item["loc"] else "?"
         value = item.get("input")
-        shown = value if isinstance(value, (str, int, float, bool)) else ""
+        shown = show_value(value) if isinstance(value, (str, int, float, bool)) else ""
+        if field in _SECRETS:
+            shown = "********"
+        if item["type"] in _EXPLAINED:
+            problems.append(f"invalid setting {field.upper()}={shown}: {item['msg']}")
+            continue
         accepts = ACCEPTS.get(field, "a valid value")
         problems.append(f"invalid setting {field.upper()}={shown}: expected {accepts}")
     return "; ".join(problems)
+
+
+def show_value(value: Any, *, limit: int = 100) -> str:
+    """A setting's value as one short line for an error: controls escaped (\\r, \\x00), long values cut."""
+    text = str(value)
+    text = "".join(repr(c)[1:-1] if forbidden_character(c) else c for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def setting_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from email_validator import EmailNotValidError, validate_email
 
+from . import unsubscribe
 from .config import Settings, load_settings
 from .errors import ConfigError
 
@@ -64,7 +66,7 @@ def run_checks(
 
     With DRY_RUN on, a transport that is not ready is a WARN: dry runs do not use it.
     """
-    checks = [*check_settings(settings), check_database(settings.db_path)]
+    checks = [*check_settings(settings), check_unsubscribe(settings), check_database(settings.db_path)]
     if settings.log_file:
         checks.append(check_log_file(settings.log_file))
     if settings.transport == "ses":
@@ -108,6 +110,24 @@ def check_settings(settings: Settings) -> list[Check]:
             checks.append(Check("report email", WARN, f"REPORT_EMAIL {problem}; no run summary will be sent",
                                 "set REPORT_EMAIL to your own address, or leave it empty"))
     return checks
+
+
+def check_unsubscribe(settings: Settings) -> Check:
+    """How recipients unsubscribe: RFC 8058 one-click to UNSUBSCRIBE_URL, and mailto: REPLY_TO or SENDER_EMAIL."""
+    name = "unsubscribe"
+    mailto = settings.reply_to or settings.sender_email or "(no SENDER_EMAIL)"
+    problem = unsubscribe.url_problem(settings.unsubscribe_url)
+    if problem:
+        return Check(name, FAIL, f"UNSUBSCRIBE_URL {problem}",
+                     "set UNSUBSCRIBE_URL to an https:// endpoint containing {email}, or leave it empty")
+    if not settings.unsubscribe_url:
+        return Check(name, WARN, f"no UNSUBSCRIBE_URL: only a mailto: unsubscribe to {mailto} and a "
+                     "'Reply \"unsubscribe\"' line; Gmail and Yahoo require one-click unsubscribe "
+                     "(RFC 8058) from bulk senders",
+                     "set UNSUBSCRIBE_URL to an https:// endpoint containing {email} that unsubscribes on POST")
+    host = urlsplit(settings.unsubscribe_url).hostname
+    return Check(name, OK, f"one-click (RFC 8058) to {host}, and mailto: {mailto}; "
+                 "the endpoint must unsubscribe on a POST, without a login")
 
 
 def _address_problem(address: str) -> str | None:
@@ -175,7 +195,15 @@ def check_ses(settings: Settings, *, client: Any = None) -> list[Check]:
             client = make_ses_client(settings)
         except ConfigError as err:
             return [credentials, Check("AWS region", FAIL, str(err), "set AWS_REGION in env.sh")]
+    client = _bounded(client, settings)
     return [credentials, check_identity(settings, client), check_account(settings, client)]
+
+
+def _bounded(client: Any, settings: Settings) -> Any:
+    """Each AWS call within SEND_TIMEOUT_SECONDS: an endpoint that drips its answer cannot hang doctor."""
+    from .transports.aws import BoundedClient
+
+    return BoundedClient(client, settings.send_timeout_seconds)
 
 
 def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
@@ -185,7 +213,7 @@ def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
     name = "SES events queue"
     try:
         url = check_queue_url(settings.ses_events_queue_url)
-        client = client or make_sqs_client(settings, queue_url=url)
+        client = _bounded(client or make_sqs_client(settings, queue_url=url), settings)
         attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     except ConfigError as err:
         hint = ("set AWS_REGION in env.sh" if "AWS_REGION" in str(err)
@@ -326,16 +354,19 @@ def _unreachable(name: str, region: str, err: Exception) -> Check:
 def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] | None = None) -> Check:
     """Connect, STARTTLS or SSL, log in and quit, as a run would (nothing is sent).
 
-    `smtp_factory(host, port, timeout=...)` opens the connection, as for SmtpTransport.
+    `smtp_factory(timeout=...)` makes the unconnected client, as for SmtpTransport; the whole
+    exchange gets SEND_TIMEOUT_SECONDS, as one send does.
     """
-    from .transports.smtp import default_smtp_factory
+    from .transports.smtp import connect, default_smtp_factory, watch
 
     name = "SMTP login"
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     factory = smtp_factory or default_smtp_factory(settings)
     tls_hint = "set SMTP_SSL=true for port 465, or SMTP_STARTTLS=false only for a trusted local relay"
+    smtp = factory(timeout=settings.send_timeout_seconds)
+    watchdog = watch(settings.send_timeout_seconds, lambda: smtp)
     try:
-        with factory(settings.smtp_host, settings.smtp_port, timeout=settings.send_timeout_seconds) as smtp:
+        with watchdog, connect(smtp, settings.smtp_host, settings.smtp_port):
             smtp.ehlo()
             if settings.smtp_starttls and not settings.smtp_ssl:
                 if not smtp.has_extn("starttls"):
@@ -351,9 +382,14 @@ def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] 
                      "check SMTP_USERNAME and SMTP_PASSWORD (for Gmail or Microsoft 365, an app password)")
     except smtplib.SMTPNotSupportedError as err:
         return Check(name, FAIL, f"{where} does not accept a login here: {err}", tls_hint)
-    except (smtplib.SMTPException, ssl.SSLError) as err:
-        return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
-    except OSError as err:
+    except (smtplib.SMTPException, OSError) as err:
+        if watchdog.expired:  # cut at the deadline, or a socket timeout (never longer than the time left)
+            return Check(name, FAIL, f"{where} did not complete the login exchange within SEND_TIMEOUT_SECONDS "
+                         f"({settings.send_timeout_seconds:g} s)",
+                         "check SMTP_HOST and SMTP_PORT point to an SMTP server; "
+                         "raise SEND_TIMEOUT_SECONDS for a slow one")
+        if isinstance(err, (smtplib.SMTPException, ssl.SSLError)):
+            return Check(name, FAIL, f"{where}: {err}", "check SMTP_HOST, SMTP_PORT, SMTP_STARTTLS and SMTP_SSL")
         return Check(name, FAIL, f"cannot connect to {where}: {err}",
                      "check SMTP_HOST and SMTP_PORT, and that outbound traffic to that port is allowed "
                      "(EC2 blocks port 25)")

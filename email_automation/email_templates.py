@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import css_inline
 import html2text
@@ -26,6 +25,7 @@ from markupsafe import Markup
 
 from .errors import TemplateRenderError
 from .template_limits import MAX_OUTPUT_CHARS, BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
+from .unsubscribe import url_for as unsubscribe_url_for
 
 # Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
 RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
@@ -130,12 +130,6 @@ def recipient_fields(recipient_row: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def unsubscribe_url_for(settings: Any, email: str) -> str:
-    """settings.unsubscribe_url with {email} replaced by the URL-quoted address ("" when unset)."""
-    template = getattr(settings, "unsubscribe_url", "") or ""
-    return template.replace("{email}", quote(email, safe="")) if template else ""
-
-
 def recipient_context(recipient_row: Any, settings: Any, campaign_name: str) -> dict[str, Any]:
     """Every variable a template may use for this recipient.
 
@@ -215,8 +209,20 @@ def html_to_text(html_body: str) -> str:
     # html2text escapes what Markdown would read as lists or headings; plain text needs no escapes.
     text = re.sub(r"(?m)^(\s*)\\([-+*#])", r"\1\2", text)
     text = re.sub(r"(?m)^(\s*\d+)\\\.", r"\1.", text)
+    text = plain_links(text)
     lines = [line.rstrip() for line in text.splitlines()]  # "  " is Markdown for <br>
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+_MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(<?([^)\s>]+)>?(?: \"[^\"]*\")?\)")
+
+
+def plain_links(text: str) -> str:
+    """Markdown links `[label](url)` as `label <url>`, the delimiters RFC 3986 appendix C suggests."""
+    def plain(match: re.Match[str]) -> str:
+        label, url = match.group(1).strip(), match.group(2)
+        return f"<{url}>" if label in ("", url, url.removeprefix("mailto:")) else f"{label} <{url}>"
+    return _MARKDOWN_LINK.sub(plain, text)
 
 
 def custom_body_html(body: str) -> str:
@@ -237,10 +243,10 @@ _CUSTOM_BODY_PAGE = _HTML_ENV.from_string("""\
 <div style="max-width: 600px; padding: 24px 16px; font-family: Arial, Helvetica, sans-serif; \
 font-size: 15px; line-height: 1.6; color: #222222;">
 {{ body_html }}
-{% if unsubscribe_url or physical_address %}<p style="margin-top: 32px; font-size: 12px; color: #777777;">
-{%- if unsubscribe_url %}<a href="{{ unsubscribe_url }}" style="color: #777777;">Unsubscribe</a>{% endif %}
-{%- if unsubscribe_url and physical_address %}<br>{% endif %}
-{%- if physical_address %}{{ physical_address }}{% endif %}</p>{% endif %}
+<p style="margin-top: 32px; font-size: 12px; color: #777777;">
+{%- if unsubscribe_url %}<a href="{{ unsubscribe_url }}" style="color: #777777;">Unsubscribe</a> and you will not hear from me again.
+{%- else %}Reply "unsubscribe" and you will not hear from me again.{% endif %}
+{%- if physical_address %}<br>{{ physical_address }}{% endif %}</p>
 </div>
 </body></html>
 """)

@@ -21,6 +21,10 @@ log = logging.getLogger("email_automation.events")
 
 DEFAULT_WAIT_SECONDS = 2  # long polling: > 0 asks every SQS server, so "empty" means empty
 MAX_RECEIVES = 500  # receive calls per drain (up to 5,000 messages): a drain always ends
+# Deadline of one SQS call on top of its long poll. botocore's read timeout bounds one socket read
+# only, so an endpoint dripping its answer would otherwise hold the drain, and the run after it.
+# A receive given up on is harmless: its messages reappear after their visibility timeout.
+CALL_SECONDS = 30.0
 _SQS_BATCH = 10  # the most SQS returns or deletes per call
 
 
@@ -60,8 +64,11 @@ def poll_queue(
 def _receive(client: Any, queue_url: str, count: int, wait_seconds: int) -> list[dict]:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from .transports.aws import BoundedClient
+
     try:
-        response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=wait_seconds)
+        response = BoundedClient(client, wait_seconds + CALL_SECONDS).receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=count, WaitTimeSeconds=wait_seconds)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         hint = _QUEUE_HINTS.get(code, "")
@@ -84,11 +91,14 @@ def _delete(client: Any, queue_url: str, messages: list[dict], report: EventRepo
     """Delete applied messages; one that stays comes back later and is skipped as a duplicate."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from .transports.aws import BoundedClient
+
+    bounded = BoundedClient(client, CALL_SECONDS)
     for start in range(0, len(messages), _SQS_BATCH):
         chunk = messages[start:start + _SQS_BATCH]
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
         try:
-            failures = client.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
+            failures = bounded.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
             problem = (failures[0].get("Message") or failures[0].get("Code")) if failures else ""
         except (ClientError, BotoCoreError) as err:
             failures, problem = entries, str(err)

@@ -1,48 +1,27 @@
 """Build the MIME message for one recipient: multipart/alternative, UTF-8, unsubscribe headers.
 
 Bodies are quoted-printable, so every line stays under the 1000-character SMTP limit whatever
-the template produces, and the message is 7-bit clean for any relay. Headers use CRLF.
+the template produces, and the message is 7-bit clean for any relay. Headers use CRLF. The
+headers that carry text (From, To, Reply-To, Subject, List-Unsubscribe) are folded by `headers`,
+not by the standard library, so they decode back to exactly what was meant.
 """
 
 from __future__ import annotations
 
-import re
+import email.policy
 from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import EmailPolicy
 from email.utils import format_datetime, make_msgid
 from typing import Any
-from urllib.parse import quote, urlsplit
 
-from .email_templates import RenderedEmail, unsubscribe_url_for
+from . import headers, unsubscribe
+from .config import show_value
+from .email_templates import RenderedEmail
 from .errors import ConfigError, PermanentSendError
 
-# Headers whose value is a list of <URI>s: RFC 2047 encoded words are not allowed in them.
-_URI_LIST_HEADERS = frozenset({"list-unsubscribe"})
-
-
-class _OutreachPolicy(EmailPolicy):
-    """email.policy.SMTP, except that URI-list headers are folded only between their URIs.
-
-    The stock folder turns any word longer than 78 characters into an RFC 2047 encoded word,
-    which would make a long (tokenised) unsubscribe URL unusable for Gmail and Yahoo.
-    """
-
-    def fold(self, name: str, value: str) -> str:
-        if name.lower() not in _URI_LIST_HEADERS:
-            return super().fold(name, value)
-        items = [item.strip() for item in re.split(r"(?<=>)\s*,\s*(?=<)", str(value))]
-        return f"{name}: " + f",{self.linesep} ".join(items) + self.linesep
-
-    def fold_binary(self, name: str, value: str) -> bytes:
-        if name.lower() not in _URI_LIST_HEADERS:
-            return super().fold_binary(name, value)
-        return self.fold(name, value).encode("ascii")
-
-
-POLICY = _OutreachPolicy(linesep="\r\n")
-_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"  # RFC 3986 reserved + "%": only non-ASCII and spaces get quoted
+# refold_source="none": the values `headers` folded are written exactly as they are.
+POLICY = email.policy.SMTP.clone(refold_source="none")
 
 
 def build_message(
@@ -50,60 +29,93 @@ def build_message(
     *,
     to: str,
     settings: Any,
+    to_name: str = "",
     message_id_domain: str | None = None,
     now: datetime | None = None,
 ) -> EmailMessage:
-    """The complete message for `to`, ready for any transport.
+    """The complete message for `to` (shown as `to_name <to>` when a name is known), ready for any transport.
 
     Raises:
-        ConfigError: SENDER_EMAIL or REPLY_TO is missing or not a usable address.
-        PermanentSendError: `to` is not an address that can be sent to (code "InvalidAddress").
+        ConfigError: SENDER_EMAIL, SENDER_NAME, REPLY_TO or UNSUBSCRIBE_URL cannot be used.
+        PermanentSendError: `to` is not an address that can be sent to (code "InvalidAddress"),
+            or the subject or name has a control character (code "InvalidHeader").
     """
     if not settings.sender_email:
         raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
-    sender = _address(settings.sender_email, "SENDER_EMAIL", display_name=settings.sender_name)
+    sender = _address(settings.sender_email, "SENDER_EMAIL")
+    reply_to = _address(settings.reply_to, "REPLY_TO") if settings.reply_to else None
+    recipient = _address(to, None)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = sender
-    msg["To"] = _address(to, None)
-    if settings.reply_to:
-        msg["Reply-To"] = _address(settings.reply_to, "REPLY_TO")
-    msg["Subject"] = " ".join(rendered.subject.split())  # one line, whoever built `rendered`
+    headers.set_folded(msg, "From", headers.mailbox("From", _setting_text(settings.sender_name, "SENDER_NAME"),
+                                                      sender.addr_spec))
+    name = _recipient_text(to_name, to, "name (first_name, last_name)")
+    headers.set_folded(msg, "To", headers.mailbox("To", name, recipient.addr_spec))
+    if reply_to:
+        headers.set_folded(msg, "Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec))
+    subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
+    headers.set_folded(msg, "Subject", headers.unstructured("Subject", subject))
     msg["Date"] = format_datetime(_aware(now or datetime.now(timezone.utc)))
     msg["Message-ID"] = make_msgid(domain=_ascii_domain(message_id_domain or sender.domain))
-    _add_unsubscribe_headers(msg, settings, to, sender.addr_spec)
+    _add_unsubscribe_headers(msg, settings, recipient.addr_spec, (reply_to or sender).addr_spec)
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # add_alternative gives the HTML part one; it belongs at the top only
     return msg
 
 
-def _add_unsubscribe_headers(msg: EmailMessage, settings: Any, to: str, sender: str) -> None:
-    """List-Unsubscribe (RFC 2369) with an https URL first, and RFC 8058 one-click when https."""
-    uris = []
-    url = unsubscribe_url_for(settings, to)
-    if url:
-        # Percent-encode anything non-ASCII: header values here must be plain ASCII.
-        uris.append("<" + quote(url, safe=_URL_SAFE) + ">")
-    uris.append(f"<mailto:{sender}?subject=unsubscribe>")
-    msg["List-Unsubscribe"] = ", ".join(uris)
-    if url and urlsplit(url).scheme.lower() == "https":
+def recipient_name(row: Any) -> str:
+    """The name to show in To: "first last" from a recipients row, "" when neither is known."""
+    keys = row.keys() if hasattr(row, "keys") else ()
+    parts = (row[key] for key in ("first_name", "last_name") if key in keys)
+    return " ".join(str(part).strip() for part in parts if part and str(part).strip())
+
+
+def _add_unsubscribe_headers(msg: EmailMessage, settings: Any, to: str, mailto_address: str) -> None:
+    """List-Unsubscribe (RFC 2369) with the https URL first, and RFC 8058 one-click with it."""
+    problem = unsubscribe.url_problem(settings.unsubscribe_url)
+    if problem:
+        raise ConfigError(f"invalid setting UNSUBSCRIBE_URL={show_value(settings.unsubscribe_url)}: {problem}")
+    uris = unsubscribe.header_uris(settings, to, mailto_address)
+    headers.set_folded(msg, "List-Unsubscribe", headers.uri_list("List-Unsubscribe", uris))
+    if settings.unsubscribe_url:
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 
 
-def _address(value: str, setting: str | None, *, display_name: str = "") -> Address:
+def _setting_text(value: str, setting: str) -> str:
+    """A setting's text for a header, on one line; a control character is a ConfigError naming it."""
+    problem = headers.forbidden_character(value)
+    if problem:
+        raise ConfigError(f"invalid setting {setting}={show_value(value)}: has a {problem}")
+    return " ".join(value.split())
+
+
+def _recipient_text(value: str, to: str, field: str) -> str:
+    """Recipient data for a header, on one line; a control character refuses this recipient."""
+    problem = headers.forbidden_character(value)
+    if problem:
+        raise PermanentSendError(f"recipient {to}: the {field} has a {problem}; a header cannot carry it",
+                                 code="InvalidHeader")
+    return " ".join(value.split())
+
+
+def _address(value: str, setting: str | None) -> Address:
     """A header Address with an IDNA (punycode) domain; SES and most relays lack SMTPUTF8."""
     local, at, domain = value.strip().rpartition("@")
-    problem = None
-    if not at or not local or not domain or any(c in value for c in "\r\n<>,;\" \t"):
+    problem = headers.forbidden_character(value)
+    if problem:
+        problem = f"is not an email address (it has a {problem})"
+    elif not at or not local or not domain or any(c in value for c in "<>,;\" \t"):
         problem = "is not an email address"
     elif not local.isascii():
         problem = "has a non-ASCII local part, which SES and most SMTP servers cannot deliver"
     else:
         try:
-            return Address(display_name=display_name, username=local, domain=_ascii_domain(domain))
+            return Address(username=local, domain=_ascii_domain(domain))
         except (ValueError, UnicodeError, TypeError) as err:
             problem = f"is not an email address ({err})"
     if setting:
-        raise ConfigError(f"invalid setting {setting}={value}: {problem}")
+        raise ConfigError(f"invalid setting {setting}={show_value(value)}: {problem}")
     raise PermanentSendError(f"recipient {value!r} {problem}", code="InvalidAddress")
 
 

@@ -11,7 +11,7 @@ from .config import Settings
 from .database import get_campaign, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import NotFoundError
-from .messages import build_message
+from .messages import build_message, recipient_name
 from .reports import next_queued
 
 
@@ -35,4 +35,6 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
     if recipient is None:
         raise NotFoundError(f"no {'recipient ' + normalize_email(email) if email else 'pending recipient'} in campaign {campaign!r}")
     rendered = CampaignTemplate.from_campaign(row).render(recipient, settings)
-    return Preview(recipient["email"], rendered, build_message(rendered, to=recipient["email"], settings=settings, now=utc_now()))
+    message = build_message(rendered, to=recipient["email"], to_name=recipient_name(recipient), settings=settings,
+                            now=utc_now())
+    return Preview(recipient["email"], rendered, message)

@@ -21,7 +21,7 @@ from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_message
+from .messages import build_message, recipient_name
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -141,7 +141,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            message = build_message(rendered, to=row["email"], settings=settings, now=now)
+            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
@@ -227,7 +227,8 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         report.fatal_error = outcome.error if outcome.status == "fatal" else streak.stop_reason(outcome)
         if report.fatal_error:
             break
-        if index < len(batch) - 1 and outcome.attempted:
+        # The delay spares the provider and the sender's reputation; a dry run sends nothing.
+        if index < len(batch) - 1 and outcome.attempted and not report.dry_run:
             sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report

@@ -15,6 +15,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from . import headers
 from .config import Settings
 from .messages import POLICY
 from .run_daily import RunReport
@@ -71,13 +72,13 @@ def _listed(report: RunReport, status: str, heading: str) -> list[str]:
 def build_summary(settings: Settings, report: RunReport, *, now: datetime) -> EmailMessage:
     """The summary message from SENDER_EMAIL to REPORT_EMAIL (plain text, UTF-8)."""
     day = now.astimezone(settings.tz).date().isoformat()
-    sender = Address(display_name=settings.sender_name, addr_spec=settings.sender_email)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = sender
+    # Folded by `headers`, as for every outreach message: a long accented SENDER_NAME decodes exactly.
+    headers.set_folded(msg, "From", headers.mailbox("From", settings.sender_name, settings.sender_email))
     msg["To"] = Address(addr_spec=settings.report_email)
     msg["Subject"] = summary_subject(report, day)
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid(domain=sender.domain)
+    msg["Message-ID"] = make_msgid(domain=settings.sender_domain)
     # Keeps auto-responders (out of office) from answering a machine's report.
     msg["Auto-Submitted"] = "auto-generated"
     body = summary_text(report, day=day, host=socket.gethostname(), workdir=os.getcwd())

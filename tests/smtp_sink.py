@@ -12,6 +12,11 @@ Standalone, for another process to send to while this one counts:
 
     python tests/smtp_sink.py --port 0 --count-file counts.sqlite --ready-file port.txt
 
+A slow server for deadline tests: `drip_at="MAIL"` (or greeting, EHLO, RCPT, DATA, END for the
+reply to the message content, QUIT) sends "250-still thinking" continuation lines every
+`drip_every` seconds for `drip_for` seconds before the real reply, so each read is quick while
+the reply as a whole never comes in time.
+
 It prints "listening on 127.0.0.1:PORT", writes PORT to --ready-file once it accepts connections,
 and records every accepted message per recipient in --count-file *before* answering 250, so a
 sender that saw 250 always finds its message counted. A count file ending in .db/.sqlite/.sqlite3
@@ -32,6 +37,7 @@ import email.policy
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -165,6 +171,7 @@ class _Handler:
             sink._record(delivery, accepted=False)
             return _reply(sink.data_reply)
         sink._record(delivery, accepted=True)  # counted before the 250, see module docstring
+        server.drip_stage = "END"
         if sink.stall_after_data:
             await asyncio.sleep(sink.stall_after_data)  # the client times out: an ambiguous send
         return ACCEPTED
@@ -176,12 +183,63 @@ class _SinkSMTP(SMTP):
     def __init__(self, sink: SmtpSink, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sink = sink
+        self.drip_stage: str | None = "greeting"  # the reply the next push answers, for `drip_at`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._sink.stall_before_content:  # a small window, so a big message cannot all be written
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with self._sink._lock:
             self._sink.connections += 1
             self._sink._live.add(self)
+
+    async def smtp_EHLO(self, hostname: str):  # noqa: N802
+        self.drip_stage = "EHLO"
+        return await super().smtp_EHLO(hostname)
+
+    async def smtp_MAIL(self, arg):  # noqa: N802
+        self.drip_stage = "MAIL"
+        return await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg):  # noqa: N802
+        self.drip_stage = "RCPT"
+        return await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg):  # noqa: N802
+        self.drip_stage = "DATA"
+        return await super().smtp_DATA(arg)
+
+    async def smtp_QUIT(self, arg):  # noqa: N802
+        self.drip_stage = "QUIT"
+        return await super().smtp_QUIT(arg)
+
+    async def push(self, status):
+        stage, self.drip_stage = self.drip_stage, None
+        if stage is not None and stage == self._sink.drip_at:
+            code = status[:3] if isinstance(status, str) else status[:3].decode()
+            await self._drip(code)
+        await super().push(status)
+        if stage == "DATA" and self._sink.stall_before_content and str(status).startswith("354"):
+            self.transport.pause_reading()  # the content waits in the client's and kernel's buffers
+            await asyncio.sleep(self._sink.stall_before_content)
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def _drip(self, code: str) -> None:
+        """Continuation lines, each well within any read timeout, for `drip_for` seconds."""
+        sink = self._sink
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + sink.drip_for
+        while loop.time() < ends:
+            if self.transport is None or self.transport.is_closing():
+                return  # the client gave up
+            try:
+                await super().push(f"{code}-still thinking")
+            except ConnectionError:
+                return
+            with self._sink._lock:
+                sink.drips += 1
+            await asyncio.sleep(sink.drip_every)
 
     def connection_lost(self, exc: Exception | None) -> None:
         with self._sink._lock:
@@ -195,7 +253,9 @@ class SmtpSink:
     Answers can be changed while it runs: `rcpt_replies` / `mail_replies` map a (lower-case)
     address to a reply such as "550 5.1.1 No such user"; `data_reply` answers the end of DATA
     instead of 250; `stall_after_data` waits that many seconds after receiving the content
-    before answering. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
+    before answering; `stall_before_content` reads nothing for that many seconds after 354.
+    `drip_at` (see module docstring) makes one reply arrive line by line over `drip_for`
+    seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
     """
 
     def __init__(
@@ -207,6 +267,10 @@ class SmtpSink:
         mail_replies: dict[str, str] | None = None,
         data_reply: str | None = None,
         stall_after_data: float = 0.0,
+        stall_before_content: float = 0.0,
+        drip_at: str | None = None,
+        drip_every: float = 0.1,
+        drip_for: float = 10.0,
         auth: dict[str, str] | None = None,
         count_file: str | Path | None = None,
         idle_timeout: float = 300,
@@ -216,6 +280,9 @@ class SmtpSink:
         self.mail_replies = {k.lower(): v for k, v in (mail_replies or {}).items()}
         self.data_reply = data_reply
         self.stall_after_data = stall_after_data
+        self.stall_before_content = stall_before_content
+        self.drip_at, self.drip_every, self.drip_for = drip_at, drip_every, drip_for
+        self.drips = 0  # continuation lines sent so far
         self.auth = dict(auth or {})
         self.idle_timeout = idle_timeout
         self.count_file = Path(count_file) if count_file else None
@@ -370,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mail-reply", action="append", default=[], metavar="ADDRESS=REPLY")
     parser.add_argument("--data-reply", help='answer the end of DATA with this, e.g. "451 4.3.0 try later"')
     parser.add_argument("--stall-after-data", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--drip-at", choices=["greeting", "EHLO", "MAIL", "RCPT", "DATA", "END", "QUIT"],
+                        help="send that reply as continuation lines, one per --drip-every, for --drip-for seconds")
+    parser.add_argument("--drip-every", type=float, default=0.1, metavar="SECONDS")
+    parser.add_argument("--drip-for", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS")
     args = parser.parse_args(argv)
@@ -380,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = SmtpSink(
         args.host, args.port, rcpt_replies=_pairs(args.rcpt_reply), mail_replies=_pairs(args.mail_reply),
         data_reply=args.data_reply, stall_after_data=args.stall_after_data,
+        drip_at=args.drip_at, drip_every=args.drip_every, drip_for=args.drip_for,
         auth=dict(item.split(":", 1) for item in args.auth), count_file=args.count_file,
         idle_timeout=args.idle_timeout,
     ).start()

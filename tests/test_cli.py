@@ -42,7 +42,7 @@ def test_init_twice_is_fine(tmp_path):
 def test_bad_configuration_is_one_line_and_exit_code_2(tmp_path):
     result = cli("status", "--db", str(tmp_path / "x.db"), env={"DAILY_LIMIT": "abc"})
     assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: invalid setting DAILY_LIMIT=abc: expected a whole number >= 0"
+    assert result.stderr.strip() == "Error: invalid setting DAILY_LIMIT=abc: expected a whole number from 0 to 100000"
     assert "Traceback" not in result.output
 
 

@@ -37,9 +37,20 @@ def test_flags_override_everything(monkeypatch):
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("DAILY_LIMIT", "abc", "invalid setting DAILY_LIMIT=abc: expected a whole number >= 0"),
-        ("DAILY_LIMIT", "-1", "invalid setting DAILY_LIMIT=-1: expected a whole number >= 0"),
-        ("DELAY_SECONDS", "soon", "invalid setting DELAY_SECONDS=soon: expected a number of seconds >= 0"),
+        ("DAILY_LIMIT", "abc", "invalid setting DAILY_LIMIT=abc: expected a whole number from 0 to 100000"),
+        ("DAILY_LIMIT", "-1", "invalid setting DAILY_LIMIT=-1: expected a whole number from 0 to 100000"),
+        ("DAILY_LIMIT", "10000000000000000000000", "invalid setting DAILY_LIMIT=10000000000000000000000: "
+         "expected a whole number from 0 to 100000"),
+        ("DELAY_SECONDS", "soon", "invalid setting DELAY_SECONDS=soon: expected a number of seconds from 0 to 3600"),
+        # inf and 1e300 were accepted, then time.sleep() raised OverflowError after the first send.
+        ("DELAY_SECONDS", "inf", "invalid setting DELAY_SECONDS=inf: expected a number of seconds from 0 to 3600"),
+        ("DELAY_SECONDS", "1e300", "invalid setting DELAY_SECONDS=1e300: expected a number of seconds from 0 to 3600"),
+        ("DELAY_SECONDS", "nan", "invalid setting DELAY_SECONDS=nan: expected a number of seconds from 0 to 3600"),
+        ("DELAY_JITTER_SECONDS", "Infinity",
+         "invalid setting DELAY_JITTER_SECONDS=Infinity: expected a number of seconds from 0 to 3600"),
+        ("MAX_ATTEMPTS", "1000", "invalid setting MAX_ATTEMPTS=1000: expected a whole number from 1 to 20"),
+        ("SEND_TIMEOUT_SECONDS", "inf",
+         "invalid setting SEND_TIMEOUT_SECONDS=inf: expected a number of seconds above 0, at most 600"),
         ("DRY_RUN", "maybe", "invalid setting DRY_RUN=maybe: expected true or false"),
         ("TRANSPORT", "carrier-pigeon", "invalid setting TRANSPORT=carrier-pigeon: expected ses or smtp"),
         ("TIMEZONE", "Mars/Olympus", "invalid setting TIMEZONE=Mars/Olympus: expected an IANA time zone name such as Europe/Berlin"),
@@ -78,3 +89,52 @@ def test_an_unset_timezone_is_the_systems_zone_not_todays_offset(monkeypatch):
     summer = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc).astimezone(zone)
     winter = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc).astimezone(zone)
     assert (summer.hour, winter.hour) == (8, 7)
+
+
+@pytest.mark.parametrize("name", ["SENDER_NAME", "SENDER_EMAIL", "REPLY_TO", "REPORT_EMAIL", "UNSUBSCRIBE_URL",
+                                  "PHYSICAL_ADDRESS", "SES_CONFIGURATION_SET", "SMTP_HOST", "SMTP_USERNAME"])
+def test_a_line_break_in_any_text_setting_is_refused_naming_that_setting(monkeypatch, name):
+    # SENDER_NAME with CR/LF used to be reported as a bad SENDER_EMAIL, and only when sending.
+    monkeypatch.setenv(name, "Jane\r\nBcc: x@example.net")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (f"invalid setting {name}=Jane\\r\\nBcc: x@example.net: "
+                                 "has a control character U+000D at position 5")
+
+
+def test_a_control_character_in_a_password_is_refused_without_showing_it(monkeypatch):
+    monkeypatch.setenv("SMTP_PASSWORD", "hunter2\x1b")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "invalid setting SMTP_PASSWORD=********: has a control character U+001B at position 8"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://example.com/u?e={email}", "must be an https:// URL (one-click unsubscribe, RFC 8058, needs HTTPS)"),
+        ("https://example.com/unsubscribe", "must contain {email}, so that each recipient gets their own link"),
+        ("https://example.com/u?e={email}&x=a b", "must not contain spaces, quotes, angle brackets or braces "
+                                                   "(percent-encode them)"),
+        ("https://example.com/u?e={email}&t=" + "a" * 600, "is too long: with a recipient's address its "
+         "List-Unsubscribe line can reach 1096 characters, over RFC 5322's 998 (keep the URL to at most 536 characters)"),
+    ],
+)
+def test_an_unusable_unsubscribe_url_is_refused(monkeypatch, url, problem):
+    monkeypatch.setenv("UNSUBSCRIBE_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == f"invalid setting UNSUBSCRIBE_URL={url if len(url) <= 100 else url[:97] + '...'}: {problem}"
+
+
+def test_an_https_unsubscribe_url_with_the_placeholder_is_accepted(monkeypatch):
+    monkeypatch.setenv("UNSUBSCRIBE_URL", " https://example.com/unsubscribe?email={email} ")
+    assert load_settings().unsubscribe_url == "https://example.com/unsubscribe?email={email}"
+
+
+def test_the_largest_accepted_values_are_accepted(monkeypatch):
+    for name, value in {"DAILY_LIMIT": "100000", "DELAY_SECONDS": "3600", "MAX_ATTEMPTS": "20",
+                        "SEND_TIMEOUT_SECONDS": "600"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.daily_limit, settings.delay_seconds, settings.max_attempts) == (100_000, 3600, 20)

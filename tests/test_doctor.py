@@ -79,17 +79,19 @@ def test_the_command_exits_1_on_an_unverified_sender(live, ses, moto_url, monkey
     failing = [i for i, line in enumerate(lines) if line.startswith("FAIL  SES sender identity")]
     assert failing, result.stdout
     assert lines[failing[0] + 1].lstrip().startswith("fix: verify the domain example.com")
-    assert lines[-1] == "1 check(s) failed, 1 warning(s)."
+    assert lines[-1] == "1 check(s) failed, 2 warning(s)."  # no GetAccount in moto; no UNSUBSCRIBE_URL
 
 
 def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch):
     ses.create_email_identity(EmailIdentity="jane@example.com")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1"}
+    env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1",
+           "REPLY_TO": "replies@example.com", "UNSUBSCRIBE_URL": "https://example.com/u?e={email}"}
     result = runner.invoke(app, ["doctor", "--db", str(live.db_path)], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.stdout == textwrap.dedent(f"""\
         OK    configuration        TRANSPORT=ses, DRY_RUN=false, DAILY_LIMIT=80; SENDER_EMAIL=jane@example.com
+        OK    unsubscribe          one-click (RFC 8058) to example.com, and mailto: replies@example.com; the endpoint must unsubscribe on a POST, without a login
         OK    database             {live.db_path} is writable
         OK    AWS credentials      found (env); on EC2 prefer an instance role to keys on disk
         OK    SES sender identity  jane@example.com is verified in us-east-1
@@ -199,7 +201,7 @@ def test_dry_run_turns_transport_failures_into_warnings(settings, db, ses):
 def test_configuration_errors_and_missing_sender(settings, monkeypatch):
     monkeypatch.setenv("DAILY_LIMIT", "abc")
     _, checks = doctor.diagnose()
-    assert checks == [Check("configuration", FAIL, "invalid setting DAILY_LIMIT=abc: expected a whole number >= 0",
+    assert checks == [Check("configuration", FAIL, "invalid setting DAILY_LIMIT=abc: expected a whole number from 0 to 100000",
                             "fix the variable in env.sh (or .env) and run doctor again")]
     [sender] = doctor.check_settings(settings.model_copy(update={"sender_email": ""}))
     assert sender.status == FAIL and sender.detail.endswith("SENDER_EMAIL is not set")
@@ -296,7 +298,7 @@ def test_smtp_nothing_listening_fails(smtp_settings):
 def test_run_checks_uses_smtp_when_transport_is_smtp(smtp_settings, db):
     with AuthSink(auth={"jane": "s3cret"}) as sink:
         checks = doctor.run_checks(smtp_settings(sink.port, password="wrong"))
-    assert [c.name for c in checks] == ["configuration", "database", "SMTP login"]
+    assert [c.name for c in checks] == ["configuration", "unsubscribe", "database", "SMTP login"]
     assert doctor.failed(checks)
 
 
@@ -322,3 +324,32 @@ def test_a_missing_events_queue_fails_with_a_hint(live, moto_url):
     check = doctor.check_events_queue(settings, client=sqs)
     assert check.status == FAIL
     assert "NonExistentQueue" in check.detail or "QueueDoesNotExist" in check.detail
+
+
+# --- unsubscribe --------------------------------------------------------------------------------
+
+
+def test_no_unsubscribe_url_is_a_warning_naming_the_mailto_address(settings):
+    check = doctor.check_unsubscribe(settings)
+    assert check.status == WARN
+    assert check.detail.startswith("no UNSUBSCRIBE_URL: only a mailto: unsubscribe to jane@example.com")
+    assert "https://" in check.hint and "{email}" in check.hint
+
+
+@pytest.mark.parametrize(("url", "detail"), [
+    ("http://example.com/u?e={email}", "UNSUBSCRIBE_URL must be an https:// URL (one-click unsubscribe, RFC 8058, needs HTTPS)"),
+    ("https://example.com/unsubscribe", "UNSUBSCRIBE_URL must contain {email}, so that each recipient gets their own link"),
+])
+def test_an_unusable_unsubscribe_url_fails(settings, url, detail):
+    # Settings built in code skip load_settings' validation; the doctor still judges them.
+    checks = by_name(doctor.run_checks(settings.model_copy(update={"unsubscribe_url": url, "transport": "smtp",
+                                                                    "dry_run": True})))
+    assert (checks["unsubscribe"].status, checks["unsubscribe"].detail) == (FAIL, detail)
+
+
+def test_the_command_names_an_http_unsubscribe_url_and_exits_1(tmp_path):
+    env = {"SENDER_EMAIL": "jane@example.com", "UNSUBSCRIBE_URL": "http://example.com/u?e={email}"}
+    result = runner.invoke(app, ["doctor", "--db", str(tmp_path / "x.db")], env=env, catch_exceptions=False)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == ("FAIL  configuration  invalid setting UNSUBSCRIBE_URL=http://example.com/u?e={email}: "
+                                             "must be an https:// URL (one-click unsubscribe, RFC 8058, needs HTTPS)")

@@ -263,7 +263,7 @@ def test_jinja_inside_a_tag_is_inlined_per_message_instead(settings, monkeypatch
 def test_text_alternative_is_derived_from_the_html(settings):
     html = '<p>Hi {{ first_name }},</p><p>line one<br>line two</p><p><a href="https://x.example/a">the link</a></p>'
     rendered = CampaignTemplate.from_campaign(campaign(html=html)).render(recipient(), settings)
-    assert rendered.text == "Hi Ada,\n\nline one\nline two\n\n[the link](https://x.example/a)\n"
+    assert rendered.text == "Hi Ada,\n\nline one\nline two\n\nthe link <https://x.example/a>\n"
 
 
 def test_campaign_text_template_is_used_when_set(settings):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import datetime, timezone
 
 import pytest
 
 from email_automation.email_templates import RenderedEmail
 from email_automation.errors import ConfigError, PermanentSendError
-from email_automation.messages import build_message
+from email_automation.config import load_settings
+from email_automation.messages import build_message, recipient_name
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
@@ -43,6 +45,33 @@ def test_headers_and_structure(settings):
     assert content(parts[1]) == "<p>Hi Ada</p>\n"
 
 
+def test_to_shows_the_recipients_name_when_known(settings):
+    received = parse(build_message(RENDERED, to="ada@example.org", to_name="Ada Lovelace", settings=settings))
+    assert received["To"] == "Ada Lovelace <ada@example.org>"
+
+
+def test_recipient_name_is_first_and_last_name():
+    assert recipient_name({"first_name": " Ada ", "last_name": "Lovelace"}) == "Ada Lovelace"
+    assert recipient_name({"first_name": "", "last_name": None}) == ""
+    assert recipient_name({"email": "x@example.org"}) == ""
+
+
+def test_the_mailto_unsubscribe_goes_to_reply_to(settings):
+    settings = settings.model_copy(update={"reply_to": "replies@example.com"})
+    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings))
+    assert received["List-Unsubscribe"] == "<mailto:replies@example.com?subject=unsubscribe>"
+
+
+def test_the_longest_accepted_unsubscribe_url_keeps_every_line_within_998(settings):
+    url = "https://example.com/u?e={email}&t="
+    url += "a" * (536 - len(url))  # the longest load_settings accepts
+    settings = load_settings(unsubscribe_url=url, sender_email="jane@example.com")
+    # 64 characters that each become 3 once URL-quoted, then the longest domain (RFC 5321 section 4.5.3.1).
+    longest_address = "+" * 64 + "@" + ".".join(["d" * 63] * 3) + "." + "d" * 61
+    raw = build_message(RENDERED, to=longest_address, settings=settings).as_bytes()
+    assert max(len(line) for line in raw.split(b"\r\n")) == 998
+
+
 def test_no_reply_to_unless_configured(settings):
     assert "Reply-To" not in parse(build_message(RENDERED, to="ada@example.org", settings=settings))
 
@@ -63,11 +92,15 @@ def test_one_click_unsubscribe_for_an_https_url(settings):
     assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_no_one_click_header_for_a_plain_http_url(settings):
-    settings = settings.model_copy(update={"unsubscribe_url": "http://example.com/u/{email}"})
-    received = parse(build_message(RENDERED, to="ada@example.org", settings=settings))
-    assert received["List-Unsubscribe"] == "<http://example.com/u/ada%40example.org>, <mailto:jane@example.com?subject=unsubscribe>"
-    assert "List-Unsubscribe-Post" not in received
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://example.com/u/{email}", "must be an https:// URL"),
+    ("https://example.com/unsubscribe", "must contain {email}"),
+])
+def test_an_unusable_unsubscribe_url_stops_before_any_message_is_built(settings, url, problem):
+    # Settings changed in code skip load_settings' check; the builder checks again.
+    settings = settings.model_copy(update={"unsubscribe_url": url})
+    with pytest.raises(ConfigError, match=f"^invalid setting UNSUBSCRIBE_URL={re.escape(url)}: {re.escape(problem)}"):
+        build_message(RENDERED, to="ada@example.org", settings=settings)
 
 
 def test_mailto_unsubscribe_only_when_no_url(settings):
@@ -113,9 +146,8 @@ def test_every_line_is_short_even_for_a_huge_one_line_body(settings):
 
 def test_line_breaks_in_a_subject_cannot_inject_headers(settings):
     rendered = RenderedEmail(subject="Hi\r\nBcc: victim@example.net", html="<p>x</p>", text="x")
-    received = parse(build_message(rendered, to="ada@example.org", settings=settings))
-    assert received["Subject"] == "Hi Bcc: victim@example.net"
-    assert "Bcc" not in received
+    with pytest.raises(PermanentSendError, match="^recipient ada@example.org: the subject has a control character U"):
+        build_message(rendered, to="ada@example.org", settings=settings)
 
 
 def test_internationalised_domains_are_sent_as_punycode(settings):

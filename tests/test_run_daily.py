@@ -88,6 +88,37 @@ def test_delay_between_sends_but_not_after_the_last(settings, db, clock):
     assert all(7.0 <= s <= 10.0 for s in sleep.calls)
 
 
+def test_a_dry_run_does_not_wait_between_messages_but_a_real_run_does(settings, db, clock):
+    settings = settings.model_copy(update={"delay_seconds": 60.0})
+    add_recipients(db, 3)
+    sleep = RecordingSleep()
+    assert run(settings, db, DryRunTransport(settings), clock, sleep=sleep).previewed == 3
+    assert sleep.calls == [], "nothing leaves the machine in a dry run: no delay is owed"
+    assert run(settings, db, ScriptedTransport(), clock, sleep=sleep).sent == 3
+    assert sleep.calls == [60.0, 60.0]
+
+
+def test_a_dry_run_by_hand_with_a_long_delay_ends_at_once(settings, monkeypatch, tmp_path):
+    # The README's by-hand steps, through the CLI: `import` then `run` in DRY_RUN.
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+
+    slept = []
+    monkeypatch.setattr("time.sleep", slept.append)  # the CLI's real sleep; a 60 s wait would show here
+    env = {"SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "60", "DRY_RUN": "true", "TIMEZONE": "UTC"}
+    db_path = str(tmp_path / "by-hand.db")
+    example = Path(__file__).resolve().parents[1] / "examples" / "recipients.csv"
+    runner = CliRunner()
+    for args in (["init"], ["import", str(example)], ["run", "--json"]):
+        result = runner.invoke(app, [*args, "--db", db_path], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["previewed"] >= 15
+    assert slept == []
+
+
 def test_dry_run_writes_the_outbox_sends_nothing_and_changes_no_status(settings, db, clock):
     add_recipients(db, 3)
     report = run(settings, db, DryRunTransport(settings), clock)

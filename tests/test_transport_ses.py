@@ -5,8 +5,10 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import logging
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -26,6 +28,7 @@ from email_automation.errors import (
 )
 from email_automation.messages import build_message
 from email_automation.transports.ses import SesTransport, make_ses_client, sanitize_tag
+from tests.drip_http import DrippingHttp
 
 RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
 TAGS = {"attempt_id": "0f1e2d3c4b5a", "campaign": "Été 2026 / outreach"}
@@ -187,6 +190,10 @@ def test_client_makes_one_attempt_per_call_in_the_configured_region(settings):
     assert client.meta.config.retries["total_max_attempts"] == 1
     assert client.meta.config.read_timeout == 12.5
     assert client.meta.config.connect_timeout == 5
+    # Connecting never takes the whole send's time, so "never connected" (nothing sent, retried)
+    # is told before the deadline of the whole call (maybe sent, never retried).
+    short = make_ses_client(settings.model_copy(update={"send_timeout_seconds": 4}))
+    assert short.meta.config.connect_timeout == 2
 
 
 def test_client_falls_back_to_the_aws_default_region(settings):
@@ -245,7 +252,8 @@ class SlowSes:
 
 
 def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, message):
-    # botocore's default retries would send this request 5 times (SES-NOTES §0.2).
+    # botocore's default retries would send this request several times (legacy mode: 5 attempts;
+    # https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
     slow = SlowSes()
     try:
         settings = settings.model_copy(update={"send_timeout_seconds": 0.3})
@@ -253,10 +261,60 @@ def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, m
         with pytest.raises(AmbiguousSendError) as info:
             transport.send(message, tags=TAGS)
         assert slow.requests == 1
-        assert info.value.code == "ReadTimeoutError"
-        assert "may have been accepted" in str(info.value)
+        assert info.value.code == "SendTimeout"
+        assert str(info.value) == ("no complete answer from SES within SEND_TIMEOUT_SECONDS (0.3 s); the message "
+                                   "may have been accepted, so it is not resent automatically")
     finally:
         slow.close()
+
+
+# An endpoint that drips its answer: every read is quick, so only the deadline per send ends it.
+# Without it each send would last the whole 10 s drip; the margin is generous for a loaded machine.
+DEADLINE, MARGIN = 0.5, 2.5
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_an_answer_dripped_past_the_deadline_is_ambiguous_and_sent_once(settings, message, part):
+    settings = settings.model_copy(update={"send_timeout_seconds": DEADLINE})
+    with DrippingHttp(part=part) as server:
+        transport = SesTransport(settings, make_ses_client(settings, endpoint_url=server.url))
+        started = time.monotonic()
+        with pytest.raises(AmbiguousSendError) as info:
+            transport.send(message, tags=TAGS)
+        assert time.monotonic() - started < DEADLINE + MARGIN
+        assert server.requests == 1  # the request left: never resent automatically
+    assert info.value.code == "SendTimeout"
+    assert str(info.value) == ("no complete answer from SES within SEND_TIMEOUT_SECONDS (0.5 s); the message "
+                               "may have been accepted, so it is not resent automatically")
+
+
+def test_an_answer_that_comes_after_the_deadline_is_logged(settings, message, caplog):
+    settings = settings.model_copy(update={"send_timeout_seconds": DEADLINE})
+    told = threading.Event()
+    handler = logging.Handler()
+    handler.emit = lambda record: told.set() if "after all" in record.getMessage() else None
+    logging.getLogger("email_automation.ses").addHandler(handler)
+    try:
+        with DrippingHttp(part="body", drip_for=1.0) as server, caplog.at_level(logging.WARNING):
+            transport = SesTransport(settings, make_ses_client(settings, endpoint_url=server.url))
+            with pytest.raises(AmbiguousSendError):
+                transport.send(message, tags=TAGS)
+            assert told.wait(10)
+    finally:
+        logging.getLogger("email_automation.ses").removeHandler(handler)
+    assert ("ada@example.org: SES accepted the message after SEND_TIMEOUT_SECONDS after all (MessageId late-id); it "
+            "stays unknown until its SES events settle it, or `email-automation resolve ada@example.org --sent`"
+            ) in caplog.messages
+
+
+def test_get_account_dripped_past_the_deadline_means_no_cap(settings, caplog):
+    settings = settings.model_copy(update={"send_timeout_seconds": DEADLINE})
+    with DrippingHttp(part="body") as server:
+        transport = SesTransport(settings, make_ses_client(settings, endpoint_url=server.url))
+        started = time.monotonic()
+        assert transport.sending_capacity() is None
+        assert time.monotonic() - started < DEADLINE + MARGIN
+    assert "SES account quota not read (CallTimedOut: no complete answer from sesv2 within 0.5 s)" in caplog.text
 
 
 def test_connection_refused_is_transient(settings, message):

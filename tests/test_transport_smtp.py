@@ -234,3 +234,106 @@ def test_sink_json_count_file(tmp_path, smtp_settings):
         smtp.send(message_to("ada@example.org", settings), tags={})
         smtp.close()
         assert read_counts(counts) == {"ada@example.org": 2}
+
+
+# --- SEND_TIMEOUT_SECONDS is a deadline for the whole send -----------------------------------------
+# The sink drips a "250-still thinking" line every 0.1 s for 10 s: each read is far quicker than the
+# 0.5 s limit, so only a deadline for the whole send ends it in time. The margin is generous so a
+# loaded machine cannot make these fail; without the deadline each send would last the full 10 s.
+DEADLINE, MARGIN = 0.5, 2.5
+
+
+@pytest.fixture
+def dripping(sink, smtp_settings):
+    sink.drip_every, sink.drip_for = 0.1, 10.0
+    return smtp_settings.model_copy(update={"send_timeout_seconds": DEADLINE})
+
+
+def timed_send(transport, message):
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception) as info:
+            transport.send(message, tags={})
+    finally:
+        elapsed = time.monotonic() - started
+    return info.value, elapsed
+
+
+@pytest.mark.parametrize(("stage", "late"), [
+    ("greeting", "SMTP server 127.0.0.1:{port} did not complete its greeting"),
+    ("EHLO", "SMTP server 127.0.0.1:{port} did not complete EHLO, STARTTLS and login"),
+    ("MAIL", "SMTP server did not answer MAIL FROM"),
+    ("RCPT", "SMTP server did not answer RCPT TO"),
+    ("DATA", "SMTP server did not answer DATA"),
+])
+def test_a_reply_dripped_before_the_content_is_cut_at_the_deadline_and_retried_later(sink, dripping, stage, late):
+    sink.drip_at = stage
+    smtp = SmtpTransport(dripping)
+    error, elapsed = timed_send(smtp, message_to("ada@example.org", dripping))
+    assert elapsed < DEADLINE + MARGIN
+    assert type(error) is TransientSendError  # nothing was sent: safe to try again
+    assert str(error) == (late.format(port=sink.port) + " within SEND_TIMEOUT_SECONDS (0.5 s); the message "
+                          "was not sent, so it is tried again later")
+    assert error.code == "SendTimeout"
+    assert sink.drips >= 1 and sink.deliveries == []
+    # The next send opens a fresh connection and goes through.
+    sink.drip_at = None
+    smtp.send(message_to("bob@example.org", dripping), tags={})
+    assert sink.counts() == {"bob@example.org": 1}
+    smtp.close()
+
+
+def test_a_reply_dripped_after_the_content_is_ambiguous_at_the_deadline(sink, dripping):
+    sink.drip_at = "END"
+    smtp = SmtpTransport(dripping)
+    error, elapsed = timed_send(smtp, message_to("ada@example.org", dripping))
+    assert elapsed < DEADLINE + MARGIN
+    assert type(error) is AmbiguousSendError
+    assert str(error) == ("no reply from the SMTP server after the message was sent (no complete reply within "
+                          "SEND_TIMEOUT_SECONDS (0.5 s)); it may have been accepted, so it is not resent automatically")
+    assert sink.counts() == {"ada@example.org": 1}  # the server has it: resending would duplicate
+    smtp.close()
+
+
+def test_the_deadline_is_per_send_not_per_connection(sink, dripping):
+    # Three sends on one connection take longer together than one deadline, and all go through.
+    settings = dripping.model_copy(update={"send_timeout_seconds": 1.0})
+    sink.drip_for = 0.4  # each MAIL reply takes 0.4 s of a 1 s deadline
+    smtp = SmtpTransport(settings)
+    for name in ("ada", "bob", "cy"):
+        sink.drip_at = "MAIL"
+        smtp.send(message_to(f"{name}@example.org", settings), tags={})
+    smtp.close()
+    assert len(sink.deliveries) == 3 and sink.connections == 1
+
+
+def test_closing_does_not_wait_for_a_server_that_drips_its_goodbye(sink, dripping):
+    smtp = SmtpTransport(dripping)
+    smtp.send(message_to("ada@example.org", dripping), tags={})
+    sink.drip_at = "QUIT"
+    started = time.monotonic()
+    smtp.close()
+    assert time.monotonic() - started < DEADLINE + MARGIN
+    assert sink.counts() == {"ada@example.org": 1}
+
+
+class SmallSendBuffer(smtplib.SMTP):
+    """A client whose socket holds little unsent data, so a stalled server blocks its writes."""
+
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return sock
+
+
+def test_content_cut_off_before_its_end_is_retried_later_not_unknown(sink, dripping):
+    # Without the final "." line the server has no message to deliver (RFC 5321 §4.1.1.4).
+    sink.stall_before_content = 5.0
+    big = RenderedEmail(subject="Big", html="<p>Hi</p>", text="0123456789abcdef" * 4 * 32 * 1024)  # 2 MB
+    smtp = SmtpTransport(dripping, smtp_factory=SmallSendBuffer)
+    error, elapsed = timed_send(smtp, build_message(big, to="ada@example.org", settings=dripping))
+    assert elapsed < DEADLINE + MARGIN
+    assert type(error) is TransientSendError
+    assert str(error) == ("the message content could not be sent in full within SEND_TIMEOUT_SECONDS (0.5 s); "
+                          "the message was not sent, so it is tried again later")
+    assert sink.deliveries == []

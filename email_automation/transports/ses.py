@@ -3,7 +3,14 @@
 SES has no idempotency token, and botocore's default retry mode re-sends a request whose answer
 timed out, so the client makes exactly one attempt and every failure is classified here into
 Transient (refused, safe to retry), Permanent, Fatal (stop the run) or Ambiguous (may have been
-accepted: never resend automatically). See SES-NOTES §0 and §1.5.
+accepted: never resend automatically); see "Retries" in the boto3 guide,
+https://docs.aws.amazon.com/boto3/latest/guide/retries.html.
+
+SEND_TIMEOUT_SECONDS bounds each whole call. botocore's read_timeout bounds one socket read only,
+so an endpoint that answers a byte at a time would hold a send for as long as it drips; the call
+runs in a worker thread instead, and the send stops waiting at the deadline (Ambiguous: the
+request has left). boto3 clients are thread-safe ("Multithreading or multiprocessing with
+clients", https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from botocore.exceptions import (
     NoRegionError,
     ParamValidationError,
     PartialCredentialsError,
+    ReadTimeoutError,
 )
 
 from ..errors import (
@@ -37,6 +45,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from .aws import BoundedClient, CallTimedOut
 
 log = logging.getLogger("email_automation.ses")
 
@@ -90,7 +99,9 @@ def make_ses_client(settings: Any, *, endpoint_url: str | None = None) -> Any:
     """The boto3 `sesv2` client for a run: explicit region, one attempt per call, send timeout.
 
     `total_max_attempts=1`: `max_attempts=1` would still mean two attempts (botocore PR #1972).
-    boto3 honours AWS_ENDPOINT_URL(_SESV2) itself when `endpoint_url` is not given.
+    boto3 honours AWS_ENDPOINT_URL(_SESV2) itself when `endpoint_url` is not given. Connecting
+    gets at most half the send's time, so an endpoint that cannot be reached is told apart
+    (nothing sent) before the deadline of the whole call (maybe sent) passes.
 
     Raises:
         ConfigError: no region is configured anywhere.
@@ -103,7 +114,7 @@ def make_ses_client(settings: Any, *, endpoint_url: str | None = None) -> Any:
         )
     config = Config(
         retries={"total_max_attempts": 1},
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, settings.send_timeout_seconds / 2),
         read_timeout=settings.send_timeout_seconds,
     )
     return boto3.client("sesv2", region_name=region, endpoint_url=endpoint_url, config=config)
@@ -130,6 +141,7 @@ class SesTransport:
     def __init__(self, settings: Any, client: Any = None) -> None:
         self._settings = settings
         self._client = client if client is not None else make_ses_client(settings)
+        self._bounded = BoundedClient(self._client, settings.send_timeout_seconds)
 
     def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
         """Hand one message to SES and return SES's MessageId.
@@ -147,8 +159,13 @@ class SesTransport:
         }
         if self._settings.ses_configuration_set:
             request["ConfigurationSetName"] = self._settings.ses_configuration_set
+        to = str(message.get("To", ""))
         try:
-            response = self._client.send_email(**request)
+            response = self._bounded.send_email(**request, on_late=lambda value, error: _tell_late(to, value, error))
+        except (CallTimedOut, ReadTimeoutError) as err:  # whichever of the two limits came first
+            raise AmbiguousSendError(
+                f"no complete answer from SES within SEND_TIMEOUT_SECONDS ({self._settings.send_timeout_seconds:g} s); "
+                "the message may have been accepted, so it is not resent automatically", code="SendTimeout") from err
         except (ClientError, BotoCoreError) as err:
             raise classify_ses_error(err, sender=sender, region=self._region()) from err
         return response["MessageId"]
@@ -165,7 +182,7 @@ class SesTransport:
             FatalSendError: SES says the account may not send at all (paused or shut down).
         """
         try:
-            account = self._client.get_account()
+            account = self._bounded.get_account()
         except (NotImplementedError, ClientError, BotoCoreError) as err:
             # moto has no GetAccount, a tight IAM policy may deny it, a network blip: the sends
             # themselves still report every real problem, so this is only a lost optimisation.
@@ -191,6 +208,17 @@ class SesTransport:
     def _region(self) -> str:
         meta = getattr(self._client, "meta", None)
         return getattr(meta, "region_name", None) or self._settings.aws_region or "?"
+
+
+def _tell_late(to: str, value: Any, error: BaseException | None) -> None:
+    """A send given up on at the deadline was answered after all: say so where a person looks."""
+    if error is None and isinstance(value, dict) and value.get("MessageId"):
+        log.warning("%s: SES accepted the message after SEND_TIMEOUT_SECONDS after all (MessageId %s); it stays "
+                    "unknown until its SES events settle it, or `email-automation resolve %s --sent`",
+                    to, value["MessageId"], to)
+    else:
+        log.info("%s: the SES call given up on at SEND_TIMEOUT_SECONDS ended later with %s", to,
+                 f"{type(error).__name__}: {error}" if error else "no MessageId")
 
 
 def _sender_address(message: EmailMessage) -> str:

@@ -7,7 +7,13 @@ message). So MAIL, RCPT and DATA are issued here one by one on the smtplib objec
 - connecting, greeting, STARTTLS, login: nothing sent yet -> Transient (Fatal for bad login);
 - MAIL FROM / RCPT TO / DATA refused: 5xx -> Permanent (Fatal for the sender), 4xx -> Transient;
 - a reused connection found dead before MAIL FROM is reopened once, transparently;
+- the content could not be sent in full: without its final "." line there is no transaction to
+  deliver (RFC 5321 §4.1.1.4), and a client treats it as a 451 reply (§3.8) -> Transient;
 - the content has been sent and no reply came (timeout, disconnect) -> Ambiguous.
+
+SEND_TIMEOUT_SECONDS bounds each whole send, from connecting to the final reply: a socket timeout
+bounds one read only, which a server dripping "250-" continuation lines never lets expire. A
+SocketWatchdog cuts the connection at the deadline, and the step it cut is classified as above.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from .deadline import SocketWatchdog
 
-SmtpFactory = Callable[..., smtplib.SMTP]  # (host, port, *, timeout) -> connected smtplib.SMTP
+SmtpFactory = Callable[..., smtplib.SMTP]  # (*, timeout) -> an smtplib.SMTP not connected yet
 
 _LOST = (smtplib.SMTPServerDisconnected, OSError)  # smtplib turns socket timeouts into these
 
@@ -40,15 +47,37 @@ class _StaleConnection(Exception):
 
 
 def default_smtp_factory(settings: Any) -> SmtpFactory:
-    """smtplib.SMTP, or SMTP_SSL (implicit TLS, usually port 465) when SMTP_SSL is set."""
+    """smtplib.SMTP, or SMTP_SSL (implicit TLS, usually port 465) when SMTP_SSL is set.
+
+    Unconnected, so a deadline can watch the socket from the first byte: smtplib.SMTP(host, port)
+    would read the greeting inside its constructor.
+    """
     if settings.smtp_ssl:
         context = ssl.create_default_context()
-        return lambda host, port, *, timeout: smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+        return lambda *, timeout: smtplib.SMTP_SSL(timeout=timeout, context=context)
     return smtplib.SMTP
 
 
+def connect(conn: smtplib.SMTP, host: str, port: int) -> smtplib.SMTP:
+    """Connect `conn` and read the greeting; anything but 220 is refused, as smtplib.SMTP(host) does.
+
+    Raises:
+        OSError, smtplib.SMTPException: the connection or the greeting failed.
+    """
+    code, greeting = conn.connect(host, port)
+    if code != 220:
+        conn.close()
+        raise smtplib.SMTPConnectError(code, greeting)
+    return conn
+
+
+def watch(seconds: float, conn: Callable[[], smtplib.SMTP | None]) -> SocketWatchdog:
+    """A watchdog that cuts the socket of whatever client `conn()` returns when `seconds` pass."""
+    return SocketWatchdog(seconds, lambda: getattr(conn(), "sock", None))
+
+
 class SmtpTransport:
-    """Sends through an SMTP relay; `smtp_factory(host, port, timeout=...)` opens a connection."""
+    """Sends through an SMTP relay; `smtp_factory(timeout=...)` makes an unconnected client."""
 
     name = "smtp"
 
@@ -65,50 +94,64 @@ class SmtpTransport:
             SendError: Transient, Permanent, Fatal or Ambiguous (see module docstring).
         """
         sender, recipients = _envelope(message)
-        conn = self._connection()
-        try:
-            self._mail_and_rcpt(conn, sender, recipients, reused=self._used)
-        except _StaleConnection:
-            self._discard()
-            conn = self._connection()
-            self._mail_and_rcpt(conn, sender, recipients, reused=False)
-        reply = self._data(conn, _wire_bytes(message))
+        with self._watchdog() as watchdog:
+            conn = self._connection(watchdog)
+            try:
+                self._mail_and_rcpt(conn, sender, recipients, watchdog, reused=self._used)
+            except _StaleConnection:
+                self._discard()
+                conn = self._connection(watchdog)
+                self._mail_and_rcpt(conn, sender, recipients, watchdog, reused=False)
+            reply = self._data(conn, _wire_bytes(message), watchdog)
         self._used = True
         return str(message.get("Message-ID") or reply)
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
+        """QUIT, within SEND_TIMEOUT_SECONDS as well: a server that never answers cannot hold the run."""
+        if self._conn is None:
+            return
+        with self._watchdog():
             try:
-                conn.quit()
+                self._conn.quit()
             except _LOST + (smtplib.SMTPException,):
-                conn.close()
+                self._conn.close()
+        self._conn = None
 
     # --- connection ---------------------------------------------------------------------------
 
-    def _connection(self) -> smtplib.SMTP:
+    def _watchdog(self) -> SocketWatchdog:
+        return watch(self._settings.send_timeout_seconds, lambda: self._conn)
+
+    def _connection(self, watchdog: SocketWatchdog) -> smtplib.SMTP:
         if self._conn is None:
-            self._conn = self._open()
+            self._open(watchdog)
             self._used = False
+        assert self._conn is not None
         return self._conn
 
-    def _open(self) -> smtplib.SMTP:
+    def _open(self, watchdog: SocketWatchdog) -> None:
+        """Connect, greet, STARTTLS, log in; `self._conn` is set first so the watchdog can cut it."""
         s = self._settings
         where = f"{s.smtp_host}:{s.smtp_port}"
+        if not watchdog.remaining():
+            raise _too_slow(watchdog, f"SMTP server {where} was not reached")
+        self._conn = self._factory(timeout=watchdog.remaining())
         try:
-            conn = self._factory(s.smtp_host, s.smtp_port, timeout=s.send_timeout_seconds)
+            connect(self._conn, s.smtp_host, s.smtp_port)
         except (smtplib.SMTPException, OSError) as err:
+            self._discard()
+            if watchdog.expired:
+                raise _too_slow(watchdog, f"SMTP server {where} did not complete its greeting") from err
             raise TransientSendError(
                 f"could not connect to SMTP server {where} (connection never opened): {_describe(err)}",
                 code=type(err).__name__) from err
         try:
-            self._greet_and_login(conn, where)
+            self._greet_and_login(self._conn, where, watchdog)
         except BaseException:
-            conn.close()
+            self._discard()
             raise
-        return conn
 
-    def _greet_and_login(self, conn: smtplib.SMTP, where: str) -> None:
+    def _greet_and_login(self, conn: smtplib.SMTP, where: str, watchdog: SocketWatchdog) -> None:
         s = self._settings
         try:
             conn.ehlo_or_helo_if_needed()
@@ -135,6 +178,8 @@ class SmtpTransport:
                 f"TLS certificate of SMTP server {where} is not valid for that name: {err}",
                 code="SSLCertVerificationError") from err
         except (smtplib.SMTPException, OSError) as err:
+            if watchdog.expired:
+                raise _too_slow(watchdog, f"SMTP server {where} did not complete EHLO, STARTTLS and login") from err
             raise TransientSendError(
                 f"SMTP server {where} failed before the message was sent: {_describe(err)}",
                 code=type(err).__name__) from err
@@ -153,15 +198,15 @@ class SmtpTransport:
 
     # --- envelope -----------------------------------------------------------------------------
 
-    def _mail_and_rcpt(self, conn: smtplib.SMTP, sender: str, recipients: list[str], *, reused: bool) -> None:
+    def _mail_and_rcpt(self, conn: smtplib.SMTP, sender: str, recipients: list[str], watchdog: SocketWatchdog,
+                       *, reused: bool) -> None:
         try:
             code, reply = conn.mail(sender)
         except _LOST as err:
-            if reused:
+            if reused and not watchdog.expired:
                 raise _StaleConnection from err
             self._discard()
-            raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
-                                     code="SMTPServerDisconnected") from err
+            raise _lost_before_content(err, watchdog, "SMTP server did not answer MAIL FROM") from err
         if code == 421 and reused:  # "closing idle connection"
             raise _StaleConnection
         if code != 250:
@@ -175,38 +220,64 @@ class SmtpTransport:
                 code, reply = conn.rcpt(rcpt)
             except _LOST as err:
                 self._discard()
-                raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
-                                         code="SMTPServerDisconnected") from err
+                raise _lost_before_content(err, watchdog, "SMTP server did not answer RCPT TO") from err
             if code not in (250, 251):
                 refused[rcpt] = (code, reply)
         if refused:
             self._reset(conn)
             raise _refusal("refused recipient", refused)
 
-    def _data(self, conn: smtplib.SMTP, data: bytes) -> str:
+    def _data(self, conn: smtplib.SMTP, data: bytes, watchdog: SocketWatchdog) -> str:
         try:
             conn.putcmd("data")
             code, reply = conn.getreply()
         except _LOST as err:
             self._discard()
-            raise TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
-                                     code="SMTPServerDisconnected") from err
+            raise _lost_before_content(err, watchdog, "SMTP server did not answer DATA") from err
         if code != 354:
             self._reset(conn)
             raise _refusal("refused the DATA command", {"": (code, reply)})
+        try:
+            conn.send(_dot_stuffed(data))  # sendall: when it fails, the final "." line has not left
+        except _LOST as err:
+            self._discard()
+            raise _lost_before_content(err, watchdog, "the message content could not be sent in full",
+                                       partly=True) from err
         # From here on the server holds the content and may queue it even if no reply arrives.
         try:
-            conn.send(_dot_stuffed(data))
             code, reply = conn.getreply()
         except _LOST + (smtplib.SMTPException,) as err:
             self._discard()
+            why = (f"no complete reply within SEND_TIMEOUT_SECONDS ({watchdog.seconds:g} s)" if watchdog.expired
+                   else _describe(err))
             raise AmbiguousSendError(
-                f"no reply from the SMTP server after the message was sent ({_describe(err)}); it may "
+                f"no reply from the SMTP server after the message was sent ({why}); it may "
                 "have been accepted, so it is not resent automatically", code="NoReplyAfterData") from err
         if code != 250:
             self._reset(conn)
             raise _refusal("refused the message", {"": (code, reply)})
         return _text(reply)
+
+
+def _too_slow(watchdog: SocketWatchdog, what: str) -> TransientSendError:
+    return TransientSendError(
+        f"{what} within SEND_TIMEOUT_SECONDS ({watchdog.seconds:g} s); the message was not sent, "
+        "so it is tried again later", code="SendTimeout")
+
+
+def _lost_before_content(err: BaseException, watchdog: SocketWatchdog, late: str, *, partly: bool = False) -> SendError:
+    """The send broke off before the server could hold the whole message: safe to try again.
+
+    `late` says what did not happen in time, when the deadline is why it broke off.
+    """
+    if watchdog.expired:
+        return _too_slow(watchdog, late)
+    if partly:
+        return TransientSendError(
+            f"SMTP connection lost while the message content was sent ({_describe(err)}); without its end "
+            "the server cannot deliver it, so it is tried again later", code="SMTPServerDisconnected")
+    return TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
+                              code="SMTPServerDisconnected")
 
 
 def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendError:

@@ -55,7 +55,7 @@ def test_run_sends_through_ses_and_logs_the_message_ids_ses_returned(tmp_path, m
     for row in logged:
         assert row["status"] == "sent"
         assert row["message_id"] in by_id, "the logged id is the one SES returned"
-        assert by_id[row["message_id"]]["To"] == row["email"]
+        assert by_id[row["message_id"]]["To"] == f"Sam <{row['email']}>"  # the first name is known
         assert by_id[row["message_id"]]["From"] == "Jane Sender <jane@example.com>"
 
     again = run_cli(tmp_path, moto_url, "run", "--json")
