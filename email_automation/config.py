@@ -67,6 +67,9 @@ ACCEPTS: dict[str, str] = {
     "pause_window_days": "a whole number of days >= 1",
     "ses_suppression_check": "true or false",
     "ses_push_suppressions": "true or false",
+    "unsubscribe_secret": "a random string of at least 16 characters (e.g. the output of `openssl rand -hex 32`)",
+    "ses_contact_list": "the name of your SES contact list",
+    "ses_topic": "a topic name of SES_CONTACT_LIST",
 }
 
 
@@ -113,6 +116,10 @@ class Settings(BaseSettings):
     # SES's account-level suppression list (ses_suppression.py).
     ses_suppression_check: bool = True
     ses_push_suppressions: bool = False
+    # One-click unsubscribe without hosting (unsubscribe_tokens.py, transports/ses.py).
+    unsubscribe_secret: SecretStr = SecretStr("")
+    ses_contact_list: str = ""
+    ses_topic: str = ""
 
     @field_validator("bounce_pause_rate", "complaint_pause_rate", mode="before")
     @classmethod
@@ -124,6 +131,13 @@ class Settings(BaseSettings):
         if not 0 < rate <= 1:
             raise ValueError("rate out of range")
         return rate
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("secret too short")
+        return value
 
     @field_validator("*", mode="before")
     @classmethod
@@ -208,7 +222,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 # Errors whose own message says what is wrong better than "expected ...".
 _EXPLAINED = {"control_character", "unsubscribe_url"}
-_SECRETS = {"smtp_password", "dashboard_password"}
+_SECRETS = {"smtp_password", "dashboard_password", "unsubscribe_secret"}
 
 
 def _describe_validation_error(err: ValidationError) -> str:

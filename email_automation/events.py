@@ -242,11 +242,22 @@ def _subscription(record: dict, mail: dict):
     sub = record["subscription"]
     new = sub.get("newTopicPreferences") or {}
     destination = _list(mail.get("destination", []))
-    # An unsubscribe-all from a message with one recipient can only be that recipient's.
-    if new.get("unsubscribeAll") is True and len(destination) == 1:
-        return sub.get("timestamp"), [(destination[0], EventKind.UNSUBSCRIBED, f"unsubscribed from all ({sub.get('source')})")]
+    # An unsubscribe from a message with one recipient can only be that recipient's. Opting out of
+    # a topic counts too: outreach goes out under one topic, so it means "no more of this".
+    left = _newly_opted_out(sub.get("oldTopicPreferences") or {}, new)
+    if (new.get("unsubscribeAll") is True or left) and len(destination) == 1:
+        what = "all" if new.get("unsubscribeAll") is True else "topic " + ", ".join(left)
+        return sub.get("timestamp"), [(destination[0], EventKind.UNSUBSCRIBED, f"unsubscribed from {what} ({sub.get('source')})")]
     detail = f"subscription preferences changed ({sub.get('source')}): {json.dumps(new, sort_keys=True)}"
     return sub.get("timestamp"), [(r, EventKind.SUBSCRIPTION_CHANGED, detail) for r in destination]
+
+
+def _newly_opted_out(old: dict, new: dict) -> list[str]:
+    """Topics whose status became OptOut with this change."""
+    def out(prefs: dict) -> set[str]:
+        return {t.get("topicName") for t in prefs.get("topicSubscriptionStatus") or []
+                if isinstance(t, dict) and t.get("subscriptionStatus") == "OptOut"}
+    return sorted(str(t) for t in out(new) - out(old))
 
 
 def _per_destination(kind: EventKind, payload: str | None, detail_field: str | None):

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import bounces, circuit_breaker, events, ledger, ses_suppression
+from . import bounces, circuit_breaker, events, ledger, ses_contacts, ses_suppression
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -209,14 +209,15 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
     breaker = _Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report)
-    ses_list = _ses_list(settings, conn, transport, report, now=now) if batch else None
+    ses_gate = _SesGate.for_run(settings, conn, transport, report, now=now) if batch else None
     for index, item in enumerate(batch):
         if not report.dry_run and breaker.holds(item.campaign, now()):
             if report.fatal_error:
                 break
             continue
-        if ses_list is not None and ses_list.listed(conn, item.email, now=now()):
-            outcome = Outcome(now(), item.email, "skipped", error=f"suppressed: {ses_suppression.REASON}", attempted=False)
+        refusal = ses_gate.refusal(conn, item.email, now=now()) if ses_gate else None
+        if refusal:
+            outcome = Outcome(now(), item.email, "skipped", error=refusal, attempted=False)
         else:
             send = _preview_one if report.dry_run else _send_one
             outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
@@ -234,12 +235,28 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     return report
 
 
-def _ses_list(settings, conn, transport, report: RunReport, *, now) -> ses_suppression.SuppressionList | None:
-    """SES's account-level suppression list for a real SES run (read or pushed before any claim)."""
-    client = getattr(transport, "client", None)
-    if report.dry_run or transport.name != "ses" or client is None:
+@dataclass
+class _SesGate:
+    """What SES itself would refuse, asked before each claim of a real SES run: an address on the
+    account-level suppression list, or a contact who unsubscribed (both bounce and count)."""
+
+    suppression: ses_suppression.SuppressionList | None
+    contacts: ses_contacts.ContactList | None
+
+    @classmethod
+    def for_run(cls, settings, conn, transport, report: RunReport, *, now) -> _SesGate | None:
+        client = getattr(transport, "client", None)
+        if report.dry_run or transport.name != "ses" or client is None:
+            return None
+        return cls(ses_suppression.prepare(conn, client, settings, now=now()), ses_contacts.for_run(client, settings))
+
+    def refusal(self, conn: sqlite3.Connection, email: str, *, now: datetime) -> str | None:
+        """`suppressed: ...` when the address must be skipped (it is now suppressed here too)."""
+        if self.suppression is not None and self.suppression.listed(conn, email, now=now):
+            return f"suppressed: {ses_suppression.REASON}"
+        if self.contacts is not None and self.contacts.refuses(conn, email, now=now):
+            return "suppressed: unsubscribe"
         return None
-    return ses_suppression.prepare(conn, client, settings, now=now())
 
 
 def _all_paused(conn: sqlite3.Connection, report: RunReport) -> bool:

@@ -256,7 +256,9 @@ def test_iam_policy_is_least_privilege():
     actions = {a for s in statements.values() for a in s["Action"]}
     suppression_list = {"ses:ListSuppressedDestinations", "ses:GetSuppressedDestination", "ses:PutSuppressedDestination"}
     assert actions == {"ses:SendEmail", "ses:SendRawEmail", "ses:GetEmailIdentity", "ses:GetAccount",
-                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", *suppression_list}
+                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", *suppression_list,
+                       "ses:GetContact", "ses:CreateContact", "ses:GetContactList"}
+    assert statements["ReadAndAddContactsOfTheContactList"]["Resource"] == "arn:aws:ses:REGION:ACCOUNT_ID:contact-list/outreach"
     assert statements["ReadTheSesEventsQueue"]["Resource"] == "arn:aws:sqs:REGION:ACCOUNT_ID:ses-events"
     wildcard = [s for s in statements.values() if s["Resource"] == "*"]
     # Neither GetAccount nor the account-level suppression list has a resource type.

@@ -1,4 +1,4 @@
-"""Commands over the recipient list: `import`, `skip`, `suppress`, `unsuppress`, `resolve`, `retry-failed`."""
+"""Commands over the recipient list: `import`, `skip`, `suppress`, `unsubscribe`, `unsuppress`, `resolve`, `retry-failed`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,24 @@ def suppress(
     address = _address(email)
     answer(as_json, {"email": address, "reason": reason, "skipped": count},
             f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+
+
+@app.command()
+@cli_errors
+def unsubscribe(
+    link: Annotated[str, typer.Argument(help="The unsubscribe URL a recipient used (or just its token, or an address).", show_default=False)],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply an unsubscribe collected by your UNSUBSCRIBE_URL endpoint: suppress that recipient's address."""
+    from ..database import utc_now
+    from ..unsubscribe_tokens import apply_unsubscribe, secret_of
+
+    settings = settings_for(db)
+    done = apply_unsubscribe(open_database(settings), link, secret=secret_of(settings), now=utc_now())
+    text = (f"{done.email} unsubscribed; {done.skipped} pending recipient(s) skipped." if done.newly
+            else f"{done.email} was already suppressed ({done.reason}); nothing changed.")
+    answer(as_json, {"email": done.email, "suppressed": done.newly, "reason": done.reason, "skipped": done.skipped}, text)
 
 
 @app.command()

@@ -70,7 +70,7 @@ def run(
         raise typer.Exit(EXIT_STOPPED)
     if report.template_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
-    if report.paused:  # a campaign stopped by the circuit breaker needs a person
+    if report.paused and not report.dry_run:  # a campaign stopped by the circuit breaker needs a person
         raise typer.Exit(EXIT_STOPPED)
 
 
