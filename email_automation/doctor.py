@@ -61,6 +61,7 @@ def run_checks(
     ses_client: Any = None,
     smtp_factory: Callable[..., smtplib.SMTP] | None = None,
     sqs_client: Any = None,
+    resolver: Any = None,
 ) -> list[Check]:
     """Every check for `settings`; nothing is sent and nothing is written.
 
@@ -75,9 +76,30 @@ def run_checks(
             transport_checks.append(check_events_queue(settings, client=sqs_client))
     else:
         transport_checks = [check_smtp(settings, smtp_factory=smtp_factory)]
+    transport_checks += check_deliverability(settings, ses_client=ses_client, resolver=resolver)
     if settings.dry_run:
         transport_checks = [_as_dry_run(c) for c in transport_checks]
     return checks + transport_checks
+
+
+def check_deliverability(settings: Settings, *, ses_client: Any = None, resolver: Any = None) -> list[Check]:
+    """DKIM, MAIL FROM, DMARC and SPF of the sender's domain, and the SES contact list if one is set."""
+    from .sender_auth import check_contact_list, check_sender_auth
+
+    client = ses_client
+    if settings.transport == "ses" and client is None:
+        from .transports.ses import make_ses_client
+
+        try:
+            client = make_ses_client(settings)
+        except ConfigError:
+            return []  # the region check above says so
+    if client is not None:
+        client = _bounded(client, settings)
+    checks = check_sender_auth(settings, client=client, resolver=resolver)
+    if settings.transport == "ses" and settings.ses_contact_list and client is not None:
+        checks.append(check_contact_list(settings, client))
+    return checks
 
 
 def failed(checks: list[Check]) -> bool:

@@ -79,11 +79,12 @@ def test_the_command_exits_1_on_an_unverified_sender(live, ses, moto_url, monkey
     failing = [i for i, line in enumerate(lines) if line.startswith("FAIL  SES sender identity")]
     assert failing, result.stdout
     assert lines[failing[0] + 1].lstrip().startswith("fix: verify the domain example.com")
-    assert lines[-1] == "1 check(s) failed, 2 warning(s)."  # no GetAccount in moto; no UNSUBSCRIBE_URL
+    assert lines[-1] == "1 check(s) failed, 3 warning(s)."  # no GetAccount in moto; no UNSUBSCRIBE_URL; no DMARC
 
 
-def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch):
+def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch, dns_zone):
     ses.create_email_identity(EmailIdentity="jane@example.com")
+    dns_zone.txt["_dmarc.example.com"] = ["v=DMARC1; p=none"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1",
            "REPLY_TO": "replies@example.com", "UNSUBSCRIBE_URL": "https://example.com/u?e={email}"}
@@ -96,7 +97,12 @@ def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, mon
         OK    AWS credentials      found (env); on EC2 prefer an instance role to keys on disk
         OK    SES sender identity  jane@example.com is verified in us-east-1
         WARN  SES account          account status unavailable (skipped): this endpoint has no GetAccount
-        No failures, 1 warning(s).
+        WARN  DKIM                 DKIM of example.com is NOT_STARTED, signing off
+                                   fix: SES console > Identities > example.com > Authentication: publish the three DKIM CNAME records
+        WARN  MAIL FROM            no custom MAIL FROM domain: SPF passes for amazonses.com, not for example.com, so DMARC rests on DKIM alone
+                                   fix: SES console > Identities > example.com > Custom MAIL FROM domain (e.g. bounce.example.com), then its MX and SPF records
+        OK    DMARC                _dmarc.example.com: v=DMARC1; p=none
+        No failures, 3 warning(s).
         """)
 
 
@@ -298,7 +304,7 @@ def test_smtp_nothing_listening_fails(smtp_settings):
 def test_run_checks_uses_smtp_when_transport_is_smtp(smtp_settings, db):
     with AuthSink(auth={"jane": "s3cret"}) as sink:
         checks = doctor.run_checks(smtp_settings(sink.port, password="wrong"))
-    assert [c.name for c in checks] == ["configuration", "unsubscribe", "database", "SMTP login"]
+    assert [c.name for c in checks] == ["configuration", "unsubscribe", "database", "SMTP login", "DMARC", "SPF"]
     assert doctor.failed(checks)
 
 
