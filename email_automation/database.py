@@ -123,10 +123,32 @@ CREATE INDEX send_log_resolved_pending ON send_log (status)
     WHERE status = 'failed' AND error LIKE '%resolved as pending%';
 """
 
+# Imports in short chunks (import_csv.py): a recipient row carries the import that added it, and
+# rows of an import still `running` are invisible to the queue and the reports until it is `done`.
+# import_id 0: added before this migration. ADD COLUMN with a constant default rewrites nothing
+# (https://www.sqlite.org/lang_altertable.html#altertabaddcol).
+_V4_IMPORTS = """
+CREATE TABLE imports (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL,
+    created_campaign INTEGER NOT NULL DEFAULT 0,
+    file TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'running' OR state = 'done' OR state = 'failed'),
+    first_recipient_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    inserted INTEGER,
+    duplicates INTEGER,
+    invalid INTEGER,
+    error TEXT
+);
+ALTER TABLE recipients ADD COLUMN import_id INTEGER NOT NULL DEFAULT 0;
+"""
+
 # Deliverability loop (bounces.py, circuit_breaker.py, ses_suppression.py): every bounce and
 # complaint from any source, the circuit breaker's pauses, and what SES's account-level
 # suppression list was asked about or told.
-_V4_DELIVERABILITY = f"""
+_V5_DELIVERABILITY = f"""
 CREATE TABLE bounces (
     id INTEGER PRIMARY KEY,
     dedupe_key TEXT NOT NULL UNIQUE,
@@ -168,7 +190,7 @@ CREATE TABLE sync_state (
 """
 
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DELIVERABILITY)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_IMPORTS, _V5_DELIVERABILITY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

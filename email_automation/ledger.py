@@ -16,6 +16,7 @@ from datetime import datetime, tzinfo
 
 from .database import COUNTED_LOG_STATUSES, iso, transaction
 from .errors import SendError
+from .imports import FINISHED
 
 
 @dataclass(frozen=True)
@@ -29,14 +30,16 @@ class Claim:
 
 
 # The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
-# campaign, not suppressed, and not (maybe) mailed already in another campaign. The run picks its
-# batch with it, and `status`, the dashboard and `preview` show it; claim() re-checks it all.
+# campaign, not suppressed, not (maybe) mailed already in another campaign, and from a finished
+# import. The run picks its batch with it, and `status`, the dashboard and `preview` show it;
+# claim() re-checks the rest (a finished import never becomes unfinished again).
 QUEUE_FROM_WHERE = (
     " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
     " WHERE r.status = 'pending' AND c.status = 'active'"
     " AND r.email NOT IN (SELECT email FROM suppressions)"
     " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
     "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+    " AND " + FINISHED  # an import still running is not in the queue yet
 )
 
 

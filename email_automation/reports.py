@@ -18,6 +18,7 @@ from datetime import date, datetime, tzinfo
 from . import admin
 from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
+from .imports import FINISHED
 from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
 
 LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
@@ -67,7 +68,8 @@ class StatusSummary:
 def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int) -> StatusSummary:
     """Recipients by status per campaign, and today's counted attempts against the limit."""
     counts: dict[int, dict[str, int]] = {}
-    for row in conn.execute("SELECT campaign_id, status, count(*) FROM recipients GROUP BY campaign_id, status"):
+    for row in conn.execute(f"SELECT campaign_id, status, count(*) FROM recipients r WHERE {FINISHED}"
+                            " GROUP BY campaign_id, status"):
         counts.setdefault(row[0], {})[row[1]] = row[2]
     campaigns = [
         CampaignStatus(c["name"], c["status"], {s: counts.get(c["id"], {}).get(s, 0) for s in RECIPIENT_STATUSES})
@@ -287,10 +289,10 @@ def failed_recipients(conn: sqlite3.Connection, *, limit: int) -> list[dict]:
 
 def recipient_counts(conn: sqlite3.Connection, campaign: str | None = None) -> dict[str, int]:
     """Recipients by status (every status present, 0 when none), optionally for one campaign."""
-    sql = "SELECT status, count(*) FROM recipients"
+    sql = f"SELECT status, count(*) FROM recipients r WHERE {FINISHED}"
     args: list = []
     if campaign:
-        sql += " WHERE campaign_id = (SELECT id FROM campaigns WHERE name = ?)"
+        sql += " AND campaign_id = (SELECT id FROM campaigns WHERE name = ?)"
         args.append(campaign)
     counts = dict.fromkeys(RECIPIENT_STATUSES, 0)
     counts.update(conn.execute(f"{sql} GROUP BY status", args).fetchall())

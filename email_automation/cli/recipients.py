@@ -38,10 +38,10 @@ def import_file(
 
 
 def import_lines(file: Path, report) -> list[str]:
-    """The counts, then `FILE:ROW: 'address': reason` for the first rejected rows."""
+    """The counts, then `FILE:LINE: 'field': reason` for the first rejected rows."""
     lines = [f"{file}: {report.inserted} added to campaign '{report.campaign}', "
              f"{report.duplicates} duplicate(s) skipped, {report.invalid} invalid."]
-    lines += [f"  {file}:{r.row}: {r.email!r}: {r.reason}" for r in report.rejects[:REJECTS_SHOWN]]
+    lines += [f"  {r.message(file)}" for r in report.rejects[:REJECTS_SHOWN]]
     if report.invalid > REJECTS_SHOWN:
         lines.append(f"  ... and {report.invalid - REJECTS_SHOWN} more")
     if report.rejects_file:

@@ -16,9 +16,16 @@ from .common import BadInput, DbOption, JsonOption, app, cli_errors, out, print_
 def init(db: DbOption = None) -> None:
     """Create the database (or upgrade an older one) with a 'default' campaign. Safe to run again."""
     from ..database import init_db
+    from ..imports import clean_up_if_idle
 
     settings = settings_for(db)
-    init_db(settings.db_path).close()
+    conn = init_db(settings.db_path)
+    try:
+        removed = clean_up_if_idle(conn)
+    finally:
+        conn.close()
+    if removed:
+        say(f"Removed the rows of {removed} interrupted import(s).")
     say(f"Database ready: {settings.db_path}")
 
 
