@@ -70,6 +70,7 @@ ACCEPTS: dict[str, str] = {
     "unsubscribe_secret": "a random string of at least 16 characters (e.g. the output of `openssl rand -hex 32`)",
     "ses_contact_list": "the name of your SES contact list",
     "ses_topic": "a topic name of SES_CONTACT_LIST",
+    "check_mx": "true or false",
 }
 
 
@@ -120,6 +121,8 @@ class Settings(BaseSettings):
     unsubscribe_secret: SecretStr = SecretStr("")
     ses_contact_list: str = ""
     ses_topic: str = ""
+    # Pre-flight: domains that cannot receive mail are rejected at import (mx_check.py).
+    check_mx: bool = False
 
     @field_validator("bounce_pause_rate", "complaint_pause_rate", mode="before")
     @classmethod

@@ -8,25 +8,31 @@
 from __future__ import annotations
 
 import dns.resolver
-from dnslib import QTYPE, RCODE, RR, TXT
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, TXT, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 class _Zone(BaseResolver):
     def __init__(self) -> None:
         self.txt: dict[str, list[str]] = {}
+        self.mx: dict[str, list[tuple[int, str]]] = {}
+        self.a: dict[str, list[str]] = {}
+        self.aaaa: dict[str, list[str]] = {}
         self.failing: set[str] = set()  # names answered with SERVFAIL
 
     def resolve(self, request, handler):
         reply = request.reply()
         name = str(request.q.qname).rstrip(".").lower()
+        tables = {QTYPE.TXT: (self.txt, TXT), QTYPE.MX: (self.mx, None), QTYPE.A: (self.a, A), QTYPE.AAAA: (self.aaaa, AAAA)}
         if name in self.failing:
             reply.header.rcode = RCODE.SERVFAIL
-        elif name not in self.txt:
+        elif not any(name in table for table, _ in tables.values()):
             reply.header.rcode = RCODE.NXDOMAIN
-        elif request.q.qtype == QTYPE.TXT:
-            for text in self.txt[name]:
-                reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(text), ttl=60))
+        elif request.q.qtype in tables:  # a known name without this type: an empty answer (NoAnswer)
+            table, rdata = tables[request.q.qtype]
+            for value in table.get(name, []):
+                data = MX(value[1], value[0]) if rdata is None else rdata(value)
+                reply.add_answer(RR(name, request.q.qtype, rdata=data, ttl=60))
         return reply
 
 
@@ -38,6 +44,14 @@ class LoopbackDns:
     @property
     def txt(self) -> dict[str, list[str]]:
         return self.zone.txt
+
+    @property
+    def mx(self) -> dict[str, list[tuple[int, str]]]:
+        return self.zone.mx
+
+    @property
+    def a(self) -> dict[str, list[str]]:
+        return self.zone.a
 
     @property
     def failing(self) -> set[str]:
@@ -55,8 +69,8 @@ class LoopbackDns:
         self.server.stop()
 
     def reset(self) -> None:
-        self.zone.txt.clear()
-        self.zone.failing.clear()
+        for table in (self.zone.txt, self.zone.mx, self.zone.a, self.zone.aaaa, self.zone.failing):
+            table.clear()
 
     def resolver(self) -> dns.resolver.Resolver:
         resolver = dns.resolver.Resolver(configure=False)

@@ -25,11 +25,14 @@ def import_file(
 ) -> None:
     """Add recipients from a CSV file; duplicates are skipped and invalid rows written to a rejects file."""
     from ..import_csv import import_csv
+    from ..mx_check import for_settings
 
-    conn = open_database(settings_for(db))
+    settings = settings_for(db)
+    conn = open_database(settings)
     with progress_bar(enabled=not as_json, total=file.stat().st_size if file.is_file() else None,
                       label=f"Importing {file.name}") as advance:
-        report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance)
+        report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance,
+                            domain_check=for_settings(settings))
     if as_json:
         print_json(report.as_dict())
         return
