@@ -71,6 +71,7 @@ ACCEPTS: dict[str, str] = {
     "ses_contact_list": "the name of your SES contact list",
     "ses_topic": "a topic name of SES_CONTACT_LIST",
     "check_mx": "true or false",
+    "warmup_schedule": "daily limits for the first sending days, whole numbers >= 1 separated by commas (e.g. 20,40,60,80)",
 }
 
 
@@ -123,6 +124,8 @@ class Settings(BaseSettings):
     ses_topic: str = ""
     # Pre-flight: domains that cannot receive mail are rejected at import (mx_check.py).
     check_mx: bool = False
+    # Daily caps for the first sending days of a new domain or identity (warmup.py).
+    warmup_schedule: str = ""
 
     @field_validator("bounce_pause_rate", "complaint_pause_rate", mode="before")
     @classmethod
@@ -134,6 +137,14 @@ class Settings(BaseSettings):
         if not 0 < rate <= 1:
             raise ValueError("rate out of range")
         return rate
+
+    @field_validator("warmup_schedule")
+    @classmethod
+    def _steps(cls, value: str) -> str:
+        from .warmup import parse_steps
+
+        parse_steps(value)  # ValueError: not whole numbers >= 1
+        return value.strip()
 
     @field_validator("unsubscribe_secret")
     @classmethod

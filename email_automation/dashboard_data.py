@@ -31,6 +31,7 @@ from .deliverability import (
 )
 from .errors import ConfigError, EmailAutomationError
 from .ledger import batch_date, counted_today
+from .warmup import limit_for
 from .reports import (
     DayCount,
     LogFilter,
@@ -94,7 +95,8 @@ class Reports:
     def today(self) -> Today:
         day = batch_date(self.now(), self.settings.tz)
         with self._read() as conn:
-            return Today(date.fromisoformat(day), counted_today(conn, day), self.settings.daily_limit)
+            limit = limit_for(conn, self.settings.daily_limit, self.settings.warmup_schedule, day).limit
+            return Today(date.fromisoformat(day), counted_today(conn, day), limit)
 
     def default_filter(self, days: int = 30) -> LogFilter:
         """The last `days` batch days, today included, in TIMEZONE."""
@@ -149,7 +151,8 @@ class Reports:
 
     def status_summary(self) -> StatusSummary:
         with self._read() as conn:
-            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit)
+            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit,
+                                  warmup_schedule=self.settings.warmup_schedule)
 
     def reputation(self, f: LogFilter) -> Reputation:
         with self._read() as conn:

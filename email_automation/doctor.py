@@ -68,6 +68,7 @@ def run_checks(
     With DRY_RUN on, a transport that is not ready is a WARN: dry runs do not use it.
     """
     checks = [*check_settings(settings), check_unsubscribe(settings), check_database(settings.db_path)]
+    checks += [c for c in (check_warmup(settings),) if c is not None]
     if settings.log_file:
         checks.append(check_log_file(settings.log_file))
     if settings.transport == "ses":
@@ -191,6 +192,34 @@ def check_database(db_path: Path) -> Check:
         return Check("database", FAIL, f"{path}: cannot write: {err}",
                      "check the file's owner and permissions, and that no other program holds it locked")
     return Check("database", OK, f"{path} is writable")
+
+
+def check_warmup(settings: Settings) -> Check | None:
+    """A new sender (few sending days in the database) should ramp up: suggest WARMUP_SCHEDULE."""
+    from .database import connect, utc_now
+    from .ledger import batch_date
+    from .warmup import DOCTOR_NEW_SENDER_DAYS, limit_for, sending_days_before, suggested_ramp
+
+    if not Path(settings.db_path).is_file():
+        return None
+    try:
+        conn = connect(settings.db_path, readonly=True)
+        try:
+            day = batch_date(utc_now(), settings.tz)
+            days = sending_days_before(conn, day)
+            today = limit_for(conn, settings.daily_limit, settings.warmup_schedule, day)
+        finally:
+            conn.close()
+    except (sqlite3.Error, ConfigError):
+        return None  # the database check says what is wrong
+    if today.note:
+        return Check("warm-up", OK, today.note)
+    ramp = suggested_ramp(settings.daily_limit)
+    if days >= DOCTOR_NEW_SENDER_DAYS or settings.warmup_schedule or not ramp:
+        return None
+    return Check("warm-up", WARN, f"only {days} sending day(s) so far and DAILY_LIMIT={settings.daily_limit} from the "
+                 "first day: a new domain sending its full volume at once looks like a spammer",
+                 f"ramp up over the first days with WARMUP_SCHEDULE={ramp}")
 
 
 def check_log_file(log_file: Path) -> Check:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
-from . import admin
+from . import admin, warmup
 from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
@@ -47,6 +47,7 @@ class StatusSummary:
     suppressed: int
     sent_today: int = 0  # certainly sent
     paused: tuple[str, ...] = ()  # the circuit breaker's open pauses, each with why and how to lift it
+    limit_note: str | None = None  # why today's limit is below DAILY_LIMIT (warm-up)
 
     @property
     def remaining_today(self) -> int:
@@ -62,11 +63,14 @@ class StatusSummary:
             "remaining_today": self.remaining_today,
             "suppressed": self.suppressed,
             "paused": list(self.paused),
+            "limit_note": self.limit_note,
         }
 
 
-def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int) -> StatusSummary:
-    """Recipients by status per campaign, and today's counted attempts against the limit."""
+def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int,
+                   warmup_schedule: str = "") -> StatusSummary:
+    """Recipients by status per campaign, and today's counted attempts against the limit (DAILY_LIMIT,
+    or WARMUP_SCHEDULE's step for today)."""
     counts: dict[int, dict[str, int]] = {}
     for row in conn.execute(f"SELECT campaign_id, status, count(*) FROM recipients r WHERE {FINISHED}"
                             " GROUP BY campaign_id, status"):
@@ -79,7 +83,8 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     suppressed = conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
     sent = conn.execute("SELECT count(*) FROM send_log WHERE batch_date = ? AND status = 'sent'", (day,)).fetchone()[0]
     paused = tuple(p.line() for p in open_pauses(conn))
-    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed, sent, paused)
+    today = warmup.limit_for(conn, daily_limit, warmup_schedule, day)
+    return StatusSummary(campaigns, day, counted_today(conn, day), today.limit, suppressed, sent, paused, today.note)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import bounces, circuit_breaker, events, ledger, ses_contacts, ses_suppression
+from . import bounces, circuit_breaker, events, ledger, ses_contacts, ses_suppression, warmup
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -200,6 +200,7 @@ def run_daily(
 
 def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
+    settings = _within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now())
@@ -270,6 +271,14 @@ def _all_paused(conn: sqlite3.Connection, report: RunReport) -> bool:
         return False
     report.fatal_error = pauses[0].line()
     return True
+
+
+def _within_warmup(settings: Settings, conn: sqlite3.Connection, now: datetime) -> Settings:
+    """The settings with today's DAILY_LIMIT capped by WARMUP_SCHEDULE's step, if one applies."""
+    today = warmup.limit_for(conn, settings.daily_limit, settings.warmup_schedule, ledger.batch_date(now, settings.tz))
+    if today.note:
+        log.info(today.note)
+    return settings.model_copy(update={"daily_limit": today.limit})
 
 
 class _Breaker:

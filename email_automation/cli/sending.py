@@ -117,7 +117,8 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
 
     settings = settings_for(db)
     conn = open_database(settings)
-    summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit)
+    summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit,
+                                     warmup_schedule=settings.warmup_schedule)
     unknown = reports.unknown_recipients(conn)
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]})
@@ -145,6 +146,7 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
              f"Suppressed addresses: {summary.suppressed}."]
+    lines += [f"Limit: {summary.limit_note}."] if summary.limit_note else []
     lines += [f"Paused: {line}" for line in summary.paused]
     if dry_run:
         lines.append("DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.")
