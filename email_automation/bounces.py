@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from . import ledger, suppressions
 from .addresses import lookup_form
-from .database import iso, transaction
+from .database import audit, iso, transaction
 
 Kind = Literal["hard", "soft", "complaint"]
 HARD, SOFT, COMPLAINT = "hard", "soft", "complaint"
@@ -111,24 +112,13 @@ def soft_bounces(conn: sqlite3.Connection, email: str) -> int:
 
 def suppress_in_transaction(conn: sqlite3.Connection, email: str, reason: str, *, source: str,
                             detail: str | None, now: datetime) -> tuple[bool, int]:
-    """Suppress inside the caller's transaction; an address already listed keeps its first reason.
-
-    Returns (newly suppressed, pending recipients skipped).
-    """
-    added = conn.execute(
-        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
-        (email, reason, source, iso(now)),
-    ).rowcount
-    skipped = conn.execute(
-        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-        (f"suppressed: {reason}", iso(now), email),
-    ).rowcount
-    if added:
-        conn.execute(
-            "INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'suppress', ?, ?)",
-            (iso(now), source, email, f"{reason}: {detail}" if detail else reason),
-        )
-    return bool(added), skipped
+    """Suppress inside the caller's transaction (suppressions.py keeps the first reason and the
+    history); its pending recipients become skipped. Returns (newly suppressed, recipients skipped)."""
+    entry = suppressions.add(conn, email, reason=reason, source=source, now=now)
+    skipped = ledger.skip_pending_address(conn, email, entry.reason, now=now)
+    if entry.added:
+        audit(conn, source, "suppress", email, f"{reason}: {detail}" if detail else reason, now)
+    return entry.added, skipped
 
 
 def _send_of(conn: sqlite3.Connection, email: str, attempt_id: str | None,

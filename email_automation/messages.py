@@ -55,7 +55,7 @@ def build_message(
     subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
     headers.set_folded(msg, "Subject", headers.unstructured("Subject", subject))
     msg["Date"] = format_datetime(_aware(now or datetime.now(timezone.utc)))
-    msg["Message-ID"] = make_msgid(domain=_ascii_domain(message_id_domain or sender.domain))
+    msg["Message-ID"] = make_msgid(domain=headers.ascii_domain(message_id_domain or sender.domain))
     _add_unsubscribe_headers(msg, settings, recipient.addr_spec, (reply_to or sender).addr_spec)
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
@@ -111,16 +111,12 @@ def _address(value: str, setting: str | None) -> Address:
         problem = "has a non-ASCII local part, which SES and most SMTP servers cannot deliver"
     else:
         try:
-            return Address(username=local, domain=_ascii_domain(domain))
+            return Address(username=local, domain=headers.ascii_domain(domain))
         except (ValueError, UnicodeError, TypeError) as err:
             problem = f"is not an email address ({err})"
     if setting:
         raise ConfigError(f"invalid setting {setting}={show_value(value)}: {problem}")
     raise PermanentSendError(f"recipient {value!r} {problem}", code="InvalidAddress")
-
-
-def _ascii_domain(domain: str) -> str:
-    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
 
 
 def _aware(moment: datetime) -> datetime:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 from . import admin, warmup
+from .addresses import lookup_form
 from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
-from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
+from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today, remaining_today
 
 LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
 # OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
@@ -45,19 +46,18 @@ class StatusSummary:
     counted_today: int  # sent + sending + unknown: what the daily limit counts
     daily_limit: int
     suppressed: int
+    remaining_today: int
     sent_today: int = 0  # certainly sent
+    deferred_today: int = 0  # refused for now; the recipients wait in the queue, not counted
     paused: tuple[str, ...] = ()  # the circuit breaker's open pauses, each with why and how to lift it
     limit_note: str | None = None  # why today's limit is below DAILY_LIMIT (warm-up)
-
-    @property
-    def remaining_today(self) -> int:
-        return max(0, self.daily_limit - self.counted_today)
 
     def as_dict(self) -> dict:
         return {
             "campaigns": {c.name: {"state": c.state, **c.counts} for c in self.campaigns},
             "today": self.today,
             "sent_today": self.sent_today,
+            "deferred_today": self.deferred_today,
             "counted_today": self.counted_today,
             "daily_limit": self.daily_limit,
             "remaining_today": self.remaining_today,
@@ -81,10 +81,14 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     ]
     day = batch_date(now, tz)
     suppressed = conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
-    sent = conn.execute("SELECT count(*) FROM send_log WHERE batch_date = ? AND status = 'sent'", (day,)).fetchone()[0]
+    sent, deferred = conn.execute(
+        "SELECT coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'deferred'), 0) FROM send_log"
+        " WHERE batch_date = ? AND status IN ('sent', 'deferred')", (day,)).fetchone()
     paused = tuple(p.line() for p in open_pauses(conn))
     today = warmup.limit_for(conn, daily_limit, warmup_schedule, day)
-    return StatusSummary(campaigns, day, counted_today(conn, day), today.limit, suppressed, sent, paused, today.note)
+    return StatusSummary(campaigns, day, counted_today(conn, day), today.limit, suppressed,
+                         remaining_today(conn, now=now, tz=tz, daily_limit=today.limit), sent, deferred, paused,
+                         today.note)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -122,7 +126,13 @@ class LogSummary:
 
     @property
     def failed(self) -> int:
+        """Attempts that ended their recipient as failed (the same meaning as in `status`)."""
         return self.counts["failed"]
+
+    @property
+    def deferred(self) -> int:
+        """Attempts refused for now (or settled as not sent): the recipient stays in the queue."""
+        return self.counts["deferred"]
 
     @property
     def dry_run(self) -> int:
@@ -139,6 +149,7 @@ class DayCount:
     sent: int
     failed: int
     dry_run: int
+    deferred: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,7 +185,7 @@ def log_filter_sql(f: LogFilter) -> tuple[str, str, list]:
         args.append(f.campaign)
     if f.email:
         clauses.append("instr(r.email, ?) > 0")
-        args.append(admin.normalize_email(f.email))
+        args.append(lookup_form(f.email))
     if f.status:
         clauses.append("l.status = ?")
         args.append(f.status)
@@ -193,14 +204,14 @@ def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
 
 
 def daily_counts(conn: sqlite3.Connection, f: LogFilter) -> list[DayCount]:
-    """Sent, failed and dry-run attempts per batch day, oldest first (days without rows left out)."""
+    """Sent, failed, dry-run and deferred attempts per batch day, oldest first (days without rows left out)."""
     join, where, args = log_filter_sql(f)
     rows = conn.execute(
-        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run')"
-        f" FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
+        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run'),"
+        f" sum(l.status = 'deferred') FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
         args,
     )
-    return [DayCount(date.fromisoformat(day), sent, failed, dry) for day, sent, failed, dry in rows]
+    return [DayCount(date.fromisoformat(day), sent, failed, dry, deferred) for day, sent, failed, dry, deferred in rows]
 
 
 _LOG_FIELDS = "l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error"
@@ -257,8 +268,6 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 
 
 # --- recipients ------------------------------------------------------------------------------
-
-
 
 
 def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:

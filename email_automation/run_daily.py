@@ -232,7 +232,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         # The delay spares the provider and the sender's reputation; a dry run sends nothing.
         if index < len(batch) - 1 and outcome.attempted and not report.dry_run:
             sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
-    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     return report
 
 
@@ -322,7 +322,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
     Empty when the day's limit is used up, or when the provider says the account may not send
     (then `report.fatal_error` says why and nothing is claimed).
     """
-    remaining = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    remaining = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     size = remaining if limit is None else min(remaining, max(0, limit))
     delay = settings.delay_seconds
     if not report.dry_run and size:
@@ -433,7 +433,8 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     try:
         message_id = _send_with_retries(transport, item.message, tags, sleep, refused)
     except SendError as err:
-        status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
+        status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts,
+                                       patience=ledger.Patience(now, sleep))
         if isinstance(err, PermanentSendError) and bounces.mailbox_gone(err.mailbox_status):
             # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
             bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
@@ -441,7 +442,8 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
     try:
-        ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused))
+        ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused),
+                           patience=ledger.Patience(now, sleep))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",

@@ -88,10 +88,10 @@ def suppress(
     """Add an address to the suppression list; its pending recipients become skipped."""
     from .. import admin
 
-    count = admin.suppress(open_database(settings_for(db)), email, reason=reason)
-    address = _address(email)
-    answer(as_json, {"email": address, "reason": reason, "skipped": count},
-            f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+    done = admin.suppress(open_database(settings_for(db)), email, reason=reason)
+    entry = done.entry
+    answer(as_json, {"email": entry.email, "reason": entry.reason, "since": entry.since, "added": entry.added,
+                     "skipped": done.skipped}, done.message())
 
 
 @app.command()
@@ -122,8 +122,7 @@ def unsuppress(
     """Remove an address from the suppression list."""
     from .. import admin
 
-    admin.unsuppress(open_database(settings_for(db)), email)
-    address = _address(email)
+    address = admin.unsuppress(open_database(settings_for(db)), email)
     answer(as_json, {"email": address, "unsuppressed": True}, f"{address} may be mailed again.")
 
 
@@ -144,7 +143,7 @@ def resolve(
     outcome = "sent" if sent else "pending"
     count = admin.resolve_unknown(open_database(settings_for(db)), email, outcome, campaign=campaign)
     answer(as_json, {"email": _address(email), "marked": outcome, "recipients": count},
-            f"{count} recipient(s) marked {outcome}.")
+           f"{count} recipient(s) marked {outcome}.")
 
 
 def _address(email: str) -> str:
