@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import textwrap
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
