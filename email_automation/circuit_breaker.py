@@ -85,17 +85,17 @@ def trip_reason(counts: Counts, t: Thresholds, *, days: int) -> str | None:
 
 def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | None = None) -> Counts:
     """Sends (sent or maybe sent, plus SMTP refusals that were bounces) and hard bounces and
-    complaints since `since`, for one campaign or all."""
+    complaints after `since`, for one campaign or all."""
     start = iso(since)
-    scope, args = ("", []) if campaign is None else (" AND campaign_id = (SELECT id FROM campaigns WHERE name = ?)", [campaign])
+    only = "" if campaign is None else " AND {} = (SELECT id FROM campaigns WHERE name = ?)"
+    args = [start] if campaign is None else [start, campaign]
     sent = conn.execute(
         "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-        f" WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown'){scope.replace('campaign_id', 'r.campaign_id')}",
-        [start, *args],
+        " WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown')" + only.format("r.campaign_id"), args,
     ).fetchone()[0]
     rows = conn.execute(
-        f"SELECT kind, email, source FROM bounces WHERE at > ? AND kind IN ('hard', 'complaint'){scope} ORDER BY at, id",
-        [start, *args],
+        "SELECT kind, email, source FROM bounces WHERE at > ? AND kind IN ('hard', 'complaint')"
+        + only.format("campaign_id") + " ORDER BY at, id", args,
     ).fetchall()
     refused = sum(1 for kind, _, source in rows if kind == "hard" and source == "smtp")
     return Counts(sent + refused, tuple(e for k, e, _ in rows if k == "hard"), tuple(e for k, e, _ in rows if k == "complaint"))
