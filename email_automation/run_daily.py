@@ -16,7 +16,8 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger, ses_contacts, ses_suppression, warmup
+from . import applications, bounces, circuit_breaker, events, ledger
+from . import run_gates as gates
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -207,20 +208,23 @@ def run_daily(
 
 def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
-    settings = _within_warmup(settings, conn, now())
+    settings = gates.within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
-    if _all_paused(conn, report):
+    report.paused = gates.open_pause_lines(conn)
+    if not report.dry_run and (stop := gates.all_paused(conn)):
+        report.fatal_error = stop
         batch, delay = [], 0.0
     else:
         batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
-    breaker = _Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report)
-    ses_gate = _SesGate.for_run(settings, conn, transport, report, now=now) if batch else None
+    breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
+    ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
     for index, item in enumerate(batch):
         if not report.dry_run and breaker.holds(item.campaign, now()):
-            if report.fatal_error:
+            if breaker.stop:
+                report.fatal_error = breaker.stop
                 break
             continue
         refusal = ses_gate.refusal(conn, item.email, now=now()) if ses_gate else None
@@ -241,74 +245,6 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
             sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
     report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     return report
-
-
-@dataclass
-class _SesGate:
-    """What SES itself would refuse, asked before each claim of a real SES run: an address on the
-    account-level suppression list, or a contact who unsubscribed (both bounce and count)."""
-
-    suppression: ses_suppression.SuppressionList | None
-    contacts: ses_contacts.ContactList | None
-
-    @classmethod
-    def for_run(cls, settings, conn, transport, report: RunReport, *, now) -> _SesGate | None:
-        client = getattr(transport, "client", None)
-        if report.dry_run or transport.name != "ses" or client is None:
-            return None
-        return cls(ses_suppression.prepare(conn, client, settings, now=now()), ses_contacts.for_run(client, settings))
-
-    def refusal(self, conn: sqlite3.Connection, email: str, *, now: datetime) -> str | None:
-        """`suppressed: ...` when the address must be skipped (it is now suppressed here too)."""
-        if self.suppression is not None and self.suppression.listed(conn, email, now=now):
-            return f"suppressed: {ses_suppression.REASON}"
-        if self.contacts is not None and self.contacts.refuses(conn, email, now=now):
-            return "suppressed: unsubscribe"
-        return None
-
-
-def _all_paused(conn: sqlite3.Connection, report: RunReport) -> bool:
-    """Put the open pauses in the report (a paused campaign is not even in the batch, but the
-    user must read why); True when all sending is paused, so a real run sends nothing and stops."""
-    pauses = circuit_breaker.open_pauses(conn)
-    report.paused = [p.line() for p in pauses]
-    for line in report.paused:
-        log.error(line)
-    if report.dry_run or not pauses or pauses[0].scope != circuit_breaker.ALL:
-        return False
-    report.fatal_error = pauses[0].line()
-    return True
-
-
-def _within_warmup(settings: Settings, conn: sqlite3.Connection, now: datetime) -> Settings:
-    """The settings with today's DAILY_LIMIT capped by WARMUP_SCHEDULE's step, if one applies."""
-    today = warmup.limit_for(conn, settings.daily_limit, settings.warmup_schedule, ledger.batch_date(now, settings.tz))
-    if today.note:
-        log.info(today.note)
-    return settings.model_copy(update={"daily_limit": today.limit})
-
-
-class _Breaker:
-    """Asks the circuit breaker before each send; a campaign found paused is not asked about again."""
-
-    def __init__(self, conn: sqlite3.Connection, thresholds: circuit_breaker.Thresholds, report: RunReport) -> None:
-        self.conn, self.thresholds, self.report = conn, thresholds, report
-        self.held: set[str] = set()
-
-    def holds(self, campaign: str, now: datetime) -> bool:
-        """Whether a send to `campaign` must not happen; a pause of all sending stops the run."""
-        if campaign in self.held:
-            return True
-        pause = circuit_breaker.check(self.conn, self.thresholds, campaign, now=now)
-        if pause is None:
-            return False
-        if pause.line() not in self.report.paused:
-            self.report.paused.append(pause.line())
-            log.error(pause.line())
-        if pause.scope == circuit_breaker.ALL:
-            self.report.fatal_error = pause.line()
-        self.held.add(campaign)
-        return True
 
 
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
