@@ -16,7 +16,8 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, events, ledger
+from . import applications, bounces, circuit_breaker, events, ledger
+from . import run_gates as gates
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -47,6 +48,7 @@ class RunReport:
     recovered: int = 0
     fatal_error: str | None = None
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
+    paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -206,14 +208,31 @@ def run_daily(
 
 def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
+    settings = gates.within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
-    batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
+    report.paused = gates.open_pause_lines(conn)
+    if not report.dry_run and (stop := gates.all_paused(conn)):
+        report.fatal_error = stop
+        batch, delay = [], 0.0
+    else:
+        batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
+    breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
+    ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
     for index, item in enumerate(batch):
-        send = _preview_one if report.dry_run else _send_one
-        outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
+        if not report.dry_run and breaker.holds(item.campaign, now()):
+            if breaker.stop:
+                report.fatal_error = breaker.stop
+                break
+            continue
+        refusal = ses_gate.refusal(conn, item.email, now=now()) if ses_gate else None
+        if refusal:
+            outcome = Outcome(now(), item.email, "skipped", error=refusal, attempted=False)
+        else:
+            send = _preview_one if report.dry_run else _send_one
+            outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
         _note(report, outcome)
@@ -360,6 +379,10 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     except SendError as err:
         status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts,
                                        patience=ledger.Patience(now, sleep))
+        if isinstance(err, PermanentSendError) and bounces.mailbox_gone(err.mailbox_status):
+            # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
+            bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
+                                  attempt_id=claim.attempt_id, detail=str(err))
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
     try:

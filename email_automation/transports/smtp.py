@@ -27,6 +27,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from typing import Any
 
+from ..bounces import enhanced_status
 from ..errors import (
     AmbiguousSendError,
     FatalSendError,
@@ -284,7 +285,8 @@ def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendErro
     codes = [code for code, _ in refused.values()]
     cls = PermanentSendError if all(500 <= c < 600 for c in codes) else TransientSendError
     shown = "; ".join(f"{who + ': ' if who else ''}{code} {_text(reply)}" for who, (code, reply) in refused.items())
-    return cls(f"SMTP server {what}: {shown}", code=str(codes[0]))
+    status = enhanced_status(_text(next(iter(refused.values()))[1]))
+    return cls(f"SMTP server {what}: {shown}", code=str(codes[0]), mailbox_status=status)
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
