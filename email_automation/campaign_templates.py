@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from . import attachments
 from .database import ensure_campaign, transaction, update_campaign_templates
 from .email_templates import CampaignTemplate, check_template
 from .errors import TemplateRenderError
@@ -22,7 +25,8 @@ def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
 
 
 def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | None = None,
-                  html: str | None = None, text: str | None = None, settings: Any = None) -> None:
+                  html: str | None = None, text: str | None = None, settings: Any = None,
+                  attach: Sequence[str | Path] | None = None) -> None:
     """Store the given templates (the others keep their value), creating the campaign if new.
 
     Each template must compile and read only variables every run can fill: the recipient fields,
@@ -30,22 +34,39 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Non
     import the CSV first if a template uses its extra columns). With `settings`, the templates
     are also rendered for the campaign's first recipient, as a run would, so a template that
     passes the render limits or fails at run time (`{{ 1 / 0 }}`) is refused now, not at 7 am.
+    `attach` replaces the files every message of the campaign carries (an empty list removes them).
 
     Raises:
         TemplateRenderError: nothing to set, an empty template, a syntax error or an unknown
             variable, naming the template; nothing is saved.
+        attachments.AttachmentError: a file to attach is missing, unreadable, of a type SES
+            refuses, or the files alone exceed MAX_MESSAGE_BYTES; nothing is saved.
     """
-    if subject is None and html is None and text is None:
-        raise TemplateRenderError("nothing to set: give --subject, --html and/or --text")
+    if subject is None and html is None and text is None and attach is None:
+        raise TemplateRenderError("nothing to set: give --subject, --html, --text and/or --attach")
     for label, value in (("subject", subject), ("HTML body", html)):
         if value is not None and not value.strip():
             raise TemplateRenderError(f"campaign {campaign!r}: the {label} template is empty")
     check_template(subject, html, text, campaign=campaign, columns=campaign_columns(conn, campaign))
     if settings is not None:
         _render_first_recipient(conn, campaign, settings, subject=subject, html=html, text=text)
+    files = _campaign_files(attach, settings) if attach else None
     with transaction(conn):
         ensure_campaign(conn, campaign)
-    update_campaign_templates(conn, campaign, subject=subject, html=html, text=text)
+        if attach is not None:
+            conn.execute("UPDATE campaigns SET attachments = ? WHERE name = ?", (files, campaign))
+    if subject is not None or html is not None or text is not None:
+        update_campaign_templates(conn, campaign, subject=subject, html=html, text=text)
+
+
+def _campaign_files(attach: Sequence[str | Path], settings: Any) -> str:
+    """The JSON list to store for `attach`, checked as a run will check it."""
+    stored = attachments.campaign_files(attach)
+    limit = getattr(settings, "max_message_bytes", attachments.DEFAULT_MAX_MESSAGE_BYTES)
+    total = attachments.encoded_total(attachments.stored_paths(stored))
+    if total > limit:
+        raise attachments.AttachmentError(attachments.too_big(total, limit))
+    return stored
 
 
 def _render_first_recipient(conn: sqlite3.Connection, campaign: str, settings: Any, **new: str | None) -> None:

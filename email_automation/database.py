@@ -326,9 +326,17 @@ CREATE TABLE sync_state (
 );
 """
 
+# Files sent with every message of a campaign (`template set --attach`) and with one recipient's
+# (the CSV's `attachments` column): JSON lists of absolute paths, NULL for none.
+_V9_ATTACHMENTS = """
+ALTER TABLE campaigns ADD COLUMN attachments TEXT;
+ALTER TABLE recipients ADD COLUMN attachments TEXT;
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
-                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY)
+                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
+                               _V9_ATTACHMENTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

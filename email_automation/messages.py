@@ -1,5 +1,8 @@
 """Build the MIME message for one recipient: multipart/alternative, UTF-8, unsubscribe headers.
 
+With attachments, a multipart/mixed holds the alternative first and then each file, base64
+encoded, its name in RFC 2231 form when it is not ASCII (RFC 2183's `filename` parameter).
+
 Bodies are quoted-printable, so every line stays under the 1000-character SMTP limit whatever
 the template produces, and the message is 7-bit clean for any relay. Headers use CRLF. The
 headers that carry text (From, To, Reply-To, Subject, List-Unsubscribe) are folded by `headers`,
@@ -13,9 +16,11 @@ from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from collections.abc import Sequence
 from typing import Any
 
 from . import headers, unsubscribe
+from .attachments import DEFAULT_MAX_MESSAGE_BYTES, Attachment
 from .config import show_value
 from .email_templates import RenderedEmail
 from .errors import ConfigError, PermanentSendError
@@ -32,13 +37,15 @@ def build_message(
     to_name: str = "",
     message_id_domain: str | None = None,
     now: datetime | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
     """The complete message for `to` (shown as `to_name <to>` when a name is known), ready for any transport.
 
     Raises:
         ConfigError: SENDER_EMAIL, SENDER_NAME, REPLY_TO or UNSUBSCRIBE_URL cannot be used.
         PermanentSendError: `to` is not an address that can be sent to (code "InvalidAddress"),
-            or the subject or name has a control character (code "InvalidHeader").
+            or the subject or name has a control character (code "InvalidHeader"), or with its
+            attachments the message is bigger than MAX_MESSAGE_BYTES (code "MessageTooLarge").
     """
     if not settings.sender_email:
         raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
@@ -61,7 +68,29 @@ def build_message(
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     for part in msg.iter_parts():
         del part["MIME-Version"]  # add_alternative gives the HTML part one; it belongs at the top only
+    if attachments:
+        _attach(msg, attachments, to=recipient.addr_spec,
+                limit=getattr(settings, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES))
     return msg
+
+
+def _attach(msg: EmailMessage, files: Sequence[Attachment], *, to: str, limit: int) -> None:
+    """Wrap the alternative in multipart/mixed with the files after it, within `limit` bytes in all."""
+    for file in files:
+        maintype, _, subtype = file.content_type.partition("/")
+        msg.add_attachment(file.data, maintype=maintype, subtype=subtype, filename=file.filename)
+    for part in msg.iter_parts():
+        del part["MIME-Version"]
+    _check_size(msg, to=to, limit=limit)
+
+
+def _check_size(msg: EmailMessage, *, to: str, limit: int) -> None:
+    """Refuse a message bigger than `limit` bytes as it will be written."""
+    size = len(msg.as_bytes())
+    if size > limit:
+        raise PermanentSendError(
+            f"recipient {to}: with its attachments the message is {size:,} bytes, more than MAX_MESSAGE_BYTES "
+            f"({limit:,}); send a smaller file or a link", code="MessageTooLarge")
 
 
 def recipient_name(row: Any) -> str:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger
+from . import applications, attachments, bounces, circuit_breaker, events, ledger
 from . import run_gates as gates
 from .config import Settings
 from .email_templates import CampaignTemplate, RenderedEmail
@@ -131,9 +131,11 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
-    built for (say, a non-ASCII local part SES cannot carry) is returned in `unusable`.
+    built for (say, a non-ASCII local part SES cannot carry, or a file to attach that is gone) is
+    returned in `unusable`.
     """
     templates: dict[str, CampaignTemplate] = {}
+    campaigns: dict[str, sqlite3.Row] = {}
     result = _Rendered()
     for row in rows:
         name = row["campaign_name"]
@@ -141,14 +143,15 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             continue
         try:
             if name not in templates:
-                campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
-                templates[name] = CampaignTemplate.from_campaign(campaign)
+                campaigns[name] = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
+                templates[name] = CampaignTemplate.from_campaign(campaigns[name])
             rendered = templates[name].render(row, settings)
         except TemplateRenderError as err:
             result.broken[name] = err
             continue
         try:
-            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+                                    attachments=attachments.for_recipient_or_refuse(campaigns[name], row))
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue

@@ -29,6 +29,8 @@ def preview(
     result = render_preview(open_database(settings), settings, campaign=campaign, email=email)
     say(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}"
         f"\n--- html ---\n{result.rendered.html}")
+    if files := result.attachment_lines():
+        say("--- attachments ---\n" + "\n".join(files))
     if out_file:
         data = result.message.as_bytes() if out_file.suffix == ".eml" else result.rendered.html.encode()
         try:
@@ -42,11 +44,13 @@ def preview(
 @cli_errors
 def template_show(db: DbOption = None, campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to show.")] = DEFAULT_CAMPAIGN) -> None:
     """Print a campaign's subject, HTML and text templates."""
+    from ..attachments import stored_paths
     from ..database import get_campaign
 
     row = get_campaign(open_database(settings_for(db)), campaign)
     say(f"Campaign: {row['name']} ({row['status']})\nSubject: {row['subject_template']}\n\n--- html ---\n{row['html_template']}")
     say(f"--- text ---\n{row['text_template'] or '(derived from the HTML)'}")
+    say("--- attachments ---\n" + ("\n".join(stored_paths(row["attachments"])) or "(none)"))
 
 
 @template_app.command("set")
@@ -57,6 +61,8 @@ def template_set(
     subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template, e.g. 'Hello {{ first_name }}'.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
+    attach: Annotated[Optional[list[Path]], typer.Option("--attach", help="File every message of the campaign carries (repeat for several; replaces the current ones).")] = None,
+    no_attachments: Annotated[bool, typer.Option("--no-attachments", help="Remove the campaign's own attachments.")] = False,
 ) -> None:
     """Store new templates for a campaign after checking that they compile and use only its columns."""
     from ..campaign_templates import set_templates
@@ -64,7 +70,7 @@ def template_set(
     settings = settings_for(db)
     conn = open_database(settings)
     set_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text),
-                  settings=settings)
+                  settings=settings, attach=[] if no_attachments else attach)
     say(f"Templates of campaign '{campaign}' updated.")
 
 
