@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CAMPAIGN = "default"
+DEFAULT_TEMPLATE = "default"  # a `template` CSV cell naming the campaign's own template
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
 # `failed`: the attempt ended the recipient as failed. `deferred`: refused for now (throttling,
@@ -333,10 +334,32 @@ ALTER TABLE campaigns ADD COLUMN attachments TEXT;
 ALTER TABLE recipients ADD COLUMN attachments TEXT;
 """
 
+# Named templates per segment (a recipient's `template` column picks one, else the campaign's
+# own), subject variants (JSON lists of subject templates, NULL for a single subject), and on
+# each send the template and subject variant it used, so replies can be counted per variant.
+_V10_TEMPLATES_AND_VARIANTS = """
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    name TEXT NOT NULL,
+    subject_template TEXT NOT NULL,
+    subject_variants TEXT,
+    html_template TEXT NOT NULL,
+    text_template TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (campaign_id, name)
+);
+ALTER TABLE campaigns ADD COLUMN subject_variants TEXT;
+ALTER TABLE recipients ADD COLUMN template TEXT;
+ALTER TABLE send_log ADD COLUMN template TEXT;
+ALTER TABLE send_log ADD COLUMN subject_variant TEXT;
+CREATE INDEX recipients_segment ON recipients (campaign_id, template, id);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
-                               _V9_ATTACHMENTS)
+                               _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

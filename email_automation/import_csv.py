@@ -35,7 +35,7 @@ from email_validator import EmailNotValidError
 
 from . import attachments, imports
 from .addresses import normalize_email
-from .database import DEFAULT_CAMPAIGN, iso, transaction, utc_now
+from .database import DEFAULT_CAMPAIGN, DEFAULT_TEMPLATE, iso, transaction, utc_now
 from .errors import CsvImportError
 from .reports import csv_safe
 
@@ -46,7 +46,8 @@ STATEMENT_ROWS = 1000
 PAGE_CACHE_MIB = 16
 DELIMITERS = ",;\t"
 
-RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments")
+RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments",
+                    "template")
 # Header spellings seen in real exports, compared after `header_key` (lower-case, no spaces,
 # dashes or underscores). "Subject"/"Body" in a recipient list can only mean a per-row override;
 # a bare "Address" is left out on purpose: in CRM exports it is as often the postal address.
@@ -58,6 +59,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "custom_subject": ("customsubject", "subject"),
     "custom_body": ("custombody", "body"),
     "attachments": ("attachments", "attachment", "files", "file"),
+    "template": ("template", "templatename"),
 }
 _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 # Names a template already uses for the recipient, and words Jinja cannot take as a variable.
@@ -77,10 +79,10 @@ _UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 
 _INSERT = (
     "INSERT OR IGNORE INTO recipients (campaign_id, import_id, created_at, email, first_name, last_name,"
-    " company, custom_subject, custom_body, attachments, fields) VALUES "
+    " company, custom_subject, custom_body, attachments, template, fields) VALUES "
 )
 _SHARED_PARAMS = 3  # campaign_id, import_id, created_at: ?1 ?2 ?3 of every statement
-_ROW_PARAMS = 8  # normalize_row's tuple
+_ROW_PARAMS = 9  # normalize_row's tuple
 
 
 @dataclass(frozen=True)
@@ -329,8 +331,9 @@ def shown(value: str, encoding: str = "utf-8") -> str:
 
 
 def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-8") -> tuple | None:
-    """(email, first, last, company, custom_subject, custom_body, attachments, fields_json); None for a
-    blank row. `attachments` is the cell as written; `_load` checks its files.
+    """(email, first, last, company, custom_subject, custom_body, attachments, template, fields_json);
+    None for a blank row. `attachments` and `template` are the cells as written; `_RowChecks` checks
+    them against the files and the campaign's templates.
 
     `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
 
@@ -339,7 +342,7 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
             email-validator refuses, or one with non-ASCII before the @-sign.
     """
     row = columns.padded(values)
-    raw, first, last, company, subject, body, files = columns.recipient_values(row)
+    raw, first, last, company, subject, body, files, template = columns.recipient_values(row)
     raw = raw.strip()
     if not raw and not "".join(values).strip():
         return None
@@ -358,7 +361,8 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
         raise InvalidRow(columns.email, f"non-ASCII characters before the @-sign ({chars}) need SMTPUTF8"
                                         " (RFC 6531), which Amazon SES does not support: it can never be sent")
     return (email, first.strip(), last.strip(), company.strip(),
-            subject.strip() or None, body.strip() or None, files.strip() or None, columns.fields_json(row))
+            subject.strip() or None, body.strip() or None, files.strip() or None, template.strip() or None,
+            columns.fields_json(row))
 
 
 def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
@@ -485,6 +489,8 @@ def import_csv(
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
     own = conn.execute("SELECT attachments FROM campaigns WHERE name = ?", (campaign,)).fetchone()
+    names = frozenset(row[0] for row in conn.execute(
+        "SELECT t.name FROM templates t JOIN campaigns c ON c.id = t.campaign_id WHERE c.name = ?", (campaign,)))
     files = attachments.CellChecker(Path(attachments_dir) if attachments_dir else path.parent, max_bytes=max_message_bytes,
                                     extra=attachments.encoded_total(attachments.stored_paths(own[0] if own else None)))
     with imports.import_lock(conn) as held:
@@ -505,7 +511,7 @@ def import_csv(
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
-                     chunk_rows, _RowChecks(domain_check, files))
+                     chunk_rows, _RowChecks(domain_check, files, campaign, names))
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
@@ -594,28 +600,37 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
 
 @dataclass
 class _RowChecks:
-    """The checks of a valid row that look outside the file: its domain's MX (CHECK_MX) and its files."""
+    """The checks of a valid row that look outside the file: its domain's MX (CHECK_MX), its files
+    and its template (one of the campaign's named templates, or `default` for the campaign's own)."""
 
     domain_check: Callable[[str], str | None] | None
     files: Callable[[str], str | None]
+    campaign: str = DEFAULT_CAMPAIGN
+    templates: frozenset[str] = frozenset()
 
     def __call__(self, recipient: tuple | None, columns: Columns) -> tuple | None:
         """The row to insert, its `attachments` cell replaced by the files' absolute paths.
 
         Raises:
-            InvalidRow: the domain cannot receive mail, or a file cannot be sent.
+            InvalidRow: the domain cannot receive mail, a file cannot be sent, or the template is unknown.
         """
         if recipient is None:
             return None
         undeliverable = self.domain_check(recipient[0].rpartition("@")[2]) if self.domain_check else None
         if undeliverable:
             raise InvalidRow(columns.email, undeliverable)
-        if recipient[6] is None:
-            return recipient
+        email, first, last, company, subject, body, files, template, fields = recipient
+        if template is not None and template.lower() == DEFAULT_TEMPLATE:
+            template = None
+        if template is not None and template not in self.templates:
+            known = ", ".join(sorted(self.templates)) or "none"
+            raise InvalidRow(columns.positions["template"], f"campaign {self.campaign!r} has no template {template!r} "
+                                                           f"(it has: {known}); add it with `template add` first")
         try:
-            return (*recipient[:6], self.files(recipient[6]), recipient[7])
+            files = self.files(files) if files is not None else None
         except attachments.AttachmentError as err:
             raise InvalidRow(columns.positions["attachments"], str(err)) from None
+        return (email, first, last, company, subject, body, files, template, fields)
 
 
 def _insert(conn: sqlite3.Connection, shared: tuple, rows: list[tuple], statement_rows: int) -> int:

@@ -101,8 +101,10 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str, stop_company: bool = True,
+    template: str | None = None, subject_variant: str | None = None,
 ) -> Claim | None:
-    """Atomically move a pending recipient to `sending` and log the attempt.
+    """Atomically move a pending recipient to `sending` and log the attempt, with the named
+    `template` and the `subject_variant` (its subject template) the message was rendered from.
 
     Returns None when the recipient is no longer pending (another run took it), its campaign is
     paused, or the daily limit is reached; a recipient whose address is suppressed or was (maybe)
@@ -135,9 +137,9 @@ def claim(
             (iso(now), recipient_id),
         )
         log_id = conn.execute(
-            "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, ?)",
-            (recipient_id, attempt_id, day, iso(now), subject, transport),
+            "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport,"
+            " template, subject_variant) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
+            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant),
         ).lastrowid
     return Claim(log_id, attempt_id, recipient_id, row["email"])
 

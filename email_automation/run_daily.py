@@ -19,10 +19,11 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from . import applications, attachments, bounces, circuit_breaker, events, ledger
 from . import run_gates as gates
 from .config import Settings
-from .email_templates import CampaignTemplate, RenderedEmail
+from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
 from .messages import build_message, recipient_name
+from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -134,7 +135,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
     built for (say, a non-ASCII local part SES cannot carry, or a file to attach that is gone) is
     returned in `unusable`.
     """
-    templates: dict[str, CampaignTemplate] = {}
+    templates: dict[str, CampaignTemplates] = {}
     campaigns: dict[str, sqlite3.Row] = {}
     result = _Rendered()
     for row in rows:
@@ -144,7 +145,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
         try:
             if name not in templates:
                 campaigns[name] = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
-                templates[name] = CampaignTemplate.from_campaign(campaigns[name])
+                templates[name] = CampaignTemplates(conn, campaigns[name])
             rendered = templates[name].render(row, settings)
         except TemplateRenderError as err:
             result.broken[name] = err
@@ -364,7 +365,8 @@ def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Ou
 def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=item.rendered.subject, transport=transport.name,
-                         stop_company=settings.stop_company_on_reply)
+                         stop_company=settings.stop_company_on_reply, template=item.rendered.template,
+                         subject_variant=item.rendered.subject_variant)
     if claim is None:
         row = conn.execute(
             "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
