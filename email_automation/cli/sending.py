@@ -125,13 +125,16 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     funnel = reports.funnel(conn)
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
-                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}})
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}}
+                   | {"subject_variants": [v.as_dict() for v in reports.variant_replies(conn)]})
         return
     console().print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run):
         say(line)
     for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
         say(line)
+    if variants := reports.variant_replies(conn):
+        say("Replies per subject variant:\n" + "\n".join(v.line() for v in variants))
 
 
 def reply_lines(funnel, latest, *, tz) -> list[str]:
