@@ -48,7 +48,7 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Seq
     subjects = _subjects(subject)
     if subjects is None and html is None and text is None and attach is None:
         raise TemplateRenderError("nothing to set: give --subject, --html, --text and/or --attach")
-    _check(conn, campaign, subjects, html, text)
+    check_draft(conn, campaign, subjects, html, text)
     if settings is not None:
         stored = conn.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
         _render_first_recipient(conn, campaign, None, settings, stored, subjects=subjects, html=html, text=text)
@@ -79,7 +79,7 @@ def add_template(conn: sqlite3.Connection, campaign: str, name: str, *, subject:
     subjects = _subjects(subject)
     if not subjects or html is None:
         raise TemplateRenderError(f"template {name!r}: give its --subject and --html")
-    _check(conn, campaign, subjects, html, text)
+    check_draft(conn, campaign, subjects, html, text)
     if settings is not None:
         _render_first_recipient(conn, campaign, name, settings, None, subjects=subjects, html=html, text=text)
     with transaction(conn):
@@ -156,8 +156,14 @@ def _variants(subjects: list[str]) -> str | None:
     return json.dumps(subjects, ensure_ascii=False) if len(subjects) > 1 else None
 
 
-def _check(conn: sqlite3.Connection, campaign: str, subjects: list[str] | None, html: str | None,
+def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | None, html: str | None,
            text: str | None) -> None:
+    """Check templates as `template set` does before storing them: no empty subject or HTML,
+    each compiles, and reads only the campaign's variables.
+
+    Raises:
+        TemplateRenderError: naming the part, the line and the problem.
+    """
     for label, value in [*(("subject", s) for s in subjects or ()), ("HTML body", html)]:
         if value is not None and not value.strip():
             raise TemplateRenderError(f"campaign {campaign!r}: the {label} template is empty")

@@ -1,0 +1,139 @@
+"""A campaign worked on from the dashboard: the CLI's library calls, with uploads in place of paths.
+
+Uploaded files (CSVs and attachments) are written to UPLOADS: ATTACHMENTS_DIR when set, else an
+`uploads` folder beside the database, so an uploaded CSV's `attachments` column finds the files
+uploaded with it, and a run started by cron finds them all.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import campaign_templates
+from .attachments import stored_paths
+from .database import ensure_campaign, get_campaign, transaction
+from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
+from .errors import EmailAutomationError, NotFoundError, TemplateRenderError
+from .import_csv import ImportReport, import_csv
+
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+class UploadError(EmailAutomationError):
+    """An uploaded file that cannot be stored."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class TemplateDraft:
+    """What the editor shows and saves: `name` None is the campaign's own template."""
+
+    name: str | None
+    subjects: tuple[str, ...]
+    html: str
+    text: str | None
+
+
+def uploads_folder(settings: Any) -> Path:
+    """Where the dashboard stores uploaded files (created when first needed)."""
+    return Path(settings.attachments_dir) if settings.attachments_dir else Path(settings.db_path).parent / "uploads"
+
+
+def store_upload(settings: Any, filename: str, data: bytes) -> Path:
+    """Write an upload into `uploads_folder` under its own name, made safe (no folders, no dot files).
+
+    Raises:
+        UploadError: no usable name, or the folder cannot be written.
+    """
+    name = _UNSAFE.sub("_", Path(filename.replace("\\", "/")).name).strip(" .")
+    if not name:
+        raise UploadError(f"{filename!r}: not a usable file name")
+    folder = uploads_folder(settings)
+    path = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise UploadError(f"{path}: cannot store the upload: {err.strerror or err}") from err
+    return path
+
+
+def create_campaign(conn: sqlite3.Connection, name: str) -> bool:
+    """Create a campaign with the default templates; False when it already exists."""
+    name = name.strip()
+    if not name or not name.isprintable():
+        raise TemplateRenderError(f"campaign name {name!r}: use printable characters")
+    exists = conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone()
+    with transaction(conn):
+        ensure_campaign(conn, name)
+    return exists is None
+
+
+def import_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str,
+                  data: bytes) -> tuple[ImportReport, bytes | None]:
+    """Import an uploaded CSV exactly as `import` does; returns the report and the rejects file's bytes."""
+    path = store_upload(settings, filename, data)
+    report = import_csv(conn, path, campaign=campaign, attachments_dir=uploads_folder(settings),
+                        max_message_bytes=settings.max_message_bytes)
+    rejects = report.rejects_file.read_bytes() if report.rejects_file and report.rejects_file.exists() else None
+    return report, rejects
+
+
+def drafts(conn: sqlite3.Connection, campaign: str) -> list[TemplateDraft]:
+    """The campaign's own template, then its named ones, as the editor shows them."""
+    own = get_campaign(conn, campaign)
+    rows = [own, *conn.execute("SELECT * FROM templates WHERE campaign_id = ? ORDER BY id", (own["id"],))]
+    return [TemplateDraft(None if row is own else row["name"], tuple(subject_variants(row)), row["html_template"],
+                          row["text_template"]) for row in rows]
+
+
+def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: str, draft: TemplateDraft) -> RenderedEmail:
+    """Render an unsaved draft for one of the campaign's recipients, checked as `template set` checks.
+
+    Raises:
+        TemplateRenderError: an empty part, a syntax error, an unknown variable, or a render error.
+        NotFoundError: no such recipient in the campaign.
+    """
+    campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
+    row = conn.execute("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+                       " WHERE c.name = ? AND r.email = ?", (campaign, email)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no recipient {email} in campaign {campaign!r}")
+    template = CampaignTemplate(campaign, list(draft.subjects), draft.html, draft.text or None, template=draft.name)
+    return template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings)
+
+
+def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
+    """Store a draft with the CLI's own checks (`template set` or `template add`); nothing on error."""
+    if draft.name is None:
+        campaign_templates.set_templates(conn, campaign, subject=list(draft.subjects), html=draft.html,
+                                         text=draft.text or None, settings=settings)
+    else:
+        campaign_templates.add_template(conn, campaign, draft.name, subject=list(draft.subjects), html=draft.html,
+                                        text=draft.text or None, settings=settings)
+
+
+def attach_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str, data: bytes) -> Path:
+    """Add an uploaded file to the files every message of the campaign carries (checked as `--attach`)."""
+    path = store_upload(settings, filename, data)
+    current = stored_paths(get_campaign(conn, campaign)["attachments"])
+    campaign_templates.set_templates(conn, campaign, attach=[*current, str(path)], settings=settings)
+    return path
+
+
+def attached_files(conn: sqlite3.Connection, campaign: str) -> Sequence[str]:
+    """The files every message of the campaign carries."""
+    return stored_paths(get_campaign(conn, campaign)["attachments"])
+
+
+def recipient_emails(conn: sqlite3.Connection, campaign: str, *, limit: int = 500) -> list[str]:
+    """The campaign's recipients to preview a template for, pending ones first."""
+    return [row[0] for row in conn.execute(
+        "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
+        " ORDER BY r.status != 'pending', r.id LIMIT ?", (campaign, limit))]
