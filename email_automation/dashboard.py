@@ -17,6 +17,7 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
+from email_automation.dashboard_campaigns import campaigns_page
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -38,7 +39,8 @@ FAILED_UNLOCK_DELAY = 1.0  # seconds: slows down guessing the password
 
 
 def render(reports: "Reports") -> None:
-    """The page: sidebar filters, metrics, then Activity / Recipients / Replies / Deliverability / Admin tabs."""
+    """The page: sidebar filters, metrics, then Activity / Recipients / Replies / Deliverability / Admin /
+    Campaigns tabs."""
     import streamlit as st
 
     from email_automation import dashboard as ui
@@ -141,8 +143,8 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
         st.error(f"Paused: {line}")
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
-    activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab = st.tabs(
-        ["Activity", "Recipients", "Replies", "Deliverability", "Admin"])
+    activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab, campaigns_tab = st.tabs(
+        ["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"])
     with activity_tab:
         activity(reports, log_filter, summary)
     with recipients_tab:
@@ -153,6 +155,8 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
         deliverability(reports, log_filter)
     with admin_tab:
         admin_panel(reports)
+    with campaigns_tab:
+        campaigns_page(reports)
 
 
 def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
