@@ -96,7 +96,7 @@ def import_section(reports, campaign: str, locked: bool) -> None:
         _result("import")
         lines, data, name = st.session_state.get("ws_import_rejects", ([], None, ""))
         if lines:
-            st.dataframe([{"rejected row": line} for line in lines], hide_index=True, key="ws_rejects_table")
+            st.code("\n".join(lines), language=None)
         if data:
             st.download_button("Download the rejects file", data, file_name=name, mime="text/csv", key="ws_rejects_file")
 
