@@ -1,4 +1,8 @@
-"""The daily run: pick today's batch, render it all, then claim -> send -> record, one at a time.
+"""The daily run: pick today's batch, check every message renders, then render -> claim -> send -> record.
+
+Every message of the batch is rendered and built once before the first send, so a template error
+stops its campaign before anything leaves; only the recipient ids are kept, and each message is
+built again just before its claim, so memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
@@ -12,16 +16,15 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import events, ledger
+from . import database, events, ledger
 from .config import Settings
-from .email_templates import CampaignTemplate, RenderedEmail
+from .email_templates import CampaignTemplate
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_message, recipient_name
+from .messages import build_wire, recipient_name
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -78,11 +81,11 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Planned:
+    """A recipient whose message was checked to render and build; the message itself is not kept."""
+
     recipient_id: int
     email: str
     campaign: str
-    rendered: RenderedEmail
-    message: EmailMessage
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = ()) -> list[sqlite3.Row]:
@@ -116,17 +119,18 @@ class _Rendered:
     planned: list[_Planned] = field(default_factory=list)
     unusable: list[tuple[sqlite3.Row, PermanentSendError]] = field(default_factory=list)
     broken: dict[str, TemplateRenderError] = field(default_factory=dict)
+    templates: dict[str, CampaignTemplate] = field(default_factory=dict)  # compiled once, used again to send
 
 
 def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
-    """Render and build every message before the first send.
+    """Render and build every message before the first send, keeping only who can be sent to.
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
     built for (say, a non-ASCII local part SES cannot carry) is returned in `unusable`.
     """
-    templates: dict[str, CampaignTemplate] = {}
     result = _Rendered()
+    templates = result.templates
     for row in rows:
         name = row["campaign_name"]
         if name in result.broken:
@@ -140,11 +144,11 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
-        result.planned.append(_Planned(row["id"], row["email"], name, rendered, message))
+        result.planned.append(_Planned(row["id"], row["email"], name))
     result.planned = [p for p in result.planned if p.campaign not in result.broken]
     result.unusable = [(row, e) for row, e in result.unusable if row["campaign_name"] not in result.broken]
     return result
@@ -202,11 +206,16 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now())
-    batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
+    batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
     streak = _Streak()
     for index, item in enumerate(batch):
-        send = _preview_one if report.dry_run else _send_one
-        outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
+        try:
+            message = _prepare(settings, conn, templates, item, now=now())
+        except (TemplateRenderError, PermanentSendError) as err:
+            outcome = _unprepared(settings, conn, report, item, err, now=now)
+        else:
+            send = _preview_one if report.dry_run else _send_one
+            outcome = send(settings, conn, transport, item, message, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
         _note(report, outcome)
@@ -216,7 +225,9 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
             break
         # The delay spares the provider and the sender's reputation; a dry run sends nothing.
         if index < len(batch) - 1 and outcome.attempted and not report.dry_run:
-            sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
+            pause = delay + (rng.uniform(0, settings.delay_jitter_seconds) if settings.delay_jitter_seconds else 0)
+            if pause > 0:  # DELAY_SECONDS=0: not even a zero-second sleep
+                sleep(pause)
     report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
     return report
 
@@ -233,8 +244,9 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
             log.info("%d of them settled from SES events already received", settled)
 
 
-def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[list[_Planned], float]:
-    """Today's batch, rendered and built, and the delay between its sends.
+def _plan(settings, conn, transport, report: RunReport, *, now,
+          limit) -> tuple[list[_Planned], float, dict[str, CampaignTemplate]]:
+    """Today's batch (checked to render and build), the delay between its sends, and the templates.
 
     Empty when the day's limit is used up, or when the provider says the account may not send
     (then `report.fatal_error` says why and nothing is claimed).
@@ -248,7 +260,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
         except FatalSendError as err:
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
-            return [], delay
+            return [], delay, {}
     rendered = _render_sendable(conn, settings, size, report, now=now()) if size else _Rendered()
     batch = rendered.planned
     for row, err in rendered.unusable:
@@ -258,7 +270,36 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
              "dry run" if report.dry_run else "run", len(batch), settings.daily_limit,
              settings.daily_limit - remaining)
-    return batch, delay
+    return batch, delay, rendered.templates
+
+
+def _prepare(settings, conn, templates: dict[str, CampaignTemplate], item: _Planned, *, now: datetime):
+    """Render and build one planned message again, just before it is claimed.
+
+    Raises:
+        TemplateRenderError, PermanentSendError: the recipient or campaign changed since the check.
+    """
+    row = conn.execute("SELECT * FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
+    if row is None:
+        raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
+    rendered = templates[item.campaign].render(row, settings)
+    return rendered.subject, build_wire(rendered, to=row["email"], to_name=recipient_name(row),
+                                        settings=settings, now=now)
+
+
+def _unprepared(settings, conn, report: RunReport, item: _Planned, err: Exception, *, now) -> Outcome:
+    """A message that no longer renders (its data changed during the run): nothing was claimed.
+
+    A template error stops the run, as it would have before the first send; an address that can
+    no longer be built for fails alone, as in `_plan`.
+    """
+    if isinstance(err, TemplateRenderError):
+        report.template_errors.append(str(err))
+        log.error("campaign %r changed during the run and no longer renders; stopping: %s", item.campaign, err)
+        return Outcome(now(), item.email, "fatal", error=str(err), attempted=False)
+    if not report.dry_run:
+        ledger.mark_unsendable(conn, item.recipient_id, str(err), now=now())
+    return Outcome(now(), item.email, "failed", error=str(err), attempted=False)
 
 
 def _note(report: RunReport, outcome: Outcome) -> None:
@@ -325,16 +366,19 @@ def _count(report: RunReport, outcome: Outcome) -> None:
     setattr(report, key, getattr(report, key) + 1)
 
 
-def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome:
-    message_id = transport.send(item.message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
-    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=item.rendered.subject,
+def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome:
+    subject, wire = message
+    message_id = transport.send(wire, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
+    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=subject,
                        message_id=message_id, transport=transport.name)
     return Outcome(now(), item.email, "dry_run", message_id)
 
 
-def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
+def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
+    subject, wire = message
+    # The claim is the one commit made durable (synchronous=FULL) before the message leaves.
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=item.rendered.subject, transport=transport.name)
+                         subject=subject, transport=transport.name)
     if claim is None:
         row = conn.execute(
             "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
@@ -348,13 +392,15 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
     tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
     refused: list[SendError] = []
     try:
-        message_id = _send_with_retries(transport, item.message, tags, sleep, refused)
+        message_id = _send_with_retries(transport, wire, tags, sleep, refused)
     except SendError as err:
-        status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
+        with database.deferred_sync(conn):
+            status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
         shown = "fatal" if isinstance(err, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
     try:
-        ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused))
+        with database.deferred_sync(conn):
+            ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",

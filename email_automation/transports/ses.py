@@ -19,7 +19,6 @@ import logging
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import Any
 
 import boto3
@@ -37,6 +36,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ..wire import WireMessage, as_wire
 from ..errors import (
     AmbiguousSendError,
     ConfigError,
@@ -143,23 +143,24 @@ class SesTransport:
         self._client = client if client is not None else make_ses_client(settings)
         self._bounded = BoundedClient(self._client, settings.send_timeout_seconds)
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str:
         """Hand one message to SES and return SES's MessageId.
 
         Raises:
             SendError: Transient, Permanent, Fatal or Ambiguous (see module docstring).
         """
-        sender = _sender_address(message) or self._settings.sender_email
+        wire = as_wire(message)
+        sender = wire.sender or self._settings.sender_email
         request: dict[str, Any] = {
             "FromEmailAddress": sender,
             # No Destination: SES takes the recipients from the To/Cc headers of the raw message
             # (and moto would count each recipient twice if both were given).
-            "Content": {"Raw": {"Data": message.as_bytes()}},
+            "Content": {"Raw": {"Data": wire.data}},
             "EmailTags": [{"Name": sanitize_tag(k), "Value": sanitize_tag(v)} for k, v in tags.items()],
         }
         if self._settings.ses_configuration_set:
             request["ConfigurationSetName"] = self._settings.ses_configuration_set
-        to = str(message.get("To", ""))
+        to = wire.to
         try:
             response = self._bounded.send_email(**request, on_late=lambda value, error: _tell_late(to, value, error))
         except (CallTimedOut, ReadTimeoutError) as err:  # whichever of the two limits came first
@@ -214,11 +215,6 @@ def _tell_late(to: str, value: Any, error: BaseException | None) -> None:
     else:
         log.info("%s: the SES call given up on at SEND_TIMEOUT_SECONDS ended later with %s", to,
                  f"{type(error).__name__}: {error}" if error else "no MessageId")
-
-
-def _sender_address(message: EmailMessage) -> str:
-    addresses = getaddresses([str(message.get("From", ""))])
-    return addresses[0][1] if addresses else ""
 
 
 def classify_ses_error(err: Exception, *, sender: str, region: str) -> SendError:
