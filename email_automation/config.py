@@ -28,6 +28,8 @@ MAX_DAILY_LIMIT = 100_000
 MAX_DELAY_SECONDS = 3600.0
 MAX_ATTEMPTS = 20
 MAX_SEND_TIMEOUT_SECONDS = 600.0
+MAX_SEND_CONCURRENCY = 32
+MAX_SEND_RATE = 1000.0
 
 ENV_FILE = ".env"
 
@@ -60,6 +62,8 @@ ACCEPTS: dict[str, str] = {
     "dashboard_password": "any text",
     "log_file": "a file path",
     "report_email": "an email address",
+    "send_concurrency": f"a whole number from 1 to {MAX_SEND_CONCURRENCY}",
+    "max_send_rate": f"messages per second from 0 (no limit of ours) to {MAX_SEND_RATE:g}",
 }
 
 
@@ -97,6 +101,9 @@ class Settings(BaseSettings):
     dashboard_password: SecretStr = SecretStr("")
     log_file: Path | None = None
     report_email: str = ""
+    # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
+    send_concurrency: int = Field(1, ge=1, le=MAX_SEND_CONCURRENCY)
+    max_send_rate: float = Field(0.0, ge=0, le=MAX_SEND_RATE, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

@@ -26,8 +26,11 @@ def run_job(
     limit: int | None = None,
     rng: random.Random | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> RunReport:
     """Apply new SES events (real runs only), send today's batch, mail the summary; closes `transport`.
+
+    `transport_factory` makes the extra transports of concurrent sends (SEND_CONCURRENCY).
 
     Raises what `run_daily` raises (another run holds the lock, a template error before any send).
     """
@@ -38,7 +41,7 @@ def run_job(
         if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
             drain_before_run(settings, conn, now=now)  # yesterday's bounces first; never raises
         report = run_daily(settings, conn, transport, now=now, sleep=sleep, limit=limit, rng=rng,
-                           on_outcome=on_outcome)
+                           on_outcome=on_outcome, transport_factory=transport_factory)
         send_summary(settings, report, transport, now=now())
     finally:
         transport.close()

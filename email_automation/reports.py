@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
-from . import admin
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
 
@@ -162,8 +161,10 @@ def log_filter_sql(f: LogFilter) -> tuple[str, str, list]:
         clauses.append("r.campaign_id = (SELECT id FROM campaigns WHERE name = ?)")
         args.append(f.campaign)
     if f.email:
+        from .admin import normalize_email  # email-validator: loaded only for a search by address
+
         clauses.append("instr(r.email, ?) > 0")
-        args.append(admin.normalize_email(f.email))
+        args.append(normalize_email(f.email))
     if f.status:
         clauses.append("l.status = ?")
         args.append(f.status)

@@ -23,6 +23,7 @@ from . import database, events, ledger
 from .config import Settings
 from .email_templates import CampaignTemplate
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
+from .concurrent_send import ConcurrentSender, RateLimiter
 from .locking import run_lock
 from .messages import build_wire, recipient_name
 from .transports.base import Transport
@@ -139,7 +140,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             if name not in templates:
                 campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
                 templates[name] = CampaignTemplate.from_campaign(campaign)
-            rendered = templates[name].render(row, settings)
+            rendered = templates[name].render(row, settings, derive_text=False)  # built again to send
         except TemplateRenderError as err:
             result.broken[name] = err
             continue
@@ -192,21 +193,48 @@ def run_daily(
     limit: int | None = None,
     rng: random.Random | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> RunReport:
     """Send today's batch. Raises RunLockedError when another run is active (HungRunError when that
     run has lasted longer than `max_run_duration`); a campaign whose template fails is held back and
-    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`."""
+    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`.
+
+    With SEND_CONCURRENCY > 1 and no delay, `transport_factory` makes the extra transports the
+    concurrent sends use (one each; `transport` is the first); without it the run sends one at a time.
+    """
     with run_lock(settings.db_path, now=now, max_duration=max_run_duration(settings)):
         return _run_locked(settings, conn, transport, now=now, sleep=sleep, limit=limit,
-                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None))
+                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None),
+                           transport_factory=transport_factory)
 
 
-def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
+def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome, transport_factory) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now())
     batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
+    workers = _workers(settings, report, len(batch), transport_factory)
+    if workers > 1:
+        _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report,
+                           interval=delay, now=now, sleep=sleep, on_outcome=on_outcome)
+    else:
+        _send_in_turn(settings, conn, transport, batch, templates, report, delay=delay, now=now, sleep=sleep,
+                      rng=rng, on_outcome=on_outcome)
+    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    return report
+
+
+def _workers(settings, report: RunReport, batch_size: int, transport_factory) -> int:
+    """How many sends may be in flight: SEND_CONCURRENCY only when nothing asks for a pause between sends."""
+    if report.dry_run or transport_factory is None or settings.delay_seconds or settings.delay_jitter_seconds:
+        return 1
+    return max(1, min(settings.send_concurrency, batch_size))
+
+
+def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, *, delay, now,
+                  sleep, rng, on_outcome) -> None:
+    """One message at a time, DELAY_SECONDS (plus jitter) apart."""
     streak = _Streak()
     for index, item in enumerate(batch):
         try:
@@ -228,8 +256,75 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
             pause = delay + (rng.uniform(0, settings.delay_jitter_seconds) if settings.delay_jitter_seconds else 0)
             if pause > 0:  # DELAY_SECONDS=0: not even a zero-second sleep
                 sleep(pause)
-    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
-    return report
+
+
+def _send_concurrently(settings, conn, transports: list[Transport], transport_factory, workers: int,
+                       batch: list[_Planned], templates, report: RunReport, *, interval: float, now, sleep,
+                       on_outcome) -> None:
+    """Up to `workers` sends in flight, their starts at least `interval` apart (MAX_SEND_RATE, SES's rate).
+
+    This thread renders, claims (durably, one claim per message, before it is handed over) and
+    records; the sends run on the workers' own transports. When the run stops (a fatal error, a
+    streak, an unexpected error) nothing more is claimed and the sends in flight are still recorded.
+    """
+    transports = transports + [transport_factory() for _ in range(workers - len(transports))]
+    limiter = RateLimiter(1 / interval if interval else None, clock=lambda: now().timestamp(), sleep=sleep)
+    pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender(transports)
+    streak = _Streak()
+    crash: BaseException | None = None
+
+    def collect(block: bool) -> None:
+        nonlocal crash
+        for done in pool.done(block=block):
+            item, claim, refused = done.key
+            if done.error is not None and not isinstance(done.error, SendError):
+                crash = crash or done.error  # raised once every send in flight is recorded
+                continue
+            outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now)
+            _finish(report, outcome, streak, on_outcome)
+
+    try:
+        for item in batch:
+            if report.fatal_error or crash:
+                break
+            try:
+                subject, wire = _prepare(settings, conn, templates, item, now=now())
+            except (TemplateRenderError, PermanentSendError) as err:
+                _finish(report, _unprepared(settings, conn, report, item, err, now=now), streak, on_outcome)
+                continue
+            if pool.in_flight == pool.size:
+                collect(block=True)
+                if report.fatal_error or crash:
+                    break
+            limiter.wait()
+            claim, outcome = _claim(settings, conn, item, subject, transports[0].name, now=now)
+            if claim is None:
+                if outcome is None:  # the limit was reached by an overlapping writer
+                    break
+                _finish(report, outcome, streak, on_outcome)
+                continue
+            refused: list[SendError] = []
+            tags = _tags(item, claim)
+            pool.submit((item, claim, refused),
+                        lambda transport, wire=wire, tags=tags, refused=refused:
+                        _send_with_retries(transport, wire, tags, sleep, refused))
+            collect(block=False)
+        while pool.in_flight:
+            collect(block=True)
+    finally:
+        pool.close()
+        for extra in transports[1:]:
+            extra.close()
+    if crash is not None:
+        raise crash
+
+
+def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:
+    """Count and tell one outcome; a fatal one, or a bad streak, stops the run."""
+    _note(report, outcome)
+    on_outcome(outcome)
+    stop = outcome.error if outcome.status == "fatal" else streak.stop_reason(outcome)
+    report.fatal_error = report.fatal_error or stop
 
 
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
@@ -261,6 +356,8 @@ def _plan(settings, conn, transport, report: RunReport, *, now,
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
             return [], delay, {}
+    if settings.max_send_rate and not report.dry_run:
+        delay = max(delay, 1 / settings.max_send_rate)  # our own cap, below the provider's
     rendered = _render_sendable(conn, settings, size, report, now=now()) if size else _Rendered()
     batch = rendered.planned
     for row, err in rendered.unusable:
@@ -376,37 +473,61 @@ def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sle
 
 def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
     subject, wire = message
-    # The claim is the one commit made durable (synchronous=FULL) before the message leaves.
-    claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=subject, transport=transport.name)
+    claim, outcome = _claim(settings, conn, item, subject, transport.name, now=now)
     if claim is None:
-        row = conn.execute(
-            "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
-            " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
-        if row is None or row["status"] != "pending":
-            return Outcome(now(), item.email, "skipped", error=row["last_error"] if row else None, attempted=False)
-        if row["campaign_status"] != "active":
-            return Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
-                           attempted=False)
-        return None
-    tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+        return outcome
     refused: list[SendError] = []
     try:
-        message_id = _send_with_retries(transport, wire, tags, sleep, refused)
+        message_id = _send_with_retries(transport, wire, _tags(item, claim), sleep, refused)
     except SendError as err:
+        return _record(settings, conn, item, claim, err, refused, now=now)
+    return _record(settings, conn, item, claim, message_id, refused, now=now)
+
+
+def _claim(settings, conn, item: _Planned, subject: str, transport_name: str, *,
+           now) -> tuple[ledger.Claim | None, Outcome | None]:
+    """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
+    one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
+    claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
+                         subject=subject, transport=transport_name)
+    if claim is not None:
+        return claim, None
+    row = conn.execute(
+        "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
+        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
+    if row is None or row["status"] != "pending":
+        return None, Outcome(now(), item.email, "skipped", error=row["last_error"] if row else None, attempted=False)
+    if row["campaign_status"] != "active":
+        return None, Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
+                             attempted=False)
+    return None, None
+
+
+def _tags(item: _Planned, claim: ledger.Claim) -> dict[str, str]:
+    return {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+
+
+def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | SendError,
+            refused: list[SendError], *, now) -> Outcome:
+    """Record a claimed send's outcome (`result` is the message id, or the error the send raised).
+
+    Not flushed to disk at once (see `database.deferred_sync`): a lost record leaves the claim in
+    `sending`, which the next run makes `unknown`, never a second send.
+    """
+    if isinstance(result, SendError):
         with database.deferred_sync(conn):
-            status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts)
-        shown = "fatal" if isinstance(err, FatalSendError) else status
-        return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
+            status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts)
+        shown = "fatal" if isinstance(result, FatalSendError) else status
+        return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result))
     try:
         with database.deferred_sync(conn):
-            ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused))
+            ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
-                  item.email, message_id)
+                  item.email, result)
         raise
-    return Outcome(now(), item.email, "sent", message_id)
+    return Outcome(now(), item.email, "sent", result)
 
 
 def _refusals_note(refused: list[SendError]) -> str | None:
