@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 		$(EA) run && \
 		$(EA) status
 	@echo
-	@echo "The rendered messages are .eml files in $(DEMO_DIR)/outbox/ (open one in any mail client)."
+	@echo "The rendered messages are .eml files in the run's folder under $(DEMO_DIR)/outbox/ (open one in any mail client)."
 	@echo "Watch it in the dashboard:  cd $(DEMO_DIR) && ../$(BIN)/email-automation dashboard"
 
 test: $(VENV)/.installed-dev

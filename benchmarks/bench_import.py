@@ -14,6 +14,9 @@ addresses), then imports it three ways, each in a fresh child process so peak RS
 
 The target is ours >= 0.5x the baseline's rows/s. CPU seconds are shown next to wall time because
 they hold still on a busy machine. Peak RSS far below the file size shows that the import streams.
+
+It also prints the longest single write transaction of ours: the longest a run recording a send
+could have to wait for the write lock during the import (the baseline holds it for its whole time).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 # Run from a checkout: import this tree's package, not whatever an install points at.
@@ -95,8 +99,34 @@ def run_ours(csv_path: Path, db_path: Path) -> int:
     from email_automation.import_csv import import_csv
 
     conn = init_db(db_path)
-    report = import_csv(conn, csv_path, rejects_path=db_path.with_suffix(".rejects.csv"))
+    with timed_transactions() as longest:
+        report = import_csv(conn, csv_path, rejects_path=db_path.with_suffix(".rejects.csv"))
+    RESULT["longest_transaction"] = longest[0]
     return report.inserted
+
+
+RESULT: dict = {}
+
+
+@contextmanager
+def timed_transactions():
+    """Time every write transaction the import opens, BEGIN IMMEDIATE to COMMIT returned; yields [longest]."""
+    from email_automation import import_csv, imports
+
+    real, longest = import_csv.transaction, [0.0]
+
+    @contextmanager
+    def timed(conn):
+        started = time.perf_counter()
+        with real(conn):
+            yield conn
+        longest[0] = max(longest[0], time.perf_counter() - started)
+
+    import_csv.transaction = imports.transaction = timed
+    try:
+        yield longest
+    finally:
+        import_csv.transaction = imports.transaction = real
 
 
 def child(phase: str, csv_path: Path, db_path: Path, rows: int) -> None:
@@ -109,7 +139,7 @@ def child(phase: str, csv_path: Path, db_path: Path, rows: int) -> None:
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({"phase": phase, "seconds": seconds, "cpu_seconds": cpu, "inserted": inserted,
-                      "peak_rss_mib": peak_kib / 1024}))
+                      "peak_rss_mib": peak_kib / 1024, **RESULT}))
 
 
 PHASES = {"baseline": run_baseline, "schema": run_schema, "ours": run_ours}
@@ -152,6 +182,8 @@ def main() -> None:
           f"{base['cpu_seconds'] / ours['cpu_seconds']:.2f}x CPU (target >= 0.50x)")
     print(f"ours / schema ceiling: {schema['seconds'] / ours['seconds']:.2f}x wall, "
           f"{schema['cpu_seconds'] / ours['cpu_seconds']:.2f}x CPU")
+    print(f"longest write transaction, ours: {ours['longest_transaction'] * 1000:.0f} ms "
+          f"(baseline: the whole import, {base['seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

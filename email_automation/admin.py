@@ -6,29 +6,19 @@ Each action runs in one write transaction and leaves an `admin_log` row saying w
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from . import ledger, suppressions
 from .addresses import lookup_form
-from .database import get_campaign, iso, transaction, utc_now
+from .database import audit, get_campaign, transaction, utc_now
 from .errors import EmailAutomationError, NotFoundError
-
-
-def normalize_email(email: str) -> str:
-    """The form addresses are stored and compared in (see addresses.py)."""
-    return lookup_form(email)
-
-
-def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detail: str, now: datetime) -> None:
-    conn.execute(
-        "INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-        (iso(now), actor, action, target, detail),
-    )
 
 
 def _recipient_ids(conn: sqlite3.Connection, email: str, campaign: str | None, statuses: tuple[str, ...]) -> list[int]:
     sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
-    args: list = [normalize_email(email)]
+    args: list = [lookup_form(email)]
     if campaign:
         sql += " AND c.name = ?"
         args.append(campaign)
@@ -45,7 +35,7 @@ def set_campaign_status(conn: sqlite3.Connection, name: str, status: Literal["ac
     with transaction(conn):
         get_campaign(conn, name)
         conn.execute("UPDATE campaigns SET status = ? WHERE name = ?", (status, name))
-        _audit(conn, actor, "pause" if status == "paused" else "resume", name, "", now)
+        audit(conn, actor, "pause" if status == "paused" else "resume", name, "", now)
 
 
 def skip_recipient(conn: sqlite3.Connection, email: str, *, campaign: str | None = None,
@@ -55,12 +45,9 @@ def skip_recipient(conn: sqlite3.Connection, email: str, *, campaign: str | None
     with transaction(conn):
         ids = _recipient_ids(conn, email, campaign, ("pending", "failed"))
         if not ids:
-            raise NotFoundError(f"{normalize_email(email)}: no pending or failed recipient with that address")
-        conn.executemany(
-            "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",
-            [(f"skipped by {actor}", iso(now), i) for i in ids],
-        )
-        _audit(conn, actor, "skip", normalize_email(email), campaign or "", now)
+            raise NotFoundError(f"{lookup_form(email)}: no pending or failed recipient with that address")
+        ledger.skip_by_hand(conn, ids, actor=actor, now=now)
+        audit(conn, actor, "skip", lookup_form(email), campaign or "", now)
     return len(ids)
 
 
@@ -71,47 +58,58 @@ def retry_failed(conn: sqlite3.Connection, *, campaign: str | None = None,
     Suppressed addresses stay failed: a bounce or complaint is not something to retry.
     """
     now = now or utc_now()
-    sql = ("UPDATE recipients SET status = 'pending', attempts = 0, updated_at = ? WHERE status = 'failed'"
-           " AND email NOT IN (SELECT email FROM suppressions)")
-    args: list = [iso(now)]
     with transaction(conn):
-        if campaign:
-            sql += " AND campaign_id = ?"
-            args.append(get_campaign(conn, campaign)["id"])
-        count = conn.execute(sql, args).rowcount
-        _audit(conn, actor, "retry-failed", campaign or "(all campaigns)", f"{count} recipients", now)
+        campaign_id = get_campaign(conn, campaign)["id"] if campaign else None
+        count = ledger.requeue_failed(conn, campaign_id=campaign_id, now=now)
+        audit(conn, actor, "retry-failed", campaign or "(all campaigns)", f"{count} recipients", now)
     return count
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """What `suppress` did: the address's entry (first reason kept) and pending recipients skipped."""
+
+    entry: suppressions.Suppression
+    skipped: int
+
+    def message(self) -> str:
+        e = self.entry
+        done = f"{e.email} suppressed ({e.reason})" if e.added else (
+            f"{e.email} was already suppressed on {e.since[:10]} ({e.reason}, from {e.source}); "
+            "that reason and date are kept and this request is recorded in its history")
+        return f"{done}; {self.skipped} pending recipient(s) skipped."
 
 
 def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", source: str = "cli",
-             actor: str = "cli", now: datetime | None = None) -> int:
-    """Never mail this address again, in any campaign; pending copies become skipped."""
+             actor: str = "cli", now: datetime | None = None) -> Suppressed:
+    """Never mail this address again, in any campaign; pending copies become skipped.
+
+    An address already on the list keeps its first reason and date (an unsubscribe is legally
+    relevant); the new request is recorded in its history.
+    """
     now = now or utc_now()
-    address = normalize_email(email)
+    address = lookup_form(email)
     if "@" not in address:
         raise EmailAutomationError(f"{email!r} is not an email address")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (email) DO UPDATE SET reason = excluded.reason, source = excluded.source",
-            (address, reason, source, iso(now)),
-        )
-        count = conn.execute(
-            "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-            (f"suppressed: {reason}", iso(now), address),
-        ).rowcount
-        _audit(conn, actor, "suppress", address, reason, now)
-    return count
+        entry = suppressions.add(conn, address, reason=reason, source=source, now=now)
+        skipped = ledger.skip_pending_address(conn, address, entry.reason, now=now)
+        audit(conn, actor, "suppress", address, reason, now)
+    return Suppressed(entry, skipped)
 
 
-def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> None:
-    """Allow mail to this address again (recipients already skipped stay skipped)."""
+def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> str:
+    """Allow mail to this address again (recipients already skipped stay skipped); returns the address.
+
+    The entry's reason and date stay in the suppression history.
+    """
     now = now or utc_now()
-    address = normalize_email(email)
+    address = lookup_form(email)
     with transaction(conn):
-        if conn.execute("DELETE FROM suppressions WHERE email = ?", (address,)).rowcount == 0:
+        if not suppressions.remove(conn, address, source=actor, now=now):
             raise NotFoundError(f"{address}: not on the suppression list")
-        _audit(conn, actor, "unsuppress", address, "", now)
+        audit(conn, actor, "unsuppress", address, "", now)
+    return address
 
 
 def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent", "pending"], *,
@@ -126,34 +124,19 @@ def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent
     with transaction(conn):
         ids = _recipient_ids(conn, email, campaign, ("unknown",))
         if not ids:
-            raise NotFoundError(f"{normalize_email(email)}: no recipient in unknown state with that address")
+            raise NotFoundError(f"{lookup_form(email)}: no recipient in unknown state with that address")
         if outcome == "pending":
-            _refuse_if_ses_saw_it(conn, ids, normalize_email(email))
-        log_status = "sent" if outcome == "sent" else "failed"
-        for rid in ids:
-            conn.execute(
-                "UPDATE send_log SET status = ?, error = COALESCE(error, '') || ? WHERE recipient_id = ? AND status = 'unknown'",
-                (log_status, f" [resolved as {outcome} by {actor}]", rid),
-            )
-            conn.execute(
-                "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
-                " last_error = ?, updated_at = ? WHERE id = ?",
-                (outcome, outcome, iso(now), f"resolved as {outcome} by {actor}", iso(now), rid),
-            )
-        _audit(conn, actor, f"resolve-{outcome}", normalize_email(email), campaign or "", now)
+            _refuse_if_ses_saw_it(conn, ids, lookup_form(email))
+        ledger.resolve_by_hand(conn, ids, outcome, actor=actor, now=now)
+        audit(conn, actor, f"resolve-{outcome}", lookup_form(email), campaign or "", now)
     return len(ids)
 
 
 def _refuse_if_ses_saw_it(conn: sqlite3.Connection, recipient_ids: list[int], address: str) -> None:
     """A stored SES event tagged with the attempt's id proves SES accepted it: never send it again."""
-    marks = ",".join("?" * len(recipient_ids))
-    row = conn.execute(
-        "SELECT GROUP_CONCAT(DISTINCT e.kind) FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id"
-        f" WHERE l.recipient_id IN ({marks}) AND l.status = 'unknown' AND e.kind != 'UNKNOWN'",
-        recipient_ids,
-    ).fetchone()
-    if row[0]:
+    kinds = ledger.seen_by_ses(conn, recipient_ids)
+    if kinds:
         raise EmailAutomationError(
-            f"{address}: SES reported {row[0]} for this send, so it went out and must not be sent again; "
+            f"{address}: SES reported {kinds} for this send, so it went out and must not be sent again; "
             f"resolve it as sent (`email-automation resolve {address} --sent`)"
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from .database import connect
 from .errors import EmailAutomationError
 
 # 256 pages (1 MB at the default page size) per step: each step holds the source's read lock
@@ -57,6 +58,7 @@ def backup_database(
     src = Path(src)
     if not src.is_file():
         raise BackupError(f"{src}: no database to back up")
+    connect(src, readonly=True).close()  # an empty or foreign file is refused, not copied as "ok"
     target, in_folder = backup_target(dest, now())
     if not in_folder and target.exists():
         raise BackupError(f"{target}: already exists; choose another name or folder")

@@ -147,10 +147,6 @@ class Settings(BaseSettings):
         """The zone that decides which day a send belongs to (the system's when unset)."""
         return ZoneInfo(self.timezone) if self.timezone else system_zone()
 
-    @property
-    def sender_domain(self) -> str:
-        return self.sender_email.rpartition("@")[2] or "localhost"
-
 
 def system_zone() -> tzinfo:
     """The machine's IANA zone (TZ, then /etc/localtime, then /etc/timezone).

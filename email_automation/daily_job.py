@@ -12,7 +12,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from .config import Settings
+from .event_queue import drain_before_run
 from .run_daily import Outcome, RunReport, run_daily
+from .summary_report import send_summary
 from .transports.base import Transport
 
 
@@ -34,9 +36,6 @@ def run_job(
 
     Raises what `run_daily` raises (another run holds the lock, a template error before any send).
     """
-    from .event_queue import drain_before_run
-    from .summary_report import send_summary
-
     try:
         if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
             drain_before_run(settings, conn, now=now)  # yesterday's bounces first; never raises

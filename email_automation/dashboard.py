@@ -156,9 +156,14 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
     counts = fetch(reports, "recipient_counts", log_filter.campaign)
     st.caption(f"Batch days {log_filter.start} to {log_filter.end} ({reports.settings.tz}); "
                f"database {reports.db_path}")
-    sent, failed, unique, dry = st.columns(4)
+    sent, failed, deferred, unique, dry = st.columns(5)
     sent.metric("Sent", f"{summary.sent:,}", border=True)
-    failed.metric("Failed", f"{summary.failed:,}", border=True)
+    failed.metric("Failed", f"{summary.failed:,}", border=True,
+                  help="Attempts that left their recipient failed (as `status` counts them).")
+    deferred.metric("Deferred", f"{summary.deferred:,}", border=True,
+                    help="Attempts refused for now (throttling, a temporary 4xx refusal, a paused account) or "
+                         "settled as not sent: the recipient stays in the queue and is tried again. Not counted "
+                         "toward the daily limit.")
     unique.metric("Unique recipients", f"{summary.unique_recipients:,}", border=True,
                   help="Distinct recipients with a real send attempt in the filter (dry runs left out).")
     dry.metric("Dry-run (not sent)", f"{summary.dry_run:,}", border=True,
@@ -219,14 +224,14 @@ def reputation_warnings(r: Reputation) -> None:
 
 
 def per_day_frame(days, log_filter: LogFilter):
-    """Sent and failed per batch day, with the days without sends as zeros (up to a year shown)."""
+    """Sent, failed and deferred per batch day, with the days without sends as zeros (up to a year shown)."""
     import pandas as pd
 
-    by_day = {d.day: (d.sent, d.failed) for d in days}
+    by_day = {d.day: (d.sent, d.failed, d.deferred) for d in days}
     span = (log_filter.end - log_filter.start).days + 1
     axis = ([log_filter.start + timedelta(days=i) for i in range(span)] if span <= 366 else sorted(by_day))
     return pd.DataFrame(
-        [by_day.get(day, (0, 0)) for day in axis], columns=["sent", "failed"],
+        [by_day.get(day, (0, 0, 0)) for day in axis], columns=["sent", "failed", "deferred"],
         index=pd.Index([day.isoformat() for day in axis], name="batch day"),
     )
 
@@ -234,10 +239,10 @@ def per_day_frame(days, log_filter: LogFilter):
 def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
     chart, breakdown = st.columns([3, 1])
     with chart:
-        st.subheader("Sent and failed per day")
+        st.subheader("Sent, failed and deferred per day")
         days = fetch(reports, "daily", log_filter)
         if days:
-            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828"], height=260)
+            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828", "#f9a825"], height=260)
         else:
             st.info("No sends in these days.")
     with breakdown:
@@ -409,8 +414,7 @@ def _do_retry(reports: Reports, state) -> str:
 
 def _do_suppress(reports: Reports, state) -> str:
     email, reason = state["act_suppress_email"], state["act_suppress_reason"].strip() or "manual"
-    count = reports.suppress(email, reason=reason)
-    return f"{email.strip().lower()} suppressed ({reason}); {count} pending recipient(s) skipped."
+    return reports.suppress(email, reason=reason).message()
 
 
 def _do_resolve(reports: Reports, state) -> str:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from . import admin
 from .config import Settings
-from .database import connect, utc_now
+from .database import SCHEMA_VERSION, connect, schema_version, utc_now
 from .deliverability import (
     EventRow,
     Reputation,
@@ -30,7 +30,7 @@ from .deliverability import (
     suppression_page,
 )
 from .errors import ConfigError, EmailAutomationError
-from .ledger import batch_date, counted_today
+from .ledger import batch_date, counted_today, remaining_today
 from .reports import (
     DayCount,
     LogFilter,
@@ -61,6 +61,7 @@ class Today:
     day: date
     counted: int  # attempts that may have reached a mailbox: sending + sent + unknown
     daily_limit: int
+    remaining: int  # ledger.remaining_today: the figure the run and `status` use
 
 
 @dataclass
@@ -77,9 +78,13 @@ class Reports:
         return f"{Path(self.db_path).resolve()}|{self.settings.tz}|{self.settings.daily_limit}"
 
     def _connect_readonly(self) -> sqlite3.Connection:
-        if not Path(self.db_path).is_file():
-            raise ConfigError(f"{self.db_path}: no database yet; run `email-automation init` first")
-        return connect(self.db_path, readonly=True)
+        """Raises ConfigError for a missing or foreign file, or a schema this view cannot upgrade."""
+        conn = connect(self.db_path, readonly=True)
+        if schema_version(conn) < SCHEMA_VERSION:  # a read-only connection cannot migrate
+            conn.close()
+            raise ConfigError(f"{self.db_path}: the database was made by an older version; "
+                              "run `email-automation init` to upgrade it")
+        return conn
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -92,9 +97,11 @@ class Reports:
                 conn.execute("COMMIT")
 
     def today(self) -> Today:
-        day = batch_date(self.now(), self.settings.tz)
+        now, limit = self.now(), self.settings.daily_limit
+        day = batch_date(now, self.settings.tz)
         with self._read() as conn:
-            return Today(date.fromisoformat(day), counted_today(conn, day), self.settings.daily_limit)
+            return Today(date.fromisoformat(day), counted_today(conn, day), limit,
+                         remaining_today(conn, now=now, tz=self.settings.tz, daily_limit=limit))
 
     def default_filter(self, days: int = 30) -> LogFilter:
         """The last `days` batch days, today included, in TIMEZONE."""
@@ -196,7 +203,7 @@ class Reports:
     def retry_failed(self, *, campaign: str | None = None) -> int:
         return self._admin(admin.retry_failed, campaign=campaign)
 
-    def suppress(self, email: str, *, reason: str = "manual") -> int:
+    def suppress(self, email: str, *, reason: str = "manual") -> admin.Suppressed:
         return self._admin(admin.suppress, email, reason=reason, source=ADMIN_ACTOR)
 
     def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:

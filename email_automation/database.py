@@ -7,22 +7,31 @@ the sender writes; `synchronous=FULL` makes each claim durable before the messag
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import ConfigError, NotFoundError
+
+log = logging.getLogger("email_automation.database")
+T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CAMPAIGN = "default"
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
-LOG_STATUSES = ("sending", "sent", "failed", "unknown", "dry_run")
-# Attempts that may have reached a mailbox: the daily limit counts all of them.
+# `failed`: the attempt ended the recipient as failed. `deferred`: refused for now (throttling,
+# a 4xx, a paused account) or settled by a person as not sent; the recipient stays pending.
+LOG_STATUSES = ("sending", "sent", "failed", "deferred", "unknown", "dry_run")
+# Attempts that may have reached a mailbox: the daily limit counts all of them. A deferred
+# attempt was refused before it left (or a person settled that it did not), so it does not count.
 COUNTED_LOG_STATUSES = ("sending", "sent", "unknown")
 
 
@@ -72,7 +81,7 @@ CREATE TABLE send_log (
     batch_date TEXT NOT NULL,
     attempted_at TEXT NOT NULL,
     finished_at TEXT,
-    status TEXT NOT NULL CHECK {_one_of("status", LOG_STATUSES)},
+    status TEXT NOT NULL CHECK {_one_of("status", ("sending", "sent", "failed", "unknown", "dry_run"))},
     message_id TEXT,
     subject TEXT,
     error TEXT,
@@ -123,8 +132,108 @@ CREATE INDEX send_log_resolved_pending ON send_log (status)
     WHERE status = 'failed' AND error LIKE '%resolved as pending%';
 """
 
+# send_log gets the `deferred` status and a `resolution` column (how an attempt in doubt was
+# settled: sent, failed, pending, or disputed = settled as pending and SES reported it later),
+# which replaces the LIKE on the "resolved as ..." notes in `error`. A CHECK cannot be altered, so the table is rebuilt
+# (https://sqlite.org/lang_altertable.html#otheralter); existing rows are converted:
+# - resolution from the notes `resolve` and the events drain appended to `error`;
+# - `failed` -> `deferred` where the recipient was left pending: a fatal refusal (never the
+#   recipient's fault), an attempt resolved as pending, and a transient refusal unless it is the
+#   recipient's last attempt and the recipient ended `failed` (attempts used up).
+_V4_DEFERRED_AND_RESOLUTION = f"""
+CREATE TABLE send_log_v4 (
+    id INTEGER PRIMARY KEY,
+    recipient_id INTEGER NOT NULL REFERENCES recipients(id),
+    attempt_id TEXT NOT NULL UNIQUE,
+    batch_date TEXT NOT NULL,
+    attempted_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK {_one_of("status", ("sending", "sent", "failed", "deferred", "unknown", "dry_run"))},
+    message_id TEXT,
+    subject TEXT,
+    error TEXT,
+    error_class TEXT,
+    transport TEXT NOT NULL,
+    resolution TEXT CHECK (resolution IS NULL OR {_one_of("resolution", ("sent", "failed", "pending", "disputed"))})
+);
+INSERT INTO send_log_v4 (id, recipient_id, attempt_id, batch_date, attempted_at, finished_at, status, message_id,
+                         subject, error, error_class, transport, resolution)
+SELECT l.id, l.recipient_id, l.attempt_id, l.batch_date, l.attempted_at, l.finished_at,
+       CASE WHEN l.status != 'failed' THEN l.status
+            WHEN l.error LIKE '%[resolved as pending by %' THEN 'deferred'
+            WHEN l.error_class = 'fatal' THEN 'deferred'
+            WHEN l.error_class = 'transient' AND NOT (
+                r.status = 'failed' AND l.id = (SELECT max(n.id) FROM send_log n WHERE n.recipient_id = l.recipient_id
+                                                 AND n.status != 'dry_run')) THEN 'deferred'
+            ELSE 'failed' END,
+       l.message_id, l.subject, l.error, l.error_class, l.transport,
+       CASE WHEN l.error LIKE '%[SES later reported this send%' THEN 'disputed'
+            WHEN l.error LIKE '%[resolved as pending by %' THEN 'pending'
+            WHEN l.error LIKE '%[resolved as sent by %' THEN 'sent'
+            WHEN l.error LIKE '%[resolved as not sent by %' THEN 'failed' END
+FROM send_log l LEFT JOIN recipients r ON r.id = l.recipient_id;
+DROP TABLE send_log;
+ALTER TABLE send_log_v4 RENAME TO send_log;
+CREATE INDEX send_log_daily ON send_log (batch_date, status);
+CREATE INDEX send_log_recipient ON send_log (recipient_id);
+CREATE INDEX send_log_unknown ON send_log (status) WHERE status = 'unknown';
+CREATE INDEX send_log_resolved_pending ON send_log (resolution) WHERE resolution = 'pending';
+"""
+
+# `suppressions` keeps the first reason and date; every request and removal is kept here. Seeded
+# from the audit trail (every past suppress and unsuppress, by hand or from SES events), then
+# from the list itself for any address the trail does not name. A reason a later `suppress`
+# overwrote is put back from the audit row written with the entry (same time, same address).
+_V5_SUPPRESSION_HISTORY = """
+CREATE TABLE suppression_history (
+    id INTEGER PRIMARY KEY,
+    email TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action = 'suppress' OR action = 'unsuppress'),
+    reason TEXT,
+    source TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX suppression_history_email ON suppression_history (email, id);
+INSERT INTO suppression_history (email, action, reason, source, at)
+SELECT target, action, CASE WHEN action = 'suppress' THEN coalesce(nullif(detail, ''), 'manual') END, actor, at
+FROM admin_log WHERE action IN ('suppress', 'unsuppress') ORDER BY id;
+INSERT INTO suppression_history (email, action, reason, source, at)
+SELECT email, 'suppress', reason, source, created_at FROM suppressions s
+WHERE NOT EXISTS (SELECT 1 FROM suppression_history h WHERE h.email = s.email) ORDER BY created_at;
+UPDATE suppressions SET (reason, source) = (
+    SELECT CASE WHEN a.actor = 'ses-event' AND instr(a.detail, ': ') > 0 THEN substr(a.detail, 1, instr(a.detail, ': ') - 1)
+                ELSE coalesce(nullif(a.detail, ''), suppressions.reason) END, a.actor
+    FROM admin_log a WHERE a.action = 'suppress' AND a.target = suppressions.email AND a.at = suppressions.created_at
+    ORDER BY a.id LIMIT 1)
+WHERE EXISTS (SELECT 1 FROM admin_log a WHERE a.action = 'suppress' AND a.target = suppressions.email
+              AND a.at = suppressions.created_at);
+"""
+
+# Imports in short chunks (import_csv.py): a recipient row carries the import that added it, and
+# rows of an import still `running` are invisible to the queue and the reports until it is `done`.
+# import_id 0: added before this migration. ADD COLUMN with a constant default rewrites nothing
+# (https://www.sqlite.org/lang_altertable.html#altertabaddcol).
+_V6_IMPORTS = """
+CREATE TABLE imports (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL,
+    created_campaign INTEGER NOT NULL DEFAULT 0,
+    file TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state = 'running' OR state = 'done' OR state = 'failed'),
+    first_recipient_id INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    inserted INTEGER,
+    duplicates INTEGER,
+    invalid INTEGER,
+    error TEXT
+);
+ALTER TABLE recipients ADD COLUMN import_id INTEGER NOT NULL DEFAULT 0;
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
+                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -137,13 +246,19 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: str | Path, *, readonly: bool = False, create: bool = False) -> sqlite3.Connection:
     """Open the database; read-only connections can never take the write lock.
 
+    Only `create=True` (what `init` uses) accepts a file without our schema: any other caller
+    is refused before anything is written, so a truncated or foreign file is never turned into
+    an empty database whose next import would mail everyone again.
+
     Raises:
-        ConfigError: the file cannot be opened (read-only: does not exist yet).
+        ConfigError: the file is missing, cannot be opened, or is not an email-automation database.
     """
     path = Path(path)
+    if not create and not path.is_file():
+        raise ConfigError(f"{path}: no database yet; run `email-automation init` first")
     try:
         if readonly:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
@@ -151,6 +266,9 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
                                    check_same_thread=False)
         else:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        if not create or _table_names(conn):  # `init` fills an empty file, never another program's
+            check_ours(conn, path)
+        if not readonly:
             _use_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -158,6 +276,28 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise ConfigError(f"{path}: cannot open database: {err}") from err
     conn.row_factory = sqlite3.Row
     return conn
+
+
+# Tables every version of the schema has: a file without them was not made by `init`.
+CORE_TABLES = frozenset({"campaigns", "recipients", "send_log"})
+
+
+def check_ours(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Refuse a file that `init` did not make (empty, truncated, or another program's database).
+
+    Raises:
+        ConfigError: naming the file and what to do.
+    """
+    tables = _table_names(conn)
+    if schema_version(conn) > 0 and CORE_TABLES <= tables:
+        return
+    conn.close()
+    if not tables:
+        raise ConfigError(
+            f"{path}: the file has no email-automation data (it is empty: truncated or not a copy of the "
+            "database?); restore it from a backup, or run `email-automation init` to start a new one")
+    raise ConfigError(f"{path}: not an email-automation database (it holds tables of another program); "
+                      "check DB_PATH or --db")
 
 
 def _use_wal(conn: sqlite3.Connection, *, attempts: int = 100, pause: float = 0.05) -> None:
@@ -175,6 +315,17 @@ def _use_wal(conn: sqlite3.Connection, *, attempts: int = 100, pause: float = 0.
             if "locked" not in str(err) or attempt == attempts - 1:
                 raise
             time.sleep(pause)
+
+
+def is_busy(err: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (extended codes included): another connection holds the lock.
+
+    https://sqlite.org/rescode.html#busy
+    """
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(err) or "busy" in str(err)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 @contextmanager
@@ -201,9 +352,61 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL and a few others
+            conn.execute("ROLLBACK")  # https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
         raise
     conn.execute("COMMIT")
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+# How long recording a send's outcome waits for another writer (a long import, say) to finish.
+# Giving up turns a message the provider accepted into `unknown`, a decision for a person, so
+# this outlasts any ordinary writer by far; each try also waits the connection's busy timeout.
+RECORD_PATIENCE = timedelta(minutes=10)
+RECORD_RETRY_PAUSE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a write that must not be lost waits out other writers; clock and sleep are injected."""
+
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    limit: timedelta = RECORD_PATIENCE
+    pause: float = RECORD_RETRY_PAUSE_SECONDS
+
+    def run(self, write: Callable[[], T], what: str) -> T:
+        """`write()`, retried while the database is locked, until `limit` has passed.
+
+        Says so in the log when it starts waiting, then about once a minute.
+
+        Raises:
+            sqlite3.OperationalError: still locked after `limit`, or any other database error.
+        """
+        started = self.clock()
+        said = None
+        while True:
+            try:
+                return write()
+            except sqlite3.OperationalError as err:
+                waited = self.clock() - started
+                if not is_busy(err) or waited >= self.limit:
+                    raise
+                if said is None or waited - said >= timedelta(minutes=1):
+                    said = waited
+                    log.warning("another program is writing to the database; still waiting to record %s "
+                                "(%d s so far, giving up after %d s)", what, waited.total_seconds(),
+                                self.limit.total_seconds())
+                self.sleep(self.pause)
+
+
+def audit(conn: sqlite3.Connection, actor: str, action: str, target: str, detail: str, now: datetime) -> None:
+    """Say who did what in `admin_log` (inside the caller's transaction)."""
+    conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                 (iso(now), actor, action, target, detail))
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -250,8 +453,12 @@ def default_templates() -> tuple[str, str]:
 
 
 def init_db(path: str | Path) -> sqlite3.Connection:
-    """Create or upgrade the database and its `default` campaign; safe to run again."""
-    conn = connect(path)
+    """Create or upgrade the database and its `default` campaign; safe to run again.
+
+    Raises:
+        ConfigError: the file is another program's database (its tables are left alone).
+    """
+    conn = connect(path, create=True)
     migrate(conn)
     subject, html = default_templates()
     with transaction(conn):
@@ -265,8 +472,6 @@ def init_db(path: str | Path) -> sqlite3.Connection:
 
 def open_db(path: str | Path) -> sqlite3.Connection:
     """Open an existing database for writing, upgrading its schema if it is older."""
-    if not Path(path).exists():
-        raise ConfigError(f"{path}: no database yet; run `email-automation init` first")
     conn = connect(path)
     migrate(conn)
     return conn
@@ -287,10 +492,6 @@ def ensure_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
         (name, subject, html, iso(utc_now())),
     )
     return get_campaign(conn, name)
-
-
-def list_campaigns(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    return conn.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
 
 
 def update_campaign_templates(

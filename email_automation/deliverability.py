@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, tzinfo
 
-from . import admin
+from .addresses import lookup_form
 from .database import iso
 from .events import EventKind
 from .reports import LogFilter, log_filter_sql
@@ -113,7 +113,7 @@ def _event_where(f: LogFilter, tz: tzinfo) -> tuple[str, list]:
     clauses, args = ["received_at >= ? AND received_at < ?"], list(_day_bounds(f.start, f.end, tz))
     if f.email:
         clauses.append("instr(email, ?) > 0")
-        args.append(admin.normalize_email(f.email))
+        args.append(lookup_form(f.email))
     return " AND ".join(clauses), args
 
 
@@ -136,7 +136,7 @@ def event_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int
 
 
 def _suppression_where(email: str) -> tuple[str, list]:
-    return ("instr(email, ?) > 0", [admin.normalize_email(email)]) if email else ("1", [])
+    return ("instr(email, ?) > 0", [lookup_form(email)]) if email else ("1", [])
 
 
 def suppression_count(conn: sqlite3.Connection, email: str = "") -> int:

@@ -22,6 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from . import unsubscribe
 from .config import Settings, load_settings
+from .database import connect
 from .errors import ConfigError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -78,10 +79,6 @@ def run_checks(
     if settings.dry_run:
         transport_checks = [_as_dry_run(c) for c in transport_checks]
     return checks + transport_checks
-
-
-def failed(checks: list[Check]) -> bool:
-    return any(c.status == FAIL for c in checks)
 
 
 def _as_dry_run(check: Check) -> Check:
@@ -168,6 +165,10 @@ def check_database(db_path: Path) -> Check:
     except sqlite3.Error as err:
         return Check("database", FAIL, f"{path}: cannot write: {err}",
                      "check the file's owner and permissions, and that no other program holds it locked")
+    try:
+        connect(path, readonly=True).close()
+    except ConfigError as err:
+        return Check("database", FAIL, str(err), "restore the database from a backup, or set DB_PATH to the right file")
     return Check("database", OK, f"{path} is writable")
 
 

@@ -1,16 +1,20 @@
 """SES delivery events (bounces, complaints, deliveries, ...) read from SQS and applied to the ledger.
 
 SES publishes events through the configuration set to a standard SNS topic; an SQS queue
-subscribed to that topic keeps them until `poll_queue` reads them (SES-NOTES §2). Every hop
+subscribed to that topic keeps them until `poll_queue` reads them
+(https://docs.aws.amazon.com/ses/latest/dg/event-publishing-add-event-destination-sns.html). Every hop
 delivers at least once, so each event is applied once, keyed on the SNS MessageId (or a hash of
 its content), and a message leaves the queue only after its effects are committed.
 
-What an event does:
+This module parses and stores events; every change of send state they cause is made by `ledger`
+(and `suppressions` for the list). What an event does:
 - a permanent bounce, a complaint or an unsubscribe-all puts the address on the suppression list
   and skips its pending recipients, like `email-automation suppress`;
 - any event tagged with the `attempt_id` of an attempt left `unknown` proves that SES accepted
-  that message, so the attempt becomes `sent` (SES-NOTES §6.1 step 5), unless SES only rejected
-  it (Reject, Rendering Failure): then it becomes `failed`, as nothing went out;
+  that message (tags come back in `mail.tags`:
+  https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html), so
+  the attempt becomes `sent`, unless SES only rejected it (Reject, Rendering Failure): then it
+  becomes `failed`, as nothing went out;
 - such an event for an attempt a person resolved as not sent is flagged, and the recipient, if
   still waiting in the queue, becomes `sent` so it is not mailed twice. Nothing ever becomes
   `pending` here: only a person may decide that a message should go out again;
@@ -30,7 +34,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
 
-from . import database
+from . import database, ledger, suppressions
 from .addresses import lookup_form
 
 
@@ -60,7 +64,8 @@ class EventKind(StrEnum):
 
 
 # Only these stop further mail. SES itself advises suppressing hard bounces and complaints only;
-# a transient or undetermined bounce may well be delivered next time (SES-NOTES §2.2).
+# a transient or undetermined bounce may well be delivered next time
+# (https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html#bounce-types).
 SUPPRESS_REASONS = {
     EventKind.BOUNCED_PERMANENT: "bounce",
     EventKind.COMPLAINED: "complaint",
@@ -379,122 +384,22 @@ def _apply(conn: sqlite3.Connection, events: list[DeliveryEvent], now: datetime,
 
 
 def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:
-    """admin.suppress's effect inside this transaction; an address already listed keeps its reason."""
-    added = conn.execute(
-        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
-        (event.email, reason, SOURCE, database.iso(now)),
-    ).rowcount
-    skipped = conn.execute(
-        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-        (f"suppressed: {reason}", database.iso(now), event.email),
-    ).rowcount
+    """admin.suppress's effect inside this transaction; an address already listed keeps its first reason."""
+    entry = suppressions.add(conn, event.email, reason=reason, source=SOURCE, now=now)
+    skipped = ledger.skip_pending_address(conn, event.email, entry.reason, now=now)
     report.skipped += skipped
-    if added:
-        _audit(conn, "suppress", event.email, _join(reason, event.detail) or reason, now)
+    if entry.added:
+        database.audit(conn, SOURCE, "suppress", event.email, _join(reason, event.detail) or reason, now)
         report.suppressed += 1
         report.notes.append(f"{event.email} suppressed ({_join(reason, event.detail)}); "
                             f"{skipped} pending recipient(s) skipped")
 
 
-SETTLE_CANDIDATES_SQL = (
-    "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
-    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
-    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
-    " WHERE e.kind != 'UNKNOWN' AND l.id IN ("
-    "   SELECT id FROM send_log WHERE status = 'unknown'"
-    "   UNION SELECT s.id FROM ses_events x CROSS JOIN send_log s ON s.attempt_id = x.attempt_id"
-    "   WHERE x.kind IN ('REJECTED', 'RENDERING_FAILED') AND s.status = 'sent')"
-    " GROUP BY l.id ORDER BY l.id"
-)
-
-
 def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
-    """`unknown` attempts that some stored event names: SES accepted them, so they were sent,
-    unless SES's only word on them is that it rejected the content (or could not render it): then
-    they were not, and neither were `sent` attempts SES rejected after accepting the call.
-
-    Runs over every stored event, not just this batch's: an event that arrived while its attempt
-    was still `sending` (the run died later) settles it once the next run has marked it `unknown`.
-    Both candidate sets come through an index: the open attempts, and the attempts named by a
-    Reject or Rendering Failure event.
-    """
-    rows = conn.execute(SETTLE_CANDIDATES_SQL).fetchall()
-    for row in rows:
-        kinds = set(row["kinds"].split(","))
-        # SES took the request but never sent it (content rejected, template failed): not a send.
-        if kinds <= {"SENT", "REJECTED", "RENDERING_FAILED"} and kinds & {"REJECTED", "RENDERING_FAILED"}:
-            status, verdict = "failed", "not sent"
-        elif row["status"] == "unknown":
-            status, verdict = "sent", "sent"
-        else:
-            continue  # sent, and a Delivery (or the like) says so despite the Reject
-        note = f"resolved as {verdict} by {SOURCE}: SES reported {row['kinds']}"
-        conn.execute(
-            "UPDATE send_log SET status = ?, message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ?,"
-            " finished_at = COALESCE(finished_at, ?) WHERE id = ?",
-            (status, row["message_id"], f" [{note}]", database.iso(now), row["id"]),
-        )
-        conn.execute(
-            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) END,"
-            " last_error = ?, updated_at = ? WHERE id = ? AND status = ?",
-            (status, status, row["first_seen"] or database.iso(now), note, database.iso(now),
-             row["recipient_id"], row["status"]),
-        )
-        _audit(conn, f"resolve-{status}", row["email"], note, now)
-        report.reconciled += 1
-        report.notes.append(f"{row['email']}: unknown send reconciled as {verdict} (SES {row['kinds']}, {row['message_id']})")
-    _flag_sends_resolved_as_pending(conn, now, report)
-
-
-RESOLVED_PENDING_SQL = (
-    "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
-    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
-    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
-    " WHERE l.status = 'failed' AND l.error LIKE '%resolved as pending%' AND instr(l.error, ?) = 0"
-    " AND e.kind NOT IN ('UNKNOWN', 'REJECTED', 'RENDERING_FAILED')"
-    " GROUP BY l.id ORDER BY l.id"
-)
-
-
-def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:
-    """An event for an attempt a person had resolved as not sent: the first message did go out.
-
-    The person must learn it: once per attempt, a note on the log row, an admin_log row and a
-    warning. If the recipient is still waiting in the queue, it is not mailed again: it and the
-    attempt become `sent`. Once a second message has been handed over, nothing can be undone.
-    Events that prove nothing went out (Reject, Rendering Failure) do not count.
-    """
-    flag = "[SES later reported this send"
-    rows = conn.execute(RESOLVED_PENDING_SQL, (flag,)).fetchall()
-    for row in rows:
-        if row["kinds"] == "SENT" and conn.execute(
-            "SELECT 1 FROM ses_events e JOIN send_log l ON l.attempt_id = e.attempt_id"
-            " WHERE l.id = ? AND e.kind IN ('REJECTED', 'RENDERING_FAILED')", (row["id"],)).fetchone():
-            continue  # SES took it, then did not send it after all
-        held = conn.execute(
-            "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
-            " WHERE id = ? AND status = 'pending'",
-            (row["first_seen"] or database.iso(now), f"SES reported {row['kinds']} for a send resolved as not sent",
-             database.iso(now), row["recipient_id"]),
-        ).rowcount
-        if held:
-            note = (f"{flag}: {row['kinds']}; it had been resolved as not sent, so it is now sent and the "
-                    "recipient is not mailed again]")
-            conn.execute("UPDATE send_log SET status = 'sent', message_id = COALESCE(message_id, ?),"
-                         " error = error || ? WHERE id = ?", (row["message_id"], f" {note}", row["id"]))
-        else:
-            note = f"{flag}: {row['kinds']}; it had been resolved as not sent, so this address may have two messages]"
-            conn.execute("UPDATE send_log SET error = error || ? WHERE id = ?", (f" {note}", row["id"]))
-        _audit(conn, "duplicate-risk", row["email"], note, now)
-        report.notes.append(f"{row['email']}: {note.strip('[]')}")
-        log.warning("%s: %s", row["email"], note.strip("[]"))
-
-
-def _audit(conn: sqlite3.Connection, action: str, target: str, detail: str, now: datetime) -> None:
-    conn.execute(
-        "INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-        (database.iso(now), SOURCE, action, target, detail),
-    )
+    """Hand the stored events to the ledger, which settles the attempts they prove (or disprove)."""
+    settled = ledger.settle_from_events(conn, actor=SOURCE, now=now)
+    report.reconciled += settled.count
+    report.notes.extend(settled.notes)
 
 
 def apply_messages(conn: sqlite3.Connection, messages: list[dict], now: datetime, report: EventReport) -> list[dict]:

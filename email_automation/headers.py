@@ -76,6 +76,11 @@ def uri_list(name: str, uris: list[str]) -> str:
     return _fold(name, items)
 
 
+def ascii_domain(domain: str) -> str:
+    """A domain as headers carry it: internationalized names in their IDNA (punycode) form."""
+    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
+
+
 def set_folded(msg: EmailMessage, name: str, body: str) -> None:
     """Store a body folded here so that the message writes it exactly as it is."""
     if body:

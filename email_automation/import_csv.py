@@ -3,10 +3,11 @@
 Accepted: UTF-8 with or without BOM, UTF-16 with BOM, Windows-1252 and Latin-1; `,` `;` or tab
 between fields; headers in any case and spacing, with common aliases ("E-mail", "Surname", ...).
 
-The file is streamed (a million rows import in bounded memory) inside ONE write transaction, so a
-file that turns out to be unusable half-way leaves the database exactly as it was. Rows are
-numbered as a spreadsheet shows them: the header is row 1, the first recipient row 2, and a
-quoted field spanning several lines still counts as one row.
+The file is streamed (a million rows import in bounded memory) and written in chunks, each its own
+short transaction, so a run waiting to record a send never waits long; the rows stay invisible
+until the import is done and are removed if it fails (see imports.py): all or nothing for the user.
+Problems are reported as `file:line: 'field': reason`, with the physical line on which the record
+starts (a quoted cell spanning several lines still points at its first line).
 
 Addresses are stored trimmed and lower-cased (`Ann@X.com ` and `ann@x.com` are one recipient:
 spreadsheets are full of such near-duplicates and in practice no provider delivers them to
@@ -32,13 +33,16 @@ from pathlib import Path
 
 from email_validator import EmailNotValidError
 
+from . import imports
 from .addresses import normalize_email
-from .database import DEFAULT_CAMPAIGN, ensure_campaign, iso, transaction, utc_now
+from .database import DEFAULT_CAMPAIGN, iso, transaction, utc_now
 from .errors import CsvImportError
+from .reports import csv_safe
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 5000  # rows per write transaction: at most ~0.4 s of the write lock at 1M rows (bench_import.py)
+STATEMENT_ROWS = 1000
 PAGE_CACHE_MIB = 16
 DELIMITERS = ",;\t"
 
@@ -60,21 +64,36 @@ _RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "el
 
 # cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+# A byte that is not UTF-8, as Python's "surrogateescape" error handler hands it over (PEP 383).
+_STRAY = re.compile("[\udc80-\udcff]")
+_LABELS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252", "latin-1": "Latin-1"}
+_NOT_CONTROL_BYTES = bytes(b for b in range(256) if not (b < 0x20 and b not in b"\t\n\r" or b == 0x7F))
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+# What no imported field may hold: C0 controls but tab, CR and LF (a multi-line cell has those; the
+# renderer folds them to spaces in a subject), DEL, C1 controls (Unicode general category Cc), and
+# undecodable bytes. A NUL or ESC in a name or subject would otherwise go out raw in a header.
+_UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 
 _INSERT = (
-    "INSERT OR IGNORE INTO recipients (campaign_id, email, first_name, last_name, company,"
-    " custom_subject, custom_body, fields, created_at) VALUES "
+    "INSERT OR IGNORE INTO recipients (campaign_id, import_id, created_at, email, first_name, last_name,"
+    " company, custom_subject, custom_body, fields) VALUES "
 )
-_ROW_PARAMS = 7  # normalize_row's tuple; campaign_id and created_at are shared parameters
+_SHARED_PARAMS = 3  # campaign_id, import_id, created_at: ?1 ?2 ?3 of every statement
+_ROW_PARAMS = 7  # normalize_row's tuple
 
 
-@dataclass
+@dataclass(frozen=True)
 class Reject:
-    """An invalid row: `row` is its spreadsheet row number (header = row 1)."""
+    """An invalid row: the physical `line` its record starts on, the column at fault and why."""
 
-    row: int
-    email: str
+    line: int
+    field: str
     reason: str
+
+    def message(self, file: str | Path) -> str:
+        """The one line shown for it: `file:line: 'field': reason` (never the cell's value, which
+        may hold the very control characters that made it invalid)."""
+        return f"{file}:{self.line}: {self.field!r}: {self.reason}"
 
 
 @dataclass
@@ -131,7 +150,11 @@ class Columns:
 
 
 class InvalidRow(ValueError):
-    """A row that cannot become a recipient; the message is the reason shown to the user."""
+    """A row that cannot become a recipient: `column` (index into the row) is at fault, the message says why."""
+
+    def __init__(self, column: int, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -172,33 +195,63 @@ def map_header(header: list[str]) -> Columns:
     return Columns(tuple(header), found, tuple(extras))
 
 
-def detect_encoding(chunks: Iterable[bytes]) -> str:
-    """UTF-8 (BOM or not) if the bytes decode strictly, else Windows-1252, else Latin-1.
+@dataclass(frozen=True)
+class Encoding:
+    """How to read a file, and whether any cell may need `check_text` (False: the scan proved none does)."""
 
-    Reads every chunk: a single accented byte at row 900,000 must not end in a failed import.
+    name: str
+    check: bool
+
+
+def detect_encoding(chunks: Iterable[bytes]) -> Encoding:
+    """UTF-8 (BOM or not) unless most of the file's non-ASCII text is not UTF-8; else Windows-1252, else Latin-1.
+
+    Decided once for the whole file, from every chunk: a UTF-8 export with a few stray Latin-1
+    bytes stays UTF-8 (the rows holding them are rejected by line, see `check_text`) instead of
+    having every accented name garbled, and one Windows-typed byte at row 900,000 of an otherwise
+    ASCII file still makes it Windows-1252, not a late failure. The same pass looks for control
+    characters, so that a clean file (nearly every file) costs no check per row.
     """
     utf8 = codecs.getincrementaldecoder("utf-8-sig")("strict")
-    utf8_ok, cp1252_ok, first = True, True, True
+    multibyte = stray = 0  # bytes beyond the first of valid UTF-8 sequences; bytes that are not UTF-8
+    controls = c1_utf8 = False
+    cp1252_ok, first = True, True
     for chunk in chunks:
         if first and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return "utf-16"  # Excel's "Unicode Text" export
+            return Encoding("utf-16", check=True)  # Excel's "Unicode Text" export
         first = False
-        if utf8_ok and not (chunk.isascii() and not utf8.getstate()[0]):  # ASCII: valid, 20x faster
-            try:
-                utf8.decode(chunk)
-            except UnicodeDecodeError:
-                utf8_ok = False
+        # C0 controls and DEL are the same single bytes in all three encodings (never inside a UTF-8 sequence).
+        controls = controls or bool(chunk.translate(None, _NOT_CONTROL_BYTES))
+        if chunk.isascii() and not utf8.getstate()[0]:  # ASCII: same text in every candidate, 20x faster
+            continue
+        # A C1 control in UTF-8 (a split pair at the chunk's end counts as one: it only costs the row check).
+        c1_utf8 = c1_utf8 or _C1_UTF8.search(chunk) is not None or chunk.endswith(b"\xc2")
+        state = utf8.getstate()
+        try:
+            text = utf8.decode(chunk)
+        except UnicodeDecodeError:
+            utf8.setstate(state)
+            text, bad = _decode_stray(utf8, chunk)
+            stray += bad
+        multibyte += len(chunk) - len(text)
         if cp1252_ok and _CP1252_UNDEFINED.search(chunk):
             cp1252_ok = False
-        if not utf8_ok and not cp1252_ok:
-            return "latin-1"
-    if utf8_ok:
-        try:
-            utf8.decode(b"", final=True)
-            return "utf-8-sig"
-        except UnicodeDecodeError:
-            pass
-    return "cp1252" if cp1252_ok else "latin-1"
+    stray += _decode_stray(utf8, b"", final=True)[1]
+    if stray == 0 or multibyte > stray:
+        return Encoding("utf-8-sig", check=controls or c1_utf8 or stray > 0)
+    if cp1252_ok:
+        return Encoding("cp1252", check=controls or multibyte > 0)
+    return Encoding("latin-1", check=True)  # its bytes cp1252 lacks are C1 controls
+
+
+def _decode_stray(decoder: codecs.IncrementalDecoder, chunk: bytes, *, final: bool = False) -> tuple[str, int]:
+    """Decode keeping bytes that are not UTF-8 as lone surrogates (PEP 383); (text, how many)."""
+    decoder.errors = "surrogateescape"
+    try:
+        text = decoder.decode(chunk, final)
+    finally:
+        decoder.errors = "strict"
+    return text, len(_STRAY.findall(text))
 
 
 def is_binary(sample: bytes) -> bool:
@@ -229,23 +282,79 @@ def detect_delimiter(sample: str) -> str:
     return best if counts[best] else ","
 
 
-def normalize_row(values: list[str], columns: Columns) -> tuple | None:
+def check_text(values: list[str], encoding: str) -> tuple[int, str] | None:
+    """(index, reason) of the first cell a recipient must not carry, or None (the common case, fast).
+
+    Refused: control characters (see `_UNFIT`), bytes that are not UTF-8 in a UTF-8 file, and,
+    in a file read as Windows-1252/Latin-1, a cell that is UTF-8 text (it would show as `JÃ¼rgen`).
+    """
+    joined = "".join(values)
+    suspect = _UNFIT.search(joined) is not None
+    if not suspect and (encoding.startswith("utf") or joined.isascii()):
+        return None
+    label = _LABELS.get(encoding, encoding)
+    for index, value in enumerate(values):
+        found = _UNFIT.search(value)
+        if found and _STRAY.match(found.group()):
+            byte = ord(found.group()) - 0xDC00
+            return index, f"byte 0x{byte:02X} is not {label}, unlike the rest of the file (fix its encoding)"
+        if found:
+            return index, f"contains control character U+{ord(found.group()):04X}"
+        if not encoding.startswith("utf") and _is_utf8_text(value, encoding):
+            return index, f"holds UTF-8 text, unlike the rest of the file (read as {label}): fix its encoding"
+    return None
+
+
+def _is_utf8_text(value: str, encoding: str) -> bool:
+    """True if this cell's bytes (as read with `encoding`) are non-ASCII UTF-8: mojibake waiting to happen."""
+    if value.isascii():
+        return False
+    try:
+        value.encode(encoding).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def shown(value: str, encoding: str = "utf-8") -> str:
+    """A cell as a person should see it in the rejects file, where it waits to be fixed: its
+    likeliest intent. A byte that is not UTF-8 reads as Windows-1252, and UTF-8 text in a file
+    read as Windows-1252 or Latin-1 as UTF-8."""
+    if not encoding.startswith("utf") and _is_utf8_text(value, encoding):
+        return value.encode(encoding).decode("utf-8")
+    if not _STRAY.search(value):
+        return value
+    return _STRAY.sub(lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), value)
+
+
+def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-8") -> tuple | None:
     """(email, first, last, company, custom_subject, custom_body, fields_json); None for a blank row.
 
+    `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
+
     Raises:
-        InvalidRow: no address, or one email-validator refuses.
+        InvalidRow: a cell with control characters or undecodable bytes; no address, one
+            email-validator refuses, or one with non-ASCII before the @-sign.
     """
     row = columns.padded(values)
     raw, first, last, company, subject, body = columns.recipient_values(row)
     raw = raw.strip()
+    if not raw and not "".join(values).strip():
+        return None
+    problem = check_text(values, check) if check else None
+    if problem is not None:
+        raise InvalidRow(*problem)
     if not raw:
-        if not "".join(values).strip():
-            return None
-        raise InvalidRow("empty email")
+        raise InvalidRow(columns.email, "empty email")
     try:
         email = normalize_email(raw)
     except EmailNotValidError as err:
-        raise InvalidRow(str(err)) from None
+        raise InvalidRow(columns.email, str(err)) from None
+    if not email.isascii():  # the ASCII form exists whenever the part before the @-sign is ASCII
+        local = email.rpartition("@")[0]
+        chars = "".join(dict.fromkeys(c for c in local if not c.isascii()))
+        raise InvalidRow(columns.email, f"non-ASCII characters before the @-sign ({chars}) need SMTPUTF8"
+                                        " (RFC 6531), which Amazon SES does not support: it can never be sent")
     return (email, first.strip(), last.strip(), company.strip(),
             subject.strip() or None, body.strip() or None, columns.fields_json(row))
 
@@ -263,7 +372,7 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
 
 @dataclass(frozen=True)
 class _Source:
-    encoding: str
+    encoding: Encoding
     delimiter: str
     size: int
 
@@ -280,36 +389,41 @@ def _inspect(path: Path) -> _Source:
             encoding = detect_encoding(iter(lambda: f.read(1 << 20), b""))
     except OSError as err:
         raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
-    text = sample.decode(encoding, errors="ignore")  # errors: a sample may end mid-character
+    text = sample.decode(encoding.name, errors="ignore")  # errors: a sample may end mid-character
     if not text.lstrip("\ufeff").strip():
         raise CsvImportError(f"{path}: file is empty")
     return _Source(encoding, detect_delimiter(text.lstrip("\ufeff")), size)
 
 
-def _records(path: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
-    """(spreadsheet row number, values), turning a malformed record into an error naming its row."""
-    row = 0
+def _records(path: Path, text: io.TextIOBase, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(physical line the record starts on, values), turning a malformed record into an error naming that line."""
+    reader = csv.reader(text, delimiter=delimiter, strict=True)
+    end = 0
     try:
-        for row, values in enumerate(reader, 1):
-            yield row, values
+        for values in reader:
+            yield end + 1, values
+            end = reader.line_num
     except csv.Error as err:
-        raise CsvImportError(f"{path}: row {row + 1}: malformed CSV: {err}") from err
+        raise CsvImportError(f"{path}:{end + 1}: malformed CSV: {err}") from err
     except UnicodeDecodeError as err:  # only if the file changed since its encoding was detected
-        raise CsvImportError(f"{path}: row {row + 1}: cannot decode text: {err.reason}") from err
+        raise CsvImportError(f"{path}:{end + 1}: cannot decode text: {err.reason}") from err
 
 
 class _RejectsFile:
-    """Invalid rows, written to a temporary file that replaces the target only on success."""
+    """Invalid rows as they were, plus line, field and reason; formula-safe, so that a cell such as
+    `=HYPERLINK(...)` opens as text in a spreadsheet. Written to a temporary file that replaces the
+    target only on success."""
 
-    def __init__(self, target: Path, header: list[str], delimiter: str) -> None:
-        self.target, self.header, self.delimiter = target, header, delimiter
+    def __init__(self, target: Path, header: list[str], delimiter: str, encoding: str) -> None:
+        self.target, self.header, self.delimiter, self.encoding = target, header, delimiter, encoding
         self._file = self._writer = None
         self._temp: Path | None = None
 
-    def write(self, row: int, values: list[str], reason: str) -> None:
+    def write(self, values: list[str], reject: Reject) -> None:
         if self._writer is None:
             self._open()
-        self._writer.writerow([*values, row, reason])
+        self._writer.writerow([csv_safe(shown(v, self.encoding)) for v in values]
+                              + [reject.line, reject.field, reject.reason])
 
     def _open(self) -> None:
         self._temp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
@@ -319,7 +433,7 @@ class _RejectsFile:
             raise CsvImportError(f"{self.target}: cannot write rejects file: {err.strerror or err}") from err
         # utf-8-sig: Excel then shows accents right; the input's delimiter matches the user's locale.
         self._writer = csv.writer(self._file, delimiter=self.delimiter)
-        self._writer.writerow([*self.header, "row", "reason"])
+        self._writer.writerow([csv_safe(shown(h, self.encoding)) for h in self.header] + ["line", "field", "reason"])
 
     def commit(self) -> Path | None:
         if self._file is None:
@@ -344,43 +458,81 @@ def import_csv(
     campaign: str = DEFAULT_CAMPAIGN,
     rejects_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> ImportReport:
-    """Add the file's recipients to `campaign` (created if new) in one transaction.
+    """Add the file's recipients to `campaign` (created if new), all or nothing, `chunk_rows` per transaction.
 
     Duplicates (within the file or already in the campaign) are skipped and counted; invalid rows
-    are counted and written to a rejects CSV (see `rejects_target`) with `row` and `reason` columns.
-    `progress(n)` is called with the number of bytes read since its previous call; the calls add
-    up to the file size, so a bar with total=file size ends full.
+    are counted and written to a rejects CSV (see `rejects_target`) with `line`, `field` and
+    `reason` columns. `progress(n)` is called with the number of bytes read since its previous
+    call; the calls add up to the file size, so a bar with total=file size ends full.
 
     Raises:
-        CsvImportError: the file cannot be imported; nothing was written.
+        CsvImportError: the file cannot be imported; no recipient was added.
+        imports.ImportBusyError: another import into this database is running.
     """
     path = Path(path)
     source = _inspect(path)
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
-    try:
-        with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding=source.encoding, newline="") as text:
-            records = _records(path, csv.reader(text, delimiter=source.delimiter, strict=True))
-            header = next((values for _, values in records if "".join(values).strip()), None)
-            if header is None:  # only blank lines or bare delimiters
-                raise CsvImportError(f"{path}: file is empty")
-            columns = map_header(header)
-            if columns.email is None:
-                found = ", ".join(h.strip() for h in header)
-                raise CsvImportError(f"{path}: no email column (found: {found})")
-            rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter)
-            try:
-                with _page_cache(conn, PAGE_CACHE_MIB), transaction(conn):
-                    _load(conn, records, columns, rejects, report, lambda: meter.at(raw.tell()))
-                    report.rejects_file = rejects.commit()
-            except BaseException:
-                rejects.discard()
-                raise
-    except OSError as err:
-        raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
+    with imports.import_lock(conn) as held:
+        if not held:
+            raise imports.ImportBusyError(
+                f"{path}: another import into this database is running; import this file when it has finished")
+        imports.clean_up_interrupted(conn)
+        try:
+            with open(path, "rb") as raw, io.TextIOWrapper(raw, encoding=source.encoding.name, errors="surrogateescape",
+                                                           newline="") as text:
+                records = _records(path, text, source.delimiter)
+                header = next((values for _, values in records if "".join(values).strip()), None)
+                if header is None:  # only blank lines or bare delimiters
+                    raise CsvImportError(f"{path}: file is empty")
+                columns = map_header([shown(h, source.encoding.name) for h in header])
+                if columns.email is None:
+                    found = ", ".join(_UNFIT.sub("?", h.strip()) for h in columns.header)  # no ESC to the terminal
+                    raise CsvImportError(f"{path}: no email column (found: {found})")
+                rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
+                _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
+                     chunk_rows)
+        except OSError as err:
+            raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
     return report
+
+
+def _run(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
+         rejects: _RejectsFile, report: ImportReport, encoding: Encoding, file: str, tick: Callable[[], None],
+         chunk_rows: int) -> None:
+    """The import proper: begin, load in chunks, then commit the rejects file and flip to done together."""
+    run = None
+    try:
+        with _import_pragmas(conn):
+            run = imports.begin(conn, report.campaign, file)
+            _load(conn, run, records, columns, encoding.name if encoding.check else None, rejects, report, tick,
+                  chunk_rows)
+        # With the connection's own `synchronous` again (FULL): this commit syncs the log up to
+        # here, and with it every chunk before it (https://www.sqlite.org/wal.html).
+        with transaction(conn):
+            report.rejects_file = rejects.commit()
+            imports.finish(conn, run, inserted=report.inserted, duplicates=report.duplicates,
+                           invalid=report.invalid)
+    except BaseException as err:
+        rejects.discard()
+        if run is not None:
+            _abandon(conn, run, err)
+        raise
+
+
+def _abandon(conn: sqlite3.Connection, run: imports.ImportRun, err: BaseException) -> None:
+    """Remove a failed import's rows now if the database lets us; if not, they stay invisible and
+    the next import (or `init`) removes them."""
+    reason = "interrupted" if isinstance(err, KeyboardInterrupt) else (str(err) or type(err).__name__)
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        imports.fail(conn, run.id, reason)
+    except sqlite3.Error:
+        pass
 
 
 class _Meter:
@@ -395,65 +547,100 @@ class _Meter:
             self.done = position
 
 
-def _load(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
-          rejects: _RejectsFile, report: ImportReport, tick: Callable[[], None]) -> None:
-    """Stream rows into the open transaction, one multi-row INSERT per chunk."""
-    campaign_id = ensure_campaign(conn, report.campaign)["id"]
-    head = [campaign_id, iso(utc_now())]  # ?1 and ?2 of every statement
-    size = _chunk_rows(conn)
-    params, rows, valid = list(head), 0, 0
-    for row, values in records:
+def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tuple[int, list[str]]],
+          columns: Columns, check: str | None, rejects: _RejectsFile, report: ImportReport,
+          tick: Callable[[], None], chunk_rows: int) -> None:
+    """Stream rows into the database, one short transaction per `chunk_rows` valid rows.
+
+    INSERT OR IGNORE skips an address already in the campaign, whether from an earlier import or
+    an earlier chunk of this one (imports take turns, so no other import's rows are in the way):
+    duplicates are the valid rows it did not insert.
+    """
+    shared = (run.campaign_id, run.id, iso(utc_now()))
+    statement_rows = _statement_rows(conn)
+    chunk: list[tuple] = []
+    valid = 0
+    for line, values in records:
         try:
-            recipient = normalize_row(values, columns)
+            recipient = normalize_row(values, columns, check)
         except InvalidRow as err:
-            _reject(report, rejects, row, values, columns, str(err))
+            _reject(report, rejects, line, values, columns, err)
             continue
         if recipient is None:
             continue
-        params += recipient
-        rows += 1
-        if rows == size:
-            report.inserted += conn.execute(_insert_sql(rows), params).rowcount
-            valid, params, rows = valid + rows, list(head), 0
+        chunk.append(recipient)
+        if len(chunk) == chunk_rows:
+            report.inserted += _insert(conn, shared, chunk, statement_rows)
+            valid += len(chunk)
+            chunk = []
             tick()
-    if rows:
-        report.inserted += conn.execute(_insert_sql(rows), params).rowcount
-    report.duplicates = valid + rows - report.inserted
+    if chunk:
+        report.inserted += _insert(conn, shared, chunk, statement_rows)
+        valid += len(chunk)
+    report.duplicates = valid - report.inserted
 
 
-def _chunk_rows(conn: sqlite3.Connection) -> int:
-    """Rows per statement: CHUNK_ROWS, or fewer if this SQLite allows fewer bound parameters."""
+def _insert(conn: sqlite3.Connection, shared: tuple, rows: list[tuple], statement_rows: int) -> int:
+    """One write transaction: the rows in multi-row INSERT statements; returns how many were new."""
+    inserted = 0
+    with transaction(conn):
+        for start in range(0, len(rows), statement_rows):
+            part = rows[start:start + statement_rows]
+            params = [*shared]
+            for row in part:
+                params += row
+            inserted += conn.execute(_insert_sql(len(part)), params).rowcount
+    return inserted
+
+
+def _statement_rows(conn: sqlite3.Connection) -> int:
+    """Rows per statement: STATEMENT_ROWS, or fewer if this SQLite allows fewer bound parameters."""
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    return max(1, min(CHUNK_ROWS, (limit - 2) // _ROW_PARAMS))
+    return max(1, min(STATEMENT_ROWS, (limit - _SHARED_PARAMS) // _ROW_PARAMS))
 
 
 @lru_cache(maxsize=4)
 def _insert_sql(rows: int) -> str:
-    """INSERT OR IGNORE of `rows` recipients in one statement (8% faster than executemany, measured
-    by benchmarks/bench_import.py); the rows it ignores are the in-file and earlier duplicates."""
+    """INSERT OR IGNORE of `rows` recipients in one statement; the rows it ignores are the in-file
+    and earlier duplicates."""
+    first = _SHARED_PARAMS + 1
     values = (
-        "(?1," + ",".join(f"?{3 + n * _ROW_PARAMS + k}" for k in range(_ROW_PARAMS)) + ",?2)"
+        "(?1,?2,?3," + ",".join(f"?{first + n * _ROW_PARAMS + k}" for k in range(_ROW_PARAMS)) + ")"
         for n in range(rows)
     )
     return _INSERT + ",".join(values)
 
 
-def _reject(report: ImportReport, rejects: _RejectsFile, row: int, values: list[str],
-            columns: Columns, reason: str) -> None:
+def _reject(report: ImportReport, rejects: _RejectsFile, line: int, values: list[str],
+            columns: Columns, err: InvalidRow) -> None:
+    column = err.column
+    name = columns.header[column].strip() if column < len(columns.header) else ""
+    reject = Reject(line, name or f"column {column + 1}", str(err))
     report.invalid += 1
     if len(report.rejects) < MAX_REJECTS_IN_MEMORY:
-        email = values[columns.email].strip() if columns.email < len(values) else ""
-        report.rejects.append(Reject(row, email, reason))
-    rejects.write(row, values, reason)
+        report.rejects.append(reject)
+    rejects.write(values, reject)
 
 
 @contextmanager
-def _page_cache(conn: sqlite3.Connection, mib: int) -> Iterator[None]:
-    """A bigger SQLite page cache for the import only: the two email indexes take random inserts,
-    and in the default 2 MiB each one rereads and rewrites pages (16 MiB: 20% faster; more: no gain)."""
-    before = conn.execute("PRAGMA cache_size").fetchone()[0]
-    conn.execute(f"PRAGMA cache_size = {-int(mib) * 1024}")
+def _import_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
+    """Settings for the import only, restored after.
+
+    A bigger page cache: the two email indexes take random inserts, and in the default 2 MiB each
+    one rereads and rewrites pages (16 MiB: 20% faster; more: no gain). No foreign-key check per
+    row (15% of the insert time, measured by benchmarks/bench_import.py): every row takes the
+    campaign id `imports.begin` has just read or created, and no command deletes a campaign.
+    PRAGMA foreign_keys cannot change inside a transaction (https://www.sqlite.org/pragma.html#pragma_foreign_keys),
+    and there is none open between the import's chunks. And synchronous=NORMAL: in WAL mode a
+    commit then skips its fsync and stays atomic; a chunk lost to a power cut belongs to an import
+    that is not `done`, so it is invisible and cleaned up like any interrupted import.
+    """
+    saved = {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("cache_size", "foreign_keys", "synchronous")}
+    conn.execute(f"PRAGMA cache_size = {-PAGE_CACHE_MIB * 1024}")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA synchronous = NORMAL")
     try:
         yield
     finally:
-        conn.execute(f"PRAGMA cache_size = {int(before)}")
+        for name, value in saved.items():
+            conn.execute(f"PRAGMA {name} = {int(value)}")

@@ -1,21 +1,32 @@
 """The claimed-before-send state machine over `recipients` and `send_log`.
 
-pending --claim--> sending --record--> sent | failed | pending (transient, retried next run) | unknown
+pending --claim--> sending --record--> sent | failed | pending (refused for now: the attempt is
+`deferred`, retried next run) | unknown
 A claim is committed before the message leaves; its send_log row counts toward the daily limit
 from that moment. Whatever happens to the process afterwards, a recipient in `sending` or
 `unknown` is never picked up again automatically: SES has no idempotency token, so the only
 safe answer to "did it go out?" after a crash is to ask a person.
+
+This module alone writes send state: claim, record, recover, skip, and settle (from SES events
+or a person's `resolve`, kept in `send_log.resolution`). `admin`, `events` and `run_daily` ask it.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
+from typing import Literal, TypeVar
 
-from .database import COUNTED_LOG_STATUSES, iso, transaction
+from .database import COUNTED_LOG_STATUSES, Patience, audit, iso, transaction
 from .errors import SendError
+from .imports import FINISHED
+
+log = logging.getLogger("email_automation.ledger")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,14 +40,16 @@ class Claim:
 
 
 # The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
-# campaign, not suppressed, and not (maybe) mailed already in another campaign. The run picks its
-# batch with it, and `status`, the dashboard and `preview` show it; claim() re-checks it all.
+# campaign, not suppressed, not (maybe) mailed already in another campaign, and from a finished
+# import. The run picks its batch with it, and `status`, the dashboard and `preview` show it;
+# claim() re-checks the rest (a finished import never becomes unfinished again).
 QUEUE_FROM_WHERE = (
     " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
     " WHERE r.status = 'pending' AND c.status = 'active'"
     " AND r.email NOT IN (SELECT email FROM suppressions)"
     " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
     "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+    " AND " + FINISHED  # an import still running is not in the queue yet
 )
 
 
@@ -52,6 +65,11 @@ def counted_today(conn: sqlite3.Connection, day: str) -> int:
         f"SELECT count(*) FROM send_log WHERE batch_date = ? AND status IN ({marks})",
         (day, *COUNTED_LOG_STATUSES),
     ).fetchone()[0]
+
+
+def remaining_today(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, daily_limit: int) -> int:
+    """What is left of DAILY_LIMIT today: the one figure the run, `status` and the dashboard show."""
+    return max(0, daily_limit - counted_today(conn, batch_date(now, tz)))
 
 
 def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
@@ -116,27 +134,40 @@ def claim(
     return Claim(log_id, attempt_id, recipient_id, row["email"])
 
 
-def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None) -> None:
-    """The provider accepted the message; `note` keeps what it refused before (throttling retries)."""
-    with transaction(conn):
-        conn.execute(
-            "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
-            (message_id, iso(now), note, c.log_id),
-        )
-        conn.execute(
-            "UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-            (iso(now), iso(now), c.recipient_id),
-        )
+def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None,
+                patience: Patience | None = None) -> None:
+    """The provider accepted the message; `note` keeps what it refused before (throttling retries).
+
+    With `patience`, a locked database is waited out (see `Patience`) rather than failing.
+    """
+    def write() -> None:
+        with transaction(conn):
+            conn.execute(
+                "UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
+                (message_id, iso(now), note, c.log_id),
+            )
+            conn.execute(
+                "UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+                (iso(now), iso(now), c.recipient_id),
+            )
+
+    _write(write, patience, f"that {c.email} was sent as {message_id}")
+
+
+def _write(write: Callable[[], T], patience: Patience | None, what: str) -> T:
+    return write() if patience is None else patience.run(write, what)
 
 
 def record_failure(
     conn: sqlite3.Connection, c: Claim, err: SendError, *, now: datetime, max_attempts: int,
+    patience: Patience | None = None,
 ) -> str:
     """Record a send that did not (certainly) go out; returns the recipient's new status.
 
     Ambiguous -> unknown (never retried automatically); permanent -> failed; fatal -> pending
-    with the attempt not counted (the account, not the recipient, is at fault); transient ->
-    pending until `max_attempts` attempts were made, then failed.
+    with the attempt `deferred` and given back (the account, not the recipient, is at fault);
+    transient -> pending with the attempt `deferred` until `max_attempts` attempts were made,
+    then failed. A deferred attempt never counts toward the daily limit: nothing left.
     """
     error = f"{err.code}: {err}" if err.code else str(err)
     refund = 0
@@ -145,20 +176,24 @@ def record_failure(
     elif err.error_class == "permanent":
         log_status = new_status = "failed"
     elif err.error_class == "fatal":
-        log_status, new_status, refund = "failed", "pending", 1
+        log_status, new_status, refund = "deferred", "pending", 1
     else:
-        log_status = "failed"
         attempts = conn.execute("SELECT attempts FROM recipients WHERE id = ?", (c.recipient_id,)).fetchone()[0]
         new_status = "failed" if attempts >= max_attempts else "pending"
-    with transaction(conn):
-        conn.execute(
-            "UPDATE send_log SET status = ?, error = ?, error_class = ?, finished_at = ? WHERE id = ?",
-            (log_status, error, err.error_class, iso(now), c.log_id),
-        )
-        conn.execute(
-            "UPDATE recipients SET status = ?, last_error = ?, attempts = attempts - ?, updated_at = ? WHERE id = ?",
-            (new_status, error, refund, iso(now), c.recipient_id),
-        )
+        log_status = "failed" if new_status == "failed" else "deferred"
+
+    def write() -> None:
+        with transaction(conn):
+            conn.execute(
+                "UPDATE send_log SET status = ?, error = ?, error_class = ?, finished_at = ? WHERE id = ?",
+                (log_status, error, err.error_class, iso(now), c.log_id),
+            )
+            conn.execute(
+                "UPDATE recipients SET status = ?, last_error = ?, attempts = attempts - ?, updated_at = ? WHERE id = ?",
+                (new_status, error, refund, iso(now), c.recipient_id),
+            )
+
+    _write(write, patience, f"that the send to {c.email} ended {log_status}")
     return new_status
 
 
@@ -183,6 +218,14 @@ def mark_skipped(conn: sqlite3.Connection, recipient_id: int, reason: str, *, no
             (reason, iso(now), recipient_id),
         )
     return cur.rowcount == 1
+
+
+def skip_pending_address(conn: sqlite3.Connection, address: str, reason: str, *, now: datetime) -> int:
+    """Every pending recipient with this address becomes skipped (call inside a transaction)."""
+    return conn.execute(
+        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
+        (f"suppressed: {reason}", iso(now), address),
+    ).rowcount
 
 
 def mark_unsendable(conn: sqlite3.Connection, recipient_id: int, reason: str, *, now: datetime) -> None:
@@ -211,3 +254,166 @@ def recover_interrupted(conn: sqlite3.Connection, *, now: datetime) -> int:
             (note, iso(now)),
         )
     return cur.rowcount
+
+
+# --- changes a person asks for (admin.py audits them) -------------------------------------------
+
+
+def skip_by_hand(conn: sqlite3.Connection, recipient_ids: list[int], *, actor: str, now: datetime) -> None:
+    """Never send to these recipients (pending or failed); call inside a transaction."""
+    conn.executemany(
+        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?"
+        " AND status IN ('pending', 'failed')",
+        [(f"skipped by {actor}", iso(now), i) for i in recipient_ids],
+    )
+
+
+def requeue_failed(conn: sqlite3.Connection, *, campaign_id: int | None, now: datetime) -> int:
+    """Failed recipients back to pending with a fresh attempt count, suppressed ones left failed."""
+    sql = ("UPDATE recipients SET status = 'pending', attempts = 0, updated_at = ? WHERE status = 'failed'"
+           " AND email NOT IN (SELECT email FROM suppressions)")
+    args: list = [iso(now)]
+    if campaign_id is not None:
+        sql += " AND campaign_id = ?"
+        args.append(campaign_id)
+    return conn.execute(sql, args).rowcount
+
+
+# --- settling attempts whose outcome was in doubt -----------------------------------------------
+# `send_log.resolution` says how: `sent` or `failed` (from SES events or a person), `pending` (a
+# person decided it did not go out: the attempt is `deferred` and the recipient may be mailed
+# again), `disputed` (settled as pending, and SES reported the send afterwards).
+
+NOT_SENT_KINDS = frozenset({"REJECTED", "RENDERING_FAILED"})  # SES took the call but sent nothing
+
+
+def seen_by_ses(conn: sqlite3.Connection, recipient_ids: list[int]) -> str | None:
+    """The SES event kinds stored for these recipients' `unknown` attempts, if any (proof it was sent)."""
+    marks = ",".join("?" * len(recipient_ids))
+    return conn.execute(
+        "SELECT GROUP_CONCAT(DISTINCT e.kind) FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id"
+        f" WHERE l.recipient_id IN ({marks}) AND l.status = 'unknown' AND e.kind != 'UNKNOWN'",
+        recipient_ids,
+    ).fetchone()[0]
+
+
+def resolve_by_hand(conn: sqlite3.Connection, recipient_ids: list[int], outcome: Literal["sent", "pending"], *,
+                    actor: str, now: datetime) -> None:
+    """A person's decision on `unknown` recipients (call inside a transaction).
+
+    `sent`: it arrived. `pending`: it certainly did not, so the attempt is `deferred` (not counted
+    toward the daily limit) and the next run may send it again.
+    """
+    log_status = "sent" if outcome == "sent" else "deferred"
+    for rid in recipient_ids:
+        conn.execute(
+            "UPDATE send_log SET status = ?, resolution = ?, error = COALESCE(error, '') || ?"
+            " WHERE recipient_id = ? AND status = 'unknown'",
+            (log_status, outcome, f" [resolved as {outcome} by {actor}]", rid),
+        )
+        conn.execute(
+            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
+            " last_error = ?, updated_at = ? WHERE id = ? AND status = 'unknown'",
+            (outcome, outcome, iso(now), f"resolved as {outcome} by {actor}", iso(now), rid),
+        )
+
+
+@dataclass
+class Settled:
+    """What `settle_from_events` did: attempts settled, and one line per change for a person."""
+
+    count: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+SETTLE_CANDIDATES_SQL = (
+    "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+    " WHERE e.kind != 'UNKNOWN' AND l.id IN ("
+    "   SELECT id FROM send_log WHERE status = 'unknown'"
+    "   UNION SELECT s.id FROM ses_events x CROSS JOIN send_log s ON s.attempt_id = x.attempt_id"
+    "   WHERE x.kind IN ('REJECTED', 'RENDERING_FAILED') AND s.status = 'sent')"
+    " GROUP BY l.id ORDER BY l.id"
+)
+
+
+def settle_from_events(conn: sqlite3.Connection, *, actor: str, now: datetime) -> Settled:
+    """Settle attempts from the SES events stored so far (call inside a transaction).
+
+    `unknown` attempts that some event names: SES accepted them, so they were sent, unless SES's
+    only word on them is that it rejected the content (or could not render it): then they were
+    not, and neither were `sent` attempts SES rejected after accepting the call. Runs over every
+    stored event: one that arrived while its attempt was still `sending` (the run died later)
+    settles it once the next run has marked it `unknown`. Both candidate sets come through an
+    index: the open attempts, and the attempts named by a Reject or Rendering Failure event.
+    """
+    settled = Settled()
+    for row in conn.execute(SETTLE_CANDIDATES_SQL).fetchall():
+        kinds = set(row["kinds"].split(","))
+        if kinds <= {"SENT", *NOT_SENT_KINDS} and kinds & NOT_SENT_KINDS:
+            status, verdict = "failed", "not sent"
+        elif row["status"] == "unknown":
+            status, verdict = "sent", "sent"
+        else:
+            continue  # sent, and a Delivery (or the like) says so despite the Reject
+        note = f"resolved as {verdict} by {actor}: SES reported {row['kinds']}"
+        conn.execute(
+            "UPDATE send_log SET status = ?, resolution = ?, message_id = COALESCE(message_id, ?),"
+            " error = COALESCE(error, '') || ?, finished_at = COALESCE(finished_at, ?) WHERE id = ?",
+            (status, status, row["message_id"], f" [{note}]", iso(now), row["id"]),
+        )
+        conn.execute(
+            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) END,"
+            " last_error = ?, updated_at = ? WHERE id = ? AND status = ?",
+            (status, status, row["first_seen"] or iso(now), note, iso(now), row["recipient_id"], row["status"]),
+        )
+        audit(conn, actor, f"resolve-{status}", row["email"], note, now)
+        settled.count += 1
+        settled.notes.append(f"{row['email']}: unknown send reconciled as {verdict} (SES {row['kinds']}, {row['message_id']})")
+    _flag_sends_resolved_as_pending(conn, settled, actor=actor, now=now)
+    return settled
+
+
+RESOLVED_PENDING_SQL = (
+    "SELECT l.id, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+    " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
+    " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
+    " WHERE l.resolution = 'pending' AND e.kind NOT IN ('UNKNOWN', 'REJECTED', 'RENDERING_FAILED')"
+    " GROUP BY l.id ORDER BY l.id"
+)
+
+
+def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, settled: Settled, *, actor: str, now: datetime) -> None:
+    """An event for an attempt a person had resolved as not sent: the first message did go out.
+
+    The person must learn it: once per attempt (its resolution becomes `disputed`), a note on the
+    log row, an admin_log row and a warning. If the recipient is still waiting in the queue, it is
+    not mailed again: it and the attempt become `sent`. Once a second message has been handed
+    over, nothing can be undone. Events that prove nothing went out do not count.
+    """
+    flag = "[SES later reported this send"
+    for row in conn.execute(RESOLVED_PENDING_SQL).fetchall():
+        if row["kinds"] == "SENT" and conn.execute(
+            "SELECT 1 FROM ses_events e JOIN send_log l ON l.attempt_id = e.attempt_id"
+            " WHERE l.id = ? AND e.kind IN ('REJECTED', 'RENDERING_FAILED')", (row["id"],)).fetchone():
+            continue  # SES took it, then did not send it after all
+        held = conn.execute(
+            "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            (row["first_seen"] or iso(now), f"SES reported {row['kinds']} for a send resolved as not sent",
+             iso(now), row["recipient_id"]),
+        ).rowcount
+        if held:
+            note = (f"{flag}: {row['kinds']}; it had been resolved as not sent, so it is now sent and the "
+                    "recipient is not mailed again]")
+        else:
+            note = f"{flag}: {row['kinds']}; it had been resolved as not sent, so this address may have two messages]"
+        conn.execute(
+            "UPDATE send_log SET status = CASE WHEN ? THEN 'sent' ELSE status END, resolution = 'disputed',"
+            " message_id = COALESCE(message_id, ?), error = COALESCE(error, '') || ? WHERE id = ?",
+            (held, row["message_id"], f" {note}", row["id"]),
+        )
+        audit(conn, actor, "duplicate-risk", row["email"], note, now)
+        settled.notes.append(f"{row['email']}: {note.strip('[]')}")
+        log.warning("%s: %s", row["email"], note.strip("[]"))

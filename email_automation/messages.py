@@ -60,7 +60,7 @@ def build_wire(
     name = _recipient_text(to_name, to, "name (first_name, last_name)")
     subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
     to_header = headers.mailbox("To", name, recipient.addr_spec)
-    message_id = make_msgid(domain=_ascii_domain(message_id_domain or sender.domain))
+    message_id = make_msgid(domain=headers.ascii_domain(message_id_domain or sender.domain))
     fields = [("From", headers.mailbox("From", _setting_text(settings.sender_name, "SENDER_NAME"), sender.addr_spec)),
               ("To", to_header)]
     if reply_to:
@@ -147,16 +147,12 @@ def _address(value: str, setting: str | None) -> Address:
         problem = "has a non-ASCII local part, which SES and most SMTP servers cannot deliver"
     else:
         try:
-            return Address(username=local, domain=_ascii_domain(domain))
+            return Address(username=local, domain=headers.ascii_domain(domain))
         except (ValueError, UnicodeError, TypeError) as err:
             problem = f"is not an email address ({err})"
     if setting:
         raise ConfigError(f"invalid setting {setting}={show_value(value)}: {problem}")
     raise PermanentSendError(f"recipient {value!r} {problem}", code="InvalidAddress")
-
-
-def _ascii_domain(domain: str) -> str:
-    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
 
 
 def _aware(moment: datetime) -> datetime:

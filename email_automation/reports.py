@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
-from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today
+from .imports import FINISHED
+from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today, remaining_today
 
 LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
 # OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
@@ -42,17 +43,16 @@ class StatusSummary:
     counted_today: int  # sent + sending + unknown: what the daily limit counts
     daily_limit: int
     suppressed: int
+    remaining_today: int
     sent_today: int = 0  # certainly sent
-
-    @property
-    def remaining_today(self) -> int:
-        return max(0, self.daily_limit - self.counted_today)
+    deferred_today: int = 0  # refused for now; the recipients wait in the queue, not counted
 
     def as_dict(self) -> dict:
         return {
             "campaigns": {c.name: {"state": c.state, **c.counts} for c in self.campaigns},
             "today": self.today,
             "sent_today": self.sent_today,
+            "deferred_today": self.deferred_today,
             "counted_today": self.counted_today,
             "daily_limit": self.daily_limit,
             "remaining_today": self.remaining_today,
@@ -63,7 +63,8 @@ class StatusSummary:
 def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int) -> StatusSummary:
     """Recipients by status per campaign, and today's counted attempts against the limit."""
     counts: dict[int, dict[str, int]] = {}
-    for row in conn.execute("SELECT campaign_id, status, count(*) FROM recipients GROUP BY campaign_id, status"):
+    for row in conn.execute(f"SELECT campaign_id, status, count(*) FROM recipients r WHERE {FINISHED}"
+                            " GROUP BY campaign_id, status"):
         counts.setdefault(row[0], {})[row[1]] = row[2]
     campaigns = [
         CampaignStatus(c["name"], c["status"], {s: counts.get(c["id"], {}).get(s, 0) for s in RECIPIENT_STATUSES})
@@ -71,8 +72,11 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     ]
     day = batch_date(now, tz)
     suppressed = conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
-    sent = conn.execute("SELECT count(*) FROM send_log WHERE batch_date = ? AND status = 'sent'", (day,)).fetchone()[0]
-    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed, sent)
+    sent, deferred = conn.execute(
+        "SELECT coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'deferred'), 0) FROM send_log"
+        " WHERE batch_date = ? AND status IN ('sent', 'deferred')", (day,)).fetchone()
+    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed,
+                         remaining_today(conn, now=now, tz=tz, daily_limit=daily_limit), sent, deferred)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -110,7 +114,13 @@ class LogSummary:
 
     @property
     def failed(self) -> int:
+        """Attempts that ended their recipient as failed (the same meaning as in `status`)."""
         return self.counts["failed"]
+
+    @property
+    def deferred(self) -> int:
+        """Attempts refused for now (or settled as not sent): the recipient stays in the queue."""
+        return self.counts["deferred"]
 
     @property
     def dry_run(self) -> int:
@@ -127,6 +137,7 @@ class DayCount:
     sent: int
     failed: int
     dry_run: int
+    deferred: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,10 +172,10 @@ def log_filter_sql(f: LogFilter) -> tuple[str, str, list]:
         clauses.append("r.campaign_id = (SELECT id FROM campaigns WHERE name = ?)")
         args.append(f.campaign)
     if f.email:
-        from .admin import normalize_email  # email-validator: loaded only for a search by address
+        from .addresses import lookup_form  # email-validator: loaded only for a search by address
 
         clauses.append("instr(r.email, ?) > 0")
-        args.append(normalize_email(f.email))
+        args.append(lookup_form(f.email))
     if f.status:
         clauses.append("l.status = ?")
         args.append(f.status)
@@ -183,14 +194,14 @@ def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
 
 
 def daily_counts(conn: sqlite3.Connection, f: LogFilter) -> list[DayCount]:
-    """Sent, failed and dry-run attempts per batch day, oldest first (days without rows left out)."""
+    """Sent, failed, dry-run and deferred attempts per batch day, oldest first (days without rows left out)."""
     join, where, args = log_filter_sql(f)
     rows = conn.execute(
-        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run')"
-        f" FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
+        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run'),"
+        f" sum(l.status = 'deferred') FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
         args,
     )
-    return [DayCount(date.fromisoformat(day), sent, failed, dry) for day, sent, failed, dry in rows]
+    return [DayCount(date.fromisoformat(day), sent, failed, dry, deferred) for day, sent, failed, dry, deferred in rows]
 
 
 _LOG_FIELDS = "l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error"
@@ -249,8 +260,6 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 # --- recipients ------------------------------------------------------------------------------
 
 
-
-
 def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:
     """Sendable recipients in the order the next runs will mail them."""
     rows = conn.execute(
@@ -284,10 +293,10 @@ def failed_recipients(conn: sqlite3.Connection, *, limit: int) -> list[dict]:
 
 def recipient_counts(conn: sqlite3.Connection, campaign: str | None = None) -> dict[str, int]:
     """Recipients by status (every status present, 0 when none), optionally for one campaign."""
-    sql = "SELECT status, count(*) FROM recipients"
+    sql = f"SELECT status, count(*) FROM recipients r WHERE {FINISHED}"
     args: list = []
     if campaign:
-        sql += " WHERE campaign_id = (SELECT id FROM campaigns WHERE name = ?)"
+        sql += " AND campaign_id = (SELECT id FROM campaigns WHERE name = ?)"
         args.append(campaign)
     counts = dict.fromkeys(RECIPIENT_STATUSES, 0)
     counts.update(conn.execute(f"{sql} GROUP BY status", args).fetchall())

@@ -221,7 +221,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     else:
         _send_in_turn(settings, conn, transport, batch, templates, report, delay=delay, now=now, sleep=sleep,
                       rng=rng, on_outcome=on_outcome)
-    report.remaining_today = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     return report
 
 
@@ -280,7 +280,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             if done.error is not None and not isinstance(done.error, SendError):
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
-            outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now)
+            outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now, sleep=sleep)
             _finish(report, outcome, streak, on_outcome)
 
     try:
@@ -346,7 +346,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now,
     Empty when the day's limit is used up, or when the provider says the account may not send
     (then `report.fatal_error` says why and nothing is claimed).
     """
-    remaining = max(0, settings.daily_limit - ledger.counted_today(conn, ledger.batch_date(now(), settings.tz)))
+    remaining = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     size = remaining if limit is None else min(remaining, max(0, limit))
     delay = settings.delay_seconds
     if not report.dry_run and size:
@@ -480,8 +480,8 @@ def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep)
     try:
         message_id = _send_with_retries(transport, wire, _tags(item, claim), sleep, refused)
     except SendError as err:
-        return _record(settings, conn, item, claim, err, refused, now=now)
-    return _record(settings, conn, item, claim, message_id, refused, now=now)
+        return _record(settings, conn, item, claim, err, refused, now=now, sleep=sleep)
+    return _record(settings, conn, item, claim, message_id, refused, now=now, sleep=sleep)
 
 
 def _claim(settings, conn, item: _Planned, subject: str, transport_name: str, *,
@@ -508,7 +508,7 @@ def _tags(item: _Planned, claim: ledger.Claim) -> dict[str, str]:
 
 
 def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | SendError,
-            refused: list[SendError], *, now) -> Outcome:
+            refused: list[SendError], *, now, sleep) -> Outcome:
     """Record a claimed send's outcome (`result` is the message id, or the error the send raised).
 
     Not flushed to disk at once (see `database.deferred_sync`): a lost record leaves the claim in
@@ -516,12 +516,14 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
     """
     if isinstance(result, SendError):
         with database.deferred_sync(conn):
-            status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts)
+            status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
+                                           patience=ledger.Patience(now, sleep))
         shown = "fatal" if isinstance(result, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result))
     try:
         with database.deferred_sync(conn):
-            ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused))
+            ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
+                               patience=ledger.Patience(now, sleep))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",

@@ -75,7 +75,7 @@ def build_summary(settings: Settings, report: RunReport, *, now: datetime) -> Em
     msg["To"] = Address(addr_spec=settings.report_email)
     msg["Subject"] = summary_subject(report, day)
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid(domain=settings.sender_domain)
+    msg["Message-ID"] = make_msgid(domain=headers.ascii_domain(settings.sender_email.rpartition("@")[2] or "localhost"))
     # Keeps auto-responders (out of office) from answering a machine's report.
     msg["Auto-Submitted"] = "auto-generated"
     body = summary_text(report, day=day, host=socket.gethostname(), workdir=os.getcwd())

@@ -166,7 +166,7 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     assert report.fatal_error == "AccountSendingPaused: the account is paused"
     logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
     assert "sending" not in logged.values(), "every claim was settled before the run returned"
-    assert logged["person1@example.com"] == "failed"
+    assert logged["person1@example.com"] == "deferred", "the account, not the recipient, is at fault"
     assert len(logged) <= 1 + 3, "at most one round of sends after the fatal one was claimed"
     assert statuses(db)["person9@example.com"] == "pending"
 

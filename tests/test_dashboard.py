@@ -89,6 +89,7 @@ def test_metrics_equal_the_database_for_the_default_30_days(settings, clock, day
     metrics = shown(at)
     assert number(metrics["Sent"]) == truth["sent"]
     assert number(metrics["Failed"]) == truth["failed"]
+    assert number(metrics["Deferred"]) == truth["deferred"]
     assert number(metrics["Dry-run (not sent)"]) == truth["dry_run"] == 3
     with connect(settings.db_path, readonly=True) as conn:
         unique = conn.execute("SELECT count(DISTINCT recipient_id) FROM send_log WHERE batch_date >= ?"
@@ -280,7 +281,7 @@ def test_an_admin_error_is_shown_not_raised(settings, clock, days):
 
 def test_a_fresh_database_shows_zeros_and_an_empty_log(settings, clock, db):
     at = page(settings, clock)
-    assert shown(at) == {"Sent": "0", "Failed": "0", "Bounce rate": "n/a", "Complaint rate": "n/a",
+    assert shown(at) == {"Sent": "0", "Failed": "0", "Deferred": "0", "Bounce rate": "n/a", "Complaint rate": "n/a",
                          "Unique recipients": "0", "Dry-run (not sent)": "0", "Pending": "0", "Unknown": "0",
                          "Daily limit used (2026-11-25)": f"0 / {settings.daily_limit}"}
     assert [i.value for i in at.info][0] == "No sends in these days."
@@ -298,7 +299,7 @@ def test_the_script_reads_db_path_from_the_environment(settings, clock, days, mo
     monkeypatch.setenv("DB_PATH", str(settings.db_path))
     monkeypatch.setenv("TIMEZONE", "Europe/Berlin")
     at = AppTest.from_file(dashboard.__file__, default_timeout=30).run()
-    assert not at.exception and len(at.metric) == 9
+    assert not at.exception and len(at.metric) == 10
     assert "Read-only dashboard" in " ".join(i.value for i in at.info)
 
 
@@ -349,10 +350,11 @@ def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, d
     reports = Reports(settings.db_path, settings, now=clock)
     f = reports.default_filter()
     frame = dashboard.per_day_frame(reports.daily(f), f)
-    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed"]
-    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0]
-    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0]
+    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed", "deferred"]
+    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0, 0]
+    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0, 0]
     assert frame["sent"].sum() == reports.summary(f).sent
+    assert frame["deferred"].sum() == reports.summary(f).deferred
     assert page(settings, clock).get("arrow_vega_lite_chart") or page(settings, clock).get("vega_lite_chart")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,196 @@ def test_two_processes_creating_the_same_database_at_once_both_succeed(tmp_path)
     conn = connect(path)
     assert schema_version(conn) == SCHEMA_VERSION
     assert conn.execute("SELECT count(*) FROM campaigns").fetchone()[0] == 1
+
+
+# --- only `init` creates a database ------------------------------------------------------------
+
+# Every command that reads or writes the database, as a user types it (after `--db PATH`).
+_EXAMPLE_CSV = str(Path(__file__).resolve().parents[1] / "examples" / "recipients.csv")
+_DB_COMMANDS = [
+    ["import", _EXAMPLE_CSV], ["status"], ["run"], ["preview"], ["template", "show"], ["retry-failed"], ["skip", "a@example.com"],
+    ["suppress", "a@example.com"], ["unsuppress", "a@example.com"], ["resolve", "a@example.com", "--sent"],
+    ["pause", "default"], ["resume", "default"], ["dashboard"],
+    ["events", "--queue-url", "https://sqs.us-east-1.amazonaws.com/123456789012/ses-events"],
+]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_streamlit(monkeypatch):
+    """`dashboard` past its checks would start Streamlit: a stand-in that exits at once instead."""
+    import sys
+
+    from email_automation.cli import dashboard as cli_dashboard
+
+    monkeypatch.setattr(cli_dashboard, "streamlit_command", lambda **_: [sys.executable, "-c", "pass"])
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def _foreign_db(path):
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    other.execute("INSERT INTO notes (body) VALUES ('keep me')")
+    other.commit()
+    other.close()
+
+
+@pytest.mark.parametrize("command", _DB_COMMANDS, ids=lambda c: c[0])
+def test_no_command_but_init_creates_a_database(tmp_path, command):
+    path = tmp_path / "missing.db"
+    result = _cli(*command, "--db", str(path))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"Error: {path}: no database yet; run `email-automation init` first\n")
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("command", _DB_COMMANDS, ids=lambda c: c[0])
+def test_a_zero_byte_database_is_refused_not_recreated_empty(tmp_path, command):
+    path = tmp_path / "truncated.db"
+    path.touch()  # what a full disk or an interrupted copy leaves behind
+    result = _cli(*command, "--db", str(path))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"Error: {path}: the file has no email-automation data (it is empty: truncated or not a copy of "
+               "the database?); restore it from a backup, or run `email-automation init` to start a new one\n")
+    assert path.stat().st_size == 0
+
+
+@pytest.mark.parametrize("command", [*_DB_COMMANDS, ["init"]], ids=lambda c: c[0])
+def test_another_programs_database_is_refused_and_left_alone(tmp_path, command):
+    path = tmp_path / "other.db"
+    _foreign_db(path)
+    before = path.read_bytes()
+    result = _cli(*command, "--db", str(path))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"Error: {path}: not an email-automation database (it holds tables of another program); "
+               "check DB_PATH or --db\n")
+    assert path.read_bytes() == before
+
+
+def test_init_starts_a_new_database_in_an_empty_file(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    assert _cli("init", "--db", str(path)).exit_code == 0
+    assert _cli("status", "--db", str(path)).exit_code == 0
+
+
+def test_backup_and_doctor_refuse_an_empty_database(tmp_path):
+    from email_automation.doctor import FAIL, check_database
+
+    path = tmp_path / "truncated.db"
+    path.touch()
+    result = _cli("backup", str(tmp_path / "copy.db"), "--db", str(path))
+    assert result.exit_code == 2 and "the file has no email-automation data" in result.stderr
+    assert not (tmp_path / "copy.db").exists()
+    check = check_database(path)
+    assert check.status == FAIL and "the file has no email-automation data" in check.detail
+
+
+def test_the_dashboard_data_refuses_an_empty_database(tmp_path, settings):
+    from email_automation.dashboard_data import Reports
+
+    settings.db_path.touch()
+    with pytest.raises(ConfigError, match="the file has no email-automation data"):
+        Reports(settings.db_path, settings).today()
+    assert settings.db_path.stat().st_size == 0
+
+
+# --- upgrading databases written by earlier versions ------------------------------------------
+
+
+def _database_at_version(path, version, monkeypatch) -> sqlite3.Connection:
+    with monkeypatch.context() as patch:
+        patch.setattr(database, "MIGRATIONS", database.MIGRATIONS[:version])
+        patch.setattr(database, "SCHEMA_VERSION", version)
+        return init_db(path)
+
+
+def _old_attempt(conn, email, status, *, error=None, error_class=None, recipient_status="pending"):
+    """A recipient and one send_log row as version 3 wrote them; returns the log row's id."""
+    rid = conn.execute("INSERT OR IGNORE INTO recipients (campaign_id, email, status, created_at) VALUES (1, ?, ?, 'x')",
+                       (email, recipient_status)).lastrowid
+    rid = conn.execute("SELECT id FROM recipients WHERE email = ?", (email,)).fetchone()[0]
+    return conn.execute(
+        "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, error, error_class, transport)"
+        " VALUES (?, lower(hex(randomblob(16))), '2026-11-20', '2026-11-20T08:00:00.000000Z', ?, ?, ?, 'ses')",
+        (rid, status, error, error_class)).lastrowid
+
+
+def test_upgrading_gives_refused_for_now_attempts_their_own_status(tmp_path, monkeypatch):
+    path = tmp_path / "v3.db"
+    conn = _database_at_version(path, 3, monkeypatch)
+    ids = {
+        # a 451 / throttling refusal, the recipient left pending: what the dashboard counted as failed
+        "greylisted": _old_attempt(conn, "grey@example.com", "failed", error="451: try later", error_class="transient"),
+        # the last of MAX_ATTEMPTS refusals really failed the recipient; the one before did not
+        "retried": _old_attempt(conn, "tired@example.com", "failed", error="451", error_class="transient",
+                                recipient_status="failed"),
+        "gave_up": _old_attempt(conn, "tired@example.com", "failed", error="451", error_class="transient",
+                                recipient_status="failed"),
+        "paused_account": _old_attempt(conn, "acct@example.com", "failed", error="SendingPaused", error_class="fatal"),
+        "bounced": _old_attempt(conn, "gone@example.com", "failed", error="550: no such user",
+                                error_class="permanent", recipient_status="failed"),
+        "resolved_pending": _old_attempt(conn, "doubt@example.com", "failed",
+                                         error="read timeout [resolved as pending by cli]", error_class="ambiguous"),
+        "resolved_sent": _old_attempt(conn, "seen@example.com", "sent", error="read timeout [resolved as sent by cli]",
+                                      error_class="ambiguous", recipient_status="sent"),
+        "ses_not_sent": _old_attempt(conn, "rej@example.com", "failed", recipient_status="failed",
+                                     error=" [resolved as not sent by ses-event: SES reported REJECTED]"),
+        "disputed": _old_attempt(conn, "twice@example.com", "failed", error_class="ambiguous",
+                                 error="timeout [resolved as pending by cli] [SES later reported this send: DELIVERED; "
+                                       "it had been resolved as not sent, so this address may have two messages]"),
+        "plain_sent": _old_attempt(conn, "ok@example.com", "sent", recipient_status="sent"),
+    }
+    conn.close()
+    conn = open_db(path)
+    got = {name: tuple(conn.execute("SELECT status, resolution FROM send_log WHERE id = ?", (i,)).fetchone())
+           for name, i in ids.items()}
+    assert got == {
+        "greylisted": ("deferred", None), "retried": ("deferred", None), "gave_up": ("failed", None),
+        "paused_account": ("deferred", None), "bounced": ("failed", None),
+        "resolved_pending": ("deferred", "pending"), "resolved_sent": ("sent", "sent"),
+        "ses_not_sent": ("failed", "failed"), "disputed": ("deferred", "disputed"), "plain_sent": ("sent", None),
+    }
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'send_log'")}
+    assert {"send_log_daily", "send_log_recipient", "send_log_unknown", "send_log_resolved_pending"} <= indexes
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_upgrading_restores_an_overwritten_first_suppression_reason(tmp_path, monkeypatch):
+    path = tmp_path / "v4.db"
+    conn = _database_at_version(path, 4, monkeypatch)
+    # What version 4 wrote: an unsubscribe from SES, then `suppress` by hand overwrote its reason.
+    conn.execute("INSERT INTO suppressions VALUES ('u@example.com', 'manual', 'cli', '2026-11-01T09:00:00.000000Z')")
+    conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES"
+                 " ('2026-11-01T09:00:00.000000Z', 'ses-event', 'suppress', 'u@example.com', 'unsubscribe: unsubscribed'),"
+                 " ('2026-11-05T10:00:00.000000Z', 'cli', 'suppress', 'u@example.com', 'manual')")
+    conn.execute("INSERT INTO suppressions VALUES ('quiet@example.com', 'complaint', 'cli', '2026-11-02T09:00:00.000000Z')")
+    conn.close()
+    conn = open_db(path)
+    assert [tuple(r) for r in conn.execute("SELECT * FROM suppressions ORDER BY email")] == [
+        ("quiet@example.com", "complaint", "cli", "2026-11-02T09:00:00.000000Z"),
+        ("u@example.com", "unsubscribe", "ses-event", "2026-11-01T09:00:00.000000Z"),
+    ]
+    assert [tuple(r) for r in conn.execute("SELECT email, action, reason, source FROM suppression_history ORDER BY id")] == [
+        ("u@example.com", "suppress", "unsubscribe: unsubscribed", "ses-event"),
+        ("u@example.com", "suppress", "manual", "cli"),
+        ("quiet@example.com", "suppress", "complaint", "cli"),
+    ]
+
+
+def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connection(tmp_path, settings, monkeypatch):
+    from email_automation.dashboard_data import Reports
+
+    _database_at_version(settings.db_path, 3, monkeypatch).close()
+    with pytest.raises(ConfigError) as caught:
+        Reports(settings.db_path, settings).today()
+    assert str(caught.value) == (f"{settings.db_path}: the database was made by an older version; "
+                                 "run `email-automation init` to upgrade it")
+    init_db(settings.db_path).close()
+    assert Reports(settings.db_path, settings).today().counted == 0

@@ -43,3 +43,31 @@ def test_every_setting_is_in_the_readme_table():
 
 def test_readme_has_exactly_the_two_setup_commands():
     assert "make demo" in README and "make test" in README
+
+
+def readme_row(command: str) -> str:
+    table = README.split("## Command reference", 1)[1]
+    rows = [line for line in table.splitlines() if re.match(rf"\| `{re.escape(command)}[ `/]", line)
+            or f"/ `{command}" in line]
+    assert rows, f"`{command}` has no row in the README's command reference"
+    return rows[0]
+
+
+def test_every_json_option_is_in_the_readme_reference():
+    for name, command in all_commands():
+        if any("--json" in param.opts for param in command.params):
+            assert "--json" in readme_row(name.split()[0]).split("|")[1], f"`{name} --json` is not in the README"
+
+
+def test_the_readme_lists_exactly_the_keys_of_run_json():
+    from email_automation.cli.sending import run_json
+    from email_automation.run_daily import RunReport
+
+    described = README.split("`--json` prints exactly one object", 1)[1].split("`{", 1)[1].split("}`", 1)[0]
+    assert set(re.findall(r'"(\w+)"', described)) == set(run_json(RunReport(), None))
+
+
+def test_every_command_takes_db_as_the_readme_says():
+    assert "Every command takes `--db PATH`" in README
+    for name, command in all_commands():
+        assert any("--db" in param.opts for param in command.params), f"`{name}` has no --db"

@@ -17,6 +17,7 @@ from moto import mock_aws
 from email_automation.database import transaction
 from email_automation import event_queue as queue
 from email_automation import events as ev
+from email_automation import ledger
 from email_automation.event_queue import poll_queue
 from email_automation.events import EventKind, apply_events, parse_notification
 
@@ -548,8 +549,8 @@ def test_a_recorded_send_that_ses_rejects_afterwards_is_not_counted_as_sent(db):
 
 def test_the_settling_sweep_reads_the_log_through_indexes(db):
     # It runs after every drain: a full scan of a million-row send_log would cost each one ~0.25 s.
-    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ev.SETTLE_CANDIDATES_SQL}")]
+    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ledger.SETTLE_CANDIDATES_SQL}")]
     assert not [step for step in plan if step.startswith("SCAN")], plan
     assert any("send_log_unknown" in step for step in plan) and any("ses_events_rejects" in step for step in plan)
-    flag = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ev.RESOLVED_PENDING_SQL}", ("x",))]
+    flag = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {ledger.RESOLVED_PENDING_SQL}")]
     assert not [step for step in flag if step.startswith("SCAN")], flag

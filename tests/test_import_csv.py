@@ -1,6 +1,6 @@
 """import_csv: real-world CSV exports in, recipients out, all or nothing.
 
-Row numbers are spreadsheet rows: the header is row 1, the first recipient row 2.
+Rejects name the physical line of the file on which their record starts (the header is line 1).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 from textwrap import dedent
 
@@ -16,6 +17,11 @@ import jinja2
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
+from typer.testing import CliRunner
+
+from email_automation import imports, reports
+from email_automation.cli import app
+from email_automation.database import connect
 from email_automation.errors import CsvImportError
 from email_automation.import_csv import MAX_REJECTS_IN_MEMORY, Reject, import_csv, normalize_email
 
@@ -38,9 +44,15 @@ def recipients(db, campaign: str = "default") -> list[dict]:
 
 
 def snapshot(db) -> dict[str, list[tuple]]:
-    """Every row of every table: what 'the database is unchanged' means."""
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    """Every row of every table but the log of imports: what 'the database is unchanged' means."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name != 'imports'"
+                                       " ORDER BY name")]
     return {t: [tuple(row) for row in db.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+
+
+def imports_log(db) -> list[tuple]:
+    """(state, inserted, error) of every import, oldest first."""
+    return [tuple(r) for r in db.execute("SELECT state, inserted, error FROM imports ORDER BY id")]
 
 
 def read_rejects(path: Path) -> list[list[str]]:
@@ -74,15 +86,16 @@ def test_windows_1252_export_round_trips_accents_and_smart_quotes(db, tmp_path):
 
 
 def test_latin1_file_with_bytes_cp1252_lacks_still_imports(db, tmp_path):
-    # 0x81 is undefined in cp1252; only Latin-1 can decode such a file (the byte is a C1 control).
+    # 0x81 is undefined in cp1252; only Latin-1 can decode such a file. The byte is a C1 control,
+    # which no recipient may carry: that one row is refused, the file is not.
     path = tmp_path / "latin1.csv"
-    path.write_bytes("email,first_name,notes\nzoe@example.com,Zoë,x\x81y\n".encode("latin-1"))
+    path.write_bytes("email,first_name,notes\nzoe@example.com,Zoë,ok\nann@example.com,Ann,x\x81y\n".encode("latin-1"))
 
-    import_csv(db, path)
+    report = import_csv(db, path)
 
     (row,) = recipients(db)
     assert row["first_name"] == "Zoë"
-    assert json.loads(row["fields"]) == {"notes": "x\x81y"}
+    assert report.rejects == [Reject(3, "notes", "contains control character U+0081")]
 
 
 def test_cp1252_byte_far_down_the_file_is_not_a_late_failure(db, tmp_path):
@@ -125,6 +138,34 @@ def test_excel_unicode_text_export_utf16_tabs(db, tmp_path):
     assert recipients(db)[0]["first_name"] == "Zoë"
 
 
+def test_a_stray_latin1_byte_in_a_utf8_file_rejects_its_row_not_every_name(db, tmp_path):
+    # One name typed in a Latin-1 tool and pasted into a UTF-8 export: read as Windows-1252, every
+    # other name would become "ZoÃ«". The file stays UTF-8; the one row is refused, by line.
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("email,first_name\nzoe@example.com,Zoë\nann@example.com,Ann\n".encode()
+                     + "jurgen@example.com,Jürgen\n".encode("latin-1") + "cem@example.com,Çem\n".encode())
+
+    report = import_csv(db, path, rejects_path=tmp_path / "rejects.csv")
+
+    assert [r["first_name"] for r in recipients(db)] == ["Zoë", "Ann", "Çem"]
+    assert report.rejects == [Reject(4, "first_name", "byte 0xFC is not UTF-8, unlike the rest of the file (fix its encoding)")]
+    # The rejects file shows the byte as Windows-1252, the likeliest intent, for the user to fix.
+    assert read_rejects(tmp_path / "rejects.csv")[1][:2] == ["jurgen@example.com", "Jürgen"]
+
+
+def test_a_utf8_row_in_a_windows_1252_file_is_refused_not_garbled(db, tmp_path):
+    path = tmp_path / "win.csv"
+    path.write_bytes("email,first_name\nzoe@example.com,Zoë\nann@example.com,Müller\n".encode("cp1252")
+                     + "jurgen@example.com,Jürgen\n".encode())
+
+    report = import_csv(db, path, rejects_path=tmp_path / "rejects.csv")
+
+    assert [r["first_name"] for r in recipients(db)] == ["Zoë", "Müller"]
+    assert report.rejects == [Reject(4, "first_name", "holds UTF-8 text, unlike the rest of the file"
+                                                      " (read as Windows-1252): fix its encoding")]
+    assert read_rejects(tmp_path / "rejects.csv")[1][:2] == ["jurgen@example.com", "Jürgen"]  # not "JÃ¼rgen"
+
+
 @pytest.mark.parametrize("delimiter", [",", ";", "\t"])
 def test_delimiter_is_detected(db, tmp_path, delimiter):
     # The company holds a comma, so a `;`/tab file read as `,` would split it.
@@ -149,8 +190,8 @@ def test_quoted_field_with_newline_and_comma_counts_as_one_row(db, tmp_path):
     report = import_csv(db, path)
 
     assert recipients(db)[0]["company"] == "Acme, Inc.\nBerlin office"
-    # Physical line 4, but spreadsheet row 3: the multi-line cell is one row.
-    assert report.rejects == [Reject(3, "not-an-address", "An email address must have an @-sign.")]
+    # Record 3, but physical line 4: the line a text editor jumps to.
+    assert report.rejects == [Reject(4, "email", "An email address must have an @-sign.")]
 
 
 # --- headers --------------------------------------------------------------------------------
@@ -205,6 +246,56 @@ def test_custom_subject_and_body_are_stored(db, tmp_path):
     assert (bo["custom_subject"], bo["custom_body"]) == (None, None)  # empty cell: use the campaign's
 
 
+def test_control_characters_anywhere_in_the_file_reject_their_row(db, tmp_path):
+    # Past the first 64 KiB, where the binary check looks: a NUL or ESC would reach a mail header.
+    filler = "".join(f"r{n}@example.com,Plain,,\n" for n in range(4000))
+    path = write(tmp_path, "ctl.csv", "email,first_name,custom_subject,custom_body\n" + filler
+                 + "esc@example.com,Esc,Hello \x1b[31mthere,\n"
+                 + "nul@example.com,Nu\x00l,,\n"
+                 + "del@example.com,Del\x7f,,\n"
+                 + "nel@example.com,Nel,,Next\x85line\n"  # a C1 control, two bytes in UTF-8
+                 + 'body@example.com,Body,Tab\tok,"Line one\r\nline two"\n')
+    assert path.stat().st_size > 64 * 1024
+
+    report = import_csv(db, path)
+
+    assert report.rejects == [
+        Reject(4002, "custom_subject", "contains control character U+001B"),
+        Reject(4003, "first_name", "contains control character U+0000"),
+        Reject(4004, "first_name", "contains control character U+007F"),
+        Reject(4005, "custom_body", "contains control character U+0085"),
+    ]
+    body = recipients(db)[-1]
+    assert (body["custom_subject"], body["custom_body"]) == ("Tab\tok", "Line one\r\nline two")  # tab and line breaks are text
+
+
+@pytest.mark.parametrize("control", ["\x1b", "\x7f", "\x85", "\x9f"])
+def test_a_single_control_character_is_found_by_the_file_scan(db, tmp_path, control):
+    # A file the first scan finds clean skips the check per row: the scan must see each kind.
+    path = write(tmp_path, "one.csv", f"email,first_name\nann@example.com,Ann\nbo@example.com,B{control}o\n")
+
+    report = import_csv(db, path)
+
+    assert report.rejects == [Reject(3, "first_name", f"contains control character U+{ord(control):04X}")]
+
+
+def test_rejects_file_is_formula_safe_and_keeps_the_row(db, tmp_path):
+    path = write(tmp_path, "evil.csv", """
+        email,first_name,=cmd
+        "=HYPERLINK(""http://evil.example"",""click"")",+Ann,@SUM(A1)
+        -bob,Bob,plain
+    """)
+
+    report = import_csv(db, path)
+
+    assert read_rejects(report.rejects_file) == [
+        ["email", "first_name", "'=cmd", "line", "field", "reason"],
+        ["'=HYPERLINK(\"http://evil.example\",\"click\")", "'+Ann", "'@SUM(A1)", "2", "email",
+         "An email address must have an @-sign."],
+        ["'-bob", "Bob", "plain", "3", "email", "An email address must have an @-sign."],
+    ]
+
+
 # --- duplicates -----------------------------------------------------------------------------
 
 def test_duplicates_by_case_and_spaces_within_the_file(db, tmp_path):
@@ -238,7 +329,7 @@ def test_crm_export_fixture(db, tmp_path):
 
     assert (report.inserted, report.duplicates, report.invalid) == (3, 1, 1)
     no_period = "The part after the @-sign is not valid. It should have a period."
-    assert report.rejects == [Reject(5, "priya.nair@example", no_period)]
+    assert report.rejects == [Reject(6, "E-Mail Address", no_period)]  # the multi-line note spans lines 4-5
     sarah, james, zoe = recipients(db)
     assert (sarah["email"], sarah["first_name"], sarah["last_name"], sarah["company"]) == \
         ("sarah.klein@example.com", "Sarah", "Klein", "Northwind Analytics")
@@ -246,7 +337,7 @@ def test_crm_export_fixture(db, tmp_path):
     assert (zoe["first_name"], zoe["last_name"]) == ("Zoë", "Müller")
     # The rejects file keeps the input's `;`, so Excel in the same locale opens it in columns.
     assert (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig").splitlines()[0] == \
-        "E-Mail Address;Given name;Surname;Organization;Job Title;Notes;row;reason"
+        "E-Mail Address;Given name;Surname;Organization;Job Title;Notes;line;field;reason"
 
 
 def test_reimporting_the_same_file_adds_nothing(db, tmp_path):
@@ -275,16 +366,16 @@ def test_invalid_rows_are_counted_listed_and_written_to_the_rejects_file(db, tmp
 
     assert (report.inserted, report.duplicates, report.invalid) == (2, 0, 3)
     assert report.rejects == [
-        Reject(3, "bob.example.com", "An email address must have an @-sign."),
-        Reject(4, "", "empty email"),
-        Reject(5, "dan@localhost", "The part after the @-sign is not valid. It should have a period."),
+        Reject(3, "email", "An email address must have an @-sign."),
+        Reject(4, "email", "empty email"),
+        Reject(5, "email", "The part after the @-sign is not valid. It should have a period."),
     ]
     assert report.rejects_file == tmp_path / "leads.rejects.csv"
     assert read_rejects(report.rejects_file) == [
-        ["email", "first_name", "company", "row", "reason"],
-        ["bob.example.com", "Bob", "Initech", "3", "An email address must have an @-sign."],
-        ["", "Carla", "Globex", "4", "empty email"],
-        ["dan@localhost", "Dan", "Umbrella", "5", "The part after the @-sign is not valid. It should have a period."],
+        ["email", "first_name", "company", "line", "field", "reason"],
+        ["bob.example.com", "Bob", "Initech", "3", "email", "An email address must have an @-sign."],
+        ["", "Carla", "Globex", "4", "email", "empty email"],
+        ["dan@localhost", "Dan", "Umbrella", "5", "email", "The part after the @-sign is not valid. It should have a period."],
     ]
     assert report.as_dict() == {"inserted": 2, "duplicates": 0, "invalid": 3,
                                 "rejects_file": str(tmp_path / "leads.rejects.csv")}
@@ -306,7 +397,7 @@ def test_rejects_path_overrides_the_default(db, tmp_path):
     report = import_csv(db, path, rejects_path=tmp_path / "bad-rows.csv")
 
     assert report.rejects_file == tmp_path / "bad-rows.csv"
-    assert read_rejects(tmp_path / "bad-rows.csv")[1] == ["nope", "2", "An email address must have an @-sign."]
+    assert read_rejects(tmp_path / "bad-rows.csv")[1] == ["nope", "2", "email", "An email address must have an @-sign."]
     assert not (tmp_path / "in.rejects.csv").exists()
 
 
@@ -352,7 +443,7 @@ def test_rejects_in_memory_are_capped_but_counts_and_file_are_complete(db, tmp_p
 
     assert (report.inserted, report.invalid) == (1, bad)
     assert len(report.rejects) == MAX_REJECTS_IN_MEMORY
-    assert report.rejects[-1].row == MAX_REJECTS_IN_MEMORY + 1
+    assert report.rejects[-1].line == MAX_REJECTS_IN_MEMORY + 1
     assert len(read_rejects(report.rejects_file)) == bad + 1  # + header
 
 
@@ -368,12 +459,23 @@ def test_blank_rows_are_skipped_not_counted(db, tmp_path):
 # --- addresses ------------------------------------------------------------------------------
 
 def test_internationalised_domain_is_stored_in_ascii_for_ses(db, tmp_path):
-    path = write(tmp_path, "idn.csv", "email\nInfo@Bücher.example\nzoë@bücher.example\n")
+    path = write(tmp_path, "idn.csv", "email\nInfo@Bücher.example\n")
 
     import_csv(db, path)
 
-    # An all-ASCII form exists only for an ASCII local part; the other is stored as normalised.
-    assert [r["email"] for r in recipients(db)] == ["info@xn--bcher-kva.example", "zoë@bücher.example"]
+    assert [r["email"] for r in recipients(db)] == ["info@xn--bcher-kva.example"]
+
+
+def test_non_ascii_before_the_at_sign_is_refused_with_the_reason(db, tmp_path):
+    # SES takes no SMTPUTF8 address: stored, it would sit in the queue and fail at every run.
+    path = write(tmp_path, "idn.csv", "email\nüser@example.com\nzoë@bücher.example\nann@example.com\n")
+
+    report = import_csv(db, path)
+
+    assert [r["email"] for r in recipients(db)] == ["ann@example.com"]
+    reason = ("non-ASCII characters before the @-sign ({}) need SMTPUTF8 (RFC 6531),"
+              " which Amazon SES does not support: it can never be sent")
+    assert report.rejects == [Reject(2, "email", reason.format("ü")), Reject(3, "email", reason.format("ë"))]
 
 
 @pytest.mark.parametrize("address", [
@@ -412,6 +514,7 @@ def populated(db, tmp_path):
     ("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "not a text file (binary content)"),
     ("leads.xlsx", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "not a text file (binary content)"),
     ("names.csv", b"Name;Company;Phone\nAnn Lee;Acme;123\n", "no email column (found: Name, Company, Phone)"),
+    ("esc.csv", b"Name;\x1b[2JCompany\nAnn Lee;Acme\n", "no email column (found: Name, ?[2JCompany)"),
 ])
 def test_unusable_file_is_refused_and_database_unchanged(populated, tmp_path, name, content, message):
     path = tmp_path / name
@@ -437,9 +540,9 @@ def test_missing_file_is_refused(db, tmp_path):
 
 @pytest.mark.parametrize("last_row, message", [
     # An unclosed quote would otherwise swallow the rest of the file into one cell, silently.
-    ('zed@example.com,"Zed', "row 5: malformed CSV: unexpected end of data"),
+    ('zed@example.com,"Zed', "5: malformed CSV: unexpected end of data"),
     # A cell over csv's 128 KiB limit: what an unclosed quote early in a big file turns into.
-    ("zed@example.com," + "x" * (LIMIT + 1), f"row 5: malformed CSV: field larger than field limit ({LIMIT})"),
+    ("zed@example.com," + "x" * (LIMIT + 1), f"5: malformed CSV: field larger than field limit ({LIMIT})"),
 ])
 def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last_row, message):
     rows = "email,first_name\nann@example.com,Ann\nnot-valid,Bo\nbo@example.org,Bo\n"
@@ -447,10 +550,11 @@ def test_failure_on_the_last_row_rolls_back_everything(populated, tmp_path, last
     before = snapshot(populated)
 
     with pytest.raises(CsvImportError) as raised:
-        import_csv(populated, path, campaign="new-campaign")
+        import_csv(populated, path, campaign="new-campaign", chunk_rows=1)  # rows written before the failure
 
-    assert str(raised.value) == f"{path}: {message}"
+    assert str(raised.value) == f"{path}:{message}"
     assert snapshot(populated) == before
+    assert imports_log(populated)[-1] == ("failed", None, str(raised.value))
     # The invalid row 3 was written to a rejects file on the way; a failed import leaves none behind.
     assert [p.name for p in tmp_path.iterdir() if "rejects" in p.name] == []
 
@@ -464,9 +568,10 @@ def test_database_error_mid_import_rolls_back_everything(populated, tmp_path):
     before = snapshot(populated)
 
     with pytest.raises(sqlite3.DatabaseError, match="disk I/O error"):
-        import_csv(populated, path, campaign="new-campaign")
+        import_csv(populated, path, campaign="new-campaign", chunk_rows=1000)
 
     assert snapshot(populated) == before
+    assert imports_log(populated)[-1] == ("failed", None, "disk I/O error")
 
 
 # --- the bundled example and progress -------------------------------------------------------
@@ -488,8 +593,168 @@ def test_progress_reports_bytes_that_add_up_to_the_file_size(db, tmp_path):
     path = write(tmp_path, "p.csv", "email\n" + "".join(f"r{n}@example.com\n" for n in range(3000)))
     calls: list[int] = []
 
-    import_csv(db, path, progress=calls.append)
+    import_csv(db, path, progress=calls.append, chunk_rows=1000)
 
     assert len(calls) > 1  # the bar moves during the import, not only at the end
     assert all(n > 0 for n in calls)
     assert sum(calls) == path.stat().st_size
+
+
+# --- chunked import: short write transactions, all or nothing ------------------------------
+
+def long_file(folder: Path, rows: int, name: str = "long.csv") -> Path:
+    """Rows wide enough that each 100-row chunk reads past the 8 KiB text buffer (progress moves per chunk)."""
+    pad = "x" * 200
+    return write(folder, name, "email,notes\n" + "".join(f"r{n}@example.com,{pad}\n" for n in range(rows)))
+
+
+def test_another_writer_gets_the_lock_between_chunks_and_sees_no_half_import(db, settings, tmp_path):
+    other = connect(settings.db_path)
+    other.execute("PRAGMA busy_timeout = 0")  # a writer held off by the import would fail at once
+    seen = []
+
+    def meanwhile(_bytes):
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT OR REPLACE INTO suppressions VALUES ('x@example.com', 'test', 'test', '2026-01-01')")
+        other.execute("COMMIT")
+        pending = reports.status_summary(other, now=datetime.now(timezone.utc), tz=timezone.utc, daily_limit=1)
+        seen.append((pending.campaigns[0].counts["pending"], reports.pending_queue_size(other)))
+
+    report = import_csv(db, long_file(tmp_path, 1000), progress=meanwhile, chunk_rows=100)
+
+    assert report.inserted == 1000
+    assert len(seen) >= 9  # a write between every two chunks went through with no wait at all
+    assert set(seen[:-1]) == {(0, 0)}  # while running, the import's rows are in no count and no queue
+    assert reports.pending_queue_size(other) == 1000
+    assert imports_log(db) == [("done", 1000, None)]
+
+
+def test_duplicates_across_chunks_and_earlier_imports_are_counted_exactly(db, tmp_path):
+    import_csv(db, write(tmp_path, "first.csv", "email\nr3@example.com\n"))
+    rows = [f"r{n}@example.com" for n in range(10)] + ["R1@Example.com", "r9@example.com", " r3@example.com"]
+
+    report = import_csv(db, write(tmp_path, "second.csv", "email\n" + "\n".join(rows) + "\n"), chunk_rows=3)
+
+    assert (report.inserted, report.duplicates) == (9, 4)
+    assert len(recipients(db)) == 10
+
+
+def test_the_connection_is_left_as_it_was(db, tmp_path):
+    # The import relaxes foreign keys, fsync per chunk and the cache for itself only.
+    before = [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("foreign_keys", "synchronous", "cache_size")]
+
+    import_csv(db, write(tmp_path, "in.csv", "email\nann@example.com\n"))
+    with pytest.raises(CsvImportError):
+        import_csv(db, write(tmp_path, "bad.csv", 'email\nbo@example.com\n"unclosed\n'))
+
+    assert [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("foreign_keys", "synchronous", "cache_size")] \
+        == before == [1, 2, -2000]
+
+
+def test_ctrl_c_mid_import_leaves_nothing_behind(populated, tmp_path):
+    path = long_file(tmp_path, 1000)
+    path.write_text(path.read_text() + "not-an-address,x\n")
+    before = snapshot(populated)
+    calls = []
+
+    def interrupt(_bytes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_csv(populated, path, campaign="new-campaign", progress=interrupt, chunk_rows=100)
+
+    assert snapshot(populated) == before  # rows of the first chunks deleted, the new campaign too
+    assert imports_log(populated)[-1] == ("failed", None, "interrupted")
+    assert [p.name for p in tmp_path.iterdir() if "rejects" in p.name] == []
+
+
+@pytest.mark.parametrize("next_step", ["import", "init"])
+def test_rows_of_a_crashed_import_stay_invisible_until_cleaned_up(populated, settings, tmp_path, monkeypatch, next_step):
+    before = snapshot(populated)
+    calls = []
+
+    def die(_bytes):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    # A process killed mid-import runs no cleanup: its rows and its `running` import stay.
+    with monkeypatch.context() as m:
+        m.setattr(imports, "fail", lambda *a, **kw: (_ for _ in ()).throw(sqlite3.OperationalError("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            import_csv(populated, long_file(tmp_path, 1000), campaign="spring", progress=die, chunk_rows=100)
+    assert populated.execute("SELECT count(*) FROM recipients").fetchone()[0] > 1
+    assert reports.pending_queue_size(populated) == 1  # only the earlier import's row
+    assert reports.recipient_counts(populated)["pending"] == 1
+
+    if next_step == "import":
+        report = import_csv(populated, write(tmp_path, "next.csv", "email\nr5@example.com\n"), campaign="spring")
+        assert (report.inserted, report.duplicates) == (1, 0)  # r5 of the dead import is no duplicate
+    else:
+        result = CliRunner().invoke(app, ["init", "--db", str(settings.db_path)], catch_exceptions=False)
+        assert result.exit_code == 0
+        assert result.stdout.splitlines() == ["Removed the rows of 1 interrupted import(s).",
+                                              f"Database ready: {settings.db_path}"]
+        assert snapshot(populated) == before
+    assert imports_log(populated)[1] == (
+        "failed", None, "interrupted: the process ended before the import finished; its rows were removed")
+
+
+def test_a_second_import_into_the_same_database_waits_its_turn(db, settings, tmp_path):
+    path = write(tmp_path, "in.csv", "email\nann@example.com\n")
+    other = connect(settings.db_path)
+
+    with imports.import_lock(other) as held:  # another process importing right now
+        assert held
+        result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path)], catch_exceptions=False)
+
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {path}: another import into this database is running;"
+                             " import this file when it has finished\n")
+    assert recipients(db) == []
+
+
+# --- through the CLI ------------------------------------------------------------------------
+
+def test_cli_import_prints_one_line_per_reject_and_exits_0(db, settings, tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_bytes(
+        "email,first_name,custom_subject\n".encode()
+        + 'ann@example.com,Ann,"Hi\nthere"\n'.encode()
+        + "bob@example.com,Bob,Hi \x1b[2J\n".encode()
+        + "cy@example.com,Cy".encode() + b"\xe9" + b",Hello\n"
+        + "üser@example.com,Ü,Hello\n".encode()
+        + '"=HYPERLINK(""http://x.example"")",Eve,Hello\n'.encode()
+        + "zoë@example.com,Zoë,Hello\n".encode()
+    )
+
+    result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path)], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{path}: 1 added to campaign 'default', 0 duplicate(s) skipped, 5 invalid.",
+        f"  {path}:4: 'custom_subject': contains control character U+001B",
+        f"  {path}:5: 'first_name': byte 0xE9 is not UTF-8, unlike the rest of the file (fix its encoding)",
+        f"  {path}:6: 'email': non-ASCII characters before the @-sign (ü) need SMTPUTF8 (RFC 6531),"
+        " which Amazon SES does not support: it can never be sent",
+        f"  {path}:7: 'email': An email address must have an @-sign.",
+        f"  {path}:8: 'email': non-ASCII characters before the @-sign (ë) need SMTPUTF8 (RFC 6531),"
+        " which Amazon SES does not support: it can never be sent",
+        f"Invalid rows written to {tmp_path / 'leads.rejects.csv'}",
+    ]
+    rejected = read_rejects(tmp_path / "leads.rejects.csv")
+    assert [row[0] for row in rejected[1:]] == [
+        "bob@example.com", "cy@example.com", "üser@example.com", "'=HYPERLINK(\"http://x.example\")", "zoë@example.com"]
+
+
+def test_cli_import_of_a_malformed_file_exits_2_naming_the_line_and_adds_nobody(db, settings, tmp_path):
+    path = write(tmp_path, "broken.csv", 'email,first_name\nann@example.com,Ann\nbo@example.com,"Bo\n\ncy@example.com,Cy\n')
+
+    result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path), "--json"],
+                                catch_exceptions=False)
+
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": f"{path}:3: malformed CSV: unexpected end of data"}
+    assert recipients(db) == []

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from email_automation import admin, ledger
+from email_automation import admin, database, ledger
 from email_automation.errors import AmbiguousSendError, EmailAutomationError, FatalSendError, NotFoundError, PermanentSendError, TransientSendError
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -76,8 +76,8 @@ def test_no_claim_in_a_paused_campaign(db):
     [
         (AmbiguousSendError("read timeout"), "unknown", "unknown"),
         (PermanentSendError("mailbox does not exist", code="550"), "failed", "failed"),
-        (TransientSendError("throttled"), "pending", "failed"),
-        (FatalSendError("sender not verified"), "pending", "failed"),
+        (TransientSendError("throttled"), "pending", "deferred"),
+        (FatalSendError("sender not verified"), "pending", "deferred"),
     ],
 )
 def test_each_error_class_leaves_the_recipient_where_it_belongs(db, error, recipient_status, log_status):
@@ -163,3 +163,154 @@ def test_admin_actions_leave_an_audit_trail(db):
     rows = [tuple(r) for r in db.execute("SELECT actor, action, target FROM admin_log ORDER BY id")]
     assert rows == [("dashboard", "pause", "default"), ("dashboard", "skip", "a@example.com")]
     assert db.execute("SELECT status FROM campaigns").fetchone()[0] == "paused"
+
+
+# --- the suppression list keeps the first reason and date ---------------------------------------
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_a_second_suppress_keeps_the_first_reason_and_date_and_goes_to_the_history(settings, db):
+    path = str(settings.db_path)
+    first = _cli("suppress", "Ann@Example.com", "--reason", "unsubscribe", "--db", path)
+    assert (first.exit_code, first.stdout) == (0, "ann@example.com suppressed (unsubscribe); 0 pending recipient(s) skipped.\n")
+    since = db.execute("SELECT created_at FROM suppressions").fetchone()[0]
+    again = _cli("suppress", "ann@example.com", "--db", path)
+    assert again.exit_code == 0
+    assert again.stdout == (f"ann@example.com was already suppressed on {since[:10]} (unsubscribe, from cli); that "
+                            "reason and date are kept and this request is recorded in its history; "
+                            "0 pending recipient(s) skipped.\n")
+    assert tuple(db.execute("SELECT reason, created_at FROM suppressions").fetchone()) == ("unsubscribe", since)
+    assert _cli("unsuppress", "ann@example.com", "--db", path).stdout == "ann@example.com may be mailed again.\n"
+    history = [tuple(r) for r in db.execute("SELECT action, reason, source FROM suppression_history ORDER BY id")]
+    assert history == [("suppress", "unsubscribe", "cli"), ("suppress", "manual", "cli"),
+                       ("unsuppress", "was suppressed for: unsubscribe", "cli")]
+
+
+def test_a_bounce_reported_after_an_unsubscribe_keeps_the_unsubscribe(db):
+    from email_automation.events import DeliveryEvent, EventKind, apply_events
+
+    admin.suppress(db, "ann@example.com", reason="unsubscribe", now=NOW)
+    pending = add(db, "ann@example.com")
+    bounce = DeliveryEvent(EventKind.BOUNCED_PERMANENT, "ann@example.com", "m-1", None, None, "550 5.1.1", "k-1")
+    apply_events(db, [bounce], now=datetime(2026, 11, 26, 7, 0, tzinfo=timezone.utc))
+    assert tuple(db.execute("SELECT reason, source, created_at FROM suppressions").fetchone()) == (
+        "unsubscribe", "cli", "2026-11-25T07:00:00.000000Z")
+    assert [tuple(r) for r in db.execute("SELECT action, reason, source FROM suppression_history ORDER BY id")] == [
+        ("suppress", "unsubscribe", "cli"), ("suppress", "bounce", "ses-event")]
+    assert db.execute("SELECT last_error FROM recipients WHERE id = ?", (pending,)).fetchone()[0] == \
+        "suppressed: unsubscribe"
+
+
+# --- a refused-for-now attempt is `deferred`, apart from `failed` -------------------------------
+
+
+def test_a_temporary_refusal_is_deferred_everywhere_and_does_not_use_the_daily_limit(settings, db, clock):
+    from email_automation.dashboard_data import Reports
+    from email_automation.reports import status_summary
+    from email_automation.run_daily import run_daily
+    from tests.fakes import RecordingSleep, ScriptedTransport
+
+    add(db, "grey@example.com"), add(db, "gone@example.com"), add(db, "ok@example.com")
+    greylisted = TransientSendError("4.7.1 greylisted, try again later", code="451")
+    transport = ScriptedTransport({"grey@example.com": [greylisted] * 4,
+                                   "gone@example.com": [PermanentSendError("no such user", code="550")]})
+    settings = settings.model_copy(update={"daily_limit": 5})
+    report = run_daily(settings, db, transport, now=clock, sleep=RecordingSleep())
+    # Only the message that went out uses the limit: neither refusal delivered anything.
+    assert (report.sent, report.failed, report.deferred, report.remaining_today) == (1, 1, 1, 4)
+    reports = Reports(settings.db_path, settings, now=clock)
+    summary = reports.summary(reports.default_filter())
+    status = status_summary(db, now=clock(), tz=settings.tz, daily_limit=5)
+    assert summary.failed == status.campaigns[0].counts["failed"] == 1, "one meaning of failed"
+    assert (summary.deferred, status.deferred_today, status.campaigns[0].counts["pending"]) == (1, 1, 1)
+    assert status.as_dict()["remaining_today"] == reports.today().remaining == 4
+
+
+# --- recording a send outlasts another writer ---------------------------------------------------
+
+
+class _Writer:
+    """A second connection holding the write lock (BEGIN IMMEDIATE), as a long import does."""
+
+    def __init__(self, path) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.holding = False
+
+    def take(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.holding = True
+
+    def release(self) -> None:
+        self.conn.execute("COMMIT")
+        self.holding = False
+
+
+class _LockingTransport:
+    """Accepts every message; right after accepting, another program starts a long write."""
+
+    name = "smtp"
+
+    def __init__(self, writer: _Writer) -> None:
+        self.writer = writer
+
+    def send(self, message, *, tags):
+        self.writer.take()
+        return "accepted-1"
+
+    def close(self) -> None:
+        pass
+
+
+def _sleep_on(clock, writer: _Writer | None = None, release_after: float | None = None):
+    """A sleep that moves the test clock; it ends the other writer's transaction after `release_after` s."""
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.advance(seconds)
+        if writer is not None and writer.holding and release_after is not None and sum(slept) >= release_after:
+            writer.release()
+
+    sleep.slept = slept
+    return sleep
+
+
+def test_recording_a_send_waits_minutes_for_another_writer(settings, db, clock, caplog):
+    from email_automation.run_daily import run_daily
+
+    db.execute("PRAGMA busy_timeout = 20")  # stands for the 30 s busy timeout, which the writer outlasts
+    rid = add(db, "a@example.com")
+    writer = _Writer(settings.db_path)
+    sleep = _sleep_on(clock, writer, release_after=4 * 60)
+    with caplog.at_level("WARNING", logger="email_automation"):
+        report = run_daily(settings, db, _LockingTransport(writer), now=clock, sleep=sleep)
+    assert (report.sent, report.unknown, status_of(db, rid)) == (1, 0, "sent")
+    assert sum(sleep.slept) >= 4 * 60
+    assert "still waiting to record that a@example.com was sent as accepted-1" in caplog.text
+
+
+def test_recording_gives_up_after_the_bounded_wait_and_the_next_run_asks_a_person(settings, db, clock):
+    import sqlite3
+
+    from email_automation.run_daily import run_daily
+
+    db.execute("PRAGMA busy_timeout = 20")
+    rid = add(db, "a@example.com")
+    writer = _Writer(settings.db_path)
+    sleep = _sleep_on(clock)
+    started = clock()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        run_daily(settings, db, _LockingTransport(writer), now=clock, sleep=sleep)
+    waited = (clock() - started).total_seconds()
+    assert database.RECORD_PATIENCE.total_seconds() <= waited <= database.RECORD_PATIENCE.total_seconds() + 10
+    writer.release()
+    assert status_of(db, rid) == "sending"  # never pending: the next run's recovery makes it unknown

@@ -38,7 +38,7 @@ SCRIPT = {
     "person01@example.com": [PermanentSendError("=cmd|' /C calc'!A0")],
     "person03@example.com": [AmbiguousSendError("read timeout after the request left")],
     "person05@example.com": [PermanentSendError("mailbox does not exist", code="550")],
-    # Throttled on every in-run retry: logged failed, the recipient goes back to pending.
+    # Throttled on every in-run retry: logged deferred, the recipient goes back to pending.
     "spring1@example.org": [TransientSendError("throttled", code="Throttling")] * 4,
 }
 
@@ -122,7 +122,7 @@ def sent_attempts(db_path, first: date, last: date) -> list[tuple[str, str]]:
 
 def test_the_fill_produced_every_kind_of_row(filled):
     reports, _ = filled
-    assert set(counts_in_db(reports.db_path)) == {"sent", "failed", "unknown", "dry_run"}
+    assert set(counts_in_db(reports.db_path)) == {"sent", "failed", "deferred", "unknown", "dry_run"}
 
 
 @pytest.mark.parametrize("make_filter, where, args", [

@@ -126,7 +126,7 @@ def test_dry_run_writes_the_outbox_sends_nothing_and_changes_no_status(settings,
     assert report.dry_run and report.previewed == 3 and report.sent == 0
     assert set(statuses(db).values()) == {"pending"}
     assert [r[0] for r in db.execute("SELECT status FROM send_log")] == ["dry_run"] * 3
-    assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
+    assert len(list(settings.outbox_dir.glob("*/*.eml"))) == 3  # in the run's own folder
     assert report.remaining_today == settings.daily_limit, "dry runs do not count toward the limit"
 
 

@@ -252,8 +252,7 @@ class SlowSes:
 
 
 def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, message):
-    # botocore's default retries would send this request several times (legacy mode: 5 attempts;
-    # https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
+    # botocore's default retries would send this request again (https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
     slow = SlowSes()
     try:
         settings = settings.model_copy(update={"send_timeout_seconds": 0.3})

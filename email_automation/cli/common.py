@@ -7,6 +7,7 @@ imports what it needs in its body.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sqlite3
@@ -14,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
 from .._version import __version__
 from ..errors import EmailAutomationError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..config import Settings
 
 # Exit codes, as the README's command reference lists them.
@@ -51,8 +53,13 @@ def _root(
     """Only adds the global --version; the app's help is Typer(help=...)."""
 
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+@functools.cache
+def console(*, stderr: bool = False) -> Console:
+    """The rich console for stdout (or stderr), made on first use: importing rich costs --help time."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file (default: DB_PATH or email_automation.db).")]
 CampaignOption = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name (default: all, or 'default' where one is needed).")]
@@ -67,7 +74,12 @@ class BadInput(EmailAutomationError):
 
 def say(text: str) -> None:
     """One line (or block) for the user on stdout, printed as is (no rich markup)."""
-    out.print(text, markup=False)
+    console().print(text, markup=False)
+
+
+def warn(text: str) -> None:
+    """A line on stderr, as is: errors and warnings, kept out of stdout's results."""
+    console(stderr=True).print(text, markup=False)
 
 
 def print_json(data: dict[str, Any]) -> None:
@@ -98,20 +110,22 @@ def cli_errors(fn):
             _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
         except sqlite3.Error as exc:
             _fail(f"database: {exc}", _sqlite_exit_code(exc), as_json)
+        except OSError as exc:  # a file the library does not wrap itself; a full disk is the machine's set-up
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR, as_json)
         except KeyboardInterrupt:
-            err.print("Interrupted.")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            _fail("interrupted", EXIT_INTERRUPTED, as_json)
 
     return wrapper
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        print_json({"error": message} if code else {"message": message})
-    elif code == 0:  # not a failure (another run holds the lock): cron logs it and moves on
-        say(message)
+        print_json({"error": message})
+    elif code == EXIT_INTERRUPTED:
+        warn("Interrupted.")
     else:
-        err.print(f"Error: {message}", markup=False)
+        warn(f"Error: {message}")
     raise typer.Exit(code)
 
 
@@ -150,7 +164,7 @@ class progress_bar:
     """A rich progress bar on a terminal; nothing at all when output goes to a file or cron."""
 
     def __init__(self, *, enabled: bool, total: int | None, label: str) -> None:
-        self.enabled = enabled and err.is_terminal
+        self.enabled = enabled and console(stderr=True).is_terminal
         self.total, self.label = total, label
 
     def __enter__(self):
@@ -158,7 +172,7 @@ class progress_bar:
             return lambda n=1: None
         from rich.progress import Progress
 
-        self.progress = Progress(console=err, transient=True)
+        self.progress = Progress(console=console(stderr=True), transient=True)
         self.progress.start()
         task = self.progress.add_task(self.label, total=self.total)
         return lambda n=1: self.progress.advance(task, n)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from .common import BadInput, DbOption, app, cli_errors, say, settings_for
+from .common import BadInput, DbOption, app, cli_errors, open_database, say, settings_for
 
 DASHBOARD_SCRIPT = Path(__file__).parent.parent / "dashboard.py"
 DEFAULT_ADDRESS = "127.0.0.1"
@@ -91,11 +91,9 @@ def dashboard(
         "--address", help="Address to listen on. Keep 127.0.0.1 and use an SSH tunnel.")] = DEFAULT_ADDRESS,
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
-    from ..errors import ConfigError
 
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
-    if not settings.db_path.is_file():
-        raise ConfigError(f"{settings.db_path}: no database yet; run `email-automation init` first")
+    open_database(settings).close()  # refuses a missing or foreign file, upgrades an older schema
     check_port_free(address, port)
     env = dict(os.environ)
     if db is not None:

@@ -38,10 +38,10 @@ def import_file(
 
 
 def import_lines(file: Path, report) -> list[str]:
-    """The counts, then `FILE:ROW: 'address': reason` for the first rejected rows."""
+    """The counts, then `FILE:LINE: 'field': reason` for the first rejected rows."""
     lines = [f"{file}: {report.inserted} added to campaign '{report.campaign}', "
              f"{report.duplicates} duplicate(s) skipped, {report.invalid} invalid."]
-    lines += [f"  {file}:{r.row}: {r.email!r}: {r.reason}" for r in report.rejects[:REJECTS_SHOWN]]
+    lines += [f"  {r.message(file)}" for r in report.rejects[:REJECTS_SHOWN]]
     if report.invalid > REJECTS_SHOWN:
         lines.append(f"  ... and {report.invalid - REJECTS_SHOWN} more")
     if report.rejects_file:
@@ -85,10 +85,10 @@ def suppress(
     """Add an address to the suppression list; its pending recipients become skipped."""
     from .. import admin
 
-    count = admin.suppress(open_database(settings_for(db)), email, reason=reason)
-    address = _address(email)
-    answer(as_json, {"email": address, "reason": reason, "skipped": count},
-            f"{address} suppressed ({reason}); {count} pending recipient(s) skipped.")
+    done = admin.suppress(open_database(settings_for(db)), email, reason=reason)
+    entry = done.entry
+    answer(as_json, {"email": entry.email, "reason": entry.reason, "since": entry.since, "added": entry.added,
+                     "skipped": done.skipped}, done.message())
 
 
 @app.command()
@@ -101,8 +101,7 @@ def unsuppress(
     """Remove an address from the suppression list."""
     from .. import admin
 
-    admin.unsuppress(open_database(settings_for(db)), email)
-    address = _address(email)
+    address = admin.unsuppress(open_database(settings_for(db)), email)
     answer(as_json, {"email": address, "unsuppressed": True}, f"{address} may be mailed again.")
 
 
@@ -123,7 +122,7 @@ def resolve(
     outcome = "sent" if sent else "pending"
     count = admin.resolve_unknown(open_database(settings_for(db)), email, outcome, campaign=campaign)
     answer(as_json, {"email": _address(email), "marked": outcome, "recipients": count},
-            f"{count} recipient(s) marked {outcome}.")
+           f"{count} recipient(s) marked {outcome}.")
 
 
 def _address(email: str) -> str:

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, err, open_database, out, print_json,
-                     progress_bar, say, settings_for)
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, console,
+                     open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
 RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed")
@@ -62,9 +62,9 @@ def run(
     else:
         say(run_summary(report, outbox))
     for problem in report.template_errors:  # those campaigns were held back, the others went out
-        err.print(f"Error: {problem}", markup=False)
+        warn(f"Error: {problem}")
     if report.fatal_error:
-        err.print(f"Error: run stopped: {report.fatal_error}", markup=False)
+        warn(f"Error: run stopped: {report.fatal_error}")
         raise typer.Exit(EXIT_STOPPED)
     if report.template_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -93,9 +93,9 @@ def _log_lines_to(stream) -> None:
     from .. import logs
 
     logger = logging.getLogger("email_automation")
-    console = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
-    if console:
-        console[0].stream = stream  # not setStream: the old stream may be closed already
+    ours = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
+    if ours:
+        ours[0].stream = stream  # not setStream: the old stream may be closed already
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logs.line_formatter())
@@ -118,7 +118,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]})
         return
-    out.print(status_table(summary))
+    console().print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run):
         say(line)
 
@@ -139,6 +139,7 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
     in_doubt = summary.counted_today - summary.sent_today
     lines = [f"Today ({summary.today}): {summary.sent_today} sent"
              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
+             + (f", {summary.deferred_today} deferred (refused for now, still queued)" if summary.deferred_today else "")
              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
              f"Suppressed addresses: {summary.suppressed}."]
     if dry_run:
@@ -177,6 +178,6 @@ def events(
         if len(report.notes) > EVENT_NOTES_SHOWN:
             say(f"  ... and {len(report.notes) - EVENT_NOTES_SHOWN} more")
     if report.failed:
-        err.print(f"Error: {report.failed} message(s) could not be applied and stay on the queue "
-                  "(its dead-letter queue takes them after maxReceiveCount receives).", markup=False)
+        warn(f"Error: {report.failed} message(s) could not be applied and stay on the queue "
+             "(its dead-letter queue takes them after maxReceiveCount receives).")
         raise typer.Exit(1)

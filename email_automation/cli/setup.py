@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .. import cron as cron_lib
-from .common import BadInput, DbOption, JsonOption, app, cli_errors, out, print_json, say, settings_for
+from .common import BadInput, DbOption, JsonOption, app, cli_errors, console, print_json, say, settings_for
 
 
 @app.command()
@@ -16,9 +17,16 @@ from .common import BadInput, DbOption, JsonOption, app, cli_errors, out, print_
 def init(db: DbOption = None) -> None:
     """Create the database (or upgrade an older one) with a 'default' campaign. Safe to run again."""
     from ..database import init_db
+    from ..imports import clean_up_if_idle
 
     settings = settings_for(db)
-    init_db(settings.db_path).close()
+    conn = init_db(settings.db_path)
+    try:
+        removed = clean_up_if_idle(conn)
+    finally:
+        conn.close()
+    if removed:
+        say(f"Removed the rows of {removed} interrupted import(s).")
     say(f"Database ready: {settings.db_path}")
 
 
@@ -37,36 +45,39 @@ def show_config(db: DbOption = None, as_json: JsonOption = False) -> None:
     table = Table("Variable", "Value", "From", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    out.print(table)
+    console().print(table)
 
 
 @app.command()
 @cli_errors
 def doctor(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Check that this install can send: settings, database, AWS credentials, SES identity and account, SMTP login."""
-    from .. import doctor as doctor_lib
+    from dataclasses import asdict
 
-    _, checks = doctor_lib.diagnose(db_path=db)
-    failures = sum(c.status == doctor_lib.FAIL for c in checks)
+    from ..doctor import FAIL, diagnose
+
+    _, checks = diagnose(db_path=db)
     if as_json:
-        print_json({"ok": not failures, "checks": [c.__dict__ for c in checks]})
+        print_json({"ok": all(c.status != FAIL for c in checks), "checks": [asdict(c) for c in checks]})
     else:
-        for line in doctor_lines(checks, ok=doctor_lib.OK, warn=doctor_lib.WARN, fail=doctor_lib.FAIL):
+        for line in doctor_lines(checks):
             say(line)
-    if failures:
+    if any(c.status == FAIL for c in checks):
         raise typer.Exit(1)
 
 
-def doctor_lines(checks, *, ok: str, warn: str, fail: str) -> list[str]:
+def doctor_lines(checks) -> list[str]:
     """One aligned line per check, a `fix:` line under each that is not OK, and a verdict."""
+    from ..doctor import FAIL, OK, WARN
+
     width = max(len(c.name) for c in checks)
     lines = []
     for check in checks:
         lines.append(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
-        if check.hint and check.status != ok:
+        if check.hint and check.status != OK:
             lines.append(f"      {'':<{width}}  fix: {check.hint}")
-    failures = sum(c.status == fail for c in checks)
-    warnings = sum(c.status == warn for c in checks)
+    failures = sum(c.status == FAIL for c in checks)
+    warnings = sum(c.status == WARN for c in checks)
     if failures:
         lines.append(f"{failures} check(s) failed, {warnings} warning(s).")
     else:
@@ -105,7 +116,7 @@ def cron(
         say(f"Note: {note}")
     if not install:
         say("To install it: email-automation cron --install" + (f" --time {time}" if time != cron_lib.DEFAULT_TIME else "")
-            + (f" --db {db}" if db else ""))
+            + (f" --db {shlex.quote(str(db))}" if db else ""))
 
 
 def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path | None,

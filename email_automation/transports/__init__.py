@@ -11,8 +11,9 @@ from .base import Transport
 def make_transport(settings: Any, *, dry_run: bool | None = None) -> Transport:
     """The transport for this run: DryRun, or SES/SMTP per settings.transport.
 
-    This is the only place that reads `settings.dry_run`; a `dry_run` argument (a CLI flag)
-    overrides it. Real transports are imported lazily so a dry run never loads boto3.
+    The only place where `settings.dry_run` decides whether messages leave (`status` and
+    `doctor` only mention it); a `dry_run` argument (a CLI flag) overrides it. The SES and SMTP
+    transports are imported only when one is asked for.
 
     Raises:
         ConfigError: a real send is asked for without SENDER_EMAIL, or with an unknown TRANSPORT.

@@ -1,9 +1,11 @@
 """Dry-run transport: each message becomes an .eml file under OUTBOX_DIR; nothing leaves the machine.
 
-It is a transport like the others (anymail's test backend), so the engine runs exactly the same
-code path in a dry run; only `make_transport` decides which one is used. Each transport (one per
-run) writes into its own folder, OUTBOX_DIR/<YYYY-mm-dd_HHMMSS>-<run id>/, so the files of one
-run are easy to find and a second run never mixes its messages with the first one's.
+It is a transport like the others (anymail's test backend): the run renders and builds every
+message exactly as for a real send and hands it over the same way; only `make_transport` decides
+which one is used. Around the hand-over a dry run differs: nothing is claimed, each message gets a
+`dry_run` log row that never counts toward the daily limit, every recipient stays pending, and
+there is no delay between messages. Each transport (one per run) writes into its own folder,
+OUTBOX_DIR/<YYYY-mm-dd_HHMMSS>-<run id>/, so a second run never mixes its files with the first's.
 """
 
 from __future__ import annotations

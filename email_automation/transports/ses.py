@@ -3,8 +3,8 @@
 SES has no idempotency token, and botocore's default retry mode re-sends a request whose answer
 timed out, so the client makes exactly one attempt and every failure is classified here into
 Transient (refused, safe to retry), Permanent, Fatal (stop the run) or Ambiguous (may have been
-accepted: never resend automatically); see "Retries" in the boto3 guide,
-https://docs.aws.amazon.com/boto3/latest/guide/retries.html.
+accepted: never resend automatically). Errors: https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_SendEmail.html
+and https://docs.aws.amazon.com/ses/latest/APIReference-V2/CommonErrors.html; retries: https://docs.aws.amazon.com/boto3/latest/guide/retries.html.
 
 SEND_TIMEOUT_SECONDS bounds each whole call. botocore's read_timeout bounds one socket read only,
 so an endpoint that answers a byte at a time would hold a send for as long as it drips; the call

@@ -1,0 +1,73 @@
+"""`preview`, `template show/set`, `pause`, `resume`: exact lines and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from email_automation.database import connect
+from tests.cli_helpers import EXAMPLE, cli
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", str(EXAMPLE), "--db", "x.db").exit_code == 0
+    return tmp_path / "x.db"
+
+
+def test_template_set_checks_syntax_before_storing(db, tmp_path):
+    broken = tmp_path / "broken.html"
+    broken.write_text("<p>Hello {{ first_name </p>")
+    result = cli("template", "set", "--html", str(broken), "--db", "x.db")
+    assert result.exit_code == 2
+    assert "line 1" in result.stderr
+    good = tmp_path / "good.html"
+    good.write_text("<p>Hello {{ first_name }}</p>")
+    assert cli("template", "set", "--html", str(good), "--subject", "Hi {{ first_name }}", "--db", "x.db").exit_code == 0
+    shown = cli("template", "show", "--db", "x.db").stdout
+    assert "Subject: Hi {{ first_name }}" in shown and "<p>Hello {{ first_name }}</p>" in shown
+
+
+def test_template_set_with_a_missing_file_is_bad_input_in_plain_words(db):
+    result = cli("template", "set", "--html", "missing.html", "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: missing.html: cannot read template: No such file or directory\n"
+
+
+def test_template_set_creates_a_new_campaign_with_its_templates(db, tmp_path):
+    (tmp_path / "t.html").write_text("<p>Hi {{ first_name }}</p>")
+    result = cli("template", "set", "-c", "spring", "--html", "t.html", "--db", "x.db")
+    assert result.stdout == "Templates of campaign 'spring' updated.\n"
+    row = connect(db).execute("SELECT html_template, status FROM campaigns WHERE name = 'spring'").fetchone()
+    assert tuple(row) == ("<p>Hi {{ first_name }}</p>", "active")
+
+
+@pytest.mark.parametrize("args", [["preview", "-c", "nosuch"], ["template", "show", "-c", "nosuch"],
+                                  ["pause", "nosuch"], ["resume", "nosuch"]], ids=lambda a: a[0])
+def test_a_campaign_that_does_not_exist_is_bad_input(db, args):
+    result = cli(*args, "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: no campaign named 'nosuch'\n"
+
+
+def test_preview_to_an_unwritable_file_is_one_line(db, tmp_path):
+    result = cli("preview", "--db", "x.db", "--out", str(tmp_path / "no-such-dir" / "x.eml"))
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory\n"
+
+
+def test_preview_shows_the_recipient_the_next_run_sends_first(db):
+    first, second = [r[0] for r in connect(db).execute("SELECT email FROM recipients ORDER BY id LIMIT 2")]
+    conn = connect(db)  # `first` was already mailed in another campaign: the run will skip it
+    conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('older', 's', 'h', 'x')")
+    conn.execute("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES (2, ?, 'sent', 'x')", (first,))
+    shown = cli("preview", "--db", "x.db").stdout
+    assert shown.startswith(f"To: {second}\n")
+
+
+def test_pause_and_resume(db):
+    assert cli("pause", "default", "--db", "x.db").stdout == "Campaign 'default' paused.\n"
+    assert json.loads(cli("resume", "default", "--db", "x.db", "--json").stdout) == {"campaign": "default", "state": "active"}

@@ -1,0 +1,93 @@
+"""`import`, `skip`, `suppress`, `unsuppress`, `resolve`, `retry-failed`: exact lines and exit codes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from email_automation.database import connect
+from tests.cli_helpers import EXAMPLE, cli
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    return tmp_path / "x.db"
+
+
+def test_import_lists_each_rejected_row_with_file_and_row_number(db, tmp_path):
+    (tmp_path / "people.csv").write_text(textwrap.dedent("""\
+        email,first_name
+        ada@example.com,Ada
+        not-an-address,Bob
+        ada@example.com,Ada again
+        bob@@example.com,Bob
+    """))
+    result = cli("import", "people.csv", "--db", "x.db", "-c", "spring")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        "people.csv: 1 added to campaign 'spring', 1 duplicate(s) skipped, 2 invalid.",
+        "  people.csv:3: 'email': An email address must have an @-sign.",
+        "  people.csv:5: 'email': The part after the @-sign contains invalid characters: '@'.",
+        "Invalid rows written to people.rejects.csv",
+    ]
+
+
+def test_import_shows_twenty_rejects_then_how_many_more(db, tmp_path):
+    (tmp_path / "bad.csv").write_text("email\n" + "".join(f"nobody{i}\n" for i in range(23)))
+    lines = cli("import", "bad.csv", "--db", "x.db").stdout.splitlines()
+    assert lines[0] == "bad.csv: 0 added to campaign 'default', 0 duplicate(s) skipped, 23 invalid."
+    assert lines[20] == "  bad.csv:21: 'email': An email address must have an @-sign."
+    assert lines[21:] == ["  ... and 3 more", "Invalid rows written to bad.rejects.csv"]
+
+
+def test_import_of_a_file_that_is_not_a_csv_exits_2_and_changes_nothing(db, tmp_path):
+    bad = tmp_path / "photo.csv"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
+    result = cli("import", str(bad), "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {bad}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert connect(db).execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
+
+
+def test_suppress_resolve_and_friends_report_what_they_did(db):
+    cli("import", str(EXAMPLE), "--db", "x.db")
+    email = connect(db).execute("SELECT email FROM recipients ORDER BY id LIMIT 1").fetchone()[0]
+    assert cli("suppress", email.upper(), "--db", "x.db", "--reason", "unsubscribe").stdout == (
+        f"{email} suppressed (unsubscribe); 1 pending recipient(s) skipped.\n"
+    )
+    assert cli("unsuppress", f" {email.upper()} ", "--db", "x.db").stdout == f"{email} may be mailed again.\n"
+    missing = cli("resolve", email, "--sent", "--db", "x.db")
+    assert missing.exit_code == 2
+    assert missing.stderr == f"Error: {email}: no recipient in unknown state with that address\n"
+    assert cli("retry-failed", "--db", "x.db").stdout == "0 failed recipient(s) are pending again.\n"
+
+
+def test_the_same_actions_with_json(db):
+    cli("import", str(EXAMPLE), "--db", "x.db")
+    first, second = [r[0] for r in connect(db).execute("SELECT email FROM recipients ORDER BY id LIMIT 2")]
+    connect(db).execute("UPDATE recipients SET status = 'unknown' WHERE email = ?", (second,))
+
+    def run(*args):
+        result = cli(*args, "--db", "x.db", "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert run("skip", first.upper()) == {"email": first, "skipped": 1}
+    suppressed = run("suppress", first, "--reason", "complaint")
+    assert suppressed == {"email": first, "reason": "complaint", "since": suppressed["since"], "added": True, "skipped": 0}
+    again = run("suppress", first, "--reason", "manual")  # the first reason and date are kept
+    assert again == {"email": first, "reason": "complaint", "since": suppressed["since"], "added": False, "skipped": 0}
+    assert run("unsuppress", first) == {"email": first, "unsuppressed": True}
+    assert run("resolve", second, "--pending") == {"email": second, "marked": "pending", "recipients": 1}
+    assert run("retry-failed") == {"pending_again": 0}
+
+
+def test_resolve_without_a_decision_names_both_choices_and_exits_2(db):
+    result = cli("resolve", "a@example.com", "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: say what happened: --sent (it went out) or --pending (it did not; send it again)\n"

@@ -1,0 +1,128 @@
+"""`run`, `status` and `events` as a user sees them: exact lines, one JSON object, exit codes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from email_automation.database import connect
+from email_automation.locking import run_lock
+from tests.cli_helpers import cli, without_times
+from tests.smtp_sink import SmtpSink
+
+PEOPLE = "email,first_name\nada@example.com,Ada\nbob@example.com,Bob\ngone@example.com,Gone\ncy@example.com,Cy\n"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """A database with four pending recipients; DAILY_LIMIT 5, no delay, SMTP for real sends."""
+    for name, value in {"SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0", "TIMEZONE": "UTC",
+                        "DAILY_LIMIT": "5", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
+                        "SMTP_STARTTLS": "false"}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "people.csv").write_text(PEOPLE)
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    return tmp_path / "x.db"
+
+
+@pytest.fixture
+def sink(monkeypatch):
+    with SmtpSink(rcpt_replies={"gone@example.com": "550 5.1.1 No such user"}) as server:
+        monkeypatch.setenv("SMTP_PORT", str(server.port))
+        yield server
+
+
+def test_a_real_run_prints_each_message_and_the_counts(db, sink):
+    result = cli("run", "--db", "x.db", "--send", "--limit", "3")
+    assert (result.exit_code, result.stderr) == (0, "")
+    lines = without_times(result.stdout).splitlines()
+    assert lines[0] == "INFO run: 3 message(s) to send now, daily limit 5, 0 already counted today"
+    assert [line.split()[1:3] for line in lines[1:3]] == [["ada@example.com", "sent"], ["bob@example.com", "sent"]]
+    assert lines[3] == ("INFO gone@example.com failed (550: SMTP server refused recipient: gone@example.com: "
+                        "550 5.1.1 No such user)")
+    assert lines[4:] == ["Sent 2, failed 1, deferred 0, skipped 0, unknown 0; 3 left today."]
+    assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.com"], ["bob@example.com"]]
+
+
+def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
+    cli("run", "--db", "x.db", "--send", "--limit", "3")
+    connect(db).execute("UPDATE recipients SET status = 'unknown' WHERE email = 'cy@example.com'")
+    today = datetime.now(timezone.utc).date()
+    result = cli("status", "--db", "x.db")
+    if datetime.now(timezone.utc).date() != today:
+        pytest.skip("midnight passed between the run and status")
+    assert result.exit_code == 0
+    assert [line.rstrip() for line in result.stdout.splitlines()] == [
+        " Campaign  State   Pending  Sending  Sent  Failed  Skipped  Unknown  Total",
+        " default   active  0        0        2     1       0        1        4",
+        f"Today ({today}): 2 sent, 2 of DAILY_LIMIT 5 used, 3 left. Suppressed addresses: 0.",
+        "DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.",
+        "Needs a decision: cy@example.com (default) may or may not have been sent; "
+        "`email-automation resolve cy@example.com --sent` or `--pending`.",
+    ]
+
+
+def test_each_dry_run_writes_a_folder_of_its_own_and_says_which(db, tmp_path):
+    first = cli("run", "--db", "x.db", "--limit", "1")
+    second = cli("run", "--db", "x.db", "--limit", "1")
+    folders = sorted(p for p in (tmp_path / "outbox").iterdir())
+    assert len(folders) == 2 and all(len(list(f.glob("*.eml"))) == 1 for f in folders)
+    for result in (first, second):
+        last = result.stdout.splitlines()[-1]
+        folder = last.removeprefix("Dry run: 1 message(s) written to ").split("/ and nothing sent.")[0]
+        assert tmp_path / folder in folders
+        assert last.endswith("and nothing sent. To send for real, set DRY_RUN=false (or pass --send).")
+
+
+def test_run_json_is_one_object_with_deferred_and_the_outbox(db, tmp_path):
+    result = cli("run", "--db", "x.db", "--json", "--limit", "2")
+    data = json.loads(result.stdout)
+    assert data == {"sent": 0, "failed": 0, "deferred": 0, "skipped": 0, "unknown": 0, "remaining_today": 5,
+                    "dry_run": True, "previewed": 2, "outbox": data["outbox"], "stopped": None,
+                    "held_back": []}
+    assert len(list((tmp_path / data["outbox"]).glob("*.eml"))) == 2
+    assert "dry_run dry-run-" in result.stderr  # the per-message lines go to stderr, out of the JSON's way
+
+
+def test_run_json_while_another_run_holds_the_lock(db):
+    with run_lock(db):
+        result = cli("run", "--db", "x.db", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["locked"] is True and data["message"].startswith("another run (pid ")
+
+
+def test_run_json_on_an_error_is_an_error_object(db, monkeypatch):
+    monkeypatch.delenv("SENDER_EMAIL")
+    result = cli("run", "--db", "x.db", "--send", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": "SENDER_EMAIL is not set: set it to the verified address you send from"}
+
+
+def test_an_outbox_that_cannot_be_written_is_one_line_and_claims_nothing(db, tmp_path, monkeypatch):
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    monkeypatch.setenv("OUTBOX_DIR", "blocked")
+    result = cli("run", "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: OUTBOX_DIR: cannot write blocked/")
+    assert result.stderr.endswith(": Not a directory\n") and result.stderr.count("\n") == 1
+    statuses = {row[0] for row in connect(db).execute("SELECT status FROM recipients")}
+    assert statuses == {"pending"}
+
+
+def test_a_full_disk_under_the_outbox_is_one_line(db, monkeypatch):
+    from email_automation.transports import dry_run
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(dry_run, "_write_atomically", disk_full)
+    result = cli("run", "--db", "x.db", "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)["error"]
+    assert error.startswith("OUTBOX_DIR: cannot write outbox/") and error.endswith(": No space left on device")

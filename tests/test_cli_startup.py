@@ -1,0 +1,105 @@
+"""Start-up as a user meets it, in a fresh interpreter: a fast --help, Ctrl-C and a full disk as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from email_automation import database
+from tests.cli_helpers import cli
+
+# Not pydantic itself: typer (0.29) validates a command's parameters with it once it builds one.
+HEAVY = ("boto3", "botocore", "streamlit", "jinja2", "pydantic_settings", "email_validator",
+         "css_inline", "html2text", "tenacity", "pandas")
+
+
+def python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+@pytest.mark.parametrize(("args", "heavy"), [
+    (["--help"], (*HEAVY, "pydantic", "rich")),
+    (["--version"], (*HEAVY, "pydantic", "rich")),
+    (["run", "--help"], HEAVY),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_help_loads_none_of_the_heavy_libraries(args, heavy):
+    result = python(f"""
+        import sys
+        from email_automation.cli import main
+        sys.argv = ["email-automation", *sys.argv[1:]]
+        try:
+            main()
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        print(sorted(m for m in {heavy!r} if m in sys.modules))
+    """, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+# Ctrl-C while a module loads: the hook sends the process a real SIGINT when the import starts.
+CTRL_C_DURING_IMPORT = """
+    import os, signal, sys
+
+    MODULE = sys.argv[1]
+
+    class CtrlC:
+        def find_spec(self, name, path=None, target=None):
+            if name == MODULE:
+                os.kill(os.getpid(), signal.SIGINT)
+            return None
+
+    sys.meta_path.insert(0, CtrlC())
+    sys.argv = ["email-automation", *sys.argv[2:]]
+    from email_automation.cli import main
+    main()
+"""
+
+
+@pytest.mark.parametrize("module", ["typer", "email_automation.config"])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, module):
+    result = python(CTRL_C_DURING_IMPORT, module, "status", "--db", "x.db", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "Interrupted.\n")
+
+
+RLIMIT_FULL_DISK = """
+    import resource, signal, sys
+    # A process may write no byte past this size: what a full disk looks like to SQLite.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    sys.argv = ["email-automation", *sys.argv[1:]]
+    from email_automation.cli import main
+    main()
+"""
+
+
+@pytest.mark.parametrize("command", ["init", "status"])
+def test_a_disk_that_takes_no_more_bytes_when_opening_the_database_exits_2(tmp_path, command):
+    database.init_db(tmp_path / "x.db").close()  # closed: its -wal and -shm files are gone
+    result = python(RLIMIT_FULL_DISK, command, "--db", "x.db", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "Error: x.db: cannot open database: disk I/O error\n"
+
+
+def test_a_full_disk_during_a_command_exits_2_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    assert cli("init", "--db", "x.db").exit_code == 0
+    real_connect = database.connect
+
+    def connect_to_a_full_disk(path, **kwargs):
+        conn = real_connect(path, **kwargs)
+        # SQLite answers SQLITE_FULL once the file would have to grow (https://www.sqlite.org/pragma.html#pragma_max_page_count).
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    monkeypatch.setattr(database, "connect", connect_to_a_full_disk)
+    (tmp_path / "many.csv").write_text("email\n" + "".join(f"person{i}@example.com\n" for i in range(3000)))
+    result = cli("import", "many.csv", "--db", "x.db")
+    assert result.exit_code == 2
+    assert result.stderr == "Error: database: database or disk is full\n"
+    monkeypatch.undo()
+    assert database.connect(tmp_path / "x.db").execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
