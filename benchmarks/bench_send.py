@@ -73,6 +73,14 @@ class Sink:
             time.sleep(0.05)
         self.port = int(ready.read_text())
 
+    def cpu(self) -> float:
+        """CPU seconds the sink has used so far (Linux /proc), to see which side is the bottleneck."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def received(self) -> int:
         return len(list((self.folder / "messages").iterdir()))
 
@@ -125,6 +133,7 @@ def main() -> None:
         raise SystemExit("mailmerge is not installed in this environment: pip install mailmerge")
     n = args.messages
     results: dict[str, list[tuple[float, float, float]]] = {"ours": [], "mailmerge": []}
+    sink_cpus: dict[str, list[float]] = {"ours": [], "mailmerge": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_csv(root / "recipients.csv", n)
@@ -136,6 +145,7 @@ def main() -> None:
                     folder = root / f"{name}-{r}"
                     folder.mkdir()
                     sink.clear()
+                    sink_cpu = sink.cpu()
                     if name == "ours":
                         result = ours(folder, root / "recipients.csv", sink.port, n, args.concurrency)
                     else:
@@ -143,6 +153,7 @@ def main() -> None:
                     if sink.received() != n:
                         raise SystemExit(f"{name}: the sink received {sink.received()} messages, not {n}")
                     results[name].append(result)
+                    sink_cpus[name].append(sink.cpu() - sink_cpu)
         finally:
             sink.stop()
     print(f"messages: {n}, sink latency {args.latency * 1000:g} ms, SEND_CONCURRENCY {args.concurrency}, "
@@ -153,8 +164,8 @@ def main() -> None:
         rss = max(m for _, m, _ in runs)
         cpu = statistics.median(c for _, _, c in runs)
         medians[name] = seconds
-        print(f"  {name:<10} {seconds:7.2f} s  {n / seconds:8.1f} msg/s  CPU {cpu:6.2f} s  peak RSS {rss:6.1f} MiB"
-              f"  (runs: {', '.join(f'{t:.2f}' for t, _, _ in runs)})")
+        print(f"  {name:<10} {seconds:7.2f} s  {n / seconds:8.1f} msg/s  CPU {cpu:6.2f} s (sink's {statistics.median(sink_cpus[name]):5.2f} s)"
+              f"  peak RSS {rss:6.1f} MiB  (runs: {', '.join(f'{t:.2f}' for t, _, _ in runs)})")
     print(f"  ratio (mailmerge time / ours): {medians['mailmerge'] / medians['ours']:.2f}x")
 
 
