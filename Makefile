@@ -4,17 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 EA := ../$(BIN)/email-automation
+# A second venv with the oldest release pyproject.toml allows of each direct dependency.
+VENV_MIN ?= .venv-min
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast test-min bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[dashboard]'
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dashboard,dev]'
+	@touch $@
+
+# uv resolves the lowest allowed version of each direct dependency (pip cannot). Always a new venv:
+# an installed newer release would satisfy the bound and be kept.
+$(VENV_MIN)/.installed: pyproject.toml
+	rm -rf $(VENV_MIN)
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/pip install --quiet uv
+	$(VENV_MIN)/bin/uv pip install --quiet --python $(VENV_MIN)/bin/python --resolution lowest-direct \
+		-e '.[dashboard,dev]'
 	@touch $@
 
 # The main job on the embedded default: SQLite in ./demo, DRY_RUN (nothing leaves the machine).
@@ -36,6 +48,10 @@ test: $(VENV)/.installed-dev
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The fast suite at the lower bounds of pyproject.toml: they stay true.
+test-min: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 # mailmerge is the yardstick of bench_send and bench_cli: installed here, never a dependency.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -c "import mailmerge" 2>/dev/null || $(BIN)/pip install --quiet mailmerge
@@ -53,4 +69,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_run.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) *.egg-info
+	rm -rf $(VENV) $(VENV_MIN) $(DEMO_DIR) *.egg-info

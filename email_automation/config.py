@@ -14,7 +14,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -62,6 +62,14 @@ ACCEPTS: dict[str, str] = {
     "dashboard_password": "any text",
     "log_file": "a file path",
     "report_email": "an email address",
+    "imap_host": "the IMAP server's host name, e.g. imap.gmail.com (empty: the inbox is not read)",
+    "imap_port": "a port number 1-65535 (993 with IMAP_SSL, 143 with IMAP_STARTTLS)",
+    "imap_username": "the mailbox login, usually your address",
+    "imap_password": "the mailbox password or app password",
+    "imap_folder": "a folder name such as INBOX",
+    "imap_ssl": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
+    "imap_starttls": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
+    "stop_company_on_reply": "true or false",
     "send_concurrency": f"a whole number from 1 to {MAX_SEND_CONCURRENCY}",
     "max_send_rate": f"messages per second from 0 (no limit of ours) to {MAX_SEND_RATE:g}",
 }
@@ -101,6 +109,14 @@ class Settings(BaseSettings):
     dashboard_password: SecretStr = SecretStr("")
     log_file: Path | None = None
     report_email: str = ""
+    imap_host: str = ""
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_username: str = ""
+    imap_password: SecretStr = SecretStr("")
+    imap_folder: str = Field("INBOX", min_length=1)
+    imap_ssl: bool = True
+    imap_starttls: bool = False
+    stop_company_on_reply: bool = True
     # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
     send_concurrency: int = Field(1, ge=1, le=MAX_SEND_CONCURRENCY)
     max_send_rate: float = Field(0.0, ge=0, le=MAX_SEND_RATE, allow_inf_nan=False)
@@ -141,6 +157,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_transport(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_imap_encryption(self) -> Settings:
+        if self.imap_ssl and self.imap_starttls:
+            raise PydanticCustomError(
+                "imap_tls", "IMAP_SSL and IMAP_STARTTLS are both true: set one (IMAP_SSL for port 993, "
+                "IMAP_STARTTLS for port 143)")
+        return self
 
     @property
     def tz(self) -> tzinfo:
@@ -190,7 +214,10 @@ _SECRETS = {"smtp_password", "dashboard_password"}
 def _describe_validation_error(err: ValidationError) -> str:
     problems = []
     for item in err.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a rule over several settings says itself what is wrong
+            problems.append(f"invalid settings: {item['msg']}")
+            continue
+        field = str(item["loc"][0])
         value = item.get("input")
         shown = show_value(value) if isinstance(value, (str, int, float, bool)) else ""
         if field in _SECRETS:

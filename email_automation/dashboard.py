@@ -38,7 +38,7 @@ FAILED_UNLOCK_DELAY = 1.0  # seconds: slows down guessing the password
 
 
 def render(reports: "Reports") -> None:
-    """The page: sidebar filters, metrics, then Activity / Recipients / Deliverability / Admin tabs."""
+    """The page: sidebar filters, metrics, then Activity / Recipients / Replies / Deliverability / Admin tabs."""
     import streamlit as st
 
     from email_automation import dashboard as ui
@@ -139,12 +139,14 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 def body(reports: Reports, log_filter: LogFilter) -> None:
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
-    activity_tab, recipients_tab, deliverability_tab, admin_tab = st.tabs(
-        ["Activity", "Recipients", "Deliverability", "Admin"])
+    activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab = st.tabs(
+        ["Activity", "Recipients", "Replies", "Deliverability", "Admin"])
     with activity_tab:
         activity(reports, log_filter, summary)
     with recipients_tab:
         recipients(reports)
+    with replies_tab:
+        replies(reports)
     with deliverability_tab:
         deliverability(reports, log_filter)
     with admin_tab:
@@ -311,6 +313,55 @@ def recipients(reports: Reports) -> None:
     _table_or_caption(failed, "failed_table", "No failed recipients.")
 
 
+# --- replies --------------------------------------------------------------------------------
+
+REPLY_COLUMNS = ("date", "from", "recipient", "company", "campaign", "subject", "snippet", "application")
+OTHER_MAIL_COLUMNS = ("date", "kind", "from", "recipient", "subject", "detail")
+FUNNEL_COLUMNS = ("campaign", "contacted", "replied", "reply rate", "interview", "offer", "rejected", "not interested")
+KIND_LABELS = {"auto_reply": "auto-reply", "bounce": "bounce", "unsubscribe": "unsubscribe"}
+
+
+def replies(reports: Reports) -> None:
+    """Who answered (newest first), the funnel per campaign, and the application status to update."""
+    answers = fetch(reports, "inbox_messages", ("reply",), limit=SHOWN_RECIPIENTS)
+    st.subheader(f"Replies ({len(answers)}{'+' if len(answers) == SHOWN_RECIPIENTS else ''})")
+    tz = reports.settings.tz
+    _table_or_caption([dict(zip(REPLY_COLUMNS, (m.when(tz), m.from_email, m.email, m.company,
+                                                m.campaign, m.subject, m.snippet, m.application_status)))
+                       for m in answers], "replies_table",
+                      "No replies yet. `email-automation inbox` (or every run, with IMAP_HOST set) reads them.")
+    st.subheader("Funnel")
+    _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
+                                                 f.interview, f.offer, f.rejected, f.not_interested)))
+                       for f in fetch(reports, "funnel")], "funnel_table", "No campaigns yet.")
+    others = fetch(reports, "inbox_messages", tuple(KIND_LABELS), limit=SHOWN_RECIPIENTS)
+    st.subheader(f"Auto-replies, bounces and unsubscribes ({len(others)})")
+    st.caption("Shown apart: an auto-reply is not an answer; a hard bounce or an unsubscribe suppressed the address.")
+    _table_or_caption([dict(zip(OTHER_MAIL_COLUMNS, (m.when(tz), KIND_LABELS[m.kind],
+                                                     m.from_email, m.email, m.subject, m.detail)))
+                       for m in others], "other_mail_table", "No auto-replies, bounces or unsubscribes.")
+    application_editor(reports)
+
+
+def application_editor(reports: Reports) -> None:
+    """The application statuses, and (unlocked in the Admin tab) a form to change one."""
+    from email_automation.database import APPLICATION_STATUSES
+
+    locked = not (reports.admin_enabled and st.session_state.get(UNLOCKED))
+    rows = fetch(reports, "applications", limit=SHOWN_RECIPIENTS)
+    st.subheader(f"Applications ({len(rows)})")
+    _table_or_caption(rows, "applications_table", "No application has moved beyond 'none' yet.")
+    with st.container(border=True):
+        st.markdown("**Update an application** (a status set here is never overwritten by the inbox)")
+        if locked:
+            st.caption("Locked: enter the dashboard password in the Admin tab first.")
+        st.text_input("Email", key="act_mark_email", disabled=locked)
+        st.selectbox("Status", APPLICATION_STATUSES, index=APPLICATION_STATUSES.index("interview"),
+                     key="act_mark_status", disabled=locked)
+        st.text_input("Note", key="act_mark_note", disabled=locked)
+        _action_footer(reports, "mark", "Update status", locked)
+
+
 # --- deliverability ---------------------------------------------------------------------------
 
 
@@ -424,8 +475,14 @@ def _do_resolve(reports: Reports, state) -> str:
     return f"{reports.resolve(email, outcome)} recipient(s) marked {outcome}."
 
 
+def _do_mark(reports: Reports, state) -> str:
+    email, status = state["act_mark_email"].strip(), state["act_mark_status"]
+    count = reports.mark(email, status, note=state["act_mark_note"].strip() or None)
+    return f"{email.lower()}: application status '{status}' ({count} recipient(s))."
+
+
 ACTIONS = {"campaign": _do_campaign, "skip": _do_skip, "retry": _do_retry,
-           "suppress": _do_suppress, "resolve": _do_resolve}
+           "suppress": _do_suppress, "resolve": _do_resolve, "mark": _do_mark}
 
 
 def run_action(reports: Reports, name: str) -> None:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from . import admin
+from . import admin, applications
 from .config import Settings
 from .database import SCHEMA_VERSION, connect, schema_version, utc_now
 from .deliverability import (
@@ -33,13 +33,18 @@ from .errors import ConfigError, EmailAutomationError
 from .ledger import batch_date, counted_today, remaining_today
 from .reports import (
     DayCount,
+    Funnel,
+    InboxMessage,
     LogFilter,
     LogRow,
     LogSummary,
     StatusSummary,
+    application_rows,
     csv_lines,
     daily_counts,
     failed_recipients,
+    funnel,
+    inbox_messages,
     iter_log,
     log_page,
     log_summary,
@@ -80,10 +85,10 @@ class Reports:
     def _connect_readonly(self) -> sqlite3.Connection:
         """Raises ConfigError for a missing or foreign file, or a schema this view cannot upgrade."""
         conn = connect(self.db_path, readonly=True)
-        if schema_version(conn) < SCHEMA_VERSION:  # a read-only connection cannot migrate
+        if schema_version(conn) < SCHEMA_VERSION:  # a read-only page cannot upgrade it, and would fail on it
             conn.close()
-            raise ConfigError(f"{self.db_path}: the database was made by an older version; "
-                              "run `email-automation init` to upgrade it")
+            raise ConfigError(f"{self.db_path}: the database is from an older version; run `email-automation init` "
+                              "(or any command) to upgrade it, then reload")
         return conn
 
     @contextmanager
@@ -174,6 +179,18 @@ class Reports:
             return suppression_page(conn, tz=self.settings.tz, email=email, limit=page_size,
                                     offset=(page - 1) * page_size)
 
+    def funnel(self) -> list[Funnel]:
+        with self._read() as conn:
+            return funnel(conn)
+
+    def inbox_messages(self, kinds: tuple[str, ...] | None = None, *, limit: int = 200) -> list[InboxMessage]:
+        with self._read() as conn:
+            return inbox_messages(conn, kinds=kinds, limit=limit)
+
+    def applications(self, *, limit: int = 200) -> list[dict]:
+        with self._read() as conn:
+            return application_rows(conn, limit=limit)
+
     # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
 
     @property
@@ -208,3 +225,6 @@ class Reports:
 
     def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
         return self._admin(admin.resolve_unknown, email, outcome, campaign=campaign)
+
+    def mark(self, email: str, status: str, *, note: str | None = None, campaign: str | None = None) -> int:
+        return self._admin(applications.mark, email, status, note=note, campaign=campaign)

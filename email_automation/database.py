@@ -231,9 +231,60 @@ CREATE TABLE imports (
 ALTER TABLE recipients ADD COLUMN import_id INTEGER NOT NULL DEFAULT 0;
 """
 
+# Replies (inbox.py, applications.py): each recipient's application status and its history, the
+# messages read from the inbox (each once: UNIQUE dedupe_key), how far each mailbox was read, and
+# on send_log the bounce a delivery report brought back. Lookups by Message-ID go through an index.
+APPLICATION_STATUSES = ("none", "replied", "interview", "offer", "rejected", "not_interested")
+INBOX_KINDS = ("reply", "auto_reply", "bounce", "unsubscribe", "ignored")
+_V7_REPLIES = f"""
+ALTER TABLE recipients ADD COLUMN application_status TEXT NOT NULL DEFAULT 'none'
+    CHECK {_one_of("application_status", APPLICATION_STATUSES)};
+ALTER TABLE recipients ADD COLUMN application_note TEXT;
+ALTER TABLE recipients ADD COLUMN application_source TEXT;
+ALTER TABLE recipients ADD COLUMN application_changed_at TEXT;
+CREATE INDEX recipients_application ON recipients (application_status) WHERE application_status != 'none';
+CREATE TABLE application_changes (
+    id INTEGER PRIMARY KEY,
+    recipient_id INTEGER NOT NULL REFERENCES recipients(id),
+    status TEXT NOT NULL,
+    note TEXT,
+    source TEXT NOT NULL CHECK {_one_of("source", ("manual", "inbox"))},
+    changed_at TEXT NOT NULL
+);
+CREATE INDEX application_changes_recipient ON application_changes (recipient_id);
+ALTER TABLE send_log ADD COLUMN bounced_at TEXT;
+ALTER TABLE send_log ADD COLUMN bounce_status TEXT;
+CREATE INDEX send_log_message_id ON send_log (message_id) WHERE message_id IS NOT NULL;
+CREATE TABLE inbox_state (
+    mailbox TEXT PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL,
+    read_at TEXT NOT NULL
+);
+CREATE TABLE inbox_messages (
+    id INTEGER PRIMARY KEY,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    mailbox TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK {_one_of("kind", INBOX_KINDS)},
+    recipient_id INTEGER REFERENCES recipients(id),
+    send_log_id INTEGER REFERENCES send_log(id),
+    from_email TEXT,
+    subject TEXT,
+    snippet TEXT,
+    message_id TEXT,
+    dated_at TEXT,
+    detail TEXT,
+    read_at TEXT NOT NULL
+);
+CREATE INDEX inbox_messages_kind ON inbox_messages (kind, dated_at) WHERE kind != 'ignored';
+CREATE INDEX inbox_messages_recipient ON inbox_messages (recipient_id) WHERE recipient_id IS NOT NULL;
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
-                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS)
+                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

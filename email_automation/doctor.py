@@ -78,7 +78,23 @@ def run_checks(
         transport_checks = [check_smtp(settings, smtp_factory=smtp_factory)]
     if settings.dry_run:
         transport_checks = [_as_dry_run(c) for c in transport_checks]
+    if settings.imap_host:
+        transport_checks.append(check_inbox(settings))
     return checks + transport_checks
+
+
+def check_inbox(settings: Settings) -> Check:
+    """Log in to IMAP_HOST and open IMAP_FOLDER read-only, as every run does before it sends."""
+    from . import inbox
+
+    try:
+        return Check("inbox (IMAP)", OK, inbox.check(settings))
+    except ConfigError as err:
+        return Check("inbox (IMAP)", FAIL, str(err), "set IMAP_USERNAME and IMAP_PASSWORD in env.sh")
+    except inbox.InboxError as err:
+        return Check("inbox (IMAP)", FAIL, str(err),
+                     "check IMAP_HOST, IMAP_PORT (993 with IMAP_SSL, 143 with IMAP_STARTTLS) and the password; "
+                     "Gmail and Outlook need an app password with IMAP enabled")
 
 
 def _as_dry_run(check: Check) -> Check:

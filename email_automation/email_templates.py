@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import css_inline
-import html2text
+import lxml.html
+from inscriptis import Inscriptis
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from markupsafe import Markup
 
@@ -198,31 +201,25 @@ def inline_template_source(source: str) -> str | None:
 
 # --- plain-text alternative ------------------------------------------------------------------
 
+# Links stay readable in text/plain as "text <url>", the delimiters RFC 3986 appendix C suggests.
+_SHOWN_LINK_SCHEMES = ("http://", "https://", "mailto:")
+_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"])  # the template source's indentation is not text
+
+
 def html_to_text(html_body: str) -> str:
-    """A readable text/plain alternative of an HTML body."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wrapping; the MIME encoder keeps lines short
-    converter.unicode_snob = True  # keep "é" and "’" instead of ASCII stand-ins
-    converter.ignore_images = True
-    converter.ignore_emphasis = True
-    text = converter.handle(html_body).replace("\xa0", " ")
-    # html2text escapes what Markdown would read as lists or headings; plain text needs no escapes.
-    text = re.sub(r"(?m)^(\s*)\\([-+*#])", r"\1\2", text)
-    text = re.sub(r"(?m)^(\s*\d+)\\\.", r"\1.", text)
-    text = plain_links(text)
-    lines = [line.rstrip() for line in text.splitlines()]  # "  " is Markdown for <br>
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
-
-
-_MARKDOWN_LINK = re.compile(r"\[([^\]\n]*)\]\(<?([^)\s>]+)>?(?: \"[^\"]*\")?\)")
-
-
-def plain_links(text: str) -> str:
-    """Markdown links `[label](url)` as `label <url>`, the delimiters RFC 3986 appendix C suggests."""
-    def plain(match: re.Match[str]) -> str:
-        label, url = match.group(1).strip(), match.group(2)
-        return f"<{url}>" if label in ("", url, url.removeprefix("mailto:")) else f"{label} <{url}>"
-    return _MARKDOWN_LINK.sub(plain, text)
+    """A readable text/plain alternative of an HTML body: paragraphs, line breaks and link targets kept."""
+    if not html_body.strip():
+        return "\n"
+    tree = lxml.html.document_fromstring(html_body)
+    for anchor in tree.iter("a"):
+        href = (anchor.get("href") or "").strip()
+        address = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
+        label = " ".join(anchor.text_content().split())
+        if href.lower().startswith(_SHOWN_LINK_SCHEMES) and label not in (href, address):
+            anchor.tail = f" <{href}>" + (anchor.tail or "")
+    text = Inscriptis(tree, _TEXT_CONFIG).get_text().replace("\xa0", " ")
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"  # a list keeps its indent
 
 
 def custom_body_html(body: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal, TypeVar
 
+from . import applications
 from .database import COUNTED_LOG_STATUSES, Patience, audit, iso, transaction
 from .errors import SendError
 from .imports import FINISHED
@@ -40,12 +41,13 @@ class Claim:
 
 
 # The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
-# campaign, not suppressed, not (maybe) mailed already in another campaign, and from a finished
-# import. The run picks its batch with it, and `status`, the dashboard and `preview` show it;
-# claim() re-checks the rest (a finished import never becomes unfinished again).
+# campaign, not suppressed, not (maybe) mailed already in another campaign, from a finished
+# import, and not someone who answered. The run picks its batch with it, and `status`, the
+# dashboard and `preview` show it; claim() re-checks the rest (a finished import never becomes
+# unfinished again), and also stops colleagues of someone who answered (applications.py).
 QUEUE_FROM_WHERE = (
     " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-    " WHERE r.status = 'pending' AND c.status = 'active'"
+    " WHERE r.status = 'pending' AND c.status = 'active' AND r.application_status = 'none'"
     " AND r.email NOT IN (SELECT email FROM suppressions)"
     " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
     "                 AND o.status IN ('sending', 'sent', 'unknown'))"
@@ -82,24 +84,30 @@ def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -
     return row[0] if row else None
 
 
-def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
-    """Why this address must not be mailed now (suppressed, or mailed in another campaign), if so."""
+def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop_company: bool = True) -> str | None:
+    """Why this address must not be mailed now (suppressed, mailed in another campaign, or a reply
+    from it or, with `stop_company`, from its company), if so."""
     suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
     if suppressed is not None:
         return f"suppressed: {suppressed[0]}"
     contacted_in = already_contacted(conn, recipient_id, email)
-    return None if contacted_in is None else f"already contacted in campaign {contacted_in!r}"
+    if contacted_in is not None:
+        return f"already contacted in campaign {contacted_in!r}"
+    company = conn.execute("SELECT company FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
+    reason = applications.stop_reason(conn, email, company[0] if company else "", stop_company=stop_company)
+    return None if reason is None else f"stopped by a reply: {reason}"
 
 
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
-    daily_limit: int, subject: str, transport: str,
+    daily_limit: int, subject: str, transport: str, stop_company: bool = True,
 ) -> Claim | None:
     """Atomically move a pending recipient to `sending` and log the attempt.
 
     Returns None when the recipient is no longer pending (another run took it), its campaign is
     paused, or the daily limit is reached; a recipient whose address is suppressed or was (maybe)
-    mailed in another campaign since the batch was picked becomes `skipped` instead. All of it is
+    mailed in another campaign since the batch was picked, or who (or, with `stop_company`, whose
+    company) answered, becomes `skipped` instead. All of it is
     checked inside the same write transaction, so two overlapping runs can never exceed the
     limit, claim one recipient twice, or mail one address from two campaigns.
     """
@@ -115,7 +123,7 @@ def claim(
         ).fetchone()
         if row is None:
             return None
-        reason = skip_reason(conn, recipient_id, row["email"])
+        reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company)
         if reason is not None:
             conn.execute(
                 "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",

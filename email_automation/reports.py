@@ -309,3 +309,90 @@ __all__ = [
     "log_summary", "next_queued", "pending_queue", "pending_queue_size", "recipient_counts", "status_summary",
     "unknown_recipients",
 ]
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """One campaign's outcomes: contacted -> replied -> interview -> offer."""
+
+    campaign: str
+    contacted: int  # sent (or maybe sent), or known to have answered
+    replied: int  # any application status beyond `none`
+    interview: int  # reached an interview: `interview` or `offer` now, or `interview` at some point
+    offer: int
+    rejected: int
+    not_interested: int
+
+    @property
+    def reply_rate(self) -> float:
+        return self.replied / self.contacted if self.contacted else 0.0
+
+    def as_dict(self) -> dict:
+        return {"contacted": self.contacted, "replied": self.replied, "interview": self.interview,
+                "offer": self.offer, "rejected": self.rejected, "not_interested": self.not_interested,
+                "reply_rate": round(self.reply_rate, 4)}
+
+
+def funnel(conn: sqlite3.Connection) -> list[Funnel]:
+    """The application funnel of every campaign, in one aggregate query."""
+    rows = conn.execute(
+        "SELECT c.name,"
+        " count(r.id) FILTER (WHERE r.status IN ('sent', 'unknown') OR r.application_status != 'none'),"
+        " count(r.id) FILTER (WHERE r.application_status != 'none'),"
+        " count(r.id) FILTER (WHERE r.application_status IN ('interview', 'offer') OR (r.application_status != 'none'"
+        "   AND EXISTS (SELECT 1 FROM application_changes h WHERE h.recipient_id = r.id AND h.status = 'interview'))),"
+        " count(r.id) FILTER (WHERE r.application_status = 'offer'),"
+        " count(r.id) FILTER (WHERE r.application_status = 'rejected'),"
+        " count(r.id) FILTER (WHERE r.application_status = 'not_interested')"
+        " FROM campaigns c LEFT JOIN recipients r ON r.campaign_id = c.id GROUP BY c.id ORDER BY c.id"
+    ).fetchall()
+    return [Funnel(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    """A message from the inbox that concerns one of our sends (ignored ones are not listed)."""
+
+    kind: str  # reply, auto_reply, bounce, unsubscribe
+    dated_at: str  # the message's Date, else when it was read
+    from_email: str
+    recipient_id: int | None
+    email: str  # the address we wrote to
+    company: str
+    campaign: str
+    subject: str
+    snippet: str
+    detail: str
+    application_status: str
+
+    def when(self, tz: tzinfo) -> str:
+        """`dated_at` on the user's clock, to the minute."""
+        return datetime.fromisoformat(self.dated_at).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def inbox_messages(conn: sqlite3.Connection, *, kinds: tuple[str, ...] | None = None,
+                   limit: int = 200) -> list[InboxMessage]:
+    """Replies, auto-replies, bounces and unsubscribes read from the inbox, newest first."""
+    kinds = kinds or ("reply", "auto_reply", "bounce", "unsubscribe")
+    marks = ",".join("?" * len(kinds))
+    rows = conn.execute(
+        "SELECT m.kind, COALESCE(m.dated_at, m.read_at), COALESCE(m.from_email, ''), m.recipient_id,"
+        " COALESCE(r.email, ''), COALESCE(r.company, ''), COALESCE(c.name, ''), COALESCE(m.subject, ''),"
+        " COALESCE(m.snippet, ''), COALESCE(m.detail, ''), COALESCE(r.application_status, 'none')"
+        " FROM inbox_messages m LEFT JOIN recipients r ON r.id = m.recipient_id"
+        " LEFT JOIN campaigns c ON c.id = r.campaign_id"
+        f" WHERE m.kind IN ({marks}) ORDER BY COALESCE(m.dated_at, m.read_at) DESC, m.id DESC LIMIT ?",
+        (*kinds, limit),
+    ).fetchall()
+    return [InboxMessage(*row) for row in rows]
+
+
+def application_rows(conn: sqlite3.Connection, *, limit: int = 200) -> list[dict]:
+    """Recipients with an application status beyond `none`, most recently changed first."""
+    rows = conn.execute(
+        "SELECT r.email, r.company, c.name AS campaign, r.application_status AS status,"
+        " COALESCE(r.application_note, '') AS note, r.application_source AS set_by, r.application_changed_at AS changed_at"
+        " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.application_status != 'none'"
+        " ORDER BY r.application_changed_at DESC, r.id DESC LIMIT ?", (limit,),
+    ).fetchall()
+    return [dict(row) for row in rows]

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import database, events, ledger
+from . import applications, database, events, ledger
 from .config import Settings
 from .email_templates import CampaignTemplate
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -89,20 +89,25 @@ class _Planned:
     campaign: str
 
 
-def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = ()) -> list[sqlite3.Row]:
+def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
+                  stop_company: bool = True) -> list[sqlite3.Row]:
     """The next `size` sendable recipients of active campaigns, oldest first (the queue order),
-    leaving out the campaigns named in `exclude`."""
+    leaving out the campaigns named in `exclude`.
+
+    Colleagues of someone who answered are left out too, so a dry run previews what a real run sends.
+    """
     names = list(exclude)
     holes = ", ".join("?" * len(names))
+    stopped, args = applications.stopped_condition(stop_company)
     return conn.execute(
-        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE}"
-        f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id LIMIT ?", (*names, size),
+        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
+        f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id LIMIT ?", (*args, *names, size),
     ).fetchall()
 
 
-def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
+def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:
     """Pending recipients that must never be mailed become `skipped`, with the reason."""
-    rows = conn.execute(
+    rows = applications.stopped_pending(conn, stop_company=stop_company) + conn.execute(
         "SELECT r.id, r.email FROM recipients r WHERE r.status = 'pending'"
         " AND (r.email IN (SELECT email FROM suppressions)"
         "      OR EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
@@ -110,8 +115,9 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime) -> int:
     ).fetchall()
     skipped = 0
     for row in rows:
-        reason = ledger.skip_reason(conn, row["id"], row["email"])  # the claim's own words
-        skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
+        reason = ledger.skip_reason(conn, row["id"], row["email"], stop_company=stop_company)  # the claim's words
+        if reason is not None:
+            skipped += ledger.mark_skipped(conn, row["id"], reason, now=now)
     return skipped
 
 
@@ -163,7 +169,8 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
     """
     broken: dict[str, TemplateRenderError] = {}
     while True:
-        result = render_batch(conn, pending_batch(conn, size, exclude=broken), settings, now=now)
+        rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply)
+        result = render_batch(conn, rows, settings, now=now)
         if not result.broken:
             break
         broken.update(result.broken)
@@ -212,7 +219,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     report = RunReport(dry_run=transport.name == "dry_run")
     _recover(conn, report, now=now)
     if not report.dry_run:
-        report.skipped = skip_unsendable(conn, now=now())
+        report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
     batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
     workers = _workers(settings, report, len(batch), transport_factory)
     if workers > 1:
@@ -489,7 +496,7 @@ def _claim(settings, conn, item: _Planned, subject: str, transport_name: str, *,
     """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
     one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=subject, transport=transport_name)
+                         subject=subject, transport=transport_name, stop_company=settings.stop_company_on_reply)
     if claim is not None:
         return claim, None
     row = conn.execute(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,7 @@ from email_automation.config import Settings, load_settings
 from email_automation.database import init_db
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
+def _isolate(monkeypatch, tmp_path) -> None:
     """No test reads the developer's environment, .env or real AWS credentials."""
     import os
 
@@ -27,6 +28,11 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    _isolate(monkeypatch, tmp_path)
+
+
 @pytest.fixture(scope="session")
 def moto_url():
     """A moto server on loopback, for code that reaches SES over real HTTP (AWS_ENDPOINT_URL)."""
@@ -39,18 +45,23 @@ def moto_url():
     server.stop()
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
+def make_settings(folder: Path) -> Settings:
+    """The tests' settings, with the database and outbox in `folder`."""
     return load_settings(
-        db_path=tmp_path / "test.db",
+        db_path=folder / "test.db",
         dry_run=False,
         delay_seconds=0,
         sender_email="jane@example.com",
         sender_name="Jane Sender",
         timezone="Europe/Berlin",
-        outbox_dir=tmp_path / "outbox",
+        outbox_dir=folder / "outbox",
         aws_region="us-east-1",
     )
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path)
 
 
 @pytest.fixture
@@ -73,6 +84,33 @@ class Clock:
         self.current += timedelta(seconds=seconds)
 
 
+CLOCK_START = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
+
+
 @pytest.fixture
 def clock() -> Clock:
-    return Clock(datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc))
+    return Clock(CLOCK_START)
+
+
+@pytest.fixture(scope="session")
+def _filled_template(tmp_path_factory) -> tuple[Path, dict]:
+    """tests.test_reports.fill_database run once per test session, for the `settings` and `clock`
+    fixtures' values; `filled_db` copies it. Five real runs take about a second: once, not per test."""
+    from .test_reports import fill_database
+
+    folder = tmp_path_factory.mktemp("filled")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch, folder)
+        settings = make_settings(folder)
+        days = fill_database(settings, CLOCK_START)
+    assert not Path(f"{settings.db_path}-wal").exists()  # closed: the file alone is the database
+    return settings.db_path, days
+
+
+@pytest.fixture
+def filled_db(settings, _filled_template) -> dict:
+    """A database filled by real runs (tests.test_reports.fill_database) at `settings.db_path`;
+    returns the run days. Each test gets its own copy, so it may change it."""
+    template, days = _filled_template
+    shutil.copyfile(template, settings.db_path)
+    return dict(days)

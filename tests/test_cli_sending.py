@@ -64,6 +64,7 @@ def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
         "DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.",
         "Needs a decision: cy@example.com (default) may or may not have been sent; "
         "`email-automation resolve cy@example.com --sent` or `--pending`.",
+        "Replies in default: 3 contacted -> 0 replied (0%) -> 0 interview -> 0 offer.",
     ]
 
 

@@ -21,7 +21,7 @@ from email_automation.dashboard_data import Reports
 from email_automation.deliverability import EVENT_COLUMNS, SUPPRESSION_COLUMNS
 from email_automation.reports import LOG_COLUMNS
 
-from .test_reports import counts_in_db, fill_database, record_events, sent_attempts, ses_event, with_password
+from .test_reports import counts_in_db, record_events, sent_attempts, ses_event, with_password
 
 PASSWORD = "correct horse"
 
@@ -36,8 +36,8 @@ def _fresh_cache(monkeypatch):
 
 
 @pytest.fixture
-def days(settings, clock):
-    return fill_database(settings, clock())
+def days(filled_db):
+    return filled_db
 
 
 def page(settings, clock, *, password: str = "") -> AppTest:
@@ -146,7 +146,7 @@ def test_the_log_table_has_the_columns_newest_first_and_pages(settings, clock, d
 
 def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
     at = page(settings, clock)
-    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Deliverability", "Admin"]
+    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Replies", "Deliverability", "Admin"]
     queue = table(at, "queue_table")
     assert list(queue["position"]) == list(range(1, len(queue) + 1)) and len(queue) == 7
     assert list(table(at, "unknown_table")["email"]) == ["person03@example.com"]

@@ -286,7 +286,7 @@ def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connect
     _database_at_version(settings.db_path, 3, monkeypatch).close()
     with pytest.raises(ConfigError) as caught:
         Reports(settings.db_path, settings).today()
-    assert str(caught.value) == (f"{settings.db_path}: the database was made by an older version; "
-                                 "run `email-automation init` to upgrade it")
+    assert str(caught.value) == (f"{settings.db_path}: the database is from an older version; "
+                                 "run `email-automation init` (or any command) to upgrade it, then reload")
     init_db(settings.db_path).close()
     assert Reports(settings.db_path, settings).today().counted == 0

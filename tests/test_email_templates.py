@@ -266,6 +266,22 @@ def test_text_alternative_is_derived_from_the_html(settings):
     assert rendered.text == "Hi Ada,\n\nline one\nline two\n\nthe link <https://x.example/a>\n"
 
 
+@pytest.mark.parametrize("html, text", [
+    ('<p><a href="https://x.example/u?e=a%40b.org&amp;k=1">Unsubscribe</a> here.</p>',
+     "Unsubscribe <https://x.example/u?e=a%40b.org&k=1> here.\n"),
+    ('<p>See <a href="https://x.example">https://x.example</a></p>', "See https://x.example\n"),  # not twice
+    ('<p>Mail <a href="mailto:jane@example.com">jane@example.com</a> or'
+     ' <a href="mailto:jane@example.com">me</a></p>', "Mail jane@example.com or me <mailto:jane@example.com>\n"),
+    ('<p><a href="#top">top</a> <a href="javascript:void(0)">js</a></p>', "top js\n"),  # no target worth reading
+    ("<ul><li>one</li><li>two</li></ul><p>1. not a list &amp; 2&nbsp;spaces</p>",
+     "  * one\n  * two\n\n1. not a list & 2 spaces\n"),
+    ('<div>\n  <p>first</p>\n  <p>second<br>\n  line</p>\n</div>', "first\n\nsecond\nline\n"),
+])
+def test_the_text_alternative_is_plain_text_not_markdown(settings, html, text):
+    rendered = CampaignTemplate.from_campaign(campaign(html=html)).render(recipient(), settings)
+    assert rendered.text == text
+
+
 def test_campaign_text_template_is_used_when_set(settings):
     template = CampaignTemplate.from_campaign(campaign(text="Hi {{ first_name }} & {{ company }}\n"))
     rendered = template.render(recipient(), settings)

@@ -77,10 +77,9 @@ def fill_database(settings, today: datetime) -> dict[str, date]:
 
 
 @pytest.fixture
-def filled(settings, clock):
+def filled(settings, clock, filled_db):
     """(Reports over a filled database, run days); the dashboard's clock is the test clock."""
-    days = fill_database(settings, clock())
-    return Reports(settings.db_path, settings, now=clock), days
+    return Reports(settings.db_path, settings, now=clock), filled_db
 
 
 def with_password(settings, password: str):

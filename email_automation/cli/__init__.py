@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-COMMAND_MODULES = ("setup", "recipients", "campaigns", "sending", "dashboard")
+COMMAND_MODULES = ("setup", "recipients", "campaigns", "sending", "replies", "dashboard")
 
 
 def main() -> None:

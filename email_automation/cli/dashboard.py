@@ -91,7 +91,11 @@ def dashboard(
         "--address", help="Address to listen on. Keep 127.0.0.1 and use an SSH tunnel.")] = DEFAULT_ADDRESS,
 ) -> None:
     """Start the web dashboard (Streamlit) on 127.0.0.1:8501: sends per day, the log, the queue, admin actions."""
+    from .. import dashboard_support
+    from ..errors import ConfigError
 
+    if problem := dashboard_support.missing_message():  # the `dashboard` extra is not installed
+        raise ConfigError(problem)
     settings = settings_for(db)  # a bad setting fails here, with the CLI's one-line error
     open_database(settings).close()  # refuses a missing or foreign file, upgrades an older schema
     check_port_free(address, port)

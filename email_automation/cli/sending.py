@@ -23,6 +23,7 @@ def run(
     dry_run: Annotated[Optional[bool], typer.Option("--dry-run/--send", help="Write .eml files instead of sending (default: DRY_RUN, which is true until you set it to false).", show_default=False)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
+    require_inbox: Annotated[bool, typer.Option("--require-inbox", help="Stop (exit 3, nothing sent) if the inbox cannot be read first.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
@@ -30,7 +31,8 @@ def run(
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
     template (a campaign whose template fails is held back, the others are sent), 3 stopped by an
     error that affects every message (credentials, unverified sender, paused account, quota), by a
-    streak of time-outs, throttling or identical refusals, or by a hung run holding the lock.
+    streak of time-outs, throttling or identical refusals, by a hung run holding the lock, or
+    (--require-inbox) because the inbox could not be read.
     """
     import random
     import time
@@ -50,7 +52,7 @@ def run(
     try:
         with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
             report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
-                             rng=random.Random(), on_outcome=lambda _: advance(1),
+                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox,
                              transport_factory=lambda: make_transport(settings))
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
         if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
@@ -115,12 +117,23 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     conn = open_database(settings)
     summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit)
     unknown = reports.unknown_recipients(conn)
+    funnel = reports.funnel(conn)
     if as_json:
-        print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]})
+        print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}})
         return
     console().print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run):
         say(line)
+    for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
+        say(line)
+
+
+def reply_lines(funnel, latest, *, tz) -> list[str]:
+    """The funnel of each campaign that has contacted anyone, then the latest replies."""
+    lines = [f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
+             f"-> {f.interview} interview -> {f.offer} offer." for f in funnel if f.contacted]
+    return lines + [f"  {m.when(tz)} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
 
 
 def status_table(summary):

@@ -1,0 +1,135 @@
+"""Each recipient's application status, the one thing a job seeker tracks after a reply.
+
+none -> replied (the inbox watcher, or by hand) -> interview -> offer | rejected | not_interested.
+A status set by hand is never overwritten by the watcher. Any status beyond `none` stops later
+messages to that address, and with STOP_COMPANY_ON_REPLY to everyone else at the same company
+(same `company` value, or the same domain unless it is a free-mail domain).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+
+from .addresses import lookup_form
+from .database import APPLICATION_STATUSES, iso, transaction
+from .errors import EmailAutomationError, NotFoundError
+
+# Addresses at these domains are people, not companies: one person's reply says nothing of another.
+FREE_MAIL_DOMAINS = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "hotmail.co.uk", "live.com", "msn.com",
+    "yahoo.com", "yahoo.co.uk", "yahoo.fr", "yahoo.de", "ymail.com", "icloud.com", "me.com", "mac.com",
+    "aol.com", "proton.me", "protonmail.com", "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de",
+    "mail.com", "zoho.com", "yandex.com", "yandex.ru", "mail.ru", "orange.fr", "free.fr", "laposte.net",
+    "libero.it", "fastmail.com", "hey.com", "qq.com", "163.com",
+})
+_DOMAIN_SQL = "substr({0}.email, instr({0}.email, '@') + 1)"
+
+
+class ApplicationStatusError(EmailAutomationError):
+    """A status name that is not one of APPLICATION_STATUSES."""
+
+    exit_code = 2
+
+
+def company_domain(email: str) -> str:
+    """The domain that identifies an employer, or "" for a free-mail address."""
+    domain = email.rpartition("@")[2].lower()
+    return "" if domain in FREE_MAIL_DOMAINS else domain
+
+
+def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, note: str | None = None,
+         campaign: str | None = None, actor: str = "cli") -> int:
+    """Set the application status by hand (every campaign of the address, or one); returns how many.
+
+    Raises:
+        ApplicationStatusError: `status` is not a known status.
+        NotFoundError: no recipient has this address (in this campaign).
+    """
+    if status not in APPLICATION_STATUSES:
+        raise ApplicationStatusError(f"unknown status {status!r}: use one of {', '.join(APPLICATION_STATUSES)}")
+    address = lookup_form(email)
+    sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
+    args = [address] + ([campaign] if campaign else [])
+    with transaction(conn):
+        ids = [row[0] for row in conn.execute(sql + (" AND c.name = ?" if campaign else ""), args)]
+        if not ids:
+            where = f" in campaign {campaign!r}" if campaign else ""
+            raise NotFoundError(f"{address}: no recipient with that address{where}")
+        for recipient_id in ids:
+            _change(conn, recipient_id, status, note, "manual", now)
+        conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'mark', ?, ?)",
+                     (iso(now), actor, address, status + (f": {note}" if note else "")))
+    return len(ids)
+
+
+def record_reply(conn: sqlite3.Connection, recipient_id: int, *, now: datetime, note: str) -> bool:
+    """The watcher saw a reply: `none` becomes `replied`, unless a person set the status by hand.
+
+    Runs inside the caller's transaction (the inbox read commits it with the message's mark).
+    """
+    row = conn.execute("SELECT application_status, application_source FROM recipients WHERE id = ?",
+                       (recipient_id,)).fetchone()
+    if row is None or row[0] != "none" or row[1] == "manual":
+        return False
+    _change(conn, recipient_id, "replied", note, "inbox", now)
+    return True
+
+
+def _change(conn: sqlite3.Connection, recipient_id: int, status: str, note: str | None, source: str,
+            now: datetime) -> None:
+    conn.execute(
+        "UPDATE recipients SET application_status = ?, application_note = COALESCE(?, application_note),"
+        " application_source = ?, application_changed_at = ?, updated_at = ? WHERE id = ?",
+        (status, note, source, iso(now), iso(now), recipient_id),
+    )
+    conn.execute(
+        "INSERT INTO application_changes (recipient_id, status, note, source, changed_at) VALUES (?, ?, ?, ?, ?)",
+        (recipient_id, status, note, source, iso(now)),
+    )
+
+
+def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_company: bool) -> str | None:
+    """Why a reply (or a later status) stops mail to this address now, if it does."""
+    own = conn.execute("SELECT application_status FROM recipients WHERE email = ? AND application_status != 'none'"
+                       " LIMIT 1", (email,)).fetchone()
+    if own is not None:
+        return f"application status is {own[0]!r}"
+    if not stop_company:
+        return None
+    domain = company_domain(email)
+    other = conn.execute(  # the same comparison as `stopped_pending`, so the sweep and the claim agree
+        "SELECT o.email, o.application_status FROM recipients o WHERE o.application_status != 'none'"
+        " AND ((trim(?) != '' AND lower(trim(o.company)) = lower(trim(?)))"
+        f"      OR (? != '' AND {_DOMAIN_SQL.format('o')} = ?)) LIMIT 1",
+        (company, company, domain, domain),
+    ).fetchone()
+    if other is None:
+        return None
+    return f"{other[0]} at the same company has application status {other[1]!r} (STOP_COMPANY_ON_REPLY)"
+
+
+def stopped_condition(stop_company: bool) -> tuple[str, tuple[str, ...]]:
+    """SQL over recipients `r` (and its parameters): true when a reply stops them, as `stop_reason` says.
+
+    Each subquery is uncorrelated, so SQLite runs it once, through the partial index of
+    recipients with a status: that set is small.
+    """
+    answered = "(SELECT {0} FROM recipients WHERE application_status != 'none')"
+    condition = f"r.email IN {answered.format('email')}"
+    if not stop_company:
+        return f"({condition})", ()
+    free = ",".join("?" * len(FREE_MAIL_DOMAINS))
+    domain = _DOMAIN_SQL.format("r")
+    condition += (
+        f" OR (trim(r.company) != '' AND lower(trim(r.company)) IN {answered.format('lower(trim(company))')})"
+        f" OR ({domain} IN {answered.format(_DOMAIN_SQL.format('recipients'))} AND {domain} NOT IN ({free}))"
+    )
+    return f"({condition})", tuple(sorted(FREE_MAIL_DOMAINS))
+
+
+def stopped_pending(conn: sqlite3.Connection, *, stop_company: bool) -> list[sqlite3.Row]:
+    """Pending recipients a reply stops (see `stop_reason`), for the run's sweep before it plans."""
+    condition, args = stopped_condition(stop_company)
+    return conn.execute(f"SELECT r.id, r.email, r.company FROM recipients r WHERE r.status = 'pending' AND {condition}",
+                        args).fetchall()

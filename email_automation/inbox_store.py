@@ -1,0 +1,163 @@
+"""The database side of reading the inbox: find the sends a message concerns, store each message
+once, apply what it means, and move the mailbox's read mark, all in one transaction per message.
+
+So a crash, a bad message or a lost connection never loses the mark of what was already read,
+and a message seen again (a second read, or every message after a UIDVALIDITY reset) is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import applications
+from .database import iso, transaction
+from .mail_classify import Classification, SentRef
+
+SOURCE = "inbox"  # suppressions.source and admin_log.actor of everything done here
+_SENT_STATUSES = "('sent', 'unknown')"  # attempts that may have reached someone who can answer
+
+
+class DbSentLookup:
+    """`mail_classify.SentLookup` over send_log."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def by_message_ids(self, ids: Sequence[str]) -> SentRef | None:
+        for message_id in ids:
+            candidates = delivered_id_forms(message_id)
+            marks = ",".join("?" * len(candidates))
+            row = self.conn.execute(
+                "SELECT l.id, l.recipient_id, r.email, l.subject FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                f" WHERE l.message_id IN ({marks}) AND l.status IN {_SENT_STATUSES} ORDER BY l.id DESC LIMIT 1",
+                candidates,
+            ).fetchone()
+            if row is not None:
+                return SentRef(*row)
+        return None
+
+    def by_address(self, email: str) -> list[SentRef]:
+        rows = self.conn.execute(
+            "SELECT l.id, l.recipient_id, r.email, l.subject FROM recipients r JOIN send_log l ON l.recipient_id = r.id"
+            f" WHERE r.email = ? AND l.status IN {_SENT_STATUSES} ORDER BY l.id DESC LIMIT 20",
+            (email,),
+        ).fetchall()
+        return [SentRef(*row) for row in rows]
+
+
+def delivered_id_forms(message_id: str) -> tuple[str, ...]:
+    """How send_log may hold the send that a header's Message-ID names.
+
+    SMTP sends store the Message-ID header we set. SES replaces it with `<MessageId@REGION.amazonses.com>`
+    built from the MessageId its API returned, which is what send_log stores ("Amazon SES header
+    fields": https://docs.aws.amazon.com/ses/latest/dg/header-fields.html); the domain varies by
+    region (email.amazonses.com, eu-west-1.amazonses.com, ...), so the local part is what matches.
+    """
+    bare = message_id.strip().strip("<>")
+    local, _, domain = bare.rpartition("@")
+    forms = [f"<{bare}>", bare]
+    if local and domain.lower().endswith("amazonses.com"):
+        forms.append(local)
+    return tuple(forms)
+
+
+def dedupe_key(message_id: str | None, raw_headers: bytes) -> str:
+    """A message's identity across reads and UIDVALIDITY resets: its Message-ID, else its headers' hash."""
+    if message_id:
+        return f"mid:{message_id}"
+    return "sha256:" + hashlib.sha256(raw_headers).hexdigest()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a message sits in the mailbox: UIDs are only meaningful with their UIDVALIDITY (RFC 3501 §2.3.1.1)."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+
+
+def read_mark(conn: sqlite3.Connection, mailbox: str) -> tuple[int, int] | None:
+    """(UIDVALIDITY, highest UID read) of this mailbox, or None before its first read."""
+    row = conn.execute("SELECT uidvalidity, last_uid FROM inbox_state WHERE mailbox = ?", (mailbox,)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def set_mark(conn: sqlite3.Connection, position: Position, *, now: datetime) -> None:
+    """Move the read mark to `position` (a new UIDVALIDITY replaces the old mark)."""
+    conn.execute(
+        "INSERT INTO inbox_state (mailbox, uidvalidity, last_uid, read_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (mailbox) DO UPDATE SET last_uid = CASE WHEN uidvalidity = excluded.uidvalidity"
+        "   THEN max(last_uid, excluded.last_uid) ELSE excluded.last_uid END,"
+        " uidvalidity = excluded.uidvalidity, read_at = excluded.read_at",
+        (position.mailbox, position.uidvalidity, position.uid, iso(now)),
+    )
+
+
+def store(conn: sqlite3.Connection, position: Position, key: str, found: Classification, *, now: datetime) -> list[str] | None:
+    """Record one message and apply it, with the read mark, in one transaction.
+
+    Returns what changed, as lines for the log; None when the message was stored before (a second
+    read, or a re-read after a UIDVALIDITY reset), which then changes nothing but the mark.
+    """
+    with transaction(conn):
+        set_mark(conn, position, now=now)
+        sent = found.sent
+        new = conn.execute(
+            "INSERT INTO inbox_messages (dedupe_key, mailbox, uidvalidity, uid, kind, recipient_id, send_log_id,"
+            " from_email, subject, snippet, message_id, dated_at, detail, read_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+            (key, position.mailbox, position.uidvalidity, position.uid, found.kind,
+             sent.recipient_id if sent else None, sent.log_id if sent else None,
+             *_shown(found), found.message_id, iso(found.date) if found.date else None, found.detail, iso(now)),
+        ).rowcount
+        if not new:
+            return None
+        return _apply(conn, found, now)
+
+
+def _shown(found: Classification) -> tuple[str | None, str | None, str | None]:
+    """From, subject and snippet are kept only for messages about our sends (an ignored one is not ours)."""
+    if found.kind == "ignored":
+        return None, None, None
+    return found.from_email, found.subject[:300], found.snippet
+
+
+def _apply(conn: sqlite3.Connection, found: Classification, now: datetime) -> list[str]:
+    if found.kind == "reply":
+        changed = applications.record_reply(conn, found.sent.recipient_id, now=now, note=f"reply: {found.subject}"[:300])
+        return [f"{found.sent.email} replied" + ("" if changed else " (status kept)") + f": {found.subject}"]
+    if found.kind == "unsubscribe":
+        return [suppress(conn, found.sent.email, "unsubscribe", found.detail, now)]
+    if found.kind == "bounce":
+        return [_bounce(conn, b, now) for b in found.bounces]
+    return []
+
+
+def _bounce(conn: sqlite3.Connection, bounce, now: datetime) -> str:
+    status = bounce.status
+    if not status.permanent:
+        return f"{bounce.sent.email}: delivery {status.action} ({status.status or 'no status'}), recorded only"
+    conn.execute("UPDATE send_log SET bounced_at = COALESCE(bounced_at, ?), bounce_status = ? WHERE id = ?",
+                 (iso(now), f"{status.status} {status.diagnostic}".strip()[:500], bounce.sent.log_id))
+    return suppress(conn, bounce.sent.email, "bounce", f"{status.status} {status.diagnostic}".strip(), now)
+
+
+def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now: datetime) -> str:
+    """Suppress inside the caller's transaction; an address already listed keeps its first reason."""
+    added = conn.execute(
+        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
+        (email, reason, SOURCE, iso(now)),
+    ).rowcount
+    skipped = conn.execute(
+        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
+        (f"suppressed: {reason}", iso(now), email),
+    ).rowcount
+    if added:
+        conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'suppress', ?, ?)",
+                     (iso(now), SOURCE, email, f"{reason}: {detail}"[:500]))
+    return f"{email} suppressed ({reason}{'' if added else ', already listed'}); {skipped} pending recipient(s) skipped"

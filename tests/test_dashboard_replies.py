@@ -1,0 +1,145 @@
+"""The dashboard's Replies tab (AppTest over a database filled by reading the corpus)."""
+
+from __future__ import annotations
+
+import email
+from contextlib import closing
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+from streamlit.testing.v1 import AppTest
+
+from email_automation import dashboard, inbox_store
+from email_automation.dashboard_data import Reports
+from email_automation.database import connect
+from email_automation.mail_classify import classify
+from tests.mail_corpus import load, seed_sends
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(monkeypatch):
+    dashboard.clear_cache()
+    monkeypatch.setattr(dashboard, "FAILED_UNLOCK_DELAY", 0)
+    yield
+    dashboard.clear_cache()
+
+
+@pytest.fixture
+def filled(db, clock):
+    """The corpus as the inbox watcher stores it, one UID per message in file order."""
+    seed_sends(db, clock() - timedelta(days=2))
+    names = ["gmail_reply.eml", "outlook_reply.eml", "gmail_vacation.eml", "postfix_bounce.eml", "newsletter.eml"]
+    for uid, name in enumerate(names, start=1):
+        found = classify(email.message_from_bytes(load(name)), inbox_store.DbSentLookup(db))
+        inbox_store.store(db, inbox_store.Position("box", 1, uid), inbox_store.dedupe_key(found.message_id, b""),
+                          found, now=clock())
+    return db
+
+
+def page(settings, clock, password: str = "") -> AppTest:
+    settings = settings.model_copy(update={"dashboard_password": SecretStr(password)})
+    at = AppTest.from_function(dashboard.render, args=(Reports(settings.db_path, settings, now=clock),),
+                               default_timeout=30)
+    return at.run()
+
+
+def frame(at: AppTest, column: str):
+    frames = [f.value for f in at.dataframe if column in f.value.columns]
+    assert frames, f"no table with a {column!r} column"
+    return frames[0]
+
+
+def test_replies_are_listed_newest_first_with_who_and_what_they_said(settings, clock, filled):
+    at = page(settings, clock)
+    assert not at.exception
+    replies = frame(at, "snippet")
+    assert list(replies.columns) == list(dashboard.REPLY_COLUMNS)
+    assert replies[["date", "from", "company", "application"]].values.tolist() == [
+        ["2026-11-25 09:15", "carol@globex.example", "Globex", "replied"],  # on the user's clock (Berlin)
+        ["2026-11-24 18:02", "bob@acme.example", "Acme", "replied"]]
+    assert replies["snippet"][1].startswith("Hi Jane, Thanks for reaching out")
+    assert "Replies (2)" in [h.value for h in at.subheader]
+
+
+def test_auto_replies_and_bounces_are_shown_apart_and_newsletters_not_at_all(settings, clock, filled):
+    other = frame(page(settings, clock), "kind")
+    assert sorted(other[["kind", "recipient"]].values.tolist()) == [
+        ["auto-reply", "erin@hooli.example"], ["bounce", "gone@stark.example"]]
+
+
+def test_the_funnel_per_campaign(settings, clock, filled):
+    funnel = frame(page(settings, clock), "reply rate")
+    assert funnel.values.tolist() == [["default", 10, 2, "20.00%", 0, 0, 0, 0]]
+
+
+def _unlock(at: AppTest) -> AppTest:
+    at.text_input(key="admin_password").input(PASSWORD)
+    return at.button(key="unlock").click().run()
+
+
+def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(settings, clock, filled):
+    at = _unlock(page(settings, clock, PASSWORD))
+    at.text_input(key="act_mark_email").input("Bob@Acme.example")
+    at.selectbox(key="act_mark_status").set_value("interview")
+    at.text_input(key="act_mark_note").input("Thursday 10:00")
+    at.checkbox(key="act_mark_sure").check()
+    at.button(key="act_mark_go").click().run()
+    assert "bob@acme.example: application status 'interview' (1 recipient(s))." in [s.value for s in at.success]
+    apps = frame(at, "set_by")
+    assert apps[apps.email == "bob@acme.example"][["status", "note", "set_by"]].values.tolist() == [
+        ["interview", "Thursday 10:00", "manual"]]
+    with closing(connect(settings.db_path, readonly=True)) as conn:
+        assert [tuple(r) for r in conn.execute("SELECT actor, action, target FROM admin_log WHERE actor = 'dashboard'")] == [
+            ("dashboard", "mark", "bob@acme.example")]
+
+
+def test_the_application_status_cannot_be_changed_while_locked(settings, clock, filled):
+    at = page(settings, clock, PASSWORD)
+    assert at.button(key="act_mark_go").disabled and at.text_input(key="act_mark_email").disabled
+    for widget in (at.text_input(key="act_mark_email"), at.checkbox(key="act_mark_sure"), at.button(key="act_mark_go")):
+        widget.proto.disabled = False  # as a crafted websocket message would send them
+    at.text_input(key="act_mark_email").input("bob@acme.example")
+    at.checkbox(key="act_mark_sure").check()
+    at.button(key="act_mark_go").click().run()
+    assert not [s for s in at.success if "application status" in s.value]
+    with closing(connect(settings.db_path, readonly=True)) as conn:
+        assert conn.execute("SELECT application_status FROM recipients WHERE email = 'bob@acme.example'").fetchone()[0] == "replied"
+
+
+def _old_database(path) -> None:
+    """A database as the previous version left it: the migrations before the replies one."""
+    from email_automation import database
+
+    conn = database.connect(path, create=True)
+    for number, script in enumerate(database.MIGRATIONS[:3], start=1):
+        for statement in database._statements(script):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.close()
+
+
+def test_an_older_database_is_one_clear_line_on_the_page_not_a_traceback(settings, clock):
+    _old_database(settings.db_path)
+    at = page(settings, clock)
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"{settings.db_path}: the database is from an older version; run `email-automation init` (or any command) "
+        "to upgrade it, then reload"]
+
+
+def test_the_dashboard_command_upgrades_an_older_database_before_the_page_reads_it(settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+    from email_automation.cli import dashboard as cli_dashboard
+    from email_automation.database import SCHEMA_VERSION, schema_version
+
+    _old_database(settings.db_path)
+    monkeypatch.setattr(cli_dashboard, "_run_until_stopped", lambda command, env: 0)
+    result = CliRunner().invoke(app, ["dashboard", "--db", str(settings.db_path), "--port", "18599"])
+    assert result.exit_code == 0, result.output
+    with closing(connect(settings.db_path, readonly=True)) as conn:
+        assert schema_version(conn) == SCHEMA_VERSION
