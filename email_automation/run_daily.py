@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from . import applications, database, events, ledger
+from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
 from .email_templates import CampaignTemplate
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
-from .concurrent_send import ConcurrentSender, RateLimiter
 from .locking import run_lock
 from .messages import build_wire, recipient_name
 from .transports.base import Transport
