@@ -12,6 +12,7 @@ from typing import Literal
 
 from . import ledger, suppressions
 from .addresses import lookup_form
+from .circuit_breaker import lift_in_transaction
 from .database import audit, get_campaign, transaction, utc_now
 from .errors import EmailAutomationError, NotFoundError
 
@@ -35,6 +36,8 @@ def set_campaign_status(conn: sqlite3.Connection, name: str, status: Literal["ac
     with transaction(conn):
         get_campaign(conn, name)
         conn.execute("UPDATE campaigns SET status = ? WHERE name = ?", (status, name))
+        if status == "active":  # only an explicit resume lifts the circuit breaker's pause
+            lift_in_transaction(conn, name, actor=actor, now=now)
         audit(conn, actor, "pause" if status == "paused" else "resume", name, "", now)
 
 

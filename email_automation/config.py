@@ -70,6 +70,18 @@ ACCEPTS: dict[str, str] = {
     "imap_ssl": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "imap_starttls": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "stop_company_on_reply": "true or false",
+    "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
+    "bounce_pause_min": "a whole number >= 1",
+    "complaint_pause_rate": "a rate such as 0.05% or 0.0005 (more than 0, at most 100%)",
+    "complaint_pause_min": "a whole number >= 1",
+    "pause_window_days": "a whole number of days >= 1",
+    "ses_suppression_check": "true or false",
+    "ses_push_suppressions": "true or false",
+    "unsubscribe_secret": "a random string of at least 16 characters (e.g. the output of `openssl rand -hex 32`)",
+    "ses_contact_list": "the name of your SES contact list",
+    "ses_topic": "a topic name of SES_CONTACT_LIST",
+    "check_mx": "true or false",
+    "warmup_schedule": "daily limits for the first sending days, whole numbers >= 1 separated by commas (e.g. 20,40,60,80)",
     "send_concurrency": f"a whole number from 1 to {MAX_SEND_CONCURRENCY}",
     "max_send_rate": f"messages per second from 0 (no limit of ours) to {MAX_SEND_RATE:g}",
 }
@@ -117,6 +129,50 @@ class Settings(BaseSettings):
     imap_ssl: bool = True
     imap_starttls: bool = False
     stop_company_on_reply: bool = True
+    # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
+    bounce_pause_rate: float = 0.02
+    bounce_pause_min: int = Field(3, ge=1)
+    complaint_pause_rate: float = 0.0005
+    complaint_pause_min: int = Field(1, ge=1)
+    pause_window_days: int = Field(7, ge=1)
+    # SES's account-level suppression list (ses_suppression.py).
+    ses_suppression_check: bool = True
+    ses_push_suppressions: bool = False
+    # One-click unsubscribe without hosting (unsubscribe_tokens.py, transports/ses.py).
+    unsubscribe_secret: SecretStr = SecretStr("")
+    ses_contact_list: str = ""
+    ses_topic: str = ""
+    # Pre-flight: domains that cannot receive mail are rejected at import (mx_check.py).
+    check_mx: bool = False
+    # Daily caps for the first sending days of a new domain or identity (warmup.py).
+    warmup_schedule: str = ""
+
+    @field_validator("bounce_pause_rate", "complaint_pause_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        """`2%` or `0.02`; a bare number above 1 is refused rather than guessed at."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            value = float(value.strip()[:-1]) / 100
+        rate = float(value)
+        if not 0 < rate <= 1:
+            raise ValueError("rate out of range")
+        return rate
+
+    @field_validator("warmup_schedule")
+    @classmethod
+    def _steps(cls, value: str) -> str:
+        from .warmup import parse_steps
+
+        parse_steps(value)  # ValueError: not whole numbers >= 1
+        return value.strip()
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("secret too short")
+        return value
+
     # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
     send_concurrency: int = Field(1, ge=1, le=MAX_SEND_CONCURRENCY)
     max_send_rate: float = Field(0.0, ge=0, le=MAX_SEND_RATE, allow_inf_nan=False)
@@ -208,7 +264,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 # Errors whose own message says what is wrong better than "expected ...".
 _EXPLAINED = {"control_character", "unsubscribe_url"}
-_SECRETS = {"smtp_password", "dashboard_password"}
+_SECRETS = {"smtp_password", "dashboard_password", "unsubscribe_secret"}
 
 
 def _describe_validation_error(err: ValidationError) -> str:

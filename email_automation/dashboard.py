@@ -137,6 +137,8 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 
 
 def body(reports: Reports, log_filter: LogFilter) -> None:
+    for line in fetch(reports, "pauses"):
+        st.error(f"Paused: {line}")
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
     activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab = st.tabs(

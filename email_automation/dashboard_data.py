@@ -31,6 +31,7 @@ from .deliverability import (
 )
 from .errors import ConfigError, EmailAutomationError
 from .ledger import batch_date, counted_today, remaining_today
+from .warmup import limit_for
 from .reports import (
     DayCount,
     Funnel,
@@ -105,6 +106,7 @@ class Reports:
         now, limit = self.now(), self.settings.daily_limit
         day = batch_date(now, self.settings.tz)
         with self._read() as conn:
+            limit = limit_for(conn, limit, self.settings.warmup_schedule, day).limit
             return Today(date.fromisoformat(day), counted_today(conn, day), limit,
                          remaining_today(conn, now=now, tz=self.settings.tz, daily_limit=limit))
 
@@ -117,6 +119,13 @@ class Reports:
         """(name, active|paused) of every campaign, oldest first."""
         with self._read() as conn:
             return [tuple(row) for row in conn.execute("SELECT name, status FROM campaigns ORDER BY id")]
+
+    def pauses(self) -> list[str]:
+        """The circuit breaker's open pauses, each saying why and how to lift it."""
+        from .circuit_breaker import open_pauses
+
+        with self._read() as conn:
+            return [p.line() for p in open_pauses(conn)]
 
     def summary(self, f: LogFilter) -> LogSummary:
         with self._read() as conn:
@@ -154,7 +163,8 @@ class Reports:
 
     def status_summary(self) -> StatusSummary:
         with self._read() as conn:
-            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit)
+            return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit,
+                                  warmup_schedule=self.settings.warmup_schedule)
 
     def reputation(self, f: LogFilter) -> Reputation:
         with self._read() as conn:

@@ -282,9 +282,53 @@ CREATE INDEX inbox_messages_kind ON inbox_messages (kind, dated_at) WHERE kind !
 CREATE INDEX inbox_messages_recipient ON inbox_messages (recipient_id) WHERE recipient_id IS NOT NULL;
 """
 
+# Deliverability loop (bounces.py, circuit_breaker.py, ses_suppression.py): every bounce and
+# complaint from any source, the circuit breaker's pauses, and what SES's account-level
+# suppression list was asked about or told.
+_V8_DELIVERABILITY = f"""
+CREATE TABLE bounces (
+    id INTEGER PRIMARY KEY,
+    dedupe_key TEXT NOT NULL UNIQUE,
+    email TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK {_one_of("kind", ("hard", "soft", "complaint"))},
+    source TEXT NOT NULL,
+    campaign_id INTEGER REFERENCES campaigns(id),
+    attempt_id TEXT,
+    message_id TEXT,
+    detail TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX bounces_at ON bounces (at);
+CREATE INDEX bounces_email ON bounces (email, kind);
+CREATE TABLE sending_pauses (
+    id INTEGER PRIMARY KEY,
+    scope TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    paused_at TEXT NOT NULL,
+    lifted_at TEXT,
+    lifted_by TEXT
+);
+CREATE INDEX sending_pauses_scope ON sending_pauses (scope, lifted_at);
+CREATE INDEX send_log_attempted ON send_log (attempted_at);
+CREATE TABLE ses_suppression_checks (
+    email TEXT PRIMARY KEY,
+    listed INTEGER NOT NULL,
+    checked_at TEXT NOT NULL
+);
+CREATE TABLE ses_suppression_pushed (
+    email TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    pushed_at TEXT NOT NULL
+);
+CREATE TABLE sync_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
-                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES)
+                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -62,12 +62,14 @@ def run_checks(
     ses_client: Any = None,
     smtp_factory: Callable[..., smtplib.SMTP] | None = None,
     sqs_client: Any = None,
+    resolver: Any = None,
 ) -> list[Check]:
     """Every check for `settings`; nothing is sent and nothing is written.
 
     With DRY_RUN on, a transport that is not ready is a WARN: dry runs do not use it.
     """
     checks = [*check_settings(settings), check_unsubscribe(settings), check_database(settings.db_path)]
+    checks += [c for c in (check_warmup(settings),) if c is not None]
     if settings.log_file:
         checks.append(check_log_file(settings.log_file))
     if settings.transport == "ses":
@@ -76,6 +78,7 @@ def run_checks(
             transport_checks.append(check_events_queue(settings, client=sqs_client))
     else:
         transport_checks = [check_smtp(settings, smtp_factory=smtp_factory)]
+    transport_checks += check_deliverability(settings, ses_client=ses_client, resolver=resolver)
     if settings.dry_run:
         transport_checks = [_as_dry_run(c) for c in transport_checks]
     if settings.imap_host:
@@ -95,6 +98,26 @@ def check_inbox(settings: Settings) -> Check:
         return Check("inbox (IMAP)", FAIL, str(err),
                      "check IMAP_HOST, IMAP_PORT (993 with IMAP_SSL, 143 with IMAP_STARTTLS) and the password; "
                      "Gmail and Outlook need an app password with IMAP enabled")
+
+
+def check_deliverability(settings: Settings, *, ses_client: Any = None, resolver: Any = None) -> list[Check]:
+    """DKIM, MAIL FROM, DMARC and SPF of the sender's domain, and the SES contact list if one is set."""
+    from .sender_auth import check_contact_list, check_sender_auth
+
+    client = ses_client
+    if settings.transport == "ses" and client is None:
+        from .transports.ses import make_ses_client
+
+        try:
+            client = make_ses_client(settings)
+        except ConfigError:
+            return []  # the region check above says so
+    if client is not None:
+        client = _bounded(client, settings)
+    checks = check_sender_auth(settings, client=client, resolver=resolver)
+    if settings.transport == "ses" and settings.ses_contact_list and client is not None:
+        checks.append(check_contact_list(settings, client))
+    return checks
 
 
 def _as_dry_run(check: Check) -> Check:
@@ -186,6 +209,34 @@ def check_database(db_path: Path) -> Check:
     except ConfigError as err:
         return Check("database", FAIL, str(err), "restore the database from a backup, or set DB_PATH to the right file")
     return Check("database", OK, f"{path} is writable")
+
+
+def check_warmup(settings: Settings) -> Check | None:
+    """A new sender (few sending days in the database) should ramp up: suggest WARMUP_SCHEDULE."""
+    from .database import connect, utc_now
+    from .ledger import batch_date
+    from .warmup import DOCTOR_NEW_SENDER_DAYS, limit_for, sending_days_before, suggested_ramp
+
+    if not Path(settings.db_path).is_file():
+        return None
+    try:
+        conn = connect(settings.db_path, readonly=True)
+        try:
+            day = batch_date(utc_now(), settings.tz)
+            days = sending_days_before(conn, day)
+            today = limit_for(conn, settings.daily_limit, settings.warmup_schedule, day)
+        finally:
+            conn.close()
+    except (sqlite3.Error, ConfigError):
+        return None  # the database check says what is wrong
+    if today.note:
+        return Check("warm-up", OK, today.note)
+    ramp = suggested_ramp(settings.daily_limit)
+    if days >= DOCTOR_NEW_SENDER_DAYS or settings.warmup_schedule or not ramp:
+        return None
+    return Check("warm-up", WARN, f"only {days} sending day(s) so far and DAILY_LIMIT={settings.daily_limit} from the "
+                 "first day: a new domain sending its full volume at once looks like a spammer",
+                 f"ramp up over the first days with WARMUP_SCHEDULE={ramp}")
 
 
 def check_log_file(log_file: Path) -> Check:

@@ -42,9 +42,11 @@ class SendError(EmailAutomationError):
 
     error_class = "error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, mailbox_status: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        # The receiving server's RFC 3463 status for the recipient (`5.1.1`), when it gave one.
+        self.mailbox_status = mailbox_status
 
 
 class TransientSendError(SendError):

@@ -34,7 +34,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
 
-from . import database, ledger, suppressions
+from . import bounces, database, ledger, suppressions
 from .addresses import lookup_form
 
 
@@ -53,6 +53,7 @@ class EventKind(StrEnum):
     BOUNCED_TRANSIENT = "BOUNCED_TRANSIENT"
     BOUNCED_UNDETERMINED = "BOUNCED_UNDETERMINED"
     COMPLAINED = "COMPLAINED"
+    COMPLAINED_NOT_SPAM = "COMPLAINED_NOT_SPAM"  # feedback type not-spam: the opposite of a complaint
     REJECTED = "REJECTED"
     DELAYED = "DELAYED"
     RENDERING_FAILED = "RENDERING_FAILED"
@@ -63,14 +64,19 @@ class EventKind(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-# Only these stop further mail. SES itself advises suppressing hard bounces and complaints only;
-# a transient or undetermined bounce may well be delivered next time
+# Bounces and complaints go to bounces.py, which counts them for the circuit breaker and
+# suppresses hard bounces, complaints and the third transient bounce of an address. An
+# undetermined bounce may well be delivered next time: recorded here only
 # (https://docs.aws.amazon.com/ses/latest/dg/notification-contents.html#bounce-types).
-SUPPRESS_REASONS = {
-    EventKind.BOUNCED_PERMANENT: "bounce",
-    EventKind.COMPLAINED: "complaint",
-    EventKind.UNSUBSCRIBED: "unsubscribe",
+BOUNCE_KINDS = {
+    EventKind.BOUNCED_PERMANENT: bounces.HARD,
+    EventKind.BOUNCED_TRANSIENT: bounces.SOFT,
+    EventKind.COMPLAINED: bounces.COMPLAINT,
 }
+SUPPRESS_REASONS = {EventKind.UNSUBSCRIBED: "unsubscribe"}
+# Delivery delays that say something about the sender or the list, not the weather: shown as
+# warnings (https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html).
+WARNING_DELAYS = {"SpamDetected", "IPFailure", "MailboxFull"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class EventReport:
     ignored: int = 0  # messages without an event (SNS and SES set-up notes)
     failed: int = 0  # messages that could not be applied; they stay on the queue
     not_deleted: int = 0  # applied but not deleted; they come back as duplicates
+    warnings: int = 0  # delivery delays that point at the sender or the list
     notes: list[str] = field(default_factory=list)
 
     def add(self, other: EventReport) -> None:
@@ -117,7 +124,7 @@ class EventReport:
         return (f"{self.messages} message(s), {self.events} event(s): {self.suppressed} address(es) suppressed, "
                 f"{self.skipped} pending recipient(s) skipped, {self.reconciled} unknown send(s) reconciled as sent, "
                 f"{self.duplicates} duplicate(s), {self.ignored} ignored, {self.unknown} unrecognised, "
-                f"{self.failed} failed")
+                f"{self.failed} failed" + (f", {self.warnings} delivery delay warning(s)" if self.warnings else ""))
 
 
 # --- parsing: pure ------------------------------------------------------------------------------
@@ -212,9 +219,12 @@ def _bounce(record: dict, mail: dict):
 
 def _complaint(record: dict, mail: dict):
     complaint = record["complaint"]
-    detail = _join(complaint.get("complaintFeedbackType") or "no feedback report", complaint.get("complaintSubType"))
+    feedback = complaint.get("complaintFeedbackType")
+    detail = _join(feedback or "no feedback report", complaint.get("complaintSubType"))
+    # RFC 5965 §7.3: "not-spam" reports a message wrongly marked as spam; it suppresses nothing.
+    kind = EventKind.COMPLAINED_NOT_SPAM if feedback == "not-spam" else EventKind.COMPLAINED
     return complaint.get("timestamp"), [
-        (r.get("emailAddress"), EventKind.COMPLAINED, detail) for r in _list(complaint["complainedRecipients"])
+        (r.get("emailAddress"), kind, detail) for r in _list(complaint["complainedRecipients"])
     ]
 
 
@@ -237,11 +247,22 @@ def _subscription(record: dict, mail: dict):
     sub = record["subscription"]
     new = sub.get("newTopicPreferences") or {}
     destination = _list(mail.get("destination", []))
-    # An unsubscribe-all from a message with one recipient can only be that recipient's.
-    if new.get("unsubscribeAll") is True and len(destination) == 1:
-        return sub.get("timestamp"), [(destination[0], EventKind.UNSUBSCRIBED, f"unsubscribed from all ({sub.get('source')})")]
+    # An unsubscribe from a message with one recipient can only be that recipient's. Opting out of
+    # a topic counts too: outreach goes out under one topic, so it means "no more of this".
+    left = _newly_opted_out(sub.get("oldTopicPreferences") or {}, new)
+    if (new.get("unsubscribeAll") is True or left) and len(destination) == 1:
+        what = "all" if new.get("unsubscribeAll") is True else "topic " + ", ".join(left)
+        return sub.get("timestamp"), [(destination[0], EventKind.UNSUBSCRIBED, f"unsubscribed from {what} ({sub.get('source')})")]
     detail = f"subscription preferences changed ({sub.get('source')}): {json.dumps(new, sort_keys=True)}"
     return sub.get("timestamp"), [(r, EventKind.SUBSCRIPTION_CHANGED, detail) for r in destination]
+
+
+def _newly_opted_out(old: dict, new: dict) -> list[str]:
+    """Topics whose status became OptOut with this change."""
+    def out(prefs: dict) -> set[str]:
+        return {t.get("topicName") for t in prefs.get("topicSubscriptionStatus") or []
+                if isinstance(t, dict) and t.get("subscriptionStatus") == "OptOut"}
+    return sorted(str(t) for t in out(new) - out(old))
 
 
 def _per_destination(kind: EventKind, payload: str | None, detail_field: str | None):
@@ -378,9 +399,27 @@ def _apply(conn: sqlite3.Connection, events: list[DeliveryEvent], now: datetime,
         if event.kind is EventKind.UNKNOWN:
             report.unknown += 1
             report.notes.append(f"unrecognised event kept for a look: {event.detail}")
-        reason = SUPPRESS_REASONS.get(event.kind)
-        if reason and event.email and "@" in event.email:
+        if event.kind is EventKind.DELAYED and (event.detail or "").split(":", 1)[0] in WARNING_DELAYS:
+            report.warnings += 1
+            report.notes.append(f"warning: delivery to {event.email} delayed: {event.detail}")
+            log.warning(report.notes[-1])
+        if not (event.email and "@" in event.email):
+            continue
+        if event.kind in BOUNCE_KINDS:
+            _hand_over_bounce(conn, event, now, report)
+        elif reason := SUPPRESS_REASONS.get(event.kind):
             _suppress(conn, event, reason, now, report)
+
+
+def _hand_over_bounce(conn: sqlite3.Connection, event: DeliveryEvent, now: datetime, report: EventReport) -> None:
+    result = bounces.note_bounce(conn, event.email, kind=BOUNCE_KINDS[event.kind], source=SOURCE, now=now,
+                                 detail=event.detail, attempt_id=event.attempt_id, message_id=event.message_id,
+                                 dedupe_key=f"ses:{event.dedupe_key}")
+    report.skipped += result.skipped
+    if result.suppressed:
+        report.suppressed += 1
+        report.notes.append(f"{event.email} suppressed ({_join(result.suppressed, event.detail)}); "
+                            f"{result.skipped} pending recipient(s) skipped")
 
 
 def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:

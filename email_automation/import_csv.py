@@ -459,6 +459,7 @@ def import_csv(
     rejects_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    domain_check: Callable[[str], str | None] | None = None,
 ) -> ImportReport:
     """Add the file's recipients to `campaign` (created if new), all or nothing, `chunk_rows` per transaction.
 
@@ -466,6 +467,8 @@ def import_csv(
     are counted and written to a rejects CSV (see `rejects_target`) with `line`, `field` and
     `reason` columns. `progress(n)` is called with the number of bytes read since its previous
     call; the calls add up to the file size, so a bar with total=file size ends full.
+    `domain_check(domain)` (CHECK_MX, see mx_check.py) names a domain that cannot receive mail:
+    its rows are rejected with that reason.
 
     Raises:
         CsvImportError: the file cannot be imported; no recipient was added.
@@ -493,7 +496,7 @@ def import_csv(
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
-                     chunk_rows)
+                     chunk_rows, domain_check)
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
@@ -502,14 +505,14 @@ def import_csv(
 
 def _run(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
          rejects: _RejectsFile, report: ImportReport, encoding: Encoding, file: str, tick: Callable[[], None],
-         chunk_rows: int) -> None:
+         chunk_rows: int, domain_check: Callable[[str], str | None] | None = None) -> None:
     """The import proper: begin, load in chunks, then commit the rejects file and flip to done together."""
     run = None
     try:
         with _import_pragmas(conn):
             run = imports.begin(conn, report.campaign, file)
             _load(conn, run, records, columns, encoding.name if encoding.check else None, rejects, report, tick,
-                  chunk_rows)
+                  chunk_rows, domain_check)
         # With the connection's own `synchronous` again (FULL): this commit syncs the log up to
         # here, and with it every chunk before it (https://www.sqlite.org/wal.html).
         with transaction(conn):
@@ -549,7 +552,7 @@ class _Meter:
 
 def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tuple[int, list[str]]],
           columns: Columns, check: str | None, rejects: _RejectsFile, report: ImportReport,
-          tick: Callable[[], None], chunk_rows: int) -> None:
+          tick: Callable[[], None], chunk_rows: int, domain_check: Callable[[str], str | None] | None = None) -> None:
     """Stream rows into the database, one short transaction per `chunk_rows` valid rows.
 
     INSERT OR IGNORE skips an address already in the campaign, whether from an earlier import or
@@ -563,6 +566,9 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
     for line, values in records:
         try:
             recipient = normalize_row(values, columns, check)
+            undeliverable = domain_check(recipient[0].rpartition("@")[2]) if domain_check and recipient else None
+            if undeliverable:
+                raise InvalidRow(columns.email, undeliverable)
         except InvalidRow as err:
             _reject(report, rejects, line, values, columns, err)
             continue

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import applications
+from . import applications, bounces
 from .database import iso, transaction
 from .mail_classify import Classification, SentRef
 
@@ -139,25 +139,29 @@ def _apply(conn: sqlite3.Connection, found: Classification, now: datetime) -> li
 
 
 def _bounce(conn: sqlite3.Connection, bounce, now: datetime) -> str:
-    status = bounce.status
-    if not status.permanent:
-        return f"{bounce.sent.email}: delivery {status.action} ({status.status or 'no status'}), recorded only"
-    conn.execute("UPDATE send_log SET bounced_at = COALESCE(bounced_at, ?), bounce_status = ? WHERE id = ?",
-                 (iso(now), f"{status.status} {status.diagnostic}".strip()[:500], bounce.sent.log_id))
-    return suppress(conn, bounce.sent.email, "bounce", f"{status.status} {status.diagnostic}".strip(), now)
+    """A delivery report: a permanent failure is a hard bounce, a failure for now (4.x.x) a soft one;
+    bounces.py counts both for the circuit breaker and suppresses as it must."""
+    status, email = bounce.status, bounce.sent.email
+    detail = f"{status.status} {status.diagnostic}".strip()
+    attempt = conn.execute("SELECT attempt_id FROM send_log WHERE id = ?", (bounce.sent.log_id,)).fetchone()
+    kind = bounces.HARD if status.permanent else bounces.SOFT if status.action == "failed" else None
+    if kind is None:
+        return f"{email}: delivery {status.action} ({status.status or 'no status'}), recorded only"
+    if kind == bounces.HARD:
+        conn.execute("UPDATE send_log SET bounced_at = COALESCE(bounced_at, ?), bounce_status = ? WHERE id = ?",
+                     (iso(now), detail[:500], bounce.sent.log_id))
+    result = bounces.note_bounce(conn, email, kind=kind, source=SOURCE, now=now, detail=detail[:500],
+                                 attempt_id=attempt[0] if attempt else None)
+    if kind == bounces.SOFT and not result.suppressed:
+        return f"{email}: delivery failed for now ({status.status or 'no status'}), counted as a soft bounce"
+    return _suppressed_line(email, result.suppressed or "bounce", bool(result.suppressed), result.skipped)
 
 
 def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now: datetime) -> str:
     """Suppress inside the caller's transaction; an address already listed keeps its first reason."""
-    added = conn.execute(
-        "INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
-        (email, reason, SOURCE, iso(now)),
-    ).rowcount
-    skipped = conn.execute(
-        "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE email = ? AND status = 'pending'",
-        (f"suppressed: {reason}", iso(now), email),
-    ).rowcount
-    if added:
-        conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'suppress', ?, ?)",
-                     (iso(now), SOURCE, email, f"{reason}: {detail}"[:500]))
+    added, skipped = bounces.suppress_in_transaction(conn, email, reason, source=SOURCE, detail=detail[:500], now=now)
+    return _suppressed_line(email, reason, added, skipped)
+
+
+def _suppressed_line(email: str, reason: str, added: bool, skipped: int) -> str:
     return f"{email} suppressed ({reason}{'' if added else ', already listed'}); {skipped} pending recipient(s) skipped"

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
+from . import warmup
+from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
 from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today, remaining_today
@@ -46,6 +48,8 @@ class StatusSummary:
     remaining_today: int
     sent_today: int = 0  # certainly sent
     deferred_today: int = 0  # refused for now; the recipients wait in the queue, not counted
+    paused: tuple[str, ...] = ()  # the circuit breaker's open pauses, each with why and how to lift it
+    limit_note: str | None = None  # why today's limit is below DAILY_LIMIT (warm-up)
 
     def as_dict(self) -> dict:
         return {
@@ -57,11 +61,15 @@ class StatusSummary:
             "daily_limit": self.daily_limit,
             "remaining_today": self.remaining_today,
             "suppressed": self.suppressed,
+            "paused": list(self.paused),
+            "limit_note": self.limit_note,
         }
 
 
-def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int) -> StatusSummary:
-    """Recipients by status per campaign, and today's counted attempts against the limit."""
+def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: int,
+                   warmup_schedule: str = "") -> StatusSummary:
+    """Recipients by status per campaign, and today's counted attempts against the limit (DAILY_LIMIT,
+    or WARMUP_SCHEDULE's step for today)."""
     counts: dict[int, dict[str, int]] = {}
     for row in conn.execute(f"SELECT campaign_id, status, count(*) FROM recipients r WHERE {FINISHED}"
                             " GROUP BY campaign_id, status"):
@@ -75,8 +83,11 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
     sent, deferred = conn.execute(
         "SELECT coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'deferred'), 0) FROM send_log"
         " WHERE batch_date = ? AND status IN ('sent', 'deferred')", (day,)).fetchone()
-    return StatusSummary(campaigns, day, counted_today(conn, day), daily_limit, suppressed,
-                         remaining_today(conn, now=now, tz=tz, daily_limit=daily_limit), sent, deferred)
+    paused = tuple(p.line() for p in open_pauses(conn))
+    today = warmup.limit_for(conn, daily_limit, warmup_schedule, day)
+    return StatusSummary(campaigns, day, counted_today(conn, day), today.limit, suppressed,
+                         remaining_today(conn, now=now, tz=tz, daily_limit=today.limit), sent, deferred, paused,
+                         today.note)
 
 
 def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:

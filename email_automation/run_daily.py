@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, database, events, ledger
+from . import applications, bounces, circuit_breaker, database, events, ledger
+from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
 from .email_templates import CampaignTemplate
@@ -51,6 +52,7 @@ class RunReport:
     recovered: int = 0
     fatal_error: str | None = None
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
+    paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -217,19 +219,49 @@ def run_daily(
 
 def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome, transport_factory) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
+    settings = gates.within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
-    batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
+    report.paused = gates.open_pause_lines(conn)
+    if not report.dry_run and (stop := gates.all_paused(conn)):
+        report.fatal_error = stop
+        batch, delay, templates = [], 0.0, {}
+    else:
+        batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
+    breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
+    ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
+    gate = _Gate(report, breaker, ses_gate)
     workers = _workers(settings, report, len(batch), transport_factory)
     if workers > 1:
-        _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report,
+        _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report, gate,
                            interval=delay, now=now, sleep=sleep, on_outcome=on_outcome)
     else:
-        _send_in_turn(settings, conn, transport, batch, templates, report, delay=delay, now=now, sleep=sleep,
+        _send_in_turn(settings, conn, transport, batch, templates, report, gate, delay=delay, now=now, sleep=sleep,
                       rng=rng, on_outcome=on_outcome)
     report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
     return report
+
+
+@dataclass
+class _Gate:
+    """What may stop or skip a message before it is prepared: the circuit breaker, SES's suppression list."""
+
+    report: RunReport
+    breaker: gates.Breaker
+    ses_gate: gates.SesGate | None
+
+    def check(self, conn, item: _Planned, now: datetime) -> Outcome | bool:
+        """False: go on with this message. True: hold it (and `report.fatal_error` says when the whole
+        run stops). An Outcome: skip it, with that outcome."""
+        if not self.report.dry_run and self.breaker.holds(item.campaign, now):
+            if self.breaker.stop:
+                self.report.fatal_error = self.breaker.stop
+            return True
+        refusal = self.ses_gate.refusal(conn, item.email, now=now) if self.ses_gate else None
+        if refusal:
+            return Outcome(now, item.email, "skipped", error=refusal, attempted=False)
+        return False
 
 
 def _workers(settings, report: RunReport, batch_size: int, transport_factory) -> int:
@@ -239,18 +271,26 @@ def _workers(settings, report: RunReport, batch_size: int, transport_factory) ->
     return max(1, min(settings.send_concurrency, batch_size))
 
 
-def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, *, delay, now,
-                  sleep, rng, on_outcome) -> None:
+def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, *,
+                  delay, now, sleep, rng, on_outcome) -> None:
     """One message at a time, DELAY_SECONDS (plus jitter) apart."""
     streak = _Streak()
     for index, item in enumerate(batch):
-        try:
-            message = _prepare(settings, conn, templates, item, now=now())
-        except (TemplateRenderError, PermanentSendError) as err:
-            outcome = _unprepared(settings, conn, report, item, err, now=now)
+        held = gate.check(conn, item, now())
+        if held is True:
+            if report.fatal_error:
+                break
+            continue
+        if held:
+            outcome = held
         else:
-            send = _preview_one if report.dry_run else _send_one
-            outcome = send(settings, conn, transport, item, message, now=now, sleep=sleep)
+            try:
+                message = _prepare(settings, conn, templates, item, now=now())
+            except (TemplateRenderError, PermanentSendError) as err:
+                outcome = _unprepared(settings, conn, report, item, err, now=now)
+            else:
+                send = _preview_one if report.dry_run else _send_one
+                outcome = send(settings, conn, transport, item, message, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
         _note(report, outcome)
@@ -266,8 +306,8 @@ def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, r
 
 
 def _send_concurrently(settings, conn, transports: list[Transport], transport_factory, workers: int,
-                       batch: list[_Planned], templates, report: RunReport, *, interval: float, now, sleep,
-                       on_outcome) -> None:
+                       batch: list[_Planned], templates, report: RunReport, gate: _Gate, *, interval: float, now,
+                       sleep, on_outcome) -> None:
     """Up to `workers` sends in flight, their starts at least `interval` apart (MAX_SEND_RATE, SES's rate).
 
     This thread renders, claims (durably, one claim per message, before it is handed over) and
@@ -294,6 +334,12 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         for item in batch:
             if report.fatal_error or crash:
                 break
+            held = gate.check(conn, item, now())
+            if held is True:
+                continue  # a fatal stop is seen at the top of the loop
+            if held:
+                _finish(report, held, streak, on_outcome)
+                continue
             try:
                 subject, wire = _prepare(settings, conn, templates, item, now=now())
             except (TemplateRenderError, PermanentSendError) as err:
@@ -525,6 +571,10 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
         with database.deferred_sync(conn):
             status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
                                            patience=ledger.Patience(now, sleep))
+        if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
+            # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
+            bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
+                                  attempt_id=claim.attempt_id, detail=str(result))
         shown = "fatal" if isinstance(result, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result))
     try:

@@ -28,7 +28,7 @@ MAX_LISTED = 20
 
 
 def summary_subject(report: RunReport, day: str) -> str:
-    problems = " - NEEDS ATTENTION" if report.fatal_error or report.unknown or report.failed else ""
+    problems = " - NEEDS ATTENTION" if report.fatal_error or report.unknown or report.failed or report.paused else ""
     return (f"email-automation {day}: sent {report.sent}, failed {report.failed}, "
             f"unknown {report.unknown}, {report.remaining_today} left today{problems}")
 
@@ -47,6 +47,9 @@ def summary_text(report: RunReport, *, day: str, host: str, workdir: str) -> str
     ]
     if report.recovered:
         lines.append(f"Left mid-send by an interrupted earlier run (now unknown): {report.recovered}")
+    if report.paused:
+        lines += ["", "Paused by the circuit breaker (bounce or complaint rate too high):",
+                  *(f"  {line}" for line in report.paused)]
     if report.fatal_error:
         lines += ["", f"The run stopped early: {report.fatal_error}",
                   "Run `email-automation doctor` on the server to find the cause."]

@@ -29,7 +29,12 @@ def url_for(settings: Any, email: str) -> str:
     The one place that knows how a recipient is put into the URL (a signed token can replace it).
     """
     template = getattr(settings, "unsubscribe_url", "") or ""
-    return template.replace(PLACEHOLDER, quote(email, safe="")) if template else ""
+    if not template:
+        return ""
+    from .unsubscribe_tokens import secret_of, token_for
+
+    secret = secret_of(settings)  # with UNSUBSCRIBE_SECRET: an opaque signed token, not the address
+    return template.replace(PLACEHOLDER, token_for(secret, email) if secret else quote(email, safe=""))
 
 
 def url_problem(template: str) -> str | None:

@@ -20,6 +20,7 @@ class WireMessage:
     recipients: tuple[str, ...]
     message_id: str
     to: str  # the To header's text, for log lines
+    auto_submitted: bool = False  # an Auto-Submitted header (RFC 3834): a notice to the user, no list mail
 
     def as_bytes(self) -> bytes:
         return self.data
@@ -36,4 +37,5 @@ def as_wire(message: EmailMessage | WireMessage) -> WireMessage:
         message = copy.copy(message)
         del message["Bcc"]
     data = message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-    return WireMessage(data, sender, recipients, str(message.get("Message-ID") or ""), str(message.get("To", "")))
+    return WireMessage(data, sender, recipients, str(message.get("Message-ID") or ""), str(message.get("To", "")),
+                       auto_submitted="Auto-Submitted" in message)

@@ -45,6 +45,25 @@ def moto_url():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def _dns_server():
+    from tests.dns_server import LoopbackDns
+
+    server = LoopbackDns().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def dns_zone(_dns_server, monkeypatch):
+    """Every DNS lookup of the code goes to a loopback server (dnslib), empty unless a test fills it."""
+    from email_automation import sender_auth
+
+    _dns_server.reset()
+    monkeypatch.setattr(sender_auth, "make_resolver", lambda settings: _dns_server.resolver())
+    return _dns_server
+
+
 def make_settings(folder: Path) -> Settings:
     """The tests' settings, with the database and outbox in `folder`."""
     return load_settings(

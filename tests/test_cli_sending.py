@@ -60,7 +60,8 @@ def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
     assert [line.rstrip() for line in result.stdout.splitlines()] == [
         " Campaign  State   Pending  Sending  Sent  Failed  Skipped  Unknown  Total",
         " default   active  0        0        2     1       0        1        4",
-        f"Today ({today}): 2 sent, 2 of DAILY_LIMIT 5 used, 3 left. Suppressed addresses: 0.",
+        # gone@ was refused with 550 5.1.1: a hard bounce, so its address is suppressed.
+        f"Today ({today}): 2 sent, 2 of DAILY_LIMIT 5 used, 3 left. Suppressed addresses: 1.",
         "DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.",
         "Needs a decision: cy@example.com (default) may or may not have been sent; "
         "`email-automation resolve cy@example.com --sent` or `--pending`.",
@@ -85,7 +86,7 @@ def test_run_json_is_one_object_with_deferred_and_the_outbox(db, tmp_path):
     data = json.loads(result.stdout)
     assert data == {"sent": 0, "failed": 0, "deferred": 0, "skipped": 0, "unknown": 0, "remaining_today": 5,
                     "dry_run": True, "previewed": 2, "outbox": data["outbox"], "stopped": None,
-                    "held_back": []}
+                    "held_back": [], "paused": []}
     assert len(list((tmp_path / data["outbox"]).glob("*.eml"))) == 2
     assert "dry_run dry-run-" in result.stderr  # the per-message lines go to stderr, out of the JSON's way
 

@@ -21,16 +21,18 @@ def test_config_json_gives_each_setting_its_value_and_source(tmp_path):
     assert data["DRY_RUN"] == {"value": "true", "from": "default"}
 
 
-def test_doctor_json(tmp_path, monkeypatch):
+def test_doctor_json(tmp_path, monkeypatch, dns_zone):
     init_db(tmp_path / "x.db").close()
+    dns_zone.txt.update({"_dmarc.example.com": ["v=DMARC1; p=none"], "example.com": ["v=spf1 ip4:127.0.0.1 -all"]})
     with SmtpSink() as sink:
         env = {"TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
-               "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
+               "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false", "WARMUP_SCHEDULE": "20,40",
                "UNSUBSCRIBE_URL": "https://example.com/unsubscribe?e={email}"}
         result = cli("doctor", "--db", "x.db", "--json", env=env)
     data = json.loads(result.stdout)
     assert (result.exit_code, data["ok"]) == (0, True), result.stdout
-    assert [c["name"] for c in data["checks"]] == ["configuration", "unsubscribe", "database", "SMTP login"]
+    assert [c["name"] for c in data["checks"]] == ["configuration", "unsubscribe", "database", "warm-up", "SMTP login",
+                                                   "DMARC", "SPF"]
     assert {c["status"] for c in data["checks"]} == {"OK"}
 
 

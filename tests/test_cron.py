@@ -254,11 +254,15 @@ def test_iam_policy_is_least_privilege():
     assert not any("*" in r for r in send["Resource"])
     assert send["Condition"]["StringEquals"]["ses:FromAddress"] == "jane@example.com"
     actions = {a for s in statements.values() for a in s["Action"]}
+    suppression_list = {"ses:ListSuppressedDestinations", "ses:GetSuppressedDestination", "ses:PutSuppressedDestination"}
     assert actions == {"ses:SendEmail", "ses:SendRawEmail", "ses:GetEmailIdentity", "ses:GetAccount",
-                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+                       "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", *suppression_list,
+                       "ses:GetContact", "ses:CreateContact", "ses:GetContactList"}
+    assert statements["ReadAndAddContactsOfTheContactList"]["Resource"] == "arn:aws:ses:REGION:ACCOUNT_ID:contact-list/outreach"
     assert statements["ReadTheSesEventsQueue"]["Resource"] == "arn:aws:sqs:REGION:ACCOUNT_ID:ses-events"
     wildcard = [s for s in statements.values() if s["Resource"] == "*"]
-    assert [s["Action"] for s in wildcard] == [["ses:GetAccount"]]  # it has no resource type
+    # Neither GetAccount nor the account-level suppression list has a resource type.
+    assert [set(s["Action"]) for s in wildcard] == [{"ses:GetAccount"}, suppression_list]
 
 
 def test_systemd_timer_runs_daily_at_8_and_catches_up_after_boot():

@@ -483,3 +483,15 @@ def test_the_deliverability_figures_equal_the_reports(settings, clock, days):
     total, _ = reports.suppression_counts()
     assert f"Suppression list ({total})" in [h.value for h in at.subheader]
     assert shown(at)["Complaint rate"] == "0.00%"  # an untagged complaint names no send of ours
+
+
+def test_a_circuit_breaker_pause_is_shown_above_everything(settings, clock, db):
+    from email_automation import bounces, circuit_breaker
+    from email_automation.circuit_breaker import Thresholds
+
+    for n in range(3):
+        bounces.record_bounce(db, f"gone{n}@example.com", source="smtp", now=clock())
+    pause = circuit_breaker.check(db, Thresholds.from_settings(settings), "default", now=clock())
+    at = page(settings, clock)
+    assert [e.value for e in at.error] == [f"Paused: {pause.line()}"]
+    assert "all sending paused by the circuit breaker" in pause.line()

@@ -79,24 +79,33 @@ def test_the_command_exits_1_on_an_unverified_sender(live, ses, moto_url, monkey
     failing = [i for i, line in enumerate(lines) if line.startswith("FAIL  SES sender identity")]
     assert failing, result.stdout
     assert lines[failing[0] + 1].lstrip().startswith("fix: verify the domain example.com")
-    assert lines[-1] == "1 check(s) failed, 2 warning(s)."  # no GetAccount in moto; no UNSUBSCRIBE_URL
+    # No GetAccount in moto; no UNSUBSCRIBE_URL; no DMARC; a new sender without WARMUP_SCHEDULE.
+    assert lines[-1] == "1 check(s) failed, 4 warning(s)."
 
 
-def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch):
+def test_the_command_passes_once_the_sender_is_verified(live, ses, moto_url, monkeypatch, dns_zone):
     ses.create_email_identity(EmailIdentity="jane@example.com")
+    dns_zone.txt["_dmarc.example.com"] = ["v=DMARC1; p=none"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     env = {"DRY_RUN": "false", "SENDER_EMAIL": "jane@example.com", "AWS_REGION": "us-east-1",
-           "REPLY_TO": "replies@example.com", "UNSUBSCRIBE_URL": "https://example.com/u?e={email}"}
+           "REPLY_TO": "replies@example.com", "UNSUBSCRIBE_URL": "https://example.com/u?e={email}",
+           "WARMUP_SCHEDULE": "20,40,60"}
     result = runner.invoke(app, ["doctor", "--db", str(live.db_path)], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.stdout == textwrap.dedent(f"""\
         OK    configuration        TRANSPORT=ses, DRY_RUN=false, DAILY_LIMIT=80; SENDER_EMAIL=jane@example.com
         OK    unsubscribe          one-click (RFC 8058) to example.com, and mailto: replies@example.com; the endpoint must unsubscribe on a POST, without a login
         OK    database             {live.db_path} is writable
+        OK    warm-up              warm-up day 1 of 3 (WARMUP_SCHEDULE): at most 20 today instead of DAILY_LIMIT 80
         OK    AWS credentials      found (env); on EC2 prefer an instance role to keys on disk
         OK    SES sender identity  jane@example.com is verified in us-east-1
         WARN  SES account          account status unavailable (skipped): this endpoint has no GetAccount
-        No failures, 1 warning(s).
+        WARN  DKIM                 DKIM of example.com is NOT_STARTED, signing off
+                                   fix: SES console > Identities > example.com > Authentication: publish the three DKIM CNAME records
+        WARN  MAIL FROM            no custom MAIL FROM domain: SPF passes for amazonses.com, not for example.com, so DMARC rests on DKIM alone
+                                   fix: SES console > Identities > example.com > Custom MAIL FROM domain (e.g. bounce.example.com), then its MX and SPF records
+        OK    DMARC                _dmarc.example.com: v=DMARC1; p=none
+        No failures, 3 warning(s).
         """)
 
 
@@ -298,7 +307,7 @@ def test_smtp_nothing_listening_fails(smtp_settings):
 def test_run_checks_uses_smtp_when_transport_is_smtp(smtp_settings, db):
     with AuthSink(auth={"jane": "s3cret"}) as sink:
         checks = doctor.run_checks(smtp_settings(sink.port, password="wrong"))
-    assert [c.name for c in checks] == ["configuration", "unsubscribe", "database", "SMTP login"]
+    assert [c.name for c in checks] == ["configuration", "unsubscribe", "database", "warm-up", "SMTP login", "DMARC", "SPF"]
     assert any(c.status == doctor.FAIL for c in checks)
 
 

@@ -204,6 +204,40 @@ def test_complaints_and_unsubscribes_suppress(db, name, reason):
     assert statuses(db, "cy@example.com") == ["skipped"]
 
 
+def test_a_not_spam_feedback_report_suppresses_nothing_and_is_no_complaint(db):
+    record = sample("event-complaint", to="fay@example.com")
+    record["complaint"]["complaintFeedbackType"] = "not-spam"
+    add_recipient(db, "fay@example.com")
+    report = apply(db, record)
+    assert (report.recorded, report.suppressed) == (1, 0)
+    assert suppression(db, "fay@example.com") is None and statuses(db, "fay@example.com") == ["pending"]
+    assert db.execute("SELECT kind FROM ses_events").fetchone()[0] == "COMPLAINED_NOT_SPAM"
+    assert db.execute("SELECT count(*) FROM bounces").fetchone()[0] == 0  # the breaker does not count it
+
+
+def test_three_transient_bounces_of_one_address_suppress_it_as_soft_bounce(db):
+    add_recipient(db, "gus@example.com", campaign="autumn")  # still pending elsewhere
+    for n in range(3):
+        record = sample("event-bounce", to="gus@example.com", attempt_id=f"attempt{n}")
+        record["bounce"].update(bounceType="Transient", bounceSubType="MailboxFull", timestamp=f"2026-11-2{n}T00:00:00Z")
+        report = apply(db, record)
+    assert (report.suppressed, report.skipped) == (1, 1)
+    assert suppression(db, "gus@example.com") == ("soft_bounce", "ses-event")
+
+
+@pytest.mark.parametrize("delay_type, warned", [("SpamDetected", True), ("IPFailure", True), ("MailboxFull", True),
+                                                ("TransientCommunicationFailure", False)])
+def test_delivery_delays_that_point_at_the_sender_are_warnings(db, delay_type, warned):
+    record = sample("event-delivery-delay", to="hal@example.com")
+    record["deliveryDelay"]["delayType"] = delay_type
+    report = apply(db, record)
+    assert report.warnings == int(warned)
+    assert [n for n in report.notes if n.startswith("warning:")] == (
+        [f"warning: delivery to hal@example.com delayed: {delay_type}: smtp; 421 4.4.1 Unable to connect to remote host"]
+        if warned else [])
+    assert ("delivery delay warning" in report.summary()) is warned
+
+
 def test_an_address_suppressed_before_keeps_its_reason(db):
     with transaction(db):
         db.execute("INSERT INTO suppressions VALUES ('dee@example.com', 'unsubscribe', 'cli', 'then')")

@@ -50,6 +50,10 @@ def test_the_corpus_is_counted_applied_and_left_unread_in_the_mailbox(db, settin
     assert status["erin@hooli.example"] == status["frank@umbrella.example"] == "none"
     assert dict(db.execute("SELECT email, reason FROM suppressions")) == {
         "gone@stark.example": "bounce", "nobody@wayne.example": "bounce", "heidi@cyberdyne.example": "unsubscribe"}
+    # each failed delivery report is a hard bounce the circuit breaker counts, tied to the send it answers
+    assert sorted(tuple(r) for r in db.execute(
+        "SELECT b.email, b.kind, b.source FROM bounces b JOIN send_log l ON l.attempt_id = b.attempt_id")) == [
+        ("gone@stark.example", "hard", "inbox"), ("nobody@wayne.example", "hard", "inbox")]
     assert dict(db.execute("SELECT r.email, l.bounce_status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                            " WHERE l.bounced_at IS NOT NULL")) == {
         "gone@stark.example": "5.1.1 smtp; 550 5.1.1 <gone@stark.example>: Recipient address rejected: User unknown",

@@ -76,3 +76,12 @@ def test_a_failed_summary_is_logged_and_never_raised(reporting, report, problem,
         assert send_summary(reporting, report, transport, now=NOW) is None
     assert transport.calls == ["me@example.org"]
     assert caplog.messages == [f"run summary to me@example.org not sent: {problem}"]
+
+
+def test_a_circuit_breaker_pause_is_in_the_summary_and_its_subject(reporting):
+    paused = "campaign 'autumn' paused by the circuit breaker since 2026-11-25T07:00:00.000000Z: bounce rate 30% ..."
+    transport = ScriptedTransport()
+    send_summary(reporting, RunReport(sent=2, remaining_today=78, paused=[paused]), transport, now=NOW)
+    [message] = transport.delivered
+    assert message["Subject"].endswith(" - NEEDS ATTENTION")
+    assert f"Paused by the circuit breaker (bounce or complaint rate too high):\n  {paused}\n" in message.get_content()

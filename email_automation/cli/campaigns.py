@@ -92,10 +92,23 @@ def pause(campaign: Annotated[str, typer.Argument(help="Campaign to pause.")], d
 
 @app.command()
 @cli_errors
-def resume(campaign: Annotated[str, typer.Argument(help="Campaign to resume.")], db: DbOption = None,
-           as_json: JsonOption = False) -> None:
-    """Resume a paused campaign."""
-    from ..admin import set_campaign_status
+def resume(campaign: Annotated[Optional[str], typer.Argument(help="Campaign to resume.", show_default=False)] = None,
+           all_sending: Annotated[bool, typer.Option("--all", help="Lift the circuit breaker's pause of all sending.")] = False,
+           db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Resume a paused campaign, or with --all lift a pause of all sending (the circuit breaker's).
 
+    The breaker then counts bounces and complaints afresh from now on.
+    """
+    from ..admin import set_campaign_status
+    from ..circuit_breaker import resume_all
+    from ..database import utc_now
+
+    if all_sending:
+        lifted = resume_all(open_database(settings_for(db)), now=utc_now())
+        answer(as_json, {"all": True, "lifted": lifted},
+               "Sending resumed." if lifted else "Sending was not paused; nothing to resume.")
+        return
+    if campaign is None:
+        raise BadInput("name the campaign to resume, or pass --all to lift a pause of all sending")
     set_campaign_status(open_database(settings_for(db)), campaign, "active")
     answer(as_json, {"campaign": campaign, "state": "active"}, f"Campaign '{campaign}' is active.")

@@ -1,4 +1,4 @@
-"""Commands over the recipient list: `import`, `skip`, `suppress`, `unsuppress`, `resolve`, `retry-failed`."""
+"""Commands over the recipient list: `import`, `skip`, `suppress`, `unsubscribe`, `unsuppress`, `resolve`, `retry-failed`."""
 
 from __future__ import annotations
 
@@ -25,11 +25,14 @@ def import_file(
 ) -> None:
     """Add recipients from a CSV file; duplicates are skipped and invalid rows written to a rejects file."""
     from ..import_csv import import_csv
+    from ..mx_check import for_settings
 
-    conn = open_database(settings_for(db))
+    settings = settings_for(db)
+    conn = open_database(settings)
     with progress_bar(enabled=not as_json, total=file.stat().st_size if file.is_file() else None,
                       label=f"Importing {file.name}") as advance:
-        report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance)
+        report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance,
+                            domain_check=for_settings(settings))
     if as_json:
         print_json(report.as_dict())
         return
@@ -89,6 +92,24 @@ def suppress(
     entry = done.entry
     answer(as_json, {"email": entry.email, "reason": entry.reason, "since": entry.since, "added": entry.added,
                      "skipped": done.skipped}, done.message())
+
+
+@app.command()
+@cli_errors
+def unsubscribe(
+    link: Annotated[str, typer.Argument(help="The unsubscribe URL a recipient used (or just its token, or an address).", show_default=False)],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply an unsubscribe collected by your UNSUBSCRIBE_URL endpoint: suppress that recipient's address."""
+    from ..database import utc_now
+    from ..unsubscribe_tokens import apply_unsubscribe, secret_of
+
+    settings = settings_for(db)
+    done = apply_unsubscribe(open_database(settings), link, secret=secret_of(settings), now=utc_now())
+    text = (f"{done.email} unsubscribed; {done.skipped} pending recipient(s) skipped." if done.newly
+            else f"{done.email} was already suppressed ({done.reason}); nothing changed.")
+    answer(as_json, {"email": done.email, "suppressed": done.newly, "reason": done.reason, "skipped": done.skipped}, text)
 
 
 @app.command()

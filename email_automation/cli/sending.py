@@ -65,11 +65,16 @@ def run(
         say(run_summary(report, outbox))
     for problem in report.template_errors:  # those campaigns were held back, the others went out
         warn(f"Error: {problem}")
+    for line in report.paused:
+        if line != report.fatal_error:  # that one is the "run stopped" line below
+            warn(f"Paused: {line}")
     if report.fatal_error:
         warn(f"Error: run stopped: {report.fatal_error}")
         raise typer.Exit(EXIT_STOPPED)
     if report.template_errors:
         raise typer.Exit(EXIT_BAD_INPUT)
+    if report.paused and not report.dry_run:  # a campaign stopped by the circuit breaker needs a person
+        raise typer.Exit(EXIT_STOPPED)
 
 
 def run_json(report, outbox: Path | None) -> dict:
@@ -77,7 +82,7 @@ def run_json(report, outbox: Path | None) -> dict:
     data = {key: report.as_dict()[key] for key in RUN_JSON_KEYS}
     written = bool(report.dry_run and report.previewed)
     return data | {"outbox": str(outbox) if written else None, "stopped": report.fatal_error,
-                   "held_back": list(report.template_errors)}
+                   "held_back": list(report.template_errors), "paused": list(report.paused)}
 
 
 def run_summary(report, outbox: Path | None) -> str:
@@ -115,7 +120,8 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
 
     settings = settings_for(db)
     conn = open_database(settings)
-    summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit)
+    summary = reports.status_summary(conn, now=utc_now(), tz=settings.tz, daily_limit=settings.daily_limit,
+                                     warmup_schedule=settings.warmup_schedule)
     unknown = reports.unknown_recipients(conn)
     funnel = reports.funnel(conn)
     if as_json:
@@ -155,6 +161,8 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
              + (f", {summary.deferred_today} deferred (refused for now, still queued)" if summary.deferred_today else "")
              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
              f"Suppressed addresses: {summary.suppressed}."]
+    lines += [f"Limit: {summary.limit_note}."] if summary.limit_note else []
+    lines += [f"Paused: {line}" for line in summary.paused]
     if dry_run:
         lines.append("DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.")
     lines += [f"Needs a decision: {row['email']} ({row['campaign']}) may or may not have been sent; "

@@ -36,6 +36,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ..ses_contacts import list_management_options
 from ..wire import WireMessage, as_wire
 from ..errors import (
     AmbiguousSendError,
@@ -160,6 +161,11 @@ class SesTransport:
         }
         if self._settings.ses_configuration_set:
             request["ConfigurationSetName"] = self._settings.ses_configuration_set
+        lists = list_management_options(self._settings)
+        # SES-hosted one-click unsubscribe for outreach; the run summary to the user (marked
+        # Auto-Submitted, RFC 3834) is no list mail.
+        if lists and not wire.auto_submitted:
+            request["ListManagementOptions"] = lists
         to = wire.to
         try:
             response = self._bounded.send_email(**request, on_late=lambda value, error: _tell_late(to, value, error))
@@ -170,6 +176,11 @@ class SesTransport:
         except (ClientError, BotoCoreError) as err:
             raise classify_ses_error(err, sender=sender, region=self._region()) from err
         return response["MessageId"]
+
+    @property
+    def client(self) -> Any:
+        """The sesv2 client, for the account-level calls around the sends (suppression and contact lists)."""
+        return self._client
 
     def sending_capacity(self) -> SendingCapacity | None:
         """The account's remaining 24-hour quota and send rate; None when this endpoint cannot tell.

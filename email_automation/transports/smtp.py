@@ -25,6 +25,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
+from ..bounces import enhanced_status
 from ..wire import WireMessage, as_wire
 from ..errors import (
     AmbiguousSendError,
@@ -284,7 +285,8 @@ def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendErro
     codes = [code for code, _ in refused.values()]
     cls = PermanentSendError if all(500 <= c < 600 for c in codes) else TransientSendError
     shown = "; ".join(f"{who + ': ' if who else ''}{code} {_text(reply)}" for who, (code, reply) in refused.items())
-    return cls(f"SMTP server {what}: {shown}", code=str(codes[0]))
+    status = enhanced_status(_text(next(iter(refused.values()))[1]))
+    return cls(f"SMTP server {what}: {shown}", code=str(codes[0]), mailbox_status=status)
 
 
 def _dot_stuffed(data: bytes) -> bytes:
