@@ -162,13 +162,21 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     add_recipients(db, 10)
     script = {"person1@example.com": [FatalSendError("the account is paused", code="AccountSendingPaused")]}
     shared = Shared(settings, script=script)
-    report = run(settings, db, shared, clock)
+    told = threading.Event()  # the run has seen the fatal outcome
+
+    class SlowerThanTheFatalOne(Worker):
+        def send(self, message, *, tags):
+            if "person1@" not in message.to:
+                assert told.wait(WAIT)
+            return super().send(message, tags=tags)
+
+    shared.factory = lambda: shared.made.append(SlowerThanTheFatalOne(shared)) or shared.made[-1]
+    report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "fatal" and told.set())
     assert report.fatal_error == "AccountSendingPaused: the account is paused"
     logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    assert "sending" not in logged.values(), "every claim was settled before the run returned"
-    assert logged["person1@example.com"] == "deferred", "the account, not the recipient, is at fault"
-    assert len(logged) <= 1 + 3, "at most one round of sends after the fatal one was claimed"
-    assert statuses(db)["person9@example.com"] == "pending"
+    assert logged == {"person0@example.com": "sent", "person1@example.com": "deferred", "person2@example.com": "sent"}, \
+        "nothing claimed after the fatal answer; the two sends in flight were recorded"
+    assert statuses(db)["person3@example.com"] == "pending"
 
 
 def test_rate_limiter_spaces_events():
@@ -205,3 +213,30 @@ def test_cli_run_sends_concurrently_through_smtp_once_each(tmp_path, monkeypatch
         assert sink.connections == 3, "one connection per concurrent sender"
         counts = sink.counts()
     assert len(counts) == 10 and set(counts.values()) == {1}
+
+
+def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(settings, db, clock):
+    from email_automation.errors import PermanentSendError
+
+    settings = settings.model_copy(update={"send_concurrency": 3, "bounce_pause_min": 1})
+    add_recipients(db, 30)
+    gone = PermanentSendError("550 5.1.1 no such user", code="550", mailbox_status="5.1.1")
+    shared = Shared(settings, script={"person0@example.com": [gone]})
+    told = threading.Event()  # the run has recorded the bounce
+
+    class SlowerThanTheBounce(Worker):
+        def send(self, message, *, tags):
+            if "person0@" not in message.to:
+                assert told.wait(WAIT)
+            return super().send(message, tags=tags)
+
+    shared.factory = lambda: shared.made.append(SlowerThanTheBounce(shared)) or shared.made[-1]
+    report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "failed" and told.set())
+    assert report.fatal_error and "minimum 1" in report.fatal_error
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    # The others wait until the bounce is recorded, so at most the pool's 3 claims come before it.
+    assert logged.pop("person0@example.com") == "failed"
+    assert set(logged) <= {"person1@example.com", "person2@example.com"}, \
+        "the breaker is asked before each claim: nothing claimed after the bounce was recorded"
+    assert set(logged.values()) <= {"sent"}
+    assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
