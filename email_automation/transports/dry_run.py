@@ -20,8 +20,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from ..wire import WireMessage, as_wire
 from ..errors import ConfigError
+from ..wire import WireMessage, as_wire
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9@._+-]")
 

@@ -37,7 +37,6 @@ from botocore.exceptions import (
 )
 
 from ..ses_contacts import list_management_options
-from ..wire import WireMessage, as_wire
 from ..errors import (
     AmbiguousSendError,
     ConfigError,
@@ -46,6 +45,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from ..wire import WireMessage, as_wire
 from .aws import BoundedClient, CallTimedOut
 
 log = logging.getLogger("email_automation.ses")

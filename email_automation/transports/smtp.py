@@ -26,7 +26,6 @@ from email.message import EmailMessage
 from typing import Any
 
 from ..bounces import enhanced_status
-from ..wire import WireMessage, as_wire
 from ..errors import (
     AmbiguousSendError,
     FatalSendError,
@@ -34,6 +33,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from ..wire import WireMessage, as_wire
 from .deadline import SocketWatchdog
 
 SmtpFactory = Callable[..., smtplib.SMTP]  # (*, timeout) -> an smtplib.SMTP not connected yet
