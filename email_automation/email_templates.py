@@ -288,8 +288,12 @@ class CampaignTemplate:
                    _row_get(source, "text_template"), clock=clock,
                    template=None if template_row is None else template_row["name"])
 
-    def render(self, recipient_row: Any, settings: Any, *, variant: int = 0) -> RenderedEmail:
+    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True, variant: int = 0) -> RenderedEmail:
         """Render this campaign for one recipient, with subject variant number `variant` (modulo their count).
+
+        `derive_text=False` leaves `text` empty when it would be converted from the HTML: a run
+        checks that every message renders before the first send, and that conversion, the
+        costliest step, cannot fail on HTML its template produced.
 
         Raises:
             TemplateRenderError: naming the campaign, the recipient and the problem, e.g. the
@@ -311,7 +315,7 @@ class CampaignTemplate:
         if self._text is not None and not custom_body:
             text = self._render("text", self._text, context)
         else:
-            text = html_to_text(body)
+            text = html_to_text(body) if derive_text else ""
         return RenderedEmail(subject=context["subject"], html=body, text=text, template=self.template,
                              subject_variant=None if custom_subject else self.subject_variants[index])
 

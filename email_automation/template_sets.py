@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .attachments import Attachment, for_recipient_or_refuse
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import TemplateRenderError
 
@@ -26,6 +27,7 @@ class CampaignTemplates:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._conn = conn
         self.campaign = campaign_row["name"]
+        self.campaign_row = campaign_row
         self._campaign_id = campaign_row["id"]
         self.default = CampaignTemplate.from_campaign(campaign_row, clock=clock)
         self.named = {
@@ -48,11 +50,15 @@ class CampaignTemplates:
                 f"campaign does not have; add it with `template add {name}`")
         return self.named[name]
 
-    def render(self, recipient_row: Any, settings: Any) -> RenderedEmail:
-        """Render the recipient's template with their subject variant."""
+    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True) -> RenderedEmail:
+        """Render the recipient's template with their subject variant (`derive_text`: see CampaignTemplate)."""
         template = self.pick(recipient_row)
         variant = self.rank(recipient_row) if len(template.subject_variants) > 1 else 0
-        return template.render(recipient_row, settings, variant=variant)
+        return template.render(recipient_row, settings, derive_text=derive_text, variant=variant)
+
+    def attachments(self, recipient_row: Any) -> list[Attachment]:
+        """The files of the recipient's message, read now (see attachments.for_recipient_or_refuse)."""
+        return for_recipient_or_refuse(self.campaign_row, recipient_row)
 
     def rank(self, recipient_row: Any) -> int:
         """How many recipients of the same campaign and template were imported before this one."""

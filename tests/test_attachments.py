@@ -17,7 +17,7 @@ import pytest
 from email_automation import attachments
 from email_automation.email_templates import RenderedEmail
 from email_automation.errors import PermanentSendError
-from email_automation.messages import _check_size, build_message
+from email_automation.messages import build_message, build_wire
 from tests.cli_helpers import cli
 from tests.smtp_sink import SmtpSink
 
@@ -84,14 +84,19 @@ def test_content_type_comes_from_the_name():
     assert attachments.content_type("README") == "application/octet-stream"
 
 
-def test_a_message_one_byte_over_max_message_bytes_is_refused_and_one_at_the_limit_is_not(settings, folder):
-    message = build_message(RENDERED, to="ada@example.org", settings=settings,
-                            attachments=attachments.load([str(folder / "cv-backend.pdf")]))
-    size = len(message.as_bytes())  # its MIME boundaries are fixed now: the same bytes every time
+def test_a_message_one_byte_over_max_message_bytes_is_refused_and_one_at_the_limit_is_not(settings, folder,
+                                                                                        monkeypatch):
+    from email_automation import messages
 
-    _check_size(message, to="ada@example.org", limit=size)
+    monkeypatch.setattr(messages, "make_msgid", lambda domain: f"<fixed@{domain}>")  # a size to the byte
+    files = attachments.load([str(folder / "cv-backend.pdf")])
+    size = len(build_wire(RENDERED, to="ada@example.org", settings=settings, attachments=files).data)
+
+    at_limit = settings.model_copy(update={"max_message_bytes": size})
+    assert len(build_wire(RENDERED, to="ada@example.org", settings=at_limit, attachments=files).data) == size
     with pytest.raises(PermanentSendError) as info:
-        _check_size(message, to="ada@example.org", limit=size - 1)
+        build_wire(RENDERED, to="ada@example.org", settings=settings.model_copy(update={"max_message_bytes": size - 1}),
+                   attachments=files)
     assert info.value.code == "MessageTooLarge"
     assert str(info.value) == (f"recipient ada@example.org: with its attachments the message is {size:,} bytes, more "
                                f"than MAX_MESSAGE_BYTES ({size - 1:,}); send a smaller file or a link")

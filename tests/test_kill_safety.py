@@ -30,12 +30,17 @@ def start_run(env):
 
 
 @pytest.mark.slow
-def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path):
+@pytest.mark.parametrize("pace, recipients", [
+    ({"DELAY_SECONDS": "0.02"}, RECIPIENTS),
+    # Four sends in flight at once: a kill leaves up to four claims without their outcome.
+    ({"DELAY_SECONDS": "0", "SEND_CONCURRENCY": "4"}, 4 * RECIPIENTS),
+], ids=["one-at-a-time", "concurrent"])
+def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path, pace, recipients):
     rng = random.Random(20261125)
     db_path = tmp_path / "kill.db"
     conn = init_db(db_path)
     conn.executemany("INSERT INTO recipients (campaign_id, email, first_name, created_at) VALUES (1, ?, 'Sam', 'x')",
-                     [(f"r{i:03d}@example.com",) for i in range(RECIPIENTS)])
+                     [(f"r{i:03d}@example.com",) for i in range(recipients)])
     conn.close()
 
     # Each message is counted on arrival, then answered 50 ms later: most of a run's time is spent
@@ -43,8 +48,7 @@ def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path):
     with SmtpSink(stall_after_data=0.05) as sink:
         env = {**os.environ, "DB_PATH": str(db_path), "DRY_RUN": "false", "TRANSPORT": "smtp",
                "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
-               "SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0.02", "DAILY_LIMIT": "100000",
-               "TIMEZONE": "UTC"}
+               "SENDER_EMAIL": "jane@example.com", "DAILY_LIMIT": "100000", "TIMEZONE": "UTC", **pace}
         killed_mid_run = 0
         for _ in range(ROUNDS):
             runs = [start_run(env) for _ in range(rng.choice((1, 2, 3)))]
