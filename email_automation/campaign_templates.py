@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import attachments
-from .database import DEFAULT_TEMPLATE, ensure_campaign, get_campaign, iso, transaction, update_campaign_templates, utc_now
+from .database import DEFAULT_TEMPLATE, ensure_campaign, get_campaign, iso, transaction, utc_now
 from .email_templates import CampaignTemplate, check_template, subject_variants
 from .errors import NotFoundError, TemplateRenderError
 
@@ -53,14 +53,15 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Seq
         stored = conn.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
         _render_first_recipient(conn, campaign, None, settings, stored, subjects=subjects, html=html, text=text)
     files = _campaign_files(attach, settings) if attach else None
-    with transaction(conn):
+    with transaction(conn):  # all or nothing
         ensure_campaign(conn, campaign)
         if attach is not None:
             conn.execute("UPDATE campaigns SET attachments = ? WHERE name = ?", (files, campaign))
         if subjects is not None:
-            conn.execute("UPDATE campaigns SET subject_variants = ? WHERE name = ?", (_variants(subjects), campaign))
-    if subjects is not None or html is not None or text is not None:
-        update_campaign_templates(conn, campaign, subject=subjects[0] if subjects else None, html=html, text=text)
+            conn.execute("UPDATE campaigns SET subject_template = ?, subject_variants = ? WHERE name = ?",
+                         (subjects[0], _variants(subjects), campaign))
+        conn.execute("UPDATE campaigns SET html_template = COALESCE(?, html_template),"
+                     " text_template = COALESCE(?, text_template) WHERE name = ?", (html, text, campaign))
 
 
 def add_template(conn: sqlite3.Connection, campaign: str, name: str, *, subject: str | Sequence[str] | None,
@@ -157,7 +158,7 @@ def _variants(subjects: list[str]) -> str | None:
 
 
 def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | None, html: str | None,
-           text: str | None) -> None:
+                text: str | None) -> None:
     """Check templates as `template set` does before storing them: no empty subject or HTML,
     each compiles, and reads only the campaign's variables.
 

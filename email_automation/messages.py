@@ -120,7 +120,7 @@ def _filename_parameter(name: str) -> str:
     encoded = encode_rfc2231(name, "utf-8")[len("utf-8''"):]
     pieces, start = [], 0
     while start < len(encoded):
-        end = min(start + 60, len(encoded))
+        end = min(start + 48, len(encoded))  # with " filename*NN*=utf-8''" and ";", under 78
         while end < len(encoded) and "%" in encoded[end - 2:end]:  # never split a %XX escape
             end -= 1
         pieces.append(encoded[start:end])

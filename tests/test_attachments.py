@@ -264,3 +264,17 @@ def test_ses_receives_the_files_byte_for_byte(tmp_path, folder, moto_url, monkey
     got = received_files(next(m for m in received if m["To"] == "Bob <bob@example.org>"))
     assert sha256(got["cv-data-engineer.pdf"]) == sha256(CV_BYTES[::-1])
     assert got["Lettre de motivation – Zoë.pdf"] == "lettre é".encode() * 100
+
+
+@pytest.mark.parametrize("name", [
+    "Curriculum vitæ – Zoë Ñúñez-Åkerström (ingénieure données senior, Genève).pdf",
+    'a "quoted" name; with semicolons and a rather long tail to fold over.pdf',
+    "履歴書.pdf",
+])
+def test_long_and_non_ascii_file_names_round_trip(settings, name):
+    message = build_message(RENDERED, to="ada@example.org", settings=settings,
+                            attachments=[attachments.Attachment(name, "application/pdf", b"%PDF")])
+    raw = message.as_bytes()
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n") if not line.startswith(b"--"))
+    [part] = email.message_from_bytes(raw, policy=email.policy.default).iter_attachments()
+    assert (part.get_filename(), part.get_content()) == (name, b"%PDF")
