@@ -340,6 +340,11 @@ def replies(reports: Reports) -> None:
     _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
                                                  f.interview, f.offer, f.rejected, f.not_interested)))
                        for f in fetch(reports, "funnel")], "funnel_table", "No campaigns yet.")
+    if variants := fetch(reports, "variant_replies"):
+        st.subheader("Replies per subject variant")
+        _table_or_caption([{"campaign": v.campaign, "template": v.template or "(own)", "subject": v.subject,
+                            "contacted": v.contacted, "replied": v.replied, "reply rate": percent(v.reply_rate)}
+                           for v in variants], "variants_table", "")
     others = fetch(reports, "inbox_messages", tuple(KIND_LABELS), limit=SHOWN_RECIPIENTS)
     st.subheader(f"Auto-replies, bounces and unsubscribes ({len(others)})")
     st.caption("Shown apart: an auto-reply is not an answer; a hard bounce or an unsubscribe suppressed the address.")

@@ -41,6 +41,7 @@ from .reports import (
     LogRow,
     LogSummary,
     StatusSummary,
+    VariantReplies,
     application_rows,
     csv_lines,
     daily_counts,
@@ -55,6 +56,7 @@ from .reports import (
     recipient_counts,
     status_summary,
     unknown_recipients,
+    variant_replies,
 )
 
 ADMIN_ACTOR = "dashboard"
@@ -193,6 +195,10 @@ class Reports:
     def funnel(self) -> list[Funnel]:
         with self._read() as conn:
             return funnel(conn)
+
+    def variant_replies(self) -> list[VariantReplies]:
+        with self._read() as conn:
+            return variant_replies(conn)
 
     def inbox_messages(self, kinds: tuple[str, ...] | None = None, *, limit: int = 200) -> list[InboxMessage]:
         with self._read() as conn:

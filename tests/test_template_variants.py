@@ -152,3 +152,27 @@ def test_status_shows_the_reply_rate_per_subject_variant(db, tmp_path, monkeypat
     data = json.loads(cli("status", "--db", db, "--json").stdout)["subject_variants"]
     assert data[1] == {"campaign": "default", "template": "startup", "subject": "Quick question, {{ first_name }}",
                        "contacted": 2, "replied": 2, "reply_rate": 1.0}
+
+
+def test_the_dashboard_shows_the_reply_rate_per_subject_variant(db, tmp_path, monkeypatch, settings):
+    from streamlit.testing.v1 import AppTest
+
+    from email_automation import dashboard
+    from email_automation.config import load_settings
+    from email_automation.dashboard_data import Reports
+
+    add(db, tmp_path, "startup", "Joining {{ company }}?", "Quick question, {{ first_name }}")
+    cli("import", str(write_csv(tmp_path / "p.csv", [(f"p{i}@example.org", f"P{i}", "Co", "startup")
+                                                      for i in range(2)])), "--db", db)
+    send_all(db, monkeypatch)
+    cli("mark", "p1@example.org", "replied", "--db", db)
+    dashboard.clear_cache()
+    at = AppTest.from_function(dashboard.render, args=(Reports(db, load_settings(db_path=db)),), default_timeout=30).run()
+
+    assert "Replies per subject variant" in [h.value for h in at.subheader]
+    [table] = [d.value for d in at.dataframe if "subject" in d.value.columns and "reply rate" in d.value.columns]
+    assert table.to_dict("records") == [
+        {"campaign": "default", "template": "startup", "subject": "Joining {{ company }}?", "contacted": 1,
+         "replied": 0, "reply rate": "0.00%"},
+        {"campaign": "default", "template": "startup", "subject": "Quick question, {{ first_name }}", "contacted": 1,
+         "replied": 1, "reply rate": "100.00%"}]
