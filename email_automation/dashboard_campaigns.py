@@ -73,6 +73,7 @@ def campaigns_page(reports) -> None:
     campaign = st.selectbox("Campaign", campaigns, key="ws_campaign")
     import_section(reports, campaign, locked)
     editor_section(reports, campaign, locked)
+    plan_section(reports, campaign)
     attachments_section(reports, campaign, locked)
     pause_section(reports, campaign, locked)
 
@@ -153,6 +154,25 @@ def preview(rendered) -> None:
                   height=420)
     with right:
         st.text(rendered.text)
+
+
+def plan_section(reports, campaign: str) -> None:
+    """What the next run would send for this campaign, and who is held back and why."""
+    from email_automation.dashboard import fetch
+
+    plan = fetch(reports, "next_run", campaign)
+    with st.container(border=True):
+        st.markdown("**Next run**")
+        if plan.paused:
+            st.warning(f"Campaign '{campaign}' is paused: the next run sends none of it.")
+        st.caption(f"{len(plan.to_send)} message(s) of this campaign would go out; {plan.remaining_today} of today's "
+                   f"limit of {plan.daily_limit} left for all campaigns, oldest recipients first.")
+        if plan.to_send:
+            st.dataframe([{"order": n, "email": e} for n, e in enumerate(plan.to_send, 1)], hide_index=True,
+                         key="ws_plan_table")
+        if plan.held:
+            st.markdown(f"Held back ({len(plan.held)})")
+            st.dataframe([{"email": e, "why": why} for e, why in plan.held], hide_index=True, key="ws_held_table")
 
 
 def attachments_section(reports, campaign: str, locked: bool) -> None:

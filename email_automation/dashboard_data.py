@@ -260,6 +260,10 @@ class Reports:
         with self._read() as conn:
             return list(workspace.attached_files(conn, campaign))
 
+    def next_run(self, campaign: str) -> workspace.RunPlan:
+        with self._read() as conn:
+            return workspace.next_run(conn, self.settings, campaign, now=self.now())
+
     def preview_draft(self, campaign: str, email: str, draft: workspace.TemplateDraft) -> RenderedEmail:
         """The draft rendered for `email`, as it would be sent; nothing is written."""
         with self._read() as conn:

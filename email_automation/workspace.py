@@ -11,6 +11,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,36 @@ def recipient_emails(conn: sqlite3.Connection, campaign: str, *, limit: int = 50
     return [row[0] for row in conn.execute(
         "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
         " ORDER BY r.status != 'pending', r.id LIMIT ?", (campaign, limit))]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the next run would do for one campaign, without rendering or sending anything."""
+
+    campaign: str
+    paused: bool
+    daily_limit: int  # today's, after any warm-up step
+    remaining_today: int  # of the whole database's limit
+    to_send: tuple[str, ...]  # in the order the run sends them
+    held: tuple[tuple[str, str], ...]  # (address, why) among the first pending ones
+
+
+def next_run(conn: sqlite3.Connection, settings: Any, campaign: str, *, now: datetime, look_at: int = 200) -> RunPlan:
+    """The recipients of `campaign` the next run would send (the queue is shared by every campaign,
+    oldest first, within today's DAILY_LIMIT), and who among its first `look_at` pending ones is
+    held back and why (suppressed, mailed in another campaign, answered)."""
+    from . import ledger, run_gates
+    from .run_daily import pending_batch
+
+    row = get_campaign(conn, campaign)
+    limited = run_gates.within_warmup(settings, conn, now)
+    remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=limited.daily_limit)
+    batch = pending_batch(conn, remaining, stop_company=settings.stop_company_on_reply) if remaining else []
+    to_send = tuple(r["email"] for r in batch if r["campaign_name"] == campaign and row["status"] == "active")
+    held = []
+    for pending in conn.execute("SELECT id, email FROM recipients WHERE campaign_id = ? AND status = 'pending'"
+                                " ORDER BY id LIMIT ?", (row["id"], look_at)).fetchall():
+        reason = ledger.skip_reason(conn, pending["id"], pending["email"], stop_company=settings.stop_company_on_reply)
+        if reason:
+            held.append((pending["email"], reason))
+    return RunPlan(campaign, row["status"] == "paused", limited.daily_limit, remaining, to_send, tuple(held))

@@ -180,3 +180,18 @@ def test_without_the_password_everything_shows_and_nothing_changes(settings, clo
         forged(at.button(key=key)).click().run()
         assert not at.success and not at.exception
     assert snapshot() == before
+
+
+def test_the_next_run_lists_who_would_be_sent_and_who_is_held_back(settings, clock, spring, tmp_path):
+    (tmp_path / "more.csv").write_text("email,first_name\nbob@example.org,Bob\ncy@example.org,Cy\n")
+    import_csv(spring, tmp_path / "more.csv", campaign="spring")
+    spring.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('bob@example.org', 'complaint', 'manual', 'x')")
+    at = page(settings, clock, password="", unlocked=False)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    plan = [d.value for d in at.dataframe if list(d.value.columns) == ["order", "email"]][0]
+    held = [d.value for d in at.dataframe if list(d.value.columns) == ["email", "why"]][0]
+    assert list(plan["email"]) == ["ada@example.org", "cy@example.org"]
+    assert held.to_dict("records") == [{"email": "bob@example.org", "why": "suppressed: complaint"}]
+    assert "2 message(s) of this campaign would go out; 80 of today's limit of 80 left for all campaigns, oldest " \
+           "recipients first." in [c.value for c in at.caption]
