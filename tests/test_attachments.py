@@ -183,6 +183,8 @@ def test_template_set_attach_checks_stores_and_shows_the_campaign_files(tmp_path
     ok = cli("template", "set", "--db", db, "--attach", str(folder / "cv-backend.pdf"))
     assert ok.exit_code == 0, ok.output
     assert f"--- attachments ---\n{folder / 'cv-backend.pdf'}\n" in cli("template", "show", "--db", db).stdout
+    assert cli("template", "set", "--db", db, "--subject", "Hello {{ first_name }}").exit_code == 0
+    assert f"--- attachments ---\n{folder / 'cv-backend.pdf'}\n" in cli("template", "show", "--db", db).stdout  # kept
     assert cli("template", "set", "--db", db, "--no-attachments").exit_code == 0
     assert "--- attachments ---\n(none)" in cli("template", "show", "--db", db).stdout
 
