@@ -129,6 +129,9 @@ def editor_section(reports, campaign: str, locked: bool) -> None:
                 problem = str(err)
             else:
                 preview(rendered)
+                files = fetch(reports, "message_files", campaign, email)
+                st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
+                                                     for n, size in files) or "nothing"))
         else:
             st.caption("Import recipients to see a preview.")
         if problem:

@@ -260,6 +260,10 @@ class Reports:
         with self._read() as conn:
             return list(workspace.attached_files(conn, campaign))
 
+    def message_files(self, campaign: str, email: str) -> list[tuple[str, int | None]]:
+        with self._read() as conn:
+            return workspace.message_files(conn, campaign, email)
+
     def next_run(self, campaign: str) -> workspace.RunPlan:
         with self._read() as conn:
             return workspace.next_run(conn, self.settings, campaign, now=self.now())

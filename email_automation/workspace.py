@@ -110,6 +110,21 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
     return template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings)
 
 
+def message_files(conn: sqlite3.Connection, campaign: str, email: str) -> list[tuple[str, int | None]]:
+    """(file name, size in bytes, None if it cannot be read now) of what `email`'s message carries."""
+    row = conn.execute("SELECT r.attachments FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+                       " WHERE c.name = ? AND r.email = ?", (campaign, email)).fetchone()
+    paths = dict.fromkeys([*attached_files(conn, campaign), *stored_paths(row[0] if row else None)])
+    return [(Path(path).name, _size(Path(path))) for path in paths]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
     """Store a draft with the CLI's own checks (`template set` or `template add`); nothing on error."""
     if draft.name is None:

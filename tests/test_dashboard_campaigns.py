@@ -145,6 +145,7 @@ def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
     stored = settings.db_path.parent / "uploads" / "cv.pdf"
     assert stored.read_bytes() == b"%PDF-1.4"
     assert str(stored) in [t.value for t in at.text]
+    assert "Attached: cv.pdf (8 bytes)" in [c.value for c in at.caption]  # under the preview
 
 
 def test_pause_and_resume(settings, clock, spring):
