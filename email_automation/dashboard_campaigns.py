@@ -195,6 +195,9 @@ def attachments_section(reports, campaign: str, locked: bool) -> None:
             return f"{path.name} attached to every message of '{campaign}'."
 
         st.button("Attach", key="ws_attach_go", disabled=locked, on_click=_act, args=(reports, "attach", attach))
+        if files:
+            st.button("Remove all", key="ws_detach_go", disabled=locked, on_click=_act, args=(reports, "attach", lambda: (
+                reports.detach_all(campaign), f"Messages of '{campaign}' carry no file of their own any more.")[1]))
         _result("attach")
 
 

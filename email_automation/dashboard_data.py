@@ -288,5 +288,8 @@ class Reports:
     def save_draft(self, campaign: str, draft: workspace.TemplateDraft) -> None:
         self._write(lambda conn: workspace.save_draft(conn, self.settings, campaign, draft))
 
+    def detach_all(self, campaign: str) -> None:
+        self._write(lambda conn: workspace.detach_all(conn, self.settings, campaign))
+
     def attach_upload(self, campaign: str, filename: str, data: bytes) -> Path:
         return self._write(lambda conn: workspace.attach_upload(conn, self.settings, campaign, filename, data))

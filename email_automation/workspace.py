@@ -143,6 +143,11 @@ def attach_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filena
     return path
 
 
+def detach_all(conn: sqlite3.Connection, settings: Any, campaign: str) -> None:
+    """The campaign's messages carry no file of their own any more (`template set --no-attachments`)."""
+    campaign_templates.set_templates(conn, campaign, attach=[], settings=settings)
+
+
 def attached_files(conn: sqlite3.Connection, campaign: str) -> Sequence[str]:
     """The files every message of the campaign carries."""
     return stored_paths(get_campaign(conn, campaign)["attachments"])

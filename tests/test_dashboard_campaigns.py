@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from email_automation import dashboard
+from email_automation.campaign_templates import set_templates
 from email_automation.dashboard_data import Reports
 from email_automation.import_csv import import_csv
 
@@ -147,6 +148,10 @@ def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
     assert str(stored) in [t.value for t in at.text]
     assert "Attached: cv.pdf (8 bytes)" in [c.value for c in at.caption]  # under the preview
 
+    at.button(key="ws_detach_go").click().run()
+    assert last_message(at, "success") == "Messages of 'spring' carry no file of their own any more."
+    assert db_value(settings, "SELECT attachments FROM campaigns WHERE name = 'spring'") is None
+
 
 def test_pause_and_resume(settings, clock, spring):
     at = page(settings, clock)
@@ -165,7 +170,10 @@ def forged(widget):
 
 
 @pytest.mark.parametrize("password", ["", PASSWORD], ids=["no-password-set", "password-not-entered"])
-def test_without_the_password_everything_shows_and_nothing_changes(settings, clock, spring, password):
+def test_without_the_password_everything_shows_and_nothing_changes(settings, clock, spring, password, tmp_path):
+    (tmp_path / "cv.pdf").write_bytes(b"%PDF")
+    set_templates(spring, "spring", attach=[tmp_path / "cv.pdf"])
+
     def snapshot():
         with sqlite3.connect(settings.db_path) as conn:
             return [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("campaigns", "templates", "recipients")]
@@ -176,7 +184,7 @@ def test_without_the_password_everything_shows_and_nothing_changes(settings, clo
     at.run()
     assert "Read-only: enter the dashboard password in the Admin tab to change campaigns." in [i.value for i in at.info]
     assert [m.value for m in at.markdown if m.value.startswith("**Subject:**")] == ["**Subject:** Interested in joining Acme"]
-    for key in ("ws_create_go", "ws_import_go", "ws_save_go", "ws_attach_go", "ws_pause_go"):
+    for key in ("ws_create_go", "ws_import_go", "ws_save_go", "ws_attach_go", "ws_detach_go", "ws_pause_go"):
         assert at.button(key=key).disabled
         forged(at.button(key=key)).click().run()
         assert not at.success and not at.exception
