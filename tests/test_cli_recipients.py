@@ -91,3 +91,15 @@ def test_resolve_without_a_decision_names_both_choices_and_exits_2(db):
     result = cli("resolve", "a@example.com", "--db", "x.db")
     assert result.exit_code == 2
     assert result.stderr == "Error: say what happened: --sent (it went out) or --pending (it did not; send it again)\n"
+
+
+def test_text_that_looks_like_an_emoji_code_is_shown_as_written(db, tmp_path):
+    """`root:x:0` is a user's own text: the terminal must not turn its `:x:` into an emoji."""
+    (tmp_path / "passwd.csv").write_text("root:x:0:0:root\n")
+    result = cli("import", "passwd.csv", "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, "Error: passwd.csv: no email column (found: root:x:0:0:root)\n")
+
+
+def test_suppress_of_something_that_is_not_an_address_is_bad_input(db):
+    result = cli("suppress", "notanemail", "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, "Error: 'notanemail' is not an email address\n")

@@ -21,6 +21,12 @@ def test_config_json_gives_each_setting_its_value_and_source(tmp_path):
     assert data["DRY_RUN"] == {"value": "true", "from": "default"}
 
 
+def test_config_shows_values_that_look_like_markup_as_written(tmp_path):
+    result = cli("config", "--db", "[/x].db")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert "[/x].db" in next(line for line in result.stdout.splitlines() if line.startswith("DB_PATH"))
+
+
 def test_doctor_json(tmp_path, monkeypatch, dns_zone):
     init_db(tmp_path / "x.db").close()
     dns_zone.txt.update({"_dmarc.example.com": ["v=DMARC1; p=none"], "example.com": ["v=spf1 ip4:127.0.0.1 -all"]})

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, console,
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cells, cli_errors, console,
                      open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
@@ -148,7 +148,7 @@ def status_table(summary):
     table = Table("Campaign", "State", "Pending", "Sending", "Sent", "Failed", "Skipped", "Unknown", "Total", box=None)
     for c in summary.campaigns:
         counts = (str(c.counts[s]) for s in ("pending", "sending", "sent", "failed", "skipped", "unknown"))
-        table.add_row(c.name, c.state, *counts, str(c.total))
+        table.add_row(*cells(c.name, c.state, *counts, c.total))
     return table
 
 
