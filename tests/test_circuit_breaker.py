@@ -215,6 +215,21 @@ def test_thresholds_come_from_the_settings(settings, db, clock):
     assert transport.recipients == [] and "minimum 1" in report.fatal_error
 
 
+def test_one_bounce_reported_by_ses_and_by_the_inbox_counts_once(settings, db, clock):
+    """SES forwards bounces to the sender's mailbox by default (email feedback forwarding) while its
+    events say the same: two reports of one send's bounce must not double the bounce rate."""
+    add(db, "default", [f"b{i}@x.org" for i in range(10)], "sent")
+    for i in range(2):  # two bounced sends: under the minimum of 3
+        bounces.record_bounce(db, f"b{i}@x.org", kind="hard", source="ses-event", attempt_id=f"att-b{i}@x.org",
+                              dedupe_key=f"ses:{i}", now=clock())
+        bounces.record_bounce(db, f"b{i}@x.org", kind="hard", source="inbox", attempt_id=f"att-b{i}@x.org",
+                              detail="5.1.1 user unknown", now=clock())
+    add(db, "default", ["new@x.org"])
+    transport = ScriptedTransport()
+    report = run_daily(settings, db, transport, now=clock, sleep=RecordingSleep(), rng=random.Random(1))
+    assert (transport.recipients, report.paused, report.fatal_error) == (["new@x.org"], [], None)
+
+
 # --- bounce sources: the inbox watcher's entry point -----------------------------------------------
 
 def test_three_soft_bounces_from_different_sends_suppress_as_soft_bounce(db, clock):
