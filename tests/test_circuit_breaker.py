@@ -121,6 +121,11 @@ def test_bounces_from_ses_pause_all_sending_until_resume(aws, tmp_path):
     assert cli("resume", "--all", "--db", db).stdout.strip() == "Sending was not paused; nothing to resume."
 
 
+def test_run_help_names_the_circuit_breaker_among_the_reasons_for_exit_3():
+    help_text = " ".join(cli("run", "--help").stdout.split())
+    assert "by the circuit breaker (a campaign or all sending paused)" in help_text
+
+
 # --- SMTP 5.1.1 refusals count, suppress, and stop the run mid-way -------------------------------
 
 def test_smtp_user_unknown_suppresses_and_three_stop_the_run_before_the_next_send(tmp_path, monkeypatch):

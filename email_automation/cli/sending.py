@@ -31,8 +31,9 @@ def run(
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
     template (a campaign whose template fails is held back, the others are sent), 3 stopped by an
     error that affects every message (credentials, unverified sender, paused account, quota), by a
-    streak of time-outs, throttling or identical refusals, by a hung run holding the lock, or
-    (--require-inbox) because the inbox could not be read.
+    streak of time-outs, throttling or identical refusals, by the circuit breaker (a campaign or all
+    sending paused), by a hung run holding the lock, or (--require-inbox) because the inbox could
+    not be read.
     """
     import random
     import time
