@@ -368,6 +368,17 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
     return folder / name if os.access(folder, os.W_OK) else Path.cwd() / name
 
 
+def _refuse_rejects_over_input(path: Path, rejects_path: str | Path | None) -> None:
+    """The rejects file replaces its target at the end: never let that be the user's own input."""
+    target = rejects_target(path, rejects_path)
+    try:
+        same = target.exists() and os.path.samefile(target, path)
+    except OSError:
+        same = False
+    if same:
+        raise CsvImportError(f"{path}: --rejects {rejects_path} is the file being imported; name another file")
+
+
 # --- I/O ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -476,6 +487,7 @@ def import_csv(
     """
     path = Path(path)
     source = _inspect(path)
+    _refuse_rejects_over_input(path, rejects_path)
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
     with imports.import_lock(conn) as held:

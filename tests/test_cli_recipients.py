@@ -103,3 +103,14 @@ def test_text_that_looks_like_an_emoji_code_is_shown_as_written(db, tmp_path):
 def test_suppress_of_something_that_is_not_an_address_is_bad_input(db):
     result = cli("suppress", "notanemail", "--db", "x.db")
     assert (result.exit_code, result.stderr) == (2, "Error: 'notanemail' is not an email address\n")
+
+
+def test_rejects_file_that_is_the_imported_file_is_refused_and_the_file_kept(db, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text("email\nada@example.com\nnot-an-address\n")
+    before = people.read_bytes()
+    result = cli("import", "people.csv", "--db", "x.db", "--rejects", "./people.csv")
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: people.csv: --rejects people.csv is the file being imported; name another file\n")
+    assert people.read_bytes() == before
+    assert connect(db).execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
