@@ -359,6 +359,10 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
             subject.strip() or None, body.strip() or None, columns.fields_json(row))
 
 
+# The first 16 bytes of every SQLite database file (https://www.sqlite.org/fileformat.html).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
     """`<stem>.rejects.csv` beside the input, or in the working directory if that folder is read-only."""
     if rejects_path is not None:
@@ -368,15 +372,21 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
     return folder / name if os.access(folder, os.W_OK) else Path.cwd() / name
 
 
-def _refuse_rejects_over_input(path: Path, rejects_path: str | Path | None) -> None:
-    """The rejects file replaces its target at the end: never let that be the user's own input."""
+def _refuse_rejects_over_own_files(path: Path, rejects_path: str | Path | None) -> None:
+    """The rejects file replaces its target at the end: never the user's own list, nor a database
+    (this one, its WAL, or a backup: a mistyped `--rejects` would destroy the send ledger)."""
     target = rejects_target(path, rejects_path)
-    try:
-        same = target.exists() and os.path.samefile(target, path)
-    except OSError:
-        same = False
-    if same:
+    if not target.is_file():
+        return  # the usual case: a new file
+    if os.path.samefile(target, path):
         raise CsvImportError(f"{path}: --rejects {rejects_path} is the file being imported; name another file")
+    try:
+        with open(target, "rb") as existing:
+            database = existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:  # unreadable: replacing it fails later with its own reason
+        database = False
+    if database or target.name.endswith(("-wal", "-shm", "-journal")):
+        raise CsvImportError(f"{path}: --rejects {rejects_path} is a database file; name another file")
 
 
 # --- I/O ------------------------------------------------------------------------------------
@@ -487,7 +497,7 @@ def import_csv(
     """
     path = Path(path)
     source = _inspect(path)
-    _refuse_rejects_over_input(path, rejects_path)
+    _refuse_rejects_over_own_files(path, rejects_path)
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
     with imports.import_lock(conn) as held:

@@ -114,3 +114,14 @@ def test_rejects_file_that_is_the_imported_file_is_refused_and_the_file_kept(db,
         2, "Error: people.csv: --rejects people.csv is the file being imported; name another file\n")
     assert people.read_bytes() == before
     assert connect(db).execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("target", ["x.db", "x.db-wal"])
+def test_rejects_file_that_is_the_database_is_refused_and_the_database_kept(db, tmp_path, target):
+    """A mistyped --rejects must not replace the send ledger (or its WAL) with a CSV."""
+    (tmp_path / "people.csv").write_text("email\nada@example.com\nnot-an-address\n")
+    (tmp_path / "x.db-wal").touch()  # as while the database is open
+    result = cli("import", "people.csv", "--db", "x.db", "--rejects", target)
+    assert (result.exit_code, result.stderr) == (
+        2, f"Error: people.csv: --rejects {target} is a database file; name another file\n")
+    assert cli("status", "--db", "x.db").exit_code == 0
