@@ -38,6 +38,7 @@ from .addresses import normalize_email
 from .database import DEFAULT_CAMPAIGN, iso, transaction, utc_now
 from .errors import CsvImportError
 from .reports import csv_safe
+from .user_files import is_database_file
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
@@ -359,10 +360,6 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
             subject.strip() or None, body.strip() or None, columns.fields_json(row))
 
 
-# The first 16 bytes of every SQLite database file (https://www.sqlite.org/fileformat.html).
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
     """`<stem>.rejects.csv` beside the input, or in the working directory if that folder is read-only."""
     if rejects_path is not None:
@@ -373,19 +370,11 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
 
 
 def _refuse_rejects_over_own_files(path: Path, rejects_path: str | Path | None) -> None:
-    """The rejects file replaces its target at the end: never the user's own list, nor a database
-    (this one, its WAL, or a backup: a mistyped `--rejects` would destroy the send ledger)."""
+    """The rejects file replaces its target at the end: never the user's own list, nor a database."""
     target = rejects_target(path, rejects_path)
-    if not target.is_file():
-        return  # the usual case: a new file
-    if os.path.samefile(target, path):
+    if target.is_file() and os.path.samefile(target, path):
         raise CsvImportError(f"{path}: --rejects {rejects_path} is the file being imported; name another file")
-    try:
-        with open(target, "rb") as existing:
-            database = existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-    except OSError:  # unreadable: replacing it fails later with its own reason
-        database = False
-    if database or target.name.endswith(("-wal", "-shm", "-journal")):
+    if is_database_file(target):
         raise CsvImportError(f"{path}: --rejects {rejects_path} is a database file; name another file")
 
 
