@@ -42,6 +42,14 @@ def test_doctor_json(tmp_path, monkeypatch, dns_zone):
     assert {c["status"] for c in data["checks"]} == {"OK"}
 
 
+def test_cron_log_file_that_is_the_database_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("init", "--db", "x.db").exit_code == 0
+    result = cli("cron", "--db", "x.db", "--log-file", "x.db")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "Error: x.db: is a database file; name another file for --log-file\n"
+
+
 def test_cron_takes_db_like_every_command(tmp_path):
     result = cli("cron", "--db", "data/live.db")
     assert result.exit_code == 0, result.output
