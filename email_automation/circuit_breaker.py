@@ -93,9 +93,9 @@ def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | 
         "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
         " WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown')" + only.format("r.campaign_id"), args,
     ).fetchone()[0]
-    # One row per send and kind: SES's event and the bounce SES forwards to the inbox (email
-    # feedback forwarding, on unless turned off: https://docs.aws.amazon.com/ses/latest/APIReference/API_SetIdentityFeedbackForwardingEnabled.html)
-    # are two reports of one bounce.
+    # One row per send and kind: SES's event and the bounce SES forwards to the inbox are two
+    # reports of one bounce (email feedback forwarding is on unless turned off:
+    # https://docs.aws.amazon.com/ses/latest/APIReference/API_SetIdentityFeedbackForwardingEnabled.html).
     rows = conn.execute(
         "SELECT kind, email, source FROM bounces WHERE at > ? AND kind IN ('hard', 'complaint')"
         + only.format("campaign_id") + " GROUP BY kind, COALESCE(attempt_id, dedupe_key) ORDER BY min(at), min(id)",

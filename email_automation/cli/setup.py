@@ -124,6 +124,7 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
     from datetime import datetime
 
     from ..errors import ConfigError
+    from ..user_files import is_database_file
 
     notes = []
     if env_file is not None:
@@ -136,8 +137,6 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
         notes.append(f"no {workdir / cron_lib.ENV_FILE_NAME}, so the line sources no settings; "
                      "copy env.sh.example to env.sh and run this again")
     log_path = (log_file or workdir / cron_lib.LOG_FILE_NAME).absolute()
-    from ..user_files import is_database_file
-
     if is_database_file(log_path):  # cron would append every run's output to the ledger
         raise BadInput(f"{log_file}: is a database file; name another file for --log-file")
     command = cron_lib.default_command()
