@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EmailAutomationError, PermanentSendError
+from .user_files import is_database_file
 
 # The default limit: 10 MB is what many receiving servers accept, though SES v2 itself allows
 # 40 MB (https://docs.aws.amazon.com/ses/latest/dg/attachments.html).
@@ -84,8 +85,8 @@ def check_file(path: Path) -> int:
     """The size of a file that can be attached.
 
     Raises:
-        AttachmentError: it does not exist, is not a regular file, cannot be read or has a
-            type SES refuses.
+        AttachmentError: it does not exist, is not a regular file, cannot be read, is a
+            database, or has a type SES refuses.
     """
     reason = blocked_reason(path.name)
     if reason:
@@ -93,6 +94,8 @@ def check_file(path: Path) -> int:
     try:
         if not path.is_file():
             raise AttachmentError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+        if is_database_file(path):  # the ledger holds every contact: it never leaves by mail
+            raise AttachmentError(f"{path}: an SQLite database is never attached")
         if not os.access(path, os.R_OK):
             raise AttachmentError(f"{path}: cannot be read (permission denied)")
         return path.stat().st_size

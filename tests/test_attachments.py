@@ -10,6 +10,7 @@ import json
 import re
 import sqlite3
 import urllib.request
+from contextlib import closing
 
 import boto3
 import pytest
@@ -133,7 +134,10 @@ def test_import_checks_each_row_s_files_and_rejects_with_the_reason(tmp_path, fo
         ("ed@example.org", "Ed", "../outside.pdf"),
         ("fa@example.org", "Fa", "/etc/hostname"),
         ("gil@example.org", "Gil", ""),
+        ("hal@example.org", "Hal", "contacts.pdf"),
     ])
+    with closing(sqlite3.connect(folder / "contacts.pdf")) as conn:  # a database, whatever its name
+        conn.execute("CREATE TABLE t (x)")
     (tmp_path / "outside.pdf").write_bytes(b"x")
 
     result = cli("import", str(csv), "--db", db)
@@ -145,6 +149,7 @@ def test_import_checks_each_row_s_files_and_rejects_with_the_reason(tmp_path, fo
     assert f"{csv}:5: 'attachments': {folder / 'missing.pdf'}: no such file" in out
     assert f"{csv}:6: 'attachments': ../outside.pdf: leads outside ATTACHMENTS_DIR ({folder}); put the file there" in out
     assert f"{csv}:7: 'attachments': /etc/hostname: give a path relative to ATTACHMENTS_DIR ({folder}), not an absolute one" in out
+    assert f"{csv}:9: 'attachments': {folder / 'contacts.pdf'}: an SQLite database is never attached" in out
     conn = sqlite3.connect(db)
     stored = dict(conn.execute("SELECT email, attachments FROM recipients"))
     assert json.loads(stored["bob@example.org"]) == [str(folder / "cv-data-engineer.pdf"),
