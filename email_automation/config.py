@@ -8,7 +8,7 @@ region put in `.env` also reaches boto3 under cron's nearly empty environment.
 from __future__ import annotations
 
 import os
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +68,7 @@ ACCEPTS: dict[str, str] = {
     "imap_ssl": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "imap_starttls": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "stop_company_on_reply": "true or false",
+    "holidays": "dates written YYYY-MM-DD, separated by commas",
     "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
     "bounce_pause_min": "a whole number >= 1",
     "complaint_pause_rate": "a rate such as 0.05% or 0.0005 (more than 0, at most 100%)",
@@ -125,6 +126,8 @@ class Settings(BaseSettings):
     imap_ssl: bool = True
     imap_starttls: bool = False
     stop_company_on_reply: bool = True
+    # Follow-up waits count business days: weekends and these dates (YYYY-MM-DD, comma-separated) are skipped.
+    holidays: str = ""
     # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
     bounce_pause_rate: float = 0.02
     bounce_pause_min: int = Field(3, ge=1)
@@ -196,6 +199,21 @@ class Settings(BaseSettings):
                 raise ValueError("unknown time zone") from err
         return value
 
+    @field_validator("holidays")
+    @classmethod
+    def _iso_dates(cls, value: str) -> str:
+        for item in _date_items(value):
+            try:
+                date.fromisoformat(item)
+            except ValueError as err:
+                raise ValueError(f"{item!r} is not a date written YYYY-MM-DD") from err
+        return value
+
+    @property
+    def holiday_dates(self) -> frozenset[date]:
+        """HOLIDAYS as dates: days a follow-up's wait does not count, like weekends."""
+        return frozenset(date.fromisoformat(item) for item in _date_items(self.holidays))
+
     @field_validator("log_file", mode="before")
     @classmethod
     def _empty_log_file_is_none(cls, value: Any) -> Any:
@@ -218,6 +236,10 @@ class Settings(BaseSettings):
     def tz(self) -> tzinfo:
         """The zone that decides which day a send belongs to (the system's when unset)."""
         return ZoneInfo(self.timezone) if self.timezone else system_zone()
+
+
+def _date_items(value: str) -> list[str]:
+    return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
 
 
 def system_zone() -> tzinfo:

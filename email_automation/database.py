@@ -326,9 +326,30 @@ CREATE TABLE sync_state (
 );
 """
 
+# Follow-up sequences (sequences.py): a campaign's steps 2..n, each recipient's step (the step
+# its `status` is about: pending = that step is still to be sent), why its sequence stopped for
+# good, and the step of each attempt (the ledger claims per recipient and step).
+_V9_SEQUENCES = """
+CREATE TABLE campaign_steps (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    step INTEGER NOT NULL CHECK (step >= 2),
+    after_days INTEGER NOT NULL CHECK (after_days >= 1),
+    subject_template TEXT,
+    html_template TEXT NOT NULL,
+    text_template TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (campaign_id, step)
+);
+ALTER TABLE recipients ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE recipients ADD COLUMN sequence_stopped TEXT;
+ALTER TABLE send_log ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
-                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY)
+                               _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
+                               _V9_SEQUENCES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -16,9 +16,10 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger
+from . import applications, bounces, circuit_breaker, events, ledger, sequences
 from . import run_gates as gates
 from .config import Settings
+from .database import transaction
 from .email_templates import CampaignTemplate, RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
@@ -49,6 +50,7 @@ class RunReport:
     fatal_error: str | None = None
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
     paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> outcome -> count
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -67,10 +69,11 @@ class Outcome:
     message_id: str | None = None
     error: str | None = None
     attempted: bool = True  # False: nothing was handed to the transport, so no delay is owed
+    step: int = 1
 
     def line(self) -> str:
         """`email status [message-id] [(error)]`; the log formatter puts the time in front."""
-        parts = [self.email, self.status]
+        parts = [self.email, self.status] + ([f"step {self.step}"] if self.step > 1 else [])
         if self.message_id:
             parts.append(self.message_id)
         if self.error:
@@ -85,6 +88,7 @@ class _Planned:
     campaign: str
     rendered: RenderedEmail
     message: EmailMessage
+    step: int = 1
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
@@ -177,6 +181,45 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
     return result
 
 
+def _render_followups(conn, settings: Settings, transport: Transport, report: RunReport, size: int, *,
+                      now: datetime) -> list[_Planned]:
+    """Up to `size` due follow-ups, rendered and built as replies in the recipient's thread.
+
+    A step whose template fails holds back that campaign's follow-ups (reported once); an address
+    no message can be built for ends its sequence.
+    """
+    region = settings.aws_region or getattr(transport, "region", None)
+    templates: dict = {}
+    broken: set[str] = set()
+    planned: list[_Planned] = []
+    for due in sequences.due_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
+                                       stop_company=settings.stop_company_on_reply):
+        if len(planned) >= size:
+            break
+        row, name = due.row, due.row["campaign_name"]
+        thread = sequences.thread_of(conn, row["id"], region=region)
+        if name in broken or thread is None:
+            continue
+        try:
+            rendered = sequences.render_step(conn, due, settings, thread, templates)
+            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+        except TemplateRenderError as err:
+            broken.add(name)
+            log.error("follow-ups of campaign %r held back: %s", name, err)
+            report.template_errors.append(str(err))
+            continue
+        except PermanentSendError as err:
+            if not report.dry_run:
+                with transaction(conn):
+                    ledger.stop_sequence(conn, row["id"], str(err), now=now)
+            continue
+        if thread.message_ids:  # RFC 5322 section 3.6.4: the parent's id, and the whole chain
+            message["In-Reply-To"] = thread.message_ids[-1]
+            message["References"] = " ".join(thread.message_ids)
+        planned.append(_Planned(row["id"], row["email"], name, rendered, message, due.step))
+    return [p for p in planned if p.campaign not in broken]
+
+
 def max_run_duration(settings: Settings) -> timedelta:
     """The longest a healthy run can take: every message of DAILY_LIMIT waiting its delay, timing
     out on every try and waiting out every retry, plus ten minutes. A run holding the lock longer
@@ -212,6 +255,7 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
+        sequences.stop_finished(conn, now=now(), stop_company=settings.stop_company_on_reply)
     report.paused = gates.open_pause_lines(conn)
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
@@ -275,8 +319,11 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
             return [], delay
-    rendered = _render_sendable(conn, settings, size, report, now=now()) if size else _Rendered()
-    batch = rendered.planned
+    # Due follow-ups first: they are time-sensitive; new contacts take what is left of the limit.
+    followups = _render_followups(conn, settings, transport, report, size, now=now()) if size else []
+    left = size - len(followups)
+    rendered = _render_sendable(conn, settings, left, report, now=now()) if left else _Rendered()
+    batch = followups + rendered.planned
     for row, err in rendered.unusable:
         if not report.dry_run:
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())
@@ -349,28 +396,34 @@ def _count(report: RunReport, outcome: Outcome) -> None:
     key = {"sent": "sent", "failed": "failed", "unknown": "unknown", "pending": "deferred", "skipped": "skipped",
            "dry_run": "previewed", "fatal": "deferred"}[outcome.status]
     setattr(report, key, getattr(report, key) + 1)
+    per_step = report.steps.setdefault(str(outcome.step), {})
+    per_step[key] = per_step.get(key, 0) + 1
 
 
 def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome:
     message_id = transport.send(item.message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
     ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=item.rendered.subject,
                        message_id=message_id, transport=transport.name)
-    return Outcome(now(), item.email, "dry_run", message_id)
+    return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
 def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=item.rendered.subject, transport=transport.name,
-                         stop_company=settings.stop_company_on_reply)
+                         stop_company=settings.stop_company_on_reply, step=item.step)
     if claim is None:
         row = conn.execute(
-            "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
+            "SELECT r.status, r.step, r.last_error, r.sequence_stopped, c.status AS campaign_status FROM recipients r"
             " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
-        if row is None or row["status"] != "pending":
-            return Outcome(now(), item.email, "skipped", error=row["last_error"] if row else None, attempted=False)
+        waiting = row is not None and row["sequence_stopped"] is None and (
+            (row["status"] == "pending" and row["step"] == item.step)
+            or (row["status"] == "sent" and row["step"] == item.step - 1))
+        if not waiting:
+            error = (row["sequence_stopped"] or row["last_error"]) if row else None
+            return Outcome(now(), item.email, "skipped", error=error, attempted=False, step=item.step)
         if row["campaign_status"] != "active":
             return Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
-                           attempted=False)
+                           attempted=False, step=item.step)
         return None
     tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
     refused: list[SendError] = []
@@ -384,7 +437,7 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
             bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
                                   attempt_id=claim.attempt_id, detail=str(err))
         shown = "fatal" if isinstance(err, FatalSendError) else status
-        return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err))
+        return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err), step=item.step)
     try:
         ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused),
                            patience=ledger.Patience(now, sleep))
@@ -393,7 +446,7 @@ def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outco
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
                   item.email, message_id)
         raise
-    return Outcome(now(), item.email, "sent", message_id)
+    return Outcome(now(), item.email, "sent", message_id, step=item.step)
 
 
 def _refusals_note(refused: list[SendError]) -> str | None:

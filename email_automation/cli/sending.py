@@ -116,6 +116,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Recipients by status for each campaign, and today's sends against the daily limit."""
     from .. import reports
     from ..database import utc_now
+    from ..sequences import step_summary
 
     settings = settings_for(db)
     conn = open_database(settings)
@@ -123,15 +124,25 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                                      warmup_schedule=settings.warmup_schedule)
     unknown = reports.unknown_recipients(conn)
     funnel = reports.funnel(conn)
+    steps = step_summary(conn, now=utc_now(), tz=settings.tz, holidays=settings.holiday_dates,
+                         stop_company=settings.stop_company_on_reply)
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
-                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}})
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}, "steps": steps})
         return
     console().print(status_table(summary))
-    for line in status_lines(summary, unknown, dry_run=settings.dry_run):
+    for line in status_lines(summary, unknown, dry_run=settings.dry_run) + step_lines(steps):
         say(line)
     for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
         say(line)
+
+
+def step_lines(steps) -> list[str]:
+    """One line per campaign with follow-ups: each step's sent, due and stopped counts."""
+    return [f"Steps in {name}: " + "; ".join(
+        f"step {n} sent {c['sent']}" + (f", due {c['due']}" if c["due"] else "")
+        + (f", stopped before it {c['stopped']}" if c["stopped"] else "") for n, c in counts.items()) + "."
+        for name, counts in steps.items()]
 
 
 def reply_lines(funnel, latest, *, tz) -> list[str]:

@@ -1,0 +1,237 @@
+"""Follow-up sequences: business-day waits, threading, stops, never twice per step, shared limit.
+
+Days pass by moving the injected clock; nothing sleeps. The clock starts on Wednesday
+2026-11-25 at 08:00 in Europe/Berlin (the tests' TIMEZONE).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from email_automation import admin, applications, ledger, sequences
+from email_automation.database import connect
+from email_automation.errors import AmbiguousSendError, NotFoundError, TemplateRenderError
+from email_automation.sequences import add_business_days, add_step, delivered_message_id
+
+from .cli_helpers import EXAMPLE, cli
+from .test_run_daily import add_recipients, run
+from .fakes import ScriptedTransport
+
+FOLLOW_UP = "<p>Just following up, {{ first_name }}.</p>"
+
+
+def days_later(clock, days):
+    clock.current += timedelta(days=days)
+
+
+def step_of(db, email):
+    return tuple(db.execute("SELECT status, step, sequence_stopped FROM recipients WHERE email = ?", (email,)).fetchone())
+
+
+@pytest.fixture
+def sequence(settings, db, clock):
+    """Campaign `default` with a follow-up two business days after step 1, and three recipients
+    (all at example.com: without STOP_COMPANY_ON_REPLY a reply stops only its sender)."""
+    add_step(db, "default", after_days=2, html=FOLLOW_UP, now=clock())
+    add_recipients(db, 3)
+    return settings.model_copy(update={"stop_company_on_reply": False})
+
+
+def test_business_days_skip_weekends_and_holidays():
+    friday = date(2026, 11, 27)
+    assert add_business_days(friday, 1) == date(2026, 11, 30)  # Monday
+    assert add_business_days(friday, 1, [date(2026, 11, 30)]) == date(2026, 12, 1)
+    assert add_business_days(date(2026, 11, 28), 1) == date(2026, 11, 30)  # from a Saturday
+
+
+def test_the_delivered_message_id_is_the_one_ses_builds():
+    assert delivered_message_id("0100abc", "ses", "us-east-1") == "<0100abc@email.amazonses.com>"
+    assert delivered_message_id("0100abc", "ses", "eu-west-1") == "<0100abc@eu-west-1.amazonses.com>"
+    assert delivered_message_id("<x@example.com>", "smtp", None) == "<x@example.com>"
+    assert delivered_message_id("dry-run-1", "dry_run", None) is None
+
+
+def test_follow_up_waits_business_days_then_replies_in_the_thread(sequence, db, clock):
+    transport = ScriptedTransport(name="ses")
+    first = run(sequence, db, transport, clock)
+    assert (first.sent, first.steps) == (3, {"1": {"sent": 3}})
+    days_later(clock, 1)  # Thursday: one business day only
+    assert run(sequence, db, transport, clock).sent == 0
+    days_later(clock, 1)  # Friday: due
+    second = run(sequence, db, transport, clock)
+    assert second.steps == {"2": {"sent": 3}}
+    step1 = {m["To"].addresses[0].addr_spec: m for m in transport.delivered[:3]}
+    ids = dict(db.execute("SELECT r.email, l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                          " WHERE l.step = 1").fetchall())
+    for message in transport.delivered[3:]:
+        to = message["To"].addresses[0].addr_spec
+        expected = f"<{ids[to]}@email.amazonses.com>"  # us-east-1, as SES delivered it
+        assert message["In-Reply-To"] == expected and message["References"] == expected
+        assert message["Subject"] == f"Re: {step1[to]['Subject']}"
+        assert "Just following up" in message.get_body(("plain",)).get_content()
+    assert step_of(db, "person0@example.com") == ("sent", 2, None)
+    days_later(clock, 7)
+    assert run(sequence, db, transport, clock).sent == 0  # no step 3: the sequence is over
+
+
+def test_the_wait_skips_the_weekend_and_holidays(settings, db, clock):
+    add_step(db, "default", after_days=3, html=FOLLOW_UP, now=clock())
+    add_recipients(db, 1)
+    settings = settings.model_copy(update={"holidays": "2026-11-30"})
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)  # Wednesday
+    for _ in range(5):  # Thursday .. Monday (a holiday)
+        days_later(clock, 1)
+        assert run(settings, db, transport, clock).sent == 0
+    days_later(clock, 1)  # Tuesday: Thu, Fri, Tue are the three business days
+    assert run(settings, db, transport, clock).sent == 1
+
+
+def test_due_follow_ups_go_before_new_contacts_within_the_daily_limit(sequence, db, clock):
+    settings = sequence.model_copy(update={"daily_limit": 3})
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)
+    add_recipients(db, 3, start=10)
+    days_later(clock, 2)
+    report = run(settings, db, transport, clock)
+    assert report.steps == {"2": {"sent": 3}}
+    assert transport.recipients[3:] == [f"person{i}@example.com" for i in range(3)]
+    days_later(clock, 1)
+    assert run(settings, db, transport, clock).steps == {"1": {"sent": 3}}
+
+
+def test_a_reply_a_suppression_a_bounce_and_skip_stop_the_sequence_for_good(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    add_recipients(db, 1, start=3)  # not mailed yet: its step 1 goes out
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    admin.suppress(db, "person1@example.com", reason="unsubscribed")
+    admin.skip_recipient(db, "person2@example.com")
+    days_later(clock, 2)
+    report = run(sequence, db, transport, clock)
+    assert transport.recipients[3:] == ["person3@example.com"]
+    assert report.steps == {"1": {"sent": 1}}
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 1)
+    assert "replied" in step_of(db, "person0@example.com")[2]
+    assert step_of(db, "person1@example.com")[2] == "suppressed: unsubscribed"
+    assert step_of(db, "person2@example.com")[2] == "skipped by cli"
+
+
+def test_a_reply_from_a_colleague_stops_the_sequence_with_stop_company_on_reply(sequence, db, clock):
+    on = sequence.model_copy(update={"stop_company_on_reply": True})
+    transport = ScriptedTransport()
+    run(on, db, transport, clock)
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    days_later(clock, 2)
+    assert run(on, db, transport, clock).sent == 0
+    assert "STOP_COMPANY_ON_REPLY" in step_of(db, "person1@example.com")[2]
+
+
+def test_a_paused_campaign_resumes_where_it_was(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    admin.set_campaign_status(db, "default", "paused")
+    days_later(clock, 2)
+    assert run(sequence, db, transport, clock).sent == 0
+    admin.set_campaign_status(db, "default", "active")
+    days_later(clock, 5)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 3}}
+
+
+def test_an_unknown_step_one_holds_the_follow_up_until_resolved(sequence, db, clock):
+    transport = ScriptedTransport({"person0@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 2}}
+    assert step_of(db, "person0@example.com")[:2] == ("unknown", 1)
+    admin.resolve_unknown(db, "person0@example.com", "sent", now=clock())  # Friday: the wait starts now
+    days_later(clock, 3)
+    assert run(sequence, db, transport, clock).sent == 0  # Monday
+    days_later(clock, 1)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
+
+
+def test_each_step_is_claimed_once(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    run(sequence, db, transport, clock)
+    assert run(sequence, db, transport, clock).sent == 0
+    rid = db.execute("SELECT id FROM recipients WHERE email = 'person0@example.com'").fetchone()[0]
+    again = ledger.claim(db, rid, now=clock(), tz=sequence.tz, daily_limit=100, subject="s", transport="smtp", step=2)
+    assert again is None
+    counted = db.execute("SELECT step, count(*) FROM send_log WHERE status = 'sent' GROUP BY step").fetchall()
+    assert [tuple(r) for r in counted] == [(1, 3), (2, 3)]
+
+
+def test_a_refused_follow_up_is_retried_as_that_step(sequence, db, clock):
+    from email_automation.errors import TransientSendError
+
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    transport.script["person0@example.com"] = [TransientSendError("busy")] * 4
+    run(sequence, db, transport, clock)
+    assert step_of(db, "person0@example.com")[:2] == ("pending", 2)
+    days_later(clock, 1)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 2)
+
+
+def test_a_step_is_not_removed_once_sent_and_later_steps_move_up(settings, db, clock):
+    add_step(db, "default", after_days=2, html=FOLLOW_UP, now=clock())
+    add_step(db, "default", after_days=5, html="<p>Last one</p>", subject="One more thing", now=clock())
+    sequences.remove_step(db, "default", 2)
+    assert [(s.number, s.after_days, s.subject) for s in sequences.list_steps(db, "default")] == [(2, 5, "One more thing")]
+    add_recipients(db, 1)
+    run(settings, db, ScriptedTransport(), clock)
+    days_later(clock, 7)
+    run(settings, db, ScriptedTransport(), clock)
+    with pytest.raises(TemplateRenderError, match="already sent"):
+        sequences.remove_step(db, "default", 2)
+    with pytest.raises(NotFoundError):
+        sequences.remove_step(db, "default", 3)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_db(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", str(EXAMPLE), "--db", "x.db").exit_code == 0
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    return tmp_path / "x.db"
+
+
+def test_step_add_list_remove_and_template_show(cli_db):
+    added = cli("step", "add", "--after-days", "3", "--html", "f.html", "--db", "x.db")
+    assert added.stdout == "Step 2 added to campaign 'default': 3 business day(s) after step 1.\n"
+    listed = cli("step", "list", "--db", "x.db")
+    assert listed.stdout == "step 2: 3 business day(s) after step 1, subject: Re: + the subject of step 1, sent 0\n"
+    assert json.loads(cli("step", "list", "--json", "--db", "x.db").stdout)["steps"][0]["after_days"] == 3
+    shown = cli("template", "show", "--db", "x.db").stdout
+    assert "=== step 2: 3 business day(s) after step 1" in shown and FOLLOW_UP in shown
+    assert cli("step", "remove", "2", "--db", "x.db").stdout == "Step 2 removed from campaign 'default'.\n"
+    assert cli("step", "list", "--db", "x.db").stdout == "Campaign 'default' has no follow-up steps.\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["step", "add", "--after-days", "2", "--html", "f.html", "-c", "nosuch"], "no campaign named 'nosuch'"),
+    (["step", "remove", "1"], "step 1 is the campaign's own template"),
+    (["step", "remove", "4"], "campaign 'default' has no step 4"),
+], ids=["campaign", "step-1", "missing"])
+def test_step_errors_are_one_line(cli_db, args, message):
+    result = cli(*args, "--db", "x.db")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_broken_step_template_is_refused_with_its_line(cli_db, tmp_path):
+    (tmp_path / "bad.html").write_text("<p>{{ nosuch_column }}</p>")
+    result = cli("step", "add", "--after-days", "2", "--html", "bad.html", "--db", "x.db")
+    assert result.exit_code == 2 and "nosuch_column" in result.stderr
+    assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 0
