@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from email_automation import admin, applications, ledger, sequences
-from email_automation.database import connect
+from email_automation.database import connect, iso, utc_now
 from email_automation.errors import AmbiguousSendError, NotFoundError, TemplateRenderError
 from email_automation.sequences import add_business_days, add_step, delivered_message_id
 
@@ -235,3 +235,40 @@ def test_a_broken_step_template_is_refused_with_its_line(cli_db, tmp_path):
     result = cli("step", "add", "--after-days", "2", "--html", "bad.html", "--db", "x.db")
     assert result.exit_code == 2 and "nosuch_column" in result.stderr
     assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 0
+
+
+def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps(tmp_path, monkeypatch):
+    """End to end through the CLI and a loopback SMTP server; the days in between pass by dating
+    step 1's sends ten days back."""
+    from .smtp_sink import SmtpSink
+
+    for name, value in {"SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0", "TIMEZONE": "UTC",
+                        "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false",
+                        "STOP_COMPANY_ON_REPLY": "false"}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "people.csv").write_text("email,first_name\nada@example.com,Ada\nbob@example.org,Bob\n")
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    assert cli("step", "add", "--after-days", "2", "--html", "f.html", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        first = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
+        assert first["steps"] == {"1": {"sent": 2}}
+        cli("mark", "bob@example.org", "replied", "--db", "x.db")
+        conn = connect(tmp_path / "x.db")
+        conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
+        conn.close()
+        status = json.loads(cli("status", "--json", "--db", "x.db").stdout)
+        assert status["steps"] == {"default": {"1": {"sent": 2, "due": 0, "stopped": 0},
+                                               "2": {"sent": 0, "due": 1, "stopped": 0}}}
+        second = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
+        assert second["steps"] == {"2": {"sent": 1}}
+        assert json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)["steps"] == {}
+        messages = [d.message for d in sink.deliveries]
+    assert [m["To"].addresses[0].addr_spec for m in messages] == ["ada@example.com", "bob@example.org",
+                                                                  "ada@example.com"]
+    assert messages[2]["In-Reply-To"] == messages[0]["Message-ID"] == messages[2]["References"]
+    assert messages[2]["Subject"] == "Re: " + messages[0]["Subject"]
+    shown = cli("status", "--db", "x.db").stdout
+    assert "Steps in default: step 1 sent 2; step 2 sent 1, stopped before it 1." in shown

@@ -13,7 +13,7 @@ from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer,
                      open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
-RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed")
+RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps")
 
 
 @app.command()
