@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 from .headers import forbidden_character
+from .schedule import parse_days, parse_hours
 from .unsubscribe import url_problem
 
 # Upper bounds: a value beyond them is a typo, and `inf` or 1e300 seconds would overflow
@@ -69,6 +70,8 @@ ACCEPTS: dict[str, str] = {
     "imap_starttls": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "stop_company_on_reply": "true or false",
     "holidays": "dates written YYYY-MM-DD, separated by commas",
+    "send_days": "days such as mon-fri or mon,wed,fri",
+    "send_hours": "a range of hours such as 08:00-17:00 (00:00-24:00 for the whole day)",
     "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
     "bounce_pause_min": "a whole number >= 1",
     "complaint_pause_rate": "a rate such as 0.05% or 0.0005 (more than 0, at most 100%)",
@@ -128,6 +131,9 @@ class Settings(BaseSettings):
     stop_company_on_reply: bool = True
     # Follow-up waits count business days: weekends and these dates (YYYY-MM-DD, comma-separated) are skipped.
     holidays: str = ""
+    # A real run sends only inside this window, in TIMEZONE (schedule.py).
+    send_days: str = "mon-fri"
+    send_hours: str = "08:00-17:00"
     # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
     bounce_pause_rate: float = 0.02
     bounce_pause_min: int = Field(3, ge=1)
@@ -208,6 +214,23 @@ class Settings(BaseSettings):
             except ValueError as err:
                 raise ValueError(f"{item!r} is not a date written YYYY-MM-DD") from err
         return value
+
+    @field_validator("send_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_days(value)
+        return value
+
+    @field_validator("send_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+    @property
+    def send_window(self) -> tuple[frozenset[int], tuple[int, int]]:
+        """SEND_DAYS as weekday numbers and SEND_HOURS as minutes after midnight."""
+        return parse_days(self.send_days), parse_hours(self.send_hours)
 
     @property
     def holiday_dates(self) -> frozenset[date]:

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger, sequences
+from . import applications, bounces, circuit_breaker, events, ledger, schedule, sequences
 from . import run_gates as gates
 from .config import Settings
 from .database import transaction
@@ -51,6 +51,7 @@ class RunReport:
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
     paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
     steps: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> outcome -> count
+    window: str | None = None  # why a real run sent nothing: outside SEND_DAYS/SEND_HOURS
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -259,6 +260,10 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     report.paused = gates.open_pause_lines(conn)
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
+        batch, delay = [], 0.0
+    elif not report.dry_run and (outside := schedule.window_problem(now(), settings.tz, *settings.send_window)):
+        report.window = f"outside the send window ({outside}): nothing sent now"
+        log.info(report.window)
         batch, delay = [], 0.0
     else:
         batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)

@@ -234,6 +234,8 @@ def test_env_sh_example_lists_every_setting_and_aws_region():
 
 def test_env_sh_example_sourced_by_sh_gives_the_defaults(monkeypatch):
     """The values it shows are the real defaults: sourcing it changes nothing."""
+    for name in ("SEND_DAYS", "SEND_HOURS"):  # opened for the tests by conftest
+        monkeypatch.delenv(name)
     dumped = subprocess.run(["/bin/sh", "-c", f". '{ROOT / 'env.sh.example'}' && env"], env={},
                             capture_output=True, text=True, check=True).stdout
     exported = dict(line.split("=", 1) for line in dumped.splitlines() if "=" in line)

@@ -7,7 +7,7 @@ Days pass by moving the injected clock; nothing sleeps. The clock starts on Wedn
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 

@@ -13,7 +13,8 @@ from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer,
                      open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
-RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps")
+RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps",
+                 "window")
 
 
 @app.command()
@@ -90,7 +91,8 @@ def run_summary(report, outbox: Path | None) -> str:
         where = f"written to {outbox}/" if report.previewed else "written"
         return (f"Dry run: {report.previewed} message(s) {where} and nothing sent. "
                 "To send for real, set DRY_RUN=false (or pass --send).")
-    return (f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
+    return ((f"Nothing sent: {report.window.removesuffix(': nothing sent now')}. " if report.window else "")
+            + f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
             f"unknown {report.unknown}; {report.remaining_today} left today.")
 
 
