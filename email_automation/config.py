@@ -71,6 +71,8 @@ ACCEPTS: dict[str, str] = {
     "stop_company_on_reply": "true or false",
     "holidays": "dates written YYYY-MM-DD, separated by commas",
     "send_days": "days such as mon-fri or mon,wed,fri",
+    "max_new_per_company_per_day": "a whole number >= 1",
+    "max_contacts_per_company": "a whole number >= 1",
     "send_hours": "a range of hours such as 08:00-17:00 (00:00-24:00 for the whole day)",
     "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
     "bounce_pause_min": "a whole number >= 1",
@@ -134,6 +136,9 @@ class Settings(BaseSettings):
     # A real run sends only inside this window, in TIMEZONE (schedule.py).
     send_days: str = "mon-fri"
     send_hours: str = "08:00-17:00"
+    # Per-company politeness (politeness.py): first messages to one company per day, people per campaign.
+    max_new_per_company_per_day: int = Field(1, ge=1)
+    max_contacts_per_company: int = Field(3, ge=1)
     # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
     bounce_pause_rate: float = 0.02
     bounce_pause_min: int = Field(3, ge=1)

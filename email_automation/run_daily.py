@@ -16,7 +16,7 @@ from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger, schedule, sequences
+from . import applications, bounces, circuit_breaker, events, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .config import Settings
 from .database import transaction
@@ -93,19 +93,20 @@ class _Planned:
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
-                  stop_company: bool = True) -> list[sqlite3.Row]:
+                  stop_company: bool = True, companies: politeness.CompanyLimits | None = None) -> list[sqlite3.Row]:
     """The next `size` sendable recipients of active campaigns, oldest first (the queue order),
-    leaving out the campaigns named in `exclude`.
+    leaving out the campaigns named in `exclude`, and with `companies` those its limits hold back.
 
     Colleagues of someone who answered are left out too, so a dry run previews what a real run sends.
     """
     names = list(exclude)
     holes = ", ".join("?" * len(names))
     stopped, args = applications.stopped_condition(stop_company)
-    return conn.execute(
-        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
-        f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id LIMIT ?", (*args, *names, size),
-    ).fetchall()
+    sql = (f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
+           f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id")
+    if companies is None:
+        return conn.execute(f"{sql} LIMIT ?", (*args, *names, size)).fetchall()
+    return list(politeness.first_admitted(conn.execute(sql, (*args, *names)), companies, size))
 
 
 def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:
@@ -171,7 +172,11 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
     """
     broken: dict[str, TemplateRenderError] = {}
     while True:
-        rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply)
+        companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
+                                          per_day=settings.max_new_per_company_per_day,
+                                          per_campaign=settings.max_contacts_per_company)
+        rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply,
+                             companies=companies)
         result = render_batch(conn, rows, settings, now=now)
         if not result.broken:
             break
