@@ -328,7 +328,8 @@ CREATE TABLE sync_state (
 
 # Follow-up sequences (sequences.py): a campaign's steps 2..n, each recipient's step (the step
 # its `status` is about: pending = that step is still to be sent), why its sequence stopped for
-# good, and the step of each attempt (the ledger claims per recipient and step).
+# good, and the step of each attempt (the ledger claims per recipient and step); and each
+# recipient's IANA time zone from the CSV ('' = TIMEZONE), for send windows.
 _V9_SEQUENCES = """
 CREATE TABLE campaign_steps (
     id INTEGER PRIMARY KEY,
@@ -344,6 +345,7 @@ CREATE TABLE campaign_steps (
 ALTER TABLE recipients ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE recipients ADD COLUMN sequence_stopped TEXT;
 ALTER TABLE send_log ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE recipients ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
 """
 
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.

@@ -93,17 +93,21 @@ class _Planned:
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
-                  stop_company: bool = True, companies: politeness.CompanyLimits | None = None) -> list[sqlite3.Row]:
+                  stop_company: bool = True, companies: politeness.CompanyLimits | None = None,
+                  closed_zones: Iterable[str] = ()) -> list[sqlite3.Row]:
     """The next `size` sendable recipients of active campaigns, oldest first (the queue order),
-    leaving out the campaigns named in `exclude`, and with `companies` those its limits hold back.
+    leaving out the campaigns named in `exclude`, recipients in `closed_zones` (outside their send
+    window) and, with `companies`, those its limits hold back.
 
     Colleagues of someone who answered are left out too, so a dry run previews what a real run sends.
     """
-    names = list(exclude)
-    holes = ", ".join("?" * len(names))
+    names, zones = list(exclude), list(closed_zones)
+    holes, zone_holes = ", ".join("?" * len(names)), ", ".join("?" * len(zones))
     stopped, args = applications.stopped_condition(stop_company)
     sql = (f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
-           f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id")
+           f"{f' AND c.name NOT IN ({holes})' if names else ''}"
+           f"{f' AND r.timezone NOT IN ({zone_holes})' if zones else ''} ORDER BY r.id")
+    names += zones
     if companies is None:
         return conn.execute(f"{sql} LIMIT ?", (*args, *names, size)).fetchall()
     return list(politeness.first_admitted(conn.execute(sql, (*args, *names)), companies, size))
@@ -164,7 +168,8 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
     return result
 
 
-def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, now: datetime) -> _Rendered:
+def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, now: datetime,
+                     closed: set[str] = frozenset()) -> _Rendered:
     """Today's batch without the campaigns whose templates fail: their places go to the others.
 
     Each pass that finds a new broken campaign fetches the batch again without it, so a bad
@@ -176,7 +181,7 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
                                           per_day=settings.max_new_per_company_per_day,
                                           per_campaign=settings.max_contacts_per_company)
         rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply,
-                             companies=companies)
+                             companies=companies, closed_zones=closed)
         result = render_batch(conn, rows, settings, now=now)
         if not result.broken:
             break
@@ -188,7 +193,7 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
 
 
 def _render_followups(conn, settings: Settings, transport: Transport, report: RunReport, size: int, *,
-                      now: datetime) -> list[_Planned]:
+                      now: datetime, closed: set[str] = frozenset()) -> list[_Planned]:
     """Up to `size` due follow-ups, rendered and built as replies in the recipient's thread.
 
     A step whose template fails holds back that campaign's follow-ups (reported once); an address
@@ -203,6 +208,8 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
         if len(planned) >= size:
             break
         row, name = due.row, due.row["campaign_name"]
+        if row["timezone"] in closed:  # outside the recipient's send window: a later run sends it
+            continue
         thread = sequences.thread_of(conn, row["id"], region=region)
         if name in broken or thread is None:
             continue
@@ -266,12 +273,14 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
         batch, delay = [], 0.0
-    elif not report.dry_run and (outside := schedule.window_problem(now(), settings.tz, *settings.send_window)):
-        report.window = f"outside the send window ({outside}): nothing sent now"
-        log.info(report.window)
-        batch, delay = [], 0.0
     else:
-        batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit)
+        closed = {} if report.dry_run else _closed_zones(conn, settings, now())
+        if closed and closed.keys() >= _zones(conn):
+            report.window = f"outside the send window ({closed['']}): nothing sent now"
+            log.info(report.window)
+            batch, delay = [], 0.0
+        else:
+            batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit, closed=set(closed))
     streak = _Streak()
     breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
     ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
@@ -301,6 +310,16 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     return report
 
 
+def _zones(conn: sqlite3.Connection) -> set[str]:
+    """The recipients' own time zones, and "" for TIMEZONE's."""
+    return {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} | {""}
+
+
+def _closed_zones(conn: sqlite3.Connection, settings: Settings, moment: datetime) -> dict[str, str]:
+    """The zones whose send window is closed now: their recipients wait for a later run."""
+    return schedule.closed_zones(_zones(conn), moment, settings.tz, *settings.send_window)
+
+
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
     """Attempts a killed run left in `sending` become `unknown`, unless SES already told us more."""
     report.recovered = ledger.recover_interrupted(conn, now=now())
@@ -313,7 +332,8 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
             log.info("%d of them settled from SES events already received", settled)
 
 
-def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[list[_Planned], float]:
+def _plan(settings, conn, transport, report: RunReport, *, now, limit, closed: set[str] = frozenset()
+          ) -> tuple[list[_Planned], float]:
     """Today's batch, rendered and built, and the delay between its sends.
 
     Empty when the day's limit is used up, or when the provider says the account may not send
@@ -330,9 +350,9 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit) -> tuple[
             log.error("nothing sent: %s", err)
             return [], delay
     # Due follow-ups first: they are time-sensitive; new contacts take what is left of the limit.
-    followups = _render_followups(conn, settings, transport, report, size, now=now()) if size else []
+    followups = _render_followups(conn, settings, transport, report, size, now=now(), closed=closed) if size else []
     left = size - len(followups)
-    rendered = _render_sendable(conn, settings, left, report, now=now()) if left else _Rendered()
+    rendered = _render_sendable(conn, settings, left, report, now=now(), closed=closed) if left else _Rendered()
     batch = followups + rendered.planned
     for row, err in rendered.unusable:
         if not report.dry_run:

@@ -1,12 +1,15 @@
 """Send windows: the days of the week and the hours of the day a real run may send (pure functions).
 
 SEND_DAYS is a list of days and ranges (`mon-fri`, `mon,wed,fri`, `sun-thu`); SEND_HOURS one
-range `HH:MM-HH:MM` (end excluded, `24:00` allowed) in the time zone of the user (TIMEZONE).
+range `HH:MM-HH:MM` (end excluded, `24:00` allowed), in each recipient's time zone (the CSV's
+`timezone` column) or else the user's (TIMEZONE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -66,3 +69,14 @@ def window_problem(moment: datetime, tz: tzinfo, days: frozenset[int], hours: tu
     if not hours[0] <= minute < hours[1]:
         return f"{local:%H:%M} is outside SEND_HOURS"
     return None
+
+
+def closed_zones(zones: Iterable[str], moment: datetime, default_tz: tzinfo, days: frozenset[int],
+                 hours: tuple[int, int]) -> dict[str, str]:
+    """{zone: why} for the recipients' zones whose window is closed at `moment`; "" is TIMEZONE's."""
+    closed = {}
+    for zone in set(zones) | {""}:
+        problem = window_problem(moment, ZoneInfo(zone) if zone else default_tz, days, hours)
+        if problem is not None:
+            closed[zone] = problem if not zone else f"{problem} in {zone}"
+    return closed

@@ -1,4 +1,5 @@
-"""Send windows: SEND_DAYS and SEND_HOURS in TIMEZONE, across a weekend and a DST change."""
+"""Send windows: SEND_DAYS and SEND_HOURS in each recipient's zone or TIMEZONE, across a weekend,
+a day boundary in another zone and a DST change, by moving an injected clock."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from email_automation.database import connect
 from email_automation.schedule import DAY_NAMES, parse_days, parse_hours
 
 from .cli_helpers import cli
@@ -73,3 +75,39 @@ def test_the_cli_says_why_a_run_outside_the_window_sent_nothing():
 def test_a_bad_window_setting_is_one_line_and_exit_2(name, value, hint):
     result = cli("status", "--db", "x.db", env={name: value})
     assert (result.exit_code, result.stderr) == (2, f"Error: invalid setting {name}={value}: expected {hint}\n")
+
+
+def test_an_unknown_time_zone_is_a_reject_at_import_naming_the_row(tmp_path):
+    (tmp_path / "people.csv").write_text("email,Time Zone\nada@example.com,America/New_York\nbob@example.com,Mars/Olympus\n"
+                                         "cy@example.com,\n")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    result = cli("import", "people.csv", "--db", "x.db")
+    assert result.stdout.splitlines()[:2] == [
+        "people.csv: 2 added to campaign 'default', 0 duplicate(s) skipped, 1 invalid.",
+        "  people.csv:3: 'Time Zone': unknown time zone 'Mars/Olympus': use an IANA name such as Europe/Berlin "
+        "or America/New_York",
+    ]
+    zones = dict(connect(tmp_path / "x.db").execute("SELECT email, timezone FROM recipients"))
+    assert zones == {"ada@example.com": "America/New_York", "cy@example.com": ""}
+
+
+def add_zoned(db, zones):
+    db.executemany("INSERT INTO recipients (campaign_id, email, timezone, created_at) VALUES (1, ?, ?, 'x')",
+                   [(f"{zone.split('/')[-1].lower() or 'home'}@example.com", zone) for zone in zones])
+
+
+def test_each_recipient_is_mailed_inside_the_window_of_their_own_time_zone(office_hours, db):
+    add_zoned(db, ["", "America/New_York", "Asia/Tokyo"])
+    transport = ScriptedTransport()
+    at = lambda *args: (lambda: datetime(*args, tzinfo=timezone.utc))  # noqa: E731
+    # Monday 00:30 UTC: 01:30 in Berlin (TIMEZONE) and 19:30 on Sunday in New York, but 09:30 on Monday in Tokyo.
+    assert run(office_hours, db, transport, at(2026, 11, 30, 0, 30)).sent == 1
+    assert run(office_hours, db, transport, at(2026, 11, 30, 8, 0)).sent == 1  # 09:00 in Berlin
+    assert run(office_hours, db, transport, at(2026, 11, 30, 14, 0)).sent == 1  # 09:00 in New York
+    assert transport.recipients == ["tokyo@example.com", "home@example.com", "new_york@example.com"]
+
+
+def test_a_run_when_every_zone_is_closed_says_so(office_hours, db):
+    add_zoned(db, ["America/New_York"])
+    report = run(office_hours, db, ScriptedTransport(), lambda: datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc))
+    assert report.window == "outside the send window (sat is not one of SEND_DAYS): nothing sent now"
