@@ -31,15 +31,21 @@ class CompanyLimits:
     in_campaign: Counter
 
     def admits(self, row) -> bool:
+        return self.refusal(row) is None
+
+    def refusal(self, row) -> str | None:
+        """Why this recipient's first message must wait, or None (then it is counted as sent)."""
         key = company_key(row["company"], row["email"])
         if not key:
-            return True
+            return None
         campaign = (row["campaign_id"], key)
-        if self.today[key] >= self.per_day or self.in_campaign[campaign] >= self.per_campaign:
-            return False
+        if self.today[key] >= self.per_day:
+            return f"{self.today[key]} first message(s) to {key} today (MAX_NEW_PER_COMPANY_PER_DAY)"
+        if self.in_campaign[campaign] >= self.per_campaign:
+            return f"{self.in_campaign[campaign]} people at {key} contacted in this campaign (MAX_CONTACTS_PER_COMPANY)"
         self.today[key] += 1
         self.in_campaign[campaign] += 1
-        return True
+        return None
 
 
 def limits_for(conn: sqlite3.Connection, day: str, *, per_day: int, per_campaign: int) -> CompanyLimits:

@@ -156,6 +156,14 @@ class Due:
 def due_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
                   stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
     """Every follow-up due today or earlier, the longest-waiting first."""
+    today = now.astimezone(tz).date()
+    return [d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company,
+                                           exclude=exclude) if d.due <= today]
+
+
+def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                        stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
+    """Every follow-up still to come, due or not, the earliest due first."""
     stopped, args = applications.stopped_condition(stop_company)
     today = now.astimezone(tz).date()
     off = frozenset(holidays)
@@ -169,9 +177,7 @@ def due_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holida
             continue
         if not row["sent_at"]:
             continue
-        due = due_on(datetime.fromisoformat(row["sent_at"]), row["after_days"], tz, off)
-        if due <= today:
-            found.append(Due(row, row["next_step"], due))
+        found.append(Due(row, row["next_step"], due_on(datetime.fromisoformat(row["sent_at"]), row["after_days"], tz, off)))
     found.sort(key=lambda d: (d.due, d.row["id"]))
     return found
 

@@ -3,6 +3,7 @@ a day boundary in another zone and a DST change, by moving an injected clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -111,3 +112,32 @@ def test_a_run_when_every_zone_is_closed_says_so(office_hours, db):
     add_zoned(db, ["America/New_York"])
     report = run(office_hours, db, ScriptedTransport(), lambda: datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc))
     assert report.window == "outside the send window (sat is not one of SEND_DAYS): nothing sent now"
+
+
+def test_run_plan_shows_the_batch_and_who_waits_and_why_without_claiming(tmp_path):
+    from email_automation.sequences import add_step
+
+    (tmp_path / "people.csv").write_text("email,company,timezone\nada@acme.com,Acme,\nbob@acme.com,Acme,\n"
+                                         "cy@beta.io,,Pacific/Kiritimati\ndi@gamma.io,,\nev@delta.io,,\n")
+    env = {"SENDER_EMAIL": "jane@example.com", "TIMEZONE": "UTC", "DAILY_LIMIT": "3",
+           "MAX_NEW_PER_COMPANY_PER_DAY": "1", "SEND_HOURS": "00:00-24:00", "SEND_DAYS": "mon-sun"}
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    conn = connect(tmp_path / "x.db")
+    add_step(conn, "default", after_days=2, html="<p>Again</p>", now=datetime.now(timezone.utc))
+    conn.execute("UPDATE recipients SET status = 'sent', sent_at = '2020-01-01T09:00:00+00:00'"
+                 " WHERE email = 'ev@delta.io'")
+    result = cli("run", "--plan", "--json", "--db", "x.db", env=env)
+    data = json.loads(result.stdout)
+    assert [(p["email"], p["step"]) for p in data["send"]] == [("ev@delta.io", 2), ("ada@acme.com", 1),
+                                                              ("cy@beta.io", 1)]
+    assert data["per_step"] == {"1": 2, "2": 1}
+    assert [(h["email"], h["reason"]) for h in data["held"]] == [
+        ("bob@acme.com", "company limit: 1 first message(s) to acme today (MAX_NEW_PER_COMPANY_PER_DAY)")]
+    assert data["over_limit"] == 1  # di@gamma.io: the daily limit of 3 is used
+    assert connect(tmp_path / "x.db").execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
+    text = cli("run", "--plan", "--db", "x.db", env=env).stdout.splitlines()
+    assert text[0] == ("The next run would send 3 message(s) (3 of DAILY_LIMIT 3 left today; SES's own quota may "
+                       "cut it further).")
+    assert "  held bob@acme.com (default, step 1): company limit: 1 first message(s) to acme today " \
+           "(MAX_NEW_PER_COMPANY_PER_DAY)" in text
