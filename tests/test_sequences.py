@@ -272,3 +272,25 @@ def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps
     assert messages[2]["Subject"] == "Re: " + messages[0]["Subject"]
     shown = cli("status", "--db", "x.db").stdout
     assert "Steps in default: step 1 sent 2; step 2 sent 1, stopped before it 1." in shown
+
+
+def test_the_plan_says_who_waits_for_a_reply_an_unknown_step_a_window_or_a_suppression(sequence, db, clock):
+    from email_automation.plan import plan_run
+
+    transport = ScriptedTransport({"person1@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)  # Wednesday
+    add_recipients(db, 2, start=5)
+    db.execute("UPDATE recipients SET timezone = 'America/Los_Angeles' WHERE email = 'person5@example.com'")
+    db.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('person6@example.com',"
+               " 'manual', 'test', 'x')")  # not yet swept to `skipped` by a run
+    office = sequence.model_copy(update={"send_days": "mon-fri", "send_hours": "08:00-17:00"})
+    plan = plan_run(db, office, now=clock())
+    assert plan.send == []
+    assert [(h.email, h.step, h.reason) for h in plan.held] == [
+        ("person0@example.com", 2, "waiting for a reply until 2026-11-27"),
+        ("person2@example.com", 2, "waiting for a reply until 2026-11-27"),
+        ("person1@example.com", 2, "step 1 is unknown: settle it with `email-automation resolve`"),
+        ("person6@example.com", 1, "suppressed: manual"),
+        ("person5@example.com", 1, "outside the send window (23:00 is outside SEND_HOURS in America/Los_Angeles)"),
+    ]
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 3  # the plan claimed nothing
