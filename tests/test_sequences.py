@@ -17,8 +17,9 @@ from email_automation.errors import AmbiguousSendError, NotFoundError, TemplateR
 from email_automation.sequences import add_business_days, add_step, delivered_message_id
 
 from .cli_helpers import EXAMPLE, cli
-from .test_run_daily import add_recipients, run
 from .fakes import ScriptedTransport
+from .imap_server import dovecot  # noqa: F401 - the session fixture
+from .test_run_daily import add_recipients, run
 
 FOLLOW_UP = "<p>Just following up, {{ first_name }}.</p>"
 
@@ -294,3 +295,26 @@ def test_the_plan_says_who_waits_for_a_reply_an_unknown_step_a_window_or_a_suppr
         ("person5@example.com", 1, "outside the send window (23:00 is outside SEND_HOURS in America/Los_Angeles)"),
     ]
     assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 3  # the plan claimed nothing
+
+
+def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, db, clock, dovecot):  # noqa: F811
+    from email_automation import inbox
+    from email_automation.config import load_settings
+
+    box = dovecot.mailbox()
+    settings = load_settings(**{**sequence.model_dump(), **box.settings()})
+    transport = ScriptedTransport(name="ses")
+    run(settings, db, transport, clock)
+    inbox.read_inbox(settings, db, now=clock)  # the first read marks where the folder ends
+    sent = db.execute("SELECT message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                      " WHERE r.email = 'person1@example.com'").fetchone()[0]
+    box.append(f"From: Person1 <person1@example.com>\r\nTo: jane@example.com\r\nSubject: Re: hello\r\n"
+               f"Message-ID: <answer-1@example.com>\r\nIn-Reply-To: <{sent}@email.amazonses.com>\r\n"
+               f"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n\r\nHappy to talk, call me.\r\n".encode())
+    clock.current += timedelta(hours=5)
+    assert inbox.read_inbox(settings, db, now=clock).as_dict()["replies"] == 1
+    days_later(clock, 2)
+    report = run(settings, db, transport, clock)
+    assert report.steps == {"2": {"sent": 2}}
+    assert "person1@example.com" not in transport.recipients[3:]
+    assert "replied" in step_of(db, "person1@example.com")[2]
