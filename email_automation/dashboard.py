@@ -313,6 +313,12 @@ def recipients(reports: Reports) -> None:
     failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
     st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
     _table_or_caption(failed, "failed_table", "No failed recipients.")
+    in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS)
+    if in_sequence:
+        st.subheader("Follow-ups")
+        st.caption("Each contacted recipient of a campaign with follow-up steps: the step they are at, when the "
+                   "next one is due (in business days) or why none is, and their application status.")
+        _table_or_caption(in_sequence, "sequence_table", "")
 
 
 # --- replies --------------------------------------------------------------------------------

@@ -197,6 +197,13 @@ class Reports:
         with self._read() as conn:
             return inbox_messages(conn, kinds=kinds, limit=limit)
 
+    def sequences(self, *, limit: int = 200) -> list[dict]:
+        from .sequences import sequence_rows
+
+        with self._read() as conn:
+            return sequence_rows(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
+                                 stop_company=self.settings.stop_company_on_reply, limit=limit)
+
     def applications(self, *, limit: int = 200) -> list[dict]:
         with self._read() as conn:
             return application_rows(conn, limit=limit)

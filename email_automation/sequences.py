@@ -206,6 +206,39 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
     return summary
 
 
+def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                  stop_company: bool = True, limit: int = 200) -> list[dict]:
+    """Recipients of campaigns with follow-ups who were mailed: their step, when the next one is
+    due (or why none is) and their application status, for the dashboard's Recipients tab."""
+    scheduled = {d.row["id"]: d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays,
+                                                             stop_company=stop_company)}
+    rows = conn.execute(
+        "SELECT r.id, r.email, c.name AS campaign, r.step, r.status, r.sequence_stopped, r.application_status,"
+        " c.status AS campaign_status, (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
+        " AS last_step FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE (r.status IN ('sending', 'sent', 'unknown') OR r.step > 1)"
+        " AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
+        " ORDER BY r.id LIMIT ?", (limit,)).fetchall()
+    shown = []
+    for row in rows:
+        due = scheduled.get(row["id"])
+        if due is not None:
+            next_step = f"step {due.step} due {due.due.isoformat()}"
+        elif row["sequence_stopped"]:
+            next_step = f"stopped: {row['sequence_stopped']}"
+        elif row["status"] == "unknown":
+            next_step = f"held: step {row['step']} is unknown"
+        elif row["campaign_status"] != "active":
+            next_step = "held: campaign paused"
+        elif row["step"] >= row["last_step"] and row["status"] == "sent":
+            next_step = "sequence complete"
+        else:
+            next_step = f"stopped: step {row['step']} is {row['status']}"
+        shown.append({"email": row["email"], "campaign": row["campaign"], "step": row["step"],
+                      "status": row["status"], "next": next_step, "application": row["application_status"]})
+    return shown
+
+
 def stop_reason(conn: sqlite3.Connection, email: str, company: str, recipient_id: int, *,
                 stop_company: bool) -> str | None:
     """Why this recipient's sequence must stop for good now, if it must."""

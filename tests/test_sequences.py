@@ -318,3 +318,27 @@ def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, d
     assert report.steps == {"2": {"sent": 2}}
     assert "person1@example.com" not in transport.recipients[3:]
     assert "replied" in step_of(db, "person1@example.com")[2]
+
+
+def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(sequence, db, clock):
+    from streamlit.testing.v1 import AppTest
+
+    from email_automation import dashboard
+    from email_automation.dashboard_data import Reports
+
+    transport = ScriptedTransport({"person2@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)
+    applications.mark(db, "person1@example.com", "interview", now=clock())
+    sequences.stop_finished(db, now=clock(), stop_company=False)
+    at = AppTest.from_function(dashboard.render, args=(Reports(sequence.db_path, sequence, now=clock),),
+                               default_timeout=30).run()
+    assert not at.exception, at.exception
+    frame = next(f.value for f in at.dataframe if "next" in f.value.columns)
+    assert frame.to_dict("records") == [
+        {"email": "person0@example.com", "campaign": "default", "step": 1, "status": "sent",
+         "next": "step 2 due 2026-11-27", "application": "none"},
+        {"email": "person1@example.com", "campaign": "default", "step": 1, "status": "sent",
+         "next": "stopped: stopped by a reply: application status is 'interview'", "application": "interview"},
+        {"email": "person2@example.com", "campaign": "default", "step": 1, "status": "unknown",
+         "next": "held: step 1 is unknown", "application": "none"},
+    ]
