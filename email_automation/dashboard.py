@@ -316,8 +316,10 @@ def recipients(reports: Reports) -> None:
     in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS)
     if in_sequence:
         st.subheader("Follow-ups")
-        st.caption("Each contacted recipient of a campaign with follow-up steps: the step they are at, when the "
-                   "next one is due (in business days) or why none is, and their application status.")
+        st.caption("Per step: messages sent, follow-ups due now, sequences stopped before it, and replies "
+                   "that answered it (read from the inbox). Then each contacted recipient: the step they are at, "
+                   "when the next one is due (in business days) or why none is, and their application status.")
+        _table_or_caption(fetch(reports, "step_counts"), "step_counts_table", "")
         _table_or_caption(in_sequence, "sequence_table", "")
 
 

@@ -119,7 +119,7 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bo
         "SELECT r.id, r.email FROM recipients r WHERE r.status = 'pending'"
         " AND (r.email IN (SELECT email FROM suppressions)"
         "      OR EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
-        "                 AND o.status IN ('sending', 'sent', 'unknown')))"
+        "                 AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1)))"
     ).fetchall()
     skipped = 0
     for row in rows:

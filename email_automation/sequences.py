@@ -185,11 +185,12 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
 def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
                  stop_company: bool = True) -> dict[str, dict[str, dict[str, int]]]:
     """Per campaign with follow-ups, per step: messages sent (or maybe sent), follow-ups due now,
-    and sequences stopped before that step; for `status` and the dashboard."""
+    sequences stopped before that step, and people whose reply (read from the inbox) answered
+    that step; for `status` and the dashboard."""
     summary: dict[str, dict[str, dict[str, int]]] = {}
     for name, last in conn.execute("SELECT c.name, MAX(s.step) FROM campaign_steps s JOIN campaigns c"
                                    " ON c.id = s.campaign_id GROUP BY c.id ORDER BY c.name").fetchall():
-        summary[name] = {str(n): {"sent": 0, "due": 0, "stopped": 0} for n in range(1, last + 1)}
+        summary[name] = {str(n): {"sent": 0, "due": 0, "stopped": 0, "replied": 0} for n in range(1, last + 1)}
     for name, step, sent in conn.execute(
             "SELECT c.name, l.step, count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
             " JOIN campaigns c ON c.id = r.campaign_id WHERE l.status IN ('sending', 'sent', 'unknown')"
@@ -201,6 +202,12 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
             " WHERE r.sequence_stopped IS NOT NULL GROUP BY c.name, r.step"):
         if name in summary and str(step) in summary[name]:
             summary[name][str(step)]["stopped"] = stopped
+    for name, step, replied in conn.execute(
+            "SELECT c.name, l.step, count(DISTINCT m.recipient_id) FROM inbox_messages m"
+            " JOIN send_log l ON l.id = m.send_log_id JOIN recipients r ON r.id = l.recipient_id"
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE m.kind = 'reply' GROUP BY c.name, l.step"):
+        if name in summary and str(step) in summary[name]:
+            summary[name][str(step)]["replied"] = replied
     for due in due_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company):
         summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
     return summary

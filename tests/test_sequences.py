@@ -261,8 +261,8 @@ def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps
         conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
         conn.close()
         status = json.loads(cli("status", "--json", "--db", "x.db").stdout)
-        assert status["steps"] == {"default": {"1": {"sent": 2, "due": 0, "stopped": 0},
-                                               "2": {"sent": 0, "due": 1, "stopped": 0}}}
+        assert status["steps"] == {"default": {"1": {"sent": 2, "due": 0, "stopped": 0, "replied": 0},
+                                               "2": {"sent": 0, "due": 1, "stopped": 0, "replied": 0}}}
         second = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
         assert second["steps"] == {"2": {"sent": 1}}
         assert json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)["steps"] == {}
@@ -318,6 +318,9 @@ def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, d
     assert report.steps == {"2": {"sent": 2}}
     assert "person1@example.com" not in transport.recipients[3:]
     assert "replied" in step_of(db, "person1@example.com")[2]
+    summary = sequences.step_summary(db, now=clock(), tz=settings.tz, stop_company=False)
+    assert summary["default"] == {"1": {"sent": 3, "due": 0, "stopped": 0, "replied": 1},  # step 1 earned the reply
+                                  "2": {"sent": 2, "due": 0, "stopped": 1, "replied": 0}}
 
 
 def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(sequence, db, clock):

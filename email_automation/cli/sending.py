@@ -150,7 +150,8 @@ def step_lines(steps) -> list[str]:
     """One line per campaign with follow-ups: each step's sent, due and stopped counts."""
     return [f"Steps in {name}: " + "; ".join(
         f"step {n} sent {c['sent']}" + (f", due {c['due']}" if c["due"] else "")
-        + (f", stopped before it {c['stopped']}" if c["stopped"] else "") for n, c in counts.items()) + "."
+        + (f", stopped before it {c['stopped']}" if c["stopped"] else "")
+        + (f", replied {c['replied']}" if c["replied"] else "") for n, c in counts.items()) + "."
         for name, counts in steps.items()]
 
 
