@@ -7,6 +7,10 @@ Days pass by moving the injected clock; nothing sleeps. The clock starts on Wedn
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import pytest
@@ -345,3 +349,60 @@ def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(
         {"email": "person2@example.com", "campaign": "default", "step": 1, "status": "unknown",
          "next": "held: step 1 is unknown", "application": "none"},
     ]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+def test_the_cli_under_faketime_waits_over_the_weekend_for_a_follow_up(tmp_path):
+    """Real `run` processes with a faked clock: Friday step 1, Saturday outside the window,
+    Monday the follow-up (one business day after Friday)."""
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "people.csv").write_text("email,first_name\nada@example.com,Ada\n")
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
+           "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false", "DELAY_SECONDS": "0",
+           "TIMEZONE": "America/New_York", "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00"}
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    assert cli("step", "add", "--after-days", "1", "--html", "f.html", "--db", "x.db").exit_code == 0
+
+    def run_at(moment: str) -> str:
+        result = subprocess.run(["faketime", moment, sys.executable, "-m", "email_automation", "run"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    with SmtpSink() as sink:
+        env["SMTP_PORT"] = str(sink.port)
+        # faketime reads local time: TZ=UTC in the environment, so these are UTC; New York is UTC-5.
+        env["TZ"] = "UTC"
+        assert run_at("2026-11-27 12:00:00").startswith(  # Friday 07:00 in New York: too early
+            "Nothing sent: outside the send window (07:00 is outside SEND_HOURS).")
+        assert run_at("2026-11-27 14:00:00").startswith("Sent 1,")  # Friday 09:00
+        assert run_at("2026-11-28 15:00:00").startswith(
+            "Nothing sent: outside the send window (sat is not one of SEND_DAYS).")
+        assert run_at("2026-11-30 14:00:00").startswith("Sent 1,")  # Monday 09:00: step 2
+        messages = [d.message for d in sink.deliveries]
+    assert len(messages) == 2 and messages[1]["Subject"] == "Re: " + messages[0]["Subject"]
+    assert messages[1]["In-Reply-To"] == messages[0]["Message-ID"]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+@pytest.mark.parametrize("utc, last_line", [
+    ("2026-10-23 06:30:00", "Sent 1,"),  # Friday 08:30 in Berlin, summer time (UTC+2)
+    ("2026-10-26 06:30:00", "Nothing sent: outside the send window (07:30 is outside SEND_HOURS)."),  # CET, UTC+1
+])
+def test_the_cli_under_faketime_follows_the_dst_change(tmp_path, utc, last_line):
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "people.csv").write_text("email\nada@example.com\n")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com",
+               "DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
+               "SMTP_STARTTLS": "false", "TIMEZONE": "Europe/Berlin", "SEND_DAYS": "mon-fri",
+               "SEND_HOURS": "08:00-17:00", "TZ": "UTC"}
+        result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1].startswith(last_line), result.stderr
