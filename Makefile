@@ -52,10 +52,21 @@ test-fast: $(VENV)/.installed-dev
 test-min: $(VENV_MIN)/.installed
 	$(VENV_MIN)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# mailmerge is the yardstick of bench_send and bench_cli: installed here, never a dependency.
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -c "import mailmerge" 2>/dev/null || $(BIN)/pip install --quiet mailmerge
+	@echo "== goal 1: DELAY_SECONDS=0 to a loopback sink, against mailmerge"
+	$(BIN)/python benchmarks/bench_send.py --messages 2000 --concurrency 1
+	$(BIN)/python benchmarks/bench_send.py --messages 2000 --concurrency 4
+	@echo "== goal 2: a sink that takes 50 ms per message, SEND_CONCURRENCY=16"
+	$(BIN)/python benchmarks/bench_send.py --messages 300 --latency 0.05 --concurrency 16
+	@echo "== goal 3: import"
 	$(BIN)/python benchmarks/bench_import.py
-	$(BIN)/python benchmarks/bench_run.py
+	@echo "== goal 4: --help and status against mailmerge --help"
+	$(BIN)/python benchmarks/bench_cli.py
+	@echo "== goal 5: dashboard queries"
 	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_run.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) $(DEMO_DIR) *.egg-info

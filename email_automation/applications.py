@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from .addresses import lookup_form
 from .database import APPLICATION_STATUSES, iso, transaction
 from .errors import EmailAutomationError, NotFoundError
 
@@ -48,6 +47,8 @@ def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, no
     """
     if status not in APPLICATION_STATUSES:
         raise ApplicationStatusError(f"unknown status {status!r}: use one of {', '.join(APPLICATION_STATUSES)}")
+    from .addresses import lookup_form  # email-validator, only here: the ledger imports this module
+
     address = lookup_form(email)
     sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
     args = [address] + ([campaign] if campaign else [])

@@ -29,6 +29,8 @@ MAX_DAILY_LIMIT = 100_000
 MAX_DELAY_SECONDS = 3600.0
 MAX_ATTEMPTS = 20
 MAX_SEND_TIMEOUT_SECONDS = 600.0
+MAX_SEND_CONCURRENCY = 32
+MAX_SEND_RATE = 1000.0
 
 ENV_FILE = ".env"
 
@@ -86,6 +88,8 @@ ACCEPTS: dict[str, str] = {
     "ses_topic": "a topic name of SES_CONTACT_LIST",
     "check_mx": "true or false",
     "warmup_schedule": "daily limits for the first sending days, whole numbers >= 1 separated by commas (e.g. 20,40,60,80)",
+    "send_concurrency": f"a whole number from 1 to {MAX_SEND_CONCURRENCY}",
+    "max_send_rate": f"messages per second from 0 (no limit of ours) to {MAX_SEND_RATE:g}",
 }
 
 
@@ -182,6 +186,10 @@ class Settings(BaseSettings):
         if value.get_secret_value() and len(value.get_secret_value()) < 16:
             raise ValueError("secret too short")
         return value
+
+    # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
+    send_concurrency: int = Field(1, ge=1, le=MAX_SEND_CONCURRENCY)
+    max_send_rate: float = Field(0.0, ge=0, le=MAX_SEND_RATE, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

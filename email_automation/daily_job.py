@@ -28,10 +28,13 @@ def run_job(
     limit: int | None = None,
     rng: random.Random | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
     require_inbox: bool = False,
 ) -> RunReport:
     """Apply new SES events and read the inbox (real runs only), send today's batch, mail the
     summary; closes `transport`.
+
+    `transport_factory` makes the extra transports of concurrent sends (SEND_CONCURRENCY).
 
     Raises what `run_daily` raises (another run holds the lock, a template error before any send),
     and InboxRequiredError when `require_inbox` and the inbox cannot be read (nothing is sent).
@@ -43,7 +46,7 @@ def run_job(
             drain_before_run(settings, conn, now=now)  # yesterday's bounces first; never raises
             read_before_run(settings, conn, now=now, require=require_inbox)  # overnight replies stop sends
         report = run_daily(settings, conn, transport, now=now, sleep=sleep, limit=limit, rng=rng,
-                           on_outcome=on_outcome)
+                           on_outcome=on_outcome, transport_factory=transport_factory)
         send_summary(settings, report, transport, now=now())
     finally:
         transport.close()

@@ -447,6 +447,23 @@ def is_busy(err: sqlite3.Error) -> bool:
 
 
 @contextmanager
+def deferred_sync(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Commits inside are not flushed to disk at once; the next `synchronous=FULL` commit flushes them.
+
+    For outcome records only: in WAL mode a commit with synchronous=NORMAL survives a killed
+    process but may roll back after a power loss or OS crash (https://www.sqlite.org/pragma.html
+    #pragma_synchronous). A lost outcome leaves its claim in `sending`, which the next run turns
+    into `unknown`: never a second send. The next claim's FULL commit syncs the WAL file, and so
+    every frame written before it, so at most the last outcome of a run is ever at risk.
+    """
+    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield conn
+    finally:
+        conn.execute("PRAGMA synchronous=FULL")
+
+
+@contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
     conn.execute("BEGIN IMMEDIATE")

@@ -274,8 +274,12 @@ class CampaignTemplate:
         return cls(campaign_row["name"], campaign_row["subject_template"],
                    campaign_row["html_template"], _row_get(campaign_row, "text_template"), clock=clock)
 
-    def render(self, recipient_row: Any, settings: Any) -> RenderedEmail:
+    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True) -> RenderedEmail:
         """Render this campaign for one recipient.
+
+        `derive_text=False` leaves `text` empty when it would be converted from the HTML: a run
+        checks that every message renders before the first send, and that conversion, the
+        costliest step, cannot fail on HTML its template produced.
 
         Raises:
             TemplateRenderError: naming the campaign, the recipient and the problem, e.g. the
@@ -296,7 +300,7 @@ class CampaignTemplate:
         if self._text is not None and not custom_body:
             text = self._render("text", self._text, context)
         else:
-            text = html_to_text(body)
+            text = html_to_text(body) if derive_text else ""
         return RenderedEmail(subject=context["subject"], html=body, text=text)
 
     def _render(self, part: str, template: Any, context: dict[str, Any]) -> str:

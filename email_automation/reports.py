@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 from . import warmup
-from .addresses import lookup_form
 from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
@@ -184,6 +183,8 @@ def log_filter_sql(f: LogFilter) -> tuple[str, str, list]:
         clauses.append("r.campaign_id = (SELECT id FROM campaigns WHERE name = ?)")
         args.append(f.campaign)
     if f.email:
+        from .addresses import lookup_form  # email-validator: loaded only for a search by address
+
         clauses.append("instr(r.email, ?) > 0")
         args.append(lookup_form(f.email))
     if f.status:

@@ -1,4 +1,8 @@
-"""The daily run: pick today's batch, render it all, then claim -> send -> record, one at a time.
+"""The daily run: pick today's batch, check every message renders, then render -> claim -> send -> record.
+
+Every message of the batch is rendered and built once before the first send, so a template error
+stops its campaign before anything leaves; only the recipient ids are kept, and each message is
+built again just before its claim, so memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
@@ -12,18 +16,17 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, events, ledger, politeness, schedule, sequences
+from . import applications, bounces, circuit_breaker, database, events, ledger, politeness, schedule, sequences
 from . import run_gates as gates
+from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
-from .database import transaction
-from .email_templates import CampaignTemplate, RenderedEmail
+from .email_templates import CampaignTemplate
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_message, recipient_name
+from .messages import build_wire, recipient_name
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -73,7 +76,7 @@ class Outcome:
     step: int = 1
 
     def line(self) -> str:
-        """`email status [message-id] [(error)]`; the log formatter puts the time in front."""
+        """`email status [step N] [message-id] [(error)]`; the log formatter puts the time in front."""
         parts = [self.email, self.status] + ([f"step {self.step}"] if self.step > 1 else [])
         if self.message_id:
             parts.append(self.message_id)
@@ -84,12 +87,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class _Planned:
+    """A recipient whose message was checked to render and build; the message itself is not kept."""
+
     recipient_id: int
     email: str
     campaign: str
-    rendered: RenderedEmail
-    message: EmailMessage
     step: int = 1
+    thread: sequences.Thread | None = None  # a follow-up's earlier messages, as delivered
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
@@ -134,17 +138,18 @@ class _Rendered:
     planned: list[_Planned] = field(default_factory=list)
     unusable: list[tuple[sqlite3.Row, PermanentSendError]] = field(default_factory=list)
     broken: dict[str, TemplateRenderError] = field(default_factory=dict)
+    templates: dict[str, CampaignTemplate] = field(default_factory=dict)  # compiled once, used again to send
 
 
 def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
-    """Render and build every message before the first send.
+    """Render and build every message before the first send, keeping only who can be sent to.
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
     built for (say, a non-ASCII local part SES cannot carry) is returned in `unusable`.
     """
-    templates: dict[str, CampaignTemplate] = {}
     result = _Rendered()
+    templates = result.templates
     for row in rows:
         name = row["campaign_name"]
         if name in result.broken:
@@ -153,16 +158,16 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             if name not in templates:
                 campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
                 templates[name] = CampaignTemplate.from_campaign(campaign)
-            rendered = templates[name].render(row, settings)
+            rendered = templates[name].render(row, settings, derive_text=False)  # built again to send
         except TemplateRenderError as err:
             result.broken[name] = err
             continue
         try:
-            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
-        result.planned.append(_Planned(row["id"], row["email"], name, rendered, message))
+        result.planned.append(_Planned(row["id"], row["email"], name))
     result.planned = [p for p in result.planned if p.campaign not in result.broken]
     result.unusable = [(row, e) for row, e in result.unusable if row["campaign_name"] not in result.broken]
     return result
@@ -192,15 +197,15 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
     return result
 
 
-def _render_followups(conn, settings: Settings, transport: Transport, report: RunReport, size: int, *,
-                      now: datetime, closed: set[str] = frozenset()) -> list[_Planned]:
-    """Up to `size` due follow-ups, rendered and built as replies in the recipient's thread.
+def _render_followups(conn, settings: Settings, transport: Transport, report: RunReport, size: int,
+                      templates: dict[str, CampaignTemplate], *, now: datetime, closed: set[str] = frozenset()
+                      ) -> list[_Planned]:
+    """Up to `size` due follow-ups, checked to render and build as replies in the recipient's thread.
 
     A step whose template fails holds back that campaign's follow-ups (reported once); an address
     no message can be built for ends its sequence.
     """
     region = settings.aws_region or getattr(transport, "region", None)
-    templates: dict = {}
     broken: set[str] = set()
     planned: list[_Planned] = []
     for due in sequences.due_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
@@ -214,8 +219,9 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
         if name in broken or thread is None:
             continue
         try:
-            rendered = sequences.render_step(conn, due, settings, thread, templates)
-            message = build_message(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+            rendered = sequences.render_step(conn, row, name, due.step, settings, thread, templates)
+            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+                       thread=thread.message_ids)
         except TemplateRenderError as err:
             broken.add(name)
             log.error("follow-ups of campaign %r held back: %s", name, err)
@@ -223,13 +229,10 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
             continue
         except PermanentSendError as err:
             if not report.dry_run:
-                with transaction(conn):
+                with database.transaction(conn):
                     ledger.stop_sequence(conn, row["id"], str(err), now=now)
             continue
-        if thread.message_ids:  # RFC 5322 section 3.6.4: the parent's id, and the whole chain
-            message["In-Reply-To"] = thread.message_ids[-1]
-            message["References"] = " ".join(thread.message_ids)
-        planned.append(_Planned(row["id"], row["email"], name, rendered, message, due.step))
+        planned.append(_Planned(row["id"], row["email"], name, due.step, thread))
     return [p for p in planned if p.campaign not in broken]
 
 
@@ -253,16 +256,22 @@ def run_daily(
     limit: int | None = None,
     rng: random.Random | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> RunReport:
     """Send today's batch. Raises RunLockedError when another run is active (HungRunError when that
     run has lasted longer than `max_run_duration`); a campaign whose template fails is held back and
-    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`."""
+    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`.
+
+    With SEND_CONCURRENCY > 1 and no delay, `transport_factory` makes the extra transports the
+    concurrent sends use (one each; `transport` is the first); without it the run sends one at a time.
+    """
     with run_lock(settings.db_path, now=now, max_duration=max_run_duration(settings)):
         return _run_locked(settings, conn, transport, now=now, sleep=sleep, limit=limit,
-                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None))
+                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None),
+                           transport_factory=transport_factory)
 
 
-def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome) -> RunReport:
+def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome, transport_factory) -> RunReport:
     report = RunReport(dry_run=transport.name == "dry_run")
     settings = gates.within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
@@ -270,32 +279,78 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
         sequences.stop_finished(conn, now=now(), stop_company=settings.stop_company_on_reply)
     report.paused = gates.open_pause_lines(conn)
+    closed = {} if report.dry_run else _closed_zones(conn, settings, now())
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
-        batch, delay = [], 0.0
+        batch, delay, templates = [], 0.0, {}
+    elif closed and closed.keys() >= _zones(conn):
+        report.window = f"outside the send window ({closed['']}): nothing sent now"
+        log.info(report.window)
+        batch, delay, templates = [], 0.0, {}
     else:
-        closed = {} if report.dry_run else _closed_zones(conn, settings, now())
-        if closed and closed.keys() >= _zones(conn):
-            report.window = f"outside the send window ({closed['']}): nothing sent now"
-            log.info(report.window)
-            batch, delay = [], 0.0
-        else:
-            batch, delay = _plan(settings, conn, transport, report, now=now, limit=limit, closed=set(closed))
-    streak = _Streak()
+        batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit, closed=set(closed))
     breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
     ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
+    gate = _Gate(report, breaker, ses_gate)
+    workers = _workers(settings, report, len(batch), transport_factory)
+    if workers > 1:
+        _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report, gate,
+                           interval=delay, now=now, sleep=sleep, on_outcome=on_outcome)
+    else:
+        _send_in_turn(settings, conn, transport, batch, templates, report, gate, delay=delay, now=now, sleep=sleep,
+                      rng=rng, on_outcome=on_outcome)
+    report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
+    return report
+
+
+@dataclass
+class _Gate:
+    """What may stop or skip a message before it is prepared: the circuit breaker, SES's suppression list."""
+
+    report: RunReport
+    breaker: gates.Breaker
+    ses_gate: gates.SesGate | None
+
+    def check(self, conn, item: _Planned, now: datetime) -> Outcome | bool:
+        """False: go on with this message. True: hold it (and `report.fatal_error` says when the whole
+        run stops). An Outcome: skip it, with that outcome."""
+        if not self.report.dry_run and self.breaker.holds(item.campaign, now):
+            if self.breaker.stop:
+                self.report.fatal_error = self.breaker.stop
+            return True
+        refusal = self.ses_gate.refusal(conn, item.email, now=now) if self.ses_gate else None
+        if refusal:
+            return Outcome(now, item.email, "skipped", error=refusal, attempted=False, step=item.step)
+        return False
+
+
+def _workers(settings, report: RunReport, batch_size: int, transport_factory) -> int:
+    """How many sends may be in flight: SEND_CONCURRENCY only when nothing asks for a pause between sends."""
+    if report.dry_run or transport_factory is None or settings.delay_seconds or settings.delay_jitter_seconds:
+        return 1
+    return max(1, min(settings.send_concurrency, batch_size))
+
+
+def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, *,
+                  delay, now, sleep, rng, on_outcome) -> None:
+    """One message at a time, DELAY_SECONDS (plus jitter) apart."""
+    streak = _Streak()
     for index, item in enumerate(batch):
-        if not report.dry_run and breaker.holds(item.campaign, now()):
-            if breaker.stop:
-                report.fatal_error = breaker.stop
+        held = gate.check(conn, item, now())
+        if held is True:
+            if report.fatal_error:
                 break
             continue
-        refusal = ses_gate.refusal(conn, item.email, now=now()) if ses_gate else None
-        if refusal:
-            outcome = Outcome(now(), item.email, "skipped", error=refusal, attempted=False)
+        if held:
+            outcome = held
         else:
-            send = _preview_one if report.dry_run else _send_one
-            outcome = send(settings, conn, transport, item, now=now, sleep=sleep)
+            try:
+                message = _prepare(settings, conn, templates, item, now=now())
+            except (TemplateRenderError, PermanentSendError) as err:
+                outcome = _unprepared(settings, conn, report, item, err, now=now)
+            else:
+                send = _preview_one if report.dry_run else _send_one
+                outcome = send(settings, conn, transport, item, message, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
         _note(report, outcome)
@@ -305,9 +360,84 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
             break
         # The delay spares the provider and the sender's reputation; a dry run sends nothing.
         if index < len(batch) - 1 and outcome.attempted and not report.dry_run:
-            sleep(delay + rng.uniform(0, settings.delay_jitter_seconds))
-    report.remaining_today = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
-    return report
+            pause = delay + (rng.uniform(0, settings.delay_jitter_seconds) if settings.delay_jitter_seconds else 0)
+            if pause > 0:  # DELAY_SECONDS=0: not even a zero-second sleep
+                sleep(pause)
+
+
+def _send_concurrently(settings, conn, transports: list[Transport], transport_factory, workers: int,
+                       batch: list[_Planned], templates, report: RunReport, gate: _Gate, *, interval: float, now,
+                       sleep, on_outcome) -> None:
+    """Up to `workers` sends in flight, their starts at least `interval` apart (MAX_SEND_RATE, SES's rate).
+
+    This thread renders, claims (durably, one claim per message, before it is handed over) and
+    records; the sends run on the workers' own transports. When the run stops (a fatal error, a
+    streak, an unexpected error) nothing more is claimed and the sends in flight are still recorded.
+    """
+    transports = transports + [transport_factory() for _ in range(workers - len(transports))]
+    limiter = RateLimiter(1 / interval if interval else None, clock=lambda: now().timestamp(), sleep=sleep)
+    pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender(transports)
+    streak = _Streak()
+    crash: BaseException | None = None
+
+    def collect(block: bool) -> None:
+        nonlocal crash
+        for done in pool.done(block=block):
+            item, claim, refused = done.key
+            if done.error is not None and not isinstance(done.error, SendError):
+                crash = crash or done.error  # raised once every send in flight is recorded
+                continue
+            outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now, sleep=sleep)
+            _finish(report, outcome, streak, on_outcome)
+
+    try:
+        for item in batch:
+            if report.fatal_error or crash:
+                break
+            held = gate.check(conn, item, now())
+            if held is True:
+                continue  # a fatal stop is seen at the top of the loop
+            if held:
+                _finish(report, held, streak, on_outcome)
+                continue
+            try:
+                subject, wire = _prepare(settings, conn, templates, item, now=now())
+            except (TemplateRenderError, PermanentSendError) as err:
+                _finish(report, _unprepared(settings, conn, report, item, err, now=now), streak, on_outcome)
+                continue
+            if pool.in_flight == pool.size:
+                collect(block=True)
+                if report.fatal_error or crash:
+                    break
+            limiter.wait()
+            claim, outcome = _claim(settings, conn, item, subject, transports[0].name, now=now)
+            if claim is None:
+                if outcome is None:  # the limit was reached by an overlapping writer
+                    break
+                _finish(report, outcome, streak, on_outcome)
+                continue
+            refused: list[SendError] = []
+            tags = _tags(item, claim)
+            pool.submit((item, claim, refused),
+                        lambda transport, wire=wire, tags=tags, refused=refused:
+                        _send_with_retries(transport, wire, tags, sleep, refused))
+            collect(block=False)
+        while pool.in_flight:
+            collect(block=True)
+    finally:
+        pool.close()
+        for extra in transports[1:]:
+            extra.close()
+    if crash is not None:
+        raise crash
+
+
+def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:
+    """Count and tell one outcome; a fatal one, or a bad streak, stops the run."""
+    _note(report, outcome)
+    on_outcome(outcome)
+    stop = outcome.error if outcome.status == "fatal" else streak.stop_reason(outcome)
+    report.fatal_error = report.fatal_error or stop
 
 
 def _zones(conn: sqlite3.Connection) -> set[str]:
@@ -332,9 +462,9 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
             log.info("%d of them settled from SES events already received", settled)
 
 
-def _plan(settings, conn, transport, report: RunReport, *, now, limit, closed: set[str] = frozenset()
-          ) -> tuple[list[_Planned], float]:
-    """Today's batch, rendered and built, and the delay between its sends.
+def _plan(settings, conn, transport, report: RunReport, *, now, limit,
+          closed: set[str] = frozenset()) -> tuple[list[_Planned], float, dict[str, CampaignTemplate]]:
+    """Today's batch (checked to render and build), the delay between its sends, and the templates.
 
     Empty when the day's limit is used up, or when the provider says the account may not send
     (then `report.fatal_error` says why and nothing is claimed).
@@ -348,11 +478,16 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit, closed: s
         except FatalSendError as err:
             report.fatal_error = str(err)
             log.error("nothing sent: %s", err)
-            return [], delay
+            return [], delay, {}
+    if settings.max_send_rate and not report.dry_run:
+        delay = max(delay, 1 / settings.max_send_rate)  # our own cap, below the provider's
     # Due follow-ups first: they are time-sensitive; new contacts take what is left of the limit.
-    followups = _render_followups(conn, settings, transport, report, size, now=now(), closed=closed) if size else []
+    step_templates: dict[str, CampaignTemplate] = {}
+    followups = (_render_followups(conn, settings, transport, report, size, step_templates, now=now(), closed=closed)
+                 if size else [])
     left = size - len(followups)
     rendered = _render_sendable(conn, settings, left, report, now=now(), closed=closed) if left else _Rendered()
+    rendered.templates.update(step_templates)
     batch = followups + rendered.planned
     for row, err in rendered.unusable:
         if not report.dry_run:
@@ -361,7 +496,43 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit, closed: s
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
              "dry run" if report.dry_run else "run", len(batch), settings.daily_limit,
              settings.daily_limit - remaining)
-    return batch, delay
+    return batch, delay, rendered.templates
+
+
+def _prepare(settings, conn, templates: dict[str, CampaignTemplate], item: _Planned, *, now: datetime):
+    """Render and build one planned message again, just before it is claimed.
+
+    Raises:
+        TemplateRenderError, PermanentSendError: the recipient or campaign changed since the check.
+    """
+    row = conn.execute("SELECT * FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
+    if row is None:
+        raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
+    if item.thread is None:
+        rendered = templates[item.campaign].render(row, settings)
+    else:
+        rendered = sequences.render_step(conn, row, item.campaign, item.step, settings, item.thread, templates)
+    return rendered.subject, build_wire(rendered, to=row["email"], to_name=recipient_name(row),
+                                        settings=settings, now=now,
+                                        thread=item.thread.message_ids if item.thread else ())
+
+
+def _unprepared(settings, conn, report: RunReport, item: _Planned, err: Exception, *, now) -> Outcome:
+    """A message that no longer renders (its data changed during the run): nothing was claimed.
+
+    A template error stops the run, as it would have before the first send; an address that can
+    no longer be built for fails alone, as in `_plan`.
+    """
+    if isinstance(err, TemplateRenderError):
+        report.template_errors.append(str(err))
+        log.error("campaign %r changed during the run and no longer renders; stopping: %s", item.campaign, err)
+        return Outcome(now(), item.email, "fatal", error=str(err), attempted=False, step=item.step)
+    if not report.dry_run and item.step > 1:
+        with database.transaction(conn):
+            ledger.stop_sequence(conn, item.recipient_id, str(err), now=now())
+    elif not report.dry_run:
+        ledger.mark_unsendable(conn, item.recipient_id, str(err), now=now())
+    return Outcome(now(), item.email, "failed", error=str(err), attempted=False, step=item.step)
 
 
 def _note(report: RunReport, outcome: Outcome) -> None:
@@ -430,53 +601,83 @@ def _count(report: RunReport, outcome: Outcome) -> None:
     per_step[key] = per_step.get(key, 0) + 1
 
 
-def _preview_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome:
-    message_id = transport.send(item.message, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
-    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=item.rendered.subject,
+def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome:
+    subject, wire = message
+    message_id = transport.send(wire, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
+    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=subject,
                        message_id=message_id, transport=transport.name)
     return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
-def _send_one(settings, conn, transport, item: _Planned, *, now, sleep) -> Outcome | None:
-    claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=item.rendered.subject, transport=transport.name,
-                         stop_company=settings.stop_company_on_reply, step=item.step)
+def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
+    subject, wire = message
+    claim, outcome = _claim(settings, conn, item, subject, transport.name, now=now)
     if claim is None:
-        row = conn.execute(
-            "SELECT r.status, r.step, r.last_error, r.sequence_stopped, c.status AS campaign_status FROM recipients r"
-            " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
-        waiting = row is not None and row["sequence_stopped"] is None and (
-            (row["status"] == "pending" and row["step"] == item.step)
-            or (row["status"] == "sent" and row["step"] == item.step - 1))
-        if not waiting:
-            error = (row["sequence_stopped"] or row["last_error"]) if row else None
-            return Outcome(now(), item.email, "skipped", error=error, attempted=False, step=item.step)
-        if row["campaign_status"] != "active":
-            return Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
-                           attempted=False, step=item.step)
-        return None
-    tags = {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+        return outcome
     refused: list[SendError] = []
     try:
-        message_id = _send_with_retries(transport, item.message, tags, sleep, refused)
+        message_id = _send_with_retries(transport, wire, _tags(item, claim), sleep, refused)
     except SendError as err:
-        status = ledger.record_failure(conn, claim, err, now=now(), max_attempts=settings.max_attempts,
-                                       patience=ledger.Patience(now, sleep))
-        if isinstance(err, PermanentSendError) and bounces.mailbox_gone(err.mailbox_status):
+        return _record(settings, conn, item, claim, err, refused, now=now, sleep=sleep)
+    return _record(settings, conn, item, claim, message_id, refused, now=now, sleep=sleep)
+
+
+def _claim(settings, conn, item: _Planned, subject: str, transport_name: str, *,
+           now) -> tuple[ledger.Claim | None, Outcome | None]:
+    """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
+    one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
+    claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
+                         subject=subject, transport=transport_name, stop_company=settings.stop_company_on_reply,
+                         step=item.step)
+    if claim is not None:
+        return claim, None
+    row = conn.execute(
+        "SELECT r.status, r.step, r.last_error, r.sequence_stopped, c.status AS campaign_status FROM recipients r"
+        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
+    waiting = row is not None and (row["sequence_stopped"] is None or item.step == 1) and (
+        (row["status"] == "pending" and row["step"] == item.step)
+        or (row["status"] == "sent" and row["step"] == item.step - 1))
+    if not waiting:
+        error = ((row["sequence_stopped"] if item.step > 1 else None) or row["last_error"]) if row else None
+        return None, Outcome(now(), item.email, "skipped", error=error, attempted=False, step=item.step)
+    if row["campaign_status"] != "active":
+        return None, Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
+                             attempted=False, step=item.step)
+    return None, None
+
+
+def _tags(item: _Planned, claim: ledger.Claim) -> dict[str, str]:
+    return {"campaign": item.campaign, "attempt_id": claim.attempt_id}
+
+
+def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | SendError,
+            refused: list[SendError], *, now, sleep) -> Outcome:
+    """Record a claimed send's outcome (`result` is the message id, or the error the send raised).
+
+    Not flushed to disk at once (see `database.deferred_sync`): a lost record leaves the claim in
+    `sending`, which the next run makes `unknown`, never a second send.
+    """
+    if isinstance(result, SendError):
+        with database.deferred_sync(conn):
+            status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
+                                           patience=ledger.Patience(now, sleep))
+        if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
             # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
             bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
-                                  attempt_id=claim.attempt_id, detail=str(err))
-        shown = "fatal" if isinstance(err, FatalSendError) else status
-        return Outcome(now(), item.email, shown, error=f"{err.code}: {err}" if err.code else str(err), step=item.step)
+                                  attempt_id=claim.attempt_id, detail=str(result))
+        shown = "fatal" if isinstance(result, FatalSendError) else status
+        return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result),
+                       step=item.step)
     try:
-        ledger.record_sent(conn, claim, message_id, now=now(), note=_refusals_note(refused),
-                           patience=ledger.Patience(now, sleep))
+        with database.deferred_sync(conn):
+            ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
+                               patience=ledger.Patience(now, sleep))
     except sqlite3.Error:
         # The message is out; say so where a person will look, since the database could not.
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
-                  item.email, message_id)
+                  item.email, result)
         raise
-    return Outcome(now(), item.email, "sent", message_id, step=item.step)
+    return Outcome(now(), item.email, "sent", result, step=item.step)
 
 
 def _refusals_note(refused: list[SendError]) -> str | None:

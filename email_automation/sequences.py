@@ -8,6 +8,7 @@ step holds the next one until a person (or SES's events) settles it.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -305,6 +306,9 @@ def delivered_message_id(message_id: str | None, transport: str, region: str | N
     return message_id if message_id.startswith("<") else f"<{message_id}>"
 
 
+_MSG_ID = re.compile(r"<[!-;=?-~]+>")  # printable ASCII without < > or spaces: safe in a header
+
+
 @dataclass(frozen=True)
 class Thread:
     """What a follow-up answers: the first subject and the earlier messages as delivered."""
@@ -323,7 +327,7 @@ def thread_of(conn: sqlite3.Connection, recipient_id: int, *, region: str | None
     ids: list[str] = []
     for row in rows:
         delivered = delivered_message_id(row["message_id"], row["transport"], region)
-        if delivered and delivered not in ids:
+        if delivered and _MSG_ID.fullmatch(delivered) and delivered not in ids:
             ids.append(delivered)
     return Thread(rows[0]["subject"] or "", tuple(ids))
 
@@ -333,20 +337,19 @@ def reply_subject(first_subject: str) -> str:
     return first_subject if first_subject[:3].lower() == "re:" else f"Re: {first_subject}"
 
 
-def render_step(conn: sqlite3.Connection, due: Due, settings: Any, thread: Thread,
-                templates: dict[tuple[str, int], CampaignTemplate]) -> RenderedEmail:
-    """The follow-up's subject and body for this recipient; the recipient's custom subject and
-    body belong to step 1 and are not used again."""
-    name = due.row["campaign_name"]
-    key = (name, due.step)
+def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, settings: Any, thread: Thread,
+                templates: dict[str, CampaignTemplate]) -> RenderedEmail:
+    """Step `number`'s subject and body for this recipient `row`; the recipient's custom subject
+    and body belong to step 1 and are not used again. `templates` caches the compiled steps."""
     step = conn.execute("SELECT s.* FROM campaign_steps s JOIN campaigns c ON c.id = s.campaign_id"
-                        " WHERE c.name = ? AND s.step = ?", key).fetchone()
+                        " WHERE c.name = ? AND s.step = ?", (campaign, number)).fetchone()
     if step is None:
-        raise TemplateRenderError(f"campaign {name!r}: step {due.step} was removed")
+        raise TemplateRenderError(f"campaign {campaign!r}: step {number} was removed")
+    key = f"{campaign}\x00step {number}"  # never a campaign's name: those come from one line of text
     if key not in templates:
-        templates[key] = CampaignTemplate(f"{name} step {due.step}", step["subject_template"] or "{{ subject }}",
+        templates[key] = CampaignTemplate(f"{campaign} step {number}", step["subject_template"] or "{{ subject }}",
                                           step["html_template"], step["text_template"])
-    fields = {k: due.row[k] for k in due.row.keys()}
+    fields = {k: row[k] for k in row.keys()}
     fields["custom_subject"] = None if step["subject_template"] else reply_subject(thread.first_subject)
     fields["custom_body"] = None
     return templates[key].render(fields, settings)

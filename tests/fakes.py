@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from email.message import EmailMessage
+
+from email_automation.wire import WireMessage
 
 
 class ScriptedTransport:
@@ -19,7 +23,9 @@ class ScriptedTransport:
         self.calls: list[str] = []
         self.closed = False
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str:
+        if isinstance(message, WireMessage):  # what a run sends: parsed, so tests can read its headers
+            message = email.message_from_bytes(message.data, policy=email.policy.SMTP)
         to = str(message["To"]).split("<")[-1].rstrip(">").lower()
         self.calls.append(to)
         pending = self.script.get(to)

@@ -255,7 +255,8 @@ class SmtpSink:
     instead of 250; `stall_after_data` waits that many seconds after receiving the content
     before answering; `stall_before_content` reads nothing for that many seconds after 354.
     `drip_at` (see module docstring) makes one reply arrive line by line over `drip_for`
-    seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS).
+    seconds. `auth={"user": "password"}` requires AUTH (PLAIN/LOGIN, no TLS). `message_dir`
+    gets each accepted message as a file, as a relay that queues to disk would (benchmarks).
     """
 
     def __init__(
@@ -274,6 +275,7 @@ class SmtpSink:
         auth: dict[str, str] | None = None,
         count_file: str | Path | None = None,
         idle_timeout: float = 300,
+        message_dir: str | Path | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.rcpt_replies = {k.lower(): v for k, v in (rcpt_replies or {}).items()}
@@ -286,6 +288,7 @@ class SmtpSink:
         self.auth = dict(auth or {})
         self.idle_timeout = idle_timeout
         self.count_file = Path(count_file) if count_file else None
+        self.message_dir = Path(message_dir) if message_dir else None  # each accepted message as N.eml
         self.connections = 0
         self.auth_failures = 0
         self._deliveries: list[Delivery] = []
@@ -410,6 +413,8 @@ class SmtpSink:
         if accepted and self._counter:
             self._counter.add(delivery)
         with self._received:
+            if accepted and self.message_dir:
+                (self.message_dir / f"{len(self._deliveries) + 1}.eml").write_bytes(delivery.data)
             (self._deliveries if accepted else self._rejected).append(delivery)
             self._received.notify_all()
 
@@ -443,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drip-for", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument("--message-dir", help="write each accepted message to a file in this folder")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -453,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         data_reply=args.data_reply, stall_after_data=args.stall_after_data,
         drip_at=args.drip_at, drip_every=args.drip_every, drip_for=args.drip_for,
         auth=dict(item.split(":", 1) for item in args.auth), count_file=args.count_file,
-        idle_timeout=args.idle_timeout,
+        idle_timeout=args.idle_timeout, message_dir=args.message_dir,
     ).start()
     try:
         if args.ready_file:

@@ -66,15 +66,20 @@ def sink_env(db_path, sink):
 
 
 @pytest.mark.slow
-def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path):
+@pytest.mark.parametrize("pace, recipients", [
+    ({"DELAY_SECONDS": "0.02"}, RECIPIENTS),
+    # Four sends in flight at once: a kill leaves up to four claims without their outcome.
+    ({"DELAY_SECONDS": "0", "SEND_CONCURRENCY": "4"}, 4 * RECIPIENTS),
+], ids=["one-at-a-time", "concurrent"])
+def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path, pace, recipients):
     rng = random.Random(20261125)
     db_path = tmp_path / "kill.db"
-    make_db(db_path, RECIPIENTS)
+    make_db(db_path, recipients)
 
     # Each message is counted on arrival, then answered 50 ms later: most of a run's time is spent
     # in the window where a kill leaves a delivered message without its `sent` record.
     with SmtpSink(stall_after_data=0.05) as sink:
-        killed_mid_run = kill_rounds(sink_env(db_path, sink), rng, ROUNDS)
+        killed_mid_run = kill_rounds({**sink_env(db_path, sink), **pace}, rng, ROUNDS)
         counts = sink.counts()
 
     conn = connect(db_path, readonly=True)

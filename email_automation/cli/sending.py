@@ -60,7 +60,8 @@ def run(
     try:
         with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
             report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
-                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox)
+                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox,
+                             transport_factory=lambda: make_transport(settings))
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
         if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
             raise

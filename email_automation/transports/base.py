@@ -5,6 +5,8 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Protocol
 
+from ..wire import WireMessage
+
 
 class Transport(Protocol):
     """Hands one message to a mail service; opened once per run, closed at its end.
@@ -16,6 +18,6 @@ class Transport(Protocol):
 
     name: str
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str: ...
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str: ...
 
     def close(self) -> None: ...

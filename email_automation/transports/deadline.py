@@ -13,6 +13,8 @@ Only the standard library is imported here, so a dry run never loads boto3 throu
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -38,7 +40,7 @@ class SocketWatchdog:
     Use it as a context manager around the exchange; `expired` tells whether a failure inside it
     came at or after the deadline (a cut, or a socket timeout, which is never set longer than the
     time left). It never touches a socket after the `with` block has ended, so a connection that
-    finished in time can carry the next exchange.
+    finished in time can carry the next exchange. All watchdogs share one thread (`_Watcher`).
     """
 
     def __init__(self, seconds: float, current_socket: Callable[[], socket.socket | None]) -> None:
@@ -46,7 +48,6 @@ class SocketWatchdog:
         self._current_socket = current_socket
         self._done = threading.Event()
         self._lock = threading.Lock()  # `_done` and the cut are never interleaved
-        self._thread = threading.Thread(target=self._watch, name="send-deadline", daemon=True)
         self._ends_at = time.monotonic() + seconds
 
     def remaining(self) -> float:
@@ -59,25 +60,64 @@ class SocketWatchdog:
 
     def __enter__(self) -> SocketWatchdog:
         self._ends_at = time.monotonic() + self.seconds
-        self._thread.start()
+        _WATCHER.watch(self, self._ends_at)
         return self
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self._done.set()
-        self._thread.join()
 
-    def _watch(self) -> None:
-        if self._done.wait(self.seconds):
-            return
-        # Keep cutting until the exchange ends: a connection may be (re)opened after the deadline.
+    def _cut_now(self) -> bool:
+        """Cut the current socket unless the exchange has ended; False once it has."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            _cut(self._current_socket())
+            return True
+
+
+class _Watcher:
+    """One daemon thread that cuts every expired watchdog's socket, earliest deadline first.
+
+    A thread started and joined per send cost more than the send itself on a loaded machine.
+    An expired watchdog is cut again every `_POLL_SECONDS` until its exchange ends: a connection
+    may be (re)opened after the deadline.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._queue: list[tuple[float, int, SocketWatchdog]] = []  # a heap of (when, order, watchdog)
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, dog: SocketWatchdog, when: float) -> None:
+        with self._wake:
+            heapq.heappush(self._queue, (when, next(self._order), dog))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="send-deadlines", daemon=True)
+                self._thread.start()
+            if self._queue[0][2] is dog:  # a new earliest deadline: the thread must wait less
+                self._wake.notify()
+
+    def _run(self) -> None:
         while True:
-            with self._lock:
-                if self._done.is_set():
-                    return
-                _cut(self._current_socket())
-            if self._done.wait(_POLL_SECONDS):
-                return
+            with self._wake:
+                while self._queue and self._queue[0][2]._done.is_set():
+                    heapq.heappop(self._queue)
+                if not self._queue:
+                    self._wake.wait()
+                    continue
+                when, _, dog = self._queue[0]
+                wait = when - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._queue)
+            if dog._cut_now():
+                self.watch(dog, time.monotonic() + _POLL_SECONDS)
+
+
+_WATCHER = _Watcher()
 
 
 def _cut(sock: socket.socket | None) -> None:

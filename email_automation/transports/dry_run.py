@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..wire import WireMessage, as_wire
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -36,7 +36,7 @@ class DryRunTransport:
         self.folder = Path(settings.outbox_dir) / f"{now():%Y-%m-%d_%H%M%S}-{run_id}"  # created by the first send
         self.written: list[Path] = []  # files written by this transport, in order
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str:
         """Write the message exactly as it would be sent; returns "dry-run-<uuid hex>".
 
         Raises:
@@ -44,10 +44,11 @@ class DryRunTransport:
                 a setting to fix, never a failed recipient.
         """
         message_id = f"dry-run-{uuid.uuid4().hex}"
-        path = self.folder / f"{_recipient_slug(message)}--{message_id}.eml"
+        wire = as_wire(message)
+        path = self.folder / f"{_recipient_slug(wire)}--{message_id}.eml"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, message.as_bytes())
+            _write_atomically(path, wire.data)
         except OSError as err:
             raise ConfigError(f"OUTBOX_DIR: cannot write {path}: {err.strerror or err}") from err
         self.written.append(path)
@@ -57,9 +58,8 @@ class DryRunTransport:
         """Nothing to release."""
 
 
-def _recipient_slug(message: EmailMessage) -> str:
-    addresses = [addr for _, addr in getaddresses([str(v) for v in message.get_all("To", [])]) if addr]
-    return _UNSAFE_FILENAME.sub("_", addresses[0] if addresses else "no-recipient")[:100]
+def _recipient_slug(wire: WireMessage) -> str:
+    return _UNSAFE_FILENAME.sub("_", wire.recipients[0] if wire.recipients else "no-recipient")[:100]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -19,7 +19,6 @@ import logging
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import Any
 
 import boto3
@@ -46,6 +45,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from ..wire import WireMessage, as_wire
 from .aws import BoundedClient, CallTimedOut
 
 log = logging.getLogger("email_automation.ses")
@@ -144,18 +144,19 @@ class SesTransport:
         self._client = client if client is not None else make_ses_client(settings)
         self._bounded = BoundedClient(self._client, settings.send_timeout_seconds)
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str:
         """Hand one message to SES and return SES's MessageId.
 
         Raises:
             SendError: Transient, Permanent, Fatal or Ambiguous (see module docstring).
         """
-        sender = _sender_address(message) or self._settings.sender_email
+        wire = as_wire(message)
+        sender = wire.sender or self._settings.sender_email
         request: dict[str, Any] = {
             "FromEmailAddress": sender,
             # No Destination: SES takes the recipients from the To/Cc headers of the raw message
             # (and moto would count each recipient twice if both were given).
-            "Content": {"Raw": {"Data": message.as_bytes()}},
+            "Content": {"Raw": {"Data": wire.data}},
             "EmailTags": [{"Name": sanitize_tag(k), "Value": sanitize_tag(v)} for k, v in tags.items()],
         }
         if self._settings.ses_configuration_set:
@@ -163,9 +164,9 @@ class SesTransport:
         lists = list_management_options(self._settings)
         # SES-hosted one-click unsubscribe for outreach; the run summary to the user (marked
         # Auto-Submitted, RFC 3834) is no list mail.
-        if lists and "Auto-Submitted" not in message:
+        if lists and not wire.auto_submitted:
             request["ListManagementOptions"] = lists
-        to = str(message.get("To", ""))
+        to = wire.to
         try:
             response = self._bounded.send_email(**request, on_late=lambda value, error: _tell_late(to, value, error))
         except (CallTimedOut, ReadTimeoutError) as err:  # whichever of the two limits came first
@@ -231,11 +232,6 @@ def _tell_late(to: str, value: Any, error: BaseException | None) -> None:
     else:
         log.info("%s: the SES call given up on at SEND_TIMEOUT_SECONDS ended later with %s", to,
                  f"{type(error).__name__}: {error}" if error else "no MessageId")
-
-
-def _sender_address(message: EmailMessage) -> str:
-    addresses = getaddresses([str(message.get("From", ""))])
-    return addresses[0][1] if addresses else ""
 
 
 def classify_ses_error(err: Exception, *, sender: str, region: str) -> SendError:

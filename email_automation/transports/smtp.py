@@ -18,13 +18,11 @@ SocketWatchdog cuts the connection at the deadline, and the step it cut is class
 
 from __future__ import annotations
 
-import copy
 import re
 import smtplib
 import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import Any
 
 from ..bounces import enhanced_status
@@ -35,6 +33,7 @@ from ..errors import (
     SendError,
     TransientSendError,
 )
+from ..wire import WireMessage, as_wire
 from .deadline import SocketWatchdog
 
 SmtpFactory = Callable[..., smtplib.SMTP]  # (*, timeout) -> an smtplib.SMTP not connected yet
@@ -87,13 +86,14 @@ class SmtpTransport:
         self._conn: smtplib.SMTP | None = None
         self._used = False  # whether the open connection has already carried a message
 
-    def send(self, message: EmailMessage, *, tags: dict[str, str]) -> str:
+    def send(self, message: EmailMessage | WireMessage, *, tags: dict[str, str]) -> str:
         """Deliver one message to the relay; returns its Message-ID header (or the server reply).
 
         Raises:
             SendError: Transient, Permanent, Fatal or Ambiguous (see module docstring).
         """
-        sender, recipients = _envelope(message)
+        wire = as_wire(message)
+        sender, recipients = wire.sender, list(wire.recipients)
         with self._watchdog() as watchdog:
             conn = self._connection(watchdog)
             try:
@@ -102,9 +102,9 @@ class SmtpTransport:
                 self._discard()
                 conn = self._connection(watchdog)
                 self._mail_and_rcpt(conn, sender, recipients, watchdog, reused=False)
-            reply = self._data(conn, _wire_bytes(message), watchdog)
+            reply = self._data(conn, wire.data, watchdog)
         self._used = True
-        return str(message.get("Message-ID") or reply)
+        return wire.message_id or reply
 
     def close(self) -> None:
         """QUIT, within SEND_TIMEOUT_SECONDS as well: a server that never answers cannot hold the run."""
@@ -287,25 +287,6 @@ def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendErro
     shown = "; ".join(f"{who + ': ' if who else ''}{code} {_text(reply)}" for who, (code, reply) in refused.items())
     status = enhanced_status(_text(next(iter(refused.values()))[1]))
     return cls(f"SMTP server {what}: {shown}", code=str(codes[0]), mailbox_status=status)
-
-
-def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
-    sender = getaddresses([str(message.get("Sender") or message.get("From", ""))])[0][1]
-    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
-    return sender, [addr for _, addr in getaddresses(fields) if addr]
-
-
-def _wire_bytes(message: EmailMessage) -> bytes:
-    """The message as sent: CRLF line ends, no Bcc header."""
-    if "Bcc" in message:
-        message = _copy_without_bcc(message)
-    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-
-
-def _copy_without_bcc(message: EmailMessage) -> EmailMessage:
-    clone = copy.copy(message)
-    del clone["Bcc"]
-    return clone
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -1,0 +1,173 @@
+"""Whole processes, side by side: `email-automation run` against mailmerge on the same loopback sink.
+
+Both send N messages to tests/smtp_sink.py (a separate process that writes each message to a
+file, as a relay queueing to disk does) with no delay. Rounds are interleaved so a loaded machine
+slows both alike. Prints seconds, messages/s, peak RSS of each process, and the ratio
+(mailmerge's time / ours: above 1 means we are faster).
+
+    python benchmarks/bench_send.py [--messages 600] [--latency 0] [--concurrency 1] [--rounds 3]
+
+`--latency 0.05` makes the sink take 50 ms per message (a provider's round trip, such as SES's
+API from EC2); `--concurrency 8` sets SEND_CONCURRENCY for our run. mailmerge must be installed
+(`pip install mailmerge`; a benchmark dependency only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+SUBJECT = "Quick question about {{ company }}"
+HTML = ("<p>Hi {{ first_name }},</p>\n<p>I saw the work {{ company }} does on data platforms and would like to"
+        " ask you a short question about it. Would you have ten minutes next week?</p>\n<p>Best regards,<br>"
+        "Bench Sender</p>\n")
+MAILMERGE_TEMPLATE = """TO: {{email}}
+SUBJECT: Quick question about {{company}}
+FROM: Bench Sender <bench@example.com>
+CONTENT-TYPE: text/html
+
+<p>Hi {{first_name}},</p>
+<p>I saw the work {{company}} does on data platforms and would like to ask you a short question about it. Would you have ten minutes next week?</p>
+<p>Best regards,<br>Bench Sender</p>
+"""
+
+
+def timed(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one process, its output discarded."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+class Sink:
+    """tests/smtp_sink.py in its own process, so its CPU is not counted against either sender."""
+
+    def __init__(self, folder: Path, latency: float) -> None:
+        self.folder = folder
+        ready = folder / "port.txt"
+        cmd = [sys.executable, str(ROOT / "tests" / "smtp_sink.py"), "--ready-file", str(ready),
+               "--message-dir", str(folder / "messages"), "--stall-after-data", str(latency)]
+        (folder / "messages").mkdir()
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("the SMTP sink did not start")
+            time.sleep(0.05)
+        self.port = int(ready.read_text())
+
+    def cpu(self) -> float:
+        """CPU seconds the sink has used so far (Linux /proc), to see which side is the bottleneck."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def received(self) -> int:
+        return len(list((self.folder / "messages").iterdir()))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder / "messages")
+        (self.folder / "messages").mkdir()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def write_csv(path: Path, n: int) -> None:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "first_name", "company"])
+        for i in range(n):
+            writer.writerow([f"person{i}@example.com", f"Person{i}", f"Company {i % 97}"])
+
+
+def ours(folder: Path, csv_path: Path, port: int, n: int, concurrency: int) -> tuple[float, float, float]:
+    env = {**os.environ, "DB_PATH": str(folder / "ours.db"), "DRY_RUN": "false", "TRANSPORT": "smtp",
+           "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_STARTTLS": "false",
+           "SENDER_EMAIL": "bench@example.com", "SENDER_NAME": "Bench Sender", "DELAY_SECONDS": "0",
+           "DAILY_LIMIT": str(n), "TIMEZONE": "UTC", "SEND_CONCURRENCY": str(concurrency),
+           "PHYSICAL_ADDRESS": "1 Bench Street, Berlin"}
+    ea = str(BIN / "email-automation")
+    (folder / "body.html").write_text(HTML, encoding="utf-8")
+    for step in (["init"], ["import", str(csv_path)], ["template", "set", "--subject", SUBJECT, "--html", "body.html"]):
+        subprocess.run([ea, *step], cwd=folder, env=env, check=True, capture_output=True)
+    return timed([ea, "run"], cwd=folder, env=env)
+
+
+def mailmerge(folder: Path, csv_path: Path, port: int, n: int) -> tuple[float, float, float]:
+    (folder / "mailmerge_template.txt").write_text(MAILMERGE_TEMPLATE, encoding="utf-8")
+    (folder / "mailmerge_server.conf").write_text(
+        f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\n", encoding="utf-8")
+    shutil.copy(csv_path, folder / "mailmerge_database.csv")
+    return timed([str(BIN / "mailmerge"), "--no-dry-run", "--no-limit", "--output-format", "raw"], cwd=folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=600)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the sink takes per message")
+    parser.add_argument("--concurrency", type=int, default=1, help="SEND_CONCURRENCY for our run")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if not (BIN / "mailmerge").exists():
+        raise SystemExit("mailmerge is not installed in this environment: pip install mailmerge")
+    n = args.messages
+    results: dict[str, list[tuple[float, float, float]]] = {"ours": [], "mailmerge": []}
+    sink_cpus: dict[str, list[float]] = {"ours": [], "mailmerge": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_csv(root / "recipients.csv", n)
+        (root / "sink").mkdir()
+        sink = Sink(root / "sink", args.latency)
+        try:
+            for r in range(args.rounds):
+                for name in ("ours", "mailmerge"):
+                    folder = root / f"{name}-{r}"
+                    folder.mkdir()
+                    sink.clear()
+                    sink_cpu = sink.cpu()
+                    if name == "ours":
+                        result = ours(folder, root / "recipients.csv", sink.port, n, args.concurrency)
+                    else:
+                        result = mailmerge(folder, root / "recipients.csv", sink.port, n)
+                    if sink.received() != n:
+                        raise SystemExit(f"{name}: the sink received {sink.received()} messages, not {n}")
+                    results[name].append(result)
+                    sink_cpus[name].append(sink.cpu() - sink_cpu)
+        finally:
+            sink.stop()
+    print(f"messages: {n}, sink latency {args.latency * 1000:g} ms, SEND_CONCURRENCY {args.concurrency}, "
+          f"{args.rounds} interleaved rounds (median)")
+    medians = {}
+    for name, runs in results.items():
+        seconds = statistics.median(t for t, _, _ in runs)
+        rss = max(m for _, m, _ in runs)
+        cpu = statistics.median(c for _, _, c in runs)
+        medians[name] = seconds
+        print(f"  {name:<10} {seconds:7.2f} s  {n / seconds:8.1f} msg/s  CPU {cpu:6.2f} s (sink's {statistics.median(sink_cpus[name]):5.2f} s)"
+              f"  peak RSS {rss:6.1f} MiB  (runs: {', '.join(f'{t:.2f}' for t, _, _ in runs)})")
+    print(f"  ratio (mailmerge time / ours): {medians['mailmerge'] / medians['ours']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

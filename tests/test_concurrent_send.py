@@ -1,0 +1,242 @@
+"""SEND_CONCURRENCY: several sends in flight, one durable claim each, the daily limit exact, the rate kept."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from email_automation.cli import app
+from email_automation.concurrent_send import RateLimiter
+from email_automation.database import connect
+from email_automation.errors import FatalSendError
+from email_automation.run_daily import run_daily
+
+from .fakes import RecordingSleep, ScriptedTransport
+from .smtp_sink import SmtpSink
+from .test_run_daily import add_recipients, statuses
+
+WAIT = 10  # seconds a barrier waits before the test fails (never reached when the code is right)
+
+
+class Shared:
+    """What the workers' transports have in common: the sends seen, and how many were in flight."""
+
+    def __init__(self, settings, *, meet: int = 0, script=None) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = self.most = 0
+        self.claimed_first: list[bool] = []
+        self.barrier = threading.Barrier(meet, timeout=WAIT) if meet else None
+        self.settings, self.script = settings, script or {}
+        self.made: list[Worker] = []
+
+    def factory(self):
+        worker = Worker(self)
+        self.made.append(worker)
+        return worker
+
+
+class Worker(ScriptedTransport):
+    """A transport of one worker thread; checks, from its own connection, that the claim was committed."""
+
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared.script)
+        self.shared = shared
+        self.other = connect(shared.settings.db_path, readonly=True)
+
+    def send(self, message, *, tags):
+        shared = self.shared
+        row = self.other.execute("SELECT status FROM send_log WHERE attempt_id = ?", (tags["attempt_id"],)).fetchone()
+        with shared.lock:
+            shared.claimed_first.append(row is not None and row[0] == "sending")
+            shared.in_flight += 1
+            shared.most = max(shared.most, shared.in_flight)
+        try:
+            if shared.barrier is not None:
+                shared.barrier.wait()  # returns only once `meet` sends are in flight together
+            with shared.lock:
+                return super().send(message, tags=tags)
+        finally:
+            with shared.lock:
+                shared.in_flight -= 1
+
+    def close(self) -> None:
+        super().close()
+        self.other.close()
+
+
+def run(settings, db, shared: Shared, clock, **kwargs):
+    first = shared.factory()
+    sleep = kwargs.pop("sleep", RecordingSleep())
+    return run_daily(settings, db, first, now=clock, sleep=sleep, rng=random.Random(1),
+                     transport_factory=shared.factory, **kwargs)
+
+
+def delivered(shared: Shared) -> list[str]:
+    return [to for worker in shared.made for to in worker.recipients]
+
+
+def test_sends_run_together_each_claimed_durably_before_it_leaves(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 4})
+    add_recipients(db, 8)
+    shared = Shared(settings, meet=4)  # the 4 sends of a round must all be in flight at once
+    report = run(settings, db, shared, clock)
+    assert report.sent == 8 and shared.most == 4
+    assert shared.claimed_first == [True] * 8, "every message was claimed and committed before it left"
+    assert sorted(delivered(shared)) == sorted(f"person{i}@example.com" for i in range(8))
+    assert set(statuses(db).values()) == {"sent"}
+    assert all(worker.closed for worker in shared.made[1:]), "the run closes the transports it made"
+
+
+def test_the_daily_limit_is_exact_and_nobody_is_mailed_twice(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 8, "daily_limit": 7})
+    add_recipients(db, 30)
+    shared = Shared(settings)
+    assert run(settings, db, shared, clock).sent == 7
+    assert run(settings, db, shared, clock).sent == 0, "the day's limit is used up"
+    sent = delivered(shared)
+    assert len(sent) == len(set(sent)) == 7
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 7
+    clock.advance(24 * 3600)
+    assert run(settings, db, shared, clock).sent == 7
+    assert len(set(delivered(shared))) == 14
+
+
+def test_a_delay_keeps_one_send_at_a_time(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 4, "delay_seconds": 2})
+    add_recipients(db, 4)
+    shared, sleep = Shared(settings), RecordingSleep()
+    assert run(settings, db, shared, clock, sleep=sleep).sent == 4
+    assert shared.most == 1 and len(shared.made) == 1
+    assert sleep.calls == [2, 2, 2]
+
+
+class TickingSleep(RecordingSleep):
+    """A sleep that moves the test clock instead of waiting."""
+
+    def __init__(self, clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        self.clock.advance(seconds)
+
+
+def test_sends_start_no_faster_than_max_send_rate(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 4, "max_send_rate": 4})
+    add_recipients(db, 9)
+    started = clock()
+    shared, sleep = Shared(settings), TickingSleep(clock)
+    assert run(settings, db, shared, clock, sleep=sleep).sent == 9
+    assert clock() - started == timedelta(seconds=2), "9 starts at 4 a second: 8 gaps of 0.25 s"
+    attempted = [r[0] for r in db.execute("SELECT attempted_at FROM send_log ORDER BY id")]
+    assert len(set(attempted)) == 9, "no two claims at the same moment"
+
+
+def test_the_providers_send_rate_bounds_concurrent_sends(settings, db, clock):
+    from email_automation.transports.ses import SendingCapacity
+
+    settings = settings.model_copy(update={"send_concurrency": 4, "max_send_rate": 100})
+    add_recipients(db, 5)
+    shared, sleep = Shared(settings), TickingSleep(clock)
+
+    class Capped(Worker):
+        def sending_capacity(self):
+            return SendingCapacity(remaining_24h=None, min_interval=0.5)  # SES: MaxSendRate 2
+
+    first = Capped(shared)
+    shared.made.append(first)
+    report = run_daily(settings, db, first, now=clock, sleep=sleep, rng=random.Random(1),
+                       transport_factory=shared.factory)
+    assert report.sent == 5
+    assert sleep.calls == [0.5] * 4, "SES's 2 a second, not our 100"
+
+
+def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 3})
+    add_recipients(db, 10)
+    script = {"person1@example.com": [FatalSendError("the account is paused", code="AccountSendingPaused")]}
+    shared = Shared(settings, script=script)
+    told = threading.Event()  # the run has seen the fatal outcome
+
+    class SlowerThanTheFatalOne(Worker):
+        def send(self, message, *, tags):
+            if "person1@" not in message.to:
+                assert told.wait(WAIT)
+            return super().send(message, tags=tags)
+
+    shared.factory = lambda: shared.made.append(SlowerThanTheFatalOne(shared)) or shared.made[-1]
+    report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "fatal" and told.set())
+    assert report.fatal_error == "AccountSendingPaused: the account is paused"
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    assert logged == {"person0@example.com": "sent", "person1@example.com": "deferred", "person2@example.com": "sent"}, \
+        "nothing claimed after the fatal answer; the two sends in flight were recorded"
+    assert statuses(db)["person3@example.com"] == "pending"
+
+
+def test_rate_limiter_spaces_events():
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        limiter.wait()
+    now[0] += 1.0  # idle for a while: no burst is saved up
+    limiter.wait()
+    limiter.wait()
+    assert waits == pytest.approx([0.1, 0.1, 0.1])
+
+
+def test_cli_run_sends_concurrently_through_smtp_once_each(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.csv").write_text("email,first_name\n" + "".join(f"p{i}@example.com,P{i}\n" for i in range(12)))
+    with SmtpSink() as sink:
+        env = {"DB_PATH": str(tmp_path / "c.db"), "DRY_RUN": "false", "TRANSPORT": "smtp",
+               "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
+               "SENDER_EMAIL": "me@example.com", "DELAY_SECONDS": "0", "SEND_CONCURRENCY": "3",
+               "DAILY_LIMIT": "10", "TIMEZONE": "UTC"}
+        runner = CliRunner()
+        for step in (["init"], ["import", "r.csv"]):
+            assert runner.invoke(app, step, env=env).exit_code == 0
+        result = runner.invoke(app, ["run", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["sent"] == 10
+        assert sink.connections == 3, "one connection per concurrent sender"
+        counts = sink.counts()
+    assert len(counts) == 10 and set(counts.values()) == {1}
+
+
+def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(settings, db, clock):
+    from email_automation.errors import PermanentSendError
+
+    settings = settings.model_copy(update={"send_concurrency": 3, "bounce_pause_min": 1})
+    add_recipients(db, 30)
+    gone = PermanentSendError("550 5.1.1 no such user", code="550", mailbox_status="5.1.1")
+    shared = Shared(settings, script={"person0@example.com": [gone]})
+    told = threading.Event()  # the run has recorded the bounce
+
+    class SlowerThanTheBounce(Worker):
+        def send(self, message, *, tags):
+            if "person0@" not in message.to:
+                assert told.wait(WAIT)
+            return super().send(message, tags=tags)
+
+    shared.factory = lambda: shared.made.append(SlowerThanTheBounce(shared)) or shared.made[-1]
+    report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "failed" and told.set())
+    assert report.fatal_error and "minimum 1" in report.fatal_error
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    # The others wait until the bounce is recorded, so at most the pool's 3 claims come before it.
+    assert logged.pop("person0@example.com") == "failed"
+    assert set(logged) <= {"person1@example.com", "person2@example.com"}, \
+        "the breaker is asked before each claim: nothing claimed after the bounce was recorded"
+    assert set(logged.values()) <= {"sent"}
+    assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
