@@ -13,12 +13,14 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import applications
 from .database import get_campaign, iso, transaction
-from .email_templates import CampaignTemplate, RenderedEmail, check_template
 from .errors import NotFoundError, TemplateRenderError
+
+if TYPE_CHECKING:  # Jinja2 is loaded only to render: `status` (which reads steps) must start fast
+    from .email_templates import CampaignTemplate, RenderedEmail
 
 FIRST_STEP = 1
 
@@ -82,6 +84,7 @@ def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: 
         NotFoundError: no such campaign.
     """
     from .campaign_templates import campaign_columns
+    from .email_templates import check_template
 
     if after_days < 1:
         raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be at least 1 business day")
@@ -341,6 +344,8 @@ def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, 
                 templates: dict[str, CampaignTemplate]) -> RenderedEmail:
     """Step `number`'s subject and body for this recipient `row`; the recipient's custom subject
     and body belong to step 1 and are not used again. `templates` caches the compiled steps."""
+    from .email_templates import CampaignTemplate
+
     step = conn.execute("SELECT s.* FROM campaign_steps s JOIN campaigns c ON c.id = s.campaign_id"
                         " WHERE c.name = ? AND s.step = ?", (campaign, number)).fetchone()
     if step is None:
