@@ -131,8 +131,7 @@ def claim(
         if row is None:
             return None
         if step > 1:
-            reason = sequences.stop_reason(conn, row["email"], row["company"], recipient_id,
-                                           stop_company=stop_company)
+            reason = sequences.stop_reason(conn, row["email"], row["company"], stop_company=stop_company)
         else:
             reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company)
         if reason is not None:

@@ -250,8 +250,7 @@ def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holida
     return shown
 
 
-def stop_reason(conn: sqlite3.Connection, email: str, company: str, recipient_id: int, *,
-                stop_company: bool) -> str | None:
+def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_company: bool) -> str | None:
     """Why this recipient's sequence must stop for good now, if it must."""
     suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
     if suppressed is not None:
@@ -274,7 +273,7 @@ def stop_finished(conn: sqlite3.Connection, *, now: datetime, stop_company: bool
     stopped = 0
     with transaction(conn):
         for row in rows:
-            reason = stop_reason(conn, row["email"], row["company"], row["id"], stop_company=stop_company)
+            reason = stop_reason(conn, row["email"], row["company"], stop_company=stop_company)
             if reason is not None:
                 stopped += conn.execute(
                     "UPDATE recipients SET sequence_stopped = ?, updated_at = ? WHERE id = ?"
