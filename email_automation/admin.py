@@ -14,7 +14,7 @@ from . import ledger, suppressions
 from .addresses import lookup_form
 from .circuit_breaker import lift_in_transaction
 from .database import audit, get_campaign, transaction, utc_now
-from .errors import EmailAutomationError, NotFoundError
+from .errors import EmailAutomationError, InvalidInputError, NotFoundError
 from .sequences import sequence_running
 
 
@@ -95,7 +95,7 @@ def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", so
     now = now or utc_now()
     address = lookup_form(email)
     if "@" not in address:
-        raise EmailAutomationError(f"{email!r} is not an email address")
+        raise InvalidInputError(f"{email!r} is not an email address")
     with transaction(conn):
         entry = suppressions.add(conn, address, reason=reason, source=source, now=now)
         skipped = ledger.skip_pending_address(conn, address, entry.reason, now=now)

@@ -32,6 +32,12 @@ class BackupError(EmailAutomationError):
     """A backup could not be made, or the copy failed its integrity check."""
 
 
+class BackupTargetError(BackupError):
+    """The command line names no database, or a destination that exists or cannot be made: bad input."""
+
+    exit_code = 2
+
+
 class _Restarted(Exception):
     pass
 
@@ -53,15 +59,16 @@ def backup_database(
     the same second gets `-2`, `-3`, ... before `.db`.
 
     Raises:
-        BackupError: no source database, the target file exists, or the copy is not intact.
+        BackupError: the copy failed or is not intact (exit 1); BackupTargetError: no source database, or
+            a target that exists or cannot be written (exit 2).
     """
     src = Path(src)
     if not src.is_file():
-        raise BackupError(f"{src}: no database to back up")
+        raise BackupTargetError(f"{src}: no database to back up")
     connect(src, readonly=True).close()  # an empty or foreign file is refused, not copied as "ok"
     target, in_folder = backup_target(dest, now())
     if not in_folder and target.exists():
-        raise BackupError(f"{target}: already exists; choose another name or folder")
+        raise BackupTargetError(f"{target}: already exists; choose another name or folder")
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         _copy(src, partial, pages=pages, step_sleep=step_sleep, max_restarts=max_restarts)
@@ -70,7 +77,7 @@ def backup_database(
     except sqlite3.Error as err:
         raise BackupError(f"{src}: backup to {target} failed: {err}") from err
     except OSError as err:
-        raise BackupError(f"{target}: cannot write the backup: {err.strerror or err}") from err
+        raise BackupTargetError(f"{target}: cannot write the backup: {err.strerror or err}") from err
     finally:
         for leftover in (partial, Path(f"{partial}-journal"), Path(f"{partial}-wal"), Path(f"{partial}-shm")):
             leftover.unlink(missing_ok=True)
@@ -87,10 +94,10 @@ def backup_target(dest: str | Path, moment: datetime) -> tuple[Path, bool]:
         try:
             dest.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise BackupError(f"{dest}: cannot create folder: {err.strerror or err}") from None
+            raise BackupTargetError(f"{dest}: cannot create folder: {err.strerror or err}") from None
         return dest / moment.strftime(NAME_FORMAT), True
     if not dest.parent.is_dir():
-        raise BackupError(f"{dest.parent}: no such folder")
+        raise BackupTargetError(f"{dest.parent}: no such folder")
     return dest, False
 
 
@@ -103,7 +110,7 @@ def _publish(partial: Path, target: Path, *, numbered: bool) -> Path:
             return name
         except FileExistsError:
             if not numbered:
-                raise BackupError(f"{target}: already exists; choose another name or folder") from None
+                raise BackupTargetError(f"{target}: already exists; choose another name or folder") from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 

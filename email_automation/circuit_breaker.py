@@ -85,7 +85,7 @@ def trip_reason(counts: Counts, t: Thresholds, *, days: int) -> str | None:
 
 def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | None = None) -> Counts:
     """Sends (sent or maybe sent, plus SMTP refusals that were bounces) and hard bounces and
-    complaints after `since`, for one campaign or all."""
+    complaints after `since` (each send's counted once, however many reported it), for one campaign or all."""
     start = iso(since)
     only = "" if campaign is None else " AND {} = (SELECT id FROM campaigns WHERE name = ?)"
     args = [start] if campaign is None else [start, campaign]
@@ -93,9 +93,13 @@ def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | 
         "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
         " WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown')" + only.format("r.campaign_id"), args,
     ).fetchone()[0]
+    # One row per send and kind: SES's event and the bounce SES forwards to the inbox are two
+    # reports of one bounce (email feedback forwarding is on unless turned off:
+    # https://docs.aws.amazon.com/ses/latest/APIReference/API_SetIdentityFeedbackForwardingEnabled.html).
     rows = conn.execute(
         "SELECT kind, email, source FROM bounces WHERE at > ? AND kind IN ('hard', 'complaint')"
-        + only.format("campaign_id") + " ORDER BY at, id", args,
+        + only.format("campaign_id") + " GROUP BY kind, COALESCE(attempt_id, dedupe_key) ORDER BY min(at), min(id)",
+        args,
     ).fetchall()
     refused = sum(1 for kind, _, source in rows if kind == "hard" and source == "smtp")
     return Counts(sent + refused, tuple(e for k, e, _ in rows if k == "hard"), tuple(e for k, e, _ in rows if k == "complaint"))

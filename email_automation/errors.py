@@ -37,6 +37,12 @@ class NotFoundError(EmailAutomationError):
     exit_code = 2
 
 
+class InvalidInputError(EmailAutomationError):
+    """A value the user typed cannot be used (say, an address that is not one): exit code 2."""
+
+    exit_code = 2
+
+
 class SendError(EmailAutomationError):
     """A transport could not hand one message over; the subclass says what that means."""
 

@@ -34,7 +34,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 from typing import Any
 
-from . import bounces, database, ledger, suppressions
+from . import bounces, database, ledger
 from .addresses import lookup_form
 
 
@@ -423,12 +423,11 @@ def _hand_over_bounce(conn: sqlite3.Connection, event: DeliveryEvent, now: datet
 
 
 def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:
-    """admin.suppress's effect inside this transaction; an address already listed keeps its first reason."""
-    entry = suppressions.add(conn, event.email, reason=reason, source=SOURCE, now=now)
-    skipped = ledger.skip_pending_address(conn, event.email, entry.reason, now=now)
+    """Suppress inside this transaction (bounces.suppress_in_transaction, as every other source does)."""
+    added, skipped = bounces.suppress_in_transaction(conn, event.email, reason, source=SOURCE, detail=event.detail,
+                                                     now=now)
     report.skipped += skipped
-    if entry.added:
-        database.audit(conn, SOURCE, "suppress", event.email, _join(reason, event.detail) or reason, now)
+    if added:
         report.suppressed += 1
         report.notes.append(f"{event.email} suppressed ({_join(reason, event.detail)}); "
                             f"{skipped} pending recipient(s) skipped")

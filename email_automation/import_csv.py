@@ -39,6 +39,7 @@ from .addresses import normalize_email
 from .database import DEFAULT_CAMPAIGN, iso, transaction, utc_now
 from .errors import CsvImportError
 from .reports import csv_safe
+from .user_files import is_database_file
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
@@ -384,6 +385,15 @@ def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
     return folder / name if os.access(folder, os.W_OK) else Path.cwd() / name
 
 
+def _refuse_rejects_over_own_files(path: Path, rejects_path: str | Path | None) -> None:
+    """The rejects file replaces its target at the end: never the user's own list, nor a database."""
+    target = rejects_target(path, rejects_path)
+    if target.is_file() and os.path.samefile(target, path):
+        raise CsvImportError(f"{path}: --rejects {rejects_path} is the file being imported; name another file")
+    if is_database_file(target):
+        raise CsvImportError(f"{path}: --rejects {rejects_path} is a database file; name another file")
+
+
 # --- I/O ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -492,6 +502,7 @@ def import_csv(
     """
     path = Path(path)
     source = _inspect(path)
+    _refuse_rejects_over_own_files(path, rejects_path)
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
     with imports.import_lock(conn) as held:

@@ -11,6 +11,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from .errors import ConfigError
+from .user_files import is_database_file
 
 LOGGER_NAME = "email_automation"
 LINE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -41,6 +42,8 @@ def setup_file_logging(
     if path is None or str(path) == "":
         return None
     target = Path(path).expanduser().absolute()
+    if is_database_file(target):  # appending, and rotating it away, would destroy the ledger
+        raise ConfigError(f"invalid setting LOG_FILE={path}: it is a database file; name another file")
     logger = logging.getLogger(logger_name)
     for handler in logger.handlers:
         if isinstance(handler, RotatingFileHandler) and Path(handler.baseFilename) == target:

@@ -147,8 +147,13 @@ def test_backup_command(big_db, tmp_path):
     size = (tmp_path / "b.db").stat().st_size
     assert result.stdout.strip() == f"Backup of {big_db} written to {tmp_path / 'b.db'} ({size} bytes, integrity ok)."
     again = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db)])
-    assert again.exit_code == 1
+    assert again.exit_code == 2  # bad input: the README's exit codes
     assert again.stderr.strip() == f"Error: {tmp_path / 'b.db'}: already exists; choose another name or folder"
+
+
+def test_a_destination_in_a_folder_that_does_not_exist_is_bad_input(big_db, tmp_path):
+    result = runner.invoke(app, ["backup", str(tmp_path / "nope" / "b.db"), "--db", str(big_db)])
+    assert (result.exit_code, result.stderr) == (2, f"Error: {tmp_path / 'nope'}: no such folder\n")
 
 
 def test_a_destination_folder_that_cannot_be_created_is_one_line(tmp_path):
@@ -181,5 +186,5 @@ def test_backup_json(big_db, tmp_path):
     assert json.loads(result.stdout) == {"database": str(big_db), "backup": str(tmp_path / "b.db"),
                                          "bytes": (tmp_path / "b.db").stat().st_size}
     again = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db), "--json"])
-    assert again.exit_code == 1
+    assert again.exit_code == 2  # bad input: the README's exit codes
     assert json.loads(again.stdout) == {"error": f"{tmp_path / 'b.db'}: already exists; choose another name or folder"}

@@ -121,6 +121,11 @@ def test_bounces_from_ses_pause_all_sending_until_resume(aws, tmp_path):
     assert cli("resume", "--all", "--db", db).stdout.strip() == "Sending was not paused; nothing to resume."
 
 
+def test_run_help_names_the_circuit_breaker_among_the_reasons_for_exit_3():
+    help_text = " ".join(cli("run", "--help").stdout.split())
+    assert "by the circuit breaker (a campaign or all sending paused)" in help_text
+
+
 # --- SMTP 5.1.1 refusals count, suppress, and stop the run mid-way -------------------------------
 
 def test_smtp_user_unknown_suppresses_and_three_stop_the_run_before_the_next_send(tmp_path, monkeypatch):
@@ -213,6 +218,21 @@ def test_thresholds_come_from_the_settings(settings, db, clock):
     transport = ScriptedTransport()
     report = run_daily(strict, db, transport, now=clock, sleep=RecordingSleep(), rng=random.Random(1))
     assert transport.recipients == [] and "minimum 1" in report.fatal_error
+
+
+def test_one_bounce_reported_by_ses_and_by_the_inbox_counts_once(settings, db, clock):
+    """SES forwards bounces to the sender's mailbox by default (email feedback forwarding) while its
+    events say the same: two reports of one send's bounce must not double the bounce rate."""
+    add(db, "default", [f"b{i}@x.org" for i in range(10)], "sent")
+    for i in range(2):  # two bounced sends: under the minimum of 3
+        bounces.record_bounce(db, f"b{i}@x.org", kind="hard", source="ses-event", attempt_id=f"att-b{i}@x.org",
+                              dedupe_key=f"ses:{i}", now=clock())
+        bounces.record_bounce(db, f"b{i}@x.org", kind="hard", source="inbox", attempt_id=f"att-b{i}@x.org",
+                              detail="5.1.1 user unknown", now=clock())
+    add(db, "default", ["new@x.org"])
+    transport = ScriptedTransport()
+    report = run_daily(settings, db, transport, now=clock, sleep=RecordingSleep(), rng=random.Random(1))
+    assert (transport.recipients, report.paused, report.fatal_error) == (["new@x.org"], [], None)
 
 
 # --- bounce sources: the inbox watcher's entry point -----------------------------------------------

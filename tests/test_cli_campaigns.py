@@ -59,6 +59,13 @@ def test_preview_to_an_unwritable_file_is_one_line(db, tmp_path):
     assert result.stderr == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory\n"
 
 
+def test_preview_out_to_the_database_is_refused_and_the_database_kept(db):
+    result = cli("preview", "--db", "x.db", "--out", "x.db")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "Error: x.db: is a database file; name another file for --out\n"
+    assert cli("status", "--db", "x.db").exit_code == 0
+
+
 def test_preview_shows_the_recipient_the_next_run_sends_first(db):
     first, second = [r[0] for r in connect(db).execute("SELECT email FROM recipients ORDER BY id LIMIT 2")]
     conn = connect(db)  # `first` was already mailed in another campaign: the run will skip it

@@ -91,3 +91,37 @@ def test_resolve_without_a_decision_names_both_choices_and_exits_2(db):
     result = cli("resolve", "a@example.com", "--db", "x.db")
     assert result.exit_code == 2
     assert result.stderr == "Error: say what happened: --sent (it went out) or --pending (it did not; send it again)\n"
+
+
+def test_text_that_looks_like_an_emoji_code_is_shown_as_written(db, tmp_path):
+    """`root:x:0` is a user's own text: the terminal must not turn its `:x:` into an emoji."""
+    (tmp_path / "passwd.csv").write_text("root:x:0:0:root\n")
+    result = cli("import", "passwd.csv", "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, "Error: passwd.csv: no email column (found: root:x:0:0:root)\n")
+
+
+def test_suppress_of_something_that_is_not_an_address_is_bad_input(db):
+    result = cli("suppress", "notanemail", "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, "Error: 'notanemail' is not an email address\n")
+
+
+def test_rejects_file_that_is_the_imported_file_is_refused_and_the_file_kept(db, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text("email\nada@example.com\nnot-an-address\n")
+    before = people.read_bytes()
+    result = cli("import", "people.csv", "--db", "x.db", "--rejects", "./people.csv")
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: people.csv: --rejects people.csv is the file being imported; name another file\n")
+    assert people.read_bytes() == before
+    assert connect(db).execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("target", ["x.db", "x.db-wal"])
+def test_rejects_file_that_is_the_database_is_refused_and_the_database_kept(db, tmp_path, target):
+    """A mistyped --rejects must not replace the send ledger (or its WAL) with a CSV."""
+    (tmp_path / "people.csv").write_text("email\nada@example.com\nnot-an-address\n")
+    (tmp_path / "x.db-wal").touch()  # as while the database is open
+    result = cli("import", "people.csv", "--db", "x.db", "--rejects", target)
+    assert (result.exit_code, result.stderr) == (
+        2, f"Error: people.csv: --rejects {target} is a database file; name another file\n")
+    assert cli("status", "--db", "x.db").exit_code == 0

@@ -128,3 +128,20 @@ def test_a_full_disk_under_the_outbox_is_one_line(db, monkeypatch):
     assert result.exit_code == 2
     error = json.loads(result.stdout)["error"]
     assert error.startswith("OUTBOX_DIR: cannot write outbox/") and error.endswith(": No space left on device")
+
+
+def test_status_shows_a_campaign_name_that_looks_like_markup_as_written(db, tmp_path):
+    (tmp_path / "more.csv").write_text("email\nzed@example.com\n")
+    assert cli("import", "more.csv", "--db", "x.db", "-c", "[/x]").exit_code == 0
+    result = cli("status", "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[2].split() == ["[/x]", "active", "1", "0", "0", "0", "0", "0", "1"]
+
+
+def test_a_log_file_that_is_the_database_is_refused_before_anything_is_sent(db, sink):
+    """Appending log lines to the ledger, then rotating it away at 1 MB, would lose every send."""
+    result = cli("run", "--db", "x.db", "--send", "--log-file", "x.db")
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: invalid setting LOG_FILE=x.db: it is a database file; name another file\n")
+    assert sink.deliveries == []
+    assert cli("status", "--db", "x.db").exit_code == 0

@@ -21,6 +21,12 @@ def test_config_json_gives_each_setting_its_value_and_source(tmp_path):
     assert data["DRY_RUN"] == {"value": "true", "from": "default"}
 
 
+def test_config_shows_values_that_look_like_markup_as_written(tmp_path):
+    result = cli("config", "--db", "[/x].db")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert "[/x].db" in next(line for line in result.stdout.splitlines() if line.startswith("DB_PATH"))
+
+
 def test_doctor_json(tmp_path, monkeypatch, dns_zone):
     init_db(tmp_path / "x.db").close()
     dns_zone.txt.update({"_dmarc.example.com": ["v=DMARC1; p=none"], "example.com": ["v=spf1 ip4:127.0.0.1 -all"]})
@@ -34,6 +40,14 @@ def test_doctor_json(tmp_path, monkeypatch, dns_zone):
     assert [c["name"] for c in data["checks"]] == ["configuration", "unsubscribe", "database", "warm-up", "SMTP login",
                                                    "DMARC", "SPF"]
     assert {c["status"] for c in data["checks"]} == {"OK"}
+
+
+def test_cron_log_file_that_is_the_database_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("init", "--db", "x.db").exit_code == 0
+    result = cli("cron", "--db", "x.db", "--log-file", "x.db")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "Error: x.db: is a database file; name another file for --log-file\n"
 
 
 def test_cron_takes_db_like_every_command(tmp_path):

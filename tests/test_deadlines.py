@@ -76,3 +76,19 @@ def test_a_run_does_not_wait_on_an_events_queue_that_drips(settings, db, clock, 
         assert time.monotonic() - started < DEADLINE + MARGIN
     assert (f"events: SES events not read ({QUEUE_URL}: cannot reach SQS: no complete answer from sqs within "
             "0.5 s); the run goes on without them") in caplog.messages
+
+
+def test_a_real_ses_run_does_not_wait_on_a_suppression_list_read_that_drips(settings, db, clock, caplog):
+    """SES_SUPPRESSION_CHECK reads SES's list before the first claim: that call has a deadline too."""
+    from email_automation import run_gates
+    from email_automation.transports.ses import SesTransport, make_ses_client
+
+    settings = settings.model_copy(update={"ses_suppression_check": True, "send_timeout_seconds": DEADLINE,
+                                           "aws_region": "us-east-1"})
+    with DrippingHttp(part="body") as server, caplog.at_level(logging.WARNING):
+        transport = SesTransport(settings, client=make_ses_client(settings, endpoint_url=server.url))
+        started = time.monotonic()
+        gate = run_gates.SesGate.for_run(settings, db, transport, now=clock)
+        assert time.monotonic() - started < DEADLINE + MARGIN
+    assert gate.suppression is not None and not gate.suppression.synced
+    assert any("SES suppression list not read" in m and "within 0.5 s" in m for m in caplog.messages), caplog.messages

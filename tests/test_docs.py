@@ -71,3 +71,10 @@ def test_every_command_takes_db_as_the_readme_says():
     assert "Every command takes `--db PATH`" in README
     for name, command in all_commands():
         assert any("--db" in param.opts for param in command.params), f"`{name}` has no --db"
+
+
+def test_each_command_has_one_row_in_the_readme_reference():
+    """Two rows for one command (a merge leftover) tell two different stories; one must go."""
+    table = README.split("## Command reference", 1)[1].split("\n## ", 1)[0]
+    firsts = [re.match(r"\| `([\w-]+)", line).group(1) for line in table.splitlines() if re.match(r"\| `[\w-]+", line)]
+    assert len(firsts) == len(set(firsts)), sorted(name for name in set(firsts) if firsts.count(name) > 1)

@@ -28,7 +28,10 @@ def preview(
 ) -> None:
     """Render one recipient's message (subject, text and HTML) without sending anything."""
     from ..preview import render_preview
+    from ..user_files import is_database_file
 
+    if out_file and is_database_file(out_file):
+        raise BadInput(f"{out_file}: is a database file; name another file for --out")
     settings = settings_for(db)
     result = render_preview(open_database(settings), settings, campaign=campaign, email=email)
     say(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}"

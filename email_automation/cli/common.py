@@ -55,15 +55,26 @@ def _root(
 
 @functools.cache
 def console(*, stderr: bool = False) -> Console:
-    """The rich console for stdout (or stderr), made on first use: importing rich costs --help time."""
+    """The rich console for stdout (or stderr), made on first use: importing rich costs --help time.
+
+    No emoji codes: what is printed is the user's own text (a CSV header `root:x:0` must not show
+    an emoji for `:x:`).
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file (default: DB_PATH or email_automation.db).")]
 CampaignOption = Annotated[Optional[str], typer.Option("--campaign", "-c", help="Campaign name (default: all, or 'default' where one is needed).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def cells(*values: object) -> list:
+    """Table cells shown exactly as written: a campaign named `[/x]` is a name, not rich markup."""
+    from rich.text import Text
+
+    return [Text(str(value)) for value in values]
 
 
 class BadInput(EmailAutomationError):

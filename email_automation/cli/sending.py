@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, console,
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cells, cli_errors, console,
                      open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
@@ -33,8 +33,9 @@ def run(
     Exit codes: 0 done (or another run is active), 1 an unexpected error, 2 bad configuration or
     template (a campaign whose template fails is held back, the others are sent), 3 stopped by an
     error that affects every message (credentials, unverified sender, paused account, quota), by a
-    streak of time-outs, throttling or identical refusals, by a hung run holding the lock, or
-    (--require-inbox) because the inbox could not be read.
+    streak of time-outs, throttling or identical refusals, by the circuit breaker (a campaign or all
+    sending paused), by a hung run holding the lock, or (--require-inbox) because the inbox could
+    not be read.
     """
     import random
     import time
@@ -170,7 +171,7 @@ def status_table(summary):
     table = Table("Campaign", "State", "Pending", "Sending", "Sent", "Failed", "Skipped", "Unknown", "Total", box=None)
     for c in summary.campaigns:
         counts = (str(c.counts[s]) for s in ("pending", "sending", "sent", "failed", "skipped", "unknown"))
-        table.add_row(c.name, c.state, *counts, str(c.total))
+        table.add_row(*cells(c.name, c.state, *counts, c.total))
     return table
 
 

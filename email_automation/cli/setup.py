@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cron as cron_lib
-from .common import BadInput, DbOption, JsonOption, app, cli_errors, console, print_json, say, settings_for
+from .common import BadInput, DbOption, JsonOption, app, cells, cli_errors, console, print_json, say, settings_for
 
 
 @app.command()
@@ -44,7 +44,7 @@ def show_config(db: DbOption = None, as_json: JsonOption = False) -> None:
 
     table = Table("Variable", "Value", "From", box=None, pad_edge=False)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*cells(*row))
     console().print(table)
 
 
@@ -126,6 +126,7 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
     from datetime import datetime
 
     from ..errors import ConfigError
+    from ..user_files import is_database_file
 
     notes = []
     if env_file is not None:
@@ -138,6 +139,8 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
         notes.append(f"no {workdir / cron_lib.ENV_FILE_NAME}, so the line sources no settings; "
                      "copy env.sh.example to env.sh and run this again")
     log_path = (log_file or workdir / cron_lib.LOG_FILE_NAME).absolute()
+    if is_database_file(log_path):  # cron would append every run's output to the ledger
+        raise BadInput(f"{log_file}: is a database file; name another file for --log-file")
     command = cron_lib.default_command()
     if db is not None:  # after the env file, so it wins over a DB_PATH there (env(1) sets it for the run)
         command = ["env", f"DB_PATH={db.absolute()}", *command]

@@ -179,8 +179,9 @@ class SesTransport:
 
     @property
     def client(self) -> Any:
-        """The sesv2 client, for the account-level calls around the sends (suppression and contact lists)."""
-        return self._client
+        """The sesv2 client for the account-level calls around the sends (suppression and contact
+        lists), each bounded by SEND_TIMEOUT_SECONDS like the sends (CallTimedOut is a BotoCoreError)."""
+        return self._bounded
 
     def sending_capacity(self) -> SendingCapacity | None:
         """The account's remaining 24-hour quota and send rate; None when this endpoint cannot tell.
