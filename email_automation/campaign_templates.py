@@ -1,13 +1,18 @@
-"""Changing a campaign's templates: checked against the campaign's recipients, then stored at once."""
+"""Changing a campaign's templates, its own and its named ones: checked against the campaign's
+recipients, then stored at once."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .database import ensure_campaign, transaction, update_campaign_templates
-from .email_templates import CampaignTemplate, check_template
-from .errors import TemplateRenderError
+from . import attachments
+from .database import DEFAULT_TEMPLATE, ensure_campaign, get_campaign, iso, transaction, utc_now
+from .email_templates import CampaignTemplate, check_template, subject_variants
+from .errors import NotFoundError, TemplateRenderError
 
 
 def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
@@ -21,8 +26,9 @@ def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | None = None,
-                  html: str | None = None, text: str | None = None, settings: Any = None) -> None:
+def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Sequence[str] | None = None,
+                  html: str | None = None, text: str | None = None, settings: Any = None,
+                  attach: Sequence[str | Path] | None = None) -> None:
     """Store the given templates (the others keep their value), creating the campaign if new.
 
     Each template must compile and read only variables every run can fill: the recipient fields,
@@ -30,33 +36,167 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Non
     import the CSV first if a template uses its extra columns). With `settings`, the templates
     are also rendered for the campaign's first recipient, as a run would, so a template that
     passes the render limits or fails at run time (`{{ 1 / 0 }}`) is refused now, not at 7 am.
+    Several subjects are variants, each recipient gets one (see template_sets.py).
+    `attach` replaces the files every message of the campaign carries (an empty list removes them).
 
     Raises:
         TemplateRenderError: nothing to set, an empty template, a syntax error or an unknown
             variable, naming the template; nothing is saved.
+        attachments.AttachmentError: a file to attach is missing, unreadable, of a type SES
+            refuses, or the files alone exceed MAX_MESSAGE_BYTES; nothing is saved.
     """
-    if subject is None and html is None and text is None:
-        raise TemplateRenderError("nothing to set: give --subject, --html and/or --text")
-    for label, value in (("subject", subject), ("HTML body", html)):
+    subjects = _subjects(subject)
+    if subjects is None and html is None and text is None and attach is None:
+        raise TemplateRenderError("nothing to set: give --subject, --html, --text and/or --attach")
+    check_draft(conn, campaign, subjects, html, text)
+    if settings is not None:
+        stored = conn.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
+        _render_first_recipient(conn, campaign, None, settings, stored, subjects=subjects, html=html, text=text)
+    files = _campaign_files(attach, settings) if attach else None
+    with transaction(conn):  # all or nothing
+        ensure_campaign(conn, campaign)
+        if attach is not None:
+            conn.execute("UPDATE campaigns SET attachments = ? WHERE name = ?", (files, campaign))
+        if subjects is not None:
+            conn.execute("UPDATE campaigns SET subject_template = ?, subject_variants = ? WHERE name = ?",
+                         (subjects[0], _variants(subjects), campaign))
+        conn.execute("UPDATE campaigns SET html_template = COALESCE(?, html_template),"
+                     " text_template = COALESCE(?, text_template) WHERE name = ?", (html, text, campaign))
+
+
+def add_template(conn: sqlite3.Connection, campaign: str, name: str, *, subject: str | Sequence[str] | None,
+                 html: str | None, text: str | None = None, settings: Any = None) -> bool:
+    """Store the named template `name` of `campaign` (created if new), replacing one of that name.
+
+    Recipients whose `template` column holds `name` get it. It is checked like `set_templates`,
+    against the recipients that use it (or, before any does, the campaign's first). Returns
+    True when it replaced a template.
+
+    Raises:
+        TemplateRenderError: a bad name, no subject or HTML, or a template that does not compile
+            or render; nothing is saved.
+    """
+    name = check_name(name)
+    subjects = _subjects(subject)
+    if not subjects or html is None:
+        raise TemplateRenderError(f"template {name!r}: give its --subject and --html")
+    check_draft(conn, campaign, subjects, html, text)
+    if settings is not None:
+        _render_first_recipient(conn, campaign, name, settings, None, subjects=subjects, html=html, text=text)
+    with transaction(conn):
+        row = ensure_campaign(conn, campaign)
+        replaced = conn.execute("DELETE FROM templates WHERE campaign_id = ? AND name = ?", (row["id"], name)).rowcount
+        conn.execute(
+            "INSERT INTO templates (campaign_id, name, subject_template, subject_variants, html_template,"
+            " text_template, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row["id"], name, subjects[0], _variants(subjects), html, text, iso(utc_now())))
+    return bool(replaced)
+
+
+def get_template(conn: sqlite3.Connection, campaign: str, name: str) -> sqlite3.Row:
+    """The named template `name` of `campaign`.
+
+    Raises:
+        NotFoundError: the campaign or the template does not exist.
+    """
+    row = conn.execute("SELECT t.* FROM templates t JOIN campaigns c ON c.id = t.campaign_id"
+                       " WHERE c.name = ? AND t.name = ?", (get_campaign(conn, campaign)["name"], name)).fetchone()
+    if row is None:
+        raise NotFoundError(f"campaign {campaign!r} has no template {name!r}"
+                            f" (it has: {', '.join(template_names(conn, campaign)) or 'none'})")
+    return row
+
+
+def template_names(conn: sqlite3.Connection, campaign: str) -> list[str]:
+    """The named templates of `campaign`, oldest first (empty for an unknown campaign)."""
+    return [row[0] for row in conn.execute(
+        "SELECT t.name FROM templates t JOIN campaigns c ON c.id = t.campaign_id WHERE c.name = ? ORDER BY t.id",
+        (campaign,))]
+
+
+def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> None:
+    """Delete a named template no recipient still waiting to be sent uses.
+
+    Raises:
+        NotFoundError: no such template.
+        TemplateRenderError: pending recipients use it; nothing is removed.
+    """
+    with transaction(conn):
+        row = get_template(conn, campaign, name)
+        waiting = conn.execute("SELECT count(*) FROM recipients WHERE campaign_id = ? AND template = ?"
+                               " AND status IN ('pending', 'sending')", (row["campaign_id"], name)).fetchone()[0]
+        if waiting:
+            raise TemplateRenderError(
+                f"template {name!r} of campaign {campaign!r} is used by {waiting} recipient(s) not sent yet: "
+                "it stays; change it with `template add` instead")
+        conn.execute("DELETE FROM templates WHERE id = ?", (row["id"],))
+
+
+def check_name(name: str) -> str:
+    """A template name as a CSV cell can hold it: trimmed, 1-64 printable characters, not `default`.
+
+    Raises:
+        TemplateRenderError: the name cannot be used.
+    """
+    name = name.strip()
+    if not name or len(name) > 64 or not name.isprintable() or ";" in name:
+        raise TemplateRenderError(f"template name {name!r}: use 1 to 64 printable characters, no ';'")
+    if name.lower() == DEFAULT_TEMPLATE:
+        raise TemplateRenderError(f"template name {name!r} is reserved for the campaign's own template "
+                                  "(change it with `template set`)")
+    return name
+
+
+def _subjects(subject: str | Sequence[str] | None) -> list[str] | None:
+    if subject is None:
+        return None
+    return [subject] if isinstance(subject, str) else list(subject) or None
+
+
+def _variants(subjects: list[str]) -> str | None:
+    return json.dumps(subjects, ensure_ascii=False) if len(subjects) > 1 else None
+
+
+def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | None, html: str | None,
+                text: str | None) -> None:
+    """Check templates as `template set` does before storing them: no empty subject or HTML,
+    each compiles, and reads only the campaign's variables.
+
+    Raises:
+        TemplateRenderError: naming the part, the line and the problem.
+    """
+    for label, value in [*(("subject", s) for s in subjects or ()), ("HTML body", html)]:
         if value is not None and not value.strip():
             raise TemplateRenderError(f"campaign {campaign!r}: the {label} template is empty")
-    check_template(subject, html, text, campaign=campaign, columns=campaign_columns(conn, campaign))
-    if settings is not None:
-        _render_first_recipient(conn, campaign, settings, subject=subject, html=html, text=text)
-    with transaction(conn):
-        ensure_campaign(conn, campaign)
-    update_campaign_templates(conn, campaign, subject=subject, html=html, text=text)
+    columns = campaign_columns(conn, campaign)
+    for index, subject in enumerate(subjects or [None]):
+        check_template(subject, html if index == 0 else None, text if index == 0 else None,
+                       campaign=campaign, columns=columns)
 
 
-def _render_first_recipient(conn: sqlite3.Connection, campaign: str, settings: Any, **new: str | None) -> None:
-    """Render the templates as they will be stored for the campaign's oldest recipient, if any."""
-    row = conn.execute(
-        "SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
-        " ORDER BY r.id LIMIT 1", (campaign,)).fetchone()
+def _campaign_files(attach: Sequence[str | Path], settings: Any) -> str:
+    """The JSON list to store for `attach`, checked as a run will check it."""
+    stored = attachments.campaign_files(attach)
+    limit = getattr(settings, "max_message_bytes", attachments.DEFAULT_MAX_MESSAGE_BYTES)
+    total = attachments.encoded_total(attachments.stored_paths(stored))
+    if total > limit:
+        raise attachments.AttachmentError(attachments.too_big(total, limit))
+    return stored
+
+
+def _render_first_recipient(conn: sqlite3.Connection, campaign: str, name: str | None, settings: Any,
+                            stored: Any, *, subjects: list[str] | None, html: str | None, text: str | None) -> None:
+    """Render the template as it will be stored, every subject variant, for the oldest recipient
+    that uses it (or, for a named template nobody uses yet, the campaign's oldest)."""
+    first = ("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
+             " AND (r.template IS ? OR ?) ORDER BY r.id LIMIT 1")
+    row = conn.execute(first, (campaign, name, False)).fetchone()
+    if row is None and name is not None:
+        row = conn.execute(first, (campaign, name, True)).fetchone()
     if row is None:
         return
-    stored = conn.execute("SELECT subject_template, html_template, text_template FROM campaigns WHERE name = ?",
-                          (campaign,)).fetchone()
-    template = CampaignTemplate(campaign, new["subject"] or stored[0], new["html"] or stored[1],
-                                new["text"] if new["text"] is not None else stored[2])
-    template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings)
+    variants = subjects or (subject_variants(stored) if stored is not None else None)
+    template = CampaignTemplate(campaign, variants, html or stored["html_template"],
+                                text if text is not None or stored is None else stored["text_template"])
+    for index in range(len(variants)):
+        template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings, variant=index)

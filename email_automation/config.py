@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     smtp_ssl: bool = False
     timezone: str = ""
     outbox_dir: Path = Path("outbox")
+    # Attachments (attachments.py): the folder an `attachments` CSV column is relative to (default:
+    # the CSV's folder) and the largest message to build; SES v2 allows 40 MB
+    # (https://docs.aws.amazon.com/ses/latest/dg/attachments.html).
+    attachments_dir: Path | None = None
+    max_message_bytes: int = Field(10 * 1024 * 1024, ge=64 * 1024, le=40 * 1024 * 1024)
     unsubscribe_url: str = ""
     physical_address: str = ""
     dashboard_password: SecretStr = SecretStr("")
@@ -250,9 +255,9 @@ class Settings(BaseSettings):
         """HOLIDAYS as dates: days a follow-up's wait does not count, like weekends."""
         return frozenset(date.fromisoformat(item) for item in _date_items(self.holidays))
 
-    @field_validator("log_file", mode="before")
+    @field_validator("log_file", "attachments_dir", mode="before")
     @classmethod
-    def _empty_log_file_is_none(cls, value: Any) -> Any:
+    def _empty_path_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("transport", mode="before")

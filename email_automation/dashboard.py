@@ -17,6 +17,7 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
+from email_automation.dashboard_campaigns import campaigns_page
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -38,7 +39,8 @@ FAILED_UNLOCK_DELAY = 1.0  # seconds: slows down guessing the password
 
 
 def render(reports: "Reports") -> None:
-    """The page: sidebar filters, metrics, then Activity / Recipients / Replies / Deliverability / Admin tabs."""
+    """The page: sidebar filters, metrics, then Activity / Recipients / Replies / Deliverability / Admin /
+    Campaigns tabs."""
     import streamlit as st
 
     from email_automation import dashboard as ui
@@ -141,8 +143,8 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
         st.error(f"Paused: {line}")
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
-    activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab = st.tabs(
-        ["Activity", "Recipients", "Replies", "Deliverability", "Admin"])
+    activity_tab, recipients_tab, replies_tab, deliverability_tab, admin_tab, campaigns_tab = st.tabs(
+        ["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"])
     with activity_tab:
         activity(reports, log_filter, summary)
     with recipients_tab:
@@ -153,6 +155,8 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
         deliverability(reports, log_filter)
     with admin_tab:
         admin_panel(reports)
+    with campaigns_tab:
+        campaigns_page(reports)
 
 
 def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
@@ -344,6 +348,11 @@ def replies(reports: Reports) -> None:
     _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
                                                  f.interview, f.offer, f.rejected, f.not_interested)))
                        for f in fetch(reports, "funnel")], "funnel_table", "No campaigns yet.")
+    if variants := fetch(reports, "variant_replies"):
+        st.subheader("Replies per subject variant")
+        _table_or_caption([{"campaign": v.campaign, "template": v.template or "(own)", "subject": v.subject,
+                            "contacted": v.contacted, "replied": v.replied, "reply rate": percent(v.reply_rate)}
+                           for v in variants], "variants_table", "")
     others = fetch(reports, "inbox_messages", tuple(KIND_LABELS), limit=SHOWN_RECIPIENTS)
     st.subheader(f"Auto-replies, bounces and unsubscribes ({len(others)})")
     st.caption("Shown apart: an auto-reply is not an answer; a hard bounce or an unsubscribe suppressed the address.")

@@ -16,9 +16,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from . import admin, applications
+from . import admin, applications, workspace
 from .config import Settings
 from .database import SCHEMA_VERSION, connect, schema_version, utc_now
+from .email_templates import RenderedEmail
 from .deliverability import (
     EventRow,
     Reputation,
@@ -40,6 +41,7 @@ from .reports import (
     LogRow,
     LogSummary,
     StatusSummary,
+    VariantReplies,
     application_rows,
     csv_lines,
     daily_counts,
@@ -54,6 +56,7 @@ from .reports import (
     recipient_counts,
     status_summary,
     unknown_recipients,
+    variant_replies,
 )
 
 ADMIN_ACTOR = "dashboard"
@@ -193,6 +196,10 @@ class Reports:
         with self._read() as conn:
             return funnel(conn)
 
+    def variant_replies(self) -> list[VariantReplies]:
+        with self._read() as conn:
+            return variant_replies(conn)
+
     def inbox_messages(self, kinds: tuple[str, ...] | None = None, *, limit: int = 200) -> list[InboxMessage]:
         with self._read() as conn:
             return inbox_messages(conn, kinds=kinds, limit=limit)
@@ -254,3 +261,51 @@ class Reports:
 
     def mark(self, email: str, status: str, *, note: str | None = None, campaign: str | None = None) -> int:
         return self._admin(applications.mark, email, status, note=note, campaign=campaign)
+
+    # --- the Campaigns page: workspace.py's calls, reads on a read-only connection ------------
+
+    def drafts(self, campaign: str) -> list[workspace.TemplateDraft]:
+        with self._read() as conn:
+            return workspace.drafts(conn, campaign)
+
+    def recipient_emails(self, campaign: str) -> list[str]:
+        with self._read() as conn:
+            return workspace.recipient_emails(conn, campaign)
+
+    def attached_files(self, campaign: str) -> list[str]:
+        with self._read() as conn:
+            return list(workspace.attached_files(conn, campaign))
+
+    def message_files(self, campaign: str, email: str) -> list[tuple[str, int | None]]:
+        with self._read() as conn:
+            return workspace.message_files(conn, campaign, email)
+
+    def next_run(self, campaign: str) -> workspace.RunPlan:
+        with self._read() as conn:
+            return workspace.next_run(conn, self.settings, campaign, now=self.now())
+
+    def preview_draft(self, campaign: str, email: str, draft: workspace.TemplateDraft) -> RenderedEmail:
+        """The draft rendered for `email`, as it would be sent; nothing is written."""
+        with self._read() as conn:
+            return workspace.render_draft(conn, self.settings, campaign, email, draft)
+
+    def _write(self, action: Callable, *args):
+        if not self.admin_enabled:
+            raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
+        with closing(connect(self.db_path)) as conn:
+            return action(conn, *args)
+
+    def create_campaign(self, name: str) -> bool:
+        return self._write(workspace.create_campaign, name)
+
+    def import_upload(self, campaign: str, filename: str, data: bytes):
+        return self._write(lambda conn: workspace.import_upload(conn, self.settings, campaign, filename, data))
+
+    def save_draft(self, campaign: str, draft: workspace.TemplateDraft) -> None:
+        self._write(lambda conn: workspace.save_draft(conn, self.settings, campaign, draft))
+
+    def detach_all(self, campaign: str) -> None:
+        self._write(lambda conn: workspace.detach_all(conn, self.settings, campaign))
+
+    def attach_upload(self, campaign: str, filename: str, data: bytes) -> Path:
+        return self._write(lambda conn: workspace.attach_upload(conn, self.settings, campaign, filename, data))

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CAMPAIGN = "default"
+DEFAULT_TEMPLATE = "default"  # a `template` CSV cell naming the campaign's own template
 
 RECIPIENT_STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
 # `failed`: the attempt ended the recipient as failed. `deferred`: refused for now (throttling,
@@ -326,11 +327,40 @@ CREATE TABLE sync_state (
 );
 """
 
+# Files sent with every message of a campaign (`template set --attach`) and with one recipient's
+# (the CSV's `attachments` column): JSON lists of absolute paths, NULL for none.
+_V9_ATTACHMENTS = """
+ALTER TABLE campaigns ADD COLUMN attachments TEXT;
+ALTER TABLE recipients ADD COLUMN attachments TEXT;
+"""
+
+# Named templates per segment (a recipient's `template` column picks one, else the campaign's
+# own), subject variants (JSON lists of subject templates, NULL for a single subject), and on
+# each send the template and subject variant it used, so replies can be counted per variant.
+_V10_TEMPLATES_AND_VARIANTS = """
+CREATE TABLE templates (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    name TEXT NOT NULL,
+    subject_template TEXT NOT NULL,
+    subject_variants TEXT,
+    html_template TEXT NOT NULL,
+    text_template TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (campaign_id, name)
+);
+ALTER TABLE campaigns ADD COLUMN subject_variants TEXT;
+ALTER TABLE recipients ADD COLUMN template TEXT;
+ALTER TABLE send_log ADD COLUMN template TEXT;
+ALTER TABLE send_log ADD COLUMN subject_variant TEXT;
+CREATE INDEX recipients_segment ON recipients (campaign_id, template, id);
+"""
+
 # Follow-up sequences (sequences.py): a campaign's steps 2..n, each recipient's step (the step
 # its `status` is about: pending = that step is still to be sent), why its sequence stopped for
 # good, and the step of each attempt (the ledger claims per recipient and step); and each
 # recipient's IANA time zone from the CSV ('' = TIMEZONE), for send windows.
-_V9_SEQUENCES = """
+_V11_SEQUENCES = """
 CREATE TABLE campaign_steps (
     id INTEGER PRIMARY KEY,
     campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
@@ -351,7 +381,8 @@ ALTER TABLE recipients ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
-                               _V9_SEQUENCES)
+                               _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
+                               _V11_SEQUENCES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -14,8 +14,8 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import css_inline
@@ -38,11 +38,17 @@ BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsub
 
 @dataclass(frozen=True)
 class RenderedEmail:
-    """One recipient's message content, ready for `messages.build_message`."""
+    """One recipient's message content, ready for `messages.build_message`.
+
+    `template` names the named template used (None: the campaign's own) and `subject_variant` is
+    the source of the subject template chosen (None for a recipient's custom subject).
+    """
 
     subject: str
     html: str
     text: str
+    template: str | None = field(default=None, compare=False)  # provenance, not content
+    subject_variant: str | None = field(default=None, compare=False)
 
 
 def _environment(*, autoescape: bool) -> BoundedSandboxedEnvironment:
@@ -252,16 +258,20 @@ font-size: 15px; line-height: 1.6; color: #222222;">
 # --- the compiled campaign -------------------------------------------------------------------
 
 class CampaignTemplate:
-    """A campaign's subject, HTML and optional text templates, compiled and CSS-inlined once.
+    """A campaign's subject(s), HTML and optional text templates, compiled and CSS-inlined once.
 
-    `clock` times each render against template_limits.MAX_RENDER_SECONDS.
+    `subject` may be several variants; `render` is told which one. `template` names the named
+    template this is (None: the campaign's own). `clock` times each render against
+    template_limits.MAX_RENDER_SECONDS.
     """
 
-    def __init__(self, name: str, subject: str, html: str, text: str | None = None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str, subject: str | Sequence[str], html: str, text: str | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, template: str | None = None) -> None:
         self.name = name
+        self.template = template
         self._clock = clock
-        self._subject = _compile("subject", subject, campaign=name)
+        self.subject_variants = (subject,) if isinstance(subject, str) else tuple(subject)
+        self._subjects = [_compile("subject", variant, campaign=name) for variant in self.subject_variants]
         _compile("html", html, campaign=name)  # syntax errors with the author's line numbers
         inlined = inline_template_source(html)
         self._inline_each_message = inlined is None
@@ -269,13 +279,17 @@ class CampaignTemplate:
         self._text = _compile("text", text, campaign=name) if text else None
 
     @classmethod
-    def from_campaign(cls, campaign_row: Any, *, clock: Callable[[], float] = time.monotonic) -> CampaignTemplate:
-        """Compile a `campaigns` row (name, subject_template, html_template, text_template)."""
-        return cls(campaign_row["name"], campaign_row["subject_template"],
-                   campaign_row["html_template"], _row_get(campaign_row, "text_template"), clock=clock)
+    def from_campaign(cls, campaign_row: Any, *, clock: Callable[[], float] = time.monotonic,
+                      template_row: Any = None) -> CampaignTemplate:
+        """Compile a `campaigns` row (name, subject_template, subject_variants, html_template,
+        text_template), or with `template_row` that `templates` row of the campaign."""
+        source = campaign_row if template_row is None else template_row
+        return cls(campaign_row["name"], subject_variants(source), source["html_template"],
+                   _row_get(source, "text_template"), clock=clock,
+                   template=None if template_row is None else template_row["name"])
 
-    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True) -> RenderedEmail:
-        """Render this campaign for one recipient.
+    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True, variant: int = 0) -> RenderedEmail:
+        """Render this campaign for one recipient, with subject variant number `variant` (modulo their count).
 
         `derive_text=False` leaves `text` empty when it would be converted from the HTML: a run
         checks that every message renders before the first send, and that conversion, the
@@ -287,7 +301,8 @@ class CampaignTemplate:
         """
         context = recipient_context(recipient_row, settings, self.name)
         custom_subject = (_row_get(recipient_row, "custom_subject") or "").strip()
-        subject = custom_subject or self._render("subject", self._subject, context)
+        index = variant % len(self._subjects)
+        subject = custom_subject or self._render("subject", self._subjects[index], context)
         context["subject"] = _one_line(subject)
         custom_body = (_row_get(recipient_row, "custom_body") or "").strip()
         if custom_body:
@@ -301,7 +316,8 @@ class CampaignTemplate:
             text = self._render("text", self._text, context)
         else:
             text = html_to_text(body) if derive_text else ""
-        return RenderedEmail(subject=context["subject"], html=body, text=text)
+        return RenderedEmail(subject=context["subject"], html=body, text=text, template=self.template,
+                             subject_variant=None if custom_subject else self.subject_variants[index])
 
     def _render(self, part: str, template: Any, context: dict[str, Any]) -> str:
         try:
@@ -320,6 +336,18 @@ class CampaignTemplate:
                 f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "
                 f"{context['email']}: {type(err).__name__}: {err}"
             ) from err
+
+
+def subject_variants(row: Any) -> list[str]:
+    """The subject templates of a `campaigns` or `templates` row: its variants, else its one subject."""
+    raw = _row_get(row, "subject_variants")
+    try:
+        variants = json.loads(raw) if raw else None
+    except ValueError:
+        variants = None
+    if isinstance(variants, list) and variants and all(isinstance(v, str) for v in variants):
+        return variants
+    return [row["subject_template"]]
 
 
 def _one_line(value: str) -> str:

@@ -34,9 +34,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 
-from . import imports
+from . import attachments, imports
 from .addresses import normalize_email
-from .database import DEFAULT_CAMPAIGN, iso, transaction, utc_now
+from .database import DEFAULT_CAMPAIGN, DEFAULT_TEMPLATE, iso, transaction, utc_now
 from .errors import CsvImportError
 from .reports import csv_safe
 from .user_files import is_database_file
@@ -48,7 +48,8 @@ STATEMENT_ROWS = 1000
 PAGE_CACHE_MIB = 16
 DELIMITERS = ",;\t"
 
-RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "timezone")
+RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments",
+                    "template", "timezone")
 # Header spellings seen in real exports, compared after `header_key` (lower-case, no spaces,
 # dashes or underscores). "Subject"/"Body" in a recipient list can only mean a per-row override;
 # a bare "Address" is left out on purpose: in CRM exports it is as often the postal address.
@@ -59,6 +60,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "company": ("company", "companyname", "organization", "organisation", "org", "employer", "accountname"),
     "custom_subject": ("customsubject", "subject"),
     "custom_body": ("custombody", "body"),
+    "attachments": ("attachments", "attachment", "files", "file"),
+    "template": ("template", "templatename"),
     "timezone": ("timezone", "tz", "timezonename", "ianatimezone"),
 }
 _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
@@ -79,10 +82,10 @@ _UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 
 _INSERT = (
     "INSERT OR IGNORE INTO recipients (campaign_id, import_id, created_at, email, first_name, last_name,"
-    " company, custom_subject, custom_body, fields, timezone) VALUES "
+    " company, custom_subject, custom_body, attachments, template, fields, timezone) VALUES "
 )
 _SHARED_PARAMS = 3  # campaign_id, import_id, created_at: ?1 ?2 ?3 of every statement
-_ROW_PARAMS = 8  # normalize_row's tuple
+_ROW_PARAMS = 10  # normalize_row's tuple
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,9 @@ def shown(value: str, encoding: str = "utf-8") -> str:
 
 
 def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-8") -> tuple | None:
-    """(email, first, last, company, custom_subject, custom_body, fields_json, timezone); None for a blank row.
+    """(email, first, last, company, custom_subject, custom_body, attachments, template, fields_json,
+    timezone); None for a blank row. `attachments` and `template` are the cells as written;
+    `_RowChecks` checks them against the files and the campaign's templates.
 
     `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
 
@@ -340,7 +345,7 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
             email-validator refuses, or one with non-ASCII before the @-sign.
     """
     row = columns.padded(values)
-    raw, first, last, company, subject, body, zone = columns.recipient_values(row)
+    raw, first, last, company, subject, body, files, template, zone = columns.recipient_values(row)
     raw = raw.strip()
     if not raw and not "".join(values).strip():
         return None
@@ -363,7 +368,8 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
         raise InvalidRow(columns.positions["timezone"], f"unknown time zone {zone!r}: use an IANA name such as "
                                                         "Europe/Berlin or America/New_York")
     return (email, first.strip(), last.strip(), company.strip(),
-            subject.strip() or None, body.strip() or None, columns.fields_json(row), zone)
+            subject.strip() or None, body.strip() or None, files.strip() or None, template.strip() or None,
+            columns.fields_json(row), zone)
 
 
 @lru_cache(maxsize=None)
@@ -486,6 +492,8 @@ def import_csv(
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     domain_check: Callable[[str], str | None] | None = None,
+    attachments_dir: str | Path | None = None,
+    max_message_bytes: int = attachments.DEFAULT_MAX_MESSAGE_BYTES,
 ) -> ImportReport:
     """Add the file's recipients to `campaign` (created if new), all or nothing, `chunk_rows` per transaction.
 
@@ -494,7 +502,9 @@ def import_csv(
     `reason` columns. `progress(n)` is called with the number of bytes read since its previous
     call; the calls add up to the file size, so a bar with total=file size ends full.
     `domain_check(domain)` (CHECK_MX, see mx_check.py) names a domain that cannot receive mail:
-    its rows are rejected with that reason.
+    its rows are rejected with that reason. The files of an `attachments` column are found in
+    `attachments_dir` (default: the CSV's folder) and checked (see attachments.py); a row whose
+    files cannot be sent, with the campaign's own files within `max_message_bytes`, is rejected.
 
     Raises:
         CsvImportError: the file cannot be imported; no recipient was added.
@@ -505,6 +515,11 @@ def import_csv(
     _refuse_rejects_over_own_files(path, rejects_path)
     report = ImportReport(campaign=campaign)
     meter = _Meter(progress)
+    own = conn.execute("SELECT attachments FROM campaigns WHERE name = ?", (campaign,)).fetchone()
+    names = frozenset(row[0] for row in conn.execute(
+        "SELECT t.name FROM templates t JOIN campaigns c ON c.id = t.campaign_id WHERE c.name = ?", (campaign,)))
+    files = attachments.CellChecker(Path(attachments_dir) if attachments_dir else path.parent, max_bytes=max_message_bytes,
+                                    extra=attachments.encoded_total(attachments.stored_paths(own[0] if own else None)))
     with imports.import_lock(conn) as held:
         if not held:
             raise imports.ImportBusyError(
@@ -523,7 +538,7 @@ def import_csv(
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
-                     chunk_rows, domain_check)
+                     chunk_rows, _RowChecks(domain_check, files, campaign, names))
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
@@ -532,14 +547,14 @@ def import_csv(
 
 def _run(conn: sqlite3.Connection, records: Iterator[tuple[int, list[str]]], columns: Columns,
          rejects: _RejectsFile, report: ImportReport, encoding: Encoding, file: str, tick: Callable[[], None],
-         chunk_rows: int, domain_check: Callable[[str], str | None] | None = None) -> None:
+         chunk_rows: int, checks: _RowChecks) -> None:
     """The import proper: begin, load in chunks, then commit the rejects file and flip to done together."""
     run = None
     try:
         with _import_pragmas(conn):
             run = imports.begin(conn, report.campaign, file)
             _load(conn, run, records, columns, encoding.name if encoding.check else None, rejects, report, tick,
-                  chunk_rows, domain_check)
+                  chunk_rows, checks)
         # With the connection's own `synchronous` again (FULL): this commit syncs the log up to
         # here, and with it every chunk before it (https://www.sqlite.org/wal.html).
         with transaction(conn):
@@ -579,7 +594,7 @@ class _Meter:
 
 def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tuple[int, list[str]]],
           columns: Columns, check: str | None, rejects: _RejectsFile, report: ImportReport,
-          tick: Callable[[], None], chunk_rows: int, domain_check: Callable[[str], str | None] | None = None) -> None:
+          tick: Callable[[], None], chunk_rows: int, checks: _RowChecks) -> None:
     """Stream rows into the database, one short transaction per `chunk_rows` valid rows.
 
     INSERT OR IGNORE skips an address already in the campaign, whether from an earlier import or
@@ -592,10 +607,7 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
     valid = 0
     for line, values in records:
         try:
-            recipient = normalize_row(values, columns, check)
-            undeliverable = domain_check(recipient[0].rpartition("@")[2]) if domain_check and recipient else None
-            if undeliverable:
-                raise InvalidRow(columns.email, undeliverable)
+            recipient = checks(normalize_row(values, columns, check), columns)
         except InvalidRow as err:
             _reject(report, rejects, line, values, columns, err)
             continue
@@ -611,6 +623,41 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
         report.inserted += _insert(conn, shared, chunk, statement_rows)
         valid += len(chunk)
     report.duplicates = valid - report.inserted
+
+
+@dataclass
+class _RowChecks:
+    """The checks of a valid row that look outside the file: its domain's MX (CHECK_MX), its files
+    and its template (one of the campaign's named templates, or `default` for the campaign's own)."""
+
+    domain_check: Callable[[str], str | None] | None
+    files: Callable[[str], str | None]
+    campaign: str = DEFAULT_CAMPAIGN
+    templates: frozenset[str] = frozenset()
+
+    def __call__(self, recipient: tuple | None, columns: Columns) -> tuple | None:
+        """The row to insert, its `attachments` cell replaced by the files' absolute paths.
+
+        Raises:
+            InvalidRow: the domain cannot receive mail, a file cannot be sent, or the template is unknown.
+        """
+        if recipient is None:
+            return None
+        undeliverable = self.domain_check(recipient[0].rpartition("@")[2]) if self.domain_check else None
+        if undeliverable:
+            raise InvalidRow(columns.email, undeliverable)
+        email, first, last, company, subject, body, files, template, fields, zone = recipient
+        if template is not None and template.lower() == DEFAULT_TEMPLATE:
+            template = None
+        if template is not None and template not in self.templates:
+            known = ", ".join(sorted(self.templates)) or "none"
+            raise InvalidRow(columns.positions["template"], f"campaign {self.campaign!r} has no template {template!r} "
+                                                           f"(it has: {known}); add it with `template add` first")
+        try:
+            files = self.files(files) if files is not None else None
+        except attachments.AttachmentError as err:
+            raise InvalidRow(columns.positions["attachments"], str(err)) from None
+        return (email, first, last, company, subject, body, files, template, fields, zone)
 
 
 def _insert(conn: sqlite3.Connection, shared: tuple, rows: list[tuple], statement_rows: int) -> int:

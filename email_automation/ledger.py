@@ -102,8 +102,10 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str, stop_company: bool = True, step: int = 1,
+    template: str | None = None, subject_variant: str | None = None,
 ) -> Claim | None:
-    """Atomically move a pending recipient to `sending` and log the attempt.
+    """Atomically move a pending recipient to `sending` and log the attempt, with the named
+    `template` and the `subject_variant` (its subject template) the message was rendered from.
 
     For a follow-up (`step` > 1) the recipient must have been `sent` the step before (or be
     `pending` at this step after a refusal); the move to `sending` at `step` happens once, so
@@ -149,9 +151,9 @@ def claim(
             (step, iso(now), recipient_id),
         )
         log_id = conn.execute(
-            "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport, step)"
-            " VALUES (?, ?, ?, ?, 'sending', ?, ?, ?)",
-            (recipient_id, attempt_id, day, iso(now), subject, transport, step),
+            "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport,"
+            " template, subject_variant, step) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
+            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant, step),
         ).lastrowid
     return Claim(log_id, attempt_id, recipient_id, row["email"], step)
 

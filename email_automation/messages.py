@@ -9,21 +9,28 @@ not by the standard library, so they decode back to exactly what was meant.
 header it is given back into a class of its own, most of a message's build time, and holds about
 25 times the message's size); `build_message` parses those bytes into an `EmailMessage` for the
 callers that want one (preview, tests), so both are the same message.
+
+With attachments, a multipart/mixed (RFC 2046 section 5.1.3) holds the alternative first and then
+each file, base64 encoded (RFC 2045 section 6.8), named by Content-Disposition's `filename`
+(RFC 2183) in RFC 2231 form when it is not plain ASCII.
 """
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import encode_rfc2231, format_datetime, make_msgid
 from typing import Any
 
 from . import headers, unsubscribe
+from .attachments import DEFAULT_MAX_MESSAGE_BYTES, Attachment
 from .config import show_value
 from .email_templates import RenderedEmail
 from .errors import ConfigError, PermanentSendError
@@ -42,6 +49,7 @@ def build_wire(
     message_id_domain: str | None = None,
     now: datetime | None = None,
     thread: tuple[str, ...] = (),
+    attachments: Sequence[Attachment] = (),
 ) -> WireMessage:
     """The complete message for `to` (shown as `to_name <to>` when a name is known), ready for any transport.
 
@@ -51,7 +59,8 @@ def build_wire(
     Raises:
         ConfigError: SENDER_EMAIL, SENDER_NAME, REPLY_TO or UNSUBSCRIBE_URL cannot be used.
         PermanentSendError: `to` is not an address that can be sent to (code "InvalidAddress"),
-            or the subject or name has a control character (code "InvalidHeader").
+            or the subject or name has a control character (code "InvalidHeader"), or with its
+            attachments the message is bigger than MAX_MESSAGE_BYTES (code "MessageTooLarge").
     """
     if not settings.sender_email:
         raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
@@ -71,13 +80,26 @@ def build_wire(
                ("Message-ID", message_id),
                *_thread_headers(thread),
                *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
-    boundary = "=" * 15 + secrets.token_hex(16) + "=="  # cannot occur in QP text (its "=" escapes are hex)
+    boundary = _boundary()  # cannot occur in QP text (its "=" escapes are hex) nor in base64
     lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
-    lines += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"', "",
+    lines.append("MIME-Version: 1.0")
+    if attachments:
+        mixed = _boundary()
+        lines += [f'Content-Type: multipart/mixed;\r\n boundary="{mixed}"', "", f"--{mixed}"]
+    lines += [f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"', "",
               f"--{boundary}", _text_part("plain", rendered.text),
               f"--{boundary}", _text_part("html", rendered.html),
               f"--{boundary}--", ""]
+    if attachments:
+        for file in attachments:
+            lines += [f"--{mixed}", _file_part(file)]
+        lines += [f"--{mixed}--", ""]
     data = "\r\n".join(lines).encode("ascii")
+    limit = getattr(settings, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if attachments and len(data) > limit:
+        raise PermanentSendError(
+            f"recipient {recipient.addr_spec}: with its attachments the message is {len(data):,} bytes, more than "
+            f"MAX_MESSAGE_BYTES ({limit:,}); send a smaller file or a link", code="MessageTooLarge")
     return WireMessage(data, sender.addr_spec, (recipient.addr_spec,), message_id, to_header)
 
 
@@ -89,11 +111,40 @@ def _thread_headers(thread: tuple[str, ...]) -> list[tuple[str, str]]:
     return [("In-Reply-To", thread[-1]), ("References", "\r\n ".join(thread))]
 
 
+def _boundary() -> str:
+    return "=" * 15 + secrets.token_hex(16) + "=="
+
+
+def _file_part(file: Attachment) -> str:
+    """One attached file: its type, its name (RFC 2183, RFC 2231), its bytes in base64 lines of 76."""
+    encoded = base64.encodebytes(file.data).decode("ascii").replace("\n", "\r\n")  # RFC 2045's 76-character lines
+    return (f"Content-Type: {file.content_type}\r\nContent-Transfer-Encoding: base64\r\n"
+            f"Content-Disposition: attachment;{_filename_parameter(file.filename)}\r\n\r\n{encoded}")
+
+
+def _filename_parameter(name: str) -> str:
+    """` filename="..."` for a short plain-ASCII name, else RFC 2231 continuations of the UTF-8
+    name percent-encoded, each on its own line (`filename*0*=utf-8''...; filename*1*=...`)."""
+    if name.isascii() and name.isprintable() and len(name) <= 60 and not any(c in name for c in '"\\'):
+        return f'\r\n filename="{name}"'
+    encoded = encode_rfc2231(name, "utf-8")[len("utf-8''"):]
+    pieces, start = [], 0
+    while start < len(encoded):
+        end = min(start + 48, len(encoded))  # with " filename*NN*=utf-8''" and ";", under 78
+        while end < len(encoded) and "%" in encoded[end - 2:end]:  # never split a %XX escape
+            end -= 1
+        pieces.append(encoded[start:end])
+        start = end
+    charset = "utf-8''"
+    return ";".join(f"\r\n filename*{n}*={charset if n == 0 else ''}{piece}" for n, piece in enumerate(pieces))
+
+
 def build_message(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str = "",
-                  message_id_domain: str | None = None, now: datetime | None = None) -> EmailMessage:
+                  message_id_domain: str | None = None, now: datetime | None = None,
+                  attachments: Sequence[Attachment] = ()) -> EmailMessage:
     """`build_wire`'s message as an `EmailMessage` (same arguments, same errors)."""
     wire = build_wire(rendered, to=to, settings=settings, to_name=to_name,
-                      message_id_domain=message_id_domain, now=now)
+                      message_id_domain=message_id_domain, now=now, attachments=attachments)
     message = email.message_from_bytes(wire.data, policy=POLICY)
     for name, value in message.items():
         if not value:  # stored again so that it is written "Name:", with no trailing space

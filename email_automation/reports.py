@@ -361,6 +361,52 @@ def funnel(conn: sqlite3.Connection) -> list[Funnel]:
 
 
 @dataclass(frozen=True)
+class VariantReplies:
+    """Replies to one subject variant of one template: which subject works."""
+
+    campaign: str
+    template: str | None  # None: the campaign's own
+    subject: str  # the subject template of the variant
+    contacted: int
+    replied: int
+
+    @property
+    def reply_rate(self) -> float:
+        return self.replied / self.contacted if self.contacted else 0.0
+
+    def line(self) -> str:
+        where = self.campaign + (f"/{self.template}" if self.template else "")
+        return (f"  {where} subject {self.subject!r}: {self.contacted} contacted -> {self.replied} replied "
+                f"({self.reply_rate:.0%})")
+
+    def as_dict(self) -> dict:
+        return {"campaign": self.campaign, "template": self.template, "subject": self.subject,
+                "contacted": self.contacted, "replied": self.replied, "reply_rate": round(self.reply_rate, 4)}
+
+
+def variant_replies(conn: sqlite3.Connection) -> list[VariantReplies]:
+    """Reply rates per subject variant, for the templates whose sends used more than one variant.
+
+    A recipient counts for the variant of their last send that went (or may have gone) out; a
+    reply is any application status beyond `none`, as in `funnel`.
+    """
+    # max(l.id) picks the row the bare columns come from (https://www.sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query)
+    rows = conn.execute(
+        "WITH last AS (SELECT l.recipient_id, l.template, l.subject_variant, max(l.id) FROM send_log l"
+        "              WHERE l.status IN ('sent', 'unknown') AND l.subject_variant IS NOT NULL GROUP BY l.recipient_id)"
+        " SELECT c.name, last.template, last.subject_variant, count(*),"
+        "  count(*) FILTER (WHERE r.application_status != 'none')"
+        " FROM last JOIN recipients r ON r.id = last.recipient_id JOIN campaigns c ON c.id = r.campaign_id"
+        " GROUP BY c.id, last.template, last.subject_variant ORDER BY c.id, last.template, min(r.id)"
+    ).fetchall()
+    found = [VariantReplies(*row) for row in rows]
+    groups: dict[tuple, int] = {}
+    for v in found:
+        groups[(v.campaign, v.template)] = groups.get((v.campaign, v.template), 0) + 1
+    return [v for v in found if groups[(v.campaign, v.template)] > 1]
+
+
+@dataclass(frozen=True)
 class InboxMessage:
     """A message from the inbox that concerns one of our sends (ignored ones are not listed)."""
 

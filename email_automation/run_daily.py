@@ -23,10 +23,11 @@ from . import applications, bounces, circuit_breaker, database, events, ledger, 
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
-from .email_templates import CampaignTemplate
+from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
 from .messages import build_wire, recipient_name
+from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
@@ -138,7 +139,7 @@ class _Rendered:
     planned: list[_Planned] = field(default_factory=list)
     unusable: list[tuple[sqlite3.Row, PermanentSendError]] = field(default_factory=list)
     broken: dict[str, TemplateRenderError] = field(default_factory=dict)
-    templates: dict[str, CampaignTemplate] = field(default_factory=dict)  # compiled once, used again to send
+    templates: dict[str, CampaignTemplates] = field(default_factory=dict)  # compiled once, used again to send
 
 
 def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
@@ -146,7 +147,8 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
-    built for (say, a non-ASCII local part SES cannot carry) is returned in `unusable`.
+    built for (say, a non-ASCII local part SES cannot carry, or a file to attach that is gone) is
+    returned in `unusable`.
     """
     result = _Rendered()
     templates = result.templates
@@ -157,13 +159,14 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
         try:
             if name not in templates:
                 campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
-                templates[name] = CampaignTemplate.from_campaign(campaign)
+                templates[name] = CampaignTemplates(conn, campaign)
             rendered = templates[name].render(row, settings, derive_text=False)  # built again to send
         except TemplateRenderError as err:
             result.broken[name] = err
             continue
         try:
-            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now)
+            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+                       attachments=templates[name].attachments(row))
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
@@ -401,7 +404,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 _finish(report, held, streak, on_outcome)
                 continue
             try:
-                subject, wire = _prepare(settings, conn, templates, item, now=now())
+                rendered, wire = _prepare(settings, conn, templates, item, now=now())
             except (TemplateRenderError, PermanentSendError) as err:
                 _finish(report, _unprepared(settings, conn, report, item, err, now=now), streak, on_outcome)
                 continue
@@ -410,7 +413,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 if report.fatal_error or crash:
                     break
             limiter.wait()
-            claim, outcome = _claim(settings, conn, item, subject, transports[0].name, now=now)
+            claim, outcome = _claim(settings, conn, item, rendered, transports[0].name, now=now)
             if claim is None:
                 if outcome is None:  # the limit was reached by an overlapping writer
                     break
@@ -463,7 +466,7 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
 
 
 def _plan(settings, conn, transport, report: RunReport, *, now, limit,
-          closed: set[str] = frozenset()) -> tuple[list[_Planned], float, dict[str, CampaignTemplate]]:
+          closed: set[str] = frozenset()) -> tuple[list[_Planned], float, dict[str, CampaignTemplates]]:
     """Today's batch (checked to render and build), the delay between its sends, and the templates.
 
     Empty when the day's limit is used up, or when the provider says the account may not send
@@ -499,7 +502,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
     return batch, delay, rendered.templates
 
 
-def _prepare(settings, conn, templates: dict[str, CampaignTemplate], item: _Planned, *, now: datetime):
+def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Planned, *, now: datetime):
     """Render and build one planned message again, just before it is claimed.
 
     Raises:
@@ -510,11 +513,12 @@ def _prepare(settings, conn, templates: dict[str, CampaignTemplate], item: _Plan
         raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
     if item.thread is None:
         rendered = templates[item.campaign].render(row, settings)
-    else:
-        rendered = sequences.render_step(conn, row, item.campaign, item.step, settings, item.thread, templates)
-    return rendered.subject, build_wire(rendered, to=row["email"], to_name=recipient_name(row),
-                                        settings=settings, now=now,
-                                        thread=item.thread.message_ids if item.thread else ())
+        return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
+                                    now=now, attachments=templates[item.campaign].attachments(row))
+    # A follow-up answers in the thread; the files went with step 1 and are not sent again.
+    rendered = sequences.render_step(conn, row, item.campaign, item.step, settings, item.thread, templates)
+    return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+                                thread=item.thread.message_ids)
 
 
 def _unprepared(settings, conn, report: RunReport, item: _Planned, err: Exception, *, now) -> Outcome:
@@ -602,16 +606,16 @@ def _count(report: RunReport, outcome: Outcome) -> None:
 
 
 def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome:
-    subject, wire = message
+    rendered, wire = message
     message_id = transport.send(wire, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
-    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=subject,
+    ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=rendered.subject,
                        message_id=message_id, transport=transport.name)
     return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
 def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
-    subject, wire = message
-    claim, outcome = _claim(settings, conn, item, subject, transport.name, now=now)
+    rendered, wire = message
+    claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
     if claim is None:
         return outcome
     refused: list[SendError] = []
@@ -622,13 +626,14 @@ def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep)
     return _record(settings, conn, item, claim, message_id, refused, now=now, sleep=sleep)
 
 
-def _claim(settings, conn, item: _Planned, subject: str, transport_name: str, *,
+def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_name: str, *,
            now) -> tuple[ledger.Claim | None, Outcome | None]:
     """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
     one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
-                         subject=subject, transport=transport_name, stop_company=settings.stop_company_on_reply,
-                         step=item.step)
+                         subject=rendered.subject, transport=transport_name,
+                         stop_company=settings.stop_company_on_reply, template=rendered.template,
+                         subject_variant=rendered.subject_variant, step=item.step)
     if claim is not None:
         return claim, None
     row = conn.execute(

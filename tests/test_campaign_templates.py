@@ -80,7 +80,7 @@ def test_the_subject_cannot_use_itself(db):
 
 
 @pytest.mark.parametrize("args, message", [
-    ((), "Error: nothing to set: give --subject, --html and/or --text\n"),
+    ((), "Error: nothing to set: give --subject, --html, --text and/or --attach\n"),
     (("--subject", "  "), "Error: campaign 'spring': the subject template is empty\n"),
 ])
 def test_template_set_with_nothing_to_set_is_an_error(db, args, message):

@@ -146,7 +146,7 @@ def test_the_log_table_has_the_columns_newest_first_and_pages(settings, clock, d
 
 def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
     at = page(settings, clock)
-    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Replies", "Deliverability", "Admin"]
+    assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"]
     queue = table(at, "queue_table")
     assert list(queue["position"]) == list(range(1, len(queue) + 1)) and len(queue) == 7
     assert list(table(at, "unknown_table")["email"]) == ["person03@example.com"]

@@ -1,4 +1,4 @@
-"""Commands over campaigns: `preview`, `template show`, `template set`, `step add/list/remove`, `pause`, `resume`."""
+"""Commands over campaigns: `preview`, `template show/set/add/remove`, `step add/list/remove`, `pause`, `resume`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from ..database import DEFAULT_CAMPAIGN
 from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, open_database, say, settings_for
 
-template_app = typer.Typer(help="Show or change a campaign's subject and body templates.", no_args_is_help=True)
+template_app = typer.Typer(help="Show or change a campaign's templates, its named ones and its attachments.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
 step_app = typer.Typer(help="Follow-up steps of a campaign: replies in the same thread, sent business days later.",
                        no_args_is_help=True)
@@ -36,6 +36,8 @@ def preview(
     result = render_preview(open_database(settings), settings, campaign=campaign, email=email)
     say(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}"
         f"\n--- html ---\n{result.rendered.html}")
+    if files := result.attachment_lines():
+        say("--- attachments ---\n" + "\n".join(files))
     if out_file:
         data = result.message.as_bytes() if out_file.suffix == ".eml" else result.rendered.html.encode()
         try:
@@ -47,21 +49,73 @@ def preview(
 
 @template_app.command("show")
 @cli_errors
-def template_show(db: DbOption = None, campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to show.")] = DEFAULT_CAMPAIGN) -> None:
-    """Print a campaign's subject, HTML and text templates."""
+def template_show(
+    name: Annotated[Optional[str], typer.Argument(help="Named template to show (default: the campaign's own).", show_default=False)] = None,
+    db: DbOption = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to show.")] = DEFAULT_CAMPAIGN,
+) -> None:
+    """Print a campaign's subject(s), HTML and text templates, or those of its template NAME."""
+    from ..attachments import stored_paths
+    from ..campaign_templates import get_template, template_names
     from ..database import get_campaign
-
     from ..sequences import list_steps
 
     conn = open_database(settings_for(db))
     row = get_campaign(conn, campaign)
-    say(f"Campaign: {row['name']} ({row['status']})\nSubject: {row['subject_template']}\n\n--- html ---\n{row['html_template']}")
-    say(f"--- text ---\n{row['text_template'] or '(derived from the HTML)'}")
+    if name:
+        say(f"Campaign: {row['name']} ({row['status']}), template: {name}")
+        say(_template_text(get_template(conn, campaign, name)))
+        return
+    say(f"Campaign: {row['name']} ({row['status']})")
+    say(_template_text(row))
+    say("--- attachments ---\n" + ("\n".join(stored_paths(row["attachments"])) or "(none)"))
+    say("--- named templates ---\n" + ("\n".join(template_names(conn, campaign)) or "(none)"))
     for step in list_steps(conn, campaign):
         say(f"\n=== step {step.number}: {_step_line(step)} ===\n--- html ---\n{step.html}")
         say(f"--- text ---\n{step.text or '(derived from the HTML)'}")
 
 
+def _template_text(row) -> str:
+    from ..email_templates import subject_variants
+
+    subjects = subject_variants(row)
+    lines = [f"Subject: {subjects[0]}"] if len(subjects) == 1 else [
+        f"Subject {n} of {len(subjects)}: {s}" for n, s in enumerate(subjects, 1)]
+    return "\n".join(lines) + (f"\n\n--- html ---\n{row['html_template']}\n"
+                               f"--- text ---\n{row['text_template'] or '(derived from the HTML)'}")
+
+
+@template_app.command("add")
+@cli_errors
+def template_add(
+    name: Annotated[str, typer.Argument(help="Template name, as the CSV's `template` column gives it.")],
+    db: DbOption = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to add it to (created if new).")] = DEFAULT_CAMPAIGN,
+    subject: Annotated[Optional[list[str]], typer.Option("--subject", help="Subject template; repeat for variants (each recipient gets one).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
+) -> None:
+    """Add a named template (or replace the one of that name) for the recipients whose `template` column names it."""
+    from ..campaign_templates import add_template
+
+    settings = settings_for(db)
+    replaced = add_template(open_database(settings), campaign, name, subject=subject, html=_read_template(html),
+                            text=_read_template(text), settings=settings)
+    say(f"Template '{name.strip()}' of campaign '{campaign}' {'replaced' if replaced else 'added'}.")
+
+
+@template_app.command("remove")
+@cli_errors
+def template_remove(
+    name: Annotated[str, typer.Argument(help="Template to remove.")],
+    db: DbOption = None,
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the template.")] = DEFAULT_CAMPAIGN,
+) -> None:
+    """Remove a named template that no recipient waiting to be sent uses."""
+    from ..campaign_templates import remove_template
+
+    remove_template(open_database(settings_for(db)), campaign, name)
+    say(f"Template '{name}' of campaign '{campaign}' removed.")
 def _step_line(step) -> str:
     subject = step.subject or "Re: + the subject of step 1"
     return f"{step.after_days} business day(s) after step {step.number - 1}, subject: {subject}, sent {step.sent}"
@@ -112,14 +166,19 @@ def step_remove(number: Annotated[int, typer.Argument(help="Number of the step t
     answer(as_json, {"campaign": campaign, "removed": number}, f"Step {number} removed from campaign '{campaign}'.")
 
 
+
+
+
 @template_app.command("set")
 @cli_errors
 def template_set(
     db: DbOption = None,
     campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to change (created if new).")] = DEFAULT_CAMPAIGN,
-    subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template, e.g. 'Hello {{ first_name }}'.")] = None,
+    subject: Annotated[Optional[list[str]], typer.Option("--subject", help="Subject template, e.g. 'Hello {{ first_name }}'; repeat for variants (each recipient gets one).")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template.")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
+    attach: Annotated[Optional[list[Path]], typer.Option("--attach", help="File every message of the campaign carries (repeat for several; replaces the current ones).")] = None,
+    no_attachments: Annotated[bool, typer.Option("--no-attachments", help="Remove the campaign's own attachments.")] = False,
 ) -> None:
     """Store new templates for a campaign after checking that they compile and use only its columns."""
     from ..campaign_templates import set_templates
@@ -127,7 +186,7 @@ def template_set(
     settings = settings_for(db)
     conn = open_database(settings)
     set_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text),
-                  settings=settings)
+                  settings=settings, attach=[] if no_attachments else attach)
     say(f"Templates of campaign '{campaign}' updated.")
 
 

@@ -32,7 +32,8 @@ def import_file(
     with progress_bar(enabled=not as_json, total=file.stat().st_size if file.is_file() else None,
                       label=f"Importing {file.name}") as advance:
         report = import_csv(conn, file, campaign=campaign, rejects_path=rejects, progress=advance,
-                            domain_check=for_settings(settings))
+                            domain_check=for_settings(settings), attachments_dir=settings.attachments_dir,
+                            max_message_bytes=settings.max_message_bytes)
     if as_json:
         print_json(report.as_dict())
         return

@@ -139,13 +139,16 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                          stop_company=settings.stop_company_on_reply)
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
-                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}, "steps": steps})
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}, "steps": steps}
+                   | {"subject_variants": [v.as_dict() for v in reports.variant_replies(conn)]})
         return
     console().print(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run) + step_lines(steps):
         say(line)
     for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
         say(line)
+    if variants := reports.variant_replies(conn):
+        say("Replies per subject variant:\n" + "\n".join(v.line() for v in variants))
 
 
 def step_lines(steps) -> list[str]:

@@ -117,3 +117,71 @@ def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard_server, sett
     assert header == list(LOG_COLUMNS) and len(rows) == summary.total
     assert "Throttling: throttled" in [row[-1] for row in rows]
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+
+
+@pytest.fixture
+def workspace_server(settings, tmp_path):
+    """The dashboard with DASHBOARD_PASSWORD set, over a database filled by real runs."""
+    fill_database(settings, utc_now())
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("email-automation")), "dashboard",
+               "--db", str(settings.db_path), "--port", str(port)]
+    env = dict(os.environ, TIMEZONE="Europe/Berlin", PYTHONPATH=str(REPO), DASHBOARD_PASSWORD="correct horse",
+               SENDER_EMAIL="jane@example.com")
+    log = tmp_path / "workspace.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, log)
+        yield url
+    finally:
+        stop(server)
+
+
+def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(workspace_server, settings, tmp_path):
+    csv_file = tmp_path / "autumn.csv"
+    csv_file.write_text("email,first_name,company\nzoe@example.org,Zoë,Zeta Labs\nbroken,Bob,Bank\n", encoding="utf-8")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(workspace_server)
+            page.get_by_role("tab", name="Admin").click()
+            page.get_by_label("Dashboard password").fill("correct horse")
+            page.get_by_role("button", name="Unlock").click()
+            sync_api.expect(page.get_by_text("Admin actions enabled")).to_be_visible(timeout=30_000)
+            page.get_by_role("tab", name="Campaigns").click()
+            page.get_by_label("Name").fill("autumn")
+            page.get_by_role("button", name="Create").click()
+            sync_api.expect(page.get_by_text("Campaign 'autumn' created.")).to_be_visible(timeout=30_000)
+            page.get_by_test_id("stSelectbox").filter(has_text="Campaign").last.click()
+            page.get_by_role("option", name="autumn").click()
+            page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
+            page.get_by_role("button", name="Import").click()
+            sync_api.expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible(timeout=30_000)
+            sync_api.expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
+
+            subject = page.get_by_label("Subject")
+            subject.fill("Joining {{ company }}, {{ first_name }}?")
+            subject.press("Control+Enter")
+            page.get_by_label("HTML body").fill("<p>Hello {{ first_name }} at {{ company }}</p>")
+            page.get_by_label("HTML body").press("Control+Enter")
+            sync_api.expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible(timeout=30_000)
+            frame = page.frame_locator("iframe").last
+            sync_api.expect(frame.locator("p")).to_have_text("Hello Zoë at Zeta Labs", timeout=30_000)
+            page.get_by_role("button", name="Save template").click()
+            sync_api.expect(page.get_by_text("Template of 'autumn' saved.")).to_be_visible(timeout=30_000)
+        finally:
+            browser.close()
+    with closing_db(settings) as conn:
+        assert conn.execute("SELECT subject_template FROM campaigns WHERE name = 'autumn'").fetchone()[0] == (
+            "Joining {{ company }}, {{ first_name }}?")
+
+
+def closing_db(settings):
+    import contextlib
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(settings.db_path))

@@ -1,0 +1,218 @@
+"""The dashboard's Campaigns tab: create a campaign, import a CSV, edit templates with a live
+preview, attach files, pause or resume. Every change goes through `dashboard_data.Reports`'s
+admin hooks (the CLI's library calls) and only once the dashboard password is entered; without
+it the tab shows everything and changes nothing.
+
+Streamlit runs the dashboard as a script, hence the absolute imports.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from html import escape
+
+import streamlit as st
+
+from email_automation.errors import EmailAutomationError
+from email_automation.workspace import TemplateDraft
+
+OWN = "(the campaign's own)"
+NEW = "+ new template"
+# The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
+# this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
+_NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: https:; style-src \'unsafe-inline\'">'
+
+
+def _unlocked(reports) -> bool:
+    from email_automation.dashboard import UNLOCKED
+
+    return bool(reports.admin_enabled and st.session_state.get(UNLOCKED))
+
+
+def _act(reports, name: str, action) -> None:
+    """Button callback: run `action()` when unlocked, keep its one-line result for the next rerun."""
+    from email_automation.dashboard import clear_cache
+
+    if not _unlocked(reports):
+        result = ("error", "Refused: admin actions are locked. Set DASHBOARD_PASSWORD and enter it in the Admin tab.")
+    else:
+        try:
+            result = ("success", action())
+        except EmailAutomationError as err:
+            result = ("error", str(err))
+        except sqlite3.Error as err:
+            result = ("error", f"Database error, nothing changed: {err}")
+        clear_cache()
+    st.session_state[f"ws_{name}_result"] = result
+
+
+def _result(name: str) -> None:
+    kind, message = st.session_state.get(f"ws_{name}_result", (None, None))
+    if kind:
+        getattr(st, kind)(message)
+
+
+def campaigns_page(reports) -> None:
+    from email_automation.dashboard import fetch
+
+    locked = not _unlocked(reports)
+    if locked:
+        st.info("Read-only: enter the dashboard password in the Admin tab to change campaigns.")
+    with st.container(border=True):
+        st.markdown("**New campaign**")
+        st.text_input("Name", key="ws_new_name", disabled=locked)
+        st.button("Create", key="ws_create_go", disabled=locked, on_click=_act, args=(reports, "create", lambda: (
+            f"Campaign '{st.session_state['ws_new_name'].strip()}' "
+            + ("created." if reports.create_campaign(st.session_state["ws_new_name"]) else "already exists."))))
+        _result("create")
+    campaigns = [name for name, _ in fetch(reports, "campaigns")]
+    if not campaigns:
+        st.caption("No campaigns yet.")
+        return
+    campaign = st.selectbox("Campaign", campaigns, key="ws_campaign")
+    import_section(reports, campaign, locked)
+    editor_section(reports, campaign, locked)
+    plan_section(reports, campaign)
+    attachments_section(reports, campaign, locked)
+    pause_section(reports, campaign, locked)
+
+
+def import_section(reports, campaign: str, locked: bool) -> None:
+    with st.container(border=True):
+        st.markdown("**Import recipients** (the same checks as `email-automation import`)")
+        st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key="ws_csv", disabled=locked)
+
+        def run() -> str:
+            upload = st.session_state.get("ws_csv")
+            if upload is None:
+                raise EmailAutomationError("choose a CSV file first")
+            report, rejects = reports.import_upload(campaign, upload.name, upload.getvalue())
+            st.session_state["ws_import_rejects"] = ([r.message(upload.name) for r in report.rejects], rejects,
+                                                     f"{upload.name.rsplit('.', 1)[0]}.rejects.csv")
+            return (f"{upload.name}: {report.inserted} added to campaign '{campaign}', {report.duplicates} duplicate(s) "
+                    f"skipped, {report.invalid} invalid.")
+
+        st.button("Import", key="ws_import_go", disabled=locked, on_click=_act, args=(reports, "import", run))
+        _result("import")
+        lines, data, name = st.session_state.get("ws_import_rejects", ([], None, ""))
+        if lines:
+            st.code("\n".join(lines), language=None)
+        if data:
+            st.download_button("Download the rejects file", data, file_name=name, mime="text/csv", key="ws_rejects_file")
+
+
+def editor_section(reports, campaign: str, locked: bool) -> None:
+    from email_automation.dashboard import fetch
+
+    drafts = {d.name: d for d in fetch(reports, "drafts", campaign)}
+    with st.container(border=True):
+        st.markdown("**Templates** (one subject per line: several lines are subject variants)")
+        labels = [OWN, *[name for name in drafts if name], NEW]
+        picked = st.selectbox("Template", labels, key=f"ws_template_{campaign}")
+        name = None if picked == OWN else picked
+        base = drafts.get(name) if picked != NEW else TemplateDraft(None, ("",), "", None)
+        if picked == NEW:
+            name = st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked).strip() or None
+        key = f"{campaign}_{picked}"
+        subjects = st.text_area("Subject", "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
+        html = st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
+        text = st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
+        draft = TemplateDraft(name, tuple(s for s in subjects.splitlines() if s.strip()) or ("",), html, text or None)
+        emails = fetch(reports, "recipient_emails", campaign)
+        email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
+        problem = None
+        if email:
+            try:
+                rendered = reports.preview_draft(campaign, email, draft)
+            except EmailAutomationError as err:
+                problem = str(err)
+            else:
+                preview(rendered)
+                files = fetch(reports, "message_files", campaign, email)
+                st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
+                                                     for n, size in files) or "nothing"))
+        else:
+            st.caption("Import recipients to see a preview.")
+        if problem:
+            st.error(problem)
+
+        def save() -> str:
+            if picked == NEW and not name:
+                raise EmailAutomationError("give the new template a name")
+            reports.save_draft(campaign, draft)
+            return f"Template {'of ' + repr(campaign) if name is None else repr(name)} saved."
+
+        st.button("Save template", key="ws_save_go", disabled=locked, on_click=_act, args=(reports, "save", save))
+        _result("save")
+
+
+def preview(rendered) -> None:
+    """The subject, the HTML part in a frame that runs no script, the text part beside it."""
+    st.markdown(f"**Subject:** {escape(rendered.subject)}")
+    left, right = st.columns(2)
+    page = _NO_SCRIPTS + rendered.html
+    with left:
+        st.iframe("data:text/html;charset=utf-8;base64," + base64.b64encode(page.encode("utf-8")).decode("ascii"),
+                  height=420)
+    with right:
+        st.text(rendered.text)
+
+
+def plan_section(reports, campaign: str) -> None:
+    """What the next run would send for this campaign, and who is held back and why."""
+    from email_automation.dashboard import fetch
+
+    plan = fetch(reports, "next_run", campaign)
+    with st.container(border=True):
+        st.markdown("**Next run**")
+        if plan.paused:
+            st.warning(f"Campaign '{campaign}' is paused: the next run sends none of it.")
+        st.caption(f"{len(plan.to_send)} message(s) of this campaign would go out; {plan.remaining_today} of today's "
+                   f"limit of {plan.daily_limit} left for all campaigns, oldest recipients first.")
+        if plan.to_send:
+            st.dataframe([{"order": n, "email": e} for n, e in enumerate(plan.to_send, 1)], hide_index=True,
+                         key="ws_plan_table")
+        if plan.held:
+            st.markdown(f"Held back ({len(plan.held)})")
+            st.dataframe([{"email": e, "why": why} for e, why in plan.held], hide_index=True, key="ws_held_table")
+
+
+def attachments_section(reports, campaign: str, locked: bool) -> None:
+    from email_automation.dashboard import fetch
+
+    with st.container(border=True):
+        st.markdown("**Attachments** sent with every message of the campaign")
+        files = fetch(reports, "attached_files", campaign)
+        st.text("\n".join(files) if files else "(none)")
+        st.file_uploader("File to attach", key="ws_attach", disabled=locked)
+
+        def attach() -> str:
+            upload = st.session_state.get("ws_attach")
+            if upload is None:
+                raise EmailAutomationError("choose a file first")
+            path = reports.attach_upload(campaign, upload.name, upload.getvalue())
+            return f"{path.name} attached to every message of '{campaign}'."
+
+        st.button("Attach", key="ws_attach_go", disabled=locked, on_click=_act, args=(reports, "attach", attach))
+        if files:
+            st.button("Remove all", key="ws_detach_go", disabled=locked, on_click=_act, args=(reports, "attach", lambda: (
+                reports.detach_all(campaign), f"Messages of '{campaign}' carry no file of their own any more.")[1]))
+        _result("attach")
+
+
+def pause_section(reports, campaign: str, locked: bool) -> None:
+    from email_automation.dashboard import fetch
+
+    state = dict(fetch(reports, "campaigns")).get(campaign)
+    with st.container(border=True):
+        st.markdown(f"**Sending** is {'paused' if state == 'paused' else 'active'} for this campaign")
+        pausing = state != "paused"
+
+        def toggle() -> str:
+            (reports.pause if pausing else reports.resume)(campaign)
+            return f"Campaign '{campaign}' {'paused' if pausing else 'resumed'}."
+
+        st.button("Pause" if pausing else "Resume", key="ws_pause_go", disabled=locked, on_click=_act,
+                  args=(reports, "pause", toggle))
+        _result("pause")

@@ -1,0 +1,193 @@
+"""A campaign worked on from the dashboard: the CLI's library calls, with uploads in place of paths.
+
+Uploaded files (CSVs and attachments) are written to UPLOADS: ATTACHMENTS_DIR when set, else an
+`uploads` folder beside the database, so an uploaded CSV's `attachments` column finds the files
+uploaded with it, and a run started by cron finds them all.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import campaign_templates
+from .attachments import stored_paths
+from .database import ensure_campaign, get_campaign, transaction
+from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
+from .errors import EmailAutomationError, NotFoundError, TemplateRenderError
+from .import_csv import ImportReport, import_csv
+
+_UNSAFE = re.compile(r"[^\w.\- ]+")
+
+
+class UploadError(EmailAutomationError):
+    """An uploaded file that cannot be stored."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class TemplateDraft:
+    """What the editor shows and saves: `name` None is the campaign's own template."""
+
+    name: str | None
+    subjects: tuple[str, ...]
+    html: str
+    text: str | None
+
+
+def uploads_folder(settings: Any) -> Path:
+    """Where the dashboard stores uploaded files (created when first needed)."""
+    return Path(settings.attachments_dir) if settings.attachments_dir else Path(settings.db_path).parent / "uploads"
+
+
+def store_upload(settings: Any, filename: str, data: bytes) -> Path:
+    """Write an upload into `uploads_folder` under its own name, made safe (no folders, no dot files).
+
+    Raises:
+        UploadError: no usable name, or the folder cannot be written.
+    """
+    name = _UNSAFE.sub("_", Path(filename.replace("\\", "/")).name).strip(" .")
+    if not name:
+        raise UploadError(f"{filename!r}: not a usable file name")
+    folder = uploads_folder(settings)
+    path = folder / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise UploadError(f"{path}: cannot store the upload: {err.strerror or err}") from err
+    return path
+
+
+def create_campaign(conn: sqlite3.Connection, name: str) -> bool:
+    """Create a campaign with the default templates; False when it already exists."""
+    name = name.strip()
+    if not name or not name.isprintable():
+        raise TemplateRenderError(f"campaign name {name!r}: use printable characters")
+    exists = conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone()
+    with transaction(conn):
+        ensure_campaign(conn, name)
+    return exists is None
+
+
+def import_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str,
+                  data: bytes) -> tuple[ImportReport, bytes | None]:
+    """Import an uploaded CSV exactly as `import` does; returns the report and the rejects file's bytes."""
+    path = store_upload(settings, filename, data)
+    report = import_csv(conn, path, campaign=campaign, attachments_dir=uploads_folder(settings),
+                        max_message_bytes=settings.max_message_bytes)
+    rejects = report.rejects_file.read_bytes() if report.rejects_file and report.rejects_file.exists() else None
+    return report, rejects
+
+
+def drafts(conn: sqlite3.Connection, campaign: str) -> list[TemplateDraft]:
+    """The campaign's own template, then its named ones, as the editor shows them."""
+    own = get_campaign(conn, campaign)
+    rows = [own, *conn.execute("SELECT * FROM templates WHERE campaign_id = ? ORDER BY id", (own["id"],))]
+    return [TemplateDraft(None if row is own else row["name"], tuple(subject_variants(row)), row["html_template"],
+                          row["text_template"]) for row in rows]
+
+
+def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: str, draft: TemplateDraft) -> RenderedEmail:
+    """Render an unsaved draft for one of the campaign's recipients, checked as `template set` checks.
+
+    Raises:
+        TemplateRenderError: an empty part, a syntax error, an unknown variable, or a render error.
+        NotFoundError: no such recipient in the campaign.
+    """
+    campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
+    row = conn.execute("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+                       " WHERE c.name = ? AND r.email = ?", (campaign, email)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no recipient {email} in campaign {campaign!r}")
+    template = CampaignTemplate(campaign, list(draft.subjects), draft.html, draft.text or None, template=draft.name)
+    return template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings)
+
+
+def message_files(conn: sqlite3.Connection, campaign: str, email: str) -> list[tuple[str, int | None]]:
+    """(file name, size in bytes, None if it cannot be read now) of what `email`'s message carries."""
+    row = conn.execute("SELECT r.attachments FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+                       " WHERE c.name = ? AND r.email = ?", (campaign, email)).fetchone()
+    paths = dict.fromkeys([*attached_files(conn, campaign), *stored_paths(row[0] if row else None)])
+    return [(Path(path).name, _size(Path(path))) for path in paths]
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
+    """Store a draft with the CLI's own checks (`template set` or `template add`); nothing on error."""
+    if draft.name is None:
+        campaign_templates.set_templates(conn, campaign, subject=list(draft.subjects), html=draft.html,
+                                         text=draft.text or None, settings=settings)
+    else:
+        campaign_templates.add_template(conn, campaign, draft.name, subject=list(draft.subjects), html=draft.html,
+                                        text=draft.text or None, settings=settings)
+
+
+def attach_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str, data: bytes) -> Path:
+    """Add an uploaded file to the files every message of the campaign carries (checked as `--attach`)."""
+    path = store_upload(settings, filename, data)
+    current = stored_paths(get_campaign(conn, campaign)["attachments"])
+    campaign_templates.set_templates(conn, campaign, attach=[*current, str(path)], settings=settings)
+    return path
+
+
+def detach_all(conn: sqlite3.Connection, settings: Any, campaign: str) -> None:
+    """The campaign's messages carry no file of their own any more (`template set --no-attachments`)."""
+    campaign_templates.set_templates(conn, campaign, attach=[], settings=settings)
+
+
+def attached_files(conn: sqlite3.Connection, campaign: str) -> Sequence[str]:
+    """The files every message of the campaign carries."""
+    return stored_paths(get_campaign(conn, campaign)["attachments"])
+
+
+def recipient_emails(conn: sqlite3.Connection, campaign: str, *, limit: int = 500) -> list[str]:
+    """The campaign's recipients to preview a template for, pending ones first."""
+    return [row[0] for row in conn.execute(
+        "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
+        " ORDER BY r.status != 'pending', r.id LIMIT ?", (campaign, limit))]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the next run would do for one campaign, without rendering or sending anything."""
+
+    campaign: str
+    paused: bool
+    daily_limit: int  # today's, after any warm-up step
+    remaining_today: int  # of the whole database's limit
+    to_send: tuple[str, ...]  # in the order the run sends them
+    held: tuple[tuple[str, str], ...]  # (address, why) among the first pending ones
+
+
+def next_run(conn: sqlite3.Connection, settings: Any, campaign: str, *, now: datetime, look_at: int = 200) -> RunPlan:
+    """The recipients of `campaign` the next run would send (the queue is shared by every campaign,
+    oldest first, within today's DAILY_LIMIT), and who among its first `look_at` pending ones is
+    held back and why (suppressed, mailed in another campaign, answered)."""
+    from . import ledger, run_gates
+    from .run_daily import pending_batch
+
+    row = get_campaign(conn, campaign)
+    limited = run_gates.within_warmup(settings, conn, now)
+    remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=limited.daily_limit)
+    batch = pending_batch(conn, remaining, stop_company=settings.stop_company_on_reply) if remaining else []
+    to_send = tuple(r["email"] for r in batch if r["campaign_name"] == campaign and row["status"] == "active")
+    held = []
+    for pending in conn.execute("SELECT id, email FROM recipients WHERE campaign_id = ? AND status = 'pending'"
+                                " ORDER BY id LIMIT ?", (row["id"], look_at)).fetchall():
+        reason = ledger.skip_reason(conn, pending["id"], pending["email"], stop_company=settings.stop_company_on_reply)
+        if reason:
+            held.append((pending["email"], reason))
+    return RunPlan(campaign, row["status"] == "paused", limited.daily_limit, remaining, to_send, tuple(held))

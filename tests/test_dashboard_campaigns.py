@@ -1,0 +1,206 @@
+"""The dashboard's Campaigns tab, driven by AppTest: each action once unlocked, none while locked."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from email_automation import dashboard
+from email_automation.campaign_templates import set_templates
+from email_automation.dashboard_data import Reports
+from email_automation.import_csv import import_csv
+
+from .test_reports import with_password
+
+PASSWORD = "correct horse"
+CSV = b"email,first_name,company\nada@example.org,Ada,Acme\nnot-an-address,Bob,Bank\n"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(monkeypatch):
+    dashboard.clear_cache()
+    monkeypatch.setattr(dashboard, "FAILED_UNLOCK_DELAY", 0)
+    yield
+    dashboard.clear_cache()
+
+
+@pytest.fixture
+def spring(db, settings, tmp_path):
+    """A campaign 'spring' with one recipient, Ada at Acme."""
+    (tmp_path / "spring.csv").write_text("email,first_name,company,role\nada@example.org,Ada,Acme,backend\n")
+    import_csv(db, tmp_path / "spring.csv", campaign="spring")
+    return db
+
+
+def page(settings, clock, *, password: str = PASSWORD, unlocked: bool = True) -> AppTest:
+    reports = Reports(settings.db_path, with_password(settings, password), now=clock)
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
+    if unlocked:
+        at.text_input(key="admin_password").input(password)
+        at.button(key="unlock").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def widget(at: AppTest, key: str):
+    found = [w for kind in ("text_input", "text_area", "selectbox", "file_uploader") for w in at.get(kind) if w.key == key]
+    assert found, key
+    return found[0]
+
+
+def last_message(at: AppTest, kind: str) -> str:
+    return [m.value for m in getattr(at, kind)][-1]
+
+
+def db_value(settings, sql: str):
+    with sqlite3.connect(settings.db_path) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def test_create_a_campaign(settings, clock, db):
+    at = page(settings, clock)
+    widget(at, "ws_new_name").input("autumn")
+    at.button(key="ws_create_go").click().run()
+    assert last_message(at, "success") == "Campaign 'autumn' created."
+    assert db_value(settings, "SELECT count(*) FROM campaigns WHERE name = 'autumn'") == 1
+    assert "autumn" in widget(at, "ws_campaign").options
+
+
+def test_upload_a_csv_shows_counts_rejects_and_the_rejects_file(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    widget(at, "ws_csv").set_value(("new.csv", CSV, "text/csv"))
+    at.run()
+    at.button(key="ws_import_go").click().run()
+
+    assert last_message(at, "success") == "new.csv: 0 added to campaign 'spring', 1 duplicate(s) skipped, 1 invalid."
+    assert [c.value for c in at.code] == ["new.csv:3: 'email': An email address must have an @-sign."]
+    assert "Download the rejects file" in [d.proto.label for d in at.get("download_button")]
+
+
+def test_a_template_edit_previews_live_and_saves(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}\nHi {{ first_name }}")
+    widget(at, "ws_html_spring_(the campaign's own)").input("<p>Hello {{ first_name }}, {{ role }} role?</p>")
+    at.run()
+
+    assert "**Subject:** Backend at Acme" in [m.value for m in at.markdown]
+    [frame] = at.get("iframe")
+    html = base64.b64decode(frame.proto.src.split(",", 1)[1]).decode()
+    assert "<p>Hello Ada, backend role?</p>" in html and "Content-Security-Policy" in html
+    assert "Hello Ada, backend role?" in [t.value.strip() for t in at.text]
+
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Template of 'spring' saved."
+    assert db_value(settings, "SELECT subject_variants FROM campaigns WHERE name = 'spring'") == (
+        '["Backend at {{ company }}", "Hi {{ first_name }}"]')
+
+
+def test_an_unknown_variable_is_shown_and_nothing_is_saved(settings, clock, spring):
+    before = db_value(settings, "SELECT subject_template FROM campaigns WHERE name = 'spring'")
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_subjects_spring_(the campaign's own)").input("Hi {{ nickname }}")
+    at.run()
+    assert last_message(at, "error").startswith(
+        "campaign 'spring': subject template line 1: unknown variable 'nickname'")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "error").startswith("campaign 'spring': subject template line 1: unknown variable 'nickname'")
+    assert db_value(settings, "SELECT subject_template FROM campaigns WHERE name = 'spring'") == before
+
+
+def test_a_new_named_template_is_saved(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_template_spring").set_value("+ new template")
+    at.run()
+    widget(at, "ws_new_template_spring").input("startup")
+    widget(at, "ws_subjects_spring_+ new template").input("Joining {{ company }}?")
+    widget(at, "ws_html_spring_+ new template").input("<p>Hi {{ first_name }}</p>")
+    at.run()
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Template 'startup' saved."
+    assert db_value(settings, "SELECT subject_template FROM templates WHERE name = 'startup'") == "Joining {{ company }}?"
+    assert "startup" in widget(at, "ws_template_spring").options
+
+
+def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    widget(at, "ws_attach").set_value(("run.bat", b"@echo", "application/octet-stream"))
+    at.run()
+    at.button(key="ws_attach_go").click().run()
+    assert last_message(at, "error") == "run.bat: SES does not send .bat files (executables and scripts are refused)"
+
+    widget(at, "ws_attach").set_value(("cv.pdf", b"%PDF-1.4", "application/pdf"))
+    at.run()
+    at.button(key="ws_attach_go").click().run()
+    assert last_message(at, "success") == "cv.pdf attached to every message of 'spring'."
+    stored = settings.db_path.parent / "uploads" / "cv.pdf"
+    assert stored.read_bytes() == b"%PDF-1.4"
+    assert str(stored) in [t.value for t in at.text]
+    assert "Attached: cv.pdf (8 bytes)" in [c.value for c in at.caption]  # under the preview
+
+    at.button(key="ws_detach_go").click().run()
+    assert last_message(at, "success") == "Messages of 'spring' carry no file of their own any more."
+    assert db_value(settings, "SELECT attachments FROM campaigns WHERE name = 'spring'") is None
+
+
+def test_pause_and_resume(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    at.button(key="ws_pause_go").click().run()
+    assert last_message(at, "success") == "Campaign 'spring' paused."
+    assert db_value(settings, "SELECT status FROM campaigns WHERE name = 'spring'") == "paused"
+    at.button(key="ws_pause_go").click().run()
+    assert last_message(at, "success") == "Campaign 'spring' resumed."
+
+
+def forged(widget):
+    widget.proto.disabled = False
+    return widget
+
+
+@pytest.mark.parametrize("password", ["", PASSWORD], ids=["no-password-set", "password-not-entered"])
+def test_without_the_password_everything_shows_and_nothing_changes(settings, clock, spring, password, tmp_path):
+    (tmp_path / "cv.pdf").write_bytes(b"%PDF")
+    set_templates(spring, "spring", attach=[tmp_path / "cv.pdf"])
+
+    def snapshot():
+        with sqlite3.connect(settings.db_path) as conn:
+            return [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("campaigns", "templates", "recipients")]
+
+    before = snapshot()
+    at = page(settings, clock, password=password, unlocked=False)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    assert "Read-only: enter the dashboard password in the Admin tab to change campaigns." in [i.value for i in at.info]
+    assert [m.value for m in at.markdown if m.value.startswith("**Subject:**")] == ["**Subject:** Interested in joining Acme"]
+    for key in ("ws_create_go", "ws_import_go", "ws_save_go", "ws_attach_go", "ws_detach_go", "ws_pause_go"):
+        assert at.button(key=key).disabled
+        forged(at.button(key=key)).click().run()
+        assert not at.success and not at.exception
+    assert snapshot() == before
+
+
+def test_the_next_run_lists_who_would_be_sent_and_who_is_held_back(settings, clock, spring, tmp_path):
+    (tmp_path / "more.csv").write_text("email,first_name\nbob@example.org,Bob\ncy@example.org,Cy\n")
+    import_csv(spring, tmp_path / "more.csv", campaign="spring")
+    spring.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('bob@example.org', 'complaint', 'manual', 'x')")
+    at = page(settings, clock, password="", unlocked=False)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    plan = [d.value for d in at.dataframe if list(d.value.columns) == ["order", "email"]][0]
+    held = [d.value for d in at.dataframe if list(d.value.columns) == ["email", "why"]][0]
+    assert list(plan["email"]) == ["ada@example.org", "cy@example.org"]
+    assert held.to_dict("records") == [{"email": "bob@example.org", "why": "suppressed: complaint"}]
+    assert "2 message(s) of this campaign would go out; 80 of today's limit of 80 left for all campaigns, oldest " \
+           "recipients first." in [c.value for c in at.caption]
