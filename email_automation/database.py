@@ -642,17 +642,3 @@ def ensure_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
     )
     return get_campaign(conn, name)
 
-
-def update_campaign_templates(
-    conn: sqlite3.Connection, name: str, *, subject: str | None = None,
-    html: str | None = None, text: str | None = None,
-) -> None:
-    """Store new templates for a campaign (unset arguments keep their value)."""
-    with transaction(conn):
-        get_campaign(conn, name)
-        conn.execute(
-            "UPDATE campaigns SET subject_template = COALESCE(?, subject_template),"
-            " html_template = COALESCE(?, html_template), text_template = COALESCE(?, text_template)"
-            " WHERE name = ?",
-            (subject, html, text, name),
-        )
