@@ -15,6 +15,7 @@ from .addresses import lookup_form
 from .circuit_breaker import lift_in_transaction
 from .database import audit, get_campaign, transaction, utc_now
 from .errors import EmailAutomationError, InvalidInputError, NotFoundError
+from .sequences import sequence_running
 
 
 def _recipient_ids(conn: sqlite3.Connection, email: str, campaign: str | None, statuses: tuple[str, ...]) -> list[int]:
@@ -43,10 +44,11 @@ def set_campaign_status(conn: sqlite3.Connection, name: str, status: Literal["ac
 
 def skip_recipient(conn: sqlite3.Connection, email: str, *, campaign: str | None = None,
                    actor: str = "cli", now: datetime | None = None) -> int:
-    """Never send to this pending (or failed) recipient; returns how many rows changed."""
+    """Never send to this pending (or failed) recipient, nor a follow-up to a sent one; returns how many rows changed."""
     now = now or utc_now()
     with transaction(conn):
         ids = _recipient_ids(conn, email, campaign, ("pending", "failed"))
+        ids += [i for i in _recipient_ids(conn, email, campaign, ("sent",)) if sequence_running(conn, i)]
         if not ids:
             raise NotFoundError(f"{lookup_form(email)}: no pending or failed recipient with that address")
         ledger.skip_by_hand(conn, ids, actor=actor, now=now)

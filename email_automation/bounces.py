@@ -133,7 +133,7 @@ def _send_of(conn: sqlite3.Connection, email: str, attempt_id: str | None,
         if row is not None:
             return row[0], row[1]
     row = conn.execute(
-        "SELECT campaign_id FROM recipients WHERE email = ? AND status IN ('sent', 'unknown', 'failed')"
+        "SELECT campaign_id FROM recipients WHERE email = ? AND (status IN ('sent', 'unknown', 'failed') OR step > 1)"
         " ORDER BY sent_at DESC, id DESC LIMIT 1", (email,),
     ).fetchone()
     return attempt_id, row[0] if row else None

@@ -8,7 +8,7 @@ region put in `.env` also reaches boto3 under cron's nearly empty environment.
 from __future__ import annotations
 
 import os
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 from .headers import forbidden_character
+from .schedule import parse_days, parse_hours
 from .unsubscribe import url_problem
 
 # Upper bounds: a value beyond them is a typo, and `inf` or 1e300 seconds would overflow
@@ -70,6 +71,11 @@ ACCEPTS: dict[str, str] = {
     "imap_ssl": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "imap_starttls": "true or false (not both IMAP_SSL and IMAP_STARTTLS)",
     "stop_company_on_reply": "true or false",
+    "holidays": "dates written YYYY-MM-DD, separated by commas",
+    "send_days": "days such as mon-fri or mon,wed,fri",
+    "max_new_per_company_per_day": "a whole number >= 1",
+    "max_contacts_per_company": "a whole number >= 1",
+    "send_hours": "a range of hours such as 08:00-17:00 (00:00-24:00 for the whole day)",
     "bounce_pause_rate": "a rate such as 2% or 0.02 (more than 0, at most 100%)",
     "bounce_pause_min": "a whole number >= 1",
     "complaint_pause_rate": "a rate such as 0.05% or 0.0005 (more than 0, at most 100%)",
@@ -134,6 +140,14 @@ class Settings(BaseSettings):
     imap_ssl: bool = True
     imap_starttls: bool = False
     stop_company_on_reply: bool = True
+    # Follow-up waits count business days: weekends and these dates (YYYY-MM-DD, comma-separated) are skipped.
+    holidays: str = ""
+    # A real run sends only inside this window, in TIMEZONE (schedule.py).
+    send_days: str = "mon-fri"
+    send_hours: str = "08:00-17:00"
+    # Per-company politeness (politeness.py): first messages to one company per day, people per campaign.
+    max_new_per_company_per_day: int = Field(1, ge=1)
+    max_contacts_per_company: int = Field(3, ge=1)
     # Circuit breaker (circuit_breaker.py): well below SES's own review rates of 5% and 0.1%.
     bounce_pause_rate: float = 0.02
     bounce_pause_min: int = Field(3, ge=1)
@@ -209,6 +223,38 @@ class Settings(BaseSettings):
                 raise ValueError("unknown time zone") from err
         return value
 
+    @field_validator("holidays")
+    @classmethod
+    def _iso_dates(cls, value: str) -> str:
+        for item in _date_items(value):
+            try:
+                date.fromisoformat(item)
+            except ValueError as err:
+                raise ValueError(f"{item!r} is not a date written YYYY-MM-DD") from err
+        return value
+
+    @field_validator("send_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_days(value)
+        return value
+
+    @field_validator("send_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+    @property
+    def send_window(self) -> tuple[frozenset[int], tuple[int, int]]:
+        """SEND_DAYS as weekday numbers and SEND_HOURS as minutes after midnight."""
+        return parse_days(self.send_days), parse_hours(self.send_hours)
+
+    @property
+    def holiday_dates(self) -> frozenset[date]:
+        """HOLIDAYS as dates: days a follow-up's wait does not count, like weekends."""
+        return frozenset(date.fromisoformat(item) for item in _date_items(self.holidays))
+
     @field_validator("log_file", "attachments_dir", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: Any) -> Any:
@@ -231,6 +277,10 @@ class Settings(BaseSettings):
     def tz(self) -> tzinfo:
         """The zone that decides which day a send belongs to (the system's when unset)."""
         return ZoneInfo(self.timezone) if self.timezone else system_zone()
+
+
+def _date_items(value: str) -> list[str]:
+    return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
 
 
 def system_zone() -> tzinfo:

@@ -79,8 +79,10 @@ def cron_line(
     command: list[str],
     env_file: Path | None,
     log_file: Path,
+    hourly: bool = False,
 ) -> str:
-    """One crontab line: at `time` every day, cd to `workdir`, source `env_file`, run, append output.
+    """One crontab line: at `time` every day (with `hourly`, at its minute every hour), cd to
+    `workdir`, source `env_file`, run, append output.
 
     Pure: paths are taken as given (absolute ones are expected), nothing is checked on disk.
     Cron runs the line with /bin/sh, so the env file is sourced with `.`, never `source`.
@@ -92,7 +94,7 @@ def cron_line(
     steps.append(" ".join(shlex.quote(part) for part in [*command, "run"]))
     # Braces so that a failing cd or env file is logged too, not mailed to a mailbox nobody reads.
     shell = "{ " + " && ".join(steps) + "; } >> " + shlex.quote(str(log_file)) + " 2>&1"
-    return _cron_escape(f"{minute} {hour} * * * {shell} {marker_for(workdir)}")
+    return _cron_escape(f"{minute} {'*' if hourly else hour} * * * {shell} {marker_for(workdir)}")
 
 
 def _env_ref(env_file: Path, workdir: Path) -> str:

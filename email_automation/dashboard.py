@@ -317,6 +317,14 @@ def recipients(reports: Reports) -> None:
     failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
     st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
     _table_or_caption(failed, "failed_table", "No failed recipients.")
+    in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS)
+    if in_sequence:
+        st.subheader("Follow-ups")
+        st.caption("Per step: messages sent, follow-ups due now, sequences stopped before it, and replies "
+                   "that answered it (read from the inbox). Then each contacted recipient: the step they are at, "
+                   "when the next one is due (in business days) or why none is, and their application status.")
+        _table_or_caption(fetch(reports, "step_counts"), "step_counts_table", "")
+        _table_or_caption(in_sequence, "sequence_table", "")
 
 
 # --- replies --------------------------------------------------------------------------------

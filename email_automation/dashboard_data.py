@@ -204,6 +204,22 @@ class Reports:
         with self._read() as conn:
             return inbox_messages(conn, kinds=kinds, limit=limit)
 
+    def sequences(self, *, limit: int = 200) -> list[dict]:
+        from .sequences import sequence_rows
+
+        with self._read() as conn:
+            return sequence_rows(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
+                                 stop_company=self.settings.stop_company_on_reply, limit=limit)
+
+    def step_counts(self) -> list[dict]:
+        from .sequences import step_summary
+
+        with self._read() as conn:
+            summary = step_summary(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
+                                   stop_company=self.settings.stop_company_on_reply)
+        return [{"campaign": name, "step": int(step), **counts} for name, steps in summary.items()
+                for step, counts in steps.items()]
+
     def applications(self, *, limit: int = 200) -> list[dict]:
         with self._read() as conn:
             return application_rows(conn, limit=limit)

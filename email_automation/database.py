@@ -356,10 +356,33 @@ ALTER TABLE send_log ADD COLUMN subject_variant TEXT;
 CREATE INDEX recipients_segment ON recipients (campaign_id, template, id);
 """
 
+# Follow-up sequences (sequences.py): a campaign's steps 2..n, each recipient's step (the step
+# its `status` is about: pending = that step is still to be sent), why its sequence stopped for
+# good, and the step of each attempt (the ledger claims per recipient and step); and each
+# recipient's IANA time zone from the CSV ('' = TIMEZONE), for send windows.
+_V11_SEQUENCES = """
+CREATE TABLE campaign_steps (
+    id INTEGER PRIMARY KEY,
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    step INTEGER NOT NULL CHECK (step >= 2),
+    after_days INTEGER NOT NULL CHECK (after_days >= 1),
+    subject_template TEXT,
+    html_template TEXT NOT NULL,
+    text_template TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (campaign_id, step)
+);
+ALTER TABLE recipients ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE recipients ADD COLUMN sequence_stopped TEXT;
+ALTER TABLE send_log ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE recipients ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
-                               _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS)
+                               _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
+                               _V11_SEQUENCES)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

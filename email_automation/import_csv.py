@@ -30,6 +30,7 @@ from functools import lru_cache
 from json.encoder import encode_basestring
 from operator import itemgetter
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 
@@ -48,7 +49,7 @@ PAGE_CACHE_MIB = 16
 DELIMITERS = ",;\t"
 
 RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments",
-                    "template")
+                    "template", "timezone")
 # Header spellings seen in real exports, compared after `header_key` (lower-case, no spaces,
 # dashes or underscores). "Subject"/"Body" in a recipient list can only mean a per-row override;
 # a bare "Address" is left out on purpose: in CRM exports it is as often the postal address.
@@ -61,6 +62,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "custom_body": ("custombody", "body"),
     "attachments": ("attachments", "attachment", "files", "file"),
     "template": ("template", "templatename"),
+    "timezone": ("timezone", "tz", "timezonename", "ianatimezone"),
 }
 _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
 # Names a template already uses for the recipient, and words Jinja cannot take as a variable.
@@ -80,10 +82,10 @@ _UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 
 _INSERT = (
     "INSERT OR IGNORE INTO recipients (campaign_id, import_id, created_at, email, first_name, last_name,"
-    " company, custom_subject, custom_body, attachments, template, fields) VALUES "
+    " company, custom_subject, custom_body, attachments, template, fields, timezone) VALUES "
 )
 _SHARED_PARAMS = 3  # campaign_id, import_id, created_at: ?1 ?2 ?3 of every statement
-_ROW_PARAMS = 9  # normalize_row's tuple
+_ROW_PARAMS = 10  # normalize_row's tuple
 
 
 @dataclass(frozen=True)
@@ -332,9 +334,9 @@ def shown(value: str, encoding: str = "utf-8") -> str:
 
 
 def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-8") -> tuple | None:
-    """(email, first, last, company, custom_subject, custom_body, attachments, template, fields_json);
-    None for a blank row. `attachments` and `template` are the cells as written; `_RowChecks` checks
-    them against the files and the campaign's templates.
+    """(email, first, last, company, custom_subject, custom_body, attachments, template, fields_json,
+    timezone); None for a blank row. `attachments` and `template` are the cells as written;
+    `_RowChecks` checks them against the files and the campaign's templates.
 
     `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
 
@@ -343,7 +345,7 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
             email-validator refuses, or one with non-ASCII before the @-sign.
     """
     row = columns.padded(values)
-    raw, first, last, company, subject, body, files, template = columns.recipient_values(row)
+    raw, first, last, company, subject, body, files, template, zone = columns.recipient_values(row)
     raw = raw.strip()
     if not raw and not "".join(values).strip():
         return None
@@ -361,9 +363,23 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
         chars = "".join(dict.fromkeys(c for c in local if not c.isascii()))
         raise InvalidRow(columns.email, f"non-ASCII characters before the @-sign ({chars}) need SMTPUTF8"
                                         " (RFC 6531), which Amazon SES does not support: it can never be sent")
+    zone = zone.strip()
+    if zone and not known_zone(zone):
+        raise InvalidRow(columns.positions["timezone"], f"unknown time zone {zone!r}: use an IANA name such as "
+                                                        "Europe/Berlin or America/New_York")
     return (email, first.strip(), last.strip(), company.strip(),
             subject.strip() or None, body.strip() or None, files.strip() or None, template.strip() or None,
-            columns.fields_json(row))
+            columns.fields_json(row), zone)
+
+
+@lru_cache(maxsize=None)
+def known_zone(name: str) -> bool:
+    """An IANA time zone name the system's tz database knows (each name is looked up once)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def rejects_target(path: Path, rejects_path: str | Path | None) -> Path:
@@ -630,7 +646,7 @@ class _RowChecks:
         undeliverable = self.domain_check(recipient[0].rpartition("@")[2]) if self.domain_check else None
         if undeliverable:
             raise InvalidRow(columns.email, undeliverable)
-        email, first, last, company, subject, body, files, template, fields = recipient
+        email, first, last, company, subject, body, files, template, fields, zone = recipient
         if template is not None and template.lower() == DEFAULT_TEMPLATE:
             template = None
         if template is not None and template not in self.templates:
@@ -641,7 +657,7 @@ class _RowChecks:
             files = self.files(files) if files is not None else None
         except attachments.AttachmentError as err:
             raise InvalidRow(columns.positions["attachments"], str(err)) from None
-        return (email, first, last, company, subject, body, files, template, fields)
+        return (email, first, last, company, subject, body, files, template, fields, zone)
 
 
 def _insert(conn: sqlite3.Connection, shared: tuple, rows: list[tuple], statement_rows: int) -> int:

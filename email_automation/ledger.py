@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal, TypeVar
 
-from . import applications
+from . import applications, sequences
 from .database import COUNTED_LOG_STATUSES, Patience, audit, iso, transaction
 from .errors import SendError
 from .imports import FINISHED
@@ -38,6 +38,7 @@ class Claim:
     attempt_id: str
     recipient_id: int
     email: str
+    step: int = 1
 
 
 # The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
@@ -47,10 +48,10 @@ class Claim:
 # unfinished again), and also stops colleagues of someone who answered (applications.py).
 QUEUE_FROM_WHERE = (
     " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-    " WHERE r.status = 'pending' AND c.status = 'active' AND r.application_status = 'none'"
+    " WHERE r.status = 'pending' AND r.step = 1 AND c.status = 'active' AND r.application_status = 'none'"
     " AND r.email NOT IN (SELECT email FROM suppressions)"
     " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
-    "                 AND o.status IN ('sending', 'sent', 'unknown'))"
+    "                 AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1))"
     " AND " + FINISHED  # an import still running is not in the queue yet
 )
 
@@ -78,7 +79,7 @@ def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -
     """Name of another campaign in which this address was (or may have been) mailed, if any."""
     row = conn.execute(
         "SELECT c.name FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE r.email = ? AND r.id != ? AND r.status IN ('sending', 'sent', 'unknown') LIMIT 1",
+        " WHERE r.email = ? AND r.id != ? AND (r.status IN ('sending', 'sent', 'unknown') OR r.step > 1) LIMIT 1",
         (email, recipient_id),
     ).fetchone()
     return row[0] if row else None
@@ -100,11 +101,16 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
 
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
-    daily_limit: int, subject: str, transport: str, stop_company: bool = True,
+    daily_limit: int, subject: str, transport: str, stop_company: bool = True, step: int = 1,
     template: str | None = None, subject_variant: str | None = None,
 ) -> Claim | None:
     """Atomically move a pending recipient to `sending` and log the attempt, with the named
     `template` and the `subject_variant` (its subject template) the message was rendered from.
+
+    For a follow-up (`step` > 1) the recipient must have been `sent` the step before (or be
+    `pending` at this step after a refusal); the move to `sending` at `step` happens once, so
+    never-twice holds per (recipient, step). What stops a sequence is recorded in
+    `sequence_stopped` instead of skipping: the recipient was mailed and stays `sent`.
 
     Returns None when the recipient is no longer pending (another run took it), its campaign is
     paused, or the daily limit is reached; a recipient whose address is suppressed or was (maybe)
@@ -119,29 +125,45 @@ def claim(
         if counted_today(conn, day) >= daily_limit:
             return None
         row = conn.execute(
-            "SELECT r.email FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-            " WHERE r.id = ? AND r.status = 'pending' AND c.status = 'active'",
-            (recipient_id,),
+            "SELECT r.email, r.company, r.status FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " WHERE r.id = ? AND c.status = 'active' AND ((r.status = 'pending' AND r.step = ?)"
+            " OR (? > 1 AND r.status = 'sent' AND r.step = ? - 1 AND r.sequence_stopped IS NULL))",
+            (recipient_id, step, step, step),
         ).fetchone()
         if row is None:
             return None
-        reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company)
+        if step > 1:
+            reason = sequences.stop_reason(conn, row["email"], row["company"], stop_company=stop_company)
+        else:
+            reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company)
         if reason is not None:
-            conn.execute(
-                "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",
-                (reason, iso(now), recipient_id),
-            )
+            if step > 1:
+                stop_sequence(conn, recipient_id, reason, now=now)
+            else:
+                conn.execute(
+                    "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?",
+                    (reason, iso(now), recipient_id),
+                )
             return None
         conn.execute(
-            "UPDATE recipients SET status = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (iso(now), recipient_id),
+            "UPDATE recipients SET status = 'sending', step = ?,"
+            " attempts = CASE WHEN status = 'sent' THEN 1 ELSE attempts + 1 END, updated_at = ? WHERE id = ?",
+            (step, iso(now), recipient_id),
         )
         log_id = conn.execute(
             "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport,"
-            " template, subject_variant) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?)",
-            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant),
+            " template, subject_variant, step) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
+            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant, step),
         ).lastrowid
-    return Claim(log_id, attempt_id, recipient_id, row["email"])
+    return Claim(log_id, attempt_id, recipient_id, row["email"], step)
+
+
+def stop_sequence(conn: sqlite3.Connection, recipient_id: int, reason: str, *, now: datetime) -> bool:
+    """No further step for this recipient, for good (call inside a transaction); False if already stopped."""
+    return conn.execute(
+        "UPDATE recipients SET sequence_stopped = ?, updated_at = ? WHERE id = ? AND sequence_stopped IS NULL",
+        (reason, iso(now), recipient_id),
+    ).rowcount == 1
 
 
 def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: datetime, note: str | None = None,
@@ -270,12 +292,15 @@ def recover_interrupted(conn: sqlite3.Connection, *, now: datetime) -> int:
 
 
 def skip_by_hand(conn: sqlite3.Connection, recipient_ids: list[int], *, actor: str, now: datetime) -> None:
-    """Never send to these recipients (pending or failed); call inside a transaction."""
+    """Never send to these recipients (pending or failed) again; a recipient already sent a step
+    keeps `sent` and its sequence stops. Call inside a transaction."""
     conn.executemany(
         "UPDATE recipients SET status = 'skipped', last_error = ?, updated_at = ? WHERE id = ?"
         " AND status IN ('pending', 'failed')",
         [(f"skipped by {actor}", iso(now), i) for i in recipient_ids],
     )
+    for i in recipient_ids:
+        stop_sequence(conn, i, f"skipped by {actor}", now=now)
 
 
 def requeue_failed(conn: sqlite3.Connection, *, campaign_id: int | None, now: datetime) -> int:

@@ -48,6 +48,7 @@ def build_wire(
     to_name: str = "",
     message_id_domain: str | None = None,
     now: datetime | None = None,
+    thread: tuple[str, ...] = (),
     attachments: Sequence[Attachment] = (),
 ) -> WireMessage:
     """The complete message for `to` (shown as `to_name <to>` when a name is known), ready for any transport.
@@ -77,6 +78,7 @@ def build_wire(
     fields += [("Subject", headers.unstructured("Subject", subject)),
                ("Date", format_datetime(_aware(now or datetime.now(timezone.utc)))),
                ("Message-ID", message_id),
+               *_thread_headers(thread),
                *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
     boundary = _boundary()  # cannot occur in QP text (its "=" escapes are hex) nor in base64
     lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
@@ -99,6 +101,14 @@ def build_wire(
             f"recipient {recipient.addr_spec}: with its attachments the message is {len(data):,} bytes, more than "
             f"MAX_MESSAGE_BYTES ({limit:,}); send a smaller file or a link", code="MessageTooLarge")
     return WireMessage(data, sender.addr_spec, (recipient.addr_spec,), message_id, to_header)
+
+
+def _thread_headers(thread: tuple[str, ...]) -> list[tuple[str, str]]:
+    """A reply's In-Reply-To (the parent) and References (the whole chain, one id per folded
+    line), RFC 5322 section 3.6.4; `thread` lists the earlier Message-IDs, oldest first."""
+    if not thread:
+        return []
+    return [("In-Reply-To", thread[-1]), ("References", "\r\n ".join(thread))]
 
 
 def _boundary() -> str:

@@ -348,7 +348,7 @@ def funnel(conn: sqlite3.Connection) -> list[Funnel]:
     """The application funnel of every campaign, in one aggregate query."""
     rows = conn.execute(
         "SELECT c.name,"
-        " count(r.id) FILTER (WHERE r.status IN ('sent', 'unknown') OR r.application_status != 'none'),"
+        " count(r.id) FILTER (WHERE r.status IN ('sent', 'unknown') OR r.step > 1 OR r.application_status != 'none'),"
         " count(r.id) FILTER (WHERE r.application_status != 'none'),"
         " count(r.id) FILTER (WHERE r.application_status IN ('interview', 'offer') OR (r.application_status != 'none'"
         "   AND EXISTS (SELECT 1 FROM application_changes h WHERE h.recipient_id = r.id AND h.status = 'interview'))),"

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, database, events, ledger
+from . import applications, bounces, circuit_breaker, database, events, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
@@ -54,6 +54,8 @@ class RunReport:
     fatal_error: str | None = None
     template_errors: list[str] = field(default_factory=list)  # one per campaign held back this run
     paused: list[str] = field(default_factory=list)  # one per pause by the circuit breaker that held sends back
+    steps: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> outcome -> count
+    window: str | None = None  # why a real run sent nothing: outside SEND_DAYS/SEND_HOURS
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -72,10 +74,11 @@ class Outcome:
     message_id: str | None = None
     error: str | None = None
     attempted: bool = True  # False: nothing was handed to the transport, so no delay is owed
+    step: int = 1
 
     def line(self) -> str:
-        """`email status [message-id] [(error)]`; the log formatter puts the time in front."""
-        parts = [self.email, self.status]
+        """`email status [step N] [message-id] [(error)]`; the log formatter puts the time in front."""
+        parts = [self.email, self.status] + ([f"step {self.step}"] if self.step > 1 else [])
         if self.message_id:
             parts.append(self.message_id)
         if self.error:
@@ -90,22 +93,29 @@ class _Planned:
     recipient_id: int
     email: str
     campaign: str
+    step: int = 1
+    thread: sequences.Thread | None = None  # a follow-up's earlier messages, as delivered
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
-                  stop_company: bool = True) -> list[sqlite3.Row]:
+                  stop_company: bool = True, companies: politeness.CompanyLimits | None = None,
+                  closed_zones: Iterable[str] = ()) -> list[sqlite3.Row]:
     """The next `size` sendable recipients of active campaigns, oldest first (the queue order),
-    leaving out the campaigns named in `exclude`.
+    leaving out the campaigns named in `exclude`, recipients in `closed_zones` (outside their send
+    window) and, with `companies`, those its limits hold back.
 
     Colleagues of someone who answered are left out too, so a dry run previews what a real run sends.
     """
-    names = list(exclude)
-    holes = ", ".join("?" * len(names))
+    names, zones = list(exclude), list(closed_zones)
+    holes, zone_holes = ", ".join("?" * len(names)), ", ".join("?" * len(zones))
     stopped, args = applications.stopped_condition(stop_company)
-    return conn.execute(
-        f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
-        f"{f' AND c.name NOT IN ({holes})' if names else ''} ORDER BY r.id LIMIT ?", (*args, *names, size),
-    ).fetchall()
+    sql = (f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
+           f"{f' AND c.name NOT IN ({holes})' if names else ''}"
+           f"{f' AND r.timezone NOT IN ({zone_holes})' if zones else ''} ORDER BY r.id")
+    names += zones
+    if companies is None:
+        return conn.execute(f"{sql} LIMIT ?", (*args, *names, size)).fetchall()
+    return list(politeness.first_admitted(conn.execute(sql, (*args, *names)), companies, size))
 
 
 def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:
@@ -114,7 +124,7 @@ def skip_unsendable(conn: sqlite3.Connection, *, now: datetime, stop_company: bo
         "SELECT r.id, r.email FROM recipients r WHERE r.status = 'pending'"
         " AND (r.email IN (SELECT email FROM suppressions)"
         "      OR EXISTS (SELECT 1 FROM recipients o WHERE o.email = r.email AND o.id != r.id"
-        "                 AND o.status IN ('sending', 'sent', 'unknown')))"
+        "                 AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1)))"
     ).fetchall()
     skipped = 0
     for row in rows:
@@ -166,7 +176,8 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
     return result
 
 
-def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, now: datetime) -> _Rendered:
+def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, now: datetime,
+                     closed: set[str] = frozenset()) -> _Rendered:
     """Today's batch without the campaigns whose templates fail: their places go to the others.
 
     Each pass that finds a new broken campaign fetches the batch again without it, so a bad
@@ -174,7 +185,11 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
     """
     broken: dict[str, TemplateRenderError] = {}
     while True:
-        rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply)
+        companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
+                                          per_day=settings.max_new_per_company_per_day,
+                                          per_campaign=settings.max_contacts_per_company)
+        rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply,
+                             companies=companies, closed_zones=closed)
         result = render_batch(conn, rows, settings, now=now)
         if not result.broken:
             break
@@ -183,6 +198,45 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
         log.error("campaign %r held back, its recipients stay pending: %s", name, err)
         report.template_errors.append(str(err))
     return result
+
+
+def _render_followups(conn, settings: Settings, transport: Transport, report: RunReport, size: int,
+                      templates: dict[str, CampaignTemplate], *, now: datetime, closed: set[str] = frozenset()
+                      ) -> list[_Planned]:
+    """Up to `size` due follow-ups, checked to render and build as replies in the recipient's thread.
+
+    A step whose template fails holds back that campaign's follow-ups (reported once); an address
+    no message can be built for ends its sequence.
+    """
+    region = settings.aws_region or getattr(transport, "region", None)
+    broken: set[str] = set()
+    planned: list[_Planned] = []
+    for due in sequences.due_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
+                                       stop_company=settings.stop_company_on_reply):
+        if len(planned) >= size:
+            break
+        row, name = due.row, due.row["campaign_name"]
+        if row["timezone"] in closed:  # outside the recipient's send window: a later run sends it
+            continue
+        thread = sequences.thread_of(conn, row["id"], region=region)
+        if name in broken or thread is None:
+            continue
+        try:
+            rendered = sequences.render_step(conn, row, name, due.step, settings, thread, templates)
+            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+                       thread=thread.message_ids)
+        except TemplateRenderError as err:
+            broken.add(name)
+            log.error("follow-ups of campaign %r held back: %s", name, err)
+            report.template_errors.append(str(err))
+            continue
+        except PermanentSendError as err:
+            if not report.dry_run:
+                with database.transaction(conn):
+                    ledger.stop_sequence(conn, row["id"], str(err), now=now)
+            continue
+        planned.append(_Planned(row["id"], row["email"], name, due.step, thread))
+    return [p for p in planned if p.campaign not in broken]
 
 
 def max_run_duration(settings: Settings) -> timedelta:
@@ -226,12 +280,18 @@ def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome
     _recover(conn, report, now=now)
     if not report.dry_run:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
+        sequences.stop_finished(conn, now=now(), stop_company=settings.stop_company_on_reply)
     report.paused = gates.open_pause_lines(conn)
+    closed = {} if report.dry_run else _closed_zones(conn, settings, now())
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
         batch, delay, templates = [], 0.0, {}
+    elif closed and closed.keys() >= _zones(conn):
+        report.window = f"outside the send window ({closed['']}): nothing sent now"
+        log.info(report.window)
+        batch, delay, templates = [], 0.0, {}
     else:
-        batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit)
+        batch, delay, templates = _plan(settings, conn, transport, report, now=now, limit=limit, closed=set(closed))
     breaker = gates.Breaker(conn, circuit_breaker.Thresholds.from_settings(settings), report.paused)
     ses_gate = gates.SesGate.for_run(settings, conn, transport, now=now) if batch and not report.dry_run else None
     gate = _Gate(report, breaker, ses_gate)
@@ -263,7 +323,7 @@ class _Gate:
             return True
         refusal = self.ses_gate.refusal(conn, item.email, now=now) if self.ses_gate else None
         if refusal:
-            return Outcome(now, item.email, "skipped", error=refusal, attempted=False)
+            return Outcome(now, item.email, "skipped", error=refusal, attempted=False, step=item.step)
         return False
 
 
@@ -383,6 +443,16 @@ def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) ->
     report.fatal_error = report.fatal_error or stop
 
 
+def _zones(conn: sqlite3.Connection) -> set[str]:
+    """The recipients' own time zones, and "" for TIMEZONE's."""
+    return {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} | {""}
+
+
+def _closed_zones(conn: sqlite3.Connection, settings: Settings, moment: datetime) -> dict[str, str]:
+    """The zones whose send window is closed now: their recipients wait for a later run."""
+    return schedule.closed_zones(_zones(conn), moment, settings.tz, *settings.send_window)
+
+
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
     """Attempts a killed run left in `sending` become `unknown`, unless SES already told us more."""
     report.recovered = ledger.recover_interrupted(conn, now=now())
@@ -395,8 +465,8 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
             log.info("%d of them settled from SES events already received", settled)
 
 
-def _plan(settings, conn, transport, report: RunReport, *, now,
-          limit) -> tuple[list[_Planned], float, dict[str, CampaignTemplates]]:
+def _plan(settings, conn, transport, report: RunReport, *, now, limit,
+          closed: set[str] = frozenset()) -> tuple[list[_Planned], float, dict[str, CampaignTemplates]]:
     """Today's batch (checked to render and build), the delay between its sends, and the templates.
 
     Empty when the day's limit is used up, or when the provider says the account may not send
@@ -414,8 +484,14 @@ def _plan(settings, conn, transport, report: RunReport, *, now,
             return [], delay, {}
     if settings.max_send_rate and not report.dry_run:
         delay = max(delay, 1 / settings.max_send_rate)  # our own cap, below the provider's
-    rendered = _render_sendable(conn, settings, size, report, now=now()) if size else _Rendered()
-    batch = rendered.planned
+    # Due follow-ups first: they are time-sensitive; new contacts take what is left of the limit.
+    step_templates: dict[str, CampaignTemplate] = {}
+    followups = (_render_followups(conn, settings, transport, report, size, step_templates, now=now(), closed=closed)
+                 if size else [])
+    left = size - len(followups)
+    rendered = _render_sendable(conn, settings, left, report, now=now(), closed=closed) if left else _Rendered()
+    rendered.templates.update(step_templates)
+    batch = followups + rendered.planned
     for row, err in rendered.unusable:
         if not report.dry_run:
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())
@@ -435,9 +511,14 @@ def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Pla
     row = conn.execute("SELECT * FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
     if row is None:
         raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
-    rendered = templates[item.campaign].render(row, settings)
+    if item.thread is None:
+        rendered = templates[item.campaign].render(row, settings)
+        return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
+                                    now=now, attachments=templates[item.campaign].attachments(row))
+    # A follow-up answers in the thread; the files went with step 1 and are not sent again.
+    rendered = sequences.render_step(conn, row, item.campaign, item.step, settings, item.thread, templates)
     return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
-                                attachments=templates[item.campaign].attachments(row))
+                                thread=item.thread.message_ids)
 
 
 def _unprepared(settings, conn, report: RunReport, item: _Planned, err: Exception, *, now) -> Outcome:
@@ -449,10 +530,13 @@ def _unprepared(settings, conn, report: RunReport, item: _Planned, err: Exceptio
     if isinstance(err, TemplateRenderError):
         report.template_errors.append(str(err))
         log.error("campaign %r changed during the run and no longer renders; stopping: %s", item.campaign, err)
-        return Outcome(now(), item.email, "fatal", error=str(err), attempted=False)
-    if not report.dry_run:
+        return Outcome(now(), item.email, "fatal", error=str(err), attempted=False, step=item.step)
+    if not report.dry_run and item.step > 1:
+        with database.transaction(conn):
+            ledger.stop_sequence(conn, item.recipient_id, str(err), now=now())
+    elif not report.dry_run:
         ledger.mark_unsendable(conn, item.recipient_id, str(err), now=now())
-    return Outcome(now(), item.email, "failed", error=str(err), attempted=False)
+    return Outcome(now(), item.email, "failed", error=str(err), attempted=False, step=item.step)
 
 
 def _note(report: RunReport, outcome: Outcome) -> None:
@@ -517,6 +601,8 @@ def _count(report: RunReport, outcome: Outcome) -> None:
     key = {"sent": "sent", "failed": "failed", "unknown": "unknown", "pending": "deferred", "skipped": "skipped",
            "dry_run": "previewed", "fatal": "deferred"}[outcome.status]
     setattr(report, key, getattr(report, key) + 1)
+    per_step = report.steps.setdefault(str(outcome.step), {})
+    per_step[key] = per_step.get(key, 0) + 1
 
 
 def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome:
@@ -524,7 +610,7 @@ def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sle
     message_id = transport.send(wire, tags={"campaign": item.campaign, "attempt_id": "dry-run"})
     ledger.log_dry_run(conn, item.recipient_id, now=now(), tz=settings.tz, subject=rendered.subject,
                        message_id=message_id, transport=transport.name)
-    return Outcome(now(), item.email, "dry_run", message_id)
+    return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
 def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
@@ -547,17 +633,21 @@ def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_na
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=rendered.subject, transport=transport_name,
                          stop_company=settings.stop_company_on_reply, template=rendered.template,
-                         subject_variant=rendered.subject_variant)
+                         subject_variant=rendered.subject_variant, step=item.step)
     if claim is not None:
         return claim, None
     row = conn.execute(
-        "SELECT r.status, r.last_error, c.status AS campaign_status FROM recipients r"
+        "SELECT r.status, r.step, r.last_error, r.sequence_stopped, c.status AS campaign_status FROM recipients r"
         " JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = ?", (item.recipient_id,)).fetchone()
-    if row is None or row["status"] != "pending":
-        return None, Outcome(now(), item.email, "skipped", error=row["last_error"] if row else None, attempted=False)
+    waiting = row is not None and (row["sequence_stopped"] is None or item.step == 1) and (
+        (row["status"] == "pending" and row["step"] == item.step)
+        or (row["status"] == "sent" and row["step"] == item.step - 1))
+    if not waiting:
+        error = ((row["sequence_stopped"] if item.step > 1 else None) or row["last_error"]) if row else None
+        return None, Outcome(now(), item.email, "skipped", error=error, attempted=False, step=item.step)
     if row["campaign_status"] != "active":
         return None, Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
-                             attempted=False)
+                             attempted=False, step=item.step)
     return None, None
 
 
@@ -581,7 +671,8 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
             bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
                                   attempt_id=claim.attempt_id, detail=str(result))
         shown = "fatal" if isinstance(result, FatalSendError) else status
-        return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result))
+        return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result),
+                       step=item.step)
     try:
         with database.deferred_sync(conn):
             ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
@@ -591,7 +682,7 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
         log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
                   item.email, result)
         raise
-    return Outcome(now(), item.email, "sent", result)
+    return Outcome(now(), item.email, "sent", result, step=item.step)
 
 
 def _refusals_note(refused: list[SendError]) -> str | None:

@@ -19,6 +19,12 @@ def _isolate(monkeypatch, tmp_path) -> None:
     for name in list(os.environ):
         if name.lower() in Settings.model_fields or name.startswith("AWS_"):
             monkeypatch.delenv(name, raising=False)
+    # Tests run at any hour: the send window is open unless a test narrows it.
+    monkeypatch.setenv("SEND_DAYS", "mon-sun")
+    monkeypatch.setenv("SEND_HOURS", "00:00-24:00")
+    # ...and most tests mail many people at example.com: no per-company limits unless a test sets them.
+    monkeypatch.setenv("MAX_NEW_PER_COMPANY_PER_DAY", "1000000")
+    monkeypatch.setenv("MAX_CONTACTS_PER_COMPANY", "1000000")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")

@@ -86,7 +86,7 @@ def test_run_json_is_one_object_with_deferred_and_the_outbox(db, tmp_path):
     data = json.loads(result.stdout)
     assert data == {"sent": 0, "failed": 0, "deferred": 0, "skipped": 0, "unknown": 0, "remaining_today": 5,
                     "dry_run": True, "previewed": 2, "outbox": data["outbox"], "stopped": None,
-                    "held_back": [], "paused": []}
+                    "held_back": [], "paused": [], "steps": {"1": {"previewed": 2}}, "window": None}
     assert len(list((tmp_path / data["outbox"]).glob("*.eml"))) == 2
     assert "dry_run dry-run-" in result.stderr  # the per-message lines go to stderr, out of the JSON's way
 

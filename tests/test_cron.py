@@ -192,6 +192,16 @@ def test_cron_prints_the_line_with_absolute_paths(tmp_path):
     assert result.stdout.splitlines()[-1] == "To install it: email-automation cron --install --time 07:15"
 
 
+def test_cron_hourly_runs_every_hour_at_the_minute_of_time(tmp_path):
+    (tmp_path / "env.sh").write_text("export DRY_RUN=true\n")
+    result = runner.invoke(app, ["cron", "--hourly", "--time", "08:05"], catch_exceptions=False)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"5 * * * * {{ cd {tmp_path} && . ./env.sh && ")
+    assert lines[1] == ("Note: runs every hour at minute 05: each recipient is mailed inside SEND_DAYS/SEND_HOURS "
+                        "of their own time zone, and DAILY_LIMIT still holds per day")
+    assert lines[-1] == "To install it: email-automation cron --install --hourly --time 08:05"
+
+
 def test_cron_says_when_there_is_no_env_file(tmp_path):
     result = runner.invoke(app, ["cron"], catch_exceptions=False)
     assert f"Note: no {tmp_path}/env.sh, so the line sources no settings" in result.stdout
@@ -234,6 +244,8 @@ def test_env_sh_example_lists_every_setting_and_aws_region():
 
 def test_env_sh_example_sourced_by_sh_gives_the_defaults(monkeypatch):
     """The values it shows are the real defaults: sourcing it changes nothing."""
+    for name in ("SEND_DAYS", "SEND_HOURS", "MAX_NEW_PER_COMPANY_PER_DAY", "MAX_CONTACTS_PER_COMPANY"):  # see conftest
+        monkeypatch.delenv(name)
     dumped = subprocess.run(["/bin/sh", "-c", f". '{ROOT / 'env.sh.example'}' && env"], env={},
                             capture_output=True, text=True, check=True).stdout
     exported = dict(line.split("=", 1) for line in dumped.splitlines() if "=" in line)

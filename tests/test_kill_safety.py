@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 import pytest
 
-from email_automation.database import connect, init_db
+from email_automation.database import connect, init_db, iso, transaction, utc_now
+from email_automation.sequences import add_step
 
 from .smtp_sink import SmtpSink
 
@@ -29,6 +31,40 @@ def start_run(env):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def kill_rounds(env, rng, rounds: int) -> int:
+    """Start 1-3 overlapping runs per round and SIGKILL most of them at a random moment;
+    then one clean run. Returns how many were killed while working."""
+    killed_mid_run = 0
+    for _ in range(rounds):
+        runs = [start_run(env) for _ in range(rng.choice((1, 2, 3)))]
+        time.sleep(rng.uniform(0.8, 3.0))  # the random moment of the kill, not a wait for a result
+        for proc in runs:
+            if proc.poll() is None and rng.random() < 0.85:
+                proc.send_signal(signal.SIGKILL)
+                killed_mid_run += 1
+        for proc in runs:
+            proc.wait(timeout=120)
+            assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()
+    final = subprocess.run([sys.executable, "-m", "email_automation", "run"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    return killed_mid_run
+
+
+def make_db(db_path, recipients: int):
+    conn = init_db(db_path)
+    conn.executemany("INSERT INTO recipients (campaign_id, email, first_name, created_at) VALUES (1, ?, 'Sam', 'x')",
+                     [(f"r{i:03d}@example.com",) for i in range(recipients)])
+    conn.close()
+
+
+def sink_env(db_path, sink):
+    return {**os.environ, "DB_PATH": str(db_path), "DRY_RUN": "false", "TRANSPORT": "smtp",
+            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
+            "SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0.02", "DAILY_LIMIT": "100000",
+            "TIMEZONE": "UTC", "STOP_COMPANY_ON_REPLY": "false"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("pace, recipients", [
     ({"DELAY_SECONDS": "0.02"}, RECIPIENTS),
@@ -38,32 +74,12 @@ def start_run(env):
 def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path, pace, recipients):
     rng = random.Random(20261125)
     db_path = tmp_path / "kill.db"
-    conn = init_db(db_path)
-    conn.executemany("INSERT INTO recipients (campaign_id, email, first_name, created_at) VALUES (1, ?, 'Sam', 'x')",
-                     [(f"r{i:03d}@example.com",) for i in range(recipients)])
-    conn.close()
+    make_db(db_path, recipients)
 
     # Each message is counted on arrival, then answered 50 ms later: most of a run's time is spent
     # in the window where a kill leaves a delivered message without its `sent` record.
     with SmtpSink(stall_after_data=0.05) as sink:
-        env = {**os.environ, "DB_PATH": str(db_path), "DRY_RUN": "false", "TRANSPORT": "smtp",
-               "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
-               "SENDER_EMAIL": "jane@example.com", "DAILY_LIMIT": "100000", "TIMEZONE": "UTC", **pace}
-        killed_mid_run = 0
-        for _ in range(ROUNDS):
-            runs = [start_run(env) for _ in range(rng.choice((1, 2, 3)))]
-            time.sleep(rng.uniform(0.8, 3.0))  # the random moment of the kill, not a wait for a result
-            for proc in runs:
-                if proc.poll() is None and rng.random() < 0.85:
-                    proc.send_signal(signal.SIGKILL)
-                    killed_mid_run += 1
-            for proc in runs:
-                proc.wait(timeout=120)
-                assert proc.returncode in (0, -signal.SIGKILL), proc.stderr.read().decode()
-
-        final = subprocess.run([sys.executable, "-m", "email_automation", "run"], env=env,
-                               capture_output=True, text=True, timeout=300)
-        assert final.returncode == 0, final.stderr
+        killed_mid_run = kill_rounds({**sink_env(db_path, sink), **pace}, rng, ROUNDS)
         counts = sink.counts()
 
     conn = connect(db_path, readonly=True)
@@ -79,3 +95,37 @@ def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path, pace, r
             assert counts.get(email) == 1, f"{email} is recorded sent but the sink never got it"
     logged = conn.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0]
     assert logged == 0
+
+
+@pytest.mark.slow
+def test_random_sigkills_with_a_follow_up_step_never_send_a_step_twice(tmp_path):
+    """Step 1 under kills, then (the clock moved on: step 1's sends dated ten days back) step 2
+    under kills: each recipient gets each step at most once, and `sent` means delivered."""
+    rng = random.Random(20261130)
+    db_path = tmp_path / "kill.db"
+    make_db(db_path, RECIPIENTS // 2)
+    conn = init_db(db_path)
+    add_step(conn, "default", after_days=1, html="<p>Following up, {{ first_name }}.</p>", now=utc_now())
+    conn.close()
+    with SmtpSink(stall_after_data=0.05) as sink:
+        env = sink_env(db_path, sink)
+        killed = kill_rounds(env, rng, ROUNDS // 2)
+        conn = connect(db_path)
+        with transaction(conn):
+            conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
+        conn.close()
+        killed += kill_rounds(env, rng, ROUNDS // 2)
+        counts = sink.counts()
+
+    conn = connect(db_path, readonly=True)
+    assert killed > 0, "no run was killed while working; the test proved nothing"
+    rows = conn.execute("SELECT r.email, r.status, r.step, (SELECT count(*) FROM send_log l WHERE l.recipient_id = r.id"
+                        " AND l.status = 'sent') AS sent, (SELECT count(*) FROM send_log l WHERE l.recipient_id = r.id"
+                        " AND l.status = 'unknown') AS unknown FROM recipients r").fetchall()
+    assert any(row["step"] == 2 and row["status"] == "sent" for row in rows), "no follow-up went out"
+    for row in rows:
+        delivered = counts.get(row["email"], 0)
+        assert delivered <= 2, f"{row['email']} got {delivered} messages from a two-step sequence"
+        assert row["sent"] <= delivered <= row["sent"] + row["unknown"], dict(row)
+        assert (row["status"], row["step"]) in (("sent", 2), ("unknown", 1), ("unknown", 2)), dict(row)
+    assert conn.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0] == 0

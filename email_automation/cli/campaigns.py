@@ -1,4 +1,4 @@
-"""Commands over campaigns: `preview`, `template show/set/add/remove`, `pause`, `resume`."""
+"""Commands over campaigns: `preview`, `template show/set/add/remove`, `step add/list/remove`, `pause`, `resume`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, ope
 
 template_app = typer.Typer(help="Show or change a campaign's templates, its named ones and its attachments.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
+step_app = typer.Typer(help="Follow-up steps of a campaign: replies in the same thread, sent business days later.",
+                       no_args_is_help=True)
+app.add_typer(step_app, name="step")
+CampaignOption = Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the steps.")]
 
 
 @app.command()
@@ -54,6 +58,7 @@ def template_show(
     from ..attachments import stored_paths
     from ..campaign_templates import get_template, template_names
     from ..database import get_campaign
+    from ..sequences import list_steps
 
     conn = open_database(settings_for(db))
     row = get_campaign(conn, campaign)
@@ -65,6 +70,9 @@ def template_show(
     say(_template_text(row))
     say("--- attachments ---\n" + ("\n".join(stored_paths(row["attachments"])) or "(none)"))
     say("--- named templates ---\n" + ("\n".join(template_names(conn, campaign)) or "(none)"))
+    for step in list_steps(conn, campaign):
+        say(f"\n=== step {step.number}: {_step_line(step)} ===\n--- html ---\n{step.html}")
+        say(f"--- text ---\n{step.text or '(derived from the HTML)'}")
 
 
 def _template_text(row) -> str:
@@ -108,6 +116,57 @@ def template_remove(
 
     remove_template(open_database(settings_for(db)), campaign, name)
     say(f"Template '{name}' of campaign '{campaign}' removed.")
+def _step_line(step) -> str:
+    subject = step.subject or "Re: + the subject of step 1"
+    return f"{step.after_days} business day(s) after step {step.number - 1}, subject: {subject}, sent {step.sent}"
+
+
+@step_app.command("add")
+@cli_errors
+def step_add(
+    after_days: Annotated[int, typer.Option("--after-days", help="Business days to wait after the previous step was sent.", min=1)],
+    html: Annotated[Path, typer.Option("--html", help="File with the HTML body template of the follow-up.")],
+    db: DbOption = None,
+    campaign: CampaignOption = DEFAULT_CAMPAIGN,
+    text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (default: derived from the HTML).")] = None,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template (default: 'Re: ' + the subject the recipient got at step 1).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a follow-up step: sent as a reply in the same thread unless the person answered."""
+    from ..database import utc_now
+    from ..sequences import add_step
+
+    number = add_step(open_database(settings_for(db)), campaign, after_days=after_days, html=_read_template(html) or "",
+                      text=_read_template(text), subject=subject, now=utc_now())
+    answer(as_json, {"campaign": campaign, "step": number, "after_days": after_days},
+           f"Step {number} added to campaign '{campaign}': {after_days} business day(s) after step {number - 1}.")
+
+
+@step_app.command("list")
+@cli_errors
+def step_list(db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, as_json: JsonOption = False) -> None:
+    """List a campaign's follow-up steps (step 1 is its own template)."""
+    from ..sequences import list_steps
+
+    steps = list_steps(open_database(settings_for(db)), campaign)
+    lines = [f"step {s.number}: {_step_line(s)}" for s in steps]
+    answer(as_json, {"campaign": campaign, "steps": [{"step": s.number, "after_days": s.after_days,
+                                                      "subject": s.subject, "sent": s.sent} for s in steps]},
+           "\n".join(lines) if lines else f"Campaign '{campaign}' has no follow-up steps.")
+
+
+@step_app.command("remove")
+@cli_errors
+def step_remove(number: Annotated[int, typer.Argument(help="Number of the step to remove (2 or more).")],
+                db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, as_json: JsonOption = False) -> None:
+    """Remove a follow-up step nothing was sent for yet; later steps move up."""
+    from ..sequences import remove_step
+
+    remove_step(open_database(settings_for(db)), campaign, number)
+    answer(as_json, {"campaign": campaign, "removed": number}, f"Step {number} removed from campaign '{campaign}'.")
+
+
+
 
 
 @template_app.command("set")

@@ -13,7 +13,8 @@ from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer,
                      open_database, print_json, progress_bar, say, settings_for, warn)
 
 EVENT_NOTES_SHOWN = 20
-RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed")
+RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps",
+                 "window")
 
 
 @app.command()
@@ -24,6 +25,7 @@ def run(
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
     require_inbox: Annotated[bool, typer.Option("--require-inbox", help="Stop (exit 3, nothing sent) if the inbox cannot be read first.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Show what the next real run would send and who is held back and why; sends and claims nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
@@ -46,6 +48,12 @@ def run(
 
     settings = settings_for(db, dry_run=dry_run, log_file=log_file)
     conn = open_database(settings)
+    if plan:
+        from ..plan import plan_lines, plan_run
+
+        planned = plan_run(conn, settings, now=utc_now())
+        answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned)))
+        return
     _log_lines_to(sys.stderr if as_json else sys.stdout)
     logs.setup_file_logging(settings.log_file)
     transport = make_transport(settings)
@@ -92,7 +100,8 @@ def run_summary(report, outbox: Path | None) -> str:
         where = f"written to {outbox}/" if report.previewed else "written"
         return (f"Dry run: {report.previewed} message(s) {where} and nothing sent. "
                 "To send for real, set DRY_RUN=false (or pass --send).")
-    return (f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
+    return ((f"Nothing sent: {report.window.removesuffix(': nothing sent now')}. " if report.window else "")
+            + f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
             f"unknown {report.unknown}; {report.remaining_today} left today.")
 
 
@@ -118,6 +127,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Recipients by status for each campaign, and today's sends against the daily limit."""
     from .. import reports
     from ..database import utc_now
+    from ..sequences import step_summary
 
     settings = settings_for(db)
     conn = open_database(settings)
@@ -125,18 +135,29 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                                      warmup_schedule=settings.warmup_schedule)
     unknown = reports.unknown_recipients(conn)
     funnel = reports.funnel(conn)
+    steps = step_summary(conn, now=utc_now(), tz=settings.tz, holidays=settings.holiday_dates,
+                         stop_company=settings.stop_company_on_reply)
     if as_json:
         print_json(summary.as_dict() | {"unknown_recipients": [r["email"] for r in unknown]}
-                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}}
+                   | {"funnel": {f.campaign: f.as_dict() for f in funnel}, "steps": steps}
                    | {"subject_variants": [v.as_dict() for v in reports.variant_replies(conn)]})
         return
     console().print(status_table(summary))
-    for line in status_lines(summary, unknown, dry_run=settings.dry_run):
+    for line in status_lines(summary, unknown, dry_run=settings.dry_run) + step_lines(steps):
         say(line)
     for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
         say(line)
     if variants := reports.variant_replies(conn):
         say("Replies per subject variant:\n" + "\n".join(v.line() for v in variants))
+
+
+def step_lines(steps) -> list[str]:
+    """One line per campaign with follow-ups: each step's sent, due and stopped counts."""
+    return [f"Steps in {name}: " + "; ".join(
+        f"step {n} sent {c['sent']}" + (f", due {c['due']}" if c["due"] else "")
+        + (f", stopped before it {c['stopped']}" if c["stopped"] else "")
+        + (f", replied {c['replied']}" if c["replied"] else "") for n, c in counts.items()) + "."
+        for name, counts in steps.items()]
 
 
 def reply_lines(funnel, latest, *, tz) -> list[str]:

@@ -94,6 +94,7 @@ def cron(
     env_file: Annotated[Optional[Path], typer.Option("--env-file", help="Shell file of `export VAR=value` lines to source (default: ./env.sh if it exists).")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log-file", help="File the run's output is appended to (default: ./cron.log).")] = None,
     db: DbOption = None,
+    hourly: Annotated[bool, typer.Option("--hourly", help="Run every hour (at the minute of --time) instead of daily: for recipients in several time zones.")] = False,
 ) -> None:
     """Print the crontab line that runs this folder's `run` every day, or --install / --remove it."""
     if install and remove:
@@ -105,7 +106,7 @@ def cron(
         say(f"Removed {count} line(s) for {workdir} from your crontab." if count
             else f"Your crontab has no line for {workdir}; nothing removed.")
         return
-    line, notes = _cron_line(time, workdir, env_file, log_file, db)
+    line, notes = _cron_line(time, workdir, env_file, log_file, db, hourly)
     if install:
         result = cron_lib.install(line, marker)
         action = {"added": "Added to", "replaced": "Replaced in", "unchanged": "Already in"}[result.action]
@@ -115,12 +116,13 @@ def cron(
     for note in notes:
         say(f"Note: {note}")
     if not install:
-        say("To install it: email-automation cron --install" + (f" --time {time}" if time != cron_lib.DEFAULT_TIME else "")
+        say("To install it: email-automation cron --install" + (" --hourly" if hourly else "")
+            + (f" --time {time}" if time != cron_lib.DEFAULT_TIME else "")
             + (f" --db {shlex.quote(str(db))}" if db else ""))
 
 
 def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path | None,
-               db: Path | None) -> tuple[str, list[str]]:
+               db: Path | None, hourly: bool = False) -> tuple[str, list[str]]:
     from datetime import datetime
 
     from ..errors import ConfigError
@@ -142,7 +144,12 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
     command = cron_lib.default_command()
     if db is not None:  # after the env file, so it wins over a DB_PATH there (env(1) sets it for the run)
         command = ["env", f"DB_PATH={db.absolute()}", *command]
-    line = cron_lib.cron_line(time=time, workdir=workdir, command=command, env_file=env_file, log_file=log_path)
+    line = cron_lib.cron_line(time=time, workdir=workdir, command=command, env_file=env_file, log_file=log_path,
+                              hourly=hourly)
+    if hourly:
+        notes.append(f"runs every hour at minute {time.split(':')[-1]}: each recipient is mailed inside "
+                     "SEND_DAYS/SEND_HOURS of their own time zone, and DAILY_LIMIT still holds per day")
+        return line, notes
     try:
         settings = settings_for(db)
         user_tz = settings.tz if settings.timezone else None

@@ -213,6 +213,12 @@ class SesTransport:
         if close is not None:
             close()
 
+    @property
+    def region(self) -> str | None:
+        """The region SES sends from: it names the domain of the Message-ID the recipient gets."""
+        region = self._region()
+        return None if region == "?" else region
+
     def _region(self) -> str:
         meta = getattr(self._client, "meta", None)
         return getattr(meta, "region_name", None) or self._settings.aws_region or "?"

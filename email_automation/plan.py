@@ -1,0 +1,124 @@
+"""`run --plan`: what the next real run would send, and who is held back and why.
+
+Read-only: nothing is claimed, rendered or sent. It follows the run's order (due follow-ups, then
+new contacts in queue order) and its rules (send windows, per-company limits, the daily limit);
+SES's own quota is only known to a real run, which may cut the batch further.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from . import applications, ledger, politeness, schedule, sequences
+from . import run_gates as gates
+from .config import Settings
+
+
+@dataclass(frozen=True)
+class Planned:
+    email: str
+    campaign: str
+    step: int
+    company: str
+
+
+@dataclass(frozen=True)
+class Held:
+    email: str
+    campaign: str
+    step: int
+    reason: str
+
+
+@dataclass
+class Plan:
+    """The next run's batch in order, who waits and why, and what is left of the daily limit."""
+
+    daily_limit: int
+    remaining_today: int
+    send: list[Planned] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
+    over_limit: int = 0  # sendable now, but past what is left of today's limit
+
+    def as_dict(self) -> dict:
+        steps = Counter(str(p.step) for p in self.send)
+        companies = Counter(p.company for p in self.send if p.company)
+        return {"daily_limit": self.daily_limit, "remaining_today": self.remaining_today,
+                "per_step": dict(sorted(steps.items())), "per_company": dict(sorted(companies.items())),
+                "send": [asdict(p) for p in self.send], "held": [asdict(h) for h in self.held],
+                "over_limit": self.over_limit}
+
+
+def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime) -> Plan:
+    """What a real run started at `now` would do (before SES's quota, which only a real run asks)."""
+    settings = gates.within_warmup(settings, conn, now)
+    remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=settings.daily_limit)
+    plan = Plan(settings.daily_limit, remaining)
+    zones = {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")}
+    closed = schedule.closed_zones(zones, now, settings.tz, *settings.send_window)
+    candidates: list[Planned] = []
+    today = now.astimezone(settings.tz).date()
+    for due in sequences.scheduled_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
+                                             stop_company=settings.stop_company_on_reply):
+        row = due.row
+        if due.due > today:
+            plan.held.append(Held(row["email"], row["campaign_name"], due.step,
+                                  f"waiting for a reply until {due.due.isoformat()}"))
+        elif row["timezone"] in closed:
+            plan.held.append(Held(row["email"], row["campaign_name"], due.step,
+                                  f"outside the send window ({closed[row['timezone']]})"))
+        else:
+            candidates.append(_planned(row, due.step))
+    for row in conn.execute(
+            "SELECT r.email, r.step, c.name FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " JOIN campaign_steps s ON s.campaign_id = r.campaign_id AND s.step = r.step + 1"
+            " WHERE r.status = 'unknown' ORDER BY r.id"):
+        plan.held.append(Held(row["email"], row["name"], row["step"] + 1,
+                              f"step {row['step']} is unknown: settle it with `email-automation resolve`"))
+    for row in conn.execute(
+            "SELECT r.email, c.name, s.reason FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " JOIN suppressions s ON s.email = r.email WHERE r.status = 'pending' ORDER BY r.id"):
+        plan.held.append(Held(row["email"], row["name"], 1, f"suppressed: {row['reason']}"))
+    companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
+                                      per_day=settings.max_new_per_company_per_day,
+                                      per_campaign=settings.max_contacts_per_company)
+    stopped, args = applications.stopped_condition(settings.stop_company_on_reply)
+    queue = conn.execute(f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
+                         " ORDER BY r.id", args)
+    room = max(0, remaining - len(candidates))
+    for row in queue:
+        if row["timezone"] in closed:
+            plan.held.append(Held(row["email"], row["campaign_name"], 1,
+                                  f"outside the send window ({closed[row['timezone']]})"))
+        elif room <= 0:  # past today's limit: counted, not listed (the queue may be long)
+            plan.over_limit += 1
+        elif (refusal := companies.refusal(row)) is not None:
+            plan.held.append(Held(row["email"], row["campaign_name"], 1, f"company limit: {refusal}"))
+        else:
+            candidates.append(_planned(row, 1))
+            room -= 1
+    plan.send = candidates[:remaining]
+    plan.over_limit += len(candidates) - len(plan.send)
+    return plan
+
+
+def _planned(row, step: int) -> Planned:
+    return Planned(row["email"], row["campaign_name"], step, politeness.company_key(row["company"], row["email"]))
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """The plan for a person: the batch per step and company, then who waits and why."""
+    lines = [f"The next run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
+             f"{plan.daily_limit} left today; SES's own quota may cut it further)."]
+    for step, count in sorted(Counter(p.step for p in plan.send).items()):
+        lines.append(f"  step {step}: {count}")
+    for p in plan.send:
+        lines.append(f"  send {p.email} ({p.campaign}, step {p.step}{', ' + p.company if p.company else ''})")
+    for h in plan.held:
+        lines.append(f"  held {h.email} ({h.campaign}, step {h.step}): {h.reason}")
+    if plan.over_limit:
+        lines.append(f"  {plan.over_limit} more wait for a later day (daily limit).")
+    return lines

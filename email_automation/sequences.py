@@ -1,0 +1,359 @@
+"""Follow-up sequences: a campaign's steps 2..n, when each is due, and how it joins the thread.
+
+Step 1 is the campaign's own template. Step n waits `after_days` business days (weekends and
+HOLIDAYS do not count) after step n-1 was sent to that recipient. A recipient's `step` column
+says which step its `status` is about; its sequence goes on only from `sent`, so an `unknown`
+step holds the next one until a person (or SES's events) settles it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from . import applications
+from .database import get_campaign, iso, transaction
+from .errors import NotFoundError, TemplateRenderError
+
+if TYPE_CHECKING:  # Jinja2 is loaded only to render: `status` (which reads steps) must start fast
+    from .email_templates import CampaignTemplate, RenderedEmail
+
+FIRST_STEP = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One follow-up step of a campaign (step 1 is the campaign's own template)."""
+
+    number: int
+    after_days: int
+    subject: str | None  # None: `Re: ` + the subject the recipient got at step 1
+    html: str
+    text: str | None
+    sent: int = 0  # messages sent (or maybe sent) for this step
+
+
+# --- business days (pure) ------------------------------------------------------------------------
+
+
+def is_business_day(day: date, holidays: Iterable[date] = ()) -> bool:
+    """Monday to Friday, and not one of `holidays`."""
+    return day.weekday() < 5 and day not in set(holidays)
+
+
+def add_business_days(start: date, days: int, holidays: Iterable[date] = ()) -> date:
+    """The business day `days` business days after `start` (which itself need not be one)."""
+    off = frozenset(holidays)
+    day = start
+    while days > 0:
+        day += timedelta(days=1)
+        if is_business_day(day, off):
+            days -= 1
+    return day
+
+
+def due_on(sent_at: datetime, after_days: int, tz: tzinfo, holidays: Iterable[date] = ()) -> date:
+    """The day (in the user's time zone) a step waiting `after_days` after `sent_at` becomes due."""
+    return add_business_days(sent_at.astimezone(tz).date(), after_days, holidays)
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+def list_steps(conn: sqlite3.Connection, campaign: str) -> list[Step]:
+    """The campaign's follow-up steps in order, with how many were sent for each."""
+    row = get_campaign(conn, campaign)
+    return [Step(r["step"], r["after_days"], r["subject_template"], r["html_template"], r["text_template"], r["sent"])
+            for r in conn.execute(
+                "SELECT s.*, (SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                "             WHERE r.campaign_id = s.campaign_id AND l.step = s.step"
+                "             AND l.status IN ('sending', 'sent', 'unknown')) AS sent"
+                " FROM campaign_steps s WHERE s.campaign_id = ? ORDER BY s.step", (row["id"],))]
+
+
+def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: str, text: str | None = None,
+             subject: str | None = None, now: datetime) -> int:
+    """Append a follow-up step to an existing campaign; returns its number.
+
+    Raises:
+        TemplateRenderError: an empty or broken template, or a wait under one business day.
+        NotFoundError: no such campaign.
+    """
+    from .campaign_templates import campaign_columns
+    from .email_templates import check_template
+
+    if after_days < 1:
+        raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be at least 1 business day")
+    if not html.strip():
+        raise TemplateRenderError(f"campaign {campaign!r}: the HTML body template of the step is empty")
+    if subject is not None and not subject.strip():
+        subject = None
+    row = get_campaign(conn, campaign)
+    check_template(subject, html, text, campaign=campaign, columns=campaign_columns(conn, campaign))
+    with transaction(conn):
+        number = conn.execute("SELECT COALESCE(MAX(step), 1) + 1 FROM campaign_steps WHERE campaign_id = ?",
+                              (row["id"],)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO campaign_steps (campaign_id, step, after_days, subject_template, html_template,"
+            " text_template, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row["id"], number, after_days, subject, html, text, iso(now)))
+    return number
+
+
+def remove_step(conn: sqlite3.Connection, campaign: str, number: int) -> None:
+    """Remove a follow-up step nothing was sent for yet; later steps move up one.
+
+    Raises:
+        NotFoundError: no such step.
+        TemplateRenderError: step 1 (the campaign itself), or a step already sent to someone.
+    """
+    row = get_campaign(conn, campaign)
+    if number == FIRST_STEP:
+        raise TemplateRenderError(f"campaign {campaign!r}: step 1 is the campaign's own template; "
+                                  "change it with `template set`")
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM campaign_steps WHERE campaign_id = ? AND step = ?",
+                        (row["id"], number)).fetchone() is None:
+            raise NotFoundError(f"campaign {campaign!r} has no step {number}")
+        attempted = conn.execute(
+            "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+            " WHERE r.campaign_id = ? AND l.step >= ? AND l.status != 'dry_run'", (row["id"], number)).fetchone()[0]
+        if attempted:
+            raise TemplateRenderError(f"campaign {campaign!r}: step {number} (or a later one) was already sent "
+                                      f"{attempted} time(s); it cannot be removed")
+        conn.execute("DELETE FROM campaign_steps WHERE campaign_id = ? AND step = ?", (row["id"], number))
+        # One by one in rising order: UNIQUE (campaign_id, step) is checked per row.
+        for (later,) in conn.execute("SELECT step FROM campaign_steps WHERE campaign_id = ? AND step > ?"
+                                     " ORDER BY step", (row["id"], number)).fetchall():
+            conn.execute("UPDATE campaign_steps SET step = ? WHERE campaign_id = ? AND step = ?",
+                         (later - 1, row["id"], later))
+
+
+# --- what is due --------------------------------------------------------------------------------
+
+# Recipients whose next step exists and who nothing stops: their last step was sent, their
+# campaign is active, nobody answered, the address is not suppressed. Retries of a follow-up
+# (a refused-for-now attempt leaves the recipient `pending` at that step) come with them.
+_CANDIDATES = (
+    "SELECT r.*, c.name AS campaign_name, s.step AS next_step, s.after_days"
+    " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+    " JOIN campaign_steps s ON s.campaign_id = r.campaign_id"
+    "  AND ((r.status = 'sent' AND s.step = r.step + 1) OR (r.status = 'pending' AND s.step = r.step))"
+    " WHERE c.status = 'active' AND r.sequence_stopped IS NULL AND r.application_status = 'none'"
+    " AND r.email NOT IN (SELECT email FROM suppressions)"
+)
+
+
+@dataclass(frozen=True)
+class Due:
+    """A follow-up to send: the recipient's row, the step, and the day it became due."""
+
+    row: Any
+    step: int
+    due: date
+
+
+def due_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                  stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
+    """Every follow-up due today or earlier, the longest-waiting first."""
+    today = now.astimezone(tz).date()
+    return [d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company,
+                                           exclude=exclude) if d.due <= today]
+
+
+def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                        stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
+    """Every follow-up still to come, due or not, the earliest due first."""
+    stopped, args = applications.stopped_condition(stop_company)
+    today = now.astimezone(tz).date()
+    off = frozenset(holidays)
+    names = set(exclude)
+    found = []
+    for row in conn.execute(f"{_CANDIDATES} AND NOT {stopped} ORDER BY r.id", args):
+        if row["campaign_name"] in names:
+            continue
+        if row["status"] == "pending":  # a retry: due as soon as it was refused
+            found.append(Due(row, row["next_step"], today))
+            continue
+        if not row["sent_at"]:
+            continue
+        found.append(Due(row, row["next_step"], due_on(datetime.fromisoformat(row["sent_at"]), row["after_days"], tz, off)))
+    found.sort(key=lambda d: (d.due, d.row["id"]))
+    return found
+
+
+def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                 stop_company: bool = True) -> dict[str, dict[str, dict[str, int]]]:
+    """Per campaign with follow-ups, per step: messages sent (or maybe sent), follow-ups due now,
+    sequences stopped before that step, and people whose reply (read from the inbox) answered
+    that step; for `status` and the dashboard."""
+    summary: dict[str, dict[str, dict[str, int]]] = {}
+    for name, last in conn.execute("SELECT c.name, MAX(s.step) FROM campaign_steps s JOIN campaigns c"
+                                   " ON c.id = s.campaign_id GROUP BY c.id ORDER BY c.name").fetchall():
+        summary[name] = {str(n): {"sent": 0, "due": 0, "stopped": 0, "replied": 0} for n in range(1, last + 1)}
+    for name, step, sent in conn.execute(
+            "SELECT c.name, l.step, count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE l.status IN ('sending', 'sent', 'unknown')"
+            " GROUP BY c.name, l.step"):
+        if name in summary and str(step) in summary[name]:
+            summary[name][str(step)]["sent"] = sent
+    for name, step, stopped in conn.execute(
+            "SELECT c.name, r.step + 1, count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " WHERE r.sequence_stopped IS NOT NULL GROUP BY c.name, r.step"):
+        if name in summary and str(step) in summary[name]:
+            summary[name][str(step)]["stopped"] = stopped
+    for name, step, replied in conn.execute(
+            "SELECT c.name, l.step, count(DISTINCT m.recipient_id) FROM inbox_messages m"
+            " JOIN send_log l ON l.id = m.send_log_id JOIN recipients r ON r.id = l.recipient_id"
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE m.kind = 'reply' GROUP BY c.name, l.step"):
+        if name in summary and str(step) in summary[name]:
+            summary[name][str(step)]["replied"] = replied
+    for due in due_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company):
+        summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
+    return summary
+
+
+def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
+                  stop_company: bool = True, limit: int = 200) -> list[dict]:
+    """Recipients of campaigns with follow-ups who were mailed: their step, when the next one is
+    due (or why none is) and their application status, for the dashboard's Recipients tab."""
+    scheduled = {d.row["id"]: d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays,
+                                                             stop_company=stop_company)}
+    rows = conn.execute(
+        "SELECT r.id, r.email, c.name AS campaign, r.step, r.status, r.sequence_stopped, r.application_status,"
+        " c.status AS campaign_status, (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
+        " AS last_step FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE (r.status IN ('sending', 'sent', 'unknown') OR r.step > 1)"
+        " AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
+        " ORDER BY r.id LIMIT ?", (limit,)).fetchall()
+    shown = []
+    for row in rows:
+        due = scheduled.get(row["id"])
+        if due is not None:
+            next_step = f"step {due.step} due {due.due.isoformat()}"
+        elif row["sequence_stopped"]:
+            next_step = f"stopped: {row['sequence_stopped']}"
+        elif row["status"] == "unknown":
+            next_step = f"held: step {row['step']} is unknown"
+        elif row["campaign_status"] != "active":
+            next_step = "held: campaign paused"
+        elif row["step"] >= row["last_step"] and row["status"] == "sent":
+            next_step = "sequence complete"
+        else:
+            next_step = f"stopped: step {row['step']} is {row['status']}"
+        shown.append({"email": row["email"], "campaign": row["campaign"], "step": row["step"],
+                      "status": row["status"], "next": next_step, "application": row["application_status"]})
+    return shown
+
+
+def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_company: bool) -> str | None:
+    """Why this recipient's sequence must stop for good now, if it must."""
+    suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
+    if suppressed is not None:
+        return f"suppressed: {suppressed[0]}"
+    bounced = conn.execute("SELECT kind FROM bounces WHERE email = ? AND kind IN ('hard', 'complaint') LIMIT 1",
+                           (email,)).fetchone()
+    if bounced is not None:
+        return "complained" if bounced[0] == "complaint" else "bounced"
+    reason = applications.stop_reason(conn, email, company, stop_company=stop_company)
+    return None if reason is None else f"stopped by a reply: {reason}"
+
+
+def stop_finished(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:
+    """Record why sequences stop for good (a reply, a bounce, a complaint, a suppression) for sent
+    recipients who still had a step to come, so `status` and the dashboard can say why; returns how many."""
+    rows = conn.execute(
+        "SELECT DISTINCT r.id, r.email, r.company FROM recipients r JOIN campaign_steps s"
+        " ON s.campaign_id = r.campaign_id AND s.step > r.step"
+        " WHERE r.status = 'sent' AND r.sequence_stopped IS NULL").fetchall()
+    stopped = 0
+    with transaction(conn):
+        for row in rows:
+            reason = stop_reason(conn, row["email"], row["company"], stop_company=stop_company)
+            if reason is not None:
+                stopped += conn.execute(
+                    "UPDATE recipients SET sequence_stopped = ?, updated_at = ? WHERE id = ?"
+                    " AND sequence_stopped IS NULL", (reason, iso(now), row["id"])).rowcount
+    return stopped
+
+
+def sequence_running(conn: sqlite3.Connection, recipient_id: int) -> bool:
+    """True while this sent recipient has a later step still to come and nothing stopped it."""
+    return conn.execute(
+        "SELECT 1 FROM recipients r JOIN campaign_steps s ON s.campaign_id = r.campaign_id AND s.step > r.step"
+        " WHERE r.id = ? AND r.sequence_stopped IS NULL LIMIT 1", (recipient_id,)).fetchone() is not None
+
+
+# --- the thread ---------------------------------------------------------------------------------
+
+
+def delivered_message_id(message_id: str | None, transport: str, region: str | None) -> str | None:
+    """The Message-ID header the recipient got for an attempt, as `<id@domain>`.
+
+    SES replaces any Message-ID we set with its own, built from the MessageId it returns: in
+    us-east-1 `<MessageId@email.amazonses.com>`, elsewhere `<MessageId@REGION.amazonses.com>`
+    (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html). SMTP sends keep ours.
+    """
+    if not message_id or message_id.startswith("dry-run-"):
+        return None
+    if transport == "ses":
+        if not region:
+            return None
+        domain = "email.amazonses.com" if region == "us-east-1" else f"{region}.amazonses.com"
+        return f"<{message_id.strip('<>')}@{domain}>"
+    return message_id if message_id.startswith("<") else f"<{message_id}>"
+
+
+_MSG_ID = re.compile(r"<[!-;=?-~]+>")  # printable ASCII without < > or spaces: safe in a header
+
+
+@dataclass(frozen=True)
+class Thread:
+    """What a follow-up answers: the first subject and the earlier messages as delivered."""
+
+    first_subject: str
+    message_ids: tuple[str, ...]  # oldest first: References; the last one is In-Reply-To
+
+
+def thread_of(conn: sqlite3.Connection, recipient_id: int, *, region: str | None) -> Thread | None:
+    """The sent messages of this recipient's sequence, step by step; None before step 1 was sent."""
+    rows = conn.execute(
+        "SELECT step, subject, message_id, transport FROM send_log WHERE recipient_id = ? AND status = 'sent'"
+        " ORDER BY step, id", (recipient_id,)).fetchall()
+    if not rows or rows[0]["step"] != FIRST_STEP:
+        return None
+    ids: list[str] = []
+    for row in rows:
+        delivered = delivered_message_id(row["message_id"], row["transport"], region)
+        if delivered and _MSG_ID.fullmatch(delivered) and delivered not in ids:
+            ids.append(delivered)
+    return Thread(rows[0]["subject"] or "", tuple(ids))
+
+
+def reply_subject(first_subject: str) -> str:
+    """`Re: ` + the first subject, once (RFC 5322 section 3.6.5)."""
+    return first_subject if first_subject[:3].lower() == "re:" else f"Re: {first_subject}"
+
+
+def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, settings: Any, thread: Thread,
+                templates: dict[str, CampaignTemplate]) -> RenderedEmail:
+    """Step `number`'s subject and body for this recipient `row`; the recipient's custom subject
+    and body belong to step 1 and are not used again. `templates` caches the compiled steps."""
+    from .email_templates import CampaignTemplate
+
+    step = conn.execute("SELECT s.* FROM campaign_steps s JOIN campaigns c ON c.id = s.campaign_id"
+                        " WHERE c.name = ? AND s.step = ?", (campaign, number)).fetchone()
+    if step is None:
+        raise TemplateRenderError(f"campaign {campaign!r}: step {number} was removed")
+    key = f"{campaign}\x00step {number}"  # never a campaign's name: those come from one line of text
+    if key not in templates:
+        templates[key] = CampaignTemplate(f"{campaign} step {number}", step["subject_template"] or "{{ subject }}",
+                                          step["html_template"], step["text_template"])
+    fields = {k: row[k] for k in row.keys()}
+    fields["custom_subject"] = None if step["subject_template"] else reply_subject(thread.first_subject)
+    fields["custom_body"] = None
+    return templates[key].render(fields, settings)

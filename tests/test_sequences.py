@@ -1,0 +1,408 @@
+"""Follow-up sequences: business-day waits, threading, stops, never twice per step, shared limit.
+
+Days pass by moving the injected clock; nothing sleeps. The clock starts on Wednesday
+2026-11-25 at 08:00 in Europe/Berlin (the tests' TIMEZONE).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import pytest
+
+from email_automation import admin, applications, ledger, sequences
+from email_automation.database import connect, iso, utc_now
+from email_automation.errors import AmbiguousSendError, NotFoundError, TemplateRenderError
+from email_automation.sequences import add_business_days, add_step, delivered_message_id
+
+from .cli_helpers import EXAMPLE, cli
+from .fakes import ScriptedTransport
+from .imap_server import dovecot  # noqa: F401 - the session fixture
+from .test_run_daily import add_recipients, run
+
+FOLLOW_UP = "<p>Just following up, {{ first_name }}.</p>"
+
+
+def days_later(clock, days):
+    clock.current += timedelta(days=days)
+
+
+def step_of(db, email):
+    return tuple(db.execute("SELECT status, step, sequence_stopped FROM recipients WHERE email = ?", (email,)).fetchone())
+
+
+@pytest.fixture
+def sequence(settings, db, clock):
+    """Campaign `default` with a follow-up two business days after step 1, and three recipients
+    (all at example.com: without STOP_COMPANY_ON_REPLY a reply stops only its sender)."""
+    add_step(db, "default", after_days=2, html=FOLLOW_UP, now=clock())
+    add_recipients(db, 3)
+    return settings.model_copy(update={"stop_company_on_reply": False})
+
+
+def test_business_days_skip_weekends_and_holidays():
+    friday = date(2026, 11, 27)
+    assert add_business_days(friday, 1) == date(2026, 11, 30)  # Monday
+    assert add_business_days(friday, 1, [date(2026, 11, 30)]) == date(2026, 12, 1)
+    assert add_business_days(date(2026, 11, 28), 1) == date(2026, 11, 30)  # from a Saturday
+
+
+def test_the_delivered_message_id_is_the_one_ses_builds():
+    assert delivered_message_id("0100abc", "ses", "us-east-1") == "<0100abc@email.amazonses.com>"
+    assert delivered_message_id("0100abc", "ses", "eu-west-1") == "<0100abc@eu-west-1.amazonses.com>"
+    assert delivered_message_id("<x@example.com>", "smtp", None) == "<x@example.com>"
+    assert delivered_message_id("dry-run-1", "dry_run", None) is None
+
+
+def test_follow_up_waits_business_days_then_replies_in_the_thread(sequence, db, clock):
+    transport = ScriptedTransport(name="ses")
+    first = run(sequence, db, transport, clock)
+    assert (first.sent, first.steps) == (3, {"1": {"sent": 3}})
+    days_later(clock, 1)  # Thursday: one business day only
+    assert run(sequence, db, transport, clock).sent == 0
+    days_later(clock, 1)  # Friday: due
+    second = run(sequence, db, transport, clock)
+    assert second.steps == {"2": {"sent": 3}}
+    step1 = {m["To"].addresses[0].addr_spec: m for m in transport.delivered[:3]}
+    ids = dict(db.execute("SELECT r.email, l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                          " WHERE l.step = 1").fetchall())
+    for message in transport.delivered[3:]:
+        to = message["To"].addresses[0].addr_spec
+        expected = f"<{ids[to]}@email.amazonses.com>"  # us-east-1, as SES delivered it
+        assert message["In-Reply-To"] == expected and message["References"] == expected
+        assert message["Subject"] == f"Re: {step1[to]['Subject']}"
+        assert "Just following up" in message.get_body(("plain",)).get_content()
+    assert step_of(db, "person0@example.com") == ("sent", 2, None)
+    days_later(clock, 7)
+    assert run(sequence, db, transport, clock).sent == 0  # no step 3: the sequence is over
+
+
+def test_the_wait_skips_the_weekend_and_holidays(settings, db, clock):
+    add_step(db, "default", after_days=3, html=FOLLOW_UP, now=clock())
+    add_recipients(db, 1)
+    settings = settings.model_copy(update={"holidays": "2026-11-30"})
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)  # Wednesday
+    for _ in range(5):  # Thursday .. Monday (a holiday)
+        days_later(clock, 1)
+        assert run(settings, db, transport, clock).sent == 0
+    days_later(clock, 1)  # Tuesday: Thu, Fri, Tue are the three business days
+    assert run(settings, db, transport, clock).sent == 1
+
+
+def test_due_follow_ups_go_before_new_contacts_within_the_daily_limit(sequence, db, clock):
+    settings = sequence.model_copy(update={"daily_limit": 3})
+    transport = ScriptedTransport()
+    run(settings, db, transport, clock)
+    add_recipients(db, 3, start=10)
+    days_later(clock, 2)
+    report = run(settings, db, transport, clock)
+    assert report.steps == {"2": {"sent": 3}}
+    assert transport.recipients[3:] == [f"person{i}@example.com" for i in range(3)]
+    days_later(clock, 1)
+    assert run(settings, db, transport, clock).steps == {"1": {"sent": 3}}
+
+
+def test_a_reply_a_suppression_a_bounce_and_skip_stop_the_sequence_for_good(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    add_recipients(db, 1, start=3)  # not mailed yet: its step 1 goes out
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    admin.suppress(db, "person1@example.com", reason="unsubscribed")
+    admin.skip_recipient(db, "person2@example.com")
+    days_later(clock, 2)
+    report = run(sequence, db, transport, clock)
+    assert transport.recipients[3:] == ["person3@example.com"]
+    assert report.steps == {"1": {"sent": 1}}
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 1)
+    assert "replied" in step_of(db, "person0@example.com")[2]
+    assert step_of(db, "person1@example.com")[2] == "suppressed: unsubscribed"
+    assert step_of(db, "person2@example.com")[2] == "skipped by cli"
+
+
+def test_a_reply_from_a_colleague_stops_the_sequence_with_stop_company_on_reply(sequence, db, clock):
+    on = sequence.model_copy(update={"stop_company_on_reply": True})
+    transport = ScriptedTransport()
+    run(on, db, transport, clock)
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    days_later(clock, 2)
+    assert run(on, db, transport, clock).sent == 0
+    assert "STOP_COMPANY_ON_REPLY" in step_of(db, "person1@example.com")[2]
+
+
+def test_a_paused_campaign_resumes_where_it_was(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    admin.set_campaign_status(db, "default", "paused")
+    days_later(clock, 2)
+    assert run(sequence, db, transport, clock).sent == 0
+    admin.set_campaign_status(db, "default", "active")
+    days_later(clock, 5)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 3}}
+
+
+def test_an_unknown_step_one_holds_the_follow_up_until_resolved(sequence, db, clock):
+    transport = ScriptedTransport({"person0@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 2}}
+    assert step_of(db, "person0@example.com")[:2] == ("unknown", 1)
+    admin.resolve_unknown(db, "person0@example.com", "sent", now=clock())  # Friday: the wait starts now
+    days_later(clock, 3)
+    assert run(sequence, db, transport, clock).sent == 0  # Monday
+    days_later(clock, 1)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
+
+
+def test_each_step_is_claimed_once(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    run(sequence, db, transport, clock)
+    assert run(sequence, db, transport, clock).sent == 0
+    rid = db.execute("SELECT id FROM recipients WHERE email = 'person0@example.com'").fetchone()[0]
+    again = ledger.claim(db, rid, now=clock(), tz=sequence.tz, daily_limit=100, subject="s", transport="smtp", step=2)
+    assert again is None
+    counted = db.execute("SELECT step, count(*) FROM send_log WHERE status = 'sent' GROUP BY step").fetchall()
+    assert [tuple(r) for r in counted] == [(1, 3), (2, 3)]
+
+
+def test_a_refused_follow_up_is_retried_as_that_step(sequence, db, clock):
+    from email_automation.errors import TransientSendError
+
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    transport.script["person0@example.com"] = [TransientSendError("busy")] * 4
+    run(sequence, db, transport, clock)
+    assert step_of(db, "person0@example.com")[:2] == ("pending", 2)
+    days_later(clock, 1)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 2)
+
+
+def test_a_step_is_not_removed_once_sent_and_later_steps_move_up(settings, db, clock):
+    add_step(db, "default", after_days=2, html=FOLLOW_UP, now=clock())
+    add_step(db, "default", after_days=5, html="<p>Last one</p>", subject="One more thing", now=clock())
+    sequences.remove_step(db, "default", 2)
+    assert [(s.number, s.after_days, s.subject) for s in sequences.list_steps(db, "default")] == [(2, 5, "One more thing")]
+    add_recipients(db, 1)
+    run(settings, db, ScriptedTransport(), clock)
+    days_later(clock, 7)
+    run(settings, db, ScriptedTransport(), clock)
+    with pytest.raises(TemplateRenderError, match="already sent"):
+        sequences.remove_step(db, "default", 2)
+    with pytest.raises(NotFoundError):
+        sequences.remove_step(db, "default", 3)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_db(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", str(EXAMPLE), "--db", "x.db").exit_code == 0
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    return tmp_path / "x.db"
+
+
+def test_step_add_list_remove_and_template_show(cli_db):
+    added = cli("step", "add", "--after-days", "3", "--html", "f.html", "--db", "x.db")
+    assert added.stdout == "Step 2 added to campaign 'default': 3 business day(s) after step 1.\n"
+    listed = cli("step", "list", "--db", "x.db")
+    assert listed.stdout == "step 2: 3 business day(s) after step 1, subject: Re: + the subject of step 1, sent 0\n"
+    assert json.loads(cli("step", "list", "--json", "--db", "x.db").stdout)["steps"][0]["after_days"] == 3
+    shown = cli("template", "show", "--db", "x.db").stdout
+    assert "=== step 2: 3 business day(s) after step 1" in shown and FOLLOW_UP in shown
+    assert cli("step", "remove", "2", "--db", "x.db").stdout == "Step 2 removed from campaign 'default'.\n"
+    assert cli("step", "list", "--db", "x.db").stdout == "Campaign 'default' has no follow-up steps.\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["step", "add", "--after-days", "2", "--html", "f.html", "-c", "nosuch"], "no campaign named 'nosuch'"),
+    (["step", "remove", "1"], "step 1 is the campaign's own template"),
+    (["step", "remove", "4"], "campaign 'default' has no step 4"),
+], ids=["campaign", "step-1", "missing"])
+def test_step_errors_are_one_line(cli_db, args, message):
+    result = cli(*args, "--db", "x.db")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_broken_step_template_is_refused_with_its_line(cli_db, tmp_path):
+    (tmp_path / "bad.html").write_text("<p>{{ nosuch_column }}</p>")
+    result = cli("step", "add", "--after-days", "2", "--html", "bad.html", "--db", "x.db")
+    assert result.exit_code == 2 and "nosuch_column" in result.stderr
+    assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 0
+
+
+def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps(tmp_path, monkeypatch):
+    """End to end through the CLI and a loopback SMTP server; the days in between pass by dating
+    step 1's sends ten days back."""
+    from .smtp_sink import SmtpSink
+
+    for name, value in {"SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0", "TIMEZONE": "UTC",
+                        "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false",
+                        "STOP_COMPANY_ON_REPLY": "false"}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "people.csv").write_text("email,first_name\nada@example.com,Ada\nbob@example.org,Bob\n")
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    assert cli("step", "add", "--after-days", "2", "--html", "f.html", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        first = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
+        assert first["steps"] == {"1": {"sent": 2}}
+        cli("mark", "bob@example.org", "replied", "--db", "x.db")
+        conn = connect(tmp_path / "x.db")
+        conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
+        conn.close()
+        status = json.loads(cli("status", "--json", "--db", "x.db").stdout)
+        assert status["steps"] == {"default": {"1": {"sent": 2, "due": 0, "stopped": 0, "replied": 0},
+                                               "2": {"sent": 0, "due": 1, "stopped": 0, "replied": 0}}}
+        second = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
+        assert second["steps"] == {"2": {"sent": 1}}
+        assert json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)["steps"] == {}
+        messages = [d.message for d in sink.deliveries]
+    assert [m["To"].addresses[0].addr_spec for m in messages] == ["ada@example.com", "bob@example.org",
+                                                                  "ada@example.com"]
+    assert messages[2]["In-Reply-To"] == messages[0]["Message-ID"] == messages[2]["References"]
+    assert messages[2]["Subject"] == "Re: " + messages[0]["Subject"]
+    shown = cli("status", "--db", "x.db").stdout
+    assert "Steps in default: step 1 sent 2; step 2 sent 1, stopped before it 1." in shown
+
+
+def test_the_plan_says_who_waits_for_a_reply_an_unknown_step_a_window_or_a_suppression(sequence, db, clock):
+    from email_automation.plan import plan_run
+
+    transport = ScriptedTransport({"person1@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)  # Wednesday
+    add_recipients(db, 2, start=5)
+    db.execute("UPDATE recipients SET timezone = 'America/Los_Angeles' WHERE email = 'person5@example.com'")
+    db.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('person6@example.com',"
+               " 'manual', 'test', 'x')")  # not yet swept to `skipped` by a run
+    office = sequence.model_copy(update={"send_days": "mon-fri", "send_hours": "08:00-17:00"})
+    plan = plan_run(db, office, now=clock())
+    assert plan.send == []
+    assert [(h.email, h.step, h.reason) for h in plan.held] == [
+        ("person0@example.com", 2, "waiting for a reply until 2026-11-27"),
+        ("person2@example.com", 2, "waiting for a reply until 2026-11-27"),
+        ("person1@example.com", 2, "step 1 is unknown: settle it with `email-automation resolve`"),
+        ("person6@example.com", 1, "suppressed: manual"),
+        ("person5@example.com", 1, "outside the send window (23:00 is outside SEND_HOURS in America/Los_Angeles)"),
+    ]
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 3  # the plan claimed nothing
+
+
+def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, db, clock, dovecot):  # noqa: F811
+    from email_automation import inbox
+    from email_automation.config import load_settings
+
+    box = dovecot.mailbox()
+    settings = load_settings(**{**sequence.model_dump(), **box.settings()})
+    transport = ScriptedTransport(name="ses")
+    run(settings, db, transport, clock)
+    inbox.read_inbox(settings, db, now=clock)  # the first read marks where the folder ends
+    sent = db.execute("SELECT message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                      " WHERE r.email = 'person1@example.com'").fetchone()[0]
+    box.append(f"From: Person1 <person1@example.com>\r\nTo: jane@example.com\r\nSubject: Re: hello\r\n"
+               f"Message-ID: <answer-1@example.com>\r\nIn-Reply-To: <{sent}@email.amazonses.com>\r\n"
+               f"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n\r\nHappy to talk, call me.\r\n".encode())
+    clock.current += timedelta(hours=5)
+    assert inbox.read_inbox(settings, db, now=clock).as_dict()["replies"] == 1
+    days_later(clock, 2)
+    report = run(settings, db, transport, clock)
+    assert report.steps == {"2": {"sent": 2}}
+    assert "person1@example.com" not in transport.recipients[3:]
+    assert "replied" in step_of(db, "person1@example.com")[2]
+    summary = sequences.step_summary(db, now=clock(), tz=settings.tz, stop_company=False)
+    assert summary["default"] == {"1": {"sent": 3, "due": 0, "stopped": 0, "replied": 1},  # step 1 earned the reply
+                                  "2": {"sent": 2, "due": 0, "stopped": 1, "replied": 0}}
+
+
+def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(sequence, db, clock):
+    from streamlit.testing.v1 import AppTest
+
+    from email_automation import dashboard
+    from email_automation.dashboard_data import Reports
+
+    transport = ScriptedTransport({"person2@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)
+    applications.mark(db, "person1@example.com", "interview", now=clock())
+    sequences.stop_finished(db, now=clock(), stop_company=False)
+    at = AppTest.from_function(dashboard.render, args=(Reports(sequence.db_path, sequence, now=clock),),
+                               default_timeout=30).run()
+    assert not at.exception, at.exception
+    frame = next(f.value for f in at.dataframe if "next" in f.value.columns)
+    assert frame.to_dict("records") == [
+        {"email": "person0@example.com", "campaign": "default", "step": 1, "status": "sent",
+         "next": "step 2 due 2026-11-27", "application": "none"},
+        {"email": "person1@example.com", "campaign": "default", "step": 1, "status": "sent",
+         "next": "stopped: stopped by a reply: application status is 'interview'", "application": "interview"},
+        {"email": "person2@example.com", "campaign": "default", "step": 1, "status": "unknown",
+         "next": "held: step 1 is unknown", "application": "none"},
+    ]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+def test_the_cli_under_faketime_waits_over_the_weekend_for_a_follow_up(tmp_path):
+    """Real `run` processes with a faked clock: Friday step 1, Saturday outside the window,
+    Monday the follow-up (one business day after Friday)."""
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "people.csv").write_text("email,first_name\nada@example.com,Ada\n")
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
+           "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false", "DELAY_SECONDS": "0",
+           "TIMEZONE": "America/New_York", "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00"}
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    assert cli("step", "add", "--after-days", "1", "--html", "f.html", "--db", "x.db").exit_code == 0
+
+    def run_at(moment: str) -> str:
+        result = subprocess.run(["faketime", moment, sys.executable, "-m", "email_automation", "run"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()[-1]
+
+    with SmtpSink() as sink:
+        env["SMTP_PORT"] = str(sink.port)
+        # faketime reads local time: TZ=UTC in the environment, so these are UTC; New York is UTC-5.
+        env["TZ"] = "UTC"
+        assert run_at("2026-11-27 12:00:00").startswith(  # Friday 07:00 in New York: too early
+            "Nothing sent: outside the send window (07:00 is outside SEND_HOURS).")
+        assert run_at("2026-11-27 14:00:00").startswith("Sent 1,")  # Friday 09:00
+        assert run_at("2026-11-28 15:00:00").startswith(
+            "Nothing sent: outside the send window (sat is not one of SEND_DAYS).")
+        assert run_at("2026-11-30 14:00:00").startswith("Sent 1,")  # Monday 09:00: step 2
+        messages = [d.message for d in sink.deliveries]
+    assert len(messages) == 2 and messages[1]["Subject"] == "Re: " + messages[0]["Subject"]
+    assert messages[1]["In-Reply-To"] == messages[0]["Message-ID"]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+@pytest.mark.parametrize("utc, last_line", [
+    ("2026-10-23 06:30:00", "Sent 1,"),  # Friday 08:30 in Berlin, summer time (UTC+2)
+    ("2026-10-26 06:30:00", "Nothing sent: outside the send window (07:30 is outside SEND_HOURS)."),  # CET, UTC+1
+])
+def test_the_cli_under_faketime_follows_the_dst_change(tmp_path, utc, last_line):
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "people.csv").write_text("email\nada@example.com\n")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com",
+               "DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
+               "SMTP_STARTTLS": "false", "TIMEZONE": "Europe/Berlin", "SEND_DAYS": "mon-fri",
+               "SEND_HOURS": "08:00-17:00", "TZ": "UTC"}
+        result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
+                                capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1].startswith(last_line), result.stderr
