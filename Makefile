@@ -42,8 +42,9 @@ demo: $(VENV)/.installed
 	@echo "The rendered messages are .eml files in the run's folder under $(DEMO_DIR)/outbox/ (open one in any mail client)."
 	@echo "Watch it in the dashboard:  cd $(DEMO_DIR) && ../$(BIN)/email-automation dashboard"
 
-# The suite runs on every core (pytest-xdist); PYTEST_WORKERS=0 runs it in one process.
-PYTEST_WORKERS ?= auto
+# One process by default (the real-browser tests need the machine to themselves on 2 cores);
+# PYTEST_WORKERS=auto spreads the suite over every core with pytest-xdist.
+PYTEST_WORKERS ?= 0
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 

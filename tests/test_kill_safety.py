@@ -37,7 +37,7 @@ def kill_rounds(env, rng, rounds: int) -> int:
     killed_mid_run = 0
     for _ in range(rounds):
         runs = [start_run(env) for _ in range(rng.choice((1, 2, 3)))]
-        time.sleep(rng.uniform(0.8, 3.0))  # the random moment of the kill, not a wait for a result
+        time.sleep(rng.uniform(0.5, 2.0))  # the random moment of the kill, not a wait for a result
         for proc in runs:
             if proc.poll() is None and rng.random() < 0.85:
                 proc.send_signal(signal.SIGKILL)

@@ -117,7 +117,7 @@ def test_a_dry_run_by_hand_with_a_long_delay_ends_at_once(settings, monkeypatch,
         result = runner.invoke(app, [*args, "--db", db_path], env=env, catch_exceptions=False)
         assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["previewed"] >= 15
-    assert slept == []
+    assert [s for s in slept if s >= 1] == []  # no DELAY_SECONDS wait (another thread's short poll may show)
 
 
 def test_dry_run_writes_the_outbox_sends_nothing_and_changes_no_status(settings, db, clock):

@@ -159,6 +159,8 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(workspace_
             page.get_by_test_id("stSelectbox").filter(has_text="Campaign").last.click()
             page.get_by_role("option", name="autumn").click()
             page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
+            # The upload finishes in the background: Import before it lands would import nothing.
+            sync_api.expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible(timeout=30_000)
             page.get_by_role("button", name="Import").click()
             sync_api.expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible(timeout=30_000)
             sync_api.expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
@@ -166,9 +168,10 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(workspace_
             subject = page.get_by_label("Subject")
             subject.fill("Joining {{ company }}, {{ first_name }}?")
             subject.press("Control+Enter")
+            # Each edit reruns the page: the next one waits until this one is shown.
+            sync_api.expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible(timeout=30_000)
             page.get_by_label("HTML body").fill("<p>Hello {{ first_name }} at {{ company }}</p>")
             page.get_by_label("HTML body").press("Control+Enter")
-            sync_api.expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible(timeout=30_000)
             frame = page.frame_locator("iframe").last
             sync_api.expect(frame.locator("p")).to_have_text("Hello Zoë at Zeta Labs", timeout=30_000)
             page.get_by_role("button", name="Save template").click()
