@@ -135,3 +135,26 @@ def test_without_json_a_bad_option_still_shows_the_usage(demo_db):
     result = cli("run", "--db", str(demo_db), "--limit", "-1")
     assert result.exit_code == 2
     assert "Usage: " in result.stderr and "Invalid value for '--limit'" in result.stderr
+
+
+SMTP_HOST_MISSING = ("invalid settings: TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through "
+                     "(e.g. SMTP_HOST=smtp.gmail.com); it is not set")
+
+
+@pytest.mark.parametrize("args, dry_run", [(["run"], "false"), (["config"], "false"), (["run", "--send"], "true")],
+                         ids=["run", "config", "run --send"])
+def test_smtp_without_smtp_host_is_refused_as_bad_configuration(demo_db, args, dry_run):
+    # It used to send through localhost:587 without a word.
+    result = cli(*args, "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": dry_run})
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"Error: {SMTP_HOST_MISSING}\n", "")
+
+
+def test_doctor_fails_smtp_without_smtp_host_and_only_warns_in_a_dry_run(demo_db):
+    real = cli("doctor", "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": "false"})
+    assert real.exit_code == 1
+    assert real.stdout.splitlines()[0].split() == ["FAIL", "configuration", *SMTP_HOST_MISSING.split()]
+    dry = cli("doctor", "--db", str(demo_db), "--json", env={"TRANSPORT": "smtp", "DRY_RUN": "true"})
+    smtp = [c for c in json.loads(dry.stdout)["checks"] if c["name"] == "SMTP login"]
+    assert [(c["status"], c["detail"]) for c in smtp] == [
+        ("WARN", "SMTP_HOST is not set (DRY_RUN is on, so runs do not need this yet)")]
+    assert cli("run", "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": "true"}).exit_code == 0
