@@ -123,7 +123,7 @@ def _refuse_if_ses_saw_it(conn: sqlite3.Connection, recipient_ids: list[int], ad
     """A stored SES event tagged with the attempt's id proves SES accepted it: never send it again."""
     kinds = ledger.seen_by_ses(conn, recipient_ids)
     if kinds:
-        raise InvalidInputError(  # the request is refused, not the tool failing: exit 2, not the tool failing: exit 2
+        raise InvalidInputError(  # the request is refused, not the tool failing: exit 2
             f"{address}: SES reported {kinds} for this send, so it went out and must not be sent again; "
             f"resolve it as sent (`email-automation resolve {address} --sent`)"
         )

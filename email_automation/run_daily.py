@@ -251,7 +251,8 @@ def max_run_duration(settings: Settings) -> timedelta:
     """
     retry_waits = sum(min(2 * 2 ** n, 60) for n in range(TRANSIENT_RETRIES))  # tenacity's waits below
     calls = TRANSIENT_RETRIES + 1 + _ses_calls_per_message(settings)
-    per_message = settings.delay_seconds + settings.delay_jitter_seconds + retry_waits + calls * settings.send_timeout_seconds
+    per_message = (settings.delay_seconds + settings.delay_jitter_seconds + retry_waits
+                   + calls * settings.send_timeout_seconds)
     return timedelta(seconds=settings.daily_limit * per_message + _longest_inbox_read(settings) + 600)
 
 
