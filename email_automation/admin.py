@@ -6,15 +6,15 @@ Each action runs in one write transaction and leaves an `admin_log` row saying w
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from . import ledger, suppressions
 from .addresses import lookup_form
+from .bounces import Suppressed, suppress_in_transaction
 from .circuit_breaker import lift_in_transaction
 from .database import audit, get_campaign, transaction, utc_now
-from .errors import EmailAutomationError, InvalidInputError, NotFoundError
+from .errors import InvalidInputError, NotFoundError
 from .sequences import sequence_running
 
 
@@ -70,21 +70,6 @@ def retry_failed(conn: sqlite3.Connection, *, campaign: str | None = None,
     return count
 
 
-@dataclass(frozen=True)
-class Suppressed:
-    """What `suppress` did: the address's entry (first reason kept) and pending recipients skipped."""
-
-    entry: suppressions.Suppression
-    skipped: int
-
-    def message(self) -> str:
-        e = self.entry
-        done = f"{e.email} suppressed ({e.reason})" if e.added else (
-            f"{e.email} was already suppressed on {e.since[:10]} ({e.reason}, from {e.source}); "
-            "that reason and date are kept and this request is recorded in its history")
-        return f"{done}; {self.skipped} pending recipient(s) skipped."
-
-
 def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", source: str = "cli",
              actor: str = "cli", now: datetime | None = None) -> Suppressed:
     """Never mail this address again, in any campaign; pending copies become skipped.
@@ -97,10 +82,7 @@ def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", so
     if "@" not in address:
         raise InvalidInputError(f"{email!r} is not an email address")
     with transaction(conn):
-        entry = suppressions.add(conn, address, reason=reason, source=source, now=now)
-        skipped = ledger.skip_pending_address(conn, address, entry.reason, now=now)
-        audit(conn, actor, "suppress", address, reason, now)
-    return Suppressed(entry, skipped)
+        return suppress_in_transaction(conn, address, reason, source=source, actor=actor, now=now)
 
 
 def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> str:
@@ -141,7 +123,7 @@ def _refuse_if_ses_saw_it(conn: sqlite3.Connection, recipient_ids: list[int], ad
     """A stored SES event tagged with the attempt's id proves SES accepted it: never send it again."""
     kinds = ledger.seen_by_ses(conn, recipient_ids)
     if kinds:
-        raise EmailAutomationError(
+        raise InvalidInputError(  # the request is refused, not the tool failing: exit 2
             f"{address}: SES reported {kinds} for this send, so it went out and must not be sent again; "
             f"resolve it as sent (`email-automation resolve {address} --sent`)"
         )

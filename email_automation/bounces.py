@@ -98,8 +98,8 @@ def note_bounce(
         reason = "soft_bounce"
     if reason is None:
         return BounceResult(True)
-    new, skipped = suppress_in_transaction(conn, address, reason, source=source, detail=detail, now=now)
-    return BounceResult(True, reason if new else None, skipped)
+    done = suppress_in_transaction(conn, address, reason, source=source, detail=detail, now=now)
+    return BounceResult(True, reason if done.added else None, done.skipped)
 
 
 def soft_bounces(conn: sqlite3.Connection, email: str) -> int:
@@ -110,15 +110,40 @@ def soft_bounces(conn: sqlite3.Connection, email: str) -> int:
     ).fetchone()[0]
 
 
-def suppress_in_transaction(conn: sqlite3.Connection, email: str, reason: str, *, source: str,
-                            detail: str | None, now: datetime) -> tuple[bool, int]:
+@dataclass(frozen=True)
+class Suppressed:
+    """What one suppression did: the address's entry (first reason and date kept) and the pending
+    recipients it skipped."""
+
+    entry: suppressions.Suppression
+    skipped: int
+
+    @property
+    def added(self) -> bool:
+        """Whether the address was newly put on the list (else it keeps its first reason)."""
+        return self.entry.added
+
+    def message(self) -> str:
+        e = self.entry
+        done = f"{e.email} suppressed ({e.reason})" if e.added else (
+            f"{e.email} was already suppressed on {e.since[:10]} ({e.reason}, from {e.source}); "
+            "that reason and date are kept and this request is recorded in its history")
+        return f"{done}; {self.skipped} pending recipient(s) skipped."
+
+
+def suppress_in_transaction(conn: sqlite3.Connection, email: str, reason: str, *, source: str, now: datetime,
+                            detail: str | None = None, actor: str | None = None) -> Suppressed:
     """Suppress inside the caller's transaction (suppressions.py keeps the first reason and the
-    history); its pending recipients become skipped. Returns (newly suppressed, recipients skipped)."""
+    history); its pending recipients become skipped.
+
+    A report (a bounce, an SES event) goes to `admin_log` when it suppressed; a person's request
+    (`actor`: the CLI, the dashboard) goes there every time, as every hand-made action does.
+    """
     entry = suppressions.add(conn, email, reason=reason, source=source, now=now)
     skipped = ledger.skip_pending_address(conn, email, entry.reason, now=now)
-    if entry.added:
-        audit(conn, source, "suppress", email, f"{reason}: {detail}" if detail else reason, now)
-    return entry.added, skipped
+    if entry.added or actor:
+        audit(conn, actor or source, "suppress", email, f"{reason}: {detail}" if detail else reason, now)
+    return Suppressed(entry, skipped)
 
 
 def _send_of(conn: sqlite3.Connection, email: str, attempt_id: str | None,

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     ses_events_queue_url: str = ""
     aws_region: str = ""
     send_timeout_seconds: float = Field(30.0, gt=0, le=MAX_SEND_TIMEOUT_SECONDS, allow_inf_nan=False)
-    smtp_host: str = "localhost"
+    smtp_host: str = ""  # no default: a real SMTP send must name its server (see _smtp_needs_a_host)
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
@@ -271,6 +271,15 @@ class Settings(BaseSettings):
             raise PydanticCustomError(
                 "imap_tls", "IMAP_SSL and IMAP_STARTTLS are both true: set one (IMAP_SSL for port 993, "
                 "IMAP_STARTTLS for port 143)")
+        return self
+
+    @model_validator(mode="after")
+    def _smtp_needs_a_host(self) -> Settings:
+        # A silent localhost:587 would hand real mail to whatever listens there, or fail every send.
+        if self.transport == "smtp" and not self.dry_run and not self.smtp_host.strip():
+            raise PydanticCustomError(
+                "smtp_host", "TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through "
+                "(e.g. SMTP_HOST=smtp.gmail.com); it is not set")
         return self
 
     @property

@@ -424,13 +424,12 @@ def _hand_over_bounce(conn: sqlite3.Connection, event: DeliveryEvent, now: datet
 
 def _suppress(conn: sqlite3.Connection, event: DeliveryEvent, reason: str, now: datetime, report: EventReport) -> None:
     """Suppress inside this transaction (bounces.suppress_in_transaction, as every other source does)."""
-    added, skipped = bounces.suppress_in_transaction(conn, event.email, reason, source=SOURCE, detail=event.detail,
-                                                     now=now)
-    report.skipped += skipped
-    if added:
+    done = bounces.suppress_in_transaction(conn, event.email, reason, source=SOURCE, detail=event.detail, now=now)
+    report.skipped += done.skipped
+    if done.added:
         report.suppressed += 1
         report.notes.append(f"{event.email} suppressed ({_join(reason, event.detail)}); "
-                            f"{skipped} pending recipient(s) skipped")
+                            f"{done.skipped} pending recipient(s) skipped")
 
 
 def _reconcile_unknown(conn: sqlite3.Connection, now: datetime, report: EventReport) -> None:

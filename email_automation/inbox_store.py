@@ -159,8 +159,8 @@ def _bounce(conn: sqlite3.Connection, bounce, now: datetime) -> str:
 
 def suppress(conn: sqlite3.Connection, email: str, reason: str, detail: str, now: datetime) -> str:
     """Suppress inside the caller's transaction; an address already listed keeps its first reason."""
-    added, skipped = bounces.suppress_in_transaction(conn, email, reason, source=SOURCE, detail=detail[:500], now=now)
-    return _suppressed_line(email, reason, added, skipped)
+    done = bounces.suppress_in_transaction(conn, email, reason, source=SOURCE, detail=detail[:500], now=now)
+    return _suppressed_line(email, reason, done.added, done.skipped)
 
 
 def _suppressed_line(email: str, reason: str, added: bool, skipped: int) -> str:

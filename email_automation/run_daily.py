@@ -240,13 +240,39 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
 
 
 def max_run_duration(settings: Settings) -> timedelta:
-    """The longest a healthy run can take: every message of DAILY_LIMIT waiting its delay, timing
-    out on every try and waiting out every retry, plus ten minutes. A run holding the lock longer
-    is hung (see locking.py)."""
+    """The longest a healthy run can take, plus ten minutes; a run holding the lock longer is hung
+    (see locking.py).
+
+    Every message of DAILY_LIMIT waits its delay, times out on every try and waits out every
+    retry; with SES, the calls asked before each claim time out too (SES's suppression list,
+    SES_CONTACT_LIST's GetContact and CreateContact: each bounded by SEND_TIMEOUT_SECONDS, see
+    run_gates.SesGate); with IMAP_HOST, the inbox read that starts a real run times out on each
+    of its commands.
+    """
     retry_waits = sum(min(2 * 2 ** n, 60) for n in range(TRANSIENT_RETRIES))  # tenacity's waits below
+    calls = TRANSIENT_RETRIES + 1 + _ses_calls_per_message(settings)
     per_message = (settings.delay_seconds + settings.delay_jitter_seconds + retry_waits
-                   + (TRANSIENT_RETRIES + 1) * settings.send_timeout_seconds)
-    return timedelta(seconds=settings.daily_limit * per_message + 600)
+                   + calls * settings.send_timeout_seconds)
+    return timedelta(seconds=settings.daily_limit * per_message + _longest_inbox_read(settings) + 600)
+
+
+def _ses_calls_per_message(settings: Settings) -> int:
+    """SES calls before a claim: GetSuppressedDestination (when the list could not be read whole),
+    GetContact and CreateContact (SES_CONTACT_LIST)."""
+    if settings.transport != "ses":
+        return 0
+    return int(settings.ses_suppression_check) + (2 if settings.ses_contact_list else 0)
+
+
+def _longest_inbox_read(settings: Settings) -> float:
+    """Connect, STARTTLS, login, EXAMINE, SEARCH and logout, then three FETCHes per batch of new
+    mail (counted up to DAILY_LIMIT messages), each waiting up to the IMAP time-out."""
+    if not settings.imap_host:
+        return 0
+    from .inbox import FETCH_BATCH, TIMEOUT_SECONDS
+
+    batches = -(-max(settings.daily_limit, 1) // FETCH_BATCH)
+    return (6 + 3 * batches) * TIMEOUT_SECONDS
 
 
 def run_daily(

@@ -114,10 +114,10 @@ def sync(conn: sqlite3.Connection, client: Any, *, now: datetime) -> int | None:
     added = 0
     with transaction(conn):
         for item in listed:
-            new, _ = suppress_in_transaction(
+            done = suppress_in_transaction(
                 conn, lookup_form(item["EmailAddress"]), REASON, source=SOURCE,
                 detail=f"on SES's account-level suppression list ({item.get('Reason', '?')})", now=now)
-            added += new
+            added += done.added
         conn.execute("INSERT INTO sync_state (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                      (_SYNCED, iso(now)))
     if added:

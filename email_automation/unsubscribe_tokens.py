@@ -77,6 +77,5 @@ def apply_unsubscribe(conn: sqlite3.Connection, given: str, *, secret: str, now:
     """Suppress the address behind an unsubscribe link or token collected elsewhere (reason `unsubscribe`)."""
     email = find_address(conn, given, secret=secret)
     with transaction(conn):
-        newly, skipped = suppress_in_transaction(conn, email, "unsubscribe", source=SOURCE, detail=None, now=now)
-        reason = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()[0]
-    return Unsubscribed(email, newly, reason, skipped)
+        done = suppress_in_transaction(conn, email, "unsubscribe", source=SOURCE, now=now)
+    return Unsubscribed(email, done.added, done.entry.reason, done.skipped)

@@ -1,7 +1,9 @@
-"""A loopback HTTP server that answers every request a byte or a header line at a time.
+"""A loopback HTTP server that answers every request late: a byte or a header line at a time, or
+only after a silence.
 
-Each piece comes well within any read timeout, so only a deadline for the whole call ends a
-client's wait. Stands in for an AWS endpoint (SES, SQS) on a bad network:
+Each dripped piece comes well within any read timeout, so only a deadline for the whole call ends
+a client's wait; a silence outlasts the read timeout itself. Stands in for an AWS endpoint (SES,
+SQS) on a bad network:
 
     with DrippingHttp(part="body") as server:
         client = make_ses_client(settings, endpoint_url=server.url)
@@ -17,9 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class DrippingHttp:
-    """`part="headers"`: header lines drip; `part="body"`: the body drips, one byte per `every` s.
+    """`part="headers"`: header lines drip; `part="body"`: the body drips, one byte per `every` s;
+    `part="silence"`: nothing at all comes.
 
-    The drip lasts `drip_for` seconds, then the answer `{"MessageId": "late-id"}` completes.
+    That lasts `drip_for` seconds (or until `close`), then the answer `{"MessageId": "late-id"}` completes.
     """
 
     def __init__(self, *, part: str = "body", every: float = 0.1, drip_for: float = 10.0) -> None:
@@ -41,6 +44,8 @@ class DrippingHttp:
             def _answer(self) -> None:
                 outer.requests += 1
                 body = json.dumps({"MessageId": "late-id"}).encode()
+                if part == "silence" and outer.stop.wait(drip_for):
+                    return
                 try:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -51,9 +56,10 @@ class DrippingHttp:
                                 return
                         self.wfile.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
                         return
-                    self.send_header("Content-Length", str(drips + len(body)))
+                    dripped = 0 if part == "silence" else drips
+                    self.send_header("Content-Length", str(dripped + len(body)))
                     self.end_headers()
-                    for _ in range(drips):
+                    for _ in range(dripped):
                         if not self._drip(b" "):  # JSON allows leading white space
                             return
                     self.wfile.write(body)

@@ -100,3 +100,61 @@ def test_json_commands_report_an_error_as_one_object_and_exit_2(demo_db, args):
     result = cli(*args, "--db", str(demo_db), "--json")
     assert result.exit_code == 2
     assert list(json.loads(result.stdout)) == ["error"]
+
+
+def test_a_bad_option_value_with_json_is_one_json_object_and_exit_2(demo_db):
+    result = cli("run", "--db", str(demo_db), "--json", "--limit", "-1")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": "Invalid value for '--limit': Input should be greater than or equal to 0"}
+
+
+def _json_commands(group=None, path=()) -> list[tuple[str, ...]]:
+    """Every command that takes --json (`step list` too), read from the app so a new one is covered."""
+    from typer.main import get_command
+
+    from email_automation.cli import app
+
+    found = []
+    for name, command in (group or get_command(app)).commands.items():
+        if hasattr(command, "commands"):
+            found += _json_commands(command, (*path, name))
+        elif any("--json" in param.opts for param in command.params):
+            found.append((*path, name))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("words", _json_commands(), ids=" ".join)
+def test_every_json_command_refusing_its_command_line_prints_one_json_object(words):
+    result = cli(*words, "--json", "--no-such-option")
+    assert result.exit_code == 2
+    assert list(json.loads(result.stdout)) == ["error"]
+    assert result.stderr == ""
+
+
+def test_without_json_a_bad_option_still_shows_the_usage(demo_db):
+    result = cli("run", "--db", str(demo_db), "--limit", "-1")
+    assert result.exit_code == 2
+    assert "Usage: " in result.stderr and "Invalid value for '--limit'" in result.stderr
+
+
+SMTP_HOST_MISSING = ("invalid settings: TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through "
+                     "(e.g. SMTP_HOST=smtp.gmail.com); it is not set")
+
+
+@pytest.mark.parametrize("args, dry_run", [(["run"], "false"), (["config"], "false"), (["run", "--send"], "true")],
+                         ids=["run", "config", "run --send"])
+def test_smtp_without_smtp_host_is_refused_as_bad_configuration(demo_db, args, dry_run):
+    # It used to send through localhost:587 without a word.
+    result = cli(*args, "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": dry_run})
+    assert (result.exit_code, result.stderr, result.stdout) == (2, f"Error: {SMTP_HOST_MISSING}\n", "")
+
+
+def test_doctor_fails_smtp_without_smtp_host_and_only_warns_in_a_dry_run(demo_db):
+    real = cli("doctor", "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": "false"})
+    assert real.exit_code == 1
+    assert real.stdout.splitlines()[0].split() == ["FAIL", "configuration", *SMTP_HOST_MISSING.split()]
+    dry = cli("doctor", "--db", str(demo_db), "--json", env={"TRANSPORT": "smtp", "DRY_RUN": "true"})
+    smtp = [c for c in json.loads(dry.stdout)["checks"] if c["name"] == "SMTP login"]
+    assert [(c["status"], c["detail"]) for c in smtp] == [
+        ("WARN", "SMTP_HOST is not set (DRY_RUN is on, so runs do not need this yet)")]
+    assert cli("run", "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": "true"}).exit_code == 0

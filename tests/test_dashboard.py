@@ -61,12 +61,15 @@ TABLE_COLUMN = {"log_table": "subject", "queue_table": "position", "unknown_tabl
                 "suppressions_table": "source"}
 
 
-def table(at: AppTest, key: str):
-    frames = [frame.value for frame in at.dataframe if TABLE_COLUMN[key] in frame.value.columns]
-    if key == "unknown_table":
-        frames = [frame for frame in frames if "attempts" not in frame.columns]
-    assert frames, f"no {key} on the page"
+def frame(at: AppTest, column: str, *, without: str | None = None):
+    """The first table on the page with a `column` (and no column `without`)."""
+    frames = [f.value for f in at.dataframe if column in f.value.columns and without not in f.value.columns]
+    assert frames, f"no table with a {column!r} column"
     return frames[0]
+
+
+def table(at: AppTest, key: str):
+    return frame(at, TABLE_COLUMN[key], without="attempts" if key == "unknown_table" else None)
 
 
 def snapshot(settings) -> list:

@@ -7,24 +7,13 @@ from contextlib import closing
 from datetime import timedelta
 
 import pytest
-from pydantic import SecretStr
-from streamlit.testing.v1 import AppTest
 
 from email_automation import dashboard, inbox_store
-from email_automation.dashboard_data import Reports
 from email_automation.database import connect
 from email_automation.mail_classify import classify
 from tests.mail_corpus import load, seed_sends
+from tests.test_dashboard import PASSWORD, _fresh_cache, frame, page, unlock  # noqa: F401 - _fresh_cache: autouse fixture
 
-PASSWORD = "correct horse"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(monkeypatch):
-    dashboard.clear_cache()
-    monkeypatch.setattr(dashboard, "FAILED_UNLOCK_DELAY", 0)
-    yield
-    dashboard.clear_cache()
 
 
 @pytest.fixture
@@ -37,19 +26,6 @@ def filled(db, clock):
         inbox_store.store(db, inbox_store.Position("box", 1, uid), inbox_store.dedupe_key(found.message_id, b""),
                           found, now=clock())
     return db
-
-
-def page(settings, clock, password: str = "") -> AppTest:
-    settings = settings.model_copy(update={"dashboard_password": SecretStr(password)})
-    at = AppTest.from_function(dashboard.render, args=(Reports(settings.db_path, settings, now=clock),),
-                               default_timeout=30)
-    return at.run()
-
-
-def frame(at: AppTest, column: str):
-    frames = [f.value for f in at.dataframe if column in f.value.columns]
-    assert frames, f"no table with a {column!r} column"
-    return frames[0]
 
 
 def test_replies_are_listed_newest_first_with_who_and_what_they_said(settings, clock, filled):
@@ -75,13 +51,8 @@ def test_the_funnel_per_campaign(settings, clock, filled):
     assert funnel.values.tolist() == [["default", 10, 2, "20.00%", 0, 0, 0, 0]]
 
 
-def _unlock(at: AppTest) -> AppTest:
-    at.text_input(key="admin_password").input(PASSWORD)
-    return at.button(key="unlock").click().run()
-
-
 def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(settings, clock, filled):
-    at = _unlock(page(settings, clock, PASSWORD))
+    at = unlock(page(settings, clock, password=PASSWORD))
     at.text_input(key="act_mark_email").input("Bob@Acme.example")
     at.selectbox(key="act_mark_status").set_value("interview")
     at.text_input(key="act_mark_note").input("Thursday 10:00")
@@ -97,7 +68,7 @@ def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(
 
 
 def test_the_application_status_cannot_be_changed_while_locked(settings, clock, filled):
-    at = page(settings, clock, PASSWORD)
+    at = page(settings, clock, password=PASSWORD)
     assert at.button(key="act_mark_go").disabled and at.text_input(key="act_mark_email").disabled
     for widget in (at.text_input(key="act_mark_email"), at.checkbox(key="act_mark_sure"), at.button(key="act_mark_go")):
         widget.proto.disabled = False  # as a crafted websocket message would send them

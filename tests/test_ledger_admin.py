@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from email_automation import admin, database, ledger
-from email_automation.errors import AmbiguousSendError, EmailAutomationError, FatalSendError, NotFoundError, PermanentSendError, TransientSendError
+from email_automation.errors import AmbiguousSendError, FatalSendError, NotFoundError, PermanentSendError, TransientSendError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
@@ -128,7 +129,7 @@ def test_resolve_unknown_as_sent_or_pending(db):
         admin.resolve_unknown(db, "a@example.com", "sent")
 
 
-def test_resolve_pending_is_refused_when_a_stored_ses_event_proves_the_send_went_out(db):
+def test_resolve_pending_is_refused_when_a_stored_ses_event_proves_the_send_went_out(settings, db):
     # The run died after SES accepted; the Send event was stored while the attempt was still
     # `sending`, and recovery made it `unknown` only afterwards. Sending again would be a duplicate.
     rid = add(db, "a@example.com")
@@ -136,9 +137,13 @@ def test_resolve_pending_is_refused_when_a_stored_ses_event_proves_the_send_went
     db.execute("INSERT INTO ses_events (dedupe_key, kind, email, attempt_id, received_at)"
                " VALUES ('k1', 'SENT', 'a@example.com', ?, 'x')", (c.attempt_id,))
     ledger.recover_interrupted(db, now=NOW)
-    with pytest.raises(EmailAutomationError, match=r"^a@example.com: SES reported SENT for this send, so it went out"
-                                                   r" and must not be sent again; resolve it as sent "):
-        admin.resolve_unknown(db, "a@example.com", "pending")
+    refused = _cli("resolve", "a@example.com", "--pending", "--db", str(settings.db_path))
+    reason = ("a@example.com: SES reported SENT for this send, so it went out and must not be sent again; "
+              "resolve it as sent (`email-automation resolve a@example.com --sent`)")
+    assert (refused.exit_code, refused.stderr, refused.stdout) == (2, f"Error: {reason}\n", ""), \
+        "the user's request is what is refused: bad input, exit 2"
+    as_json = _cli("resolve", "a@example.com", "--pending", "--json", "--db", str(settings.db_path))
+    assert (as_json.exit_code, json.loads(as_json.stdout)) == (2, {"error": reason})
     assert status_of(db, rid) == "unknown"
     assert admin.resolve_unknown(db, "a@example.com", "sent") == 1
 
@@ -191,6 +196,8 @@ def test_a_second_suppress_keeps_the_first_reason_and_date_and_goes_to_the_histo
     history = [tuple(r) for r in db.execute("SELECT action, reason, source FROM suppression_history ORDER BY id")]
     assert history == [("suppress", "unsubscribe", "cli"), ("suppress", "manual", "cli"),
                        ("unsuppress", "was suppressed for: unsubscribe", "cli")]
+    assert [tuple(r) for r in db.execute("SELECT action, detail FROM admin_log ORDER BY id")] == [
+        ("suppress", "unsubscribe"), ("suppress", "manual"), ("unsuppress", "")], "every hand-made request is logged"
 
 
 def test_a_bounce_reported_after_an_unsubscribe_keeps_the_unsubscribe(db):
@@ -206,6 +213,9 @@ def test_a_bounce_reported_after_an_unsubscribe_keeps_the_unsubscribe(db):
         ("suppress", "unsubscribe", "cli"), ("suppress", "bounce", "ses-event")]
     assert db.execute("SELECT last_error FROM recipients WHERE id = ?", (pending,)).fetchone()[0] == \
         "suppressed: unsubscribe"
+    # The person's request is in the admin log; the later bounce suppressed nothing new, so it is not.
+    assert [tuple(r) for r in db.execute("SELECT actor, action, target, detail FROM admin_log")] == [
+        ("cli", "suppress", "ann@example.com", "unsubscribe")]
 
 
 # --- a refused-for-now attempt is `deferred`, apart from `failed` -------------------------------

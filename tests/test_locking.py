@@ -74,7 +74,7 @@ def test_a_run_holding_the_lock_longer_than_any_run_can_is_reported_as_hung_with
     assert result.exit_code == 3
     assert result.stderr.startswith(
         f"Error: another run (pid {proc.pid}, started {started:%Y-%m-%d %H:%M:%S} UTC) has held the lock "
-        f"{lock_path(db)} for 720.0 h, longer than a run can take (3.1 h): ")  # DELAY_SECONDS=0
+        f"{lock_path(db)} for 720.0 h, longer than a run can take (3.8 h): ")  # DELAY_SECONDS=0, SES lookups
     assert (f"it is probably hung, and no run can send until it ends. Check it with `ps -p {proc.pid}`, stop it "
             f"with `kill {proc.pid}`; the next run then marks a message it was sending as unknown") in result.stderr
 
@@ -90,9 +90,29 @@ def test_a_killed_run_leaves_no_lock_behind(db, holder):
 
 
 def test_the_longest_healthy_run_follows_the_limit_delay_and_timeout(tmp_path):
-    settings = load_settings(db_path=tmp_path / "x.db", daily_limit=80, delay_seconds=5, send_timeout_seconds=30)
+    settings = load_settings(db_path=tmp_path / "x.db", daily_limit=80, delay_seconds=5, send_timeout_seconds=30,
+                             transport="smtp", smtp_host="127.0.0.1")
     # 80 x (5 s delay + 2+4+8 s retry waits + 4 tries x 30 s timeout) + 10 minutes
     assert max_run_duration(settings).total_seconds() == 80 * (5 + 14 + 120) + 600
+
+
+def test_the_longest_healthy_run_counts_the_ses_list_calls_and_the_inbox_read(tmp_path):
+    settings = load_settings(db_path=tmp_path / "x.db", daily_limit=80, delay_seconds=5, send_timeout_seconds=30,
+                             ses_contact_list="outreach", imap_host="imap.example.com")
+    # each message: + GetSuppressedDestination, GetContact and CreateContact, 30 s each;
+    # the inbox: 6 commands + 3 fetches per 25 messages of 80 (4 batches), 60 s each
+    assert max_run_duration(settings).total_seconds() == 80 * (5 + 14 + 120 + 3 * 30) + (6 + 3 * 4) * 60 + 600
+
+
+def test_a_long_run_with_the_ses_contact_list_is_not_called_hung(db, holder, monkeypatch):
+    # 4 hours: more than sends alone can take at DELAY_SECONDS=0 (3.1 h), less than with the SES
+    # suppression-list and contact-list calls before each claim (5.1 h).
+    monkeypatch.setenv("SES_CONTACT_LIST", "outreach")
+    started = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=4)
+    proc = holder(started)
+    result = runner.invoke(app, ["run", "--db", str(db)])
+    assert (result.exit_code, result.stdout) == (0, f"another run (pid {proc.pid}, started {started:%Y-%m-%d %H:%M:%S} "
+                                                    f"UTC) holds the lock {lock_path(db)}; nothing to do\n")
 
 
 def test_a_lock_file_from_an_older_version_holds_only_a_pid():

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from botocore.exceptions import ConnectionClosedError, NoCredentialsError
@@ -214,47 +212,9 @@ def test_aws_endpoint_url_is_honoured(settings, monkeypatch):
 
 # --- real sockets ---------------------------------------------------------------------------------
 
-class SlowSes:
-    """A loopback HTTP server that takes each request, counts it and answers too late."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests += 1
-                outer.release.wait(5)  # far longer than the client's read timeout
-                body = json.dumps({"MessageId": "too-late"}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the client gave up long ago
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, message):
     # botocore's default retries would send this request again (https://docs.aws.amazon.com/boto3/latest/guide/retries.html).
-    slow = SlowSes()
-    try:
+    with DrippingHttp(part="silence", drip_for=5) as slow:  # far longer than the client's read timeout
         settings = settings.model_copy(update={"send_timeout_seconds": 0.3})
         transport = SesTransport(settings, make_ses_client(settings, endpoint_url=slow.url))
         with pytest.raises(AmbiguousSendError) as info:
@@ -263,8 +223,6 @@ def test_read_timeout_is_ambiguous_and_the_request_is_never_repeated(settings, m
         assert info.value.code == "SendTimeout"
         assert str(info.value) == ("no complete answer from SES within SEND_TIMEOUT_SECONDS (0.3 s); the message "
                                    "may have been accepted, so it is not resent automatically")
-    finally:
-        slow.close()
 
 
 # An endpoint that drips its answer: every read is quick, so only the deadline per send ends it.

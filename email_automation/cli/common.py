@@ -15,9 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .._version import __version__
 from ..errors import EmailAutomationError
+
+try:
+    from typer._click.exceptions import UsageError  # typer vendors click since 0.26
+except ImportError:  # pragma: no cover - an older typer on click
+    from click.exceptions import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,7 +40,29 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _JsonErrorsGroup(TyperGroup):
+    """The app's group: a command line typer refuses (a bad option value, an unknown option) is
+    still one JSON object, `{"error": ...}`, and exit 2 when `--json` was asked for.
+
+    typer parses a command's options before the command runs, so `cli_errors` never sees these.
+    """
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        ctx.meta["json"] = "--json" in (args[:args.index("--")] if "--" in args else args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if not ctx.meta.get("json"):
+                raise
+            print_json({"error": exc.format_message()})
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 app = typer.Typer(
+    cls=_JsonErrorsGroup,
     help="Send personalized outreach email in small, safe daily batches (Amazon SES or SMTP), "
     "with every attempt logged in SQLite. DRY_RUN is on until you turn it off.",
     no_args_is_help=True,
