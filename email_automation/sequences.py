@@ -145,8 +145,7 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
         TemplateRenderError: step 1, nothing to set, an empty or broken part (naming the step and
             template); nothing is saved.
     """
-    from .campaign_templates import campaign_columns, get_template
-    from .email_templates import check_template
+    from .campaign_templates import get_template
 
     step = _step_row(conn, campaign, number)
     if template is not None:
@@ -158,8 +157,7 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
                             (step["id"], template)).fetchone() if template else step)
     if html is None and current is None:
         raise TemplateRenderError(f"{where}: a new version of the step needs its --html")
-    if html is not None and not html.strip():
-        raise TemplateRenderError(f"{where}: the HTML body template is empty")
+
     def kept(part: str) -> str | None:
         return None if current is None else current[part]
 
@@ -167,12 +165,7 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
                          (subject.strip() or None) if subject is not None else kept("subject_template"),
                          html if html is not None else kept("html_template"),
                          (text if text.strip() else None) if text is not None else kept("text_template"))
-    try:
-        check_template(merged.subject, merged.html, merged.text, columns=campaign_columns(conn, campaign))
-        if settings is not None:
-            _render_first(conn, campaign, merged, settings)
-    except TemplateRenderError as err:
-        raise TemplateRenderError(f"{where}: {err}") from None
+    check_version(conn, campaign, merged, settings)
     with transaction(conn):
         if template is None:
             conn.execute("UPDATE campaign_steps SET subject_template = ?, html_template = ?, text_template = ?"
@@ -184,6 +177,29 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
                      " created_at) VALUES (?, ?, ?, ?, ?, ?)",
                      (step["id"], template, merged.subject, merged.html, merged.text, iso(now)))
     return bool(replaced)
+
+
+def check_version(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any = None) -> None:
+    """Check a step's content as `template set` checks a campaign's: each part compiles and reads
+    only the campaign's variables; with `settings`, it renders (within the render limits) for the
+    first recipient it concerns.
+
+    Raises:
+        TemplateRenderError: naming the campaign, the step, the template and the problem.
+    """
+    from .campaign_templates import campaign_columns
+    from .email_templates import check_template
+
+    where = f"campaign {campaign!r}, step {version.number}" + (
+        f", template {version.template!r}" if version.template else "")
+    try:
+        if not version.html.strip():
+            raise TemplateRenderError("the HTML body template is empty")
+        check_template(version.subject, version.html, version.text, columns=campaign_columns(conn, campaign))
+        if settings is not None:
+            _render_first(conn, campaign, version, settings)
+    except TemplateRenderError as err:
+        raise TemplateRenderError(f"{where}: {err}") from None
 
 
 def remove_step_version(conn: sqlite3.Connection, campaign: str, number: int, template: str) -> None:
