@@ -104,6 +104,8 @@ def import_section(reports, campaign: str, locked: bool) -> None:
 
 
 def editor_section(reports, campaign: str, locked: bool) -> None:
+    """The template and step editor: a form, so that everything typed reaches the server with the
+    Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running."""
     from email_automation.dashboard import fetch
 
     with st.container(border=True):
@@ -117,23 +119,47 @@ def editor_section(reports, campaign: str, locked: bool) -> None:
             drafts = fetch(reports, "step_drafts", campaign, step)
             labels, where = [STEP_OWN, *[name for name in drafts if name]], f"{campaign}_step{step}"
         picked = st.selectbox("Template", labels, key=f"ws_template_{where}")
-        name = None if picked in (OWN, STEP_OWN) else picked
-        base = drafts.get(name) if picked != NEW else TemplateDraft(None, ("",), "", None)
-        if picked == NEW:
-            name = st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked).strip() or None
-        key = f"{where}_{picked}"
-        subjects = st.text_area("Subject" if step == 1 else "Subject (empty: 'Re: ' + the subject of step 1)",
-                                "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
-        html = st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
-        text = st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
-        lines = tuple(s for s in subjects.splitlines() if s.strip())
-        draft = TemplateDraft(name, (lines or ("",)) if step == 1 else (" ".join(lines),), html, text or None, step=step)
         emails = fetch(reports, "recipient_emails", campaign)
         email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
+        base = drafts.get(None if picked in (OWN, STEP_OWN) else picked) if picked != NEW else TemplateDraft(None, ("",), "", None)
+        key = f"{where}_{picked}"
+
+        def draft() -> TemplateDraft:
+            """The editor's content as last submitted (the session state holds it once the form was sent)."""
+            state = st.session_state
+            name = (state.get(f"ws_new_template_{campaign}", "").strip() or None if picked == NEW
+                    else None if picked in (OWN, STEP_OWN) else picked)
+            subjects = state.get(f"ws_subjects_{key}", "\n".join(base.subjects))
+            lines = tuple(s for s in subjects.splitlines() if s.strip())
+            return TemplateDraft(name, (lines or ("",)) if step == 1 else (" ".join(lines),),
+                                 state.get(f"ws_html_{key}", base.html),
+                                 state.get(f"ws_text_{key}", base.text or "") or None, step=step)
+
+        def save() -> str:
+            current = draft()
+            if picked == NEW and not current.name:
+                raise EmailAutomationError("give the new template a name")
+            reports.save_draft(campaign, current)
+            if step != 1:
+                return f"Step {step}{'' if current.name is None else f', template {current.name!r},'} of {campaign!r} saved."
+            return f"Template {'of ' + repr(campaign) if current.name is None else repr(current.name)} saved."
+
+        with st.form(f"ws_editor_{key}", border=False):
+            if picked == NEW:
+                st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked)
+            st.text_area("Subject" if step == 1 else "Subject (empty: 'Re: ' + the subject of step 1)",
+                         "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
+            st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
+            st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
+            left, right = st.columns(2)
+            left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go")
+            right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
+                                     args=(reports, "save", save))
+        _result("save")
         problem = None
         if email:
             try:
-                result = reports.preview_draft(campaign, email, draft)
+                result = reports.preview_draft(campaign, email, draft())
             except EmailAutomationError as err:
                 problem = str(err)
             else:
@@ -148,17 +174,6 @@ def editor_section(reports, campaign: str, locked: bool) -> None:
             st.caption("Import recipients to see a preview.")
         if problem:
             st.error(problem)
-
-        def save() -> str:
-            if picked == NEW and not name:
-                raise EmailAutomationError("give the new template a name")
-            reports.save_draft(campaign, draft)
-            if step != 1:
-                return f"Step {step}{'' if name is None else f', template {name!r},'} of {campaign!r} saved."
-            return f"Template {'of ' + repr(campaign) if name is None else repr(name)} saved."
-
-        st.button("Save template", key="ws_save_go", disabled=locked, on_click=_act, args=(reports, "save", save))
-        _result("save")
 
 
 def _step_label(number: int) -> str:
