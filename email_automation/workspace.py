@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import campaign_templates, sequences
+from . import campaign_templates, sequences, step_content
 from .attachments import stored_paths
 from .database import ensure_campaign, get_campaign, transaction, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
@@ -117,7 +117,7 @@ def steps(conn: sqlite3.Connection, campaign: str) -> list[int]:
 def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[str | None, TemplateDraft]:
     """Follow-up step `number`'s own version (key None) and its version per named template, as
     the editor shows them; a named template without its own version starts from the step's."""
-    versions = {v.template: v for v in sequences.step_versions(conn, campaign) if v.number == number}
+    versions = {v.template: v for v in step_content.step_versions(conn, campaign) if v.number == number}
     if None not in versions:
         raise NotFoundError(f"campaign {campaign!r} has no step {number}")
     found = {}
@@ -139,8 +139,8 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
         campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
     else:
         subject = draft.subjects[0].strip() if draft.subjects else ""
-        sequences.check_version(conn, campaign, sequences.StepVersion(draft.step, draft.name, subject or None,
-                                                                      draft.html, draft.text or None))
+        step_content.check_version(conn, campaign, step_content.StepVersion(
+            draft.step, draft.name, subject or None, draft.html, draft.text or None))
     campaign_row = get_campaign(conn, campaign)
     row = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND email = ?",
                        (campaign_row["id"], email)).fetchone()
@@ -180,8 +180,9 @@ def _size(path: Path) -> int | None:
 def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
     """Store a draft with the CLI's own checks (`template set`, `template add` or `step set`); nothing on error."""
     if draft.step != FIRST_STEP:
-        sequences.set_step(conn, campaign, draft.step, template=draft.name, subject=draft.subjects[0] if draft.subjects
-                           else "", html=draft.html, text=draft.text or "", settings=settings, now=utc_now())
+        step_content.set_step(conn, campaign, draft.step, template=draft.name,
+                              subject=draft.subjects[0] if draft.subjects else "", html=draft.html,
+                              text=draft.text or "", settings=settings, now=utc_now())
     elif draft.name is None:
         campaign_templates.set_templates(conn, campaign, subject=list(draft.subjects), html=draft.html,
                                          text=draft.text or None, settings=settings)

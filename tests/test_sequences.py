@@ -531,3 +531,13 @@ def test_preview_of_a_step_renders_it_as_the_recipient_would_get_it(segments, mo
 def test_preview_of_a_missing_step_is_one_line(segments, step, message):
     result = cli("preview", "--step", step, "--db", "x.db")
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_removing_a_named_template_removes_its_versions_of_the_steps(segments):
+    assert cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
+    conn = connect(segments)
+    conn.execute("UPDATE recipients SET status = 'sent'")  # nobody waits for the template any more
+    conn.close()
+    assert cli("template", "remove", "bank", "--db", "x.db").exit_code == 0
+    assert "own version" not in cli("step", "list", "--db", "x.db").stdout
+    assert connect(segments).execute("SELECT count(*) FROM step_templates").fetchone()[0] == 0

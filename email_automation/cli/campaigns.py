@@ -65,7 +65,8 @@ def template_show(
     from ..attachments import stored_paths
     from ..campaign_templates import get_template, template_names
     from ..database import get_campaign
-    from ..sequences import list_steps, step_versions
+    from ..sequences import list_steps
+    from ..step_content import step_versions
 
     conn = open_database(settings_for(db))
     row = get_campaign(conn, campaign)
@@ -198,7 +199,7 @@ def step_set(
 ) -> None:
     """Change a follow-up step, or with --template NAME add (or replace) the version that recipients of template NAME get."""
     from ..database import utc_now
-    from ..sequences import set_step
+    from ..step_content import set_step
 
     settings = settings_for(db)
     replaced = set_step(open_database(settings), campaign, number, template=template, subject=subject,
@@ -215,7 +216,8 @@ def step_remove(number: Annotated[int, typer.Argument(help="Number of the step t
                 db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, template: StepTemplateOption = None,
                 as_json: JsonOption = False) -> None:
     """Remove a follow-up step nothing was sent for yet (later steps move up), or with --template NAME only that template's version of it."""
-    from ..sequences import remove_step, remove_step_version
+    from ..sequences import remove_step
+    from ..step_content import remove_step_version
 
     conn = open_database(settings_for(db))
     if template is not None:
