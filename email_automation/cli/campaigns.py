@@ -22,7 +22,7 @@ CampaignOption = Annotated[str, typer.Option("--campaign", "-c", help="Campaign 
 @app.command()
 @cli_errors
 def preview(
-    address: Annotated[Optional[str], typer.Argument(metavar="[EMAIL]", help="Recipient to render, as --email.", show_default=False)] = None,
+    address: Annotated[Optional[str], typer.Argument(metavar="EMAIL", help="Recipient to render, as --email.", show_default=False)] = None,
     db: DbOption = None,
     email: Annotated[Optional[str], typer.Option("--email", "-e", help="Recipient to render (default: the next pending one; with --step, the next to get that step).")] = None,
     campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the recipient.")] = DEFAULT_CAMPAIGN,
