@@ -115,7 +115,8 @@ def template_names(conn: sqlite3.Connection, campaign: str) -> list[str]:
 
 
 def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> None:
-    """Delete a named template no recipient still waiting to be sent uses.
+    """Delete a named template no recipient still waiting to be sent uses, with its versions of
+    the follow-up steps (its recipients already sent get the steps' defaults).
 
     Raises:
         NotFoundError: no such template.
@@ -129,6 +130,8 @@ def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> None:
             raise TemplateRenderError(
                 f"template {name!r} of campaign {campaign!r} is used by {waiting} recipient(s) not sent yet: "
                 "it stays; change it with `template add` instead")
+        conn.execute("DELETE FROM step_templates WHERE name = ? AND step_id IN"
+                     " (SELECT id FROM campaign_steps WHERE campaign_id = ?)", (name, row["campaign_id"]))
         conn.execute("DELETE FROM templates WHERE id = ?", (row["id"],))
 
 

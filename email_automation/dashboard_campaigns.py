@@ -19,6 +19,7 @@ from email_automation.workspace import TemplateDraft
 
 OWN = "(the campaign's own)"
 NEW = "+ new template"
+STEP_OWN = "(the step's own)"
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
 # this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
 _NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: https:; style-src \'unsafe-inline\'">'
@@ -103,53 +104,91 @@ def import_section(reports, campaign: str, locked: bool) -> None:
 
 
 def editor_section(reports, campaign: str, locked: bool) -> None:
+    """The template and step editor: a form, so that everything typed reaches the server with the
+    Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running."""
     from email_automation.dashboard import fetch
 
-    drafts = {d.name: d for d in fetch(reports, "drafts", campaign)}
     with st.container(border=True):
         st.markdown("**Templates** (one subject per line: several lines are subject variants)")
-        labels = [OWN, *[name for name in drafts if name], NEW]
-        picked = st.selectbox("Template", labels, key=f"ws_template_{campaign}")
-        name = None if picked == OWN else picked
-        base = drafts.get(name) if picked != NEW else TemplateDraft(None, ("",), "", None)
-        if picked == NEW:
-            name = st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked).strip() or None
-        key = f"{campaign}_{picked}"
-        subjects = st.text_area("Subject", "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
-        html = st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
-        text = st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
-        draft = TemplateDraft(name, tuple(s for s in subjects.splitlines() if s.strip()) or ("",), html, text or None)
+        numbers = fetch(reports, "steps", campaign)
+        step = st.selectbox("Step", numbers, key=f"ws_step_{campaign}", format_func=_step_label) if len(numbers) > 1 else 1
+        if step == 1:
+            drafts = {d.name: d for d in fetch(reports, "drafts", campaign)}
+            labels, where = [OWN, *[name for name in drafts if name], NEW], campaign
+        else:
+            drafts = fetch(reports, "step_drafts", campaign, step)
+            labels, where = [STEP_OWN, *[name for name in drafts if name]], f"{campaign}_step{step}"
+        picked = st.selectbox("Template", labels, key=f"ws_template_{where}")
         emails = fetch(reports, "recipient_emails", campaign)
         email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
+        base = drafts.get(None if picked in (OWN, STEP_OWN) else picked) if picked != NEW else TemplateDraft(None, ("",), "", None)
+        key = f"{where}_{picked}"
+
+        def draft() -> TemplateDraft:
+            """The editor's content as last submitted (the session state holds it once the form was sent)."""
+            state = st.session_state
+            name = (state.get(f"ws_new_template_{campaign}", "").strip() or None if picked == NEW
+                    else None if picked in (OWN, STEP_OWN) else picked)
+            subjects = state.get(f"ws_subjects_{key}", "\n".join(base.subjects))
+            lines = tuple(s for s in subjects.splitlines() if s.strip())
+            return TemplateDraft(name, (lines or ("",)) if step == 1 else (" ".join(lines),),
+                                 state.get(f"ws_html_{key}", base.html),
+                                 state.get(f"ws_text_{key}", base.text or "") or None, step=step)
+
+        def save() -> str:
+            current = draft()
+            if picked == NEW and not current.name:
+                raise EmailAutomationError("give the new template a name")
+            reports.save_draft(campaign, current)
+            if step != 1:
+                return f"Step {step}{'' if current.name is None else f', template {current.name!r},'} of {campaign!r} saved."
+            return f"Template {'of ' + repr(campaign) if current.name is None else repr(current.name)} saved."
+
+        with st.form(f"ws_editor_{key}", border=False):
+            if picked == NEW:
+                st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked)
+            st.text_area("Subject" if step == 1 else "Subject (empty: 'Re: ' + the subject of step 1)",
+                         "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
+            st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
+            st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
+            left, right = st.columns(2)
+            left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go")
+            right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
+                                     args=(reports, "save", save))
+        _result("save")
         problem = None
         if email:
             try:
-                rendered = reports.preview_draft(campaign, email, draft)
+                result = reports.preview_draft(campaign, email, draft())
             except EmailAutomationError as err:
                 problem = str(err)
             else:
-                preview(rendered)
-                files = fetch(reports, "message_files", campaign, email)
-                st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
-                                                     for n, size in files) or "nothing"))
+                preview(result)
+                if step == 1:
+                    files = fetch(reports, "message_files", campaign, email)
+                    st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
+                                                         for n, size in files) or "nothing"))
+                else:
+                    st.caption("A follow-up answers in the recipient's thread and carries no attachment.")
         else:
             st.caption("Import recipients to see a preview.")
         if problem:
             st.error(problem)
 
-        def save() -> str:
-            if picked == NEW and not name:
-                raise EmailAutomationError("give the new template a name")
-            reports.save_draft(campaign, draft)
-            return f"Template {'of ' + repr(campaign) if name is None else repr(name)} saved."
 
-        st.button("Save template", key="ws_save_go", disabled=locked, on_click=_act, args=(reports, "save", save))
-        _result("save")
+def _step_label(number: int) -> str:
+    return "Step 1: the first message" if number == 1 else f"Step {number}: follow-up"
 
 
-def preview(rendered) -> None:
-    """The subject, the HTML part in a frame that runs no script, the text part beside it."""
+def preview(result) -> None:
+    """The recipient's subject (and every variant, labelled), the HTML part in a frame that runs
+    no script, the text part beside it."""
+    rendered = result.rendered
     st.markdown(f"**Subject:** {escape(rendered.subject)}")
+    if len(result.subjects) > 1:
+        st.markdown("\n".join(
+            f"- Variant {n} of {len(result.subjects)}{' (this recipient gets it)' if n - 1 == result.variant else ''}: "
+            f"{escape(subject)}" for n, subject in enumerate(result.subjects, 1)))
     left, right = st.columns(2)
     page = _NO_SCRIPTS + rendered.html
     with left:

@@ -19,7 +19,6 @@ from typing import Literal
 from . import admin, applications, workspace
 from .config import Settings
 from .database import SCHEMA_VERSION, connect, schema_version, utc_now
-from .email_templates import RenderedEmail
 from .deliverability import (
     EventRow,
     Reputation,
@@ -284,7 +283,15 @@ class Reports:
         with self._read() as conn:
             return workspace.next_run(conn, self.settings, campaign, now=self.now())
 
-    def preview_draft(self, campaign: str, email: str, draft: workspace.TemplateDraft) -> RenderedEmail:
+    def steps(self, campaign: str) -> list[int]:
+        with self._read() as conn:
+            return workspace.steps(conn, campaign)
+
+    def step_drafts(self, campaign: str, number: int) -> dict[str | None, workspace.TemplateDraft]:
+        with self._read() as conn:
+            return workspace.step_drafts(conn, campaign, number)
+
+    def preview_draft(self, campaign: str, email: str, draft: workspace.TemplateDraft) -> workspace.DraftPreview:
         """The draft rendered for `email`, as it would be sent; nothing is written."""
         with self._read() as conn:
             return workspace.render_draft(conn, self.settings, campaign, email, draft)

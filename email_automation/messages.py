@@ -141,10 +141,10 @@ def _filename_parameter(name: str) -> str:
 
 def build_message(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str = "",
                   message_id_domain: str | None = None, now: datetime | None = None,
-                  attachments: Sequence[Attachment] = ()) -> EmailMessage:
+                  attachments: Sequence[Attachment] = (), thread: tuple[str, ...] = ()) -> EmailMessage:
     """`build_wire`'s message as an `EmailMessage` (same arguments, same errors)."""
     wire = build_wire(rendered, to=to, settings=settings, to_name=to_name,
-                      message_id_domain=message_id_domain, now=now, attachments=attachments)
+                      message_id_domain=message_id_domain, now=now, attachments=attachments, thread=thread)
     message = email.message_from_bytes(wire.data, policy=POLICY)
     for name, value in message.items():
         if not value:  # stored again so that it is written "Name:", with no trailing space

@@ -358,9 +358,25 @@ ALTER TABLE send_log ADD COLUMN step INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE recipients ADD COLUMN timezone TEXT NOT NULL DEFAULT '';
 """
 
+# Per-segment versions of follow-up steps: recipients whose `template` column names `name` get
+# this version of the step (keyed by the step's row, which keeps its id when later steps move up),
+# the others the step's default.
+_V12_STEP_TEMPLATES = """
+CREATE TABLE step_templates (
+    id INTEGER PRIMARY KEY,
+    step_id INTEGER NOT NULL REFERENCES campaign_steps(id),
+    name TEXT NOT NULL,
+    subject_template TEXT,
+    html_template TEXT NOT NULL,
+    text_template TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (step_id, name)
+);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
                                _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
-                               _V11_SEQUENCES)
+                               _V11_SEQUENCES, _V12_STEP_TEMPLATES)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -8,6 +8,7 @@ step holds the next one until a person (or SES's events) settles it.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -35,6 +36,7 @@ class Step:
     html: str
     text: str | None
     sent: int = 0  # messages sent (or maybe sent) for this step
+    versions: tuple[str, ...] = ()  # named templates (segments) with their own version of this step
 
 
 # --- business days (pure) ------------------------------------------------------------------------
@@ -67,11 +69,14 @@ def due_on(sent_at: datetime, after_days: int, tz: tzinfo, holidays: Iterable[da
 def list_steps(conn: sqlite3.Connection, campaign: str) -> list[Step]:
     """The campaign's follow-up steps in order, with how many were sent for each."""
     row = get_campaign(conn, campaign)
-    return [Step(r["step"], r["after_days"], r["subject_template"], r["html_template"], r["text_template"], r["sent"])
+    return [Step(r["step"], r["after_days"], r["subject_template"], r["html_template"], r["text_template"], r["sent"],
+                 tuple(json.loads(r["versions"])))
             for r in conn.execute(
                 "SELECT s.*, (SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                 "             WHERE r.campaign_id = s.campaign_id AND l.step = s.step"
-                "             AND l.status IN ('sending', 'sent', 'unknown')) AS sent"
+                "             AND l.status IN ('sending', 'sent', 'unknown')) AS sent,"
+                " (SELECT json_group_array(name) FROM (SELECT t.name FROM step_templates t"
+                "  WHERE t.step_id = s.id ORDER BY t.id)) AS versions"
                 " FROM campaign_steps s WHERE s.campaign_id = ? ORDER BY s.step", (row["id"],))]
 
 
@@ -125,6 +130,8 @@ def remove_step(conn: sqlite3.Connection, campaign: str, number: int) -> None:
         if attempted:
             raise TemplateRenderError(f"campaign {campaign!r}: step {number} (or a later one) was already sent "
                                       f"{attempted} time(s); it cannot be removed")
+        conn.execute("DELETE FROM step_templates WHERE step_id IN (SELECT id FROM campaign_steps"
+                     " WHERE campaign_id = ? AND step = ?)", (row["id"], number))
         conn.execute("DELETE FROM campaign_steps WHERE campaign_id = ? AND step = ?", (row["id"], number))
         # One by one in rising order: UNIQUE (campaign_id, step) is checked per row.
         for (later,) in conn.execute("SELECT step FROM campaign_steps WHERE campaign_id = ? AND step > ?"
@@ -341,7 +348,8 @@ def reply_subject(first_subject: str) -> str:
 
 def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, settings: Any, thread: Thread,
                 templates: dict[str, CampaignTemplate]) -> RenderedEmail:
-    """Step `number`'s subject and body for this recipient `row`; the recipient's custom subject
+    """Step `number`'s subject and body for this recipient `row`: the version of their segment (their
+    `template` column) if the step has one, else the step's default. The recipient's custom subject
     and body belong to step 1 and are not used again. `templates` caches the compiled steps."""
     from .email_templates import CampaignTemplate
 
@@ -349,11 +357,16 @@ def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, 
                         " WHERE c.name = ? AND s.step = ?", (campaign, number)).fetchone()
     if step is None:
         raise TemplateRenderError(f"campaign {campaign!r}: step {number} was removed")
-    key = f"{campaign}\x00step {number}"  # never a campaign's name: those come from one line of text
+    segment = row["template"] if "template" in row.keys() else None
+    version = segment and conn.execute("SELECT * FROM step_templates WHERE step_id = ? AND name = ?",
+                                       (step["id"], segment)).fetchone()
+    source, label = (version, f" ({segment})") if version else (step, "")
+    key = f"{campaign}\x00step {number}\x00{label}"  # never a campaign's name: those come from one line of text
     if key not in templates:
-        templates[key] = CampaignTemplate(f"{campaign} step {number}", step["subject_template"] or "{{ subject }}",
-                                          step["html_template"], step["text_template"])
+        templates[key] = CampaignTemplate(f"{campaign} step {number}{label}", source["subject_template"] or "{{ subject }}",
+                                          source["html_template"], source["text_template"],
+                                          template=segment if version else None)
     fields = {k: row[k] for k in row.keys()}
-    fields["custom_subject"] = None if step["subject_template"] else reply_subject(thread.first_subject)
+    fields["custom_subject"] = None if source["subject_template"] else reply_subject(thread.first_subject)
     fields["custom_body"] = None
     return templates[key].render(fields, settings)

@@ -15,12 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import campaign_templates
+from . import campaign_templates, sequences, step_content
 from .attachments import stored_paths
-from .database import ensure_campaign, get_campaign, transaction
+from .database import ensure_campaign, get_campaign, transaction, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
 from .errors import EmailAutomationError, NotFoundError, TemplateRenderError
 from .import_csv import ImportReport, import_csv
+from .preview import follow_up_thread
+from .sequences import FIRST_STEP
+from .template_sets import CampaignTemplates
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
 
@@ -33,12 +36,24 @@ class UploadError(EmailAutomationError):
 
 @dataclass(frozen=True)
 class TemplateDraft:
-    """What the editor shows and saves: `name` None is the campaign's own template."""
+    """What the editor shows and saves: `name` None is the campaign's own template (of step 1) or
+    the step's own version (of a follow-up `step`); a follow-up has one subject, "" for `Re: ` +
+    the subject of step 1."""
 
     name: str | None
     subjects: tuple[str, ...]
     html: str
     text: str | None
+    step: int = FIRST_STEP
+
+
+@dataclass(frozen=True)
+class DraftPreview:
+    """A draft rendered for one recipient: their message, and every subject variant as they would read it."""
+
+    rendered: RenderedEmail
+    subjects: tuple[str, ...]
+    variant: int  # which of `subjects` this recipient gets
 
 
 def uploads_folder(settings: Any) -> Path:
@@ -94,20 +109,57 @@ def drafts(conn: sqlite3.Connection, campaign: str) -> list[TemplateDraft]:
                           row["text_template"]) for row in rows]
 
 
-def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: str, draft: TemplateDraft) -> RenderedEmail:
-    """Render an unsaved draft for one of the campaign's recipients, checked as `template set` checks.
+def steps(conn: sqlite3.Connection, campaign: str) -> list[int]:
+    """The campaign's step numbers: 1 (its own template) and its follow-ups."""
+    return [FIRST_STEP, *(step.number for step in sequences.list_steps(conn, campaign))]
+
+
+def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[str | None, TemplateDraft]:
+    """Follow-up step `number`'s own version (key None) and its version per named template, as
+    the editor shows them; a named template without its own version starts from the step's."""
+    versions = {v.template: v for v in step_content.step_versions(conn, campaign) if v.number == number}
+    if None not in versions:
+        raise NotFoundError(f"campaign {campaign!r} has no step {number}")
+    found = {}
+    for name in [None, *campaign_templates.template_names(conn, campaign)]:
+        version = versions.get(name, versions[None])
+        found[name] = TemplateDraft(name, (version.subject or "",), version.html, version.text, step=number)
+    return found
+
+
+def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: str, draft: TemplateDraft) -> DraftPreview:
+    """Render an unsaved draft for one of the campaign's recipients, checked as `template set`
+    (or `step set`) checks: with the recipient's own subject variant, and a follow-up in their thread.
 
     Raises:
         TemplateRenderError: an empty part, a syntax error, an unknown variable, or a render error.
         NotFoundError: no such recipient in the campaign.
     """
-    campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
-    row = conn.execute("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-                       " WHERE c.name = ? AND r.email = ?", (campaign, email)).fetchone()
+    if draft.step == FIRST_STEP:
+        campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
+    else:
+        subject = draft.subjects[0].strip() if draft.subjects else ""
+        step_content.check_version(conn, campaign, step_content.StepVersion(
+            draft.step, draft.name, subject or None, draft.html, draft.text or None))
+    campaign_row = get_campaign(conn, campaign)
+    row = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND email = ?",
+                       (campaign_row["id"], email)).fetchone()
     if row is None:
         raise NotFoundError(f"no recipient {email} in campaign {campaign!r}")
+    fields = {**dict(row), "custom_subject": None, "custom_body": None}
+    if draft.step != FIRST_STEP:
+        thread = follow_up_thread(conn, settings, CampaignTemplates(conn, campaign_row), row)
+        template = CampaignTemplate(f"{campaign} step {draft.step}", subject or "{{ subject }}", draft.html,
+                                    draft.text or None, template=draft.name)
+        fields["custom_subject"] = None if subject else sequences.reply_subject(thread.first_subject)
+        rendered = template.render(fields, settings)
+        return DraftPreview(rendered, (rendered.subject,), 0)
     template = CampaignTemplate(campaign, list(draft.subjects), draft.html, draft.text or None, template=draft.name)
-    return template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings)
+    count = len(template.subject_variants)
+    variant = CampaignTemplates(conn, campaign_row).rank(row) % count if count > 1 else 0
+    # Each variant rendered whole: the body may show {{ subject }}; only the recipient's needs its text part.
+    renders = [template.render(fields, settings, variant=n, derive_text=n == variant) for n in range(count)]
+    return DraftPreview(renders[variant], tuple(r.subject for r in renders), variant)
 
 
 def message_files(conn: sqlite3.Connection, campaign: str, email: str) -> list[tuple[str, int | None]]:
@@ -126,8 +178,12 @@ def _size(path: Path) -> int | None:
 
 
 def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
-    """Store a draft with the CLI's own checks (`template set` or `template add`); nothing on error."""
-    if draft.name is None:
+    """Store a draft with the CLI's own checks (`template set`, `template add` or `step set`); nothing on error."""
+    if draft.step != FIRST_STEP:
+        step_content.set_step(conn, campaign, draft.step, template=draft.name,
+                              subject=draft.subjects[0] if draft.subjects else "", html=draft.html,
+                              text=draft.text or "", settings=settings, now=utc_now())
+    elif draft.name is None:
         campaign_templates.set_templates(conn, campaign, subject=list(draft.subjects), html=draft.html,
                                          text=draft.text or None, settings=settings)
     else:

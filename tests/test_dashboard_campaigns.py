@@ -87,7 +87,7 @@ def test_a_template_edit_previews_live_and_saves(settings, clock, spring):
     at.run()
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}\nHi {{ first_name }}")
     widget(at, "ws_html_spring_(the campaign's own)").input("<p>Hello {{ first_name }}, {{ role }} role?</p>")
-    at.run()
+    at.button(key="ws_preview_go").click().run()
 
     assert "**Subject:** Backend at Acme" in [m.value for m in at.markdown]
     [frame] = at.get("iframe")
@@ -107,7 +107,7 @@ def test_an_unknown_variable_is_shown_and_nothing_is_saved(settings, clock, spri
     widget(at, "ws_campaign").set_value("spring")
     at.run()
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Hi {{ nickname }}")
-    at.run()
+    at.button(key="ws_preview_go").click().run()
     assert last_message(at, "error").startswith(
         "campaign 'spring': subject template line 1: unknown variable 'nickname'")
     at.button(key="ws_save_go").click().run()
@@ -124,7 +124,7 @@ def test_a_new_named_template_is_saved(settings, clock, spring):
     widget(at, "ws_new_template_spring").input("startup")
     widget(at, "ws_subjects_spring_+ new template").input("Joining {{ company }}?")
     widget(at, "ws_html_spring_+ new template").input("<p>Hi {{ first_name }}</p>")
-    at.run()
+    at.button(key="ws_preview_go").click().run()
     at.button(key="ws_save_go").click().run()
     assert last_message(at, "success") == "Template 'startup' saved."
     assert db_value(settings, "SELECT subject_template FROM templates WHERE name = 'startup'") == "Joining {{ company }}?"
@@ -204,3 +204,99 @@ def test_the_next_run_lists_who_would_be_sent_and_who_is_held_back(settings, clo
     assert held.to_dict("records") == [{"email": "bob@example.org", "why": "suppressed: complaint"}]
     assert "2 message(s) of this campaign would go out; 80 of today's limit of 80 left for all campaigns, oldest " \
            "recipients first." in [c.value for c in at.caption]
+
+
+def frame_html(at: AppTest) -> str:
+    [frame] = at.get("iframe")
+    return base64.b64decode(frame.proto.src.split(",", 1)[1]).decode()
+
+
+def test_every_subject_variant_is_shown_and_the_chosen_recipient_gets_their_own(settings, clock, spring, tmp_path):
+    (tmp_path / "more.csv").write_text("email,first_name\nbob@example.org,Bob\n")
+    import_csv(spring, tmp_path / "more.csv", campaign="spring")
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}?\nHi {{ first_name }}")
+    widget(at, "ws_html_spring_(the campaign's own)").input("<p>{{ subject }}</p>")
+    widget(at, "ws_preview_spring").set_value("bob@example.org")
+    at.button(key="ws_preview_go").click().run()
+
+    markdown = [m.value for m in at.markdown]
+    assert "**Subject:** Hi Bob" in markdown  # Bob is the campaign's second recipient: the second variant
+    assert "- Variant 1 of 2: Backend at ?\n- Variant 2 of 2 (this recipient gets it): Hi Bob" in markdown
+    assert "<p>Hi Bob</p>" in frame_html(at)
+    widget(at, "ws_preview_spring").set_value("ada@example.org")
+    at.run()
+    assert "- Variant 1 of 2 (this recipient gets it): Backend at Acme?\n- Variant 2 of 2: Hi Ada" in [
+        m.value for m in at.markdown]
+
+
+@pytest.fixture
+def follow_up(spring, settings):
+    """Campaign 'spring' with a named template 'bank' and a follow-up step 2."""
+    from email_automation.campaign_templates import add_template
+    from email_automation.database import utc_now
+    from email_automation.sequences import add_step
+
+    add_template(spring, "spring", "bank", subject="Risk at {{ company }}", html="<p>Dear {{ first_name }}</p>")
+    add_step(spring, "spring", after_days=3, html="<p>Following up, {{ first_name }}.</p>", now=utc_now())
+    return spring
+
+
+def test_a_follow_up_step_is_edited_with_a_live_preview_in_the_thread_and_saved(settings, clock, follow_up):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_step_spring").set_value(2)
+    at.run()
+    assert widget(at, "ws_html_spring_step2_(the step's own)").value == "<p>Following up, {{ first_name }}.</p>"
+    widget(at, "ws_html_spring_step2_(the step's own)").input("<p>Any news, {{ first_name }} at {{ company }}?</p>")
+    at.button(key="ws_preview_go").click().run()
+    assert "**Subject:** Re: Interested in joining Acme" in [m.value for m in at.markdown]  # step 1's, not yet sent
+    assert "<p>Any news, Ada at Acme?</p>" in frame_html(at)
+    assert "Any news, Ada at Acme?" in [t.value.strip() for t in at.text]
+
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Step 2 of 'spring' saved."
+    assert db_value(settings, "SELECT html_template FROM campaign_steps") == "<p>Any news, {{ first_name }} at {{ company }}?</p>"
+    assert db_value(settings, "SELECT subject_template FROM campaign_steps") is None
+
+
+def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings, clock, follow_up):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_step_spring").set_value(2)
+    at.run()
+    widget(at, "ws_template_spring_step2").set_value("bank")
+    at.run()
+    widget(at, "ws_subjects_spring_step2_bank").input("About {{ role }} at {{ company }}")
+    widget(at, "ws_html_spring_step2_bank").input("<p>Compliance news, {{ nickname }}?</p>")
+    at.button(key="ws_preview_go").click().run()
+    error = "campaign 'spring', step 2, template 'bank': HTML body template line 1: unknown variable 'nickname'"
+    assert last_message(at, "error").startswith(error)
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "error").startswith(error)
+    assert db_value(settings, "SELECT count(*) FROM step_templates") == 0
+
+    widget(at, "ws_html_spring_step2_bank").input("<p>Compliance news, {{ first_name }}?</p>")
+    at.button(key="ws_preview_go").click().run()
+    assert "**Subject:** About backend at Acme" in [m.value for m in at.markdown]
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Step 2, template 'bank', of 'spring' saved."
+    assert db_value(settings, "SELECT html_template FROM step_templates WHERE name = 'bank'") == (
+        "<p>Compliance news, {{ first_name }}?</p>")
+    assert db_value(settings, "SELECT html_template FROM campaign_steps") == "<p>Following up, {{ first_name }}.</p>"
+
+
+def test_save_stores_what_was_typed_even_without_a_preview_first(settings, clock, spring):
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_html_spring_(the campaign's own)").input("<p>Straight to save, {{ first_name }}</p>")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Template of 'spring' saved."
+    assert db_value(settings, "SELECT html_template FROM campaigns WHERE name = 'spring'") == (
+        "<p>Straight to save, {{ first_name }}</p>")
+    assert "<p>Straight to save, Ada</p>" in frame_html(at)

@@ -406,3 +406,138 @@ def test_the_cli_under_faketime_follows_the_dst_change(tmp_path, utc, last_line)
         result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
                                 capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines()[-1].startswith(last_line), result.stderr
+
+
+# --- per-segment versions of a step, and previewing a step ---------------------------------------
+
+BANK_FOLLOW_UP = "<p>Any news from {{ company }}'s compliance team, {{ first_name }}?</p>"
+
+
+@pytest.fixture
+def segments(tmp_path, monkeypatch):
+    """Campaign `default` with a named template `bank` (Bob's segment; Ada gets the campaign's
+    own) and a follow-up step 2; the CLI sends through SMTP to a sink the test starts."""
+    for name, value in {"SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0", "TIMEZONE": "UTC",
+                        "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false",
+                        "STOP_COMPANY_ON_REPLY": "false"}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "people.csv").write_text("email,first_name,company,template\nada@example.com,Ada,Acme,\n"
+                                         "bob@example.org,Bob,Bank of X,bank\n")
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    (tmp_path / "bank.html").write_text(BANK_FOLLOW_UP)
+    (tmp_path / "bank1.html").write_text("<p>Dear {{ first_name }}, about {{ company }}.</p>")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("template", "add", "bank", "--subject", "Risk role at {{ company }}", "--html", "bank1.html",
+               "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    assert cli("step", "add", "--after-days", "2", "--html", "f.html", "--db", "x.db").exit_code == 0
+    return tmp_path / "x.db"
+
+
+def test_a_step_has_a_version_per_template_that_step_list_and_template_show_show(segments):
+    result = cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db")
+    assert result.stdout == "Step 2, template 'bank', of campaign 'default' added.\n"
+    assert cli("step", "list", "--db", "x.db").stdout == (
+        "step 2: 2 business day(s) after step 1, subject: Re: + the subject of step 1, sent 0, "
+        "own version for template(s): bank\n")
+    assert json.loads(cli("step", "list", "--json", "--db", "x.db").stdout)["steps"][0]["templates"] == ["bank"]
+    shown = cli("template", "show", "bank", "--db", "x.db").stdout
+    assert "=== step 2, template bank: subject: Re: + the subject of step 1 ===\n--- html ---\n" + BANK_FOLLOW_UP in shown
+    own = cli("template", "show", "--db", "x.db").stdout
+    assert FOLLOW_UP in own and BANK_FOLLOW_UP in own
+
+    again = cli("step", "set", "2", "-t", "bank", "--subject", "Still keen on {{ company }}", "--db", "x.db")
+    assert again.stdout == "Step 2, template 'bank', of campaign 'default' replaced.\n"
+    assert "=== step 2, template bank: subject: Still keen on {{ company }} ===" in cli(
+        "template", "show", "bank", "--db", "x.db").stdout
+    removed = cli("step", "remove", "2", "--template", "bank", "--db", "x.db")
+    assert removed.stdout == ("Step 2, template 'bank', removed from campaign 'default': "
+                              "its recipients get the step's own version.\n")
+    assert "own version" not in cli("step", "list", "--db", "x.db").stdout
+    assert cli("step", "list", "--db", "x.db").exit_code == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["step", "set", "2", "-t", "bank", "--html", "bad.html"],
+     "campaign 'default', step 2, template 'bank': HTML body template line 1: unknown variable 'salary'"),
+    (["step", "set", "2", "-t", "nosuch", "--html", "bank.html"], "campaign 'default' has no template 'nosuch' (it has: bank)"),
+    (["step", "set", "2", "-t", "bank", "--subject", "Hi"], "a new version of the step needs its --html"),
+    (["step", "set", "2", "-t", "bank", "--html", "huge.html"], "more than the limit of"),
+    (["step", "set", "1", "--html", "bank.html"], "step 1 is the campaign's own template"),
+    (["step", "set", "3", "--html", "bank.html"], "campaign 'default' has no step 3 (it has step 2)"),
+    (["step", "remove", "2", "-t", "bank"], "step 2 has no version for template 'bank'"),
+], ids=["unknown-variable", "unknown-template", "no-html", "too-big", "step-1", "no-step", "no-version"])
+def test_a_step_version_is_checked_like_template_set_and_nothing_is_saved(segments, tmp_path, args, message):
+    (tmp_path / "bad.html").write_text("<p>{{ salary }}</p>")
+    (tmp_path / "huge.html").write_text("x" * 2_000_000)
+    result = cli(*args, "--db", "x.db")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    conn = connect(segments)
+    assert conn.execute("SELECT count(*) FROM step_templates").fetchone()[0] == 0
+    assert conn.execute("SELECT html_template FROM campaign_steps").fetchone()[0] == FOLLOW_UP
+
+
+def test_step_two_reaches_each_segment_with_its_own_body_in_the_thread(segments, tmp_path, monkeypatch):
+    """End to end through the CLI and a loopback SMTP server: Bob (template bank) gets the bank
+    version of step 2, Ada the step's default, both as replies to their step 1."""
+    from .smtp_sink import SmtpSink
+
+    assert cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        assert cli("run", "--send", "--db", "x.db").exit_code == 0
+        conn = connect(segments)
+        conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
+        conn.close()
+        assert json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)["steps"] == {"2": {"sent": 2}}
+        messages = {(d.message["To"].addresses[0].addr_spec, n): d.message
+                    for n, d in enumerate(sink.deliveries)}
+    first = {to: m for (to, n), m in messages.items() if n < 2}
+    second = {to: m for (to, n), m in messages.items() if n >= 2}
+    bob, ada = second["bob@example.org"], second["ada@example.com"]
+    assert "Any news from Bank of X's compliance team, Bob?" in bob.get_body(("html",)).get_content()
+    assert "Just following up, Ada." in ada.get_body(("html",)).get_content()
+    assert bob["Subject"] == "Re: Risk role at Bank of X"
+    assert bob["In-Reply-To"] == first["bob@example.org"]["Message-ID"] == bob["References"]
+    assert ada["In-Reply-To"] == first["ada@example.com"]["Message-ID"]
+
+
+def test_preview_of_a_step_renders_it_as_the_recipient_would_get_it(segments, monkeypatch):
+    from .smtp_sink import SmtpSink
+
+    assert cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
+    before = cli("preview", "--step", "2", "bob@example.org", "--db", "x.db")
+    assert before.exit_code == 0
+    assert before.stdout.startswith("To: bob@example.org\nSubject: Re: Risk role at Bank of X\n\n--- text ---\n")
+    assert "Any news from Bank of X's compliance team, Bob?" in before.stdout and "In-Reply-To" not in before.stdout
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        assert cli("run", "--send", "--db", "x.db").exit_code == 0
+        sent = {d.message["To"].addresses[0].addr_spec: d.message for d in sink.deliveries}
+    conn = connect(segments)
+    conn.execute("UPDATE send_log SET subject = 'Risk role at the bank' WHERE recipient_id = 2")  # as it went out
+    conn.close()
+    after = cli("preview", "--step", "2", "--email", "bob@example.org", "--db", "x.db").stdout
+    message_id = sent["bob@example.org"]["Message-ID"]
+    assert after.startswith(f"To: bob@example.org\nSubject: Re: Risk role at the bank\nIn-Reply-To: {message_id}\n"
+                            f"References: {message_id}\n\n")
+    default = cli("preview", "--step", "2", "ada@example.com", "--db", "x.db").stdout
+    assert "Just following up, Ada." in default
+
+
+@pytest.mark.parametrize("step, message", [("3", "campaign 'default' has no step 3 (it has steps 1 to 2)"),
+                                           ("0", "campaign 'default' has no step 0")])
+def test_preview_of_a_missing_step_is_one_line(segments, step, message):
+    result = cli("preview", "--step", step, "--db", "x.db")
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_removing_a_named_template_removes_its_versions_of_the_steps(segments):
+    assert cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
+    conn = connect(segments)
+    conn.execute("UPDATE recipients SET status = 'sent'")  # nobody waits for the template any more
+    conn.close()
+    assert cli("template", "remove", "bank", "--db", "x.db").exit_code == 0
+    assert "own version" not in cli("step", "list", "--db", "x.db").stdout
+    assert connect(segments).execute("SELECT count(*) FROM step_templates").fetchone()[0] == 0

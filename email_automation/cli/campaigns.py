@@ -1,4 +1,4 @@
-"""Commands over campaigns: `preview`, `template show/set/add/remove`, `step add/list/remove`, `pause`, `resume`."""
+"""Commands over campaigns: `preview`, `template show/set/add/remove`, `step add/set/list/remove`, `pause`, `resume`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, ope
 
 template_app = typer.Typer(help="Show or change a campaign's templates, its named ones and its attachments.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
-step_app = typer.Typer(help="Follow-up steps of a campaign: replies in the same thread, sent business days later.",
+step_app = typer.Typer(help="Follow-up steps of a campaign: replies in the same thread, sent business days later; "
+                       "each may have its own version per named template.",
                        no_args_is_help=True)
 app.add_typer(step_app, name="step")
 CampaignOption = Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the steps.")]
@@ -21,20 +22,26 @@ CampaignOption = Annotated[str, typer.Option("--campaign", "-c", help="Campaign 
 @app.command()
 @cli_errors
 def preview(
+    address: Annotated[Optional[str], typer.Argument(metavar="EMAIL", help="Recipient to render, as --email.", show_default=False)] = None,
     db: DbOption = None,
-    email: Annotated[Optional[str], typer.Option("--email", "-e", help="Recipient to render (default: the next pending one).")] = None,
+    email: Annotated[Optional[str], typer.Option("--email", "-e", help="Recipient to render (default: the next pending one; with --step, the next to get that step).")] = None,
     campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the recipient.")] = DEFAULT_CAMPAIGN,
+    step: Annotated[int, typer.Option("--step", help="Step to render: a follow-up as the recipient would get it, in their thread.")] = 1,
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the message: .eml for the whole MIME message, anything else for the HTML body.")] = None,
 ) -> None:
     """Render one recipient's message (subject, text and HTML) without sending anything."""
     from ..preview import render_preview
     from ..user_files import is_database_file
 
+    if address and email and address != email:
+        raise BadInput(f"two recipients given ({address} and --email {email}); name one")
     if out_file and is_database_file(out_file):
         raise BadInput(f"{out_file}: is a database file; name another file for --out")
     settings = settings_for(db)
-    result = render_preview(open_database(settings), settings, campaign=campaign, email=email)
-    say(f"To: {result.email}\nSubject: {result.rendered.subject}\n\n--- text ---\n{result.rendered.text}"
+    result = render_preview(open_database(settings), settings, campaign=campaign, email=address or email, step=step)
+    threading = "".join(f"{name}: {result.message[name]}\n" for name in ("In-Reply-To", "References")
+                        if result.message[name])
+    say(f"To: {result.email}\nSubject: {result.rendered.subject}\n{threading}\n--- text ---\n{result.rendered.text}"
         f"\n--- html ---\n{result.rendered.html}")
     if files := result.attachment_lines():
         say("--- attachments ---\n" + "\n".join(files))
@@ -59,20 +66,37 @@ def template_show(
     from ..campaign_templates import get_template, template_names
     from ..database import get_campaign
     from ..sequences import list_steps
+    from ..step_content import step_versions
 
     conn = open_database(settings_for(db))
     row = get_campaign(conn, campaign)
     if name:
         say(f"Campaign: {row['name']} ({row['status']}), template: {name}")
         say(_template_text(get_template(conn, campaign, name)))
+        for version in step_versions(conn, campaign, template=name.strip()):
+            say(f"\n=== step {version.number}, template {name.strip()}: subject: {_subject_line(version.subject)} ===")
+            say(_body_text(version))
         return
     say(f"Campaign: {row['name']} ({row['status']})")
     say(_template_text(row))
     say("--- attachments ---\n" + ("\n".join(stored_paths(row["attachments"])) or "(none)"))
     say("--- named templates ---\n" + ("\n".join(template_names(conn, campaign)) or "(none)"))
-    for step in list_steps(conn, campaign):
-        say(f"\n=== step {step.number}: {_step_line(step)} ===\n--- html ---\n{step.html}")
-        say(f"--- text ---\n{step.text or '(derived from the HTML)'}")
+    steps = {step.number: step for step in list_steps(conn, campaign)}
+    for version in step_versions(conn, campaign):
+        if version.template is None:
+            say(f"\n=== step {version.number}: {_step_line(steps[version.number])} ===")
+        else:
+            say(f"\n=== step {version.number}, template {version.template}: subject: "
+                f"{_subject_line(version.subject)} ===")
+        say(_body_text(version))
+
+
+def _body_text(version) -> str:
+    return f"--- html ---\n{version.html}\n--- text ---\n{version.text or '(derived from the HTML)'}"
+
+
+def _subject_line(subject: str | None) -> str:
+    return subject or "Re: + the subject of step 1"
 
 
 def _template_text(row) -> str:
@@ -117,8 +141,9 @@ def template_remove(
     remove_template(open_database(settings_for(db)), campaign, name)
     say(f"Template '{name}' of campaign '{campaign}' removed.")
 def _step_line(step) -> str:
-    subject = step.subject or "Re: + the subject of step 1"
-    return f"{step.after_days} business day(s) after step {step.number - 1}, subject: {subject}, sent {step.sent}"
+    versions = f", own version for template(s): {', '.join(step.versions)}" if step.versions else ""
+    return (f"{step.after_days} business day(s) after step {step.number - 1}, subject: {_subject_line(step.subject)}, "
+            f"sent {step.sent}{versions}")
 
 
 @step_app.command("add")
@@ -150,19 +175,58 @@ def step_list(db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, 
 
     steps = list_steps(open_database(settings_for(db)), campaign)
     lines = [f"step {s.number}: {_step_line(s)}" for s in steps]
-    answer(as_json, {"campaign": campaign, "steps": [{"step": s.number, "after_days": s.after_days,
-                                                      "subject": s.subject, "sent": s.sent} for s in steps]},
+    answer(as_json, {"campaign": campaign, "steps": [{"step": s.number, "after_days": s.after_days, "subject": s.subject,
+                                                      "sent": s.sent, "templates": list(s.versions)} for s in steps]},
            "\n".join(lines) if lines else f"Campaign '{campaign}' has no follow-up steps.")
+
+
+StepTemplateOption = Annotated[Optional[str], typer.Option(
+    "--template", "-t", help="Named template (segment) whose version of the step this is (default: the step's own).",
+    show_default=False)]
+
+
+@step_app.command("set")
+@cli_errors
+def step_set(
+    number: Annotated[int, typer.Argument(help="Number of the step to change (2 or more).")],
+    db: DbOption = None,
+    campaign: CampaignOption = DEFAULT_CAMPAIGN,
+    template: StepTemplateOption = None,
+    subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template ('' for 'Re: ' + the subject of step 1).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template (needed for a new template version).")] = None,
+    text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (an empty file: derived from the HTML).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a follow-up step, or with --template NAME add (or replace) the version that recipients of template NAME get."""
+    from ..database import utc_now
+    from ..step_content import set_step
+
+    settings = settings_for(db)
+    replaced = set_step(open_database(settings), campaign, number, template=template, subject=subject,
+                        html=_read_template(html), text=_read_template(text), settings=settings, now=utc_now())
+    what = f"Step {number}" + (f", template '{template.strip()}'," if template else "")
+    done = "updated" if template is None else ("replaced" if replaced else "added")
+    answer(as_json, {"campaign": campaign, "step": number, "template": template and template.strip(), "result": done},
+           f"{what} of campaign '{campaign}' {done}.")
 
 
 @step_app.command("remove")
 @cli_errors
 def step_remove(number: Annotated[int, typer.Argument(help="Number of the step to remove (2 or more).")],
-                db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, as_json: JsonOption = False) -> None:
-    """Remove a follow-up step nothing was sent for yet; later steps move up."""
+                db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, template: StepTemplateOption = None,
+                as_json: JsonOption = False) -> None:
+    """Remove a follow-up step nothing was sent for yet (later steps move up), or with --template NAME only that template's version of it."""
     from ..sequences import remove_step
+    from ..step_content import remove_step_version
 
-    remove_step(open_database(settings_for(db)), campaign, number)
+    conn = open_database(settings_for(db))
+    if template is not None:
+        remove_step_version(conn, campaign, number, template.strip())
+        answer(as_json, {"campaign": campaign, "removed": number, "template": template.strip()},
+               f"Step {number}, template '{template.strip()}', removed from campaign '{campaign}': "
+               "its recipients get the step's own version.")
+        return
+    remove_step(conn, campaign, number)
     answer(as_json, {"campaign": campaign, "removed": number}, f"Step {number} removed from campaign '{campaign}'.")
 
 

@@ -167,14 +167,13 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(workspace_
 
             subject = page.get_by_label("Subject")
             subject.fill("Joining {{ company }}, {{ first_name }}?")
-            subject.press("Control+Enter")
-            # Each edit reruns the page: the next one waits until this one is shown.
+            subject.press("Control+Enter")  # submits the editor's form: Preview
+            # Each preview reruns the page: the next edit waits until this one is shown.
             sync_api.expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible(timeout=30_000)
             page.get_by_label("HTML body").fill("<p>Hello {{ first_name }} at {{ company }}</p>")
             page.get_by_label("HTML body").press("Control+Enter")
-            # The preview frame's content is checked by the AppTest (test_dashboard_campaigns); here
-            # it only has to be on the page (its text lags a rerun behind on a loaded machine).
-            sync_api.expect(page.locator("iframe").last).to_be_attached(timeout=30_000)
+            frame = page.frame_locator("iframe").last
+            sync_api.expect(frame.locator("body")).to_contain_text("Hello Zoë at Zeta Labs", timeout=60_000)
             page.get_by_role("button", name="Save template").click()
             sync_api.expect(page.get_by_text("Template of 'autumn' saved.")).to_be_visible(timeout=30_000)
         finally:
