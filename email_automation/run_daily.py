@@ -633,7 +633,10 @@ def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_na
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=rendered.subject, transport=transport_name,
                          stop_company=settings.stop_company_on_reply, template=rendered.template,
-                         subject_variant=rendered.subject_variant, step=item.step)
+                         subject_variant=rendered.subject_variant, step=item.step,
+                         companies=politeness.Caps.from_settings(settings))
+    if isinstance(claim, ledger.Held):  # another run took this company's place since the batch was picked
+        return None, Outcome(now(), item.email, "pending", error=claim.reason, attempted=False, step=item.step)
     if claim is not None:
         return claim, None
     row = conn.execute(
