@@ -44,6 +44,7 @@ def run(
     from ..daily_job import run_job
     from ..database import utc_now
     from ..locking import RunLockedError
+    from ..run_daily import RunOptions
     from ..transports import make_transport
 
     settings = settings_for(db, dry_run=dry_run, log_file=log_file)
@@ -64,9 +65,9 @@ def run(
     outbox = getattr(transport, "folder", None)
     try:
         with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
-            report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
-                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox,
-                             transport_factory=lambda: make_transport(settings))
+            options = RunOptions(now=utc_now, sleep=time.sleep, limit=limit, rng=random.Random(),
+                                 on_outcome=lambda _: advance(1), transport_factory=lambda: make_transport(settings))
+            report = run_job(settings, conn, transport, options, require_inbox=require_inbox)
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
         if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
             raise
