@@ -47,9 +47,11 @@ def fill(path: Path, *, rows: int, recipients: int, days: int, seed: int = 7) ->
           "550: mailbox does not exist" if status == "failed" else None, created)
          for n, status in ((n, rng.choice(statuses)) for n in range(recipients))),
     )
+    conn.execute("INSERT INTO campaign_steps (campaign_id, step, after_days, html_template, created_at)"
+                 " VALUES (1, 2, 3, '<p>Following up</p>', ?)", (created,))
     conn.executemany(
         "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, finished_at, status,"
-        " message_id, subject, error, error_class, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ses')",
+        " message_id, subject, error, error_class, step, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ses')",
         _log_rows(rng, rows=rows, recipients=recipients, days=days),
     )
     conn.execute("COMMIT")
@@ -67,7 +69,7 @@ def _log_rows(rng: random.Random, *, rows: int, recipients: int, days: int):
         yield (rng.randrange(1, recipients + 1), f"{n:032x}", (at + timedelta(hours=1)).date().isoformat(),
                stamp, stamp, status, f"0100-{n:x}@email.amazonses.com" if status == "sent" else None,
                "Interested in joining Acme", "MessageRejected: address blacklisted" if status == "failed" else None,
-               "permanent" if status == "failed" else None)
+               "permanent" if status == "failed" else None, 2 if n % 4 == 0 else 1)  # a quarter are follow-ups
 
 
 def best_of(repeat: int, fn) -> float:
@@ -87,11 +89,12 @@ def page_queries(reports: Reports):
         ("summary (metrics + by status)", lambda: reports.summary(f)),
         ("today vs DAILY_LIMIT", reports.today),
         ("pending / unknown counts", reports.recipient_counts),
-        ("sent & failed per day", lambda: reports.daily(f)),
+        ("sent per step & failed per day", lambda: reports.daily(f)),
         ("log page 1 (50 rows)", lambda: reports.log_page(f, page=1, page_size=50)),
         ("queue (first 200)", lambda: reports.pending_queue(limit=200)),
         ("unknown recipients", reports.unknown),
         ("failed recipients (200)", lambda: reports.failed(limit=200)),
+        ("sent and replies per step", reports.step_counts),
     ]
 
 

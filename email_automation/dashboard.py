@@ -231,32 +231,54 @@ def reputation_warnings(r: Reputation) -> None:
                        f"{limit * 100:g}% at which SES reviews an account.")
 
 
+def step_label(step: int) -> str:
+    return "step 1 (first contact)" if step == 1 else f"step {step} (follow-up)"
+
+
 def per_day_frame(days, log_filter: LogFilter):
-    """Sent, failed and deferred per batch day, with the days without sends as zeros (up to a year shown)."""
+    """Sent (split per step once a follow-up was sent), failed and deferred per batch day, with the
+    days without sends as zeros (up to a year shown)."""
     import pandas as pd
 
-    by_day = {d.day: (d.sent, d.failed, d.deferred) for d in days}
+    steps = sorted({step for d in days for step in d.sent_per_step})
+    split = any(step > 1 for step in steps)
+    sent_columns = [f"sent: {step_label(step)}" for step in steps] if split else ["sent"]
+    by_day = {d.day: ([d.sent_per_step.get(step, 0) for step in steps] if split else [d.sent]) + [d.failed, d.deferred]
+              for d in days}
     span = (log_filter.end - log_filter.start).days + 1
     axis = ([log_filter.start + timedelta(days=i) for i in range(span)] if span <= 366 else sorted(by_day))
+    columns = sent_columns + ["failed", "deferred"]
     return pd.DataFrame(
-        [by_day.get(day, (0, 0, 0)) for day in axis], columns=["sent", "failed", "deferred"],
+        [by_day.get(day, [0] * len(columns)) for day in axis], columns=columns,
         index=pd.Index([day.isoformat() for day in axis], name="batch day"),
     )
 
 
+SENT_GREENS = ("#2e7d32", "#66bb6a", "#a5d6a7", "#1b5e20", "#c8e6c9")
+
+
 def activity(reports: Reports, log_filter: LogFilter, summary) -> None:
+    from email_automation.reports import sent_per_step
+
+    days = fetch(reports, "daily", log_filter)
     chart, breakdown = st.columns([3, 1])
     with chart:
         st.subheader("Sent, failed and deferred per day")
-        days = fetch(reports, "daily", log_filter)
         if days:
-            st.bar_chart(per_day_frame(days, log_filter), color=["#2e7d32", "#c62828", "#f9a825"], height=260)
+            frame = per_day_frame(days, log_filter)
+            sent = len(frame.columns) - 2
+            colors = [SENT_GREENS[i % len(SENT_GREENS)] for i in range(sent)] + ["#c62828", "#f9a825"]
+            st.bar_chart(frame, color=colors, height=260)
         else:
             st.info("No sends in these days.")
     with breakdown:
         st.subheader("By status")
         rows = [{"status": s, "rows": n} for s, n in summary.counts.items() if n]
         st.dataframe(rows, hide_index=True, key="status_breakdown", width="stretch")
+        if per_step := sent_per_step(days):
+            st.subheader("Sent by step")
+            st.dataframe([{"step": step_label(step), "sent": n} for step, n in per_step.items()], hide_index=True,
+                         key="step_breakdown", width="stretch")
     send_log(reports, log_filter, summary.total)
 
 
@@ -348,6 +370,13 @@ def replies(reports: Reports) -> None:
     _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
                                                  f.interview, f.offer, f.rejected, f.not_interested)))
                        for f in fetch(reports, "funnel")], "funnel_table", "No campaigns yet.")
+    if per_step := fetch(reports, "step_counts"):
+        st.subheader("Replies per step")
+        st.caption("Which message earned each reply: the step whose message the reply answered, "
+                   "against the messages sent at that step.")
+        _table_or_caption([{"campaign": c["campaign"], "step": step_label(c["step"]), "sent": c["sent"],
+                            "replied": c["replied"], "reply rate": percent(c["replied"] / c["sent"] if c["sent"] else None)}
+                           for c in per_step], "step_replies_table", "")
     if variants := fetch(reports, "variant_replies"):
         st.subheader("Replies per subject variant")
         _table_or_caption([{"campaign": v.campaign, "template": v.template or "(own)", "subject": v.subject,

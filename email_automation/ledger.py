@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal, TypeVar
 
-from . import applications, sequences
+from . import applications, politeness, sequences
 from .database import COUNTED_LOG_STATUSES, Patience, audit, iso, transaction
 from .errors import SendError
 from .imports import FINISHED
@@ -39,6 +39,13 @@ class Claim:
     recipient_id: int
     email: str
     step: int = 1
+
+
+@dataclass(frozen=True)
+class Held:
+    """A claim refused for now by a per-company limit: the recipient stays pending for a later day."""
+
+    reason: str
 
 
 # The sendable queue, as FROM + WHERE over recipients `r` and campaigns `c`: pending, in an active
@@ -102,8 +109,8 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
 def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str, stop_company: bool = True, step: int = 1,
-    template: str | None = None, subject_variant: str | None = None,
-) -> Claim | None:
+    template: str | None = None, subject_variant: str | None = None, companies: politeness.Caps | None = None,
+) -> Claim | Held | None:
     """Atomically move a pending recipient to `sending` and log the attempt, with the named
     `template` and the `subject_variant` (its subject template) the message was rendered from.
 
@@ -115,9 +122,10 @@ def claim(
     Returns None when the recipient is no longer pending (another run took it), its campaign is
     paused, or the daily limit is reached; a recipient whose address is suppressed or was (maybe)
     mailed in another campaign since the batch was picked, or who (or, with `stop_company`, whose
-    company) answered, becomes `skipped` instead. All of it is
-    checked inside the same write transaction, so two overlapping runs can never exceed the
-    limit, claim one recipient twice, or mail one address from two campaigns.
+    company) answered, becomes `skipped` instead. With `companies`, a first message that would
+    exceed a per-company limit is `Held` (the recipient stays pending). All of it is checked
+    inside the same write transaction, so two overlapping runs can never exceed the limits, claim
+    one recipient twice, or mail one address from two campaigns.
     """
     day = batch_date(now, tz)
     attempt_id = uuid.uuid4().hex
@@ -145,6 +153,8 @@ def claim(
                     (reason, iso(now), recipient_id),
                 )
             return None
+        if step == 1 and companies is not None and (held := politeness.claim_refusal(conn, recipient_id, day, companies)):
+            return Held(f"company limit: {held}")
         conn.execute(
             "UPDATE recipients SET status = 'sending', step = ?,"
             " attempts = CASE WHEN status = 'sent' THEN 1 ELSE attempts + 1 END, updated_at = ? WHERE id = ?",

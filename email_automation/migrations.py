@@ -374,9 +374,26 @@ CREATE TABLE step_templates (
 );
 """
 
+# Per-company limits re-checked inside each claim (politeness.claim_refusal) through an index, not
+# a scan of the campaign: people by campaign and company as SQL can fold it (trimmed and
+# lower-cased company, else the address's domain), and apart the few rows SQL cannot fold as
+# Python does (a character outside printable ASCII, two spaces in a row, two @ in the address).
+# And the Activity view's sends per day and step read from one covering index, in its GROUP BY's
+# order (no temporary B-tree: 25 ms for 30 days of a million-row log).
+# https://sqlite.org/expridx.html https://sqlite.org/partialindex.html https://sqlite.org/queryplanner.html#covidx
+_V13_COMPANY_AND_STEP_INDEXES = """
+CREATE INDEX recipients_company ON recipients (campaign_id,
+    (CASE WHEN trim(company) = '' THEN lower(substr(email, instr(email, '@') + 1)) ELSE lower(trim(company)) END));
+CREATE INDEX recipients_odd_company ON recipients (campaign_id)
+    WHERE company GLOB '*[^ -~]*' OR instr(company, '  ') > 0 OR email GLOB '*[^ -~]*'
+    OR instr(substr(email, instr(email, '@') + 1), '@') > 0;
+CREATE INDEX send_log_daily_step ON send_log (batch_date, step, status);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
                                _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
-                               _V11_SEQUENCES, _V12_STEP_TEMPLATES)
+                               _V11_SEQUENCES, _V12_STEP_TEMPLATES,
+                               _V13_COMPANY_AND_STEP_INDEXES)
 SCHEMA_VERSION = len(MIGRATIONS)

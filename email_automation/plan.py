@@ -1,20 +1,21 @@
 """`run --plan`: what the next real run would send, and who is held back and why.
 
 Read-only: nothing is claimed, rendered or sent. It follows the run's order (due follow-ups, then
-new contacts in queue order) and its rules (send windows, per-company limits, the daily limit);
-SES's own quota is only known to a real run, which may cut the batch further.
+new contacts in queue order) and its rules (send windows, per-company limits, the daily limit),
+and, when the real run would send through SES, SES's own quota read with GetAccount.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from . import applications, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .config import Settings
+from .errors import EmailAutomationError, FatalSendError
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,47 @@ class Held:
     reason: str
 
 
+@dataclass(frozen=True)
+class Quota:
+    """SES's quota as the real run would read it (GetAccount), or why it could not be read."""
+
+    remaining_24h: int | None = None  # None: no daily quota (or not read)
+    max_send_rate: float | None = None  # messages a second
+    problem: str | None = None
+    would_wait: int = 0  # planned messages the quota holds back
+    stops_run: bool = False  # SES says the account may not send: the run sends nothing
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_quota(transport) -> Quota | None:
+    """SES's quota through the transport the real run would use; None when it has none to tell
+    (a dry run, SMTP). Read-only: GetAccount, within SEND_TIMEOUT_SECONDS."""
+    ask = getattr(transport, "account_capacity", None)
+    if ask is None:
+        return None
+    try:
+        capacity = ask()
+    except FatalSendError as err:  # the account is paused or shut down: the run would stop at once
+        return Quota(remaining_24h=0, problem=str(err), stops_run=True)
+    except EmailAutomationError as err:  # unreachable, denied, timed out: the run goes on without it
+        return Quota(problem=str(err))
+    rate = 1 / capacity.min_interval if capacity.min_interval else None
+    return Quota(capacity.remaining_24h, rate)
+
+
 @dataclass
 class Plan:
-    """The next run's batch in order, who waits and why, and what is left of the daily limit."""
+    """The next run's batch in order, who waits and why, what is left of the daily limit, and SES's quota."""
 
     daily_limit: int
     remaining_today: int
     send: list[Planned] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
     over_limit: int = 0  # sendable now, but past what is left of today's limit
+    quota: Quota | None = None
+    delay_seconds: float = 0.0
 
     def as_dict(self) -> dict:
         steps = Counter(str(p.step) for p in self.send)
@@ -49,14 +82,22 @@ class Plan:
         return {"daily_limit": self.daily_limit, "remaining_today": self.remaining_today,
                 "per_step": dict(sorted(steps.items())), "per_company": dict(sorted(companies.items())),
                 "send": [asdict(p) for p in self.send], "held": [asdict(h) for h in self.held],
-                "over_limit": self.over_limit}
+                "over_limit": self.over_limit, "ses_quota": self.quota.as_dict() if self.quota else None}
+
+    def within_quota(self, quota: Quota | None) -> None:
+        """Cut the batch as the run does: to what SES allows in its 24-hour window (due follow-ups
+        stay first); a quota that could not be read cuts nothing (the run goes on without it)."""
+        if quota is not None and quota.remaining_24h is not None and quota.remaining_24h < len(self.send):
+            quota = replace(quota, would_wait=len(self.send) - quota.remaining_24h)
+            self.send = self.send[:quota.remaining_24h]
+        self.quota = quota
 
 
-def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime) -> Plan:
-    """What a real run started at `now` would do (before SES's quota, which only a real run asks)."""
+def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quota: Quota | None = None) -> Plan:
+    """What a real run started at `now` would do, within SES's `quota` when given (`read_quota`)."""
     settings = gates.within_warmup(settings, conn, now)
     remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=settings.daily_limit)
-    plan = Plan(settings.daily_limit, remaining)
+    plan = Plan(settings.daily_limit, remaining, delay_seconds=settings.delay_seconds)
     zones = {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")}
     closed = schedule.closed_zones(zones, now, settings.tz, *settings.send_window)
     candidates: list[Planned] = []
@@ -102,6 +143,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime) -> 
             room -= 1
     plan.send = candidates[:remaining]
     plan.over_limit += len(candidates) - len(plan.send)
+    plan.within_quota(quota)
     return plan
 
 
@@ -110,9 +152,11 @@ def _planned(row, step: int) -> Planned:
 
 
 def plan_lines(plan: Plan) -> list[str]:
-    """The plan for a person: the batch per step and company, then who waits and why."""
+    """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why."""
     lines = [f"The next run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
-             f"{plan.daily_limit} left today; SES's own quota may cut it further)."]
+             f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None
+                                                 else ").")]
+    lines += quota_lines(plan)
     for step, count in sorted(Counter(p.step for p in plan.send).items()):
         lines.append(f"  step {step}: {count}")
     for p in plan.send:
@@ -121,4 +165,25 @@ def plan_lines(plan: Plan) -> list[str]:
         lines.append(f"  held {h.email} ({h.campaign}, step {h.step}): {h.reason}")
     if plan.over_limit:
         lines.append(f"  {plan.over_limit} more wait for a later day (daily limit).")
+    return lines
+
+
+def quota_lines(plan: Plan) -> list[str]:
+    """What SES's quota does to the batch, in a line or two (none without a quota to read)."""
+    quota = plan.quota
+    if quota is None:
+        return []
+    if quota.stops_run:
+        return [f"  {quota.problem}. The run would send nothing."]
+    if quota.problem:
+        return [f"  {quota.problem}: the run asks again before it sends."]
+    planned = len(plan.send) + quota.would_wait
+    lines = []
+    if quota.remaining_24h is not None:
+        lines.append(f"  SES allows {quota.remaining_24h} more in its 24-hour window: "
+                     + (f"{quota.would_wait} of the {planned} planned would wait." if quota.would_wait
+                        else f"room for all {planned} planned."))
+    if quota.max_send_rate and 1 / quota.max_send_rate > plan.delay_seconds:
+        lines.append(f"  SES sends at most {quota.max_send_rate:g} a second: the run waits "
+                     f"{1 / quota.max_send_rate:g} s between sends (DELAY_SECONDS {plan.delay_seconds:g}).")
     return lines

@@ -21,6 +21,18 @@ def company_key(company: str | None, email: str) -> str:
     return name or company_domain(email)
 
 
+@dataclass(frozen=True)
+class Caps:
+    """MAX_NEW_PER_COMPANY_PER_DAY and MAX_CONTACTS_PER_COMPANY, as the claim re-checks them."""
+
+    per_day: int
+    per_campaign: int
+
+    @classmethod
+    def from_settings(cls, settings) -> Caps:
+        return cls(settings.max_new_per_company_per_day, settings.max_contacts_per_company)
+
+
 @dataclass
 class CompanyLimits:
     """What was already used today and per campaign; `admits` counts each recipient it lets through."""
@@ -48,20 +60,52 @@ class CompanyLimits:
         return None
 
 
+# First messages (step 1) that may have gone out on a day (the daily limit's day), and people
+# contacted: the two counts both the batch's pick and the claim compare with the limits.
+_FIRST_TODAY = ("SELECT r.company, r.email FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                " WHERE l.batch_date = ? AND l.step = 1 AND l.status IN ('sending', 'sent', 'unknown')")
+_CONTACTED = "(status IN ('sending', 'sent', 'unknown') OR step > 1)"
+
+
 def limits_for(conn: sqlite3.Connection, day: str, *, per_day: int, per_campaign: int) -> CompanyLimits:
-    """The counts so far: first messages (step 1) that may have gone out on `day` (the daily
-    limit's day), and people contacted per campaign and company."""
+    """The counts so far: first messages on `day`, and people contacted per campaign and company."""
     today: Counter = Counter()
-    for company, email in conn.execute(
-            "SELECT r.company, r.email FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-            " WHERE l.batch_date = ? AND l.step = 1 AND l.status IN ('sending', 'sent', 'unknown')", (day,)):
+    for company, email in conn.execute(_FIRST_TODAY, (day,)):
         today[company_key(company, email)] += 1
     in_campaign: Counter = Counter()
-    for campaign_id, company, email in conn.execute(
-            "SELECT campaign_id, company, email FROM recipients"
-            " WHERE status IN ('sending', 'sent', 'unknown') OR step > 1"):
+    for campaign_id, company, email in conn.execute(f"SELECT campaign_id, company, email FROM recipients WHERE {_CONTACTED}"):
         in_campaign[(campaign_id, company_key(company, email))] += 1
     return CompanyLimits(per_day, per_campaign, today, in_campaign)
+
+
+# The expressions of the indexes recipients_company and recipients_odd_company (database.py),
+# written alike so that SQLite uses them: a row that is not odd has this key iff company_key's.
+_FOLDED = ("(CASE WHEN trim(company) = '' THEN lower(substr(email, instr(email, '@') + 1))"
+           " ELSE lower(trim(company)) END)")
+_ODD = ("(company GLOB '*[^ -~]*' OR instr(company, '  ') > 0 OR email GLOB '*[^ -~]*'"
+        " OR instr(substr(email, instr(email, '@') + 1), '@') > 0)")
+
+
+def claim_refusal(conn: sqlite3.Connection, recipient_id: int, day: str, caps: Caps) -> str | None:
+    """Why this recipient's first message must wait, counted afresh for its company alone.
+
+    Called inside the claim's write transaction, so two runs (or a run and a copy started without
+    the run lock) see each other's claims and together never exceed the limits. People contacted
+    in the campaign are counted through two indexes: by folded company, and the odd rows that
+    only Python's `company_key` compares exactly.
+    """
+    row = conn.execute("SELECT campaign_id, company, email FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
+    key = company_key(row["company"], row["email"]) if row else ""
+    if not key:
+        return None
+    today = sum(company_key(company, email) == key for company, email in conn.execute(_FIRST_TODAY, (day,)))
+    campaign = row["campaign_id"]
+    in_campaign = conn.execute(
+        f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {_FOLDED} = ? AND NOT {_ODD} AND {_CONTACTED}",
+        (campaign, key)).fetchone()[0] + sum(company_key(company, email) == key for company, email in conn.execute(
+            f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {_ODD} AND {_CONTACTED}", (campaign,)))
+    return CompanyLimits(caps.per_day, caps.per_campaign, Counter({key: today}),
+                         Counter({(campaign, key): in_campaign})).refusal(row)
 
 
 def first_admitted(rows: Iterable, limits: CompanyLimits, size: int) -> Iterator:

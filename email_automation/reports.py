@@ -12,7 +12,7 @@ import csv
 import io
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
 from . import warmup
@@ -149,6 +149,7 @@ class DayCount:
     failed: int
     dry_run: int
     deferred: int = 0
+    sent_per_step: dict[int, int] = field(default_factory=dict)  # step 1 = first contact, 2.. = follow-ups
 
 
 @dataclass(frozen=True)
@@ -205,14 +206,31 @@ def log_summary(conn: sqlite3.Connection, f: LogFilter) -> LogSummary:
 
 
 def daily_counts(conn: sqlite3.Connection, f: LogFilter) -> list[DayCount]:
-    """Sent, failed, dry-run and deferred attempts per batch day, oldest first (days without rows left out)."""
+    """Sent (per step), failed, dry-run and deferred attempts per batch day, oldest first (days
+    without rows left out); one pass over the covering index send_log_daily_step."""
     join, where, args = log_filter_sql(f)
     rows = conn.execute(
-        "SELECT l.batch_date, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run'),"
-        f" sum(l.status = 'deferred') FROM send_log l{join} WHERE {where} GROUP BY l.batch_date ORDER BY l.batch_date",
-        args,
+        "SELECT l.batch_date, l.step, sum(l.status = 'sent'), sum(l.status = 'failed'), sum(l.status = 'dry_run'),"
+        f" sum(l.status = 'deferred') FROM send_log l{join} WHERE {where} GROUP BY l.batch_date, l.step"
+        " ORDER BY l.batch_date, l.step", args,
     )
-    return [DayCount(date.fromisoformat(day), sent, failed, dry, deferred) for day, sent, failed, dry, deferred in rows]
+    days: dict[str, list] = {}
+    for day, step, sent, failed, dry, deferred in rows:
+        totals = days.setdefault(day, [0, 0, 0, 0, {}])
+        for i, n in enumerate((sent, failed, dry, deferred)):
+            totals[i] += n
+        if sent:
+            totals[4][step] = sent
+    return [DayCount(date.fromisoformat(day), *totals) for day, totals in days.items()]
+
+
+def sent_per_step(days: Iterable[DayCount]) -> dict[int, int]:
+    """The days' sent messages per step: first contacts (step 1) against each follow-up."""
+    totals: dict[int, int] = {}
+    for day in days:
+        for step, sent in day.sent_per_step.items():
+            totals[step] = totals.get(step, 0) + sent
+    return dict(sorted(totals.items()))
 
 
 _LOG_FIELDS = "l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error"

@@ -275,32 +275,45 @@ def _longest_inbox_read(settings: Settings) -> float:
     return (6 + 3 * batches) * TIMEOUT_SECONDS
 
 
-def run_daily(
-    settings: Settings,
-    conn: sqlite3.Connection,
-    transport: Transport,
-    *,
-    now: Callable[[], datetime],
-    sleep: Callable[[float], None],
-    limit: int | None = None,
-    rng: random.Random | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
-    transport_factory: Callable[[], Transport] | None = None,
-) -> RunReport:
-    """Send today's batch. Raises RunLockedError when another run is active (HungRunError when that
-    run has lasted longer than `max_run_duration`); a campaign whose template fails is held back and
-    reported in `template_errors`; a fatal send error stops the run and is reported in `fatal_error`.
+@dataclass(frozen=True)
+class RunOptions:
+    """What a caller injects into a run, one object from the CLI through `run_job` to `run_daily`:
+    the clock and sleep (fakes in tests), randomness for the jitter, a cap below the day's limit, a
+    callback per outcome (a progress bar), and the maker of the extra transports concurrent sends use."""
+
+    now: Callable[[], datetime]
+    sleep: Callable[[float], None]
+    limit: int | None = None
+    rng: random.Random | None = None  # None: a fresh random.Random() per run
+    on_outcome: Callable[[Outcome], None] | None = None
+    transport_factory: Callable[[], Transport] | None = None
+
+    @classmethod
+    def of(cls, options: RunOptions | None, fields: dict) -> RunOptions:
+        """`options`, or one made from its fields given as keywords (`now=..., sleep=...`)."""
+        if options is not None and fields:
+            raise TypeError("pass RunOptions or its fields as keywords, not both")
+        return options if options is not None else cls(**fields)
+
+
+def run_daily(settings: Settings, conn: sqlite3.Connection, transport: Transport, options: RunOptions | None = None,
+              **fields) -> RunReport:
+    """Send today's batch, with `options` (or its fields as keywords). Raises RunLockedError when
+    another run is active (HungRunError when that run has lasted longer than `max_run_duration`); a
+    campaign whose template fails is held back and reported in `template_errors`; a fatal send error
+    stops the run and is reported in `fatal_error`.
 
     With SEND_CONCURRENCY > 1 and no delay, `transport_factory` makes the extra transports the
     concurrent sends use (one each; `transport` is the first); without it the run sends one at a time.
     """
-    with run_lock(settings.db_path, now=now, max_duration=max_run_duration(settings)):
-        return _run_locked(settings, conn, transport, now=now, sleep=sleep, limit=limit,
-                           rng=rng or random.Random(), on_outcome=on_outcome or (lambda o: None),
-                           transport_factory=transport_factory)
+    options = RunOptions.of(options, fields)
+    with run_lock(settings.db_path, now=options.now, max_duration=max_run_duration(settings)):
+        return _run_locked(settings, conn, transport, options)
 
 
-def _run_locked(settings, conn, transport, *, now, sleep, limit, rng, on_outcome, transport_factory) -> RunReport:
+def _run_locked(settings, conn, transport, options: RunOptions) -> RunReport:
+    now, sleep, limit, transport_factory = options.now, options.sleep, options.limit, options.transport_factory
+    rng, on_outcome = options.rng or random.Random(), options.on_outcome or (lambda o: None)
     report = RunReport(dry_run=transport.name == "dry_run")
     settings = gates.within_warmup(settings, conn, now())
     _recover(conn, report, now=now)
@@ -659,7 +672,10 @@ def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_na
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=rendered.subject, transport=transport_name,
                          stop_company=settings.stop_company_on_reply, template=rendered.template,
-                         subject_variant=rendered.subject_variant, step=item.step)
+                         subject_variant=rendered.subject_variant, step=item.step,
+                         companies=politeness.Caps.from_settings(settings))
+    if isinstance(claim, ledger.Held):  # another run took this company's place since the batch was picked
+        return None, Outcome(now(), item.email, "pending", error=claim.reason, attempted=False, step=item.step)
     if claim is not None:
         return claim, None
     row = conn.execute(

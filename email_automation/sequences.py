@@ -202,12 +202,16 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
     for name, last in conn.execute("SELECT c.name, MAX(s.step) FROM campaign_steps s JOIN campaigns c"
                                    " ON c.id = s.campaign_id GROUP BY c.id ORDER BY c.name").fetchall():
         summary[name] = {str(n): {"sent": 0, "due": 0, "stopped": 0, "replied": 0} for n in range(1, last + 1)}
-    for name, step, sent in conn.execute(
-            "SELECT c.name, l.step, count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-            " JOIN campaigns c ON c.id = r.campaign_id WHERE l.status IN ('sending', 'sent', 'unknown')"
-            " GROUP BY c.name, l.step"):
-        if name in summary and str(step) in summary[name]:
-            summary[name][str(step)]["sent"] = sent
+    # Read from recipients, not send_log (a second over a million log rows): a recipient at step k
+    # was sent steps 1..k-1 (a step is claimed only after the one before was sent), and step k
+    # too when its status is one that counts (sending, sent, unknown).
+    for name, step, counted, people in conn.execute(
+            "SELECT c.name, r.step, r.status IN ('sending', 'sent', 'unknown'), count(*) FROM recipients r"
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE c.id IN (SELECT campaign_id FROM campaign_steps)"
+            " GROUP BY c.name, r.step, 3"):
+        for earlier in range(1, step + 1 if counted else step):
+            if str(earlier) in summary.get(name, {}):
+                summary[name][str(earlier)]["sent"] += people
     for name, step, stopped in conn.execute(
             "SELECT c.name, r.step + 1, count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
             " WHERE r.sequence_stopped IS NOT NULL GROUP BY c.name, r.step"):

@@ -10,10 +10,12 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
+from email_automation import ledger
 from email_automation.cli import app
 from email_automation.concurrent_send import RateLimiter
 from email_automation.database import connect
 from email_automation.errors import FatalSendError
+from email_automation.politeness import Caps
 from email_automation.run_daily import run_daily
 
 from .fakes import RecordingSleep, ScriptedTransport
@@ -240,3 +242,24 @@ def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(sett
         "the breaker is asked before each claim: nothing claimed after the bounce was recorded"
     assert set(logged.values()) <= {"sent"}
     assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
+
+
+def test_a_company_limit_holds_against_a_run_that_claimed_after_the_batch_was_picked(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 2, "max_new_per_company_per_day": 1})
+    db.executemany("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, ?, ?, 'x')",
+                   [("a1@acme.com", "Acme"), ("b1@beta.io", "Beta"), ("a2@acme.com", "ACME")])
+    shared, other = Shared(settings), connect(settings.db_path)
+
+    def factory():  # called once the batch [a1, b1] is picked: a run started without the lock claims a2 now
+        assert isinstance(ledger.claim(other, 3, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi",
+                                       transport="smtp", companies=Caps.from_settings(settings)), ledger.Claim)
+        return shared.factory()
+
+    report = run_daily(settings, db, shared.factory(), now=clock, sleep=RecordingSleep(), rng=random.Random(1),
+                       transport_factory=factory)
+    other.close()
+    assert delivered(shared) == ["b1@beta.io"]
+    assert statuses(db) == {"a1@acme.com": "pending", "b1@beta.io": "sent", "a2@acme.com": "sending"}
+    assert (report.sent, report.deferred) == (1, 1)
+    assert [o.error for o in report.outcomes if o.email == "a1@acme.com"] == [
+        "company limit: 1 first message(s) to acme today (MAX_NEW_PER_COMPANY_PER_DAY)"]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import closing
 from datetime import timedelta
 
-from email_automation.politeness import company_key
+import pytest
+
+from email_automation import ledger, politeness
+from email_automation.database import connect
+from email_automation.politeness import Caps, company_key
 
 from .fakes import ScriptedTransport
 from .test_run_daily import run
@@ -32,3 +38,61 @@ def test_first_messages_to_a_company_are_spread_over_days_and_capped_per_campaig
                             ["a2@acme.com", "b2@beta.io"], ["a3@other.com"], []]
     # a4@acme.com would be the fourth person at Acme in this campaign
     assert db.execute("SELECT status FROM recipients WHERE email = 'a4@acme.com'").fetchone()[0] == "pending"
+
+
+@pytest.mark.parametrize("caps, reason", [
+    (Caps(per_day=1, per_campaign=5), "1 first message(s) to acme today (MAX_NEW_PER_COMPANY_PER_DAY)"),
+    (Caps(per_day=5, per_campaign=1), "1 people at acme contacted in this campaign (MAX_CONTACTS_PER_COMPANY)"),
+])
+def test_two_claims_racing_for_one_company_claim_only_one(settings, db, clock, caps, reason):
+    # Two runs without the run lock between them (two connections), each with a batch that was
+    # picked before either claimed: the claim itself must count the other's.
+    db.executemany("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, ?, ?, 'x')",
+                   [("a1@acme.com", "Acme"), ("a2@acme.com", " ACME ")])
+    barrier, results = threading.Barrier(2, timeout=10), {}
+
+    def claim(recipient_id: int) -> None:
+        with closing(connect(settings.db_path)) as conn:
+            barrier.wait()
+            results[recipient_id] = ledger.claim(conn, recipient_id, now=clock(), tz=settings.tz, daily_limit=10,
+                                                 subject="Hi", transport="smtp", companies=caps)
+
+    threads = [threading.Thread(target=claim, args=(rid,)) for rid in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [r for r in results.values() if isinstance(r, ledger.Claim)]
+    assert len(claimed) == 1
+    assert [r for r in results.values() if not isinstance(r, ledger.Claim)] == [ledger.Held(f"company limit: {reason}")]
+    assert sorted(r[0] for r in db.execute("SELECT status FROM recipients")) == ["pending", "sending"]
+
+
+@pytest.mark.parametrize("colleagues, newcomer", [
+    ([("e1@x.fr", "ÉCOLE  Polytechnique"), ("e2@y.fr", "école polytechnique")], ("e3@z.fr", " École Polytechnique")),
+    ([("a1@acme.com", ""), ("a2@other.org", "ACME.com")], ("a3@acme.com", "   ")),
+    ([("b1@beta.io", "Beta\tLabs"), ("b2@beta.io", "beta labs")], ("b3@beta.io", "BETA LABS")),
+])
+def test_the_claim_counts_colleagues_as_company_key_compares_them(settings, db, clock, colleagues, newcomer):
+    # Accents, runs of spaces, tabs, a domain written as the company: folded by SQL or, where SQL
+    # cannot fold as Python does, compared by company_key itself; the limit is reached either way.
+    db.executemany("INSERT INTO recipients (campaign_id, email, company, status, created_at) VALUES (1, ?, ?, 'sent', 'x')",
+                   colleagues)
+    rid = db.execute("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, ?, ?, 'x')",
+                     newcomer).lastrowid
+    claim = ledger.claim(db, rid, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
+                         companies=Caps(per_day=5, per_campaign=2))
+    assert isinstance(claim, ledger.Held) and "2 people at" in claim.reason
+    again = ledger.claim(db, rid, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
+                         companies=Caps(per_day=5, per_campaign=3))
+    assert isinstance(again, ledger.Claim)
+
+
+def test_the_claims_company_count_goes_through_the_indexes(db):
+    plans = [db.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchone()[3] for sql, args in (
+        (f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {politeness._FOLDED} = ?"
+         f" AND NOT {politeness._ODD} AND {politeness._CONTACTED}", (1, "acme")),
+        (f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {politeness._ODD}"
+         f" AND {politeness._CONTACTED}", (1,)))]
+    assert plans == ["SEARCH recipients USING INDEX recipients_company (campaign_id=? AND <expr>=?)",
+                     "SEARCH recipients USING INDEX recipients_odd_company (campaign_id=?)"]

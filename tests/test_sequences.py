@@ -541,3 +541,37 @@ def test_removing_a_named_template_removes_its_versions_of_the_steps(segments):
     assert cli("template", "remove", "bank", "--db", "x.db").exit_code == 0
     assert "own version" not in cli("step", "list", "--db", "x.db").stdout
     assert connect(segments).execute("SELECT count(*) FROM step_templates").fetchone()[0] == 0
+
+
+def test_the_dashboard_splits_sends_and_replies_per_step(sequence, db, clock):
+    from streamlit.testing.v1 import AppTest
+
+    from email_automation import dashboard
+    from email_automation.dashboard_data import Reports
+
+    run(sequence, db, ScriptedTransport(name="ses"), clock)  # Wednesday: step 1 to all three
+    wednesday = clock().date()
+    days_later(clock, 2)
+    run(sequence, db, ScriptedTransport(name="ses"), clock, limit=2)  # Friday: step 2 to person0 and person1
+    log_id = dict(db.execute("SELECT r.email || ' ' || l.step, l.id FROM send_log l JOIN recipients r"
+                             " ON r.id = l.recipient_id").fetchall())
+    # person2 answered the first message, person1 the follow-up (as the inbox reader stores them).
+    db.executemany("INSERT INTO inbox_messages (dedupe_key, mailbox, uidvalidity, uid, kind, recipient_id, send_log_id,"
+                   " from_email, subject, dated_at, read_at) VALUES (?, 'INBOX', 1, ?, 'reply', ?, ?, ?, 'Re: hi', ?, ?)",
+                   [(f"k{n}", n, n + 2, log_id[f"person{n + 1}@example.com {2 - n}"], f"person{n + 1}@example.com",
+                     iso(clock()), iso(clock())) for n in (0, 1)])
+    reports = Reports(sequence.db_path, sequence, now=clock)
+    f = reports.default_filter()
+    frame = dashboard.per_day_frame(reports.daily(f), f)
+    assert list(frame.columns) == ["sent: step 1 (first contact)", "sent: step 2 (follow-up)", "failed", "deferred"]
+    assert frame.loc[wednesday.isoformat()].tolist() == [3, 0, 0, 0]
+    assert frame.loc[clock().date().isoformat()].tolist() == [0, 2, 0, 0]
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
+    assert not at.exception, at.exception
+    by_step = next(t.value for t in at.dataframe if list(t.value.columns) == ["step", "sent"])
+    assert by_step.to_dict("records") == [{"step": "step 1 (first contact)", "sent": 3},
+                                          {"step": "step 2 (follow-up)", "sent": 2}]
+    replies = next(t.value for t in at.dataframe if {"step", "reply rate"} <= set(t.value.columns))
+    assert replies.to_dict("records") == [
+        {"campaign": "default", "step": "step 1 (first contact)", "sent": 3, "replied": 1, "reply rate": "33.33%"},
+        {"campaign": "default", "step": "step 2 (follow-up)", "sent": 2, "replied": 1, "reply rate": "50.00%"}]

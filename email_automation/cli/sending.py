@@ -25,7 +25,7 @@ def run(
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Send at most N in this run (never more than what is left of DAILY_LIMIT today).")] = None,
     log_file: Annotated[Optional[Path], typer.Option("--log-file", help="Also write the run's lines to this file, rotated at 1 MB x 5 (default: LOG_FILE).")] = None,
     require_inbox: Annotated[bool, typer.Option("--require-inbox", help="Stop (exit 3, nothing sent) if the inbox cannot be read first.")] = False,
-    plan: Annotated[bool, typer.Option("--plan", help="Show what the next real run would send and who is held back and why; sends and claims nothing.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Show what the next real run would send, who is held back and why, and (with SES) how its quota cuts the batch; sends and claims nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Send today's batch: at most DAILY_LIMIT a day, DELAY_SECONDS apart, never twice to anyone.
@@ -44,14 +44,19 @@ def run(
     from ..daily_job import run_job
     from ..database import utc_now
     from ..locking import RunLockedError
+    from ..run_daily import RunOptions
     from ..transports import make_transport
 
     settings = settings_for(db, dry_run=dry_run, log_file=log_file)
     conn = open_database(settings)
     if plan:
-        from ..plan import plan_lines, plan_run
+        from ..plan import plan_lines, plan_run, read_quota
 
-        planned = plan_run(conn, settings, now=utc_now())
+        transport = make_transport(settings)
+        try:
+            planned = plan_run(conn, settings, now=utc_now(), quota=read_quota(transport))
+        finally:
+            transport.close()
         answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned)))
         return
     _log_lines_to(sys.stderr if as_json else sys.stdout)
@@ -60,9 +65,9 @@ def run(
     outbox = getattr(transport, "folder", None)
     try:
         with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
-            report = run_job(settings, conn, transport, now=utc_now, sleep=time.sleep, limit=limit,
-                             rng=random.Random(), on_outcome=lambda _: advance(1), require_inbox=require_inbox,
-                             transport_factory=lambda: make_transport(settings))
+            options = RunOptions(now=utc_now, sleep=time.sleep, limit=limit, rng=random.Random(),
+                                 on_outcome=lambda _: advance(1), transport_factory=lambda: make_transport(settings))
+            report = run_job(settings, conn, transport, options, require_inbox=require_inbox)
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
         if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
             raise

@@ -40,6 +40,7 @@ from ..ses_contacts import list_management_options
 from ..errors import (
     AmbiguousSendError,
     ConfigError,
+    EmailAutomationError,
     FatalSendError,
     PermanentSendError,
     SendError,
@@ -134,6 +135,10 @@ class SendingCapacity:
     min_interval: float  # seconds between two sends at the account's MaxSendRate
 
 
+class QuotaUnknownError(EmailAutomationError):
+    """SES's GetAccount could not be read (denied, unreachable, timed out, or not implemented)."""
+
+
 class SesTransport:
     """Sends through `sesv2.send_email` with Raw content; one client per run."""
 
@@ -190,13 +195,25 @@ class SesTransport:
             FatalSendError: SES says the account may not send at all (paused or shut down).
         """
         try:
-            account = self._bounded.get_account()
-        except (NotImplementedError, ClientError, BotoCoreError) as err:
+            return self.account_capacity()
+        except QuotaUnknownError as err:
             # moto has no GetAccount, a tight IAM policy may deny it, a network blip: the sends
             # themselves still report every real problem, so this is only a lost optimisation.
-            log.warning("SES account quota not read (%s: %s); DAILY_LIMIT and DELAY_SECONDS alone apply",
-                        type(err).__name__, err)
+            log.warning("%s; DAILY_LIMIT and DELAY_SECONDS alone apply", err)
             return None
+
+    def account_capacity(self) -> SendingCapacity:
+        """GetAccount's SendQuota, within SEND_TIMEOUT_SECONDS like every call of the run.
+        https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_GetAccount.html
+
+        Raises:
+            QuotaUnknownError: the call failed or timed out (the message says why, in one line).
+            FatalSendError: SES says the account may not send at all (paused or shut down).
+        """
+        try:
+            account = self._bounded.get_account()
+        except (NotImplementedError, ClientError, BotoCoreError) as err:
+            raise QuotaUnknownError(f"SES account quota not read ({type(err).__name__}: {err})") from err
         if not account.get("SendingEnabled", True) or account.get("EnforcementStatus") == "SHUTDOWN":
             raise FatalSendError(
                 f"SES says this account may not send (SendingEnabled={account.get('SendingEnabled')}, "

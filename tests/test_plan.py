@@ -1,0 +1,132 @@
+"""`run --plan` with SES: GetAccount's quota cuts the planned batch as the run would; read-only.
+
+moto has no sesv2 GetAccount (in process it raises NotImplementedError): it stands for an
+endpoint that cannot tell. The quotas themselves come from botocore's Stubber.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from email_automation.database import connect
+from email_automation.plan import plan_lines, plan_run, read_quota
+from email_automation.transports import ses
+from email_automation.transports.ses import SesTransport, make_ses_client
+
+from .cli_helpers import cli
+from .drip_http import DrippingHttp
+
+SES_ENV = {"SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false", "TRANSPORT": "ses", "AWS_REGION": "us-east-1",
+           "DAILY_LIMIT": "20", "DELAY_SECONDS": "0", "TIMEZONE": "UTC"}
+
+
+def account(max_day=100.0, sent=88.0, rate=1.0, enabled=True):
+    return {"SendingEnabled": enabled, "EnforcementStatus": "HEALTHY" if enabled else "SHUTDOWN",
+            "ProductionAccessEnabled": True,
+            "SendQuota": {"Max24HourSend": max_day, "SentLast24Hours": sent, "MaxSendRate": rate}}
+
+
+@pytest.fixture
+def fifteen(tmp_path):
+    """A database made by `init` + `import` with fifteen people at fifteen companies."""
+    (tmp_path / "people.csv").write_text("email\n" + "".join(f"p{i}@c{i}.example.com\n" for i in range(15)))
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    return tmp_path / "x.db"
+
+
+@pytest.fixture
+def get_account(monkeypatch):
+    """GetAccount answers for the SES client the command builds: append them before running it."""
+    answers: list[dict] = []
+
+    def make(settings, **kwargs):
+        client = make_ses_client(settings, **kwargs)
+        stub = Stubber(client)
+        for answer in answers:
+            stub.add_response("get_account", answer)
+        stub.activate()
+        return client
+
+    monkeypatch.setattr(ses, "make_ses_client", make)
+    return answers
+
+
+def nothing_claimed(db_path) -> bool:
+    conn = connect(db_path)
+    return (conn.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
+            and {r[0] for r in conn.execute("SELECT status FROM recipients")} == {"pending"})
+
+
+def test_ses_quota_cuts_the_planned_batch(settings, db, clock):
+    db.executemany("INSERT INTO recipients (campaign_id, email, created_at) VALUES (1, ?, 'x')",
+                   [(f"p{i}@c{i}.example.com",) for i in range(15)])
+    client = make_ses_client(settings)
+    with Stubber(client) as stub:
+        stub.add_response("get_account", account(max_day=100.0, sent=88.0, rate=1.0))
+        quota = read_quota(SesTransport(settings, client))
+    plan = plan_run(db, settings.model_copy(update={"daily_limit": 20}), now=clock(), quota=quota)
+    assert [p.email for p in plan.send] == [f"p{i}@c{i}.example.com" for i in range(12)]
+    assert plan_lines(plan)[:3] == [
+        "The next run would send 12 message(s) (20 of DAILY_LIMIT 20 left today).",
+        "  SES allows 12 more in its 24-hour window: 3 of the 15 planned would wait.",
+        "  SES sends at most 1 a second: the run waits 1 s between sends (DELAY_SECONDS 0).",
+    ]
+
+
+def test_run_plan_json_shows_the_ses_quota_and_claims_nothing(fifteen, get_account):
+    get_account.append(account(max_day=50_000.0, sent=49_988.0, rate=14.0))
+    result = cli("run", "--plan", "--json", "--db", "x.db", env=SES_ENV)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["send"]) == 12 and data["over_limit"] == 0
+    assert data["ses_quota"] == {"remaining_24h": 12, "max_send_rate": 14.0, "problem": None, "would_wait": 3,
+                                 "stops_run": False}
+    assert nothing_claimed(fifteen)
+
+
+def test_run_plan_says_when_ses_lets_the_account_send_nothing(fifteen, get_account):
+    get_account.append(account(enabled=False))
+    lines = cli("run", "--plan", "--db", "x.db", env=SES_ENV).stdout.splitlines()
+    assert lines[:2] == [
+        "The next run would send 0 message(s) (20 of DAILY_LIMIT 20 left today).",
+        "  SES says this account may not send (SendingEnabled=False, EnforcementStatus=SHUTDOWN): open the SES "
+        "console's reputation dashboard and re-enable sending. The run would send nothing.",
+    ]
+
+
+def test_run_plan_without_get_account_says_so_in_one_line_and_shows_the_rest(fifteen):
+    with mock_aws():
+        result = cli("run", "--plan", "--db", "x.db", env={**SES_ENV, "DAILY_LIMIT": "10"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "The next run would send 10 message(s) (10 of DAILY_LIMIT 10 left today).",
+        "  SES account quota not read (NotImplementedError: The get_account action has not been implemented): "
+        "the run asks again before it sends.",
+        "  step 1: 10",
+    ]
+    assert lines[-1] == "  5 more wait for a later day (daily limit)."
+    assert nothing_claimed(fifteen)
+
+
+def test_run_plan_gives_up_on_get_account_at_the_send_timeout(fifteen):
+    with DrippingHttp(part="body") as server:
+        started = time.monotonic()
+        result = cli("run", "--plan", "--json", "--db", "x.db",
+                     env={**SES_ENV, "AWS_ENDPOINT_URL": server.url, "SEND_TIMEOUT_SECONDS": "0.5"})
+        elapsed = time.monotonic() - started
+    assert elapsed < 3, "GetAccount waited past SEND_TIMEOUT_SECONDS"
+    data = json.loads(result.stdout)
+    assert data["ses_quota"]["problem"] == "SES account quota not read (CallTimedOut: no complete answer from sesv2 within 0.5 s)"
+    assert len(data["send"]) == 15
+
+
+def test_a_dry_run_plan_asks_ses_nothing(fifteen, get_account):
+    result = cli("run", "--plan", "--json", "--db", "x.db", env={**SES_ENV, "DRY_RUN": "true"})
+    assert json.loads(result.stdout)["ses_quota"] is None  # the Stubber has no answer: a call would fail
