@@ -153,7 +153,7 @@ def _planned(row, step: int) -> Planned:
 
 def plan_lines(plan: Plan) -> list[str]:
     """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why."""
-    lines = [f"The next run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
+    lines = [f"The next real run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
              f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None
                                                  else ").")]
     lines += quota_lines(plan)

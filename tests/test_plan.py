@@ -73,7 +73,7 @@ def test_ses_quota_cuts_the_planned_batch(settings, db, clock):
     plan = plan_run(db, settings.model_copy(update={"daily_limit": 20}), now=clock(), quota=quota)
     assert [p.email for p in plan.send] == [f"p{i}@c{i}.example.com" for i in range(12)]
     assert plan_lines(plan)[:3] == [
-        "The next run would send 12 message(s) (20 of DAILY_LIMIT 20 left today).",
+        "The next real run would send 12 message(s) (20 of DAILY_LIMIT 20 left today).",
         "  SES allows 12 more in its 24-hour window: 3 of the 15 planned would wait.",
         "  SES sends at most 1 a second: the run waits 1 s between sends (DELAY_SECONDS 0).",
     ]
@@ -94,7 +94,7 @@ def test_run_plan_says_when_ses_lets_the_account_send_nothing(fifteen, get_accou
     get_account.append(account(enabled=False))
     lines = cli("run", "--plan", "--db", "x.db", env=SES_ENV).stdout.splitlines()
     assert lines[:2] == [
-        "The next run would send 0 message(s) (20 of DAILY_LIMIT 20 left today).",
+        "The next real run would send 0 message(s) (20 of DAILY_LIMIT 20 left today).",
         "  SES says this account may not send (SendingEnabled=False, EnforcementStatus=SHUTDOWN): open the SES "
         "console's reputation dashboard and re-enable sending. The run would send nothing.",
     ]
@@ -106,7 +106,7 @@ def test_run_plan_without_get_account_says_so_in_one_line_and_shows_the_rest(fif
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[:3] == [
-        "The next run would send 10 message(s) (10 of DAILY_LIMIT 10 left today).",
+        "The next real run would send 10 message(s) (10 of DAILY_LIMIT 10 left today).",
         "  SES account quota not read (NotImplementedError: The get_account action has not been implemented): "
         "the run asks again before it sends.",
         "  step 1: 10",

@@ -137,7 +137,7 @@ def test_run_plan_shows_the_batch_and_who_waits_and_why_without_claiming(tmp_pat
     assert data["over_limit"] == 1  # di@gamma.io: the daily limit of 3 is used
     assert connect(tmp_path / "x.db").execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
     text = cli("run", "--plan", "--db", "x.db", env=env).stdout.splitlines()
-    assert text[0] == ("The next run would send 3 message(s) (3 of DAILY_LIMIT 3 left today; SES's own quota may "
+    assert text[0] == ("The next real run would send 3 message(s) (3 of DAILY_LIMIT 3 left today; SES's own quota may "
                        "cut it further).")
     assert "  held bob@acme.com (default, step 1): company limit: 1 first message(s) to acme today " \
            "(MAX_NEW_PER_COMPANY_PER_DAY)" in text
