@@ -400,17 +400,23 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     def finish(outcome: Outcome) -> None:
         _finish(report, outcome, streak, on_outcome)
 
+    ready: list[tuple[_Planned, RenderedEmail, object]] = []  # prepared, not claimed: nothing to undo
     try:
         while not (report.fatal_error or crash):
-            if pool.in_flight == pool.size:
-                collect(block=True)
-                continue
+            # Prepare the next messages while the sends in flight finish, so that several places are
+            # free, and claimed together, by the time they are ready.
+            ready += _prepare_group(settings, conn, templates, todo, pool.size - len(ready), report, finish,
+                                    stopped=lambda: bool(report.fatal_error or crash), now=now)
+            if not ready or report.fatal_error or crash:
+                break  # nothing left, or the run stopped: the prepared messages were not claimed
+            collect(block=pool.in_flight == pool.size)
+            if report.fatal_error or crash:
+                break
             # Under a rate, one claim at a time: each `attempted_at` stays the moment its send starts.
             free = 1 if interval else pool.size - pool.in_flight
-            group = _prepare_group(settings, conn, templates, todo, free, report, gate, finish,
-                                   stopped=lambda: bool(report.fatal_error or crash), now=now)
-            if not group or report.fatal_error or crash:
-                break  # nothing left, or the run stopped: the prepared messages were not claimed
+            group, ready = _admitted(conn, ready[:free], gate, finish, now=now), ready[free:]
+            if report.fatal_error:
+                break
             limiter.wait()  # under a rate the group is one message, claimed when its send may start
             claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
             for item, wire, claim in claimed:
@@ -421,7 +427,6 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                             _send_with_retries(transport, wire, tags, sleep, refused))
             if full:  # the limit was reached by an overlapping writer
                 break
-            collect(block=False)
         while pool.in_flight:
             collect(block=True)
     finally:
@@ -432,21 +437,15 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         raise crash
 
 
-def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport, gate: _Gate, finish, *,
+def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport, finish, *,
                    stopped, now) -> list[tuple[_Planned, RenderedEmail, object]]:
-    """The next `size` messages of `todo` that the gates let through, rendered and built; the others
-    are finished as skipped or failed on the way. Fewer when `todo` runs out or the run stops."""
+    """The next `size` messages of `todo`, rendered and built; those that no longer can be are
+    finished as failed on the way. Fewer when `todo` runs out or the run stops."""
     group: list[tuple[_Planned, RenderedEmail, object]] = []
     while len(group) < size and not stopped():
         item = next(todo, None)
         if item is None:
             break
-        held = gate.check(conn, item, now())
-        if held is True:
-            continue  # a fatal stop is seen by `stopped`
-        if held:
-            finish(held)
-            continue
         try:
             rendered, wire = _prepare(settings, conn, templates, item, now=now())
         except (TemplateRenderError, PermanentSendError) as err:
@@ -454,6 +453,22 @@ def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport
             continue
         group.append((item, rendered, wire))
     return group
+
+
+def _admitted(conn, group: list, gate: _Gate, finish, *, now) -> list:
+    """The prepared messages the gates let through now, asked just before their claim (after the
+    outcomes collected since they were prepared, a bounce among them); the others are finished as
+    skipped, or held, and none once all sending is paused (`report.fatal_error` then says why)."""
+    admitted = []
+    for entry in group:
+        held = gate.check(conn, entry[0], now())
+        if held is True and gate.report.fatal_error:
+            return []
+        if held is False:
+            admitted.append(entry)
+        elif held is not True:
+            finish(held)
+    return admitted
 
 
 def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> tuple[list, bool]:
