@@ -293,7 +293,8 @@ def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connect
 
 
 def test_a_transaction_inside_another_is_undone_alone_and_committed_with_it(tmp_path):
-    """A run claims a group of messages in one commit: a claim that fails must not take the others with it."""
+    """A run claims a group of messages in one commit: each claim's own transaction becomes a step
+    of it, undone alone when it fails, and nothing is visible to others before the one commit."""
     conn = database.init_db(tmp_path / "x.db")
     other = database.connect(tmp_path / "x.db")
     with database.transaction(conn):
