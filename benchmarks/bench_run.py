@@ -72,7 +72,8 @@ def main() -> None:
         settings = load_settings(
             db_path=Path(tmp) / "bench.db", dry_run=False, transport="smtp", smtp_host="127.0.0.1",
             smtp_port=sink.port, smtp_starttls=False, sender_email="bench@example.com",
-            delay_seconds=0, daily_limit=n, timezone="UTC",
+            delay_seconds=0, daily_limit=n, timezone="UTC", send_days="mon-sun", send_hours="00:00-24:00",
+            max_new_per_company_per_day=n, max_contacts_per_company=n,
         )
         conn = fill(settings.db_path, n)
         bare = bare_loop(settings, conn, sink.port)

@@ -106,7 +106,10 @@ def ours(folder: Path, csv_path: Path, port: int, n: int, concurrency: int) -> t
            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_STARTTLS": "false",
            "SENDER_EMAIL": "bench@example.com", "SENDER_NAME": "Bench Sender", "DELAY_SECONDS": "0",
            "DAILY_LIMIT": str(n), "TIMEZONE": "UTC", "SEND_CONCURRENCY": str(concurrency),
-           "PHYSICAL_ADDRESS": "1 Bench Street, Berlin"}
+           "PHYSICAL_ADDRESS": "1 Bench Street, Berlin",
+           # Whatever the hour and day, and every recipient at once: mailmerge has no such limits.
+           "SEND_DAYS": "mon-sun", "SEND_HOURS": "00:00-24:00",
+           "MAX_NEW_PER_COMPANY_PER_DAY": str(n), "MAX_CONTACTS_PER_COMPANY": str(n)}
     ea = str(BIN / "email-automation")
     (folder / "body.html").write_text(HTML, encoding="utf-8")
     for step in (["init"], ["import", str(csv_path)], ["template", "set", "--subject", SUBJECT, "--html", "body.html"]):

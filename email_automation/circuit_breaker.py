@@ -105,6 +105,16 @@ def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | 
     return Counts(sent + refused, tuple(e for k, e, _ in rows if k == "hard"), tuple(e for k, e, _ in rows if k == "complaint"))
 
 
+def change_marker(conn: sqlite3.Connection) -> tuple:
+    """What changes whenever a rate may have climbed, short of old sends leaving the window: a
+    bounce or complaint stored (ids only grow: none is deleted), a pause opened, or one lifted
+    (which restarts its count). Three lookups on indexes, against two scans of the window's sends."""
+    return conn.execute(
+        "SELECT (SELECT max(id) FROM bounces), (SELECT max(id) FROM sending_pauses),"
+        " (SELECT max(lifted_at) FROM sending_pauses)"
+    ).fetchone()
+
+
 def active_pause(conn: sqlite3.Connection, scope: str) -> Pause | None:
     row = conn.execute(
         "SELECT scope, reason, paused_at FROM sending_pauses WHERE scope = ? AND lifted_at IS NULL ORDER BY id LIMIT 1",

@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 from .headers import forbidden_character
@@ -93,12 +91,39 @@ ACCEPTS: dict[str, str] = {
 }
 
 
-class Settings(BaseSettings):
-    """Every knob of the tool; field names map to upper-case environment variables."""
+def environment_values(env_file: str | Path = ENV_FILE) -> dict[str, str]:
+    """The settings given outside the command line: environment variables over `.env`, by field name.
 
-    model_config = SettingsConfigDict(
-        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    Names are case-insensitive and unknown ones are ignored. Read here rather than by
+    pydantic-settings, whose import (asyncio among others) cost `status` about 0.2 s of CPU per
+    call; the precedence is the same: https://docs.pydantic.dev/latest/concepts/pydantic_settings/#field-value-priority
+    """
+    values = {k.lower(): v for k, v in _dotenv(env_file).items() if v is not None}
+    values.update((k.lower(), v) for k, v in os.environ.items())
+    return {k: v for k, v in values.items() if k in Settings.model_fields}
+
+
+def _dotenv(env_file: str | Path) -> dict[str, str | None]:
+    """The `.env` file's variables (python-dotenv's syntax: `export`, quotes, ${VAR}); {} without one."""
+    if not Path(env_file).is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return dotenv_values(env_file, encoding="utf-8")
+
+
+class Settings(BaseModel):
+    """Every knob of the tool; field names map to upper-case environment variables.
+
+    `Settings(**overrides)` reads the environment and `.env` itself (see `environment_values`), as
+    pydantic-settings' BaseSettings did: keyword arguments win, then the environment, then `.env`.
+    """
+
+    # validate_default: a default goes through the same checks as a given value (as in BaseSettings).
+    model_config = ConfigDict(extra="ignore", validate_default=True)
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**{**environment_values(), **overrides})
 
     db_path: Path = Path("email_automation.db")
     dry_run: bool = True
@@ -359,7 +384,7 @@ def show_value(value: Any, *, limit: int = 100) -> str:
 
 def setting_sources(overrides: dict[str, Any] | None = None) -> dict[str, str]:
     """Where each setting's effective value came from: flag, env, .env or default."""
-    dotenv = {k.lower(): v for k, v in dotenv_values(ENV_FILE).items()} if Path(ENV_FILE).is_file() else {}
+    dotenv = {k.lower(): v for k, v in _dotenv(ENV_FILE).items()}
     environ = {k.lower() for k in os.environ}
     given = {k for k, v in (overrides or {}).items() if v is not None}
     sources = {}

@@ -142,7 +142,16 @@ def deferred_sync(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    Inside a transaction already open, a SAVEPOINT of it instead: its steps are undone alone on an
+    exception and committed with the outer one (https://www.sqlite.org/lang_savepoint.html), so
+    several steps can share one durable commit (a run's group of claims).
+    """
+    if conn.in_transaction:
+        with _savepoint(conn):
+            yield conn
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -151,6 +160,19 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")  # https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def _savepoint(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("SAVEPOINT step")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK TO step")
+            conn.execute("RELEASE step")
+        raise
+    conn.execute("RELEASE step")
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:

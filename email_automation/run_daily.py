@@ -412,8 +412,11 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                        sleep, on_outcome) -> None:
     """Up to `workers` sends in flight, their starts at least `interval` apart (MAX_SEND_RATE, SES's rate).
 
-    This thread renders, claims (durably, one claim per message, before it is handed over) and
-    records; the sends run on the workers' own transports. When the run stops (a fatal error, a
+    This thread renders, claims and records; the sends run on the workers' own transports. Without
+    a rate, the messages for the places free at a time are claimed together, in one transaction:
+    one `fsync` per group instead of one per message. A group never outnumbers the free places, so a run
+    killed at any moment leaves at most `workers` recipients claimed and not recorded (`unknown`
+    after recovery), as many as can be in flight anyway. When the run stops (a fatal error, a
     streak, an unexpected error) nothing more is claimed and the sends in flight are still recorded.
     """
     transports = transports + [transport_factory() for _ in range(workers - len(transports))]
@@ -421,6 +424,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender(transports)
     streak = _Streak()
     crash: BaseException | None = None
+    todo = iter(batch)
 
     def collect(block: bool) -> None:
         nonlocal crash
@@ -432,38 +436,36 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now, sleep=sleep)
             _finish(report, outcome, streak, on_outcome)
 
+    def finish(outcome: Outcome) -> None:
+        _finish(report, outcome, streak, on_outcome)
+
+    ready: list[tuple[_Planned, RenderedEmail, object]] = []  # prepared, not claimed: nothing to undo
     try:
-        for item in batch:
+        while not (report.fatal_error or crash):
+            # Prepare the next messages while the sends in flight finish, so that several places are
+            # free, and claimed together, by the time they are ready.
+            ready += _prepare_group(settings, conn, templates, todo, pool.size - len(ready), report, finish,
+                                    stopped=lambda: bool(report.fatal_error or crash), now=now)
+            if not ready or report.fatal_error or crash:
+                break  # nothing left, or the run stopped: the prepared messages were not claimed
+            collect(block=pool.in_flight == pool.size)
             if report.fatal_error or crash:
                 break
-            held = gate.check(conn, item, now())
-            if held is True:
-                continue  # a fatal stop is seen at the top of the loop
-            if held:
-                _finish(report, held, streak, on_outcome)
-                continue
-            try:
-                rendered, wire = _prepare(settings, conn, templates, item, now=now())
-            except (TemplateRenderError, PermanentSendError) as err:
-                _finish(report, _unprepared(settings, conn, report, item, err, now=now), streak, on_outcome)
-                continue
-            if pool.in_flight == pool.size:
-                collect(block=True)
-                if report.fatal_error or crash:
-                    break
-            limiter.wait()
-            claim, outcome = _claim(settings, conn, item, rendered, transports[0].name, now=now)
-            if claim is None:
-                if outcome is None:  # the limit was reached by an overlapping writer
-                    break
-                _finish(report, outcome, streak, on_outcome)
-                continue
-            refused: list[SendError] = []
-            tags = _tags(item, claim)
-            pool.submit((item, claim, refused),
-                        lambda transport, wire=wire, tags=tags, refused=refused:
-                        _send_with_retries(transport, wire, tags, sleep, refused))
-            collect(block=False)
+            # Under a rate, one claim at a time: each `attempted_at` stays the moment its send starts.
+            free = 1 if interval else pool.size - pool.in_flight
+            group, ready = _admitted(conn, ready[:free], gate, finish, now=now), ready[free:]
+            if report.fatal_error:
+                break
+            limiter.wait()  # under a rate the group is one message, claimed when its send may start
+            claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
+            for item, wire, claim in claimed:
+                refused: list[SendError] = []
+                tags = _tags(item, claim)
+                pool.submit((item, claim, refused),
+                            lambda transport, wire=wire, tags=tags, refused=refused:
+                            _send_with_retries(transport, wire, tags, sleep, refused))
+            if full:  # the limit was reached by an overlapping writer
+                break
         while pool.in_flight:
             collect(block=True)
     finally:
@@ -472,6 +474,63 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             extra.close()
     if crash is not None:
         raise crash
+
+
+def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport, finish, *,
+                   stopped, now) -> list[tuple[_Planned, RenderedEmail, object]]:
+    """The next `size` messages of `todo`, rendered and built; those that no longer can be are
+    finished as failed on the way. Fewer when `todo` runs out or the run stops."""
+    group: list[tuple[_Planned, RenderedEmail, object]] = []
+    while len(group) < size and not stopped():
+        item = next(todo, None)
+        if item is None:
+            break
+        try:
+            rendered, wire = _prepare(settings, conn, templates, item, now=now())
+        except (TemplateRenderError, PermanentSendError) as err:
+            finish(_unprepared(settings, conn, report, item, err, now=now))
+            continue
+        group.append((item, rendered, wire))
+    return group
+
+
+def _admitted(conn, group: list, gate: _Gate, finish, *, now) -> list:
+    """The prepared messages the gates let through now, asked just before their claim (after the
+    outcomes collected since they were prepared, a bounce among them); the others are finished as
+    skipped, or held, and none once all sending is paused (`report.fatal_error` then says why)."""
+    admitted = []
+    for entry in group:
+        held = gate.check(conn, entry[0], now())
+        if held is True and gate.report.fatal_error:
+            return []
+        if held is False:
+            admitted.append(entry)
+        elif held is not True:
+            finish(held)
+    return admitted
+
+
+def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> tuple[list, bool]:
+    """Claim every message of `group` in one transaction: durable together, with one `fsync`.
+
+    Each claim checks the daily limit and the recipient as a claim of its own does (it sees the
+    group's earlier claims). Returns [(item, wire, claim)] of those claimed, and whether the day's
+    limit was reached; the others are finished as skipped or deferred.
+    """
+    claimed, outcomes, full = [], [], False
+    with database.transaction(conn):
+        for item, rendered, wire in group:
+            claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now)
+            if claim is not None:
+                claimed.append((item, wire, claim))
+            elif outcome is None:
+                full = True
+                break
+            else:
+                outcomes.append(outcome)
+    for outcome in outcomes:
+        finish(outcome)
+    return claimed, full
 
 
 def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:

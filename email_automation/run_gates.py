@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from . import circuit_breaker, ses_contacts, ses_suppression, warmup
 from .config import Settings
@@ -43,20 +43,34 @@ def all_paused(conn: sqlite3.Connection) -> str | None:
 class Breaker:
     """Asks the circuit breaker before each send; a campaign found paused is not asked about again.
 
+    A campaign found clear is counted again only once `circuit_breaker.change_marker` moves (a
+    bounce, a complaint, a pause or a resume, from this run or another process) or `RECOUNT_AFTER`
+    has passed (old sends leave the window): counting the window's sends before every message cost
+    two scans of the week's send_log per message, a run of n messages O(n²). Sends of the run
+    itself only lower the rates.
+
     New pauses are appended to `paused` (the run's report); `stop` says why, once all sending is paused.
     """
+
+    RECOUNT_AFTER = timedelta(seconds=60)
 
     def __init__(self, conn: sqlite3.Connection, thresholds: circuit_breaker.Thresholds, paused: list[str]) -> None:
         self.conn, self.thresholds, self.paused = conn, thresholds, paused
         self.held: set[str] = set()
         self.stop: str | None = None
+        self._clear: dict[str, tuple[tuple, datetime]] = {}  # campaign -> (marker, when) of its last clear count
 
     def holds(self, campaign: str, now: datetime) -> bool:
         """Whether a send to `campaign` must not happen now."""
         if campaign in self.held:
             return True
+        marker = circuit_breaker.change_marker(self.conn)
+        last = self._clear.get(campaign)
+        if last is not None and last[0] == marker and timedelta(0) <= now - last[1] < self.RECOUNT_AFTER:
+            return False
         pause = circuit_breaker.check(self.conn, self.thresholds, campaign, now=now)
         if pause is None:
+            self._clear[campaign] = (marker, now)
             return False
         if pause.line() not in self.paused:
             self.paused.append(pause.line())

@@ -276,3 +276,42 @@ def test_resume_without_a_campaign_or_all_says_what_to_give(tmp_path):
     result = cli("resume", "--db", str(tmp_path / "x.db"))
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: name the campaign to resume, or pass --all to lift a pause of all sending"
+
+
+# --- asked before every send, counted only when something changed ---------------------------------
+
+@pytest.mark.parametrize(("seconds_per_send", "counts"), [(0, 2), (61, 2 * 20)])
+def test_a_run_counts_the_weeks_sends_again_only_after_a_minute(settings, db, clock, seconds_per_send, counts):
+    """Counting the window's sends before every message made a run of n messages O(n²) on a busy
+    week; its own sends only lower the rates, while old sends leave the window as time passes."""
+    add(db, "default", [f"old{i}@x.org" for i in range(50)], "sent")
+    add(db, "default", [f"new{i}@x.org" for i in range(20)])
+    settings = settings.model_copy(update={"max_new_per_company_per_day": 100})
+    scans: list[str] = []
+    db.set_trace_callback(lambda sql: scans.append(sql) if sql.startswith("SELECT count(*) FROM send_log l JOIN") else None)
+
+    report = run_daily(settings, db, ScriptedTransport(), now=clock, sleep=RecordingSleep(), rng=random.Random(1),
+                       on_outcome=lambda outcome: clock.advance(seconds_per_send))
+
+    assert report.sent == 20
+    assert len(scans) == counts  # all sending, then the campaign
+
+
+def test_bounces_stored_by_the_event_worker_during_a_run_pause_it_before_the_next_send(settings, db, clock):
+    add(db, "default", [f"old{i}@x.org" for i in range(10)], "sent")
+    add(db, "default", [f"new{i}@x.org" for i in range(5)])
+    settings = settings.model_copy(update={"max_new_per_company_per_day": 100})
+    worker = connect(settings.db_path)  # another process's connection, as `events` drains SES's queue
+
+    def bounces_arrive(outcome) -> None:
+        if outcome.email == "new0@x.org":
+            for i in range(3):
+                bounces.record_bounce(worker, f"old{i}@x.org", kind="hard", source="ses", attempt_id=f"att-old{i}@x.org",
+                                      now=clock())
+
+    transport = ScriptedTransport()
+    report = run_daily(settings, db, transport, now=clock, sleep=RecordingSleep(), rng=random.Random(1),
+                       on_outcome=bounces_arrive)
+
+    assert transport.recipients == ["new0@x.org"]
+    assert "paused by the circuit breaker" in report.fatal_error

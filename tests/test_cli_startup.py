@@ -41,6 +41,25 @@ def test_help_loads_none_of_the_heavy_libraries(args, heavy):
     assert result.stdout.splitlines()[-1] == "[]"
 
 
+def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
+    """`status` answers from the database: no boto3 or Jinja2, and the settings are read without
+    pydantic-settings (which brought asyncio) or python-dotenv when there is no .env file."""
+    database.init_db(tmp_path / "x.db").close()
+    result = python(f"""
+        import sys
+        from email_automation.cli import main
+        sys.argv = ["email-automation", "status", "--db", "x.db"]
+        try:
+            main()
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        print(sorted(m for m in {(*HEAVY, "asyncio", "dotenv")!r} if m in sys.modules))
+    """, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "DAILY_LIMIT 80" in result.stdout  # it did answer
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 # Ctrl-C while a module loads: the hook sends the process a real SIGINT when the import starts.
 CTRL_C_DURING_IMPORT = """
     import os, signal, sys

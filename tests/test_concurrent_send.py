@@ -94,6 +94,28 @@ def test_sends_run_together_each_claimed_durably_before_it_leaves(settings, db, 
     assert all(worker.closed for worker in shared.made[1:]), "the run closes the transports it made"
 
 
+def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, clock):
+    """One fsync for a group instead of one per message; never more claimed at once than places,
+    so a killed run leaves no more recipients `unknown` than can be in flight."""
+    settings = settings.model_copy(update={"send_concurrency": 4})
+    add_recipients(db, 8)
+    claims_per_commit: list[int] = []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            claims_per_commit.append(0)
+        elif sql.startswith("INSERT INTO send_log"):
+            claims_per_commit[-1] += 1
+
+    db.set_trace_callback(trace)
+    shared = Shared(settings, meet=4)
+    assert run(settings, db, shared, clock).sent == 8
+    claims = [n for n in claims_per_commit if n]
+    assert claims[0] == 4, "the first four places are claimed together"
+    assert sum(claims) == 8 and max(claims) <= 4
+    assert shared.claimed_first == [True] * 8
+
+
 def test_the_daily_limit_is_exact_and_nobody_is_mailed_twice(settings, db, clock):
     settings = settings.model_copy(update={"send_concurrency": 8, "daily_limit": 7})
     add_recipients(db, 30)

@@ -290,3 +290,18 @@ def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connect
                                  "run `email-automation init` (or any command) to upgrade it, then reload")
     init_db(settings.db_path).close()
     assert Reports(settings.db_path, settings).today().counted == 0
+
+
+def test_a_transaction_inside_another_is_undone_alone_and_committed_with_it(tmp_path):
+    """A run claims a group of messages in one commit: each claim's own transaction becomes a step
+    of it, undone alone when it fails, and nothing is visible to others before the one commit."""
+    conn = database.init_db(tmp_path / "x.db")
+    other = database.connect(tmp_path / "x.db")
+    with database.transaction(conn):
+        conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('a', '', '', 'x')")
+        with pytest.raises(sqlite3.IntegrityError), database.transaction(conn):
+            conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('b', '', '', 'x')")
+            conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('a', '', '', 'x')")
+        assert other.execute("SELECT count(*) FROM campaigns WHERE name = 'a'").fetchone()[0] == 0, "not committed yet"
+    names = {row[0] for row in other.execute("SELECT name FROM campaigns")}
+    assert "a" in names and "b" not in names
