@@ -326,7 +326,7 @@ def _run_locked(settings, conn, transport, options: RunOptions) -> RunReport:
         report.fatal_error = stop
         batch, delay, templates = [], 0.0, {}
     elif closed and closed.keys() >= _zones(conn):
-        report.window = f"outside the send window ({closed['']}): nothing sent now"
+        report.window = f"outside the send window ({_closed_reasons(conn, closed)}): nothing sent now"
         log.info(report.window)
         batch, delay, templates = [], 0.0, {}
     else:
@@ -544,6 +544,14 @@ def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) ->
 def _zones(conn: sqlite3.Connection) -> set[str]:
     """The recipients' own time zones, and "" for TIMEZONE's."""
     return {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} | {""}
+
+
+def _closed_reasons(conn: sqlite3.Connection, closed: dict[str, str], shown: int = 3) -> str:
+    """Why each zone that has recipients is closed (TIMEZONE's as "" first), a few of them."""
+    zones = sorted({row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} & closed.keys())
+    reasons = [closed[zone] for zone in zones] or [closed[""]]
+    more = f"; {len(reasons) - shown} more zone(s)" if len(reasons) > shown else ""
+    return "; ".join(reasons[:shown]) + more
 
 
 def _closed_zones(conn: sqlite3.Connection, settings: Settings, moment: datetime) -> dict[str, str]:

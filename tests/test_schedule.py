@@ -111,7 +111,7 @@ def test_each_recipient_is_mailed_inside_the_window_of_their_own_time_zone(offic
 def test_a_run_when_every_zone_is_closed_says_so(office_hours, db):
     add_zoned(db, ["America/New_York"])
     report = run(office_hours, db, ScriptedTransport(), lambda: datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc))
-    assert report.window == "outside the send window (sat is not one of SEND_DAYS): nothing sent now"
+    assert report.window == "outside the send window (sat is not one of SEND_DAYS in America/New_York): nothing sent now"
 
 
 def test_run_plan_shows_the_batch_and_who_waits_and_why_without_claiming(tmp_path):

@@ -575,3 +575,36 @@ def test_the_dashboard_splits_sends_and_replies_per_step(sequence, db, clock):
     assert replies.to_dict("records") == [
         {"campaign": "default", "step": "step 1 (first contact)", "sent": 3, "replied": 1, "reply rate": "33.33%"},
         {"campaign": "default", "step": "step 2 (follow-up)", "sent": 2, "replied": 1, "reply rate": "50.00%"}]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the_recipients_zone(tmp_path):
+    """Recipients in Tokyo, the sender's day in New York: the Tokyo morning is still the New York
+    evening, so the second run that night finds the day's limit used; after New York's midnight
+    the next one goes."""
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "people.csv").write_text("email,timezone\nada@example.jp,Asia/Tokyo\nbob@example.jp,Asia/Tokyo\n")
+    assert cli("init", "--db", "x.db").exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com",
+               "DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
+               "SMTP_STARTTLS": "false", "DELAY_SECONDS": "0", "DAILY_LIMIT": "1", "TIMEZONE": "America/New_York",
+               "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00", "MAX_NEW_PER_COMPANY_PER_DAY": "5", "TZ": "UTC"}
+
+        def run_at(utc: str) -> str:
+            result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stderr
+            return result.stdout.splitlines()[-1]
+
+        assert run_at("2026-11-30 22:30:00").startswith(  # Monday 17:30 in New York, Tuesday 07:30 in Tokyo
+            "Nothing sent: outside the send window (07:30 is outside SEND_HOURS in Asia/Tokyo).")
+        assert run_at("2026-11-30 23:30:00").startswith("Sent 1,")  # Monday 18:30 in New York, Tuesday 08:30 in Tokyo
+        sent_first = len(sink.deliveries)
+        second = run_at("2026-12-01 01:00:00")  # Monday 20:00 in New York (limit used), Tuesday 10:00 in Tokyo
+        third = run_at("2026-12-01 05:30:00")  # Tuesday 00:30 in New York: a new day; 14:30 in Tokyo
+        total = len(sink.deliveries)
+    assert (sent_first, total) == (1, 2), (second, third)
+    assert second.startswith("Nothing sent: DAILY_LIMIT is used up for today") and third.startswith("Sent 1,")

@@ -105,8 +105,14 @@ def run_summary(report, outbox: Path | None) -> str:
         where = f"written to {outbox}/" if report.previewed else "written"
         return (f"Dry run: {report.previewed} message(s) {where} and nothing sent. "
                 "To send for real, set DRY_RUN=false (or pass --send).")
-    return ((f"Nothing sent: {report.window.removesuffix(': nothing sent now')}. " if report.window else "")
-            + f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
+    attempted = report.sent + report.failed + report.deferred + report.skipped + report.unknown
+    if report.window:
+        why = f"Nothing sent: {report.window.removesuffix(': nothing sent now')}. "
+    elif not attempted and not report.remaining_today:
+        why = "Nothing sent: DAILY_LIMIT is used up for today (the day of TIMEZONE). "
+    else:
+        why = ""
+    return (why + f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "
             f"unknown {report.unknown}; {report.remaining_today} left today.")
 
 
