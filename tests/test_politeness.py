@@ -96,3 +96,22 @@ def test_the_claims_company_count_goes_through_the_indexes(db):
          f" AND {politeness._CONTACTED}", (1,)))]
     assert plans == ["SEARCH recipients USING INDEX recipients_company (campaign_id=? AND <expr>=?)",
                      "SEARCH recipients USING INDEX recipients_odd_company (campaign_id=?)"]
+
+
+@pytest.mark.parametrize("colleague, newcomer", [
+    (("e1@x.fr", "ÉCOLE  Polytechnique"), ("e2@y.fr", " école polytechnique")),  # only Python folds these alike
+    (("a1@acme.com", "Acme"), ("a2@other.org", " ACME ")),  # SQL folds these
+])
+def test_the_claim_counts_todays_first_messages_to_the_company_in_any_campaign(settings, db, clock, colleague, newcomer):
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) SELECT 'other',"
+               " subject_template, html_template, created_at FROM campaigns WHERE id = 1")
+    first = db.execute("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, ?, ?, 'x')",
+                       colleague).lastrowid
+    second = db.execute("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (2, ?, ?, 'x')",
+                        newcomer).lastrowid
+    caps = Caps(per_day=1, per_campaign=5)
+    assert isinstance(ledger.claim(db, first, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi",
+                                   transport="smtp", companies=caps), ledger.Claim)
+    held = ledger.claim(db, second, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
+                        companies=caps)
+    assert isinstance(held, ledger.Held) and "first message(s) to" in held.reason and "today" in held.reason
