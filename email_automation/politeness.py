@@ -64,8 +64,9 @@ class CompanyLimits:
 # contacted: the two counts both the batch's pick and the claim compare with the limits.
 _FIRST_TODAY = ("SELECT r.company, r.email FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                 " WHERE l.batch_date = ? AND l.step = 1 AND l.status IN ('sending', 'sent', 'unknown')")
-_FIRST_TODAY_IDS = ("SELECT recipient_id FROM send_log WHERE batch_date = ? AND step = 1"
-                    " AND status IN ('sending', 'sent', 'unknown')")
+_EVERY_CAMPAIGN = "campaign_id IN (SELECT id FROM campaigns)"  # lets the (campaign_id, ...) indexes serve
+_SENT_FIRST_ON_DAY = ("EXISTS (SELECT 1 FROM send_log l WHERE l.recipient_id = recipients.id AND l.batch_date = ?"
+                      " AND l.step = 1 AND l.status IN ('sending', 'sent', 'unknown'))")
 _CONTACTED = "(status IN ('sending', 'sent', 'unknown') OR step > 1)"
 
 
@@ -100,12 +101,12 @@ def claim_refusal(conn: sqlite3.Connection, recipient_id: int, day: str, caps: C
     key = company_key(row["company"], row["email"]) if row else ""
     if not key:
         return None
-    # Today's first messages to this company, counted by SQLite (a Python pass over every one of the
-    # day's sends per claim made a run's claims quadratic), the odd rows by `company_key` itself.
-    today = conn.execute(f"SELECT count(*) FROM recipients WHERE id IN ({_FIRST_TODAY_IDS}) AND {_FOLDED} = ?"
-                         f" AND NOT {_ODD}", (day, key)).fetchone()[0] + sum(
+    # The company's people in every campaign, through the same two indexes (a Python pass over every
+    # send of the day, per claim, made a run's claims quadratic).
+    today = conn.execute(f"SELECT count(*) FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_FOLDED} = ? AND NOT {_ODD}"
+                         f" AND {_SENT_FIRST_ON_DAY}", (key, day)).fetchone()[0] + sum(
         company_key(company, email) == key for company, email in conn.execute(
-            f"SELECT company, email FROM recipients WHERE id IN ({_FIRST_TODAY_IDS}) AND {_ODD}", (day,)))
+            f"SELECT company, email FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_ODD} AND {_SENT_FIRST_ON_DAY}", (day,)))
     campaign = row["campaign_id"]
     in_campaign = conn.execute(
         f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {_FOLDED} = ? AND NOT {_ODD} AND {_CONTACTED}",

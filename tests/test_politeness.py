@@ -93,9 +93,13 @@ def test_the_claims_company_count_goes_through_the_indexes(db):
         (f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {politeness._FOLDED} = ?"
          f" AND NOT {politeness._ODD} AND {politeness._CONTACTED}", (1, "acme")),
         (f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {politeness._ODD}"
-         f" AND {politeness._CONTACTED}", (1,)))]
+         f" AND {politeness._CONTACTED}", (1,)),
+        (f"SELECT count(*) FROM recipients WHERE {politeness._EVERY_CAMPAIGN} AND {politeness._FOLDED} = ?"
+         f" AND NOT {politeness._ODD} AND {politeness._SENT_FIRST_ON_DAY}", ("acme", "2026-11-30")),
+        (f"SELECT company, email FROM recipients WHERE {politeness._EVERY_CAMPAIGN} AND {politeness._ODD}"
+         f" AND {politeness._SENT_FIRST_ON_DAY}", ("2026-11-30",)))]
     assert plans == ["SEARCH recipients USING INDEX recipients_company (campaign_id=? AND <expr>=?)",
-                     "SEARCH recipients USING INDEX recipients_odd_company (campaign_id=?)"]
+                     "SEARCH recipients USING INDEX recipients_odd_company (campaign_id=?)"] * 2
 
 
 @pytest.mark.parametrize("colleague, newcomer", [
