@@ -42,11 +42,12 @@ demo: $(VENV)/.installed
 	@echo "The rendered messages are .eml files in the run's folder under $(DEMO_DIR)/outbox/ (open one in any mail client)."
 	@echo "Watch it in the dashboard:  cd $(DEMO_DIR) && ../$(BIN)/email-automation dashboard"
 
-# One process by default (the real-browser tests need the machine to themselves on 2 cores);
-# PYTEST_WORKERS=auto spreads the suite over every core with pytest-xdist.
-PYTEST_WORKERS ?= 0
+# Every test, spread over the cores with pytest-xdist: each worker starts on a long test (kill loop,
+# real browser; tests/conftest.py puts them first) and --dist loadgroup keeps the browser tests on
+# one worker, where they share one dashboard server. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -12,6 +12,13 @@ from email_automation.config import Settings, load_settings
 from email_automation.database import init_db
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The slow tests (kill loops, real browser) first, in their order: with pytest-xdist's
+    --dist loadgroup each worker then starts on one of them while the short tests fill the gaps,
+    instead of a long one starting last on one worker while the other has finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _isolate(monkeypatch, tmp_path) -> None:
     """No test reads the developer's environment, .env or real AWS credentials."""
     import os
