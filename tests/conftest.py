@@ -13,9 +13,9 @@ from email_automation.database import init_db
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The slow tests (kill loops, real browser) first, in their order: with pytest-xdist's
-    --dist loadgroup each worker then starts on one of them while the short tests fill the gaps,
-    instead of a long one starting last on one worker while the other has finished."""
+    """The slow tests (kill loops, real browser) first, in their order: `make test` hands out test
+    files in this order (pytest-xdist --dist loadfile), so the long ones start at once instead of
+    one of them ending the run on one worker while the others have finished."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -30,8 +30,7 @@ SCREENSHOT = REPO / "test-artifacts" / "dashboard.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-# One worker runs both tests (pytest-xdist --dist loadgroup), so they share one server and browser.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium")
 if not CHROMIUM:
     pytest.skip("no chromium on PATH (Debian: apt-get install chromium)", allow_module_level=True)
