@@ -114,8 +114,7 @@ def browser():
 
 @pytest.fixture
 def new_page(browser):
-    """A page whose every wait and expectation allows for a machine busy with other tests: each step
-    waits on a condition (an element, a download), so a generous limit costs nothing when all is well."""
+    """Makes a page of the module's browser whose actions wait up to WAIT_MS, like its expectations."""
     pages = []
 
     def make(**options):
