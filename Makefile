@@ -42,11 +42,13 @@ demo: $(VENV)/.installed
 	@echo "The rendered messages are .eml files in the run's folder under $(DEMO_DIR)/outbox/ (open one in any mail client)."
 	@echo "Watch it in the dashboard:  cd $(DEMO_DIR) && ../$(BIN)/email-automation dashboard"
 
-# One process by default (the real-browser tests need the machine to themselves on 2 cores);
-# PYTEST_WORKERS=auto spreads the suite over every core with pytest-xdist.
-PYTEST_WORKERS ?= 0
+# Every test, spread over the cores with pytest-xdist, one test file per worker at a time
+# (loadfile): the browser tests share one dashboard server. Files go out in collection order
+# (--no-loadscope-reorder), and tests/conftest.py puts the slow ones (kill loops, real browser)
+# first, so they start at once instead of ending the run on one worker. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

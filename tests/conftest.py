@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,6 +12,33 @@ import pytest
 
 from email_automation.config import Settings, load_settings
 from email_automation.database import init_db
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The slow tests (kill loops, real browser) first, in their order: `make test` hands out test
+    files in this order (pytest-xdist --dist loadfile), so the long ones start at once instead of
+    one of them ending the run on one worker while the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_runtest_setup(item) -> None:
+    _scan_streamlit_components_once()
+
+
+def _scan_streamlit_components_once() -> None:
+    """Each AppTest makes a new Streamlit runtime, which scans every installed distribution's
+    metadata for custom components (streamlit.components.v2.manifest_scanner): 0.4 s of CPU per
+    AppTest, half of a typical one. The installed packages do not change during a test session, so
+    the scan's answer is kept. Only once the tests have imported Streamlit themselves."""
+    if "streamlit" not in sys.modules:
+        return
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:  # a Streamlit without components v2 scans nothing
+        return
+    scan = getattr(manifest_scanner, "scan_component_manifests", None)
+    if scan is not None and not hasattr(scan, "cache_info"):
+        manifest_scanner.scan_component_manifests = functools.cache(scan)
 
 
 def _isolate(monkeypatch, tmp_path) -> None:

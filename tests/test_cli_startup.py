@@ -65,6 +65,9 @@ CTRL_C_DURING_IMPORT = """
     import os, signal, sys
 
     MODULE = sys.argv[1]
+    # As at a terminal: a process started from a background job (CI, a test runner's worker) may
+    # inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class CtrlC:
         def find_spec(self, name, path=None, target=None):

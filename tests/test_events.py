@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from email_automation import events as ev
 from email_automation import ledger
 from email_automation.event_queue import poll_queue
 from email_automation.events import EventKind, apply_events, parse_notification
+from tests.cli_helpers import cli
 
 DATA = Path(__file__).parent / "data" / "ses_events"
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
@@ -434,15 +432,7 @@ def test_queue_url_errors_say_what_to_set(url, message):
 
 # --- wiring -------------------------------------------------------------------------------------
 
-# The command runs in a subprocess against the moto server, as a user runs it.
-CLI = "import sys; from email_automation.cli import main; sys.argv[0] = 'email-automation'; main()"
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
-
-
+# The command line as a user types it (in-process), against the moto server over real HTTP.
 @pytest.fixture
 def server_queue(moto_url, request):
     client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
@@ -454,9 +444,9 @@ def server_queue(moto_url, request):
 def test_cli_events_json(db, settings, server_queue, moto_url):
     client, url = server_queue
     add_recipient(db, "nia@example.com")
-    result = run_cli("events", "--queue-url", url, "--db", str(settings.db_path), "--json", "--wait", "0",
-                     env={"AWS_ENDPOINT_URL": moto_url})
-    assert result.returncode == 0, result.stderr
+    result = cli("events", "--queue-url", url, "--db", str(settings.db_path), "--json", "--wait", "0",
+                 env={"AWS_ENDPOINT_URL": moto_url})
+    assert result.exit_code == 0, result.stderr
     assert {k: v for k, v in json.loads(result.stdout).items() if k in ("messages", "suppressed", "failed")} == {
         "messages": 1, "suppressed": 1, "failed": 0}
     assert statuses(db, "nia@example.com") == ["skipped"]
@@ -465,9 +455,9 @@ def test_cli_events_json(db, settings, server_queue, moto_url):
 def test_cli_events_exits_1_when_a_message_stays_on_the_queue(db, settings, server_queue, moto_url):
     client, url = server_queue
     client.send_message(QueueUrl=url, MessageBody=json.dumps(sample("event-bounce", to="\ud800@example.com")))
-    result = run_cli("events", "--queue-url", url, "--db", str(settings.db_path), "--wait", "0",
-                     env={"AWS_ENDPOINT_URL": moto_url})
-    assert result.returncode == 1
+    result = cli("events", "--queue-url", url, "--db", str(settings.db_path), "--wait", "0",
+                 env={"AWS_ENDPOINT_URL": moto_url})
+    assert result.exit_code == 1
     assert "1 address(es) suppressed" in result.stdout and "1 failed." in result.stdout
     assert "could not be applied and stays on the queue: UnicodeEncodeError" in result.stdout
     assert result.stderr.endswith("Error: 1 message(s) could not be applied and stay on the queue (its dead-letter "
@@ -476,9 +466,9 @@ def test_cli_events_exits_1_when_a_message_stays_on_the_queue(db, settings, serv
 
 def test_cli_events_reads_the_setting_and_prints_counts(db, settings, server_queue, moto_url):
     client, url = server_queue
-    result = run_cli("events", "--db", str(settings.db_path), "--wait", "0",
-                     env={"AWS_ENDPOINT_URL": moto_url, "SES_EVENTS_QUEUE_URL": url})
-    assert result.returncode == 0, result.stderr
+    result = cli("events", "--db", str(settings.db_path), "--wait", "0",
+                 env={"AWS_ENDPOINT_URL": moto_url, "SES_EVENTS_QUEUE_URL": url})
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
         "SES events: 1 message(s), 1 event(s): 1 address(es) suppressed, 0 pending recipient(s) skipped, "
         "0 unknown send(s) reconciled as sent, 0 duplicate(s), 0 ignored, 0 unrecognised, 0 failed.",
@@ -488,8 +478,8 @@ def test_cli_events_reads_the_setting_and_prints_counts(db, settings, server_que
 
 
 def test_cli_events_without_a_queue_names_the_setting(db, settings):
-    result = run_cli("events", "--db", str(settings.db_path))
-    assert result.returncode == 2 and result.stdout == ""
+    result = cli("events", "--db", str(settings.db_path))
+    assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == ("Error: no SES events queue configured: set SES_EVENTS_QUEUE_URL (or pass --queue-url) "
                              "to the URL of the SQS queue subscribed to your SES event topic\n")
 
@@ -510,9 +500,8 @@ def test_a_real_run_suppresses_yesterdays_bounces_before_it_sends(db, settings, 
     client.send_message(QueueUrl=url, MessageBody=json.dumps(sample("event-bounce", to="olga@example.org")))
     env = {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "DRY_RUN": "false", "SES_EVENTS_QUEUE_URL": url,
            "SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0", "TIMEZONE": "UTC"}
-    result = subprocess.run([sys.executable, "-m", "email_automation", "run", "--json", "--db", str(settings.db_path)],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, **env})
-    assert result.returncode == 0, result.stderr
+    result = cli("run", "--json", "--db", str(settings.db_path), env=env)
+    assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["sent"] == 1
     assert statuses(db, "olga@example.org") == ["sent", "skipped"] and statuses(db, "pat@example.org") == ["sent"]
     assert "events: 1 message(s), 1 event(s): 1 address(es) suppressed, 1 pending recipient(s) skipped" in result.stderr

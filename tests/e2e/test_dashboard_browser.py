@@ -22,6 +22,7 @@ import pytest
 from email_automation.database import utc_now
 from email_automation.dashboard_data import Reports
 from email_automation.reports import LOG_COLUMNS
+from tests.conftest import _isolate, make_settings
 from tests.test_reports import fill_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +35,11 @@ CHROMIUM = shutil.which("chromium")
 if not CHROMIUM:
     pytest.skip("no chromium on PATH (Debian: apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+expect = sync_api.expect
+# Every wait is on a condition (an element, a download), so a generous limit costs nothing when all
+# is well and keeps a machine busy with other tests (xdist, CI neighbours) from failing the test.
+WAIT_MS = 60_000
+expect.set_options(timeout=WAIT_MS)
 
 
 def free_port() -> int:
@@ -67,51 +73,82 @@ def stop(server: subprocess.Popen) -> None:
             server.wait(10)
 
 
-@pytest.fixture
-def dashboard_server(settings, tmp_path):
-    """`email-automation dashboard --port N` over a database filled by real runs up to now."""
-    fill_database(settings, utc_now())
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    """`email-automation dashboard --port N` with DASHBOARD_PASSWORD set, over a database filled by
+    real runs up to now; started once for the module (both tests read it, only the second writes,
+    to a campaign of its own). Yields (url, settings)."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch, folder)
+        settings = make_settings(folder)
+        fill_database(settings, utc_now())
+        # The source tree first: the dashboard runs this checkout, whatever the venv's install says.
+        env = dict(os.environ, TIMEZONE="Europe/Berlin", PYTHONPATH=str(REPO), DASHBOARD_PASSWORD="correct horse",
+                   SENDER_EMAIL="jane@example.com")
     port = free_port()
     command = [str(Path(sys.executable).with_name("email-automation")), "dashboard",
                "--db", str(settings.db_path), "--port", str(port)]
-    # The source tree first: the dashboard runs this checkout, whatever the venv's install says.
-    env = dict(os.environ, TIMEZONE="Europe/Berlin", PYTHONPATH=str(REPO))
-    log = tmp_path / "dashboard.log"
+    log = folder / "dashboard.log"
     with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        server = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, server, log)
-        yield url
+        yield url, settings
     finally:
         stop(server)
 
 
-def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard_server, settings):
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; each test opens its own page (its own Streamlit session)."""
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Makes a page of the module's browser whose actions wait up to WAIT_MS, like its expectations."""
+    pages = []
+
+    def make(**options):
+        page = browser.new_page(**options)
+        page.set_default_timeout(WAIT_MS)
+        pages.append(page)
+        return page
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard, new_page):
+    url, settings = dashboard
     reports = Reports(settings.db_path, settings)
     summary = reports.summary(reports.default_filter())
     assert summary.sent > 0 and summary.failed > 0
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(dashboard_server)
-            metrics = page.get_by_test_id("stMetric")
-            sync_api.expect(metrics.first).to_contain_text("Sent", timeout=30_000)
-            sync_api.expect(metrics.nth(0)).to_contain_text(str(summary.sent))
-            sync_api.expect(metrics.nth(1)).to_contain_text("Failed")
-            sync_api.expect(metrics.nth(1)).to_contain_text(str(summary.failed))
-            sync_api.expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
-            page.wait_for_timeout(1000)  # let the chart finish drawing before the picture
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-            with page.expect_download(timeout=30_000) as download:
-                page.get_by_role("button", name="Download CSV").click()
-            exported = Path(download.value.path()).read_text(encoding="utf-8-sig")
-        finally:
-            browser.close()
+    page = new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    metrics = page.get_by_test_id("stMetric")
+    expect(metrics.first).to_contain_text("Sent")
+    expect(metrics.nth(0)).to_contain_text(str(summary.sent))
+    expect(metrics.nth(1)).to_contain_text("Failed")
+    expect(metrics.nth(1)).to_contain_text(str(summary.failed))
+    chart = page.get_by_test_id("stVegaLiteChart").first
+    expect(chart).to_be_visible()
+    expect(chart.locator("canvas, svg").first).to_be_visible()  # drawn, before the picture
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    exported = Path(download.value.path()).read_text(encoding="utf-8-sig")
     assert SCREENSHOT.stat().st_size > 10_000
     header, *rows = list(csv.reader(io.StringIO(exported)))
     assert header == list(LOG_COLUMNS) and len(rows) == summary.total
@@ -119,65 +156,39 @@ def test_the_dashboard_shows_the_days_figures_in_chromium(dashboard_server, sett
     assert not any(cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
 
 
-@pytest.fixture
-def workspace_server(settings, tmp_path):
-    """The dashboard with DASHBOARD_PASSWORD set, over a database filled by real runs."""
-    fill_database(settings, utc_now())
-    port = free_port()
-    command = [str(Path(sys.executable).with_name("email-automation")), "dashboard",
-               "--db", str(settings.db_path), "--port", str(port)]
-    env = dict(os.environ, TIMEZONE="Europe/Berlin", PYTHONPATH=str(REPO), DASHBOARD_PASSWORD="correct horse",
-               SENDER_EMAIL="jane@example.com")
-    log = tmp_path / "workspace.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, server, log)
-        yield url
-    finally:
-        stop(server)
-
-
-def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(workspace_server, settings, tmp_path):
+def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard, new_page, tmp_path):
+    url, settings = dashboard
     csv_file = tmp_path / "autumn.csv"
     csv_file.write_text("email,first_name,company\nzoe@example.org,Zoë,Zeta Labs\nbroken,Bob,Bank\n", encoding="utf-8")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(workspace_server)
-            page.get_by_role("tab", name="Admin").click()
-            page.get_by_label("Dashboard password").fill("correct horse")
-            page.get_by_role("button", name="Unlock").click()
-            sync_api.expect(page.get_by_text("Admin actions enabled")).to_be_visible(timeout=30_000)
-            page.get_by_role("tab", name="Campaigns").click()
-            page.get_by_label("Name").fill("autumn")
-            page.get_by_role("button", name="Create").click()
-            sync_api.expect(page.get_by_text("Campaign 'autumn' created.")).to_be_visible(timeout=30_000)
-            page.get_by_test_id("stSelectbox").filter(has_text="Campaign").last.click()
-            page.get_by_role("option", name="autumn").click()
-            page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
-            # The upload finishes in the background: Import before it lands would import nothing.
-            sync_api.expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name="Import").click()
-            sync_api.expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible(timeout=30_000)
-            sync_api.expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
+    page = new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(url)
+    page.get_by_role("tab", name="Admin").click()
+    page.get_by_label("Dashboard password").fill("correct horse")
+    page.get_by_role("button", name="Unlock").click()
+    expect(page.get_by_text("Admin actions enabled")).to_be_visible()
+    page.get_by_role("tab", name="Campaigns").click()
+    page.get_by_label("Name").fill("autumn")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_text("Campaign 'autumn' created.")).to_be_visible()
+    page.get_by_test_id("stSelectbox").filter(has_text="Campaign").last.click()
+    page.get_by_role("option", name="autumn").click()
+    page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
+    # The upload finishes in the background: Import before it lands would import nothing.
+    expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Import").click()
+    expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible()
+    expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
 
-            subject = page.get_by_label("Subject")
-            subject.fill("Joining {{ company }}, {{ first_name }}?")
-            subject.press("Control+Enter")  # submits the editor's form: Preview
-            # Each preview reruns the page: the next edit waits until this one is shown.
-            sync_api.expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible(timeout=30_000)
-            page.get_by_label("HTML body").fill("<p>Hello {{ first_name }} at {{ company }}</p>")
-            page.get_by_label("HTML body").press("Control+Enter")
-            frame = page.frame_locator("iframe").last
-            sync_api.expect(frame.locator("body")).to_contain_text("Hello Zoë at Zeta Labs", timeout=60_000)
-            page.get_by_role("button", name="Save template").click()
-            sync_api.expect(page.get_by_text("Template of 'autumn' saved.")).to_be_visible(timeout=30_000)
-        finally:
-            browser.close()
+    subject = page.get_by_label("Subject")
+    subject.fill("Joining {{ company }}, {{ first_name }}?")
+    subject.press("Control+Enter")  # submits the editor's form: Preview
+    # Each preview reruns the page: the next edit waits until this one is shown.
+    expect(page.get_by_text("Subject: Joining Zeta Labs, Zoë?")).to_be_visible()
+    page.get_by_label("HTML body").fill("<p>Hello {{ first_name }} at {{ company }}</p>")
+    page.get_by_label("HTML body").press("Control+Enter")
+    expect(page.frame_locator("iframe").last.locator("body")).to_contain_text("Hello Zoë at Zeta Labs")
+    page.get_by_role("button", name="Save template").click()
+    expect(page.get_by_text("Template of 'autumn' saved.")).to_be_visible()
     with closing_db(settings) as conn:
         assert conn.execute("SELECT subject_template FROM campaigns WHERE name = 'autumn'").fetchone()[0] == (
             "Joining {{ company }}, {{ first_name }}?")
