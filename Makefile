@@ -47,6 +47,10 @@ demo: $(VENV)/.installed
 # (--no-loadscope-reorder), and tests/conftest.py puts the slow ones (kill loops, real browser)
 # first, so they start at once instead of ending the run on one worker. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= auto
+# The tests start about a hundred Python processes (kill loops, faketime, the CLI's start-up): with
+# PYTHONDONTWRITEBYTECODE set in the environment each one would compile the package from source
+# again, and pytest would rewrite every test module's asserts again (a quarter of the suite's CPU).
+export PYTHONDONTWRITEBYTECODE :=
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
@@ -55,7 +59,7 @@ test-fast: $(VENV)/.installed-dev
 
 # The fast suite at the lower bounds of pyproject.toml: they stay true.
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV_MIN)/bin/python -m pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # mailmerge is the yardstick of bench_send and bench_cli: installed here, never a dependency.
 bench: $(VENV)/.installed-dev
