@@ -298,15 +298,6 @@ class Settings(BaseModel):
                 "IMAP_STARTTLS for port 143)")
         return self
 
-    @model_validator(mode="after")
-    def _smtp_needs_a_host(self) -> Settings:
-        # A silent localhost:587 would hand real mail to whatever listens there, or fail every send.
-        if self.transport == "smtp" and not self.dry_run and not self.smtp_host.strip():
-            raise PydanticCustomError(
-                "smtp_host", "TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through "
-                "(e.g. SMTP_HOST=smtp.gmail.com); it is not set")
-        return self
-
     @property
     def tz(self) -> tzinfo:
         """The zone that decides which day a send belongs to (the system's when unset)."""

@@ -140,26 +140,43 @@ def deferred_sync(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA synchronous=FULL")
 
 
+_GROUPS: set[int] = set()  # id() of the connections inside `group` (they take no weak references)
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception, a failed COMMIT included.
 
-    Inside a transaction already open, a SAVEPOINT of it instead: its steps are undone alone on an
-    exception and committed with the outer one (https://www.sqlite.org/lang_savepoint.html), so
-    several steps can share one durable commit (a run's group of claims).
+    Inside `group`, a SAVEPOINT of the group's transaction instead. Anywhere else an open
+    transaction is an error (SQLite refuses the BEGIN): a step that believed it committed while
+    an outer transaction, left open by a failure, kept its writes off the disk could let a message
+    leave on a claim that was never saved.
     """
-    if conn.in_transaction:
+    if conn.in_transaction and id(conn) in _GROUPS:
         with _savepoint(conn):
             yield conn
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL and a few others
             conn.execute("ROLLBACK")  # https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
         raise
-    conn.execute("COMMIT")
+
+
+@contextmanager
+def group(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction around several steps, each a `transaction` of its own that becomes a
+    SAVEPOINT (undone alone on an exception, https://www.sqlite.org/lang_savepoint.html): they
+    share one durable commit (a run's group of claims)."""
+    with transaction(conn):
+        _GROUPS.add(id(conn))
+        try:
+            yield conn
+        finally:
+            _GROUPS.discard(id(conn))
 
 
 @contextmanager

@@ -428,7 +428,7 @@ def check_smtp(settings: Settings, *, smtp_factory: Callable[..., smtplib.SMTP] 
     from .transports.smtp import connect, default_smtp_factory, watch
 
     name = "SMTP login"
-    if not settings.smtp_host.strip():  # only a dry run gets here: the settings refuse it for real sends
+    if not settings.smtp_host.strip():
         return Check(name, FAIL, "SMTP_HOST is not set", "set SMTP_HOST to your SMTP server, e.g. smtp.gmail.com")
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     factory = smtp_factory or default_smtp_factory(settings)

@@ -151,10 +151,11 @@ def _planned(row, step: int) -> Planned:
     return Planned(row["email"], row["campaign_name"], step, politeness.company_key(row["company"], row["email"]))
 
 
-def plan_lines(plan: Plan) -> list[str]:
-    """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why."""
+def plan_lines(plan: Plan, *, ses: bool = True) -> list[str]:
+    """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why.
+    `ses`: the real run sends through SES (whose quota, when not read, may cut the batch)."""
     lines = [f"The next real run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
-             f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None
+             f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None and ses
                                                  else ").")]
     lines += quota_lines(plan)
     for step, count in sorted(Counter(p.step for p in plan.send).items()):

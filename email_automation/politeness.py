@@ -81,7 +81,7 @@ def limits_for(conn: sqlite3.Connection, day: str, *, per_day: int, per_campaign
     return CompanyLimits(per_day, per_campaign, today, in_campaign)
 
 
-# The expressions of the indexes recipients_company and recipients_odd_company (database.py),
+# The expressions of the indexes recipients_company and recipients_odd_company (migrations.py),
 # written alike so that SQLite uses them: a row that is not odd has this key iff company_key's.
 _FOLDED = ("(CASE WHEN trim(company) = '' THEN lower(substr(email, instr(email, '@') + 1))"
            " ELSE lower(trim(company)) END)")

@@ -518,7 +518,7 @@ def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> 
     limit was reached; the others are finished as skipped or deferred.
     """
     claimed, outcomes, full = [], [], False
-    with database.transaction(conn):
+    with database.group(conn):
         for item, rendered, wire in group:
             claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now)
             if claim is not None:

@@ -105,7 +105,8 @@ def test_json_commands_report_an_error_as_one_object_and_exit_2(demo_db, args):
 def test_a_bad_option_value_with_json_is_one_json_object_and_exit_2(demo_db):
     result = cli("run", "--db", str(demo_db), "--json", "--limit", "-1")
     assert result.exit_code == 2
-    assert json.loads(result.stdout) == {"error": "Invalid value for '--limit': Input should be greater than or equal to 0"}
+    error = json.loads(result.stdout)["error"]  # the rest of the wording is typer's, and changes with its version
+    assert list(json.loads(result.stdout)) == ["error"] and error.startswith("Invalid value for '--limit': ")
 
 
 def _json_commands(group=None, path=()) -> list[tuple[str, ...]]:
@@ -137,22 +138,29 @@ def test_without_json_a_bad_option_still_shows_the_usage(demo_db):
     assert "Usage: " in result.stderr and "Invalid value for '--limit'" in result.stderr
 
 
-SMTP_HOST_MISSING = ("invalid settings: TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through "
-                     "(e.g. SMTP_HOST=smtp.gmail.com); it is not set")
+SMTP_HOST_MISSING = ("TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through (e.g. SMTP_HOST=smtp.gmail.com);"
+                     " it is not set")
 
 
-@pytest.mark.parametrize("args, dry_run", [(["run"], "false"), (["config"], "false"), (["run", "--send"], "true")],
-                         ids=["run", "config", "run --send"])
+@pytest.mark.parametrize("args, dry_run", [(["run"], "false"), (["run", "--send"], "true")], ids=["run", "run --send"])
 def test_smtp_without_smtp_host_is_refused_as_bad_configuration(demo_db, args, dry_run):
     # It used to send through localhost:587 without a word.
     result = cli(*args, "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": dry_run})
     assert (result.exit_code, result.stderr, result.stdout) == (2, f"Error: {SMTP_HOST_MISSING}\n", "")
 
 
+def test_without_smtp_host_the_commands_that_send_nothing_still_work(demo_db):
+    # Only a real send needs the server: status and config help the user find what to fix.
+    env = {"TRANSPORT": "smtp", "DRY_RUN": "false"}
+    assert cli("status", "--db", str(demo_db), env=env).exit_code == 0
+    assert cli("config", "--db", str(demo_db), env=env).exit_code == 0
+
+
 def test_doctor_fails_smtp_without_smtp_host_and_only_warns_in_a_dry_run(demo_db):
     real = cli("doctor", "--db", str(demo_db), env={"TRANSPORT": "smtp", "DRY_RUN": "false"})
     assert real.exit_code == 1
-    assert real.stdout.splitlines()[0].split() == ["FAIL", "configuration", *SMTP_HOST_MISSING.split()]
+    assert [line.split(None, 1)[1].split() for line in real.stdout.splitlines() if line.startswith("FAIL")] == [
+        ["SMTP", "login", "SMTP_HOST", "is", "not", "set"]]
     dry = cli("doctor", "--db", str(demo_db), "--json", env={"TRANSPORT": "smtp", "DRY_RUN": "true"})
     smtp = [c for c in json.loads(dry.stdout)["checks"] if c["name"] == "SMTP login"]
     assert [(c["status"], c["detail"]) for c in smtp] == [

@@ -292,12 +292,12 @@ def test_the_dashboard_asks_for_an_upgrade_it_cannot_make_on_a_read_only_connect
     assert Reports(settings.db_path, settings).today().counted == 0
 
 
-def test_a_transaction_inside_another_is_undone_alone_and_committed_with_it(tmp_path):
+def test_a_transaction_inside_a_group_is_undone_alone_and_committed_with_it(tmp_path):
     """A run claims a group of messages in one commit: each claim's own transaction becomes a step
     of it, undone alone when it fails, and nothing is visible to others before the one commit."""
     conn = database.init_db(tmp_path / "x.db")
     other = database.connect(tmp_path / "x.db")
-    with database.transaction(conn):
+    with database.group(conn):
         conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('a', '', '', 'x')")
         with pytest.raises(sqlite3.IntegrityError), database.transaction(conn):
             conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('b', '', '', 'x')")
@@ -305,3 +305,23 @@ def test_a_transaction_inside_another_is_undone_alone_and_committed_with_it(tmp_
         assert other.execute("SELECT count(*) FROM campaigns WHERE name = 'a'").fetchone()[0] == 0, "not committed yet"
     names = {row[0] for row in other.execute("SELECT name FROM campaigns")}
     assert "a" in names and "b" not in names
+
+
+def test_a_transaction_left_open_is_never_taken_for_a_committed_one(tmp_path):
+    """Outside a group, an open transaction (a failed COMMIT left it, say) makes the next step
+    fail loudly: a claim that believed it was saved while nothing reached the disk could let a
+    message leave twice."""
+    conn = database.init_db(tmp_path / "x.db")
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"), database.transaction(conn):
+        conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('a', '', '', 'x')")
+
+
+def test_a_commit_that_fails_is_rolled_back(tmp_path):
+    conn = database.init_db(tmp_path / "x.db")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA defer_foreign_keys=ON")  # the violation is found at COMMIT
+    with pytest.raises(sqlite3.IntegrityError), database.transaction(conn):
+        conn.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (999, 'x@example.com', 'x')")
+    assert not conn.in_transaction
+    assert conn.execute("SELECT count(*) FROM recipients").fetchone()[0] == 0

@@ -141,3 +141,5 @@ def test_run_plan_shows_the_batch_and_who_waits_and_why_without_claiming(tmp_pat
                        "cut it further).")
     assert "  held bob@acme.com (default, step 1): company limit: 1 first message(s) to acme today " \
            "(MAX_NEW_PER_COMPANY_PER_DAY)" in text
+    smtp = cli("run", "--plan", "--db", "x.db", env={**env, "TRANSPORT": "smtp"}).stdout.splitlines()
+    assert smtp[0] == "The next real run would send 3 message(s) (3 of DAILY_LIMIT 3 left today)."  # no SES to ask

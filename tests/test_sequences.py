@@ -607,4 +607,4 @@ def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the
         third = run_at("2026-12-01 05:30:00")  # Tuesday 00:30 in New York: a new day; 14:30 in Tokyo
         total = len(sink.deliveries)
     assert (sent_first, total) == (1, 2), (second, third)
-    assert second.startswith("Nothing sent: DAILY_LIMIT is used up for today") and third.startswith("Sent 1,")
+    assert second.startswith("Nothing sent: today's limit is used up (DAILY_LIMIT") and third.startswith("Sent 1,")

@@ -57,7 +57,7 @@ def run(
             planned = plan_run(conn, settings, now=utc_now(), quota=read_quota(transport))
         finally:
             transport.close()
-        answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned)))
+        answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned, ses=settings.transport == "ses")))
         return
     _log_lines_to(sys.stderr if as_json else sys.stdout)
     logs.setup_file_logging(settings.log_file)
@@ -109,7 +109,7 @@ def run_summary(report, outbox: Path | None) -> str:
     if report.window:
         why = f"Nothing sent: {report.window.removesuffix(': nothing sent now')}. "
     elif not attempted and not report.remaining_today:
-        why = "Nothing sent: DAILY_LIMIT is used up for today (the day of TIMEZONE). "
+        why = "Nothing sent: today's limit is used up (DAILY_LIMIT, or the WARMUP_SCHEDULE step; the day of TIMEZONE). "
     else:
         why = ""
     return (why + f"Sent {report.sent}, failed {report.failed}, deferred {report.deferred}, skipped {report.skipped}, "

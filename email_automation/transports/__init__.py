@@ -8,6 +8,10 @@ from ..errors import ConfigError
 from .base import Transport
 
 
+SMTP_HOST_MISSING = ("TRANSPORT=smtp needs SMTP_HOST, the SMTP server to send through (e.g. SMTP_HOST=smtp.gmail.com);"
+                     " it is not set")
+
+
 def make_transport(settings: Any, *, dry_run: bool | None = None) -> Transport:
     """The transport for this run: DryRun, or SES/SMTP per settings.transport.
 
@@ -16,7 +20,8 @@ def make_transport(settings: Any, *, dry_run: bool | None = None) -> Transport:
     transports are imported only when one is asked for.
 
     Raises:
-        ConfigError: a real send is asked for without SENDER_EMAIL, or with an unknown TRANSPORT.
+        ConfigError: a real send is asked for without SENDER_EMAIL, with TRANSPORT=smtp and no
+            SMTP_HOST, or with an unknown TRANSPORT.
     """
     if settings.dry_run if dry_run is None else dry_run:
         from .dry_run import DryRunTransport
@@ -29,6 +34,8 @@ def make_transport(settings: Any, *, dry_run: bool | None = None) -> Transport:
 
         return SesTransport(settings)
     if settings.transport == "smtp":
+        if not settings.smtp_host.strip():  # a silent localhost would hand real mail to whatever listens there
+            raise ConfigError(SMTP_HOST_MISSING)
         from .smtp import SmtpTransport
 
         return SmtpTransport(settings)
