@@ -89,7 +89,7 @@ def test_dry_run_flag_overrides_the_setting(settings, setting, flag, expected):
 
 
 def test_smtp_transport_when_configured(settings):
-    settings = settings.model_copy(update={"dry_run": False, "transport": "smtp"})
+    settings = settings.model_copy(update={"dry_run": False, "transport": "smtp", "smtp_host": "127.0.0.1"})
     assert type(make_transport(settings)) is SmtpTransport
 
 
