@@ -350,13 +350,28 @@ def reply_subject(first_subject: str) -> str:
     return first_subject if first_subject[:3].lower() == "re:" else f"Re: {first_subject}"
 
 
+def step_template(name: str, subject: str | None, html: str, text: str | None, *,
+                  template: str | None = None) -> CampaignTemplate:
+    """A follow-up step as a template: without a subject of its own it takes `custom_subject`,
+    which `step_fields` sets to `Re: ` + the subject of step 1."""
+    from .email_templates import CampaignTemplate
+
+    return CampaignTemplate(name, subject or "{{ subject }}", html, text, template=template)
+
+
+def step_fields(row: Any, subject: str | None, first_subject: str) -> dict[str, Any]:
+    """A recipient's fields for a follow-up: their custom subject and body belong to step 1."""
+    fields = {k: row[k] for k in row.keys()}
+    fields["custom_subject"] = None if subject else reply_subject(first_subject)
+    fields["custom_body"] = None
+    return fields
+
+
 def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, settings: Any, thread: Thread,
                 templates: dict[str, CampaignTemplate]) -> RenderedEmail:
     """Step `number`'s subject and body for this recipient `row`: the version of their segment (their
     `template` column) if the step has one, else the step's default. The recipient's custom subject
     and body belong to step 1 and are not used again. `templates` caches the compiled steps."""
-    from .email_templates import CampaignTemplate
-
     step = conn.execute("SELECT s.* FROM campaign_steps s JOIN campaigns c ON c.id = s.campaign_id"
                         " WHERE c.name = ? AND s.step = ?", (campaign, number)).fetchone()
     if step is None:
@@ -367,10 +382,7 @@ def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, 
     source, label = (version, f" ({segment})") if version else (step, "")
     key = f"{campaign}\x00step {number}\x00{label}"  # never a campaign's name: those come from one line of text
     if key not in templates:
-        templates[key] = CampaignTemplate(f"{campaign} step {number}{label}", source["subject_template"] or "{{ subject }}",
-                                          source["html_template"], source["text_template"],
-                                          template=segment if version else None)
-    fields = {k: row[k] for k in row.keys()}
-    fields["custom_subject"] = None if source["subject_template"] else reply_subject(thread.first_subject)
-    fields["custom_body"] = None
-    return templates[key].render(fields, settings)
+        templates[key] = step_template(f"{campaign} step {number}{label}", source["subject_template"],
+                                       source["html_template"], source["text_template"],
+                                       template=segment if version else None)
+    return templates[key].render(step_fields(row, source["subject_template"], thread.first_subject), settings)

@@ -152,7 +152,7 @@ def remove_step_version(conn: sqlite3.Connection, campaign: str, number: int, te
 
 def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any) -> None:
     """Render a step's draft, as a run would, for the oldest recipient of its segment (or of the campaign)."""
-    from .email_templates import CampaignTemplate
+    from .sequences import step_fields, step_template
 
     first = ("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
              " AND (r.template IS ? OR ?) ORDER BY r.id LIMIT 1")
@@ -160,6 +160,5 @@ def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion,
     if row is None:
         row = conn.execute(first, (campaign, None, True)).fetchone()
     if row is not None:
-        template = CampaignTemplate(campaign, version.subject or "{{ subject }}", version.html, version.text)
-        template.render({**dict(row), "custom_subject": None if version.subject else "Re: a subject",
-                         "custom_body": None}, settings)
+        template = step_template(campaign, version.subject, version.html, version.text)
+        template.render(step_fields(row, version.subject, "a subject"), settings)

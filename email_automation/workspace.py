@@ -146,14 +146,13 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
                        (campaign_row["id"], email)).fetchone()
     if row is None:
         raise NotFoundError(f"no recipient {email} in campaign {campaign!r}")
-    fields = {**dict(row), "custom_subject": None, "custom_body": None}
     if draft.step != FIRST_STEP:
         thread = follow_up_thread(conn, settings, CampaignTemplates(conn, campaign_row), row)
-        template = CampaignTemplate(f"{campaign} step {draft.step}", subject or "{{ subject }}", draft.html,
-                                    draft.text or None, template=draft.name)
-        fields["custom_subject"] = None if subject else sequences.reply_subject(thread.first_subject)
-        rendered = template.render(fields, settings)
+        template = sequences.step_template(f"{campaign} step {draft.step}", subject, draft.html, draft.text or None,
+                                           template=draft.name)
+        rendered = template.render(sequences.step_fields(row, subject, thread.first_subject), settings)
         return DraftPreview(rendered, (rendered.subject,), 0)
+    fields = {**dict(row), "custom_subject": None, "custom_body": None}
     template = CampaignTemplate(campaign, list(draft.subjects), draft.html, draft.text or None, template=draft.name)
     count = len(template.subject_variants)
     variant = CampaignTemplates(conn, campaign_row).rank(row) % count if count > 1 else 0
