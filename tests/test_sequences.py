@@ -351,7 +351,26 @@ def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(
     ]
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+needs_faketime = pytest.mark.skipif(shutil.which("faketime") is None,
+                                    reason="faketime is not installed (apt-get install faketime)")
+
+
+def faketime_env(tmp_path, sink, **settings: str) -> dict[str, str]:
+    """A real SMTP run to `sink` on weekdays 08:00-17:00; TZ=UTC, so faketime's moments are UTC."""
+    return {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
+            "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
+            "DELAY_SECONDS": "0", "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00", "TZ": "UTC", **settings}
+
+
+def run_at(env: dict[str, str], utc: str) -> str:
+    """`email-automation run` in a process whose clock says `utc`; its last line."""
+    result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+@needs_faketime
 def test_the_cli_under_faketime_waits_over_the_weekend_for_a_follow_up(tmp_path):
     """Real `run` processes with a faked clock: Friday step 1, Saturday outside the window,
     Monday the follow-up (one business day after Friday)."""
@@ -359,35 +378,23 @@ def test_the_cli_under_faketime_waits_over_the_weekend_for_a_follow_up(tmp_path)
 
     (tmp_path / "people.csv").write_text("email,first_name\nada@example.com,Ada\n")
     (tmp_path / "f.html").write_text(FOLLOW_UP)
-    env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
-           "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false", "DELAY_SECONDS": "0",
-           "TIMEZONE": "America/New_York", "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00"}
     assert cli("init", "--db", "x.db").exit_code == 0
     assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
     assert cli("step", "add", "--after-days", "1", "--html", "f.html", "--db", "x.db").exit_code == 0
-
-    def run_at(moment: str) -> str:
-        result = subprocess.run(["faketime", moment, sys.executable, "-m", "email_automation", "run"], env=env,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.splitlines()[-1]
-
     with SmtpSink() as sink:
-        env["SMTP_PORT"] = str(sink.port)
-        # faketime reads local time: TZ=UTC in the environment, so these are UTC; New York is UTC-5.
-        env["TZ"] = "UTC"
-        assert run_at("2026-11-27 12:00:00").startswith(  # Friday 07:00 in New York: too early
+        env = faketime_env(tmp_path, sink, TIMEZONE="America/New_York")  # New York is UTC-5
+        assert run_at(env, "2026-11-27 12:00:00").startswith(  # Friday 07:00 in New York: too early
             "Nothing sent: outside the send window (07:00 is outside SEND_HOURS).")
-        assert run_at("2026-11-27 14:00:00").startswith("Sent 1,")  # Friday 09:00
-        assert run_at("2026-11-28 15:00:00").startswith(
+        assert run_at(env, "2026-11-27 14:00:00").startswith("Sent 1,")  # Friday 09:00
+        assert run_at(env, "2026-11-28 15:00:00").startswith(
             "Nothing sent: outside the send window (sat is not one of SEND_DAYS).")
-        assert run_at("2026-11-30 14:00:00").startswith("Sent 1,")  # Monday 09:00: step 2
-        messages = [d.message for d in sink.deliveries]
+        assert run_at(env, "2026-11-30 14:00:00").startswith("Sent 1,")  # Monday 09:00: step 2
+    messages = [d.message for d in sink.deliveries]
     assert len(messages) == 2 and messages[1]["Subject"] == "Re: " + messages[0]["Subject"]
     assert messages[1]["In-Reply-To"] == messages[0]["Message-ID"]
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+@needs_faketime
 @pytest.mark.parametrize("utc, last_line", [
     ("2026-10-23 06:30:00", "Sent 1,"),  # Friday 08:30 in Berlin, summer time (UTC+2)
     ("2026-10-26 06:30:00", "Nothing sent: outside the send window (07:30 is outside SEND_HOURS)."),  # CET, UTC+1
@@ -399,13 +406,7 @@ def test_the_cli_under_faketime_follows_the_dst_change(tmp_path, utc, last_line)
     assert cli("init", "--db", "x.db").exit_code == 0
     assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
     with SmtpSink() as sink:
-        env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com",
-               "DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
-               "SMTP_STARTTLS": "false", "TIMEZONE": "Europe/Berlin", "SEND_DAYS": "mon-fri",
-               "SEND_HOURS": "08:00-17:00", "TZ": "UTC"}
-        result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
-                                capture_output=True, text=True, timeout=120)
-    assert result.stdout.splitlines()[-1].startswith(last_line), result.stderr
+        assert run_at(faketime_env(tmp_path, sink, TIMEZONE="Europe/Berlin"), utc).startswith(last_line)
 
 
 # --- per-segment versions of a step, and previewing a step ---------------------------------------
@@ -577,7 +578,7 @@ def test_the_dashboard_splits_sends_and_replies_per_step(sequence, db, clock):
         {"campaign": "default", "step": "step 2 (follow-up)", "sent": 2, "replied": 1, "reply rate": "50.00%"}]
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime is not installed (apt-get install faketime)")
+@needs_faketime
 def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the_recipients_zone(tmp_path):
     """Recipients in Tokyo, the sender's day in New York: the Tokyo morning is still the New York
     evening, so the second run that night finds the day's limit used; after New York's midnight
@@ -588,23 +589,13 @@ def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the
     assert cli("init", "--db", "x.db").exit_code == 0
     assert cli("import", "people.csv", "--db", "x.db").exit_code == 0
     with SmtpSink() as sink:
-        env = {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com",
-               "DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port),
-               "SMTP_STARTTLS": "false", "DELAY_SECONDS": "0", "DAILY_LIMIT": "1", "TIMEZONE": "America/New_York",
-               "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00", "MAX_NEW_PER_COMPANY_PER_DAY": "5", "TZ": "UTC"}
-
-        def run_at(utc: str) -> str:
-            result = subprocess.run(["faketime", utc, sys.executable, "-m", "email_automation", "run"], env=env,
-                                    capture_output=True, text=True, timeout=120)
-            assert result.returncode == 0, result.stderr
-            return result.stdout.splitlines()[-1]
-
-        assert run_at("2026-11-30 22:30:00").startswith(  # Monday 17:30 in New York, Tuesday 07:30 in Tokyo
+        env = faketime_env(tmp_path, sink, DAILY_LIMIT="1", TIMEZONE="America/New_York", MAX_NEW_PER_COMPANY_PER_DAY="5")
+        assert run_at(env, "2026-11-30 22:30:00").startswith(  # Monday 17:30 in New York, Tuesday 07:30 in Tokyo
             "Nothing sent: outside the send window (07:30 is outside SEND_HOURS in Asia/Tokyo).")
-        assert run_at("2026-11-30 23:30:00").startswith("Sent 1,")  # Monday 18:30 in New York, Tuesday 08:30 in Tokyo
+        assert run_at(env, "2026-11-30 23:30:00").startswith("Sent 1,")  # Monday 18:30 in New York, Tuesday 08:30 in Tokyo
         sent_first = len(sink.deliveries)
-        second = run_at("2026-12-01 01:00:00")  # Monday 20:00 in New York (limit used), Tuesday 10:00 in Tokyo
-        third = run_at("2026-12-01 05:30:00")  # Tuesday 00:30 in New York: a new day; 14:30 in Tokyo
+        second = run_at(env, "2026-12-01 01:00:00")  # Monday 20:00 in New York (limit used), Tuesday 10:00 in Tokyo
+        third = run_at(env, "2026-12-01 05:30:00")  # Tuesday 00:30 in New York: a new day; 14:30 in Tokyo
         total = len(sink.deliveries)
     assert (sent_first, total) == (1, 2), (second, third)
     assert second.startswith("Nothing sent: today's limit is used up (DAILY_LIMIT") and third.startswith("Sent 1,")
