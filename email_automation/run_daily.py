@@ -321,12 +321,13 @@ def _run_locked(settings, conn, transport, options: RunOptions) -> RunReport:
         report.skipped = skip_unsendable(conn, now=now(), stop_company=settings.stop_company_on_reply)
         sequences.stop_finished(conn, now=now(), stop_company=settings.stop_company_on_reply)
     report.paused = gates.open_pause_lines(conn)
-    closed = {} if report.dry_run else _closed_zones(conn, settings, now())
+    zones = set() if report.dry_run else _recipient_zones(conn)
+    closed = {} if report.dry_run else schedule.closed_zones(zones, now(), settings.tz, *settings.send_window)
     if not report.dry_run and (stop := gates.all_paused(conn)):
         report.fatal_error = stop
         batch, delay, templates = [], 0.0, {}
-    elif closed and closed.keys() >= _zones(conn):
-        report.window = f"outside the send window ({_closed_reasons(conn, closed)}): nothing sent now"
+    elif closed and closed.keys() >= zones | {""}:  # TIMEZONE's window counts too, recipients or not
+        report.window = f"outside the send window ({_closed_reasons(closed, zones)}): nothing sent now"
         log.info(report.window)
         batch, delay, templates = [], 0.0, {}
     else:
@@ -541,22 +542,16 @@ def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) ->
     report.fatal_error = report.fatal_error or stop
 
 
-def _zones(conn: sqlite3.Connection) -> set[str]:
-    """The recipients' own time zones, and "" for TIMEZONE's."""
-    return {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} | {""}
+def _recipient_zones(conn: sqlite3.Connection) -> set[str]:
+    """The recipients' time zones ("" for TIMEZONE's)."""
+    return {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")}
 
 
-def _closed_reasons(conn: sqlite3.Connection, closed: dict[str, str], shown: int = 3) -> str:
-    """Why each zone that has recipients is closed (TIMEZONE's as "" first), a few of them."""
-    zones = sorted({row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")} & closed.keys())
-    reasons = [closed[zone] for zone in zones] or [closed[""]]
+def _closed_reasons(closed: dict[str, str], zones: set[str], shown: int = 3) -> str:
+    """Why the recipients' zones are closed (TIMEZONE's, "", first), a few of them; TIMEZONE's alone without any."""
+    reasons = [closed[zone] for zone in sorted(zones & closed.keys())] or [closed[""]]
     more = f"; {len(reasons) - shown} more zone(s)" if len(reasons) > shown else ""
     return "; ".join(reasons[:shown]) + more
-
-
-def _closed_zones(conn: sqlite3.Connection, settings: Settings, moment: datetime) -> dict[str, str]:
-    """The zones whose send window is closed now: their recipients wait for a later run."""
-    return schedule.closed_zones(_zones(conn), moment, settings.tz, *settings.send_window)
 
 
 def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], datetime]) -> None:
