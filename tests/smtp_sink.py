@@ -346,6 +346,13 @@ class SmtpSink:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def run_settings(self, **extra: str) -> dict[str, str]:
+        """The environment of a real run that sends through this sink: plain SMTP, no delay, the
+        day in UTC; `extra` adds or overrides settings."""
+        return {"DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": self.host, "SMTP_PORT": str(self.port),
+                "SMTP_STARTTLS": "false", "SENDER_EMAIL": "jane@example.com", "DELAY_SECONDS": "0",
+                "TIMEZONE": "UTC", **extra}
+
     # --- what the tests look at ---------------------------------------------------------------
 
     @property

@@ -231,9 +231,7 @@ def test_smtp_delivers_the_files_byte_for_byte_and_a_vanished_file_fails_only_it
     _prepare(tmp_path, folder, db)
     (folder / "cv-data-engineer.pdf").unlink()  # gone between import and run
     with SmtpSink() as sink:
-        for name, value in {"DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
-                            "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false", "SENDER_EMAIL": "jane@example.com",
-                            "DELAY_SECONDS": "0", "TIMEZONE": "UTC"}.items():
+        for name, value in sink.run_settings().items():
             monkeypatch.setenv(name, value)
         run = cli("run", "--db", db, "--json")
 

@@ -131,9 +131,7 @@ def test_run_help_names_the_circuit_breaker_among_the_reasons_for_exit_3():
 def test_smtp_user_unknown_suppresses_and_three_stop_the_run_before_the_next_send(tmp_path, monkeypatch):
     gone = [f"gone{i}@example.org" for i in range(3)]
     with SmtpSink(rcpt_replies={e: "550 5.1.1 <{}>: Recipient address rejected: User unknown".format(e) for e in gone}) as sink:
-        for name, value in {"DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
-                            "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false", "SENDER_EMAIL": "jane@example.com",
-                            "DELAY_SECONDS": "0", "TIMEZONE": "UTC"}.items():
+        for name, value in sink.run_settings().items():
             monkeypatch.setenv(name, value)
         db = str(tmp_path / "smtp.db")
         cli("init", "--db", db)

@@ -13,18 +13,11 @@ from email_automation.campaign_templates import set_templates
 from email_automation.dashboard_data import Reports
 from email_automation.import_csv import import_csv
 
+from .test_dashboard import _fresh_cache  # noqa: F401 - an autouse fixture: each test starts with an empty page cache
 from .test_reports import with_password
 
 PASSWORD = "correct horse"
 CSV = b"email,first_name,company\nada@example.org,Ada,Acme\nnot-an-address,Bob,Bank\n"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache(monkeypatch):
-    dashboard.clear_cache()
-    monkeypatch.setattr(dashboard, "FAILED_UNLOCK_DELAY", 0)
-    yield
-    dashboard.clear_cache()
 
 
 @pytest.fixture

@@ -357,9 +357,8 @@ needs_faketime = pytest.mark.skipif(shutil.which("faketime") is None,
 
 def faketime_env(tmp_path, sink, **settings: str) -> dict[str, str]:
     """A real SMTP run to `sink` on weekdays 08:00-17:00; TZ=UTC, so faketime's moments are UTC."""
-    return {**os.environ, "DB_PATH": str(tmp_path / "x.db"), "SENDER_EMAIL": "jane@example.com", "DRY_RUN": "false",
-            "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false",
-            "DELAY_SECONDS": "0", "SEND_DAYS": "mon-fri", "SEND_HOURS": "08:00-17:00", "TZ": "UTC", **settings}
+    return {**os.environ, **sink.run_settings(DB_PATH=str(tmp_path / "x.db"), SEND_DAYS="mon-fri",
+                                              SEND_HOURS="08:00-17:00", TZ="UTC", **settings)}
 
 
 def run_at(env: dict[str, str], utc: str) -> str:

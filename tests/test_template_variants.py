@@ -97,9 +97,7 @@ def test_a_template_in_use_by_waiting_recipients_is_not_removed(db, tmp_path):
 
 def send_all(db, monkeypatch):
     with SmtpSink() as sink:
-        for name, value in {"DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1",
-                            "SMTP_PORT": str(sink.port), "SMTP_STARTTLS": "false", "SENDER_EMAIL": "jane@example.com",
-                            "DELAY_SECONDS": "0", "TIMEZONE": "UTC"}.items():
+        for name, value in sink.run_settings().items():
             monkeypatch.setenv(name, value)
         run = cli("run", "--db", db, "--json")
     assert run.exit_code == 0, run.output
