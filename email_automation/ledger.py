@@ -133,7 +133,8 @@ def claim(
         if counted_today(conn, day) >= daily_limit:
             return None
         row = conn.execute(
-            "SELECT r.email, r.company, r.status FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            "SELECT r.email, r.company, r.status, r.campaign_id FROM recipients r"
+            " JOIN campaigns c ON c.id = r.campaign_id"
             " WHERE r.id = ? AND c.status = 'active' AND ((r.status = 'pending' AND r.step = ?)"
             " OR (? > 1 AND r.status = 'sent' AND r.step = ? - 1 AND r.sequence_stopped IS NULL))",
             (recipient_id, step, step, step),
@@ -153,7 +154,7 @@ def claim(
                     (reason, iso(now), recipient_id),
                 )
             return None
-        if step == 1 and companies is not None and (held := politeness.claim_refusal(conn, recipient_id, day, companies)):
+        if step == 1 and companies is not None and (held := politeness.claim_refusal(conn, row, day, companies)):
             return Held(f"company limit: {held}")
         conn.execute(
             "UPDATE recipients SET status = 'sending', step = ?,"

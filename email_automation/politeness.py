@@ -89,16 +89,16 @@ _ODD = ("(company GLOB '*[^ -~]*' OR instr(company, '  ') > 0 OR email GLOB '*[^
         " OR instr(substr(email, instr(email, '@') + 1), '@') > 0)")
 
 
-def claim_refusal(conn: sqlite3.Connection, recipient_id: int, day: str, caps: Caps) -> str | None:
-    """Why this recipient's first message must wait, counted afresh for its company alone.
+def claim_refusal(conn: sqlite3.Connection, row, day: str, caps: Caps) -> str | None:
+    """Why the first message to `row` (its campaign_id, company and email) must wait, counted
+    afresh for its company alone.
 
     Called inside the claim's write transaction, so two runs (or a run and a copy started without
     the run lock) see each other's claims and together never exceed the limits. People contacted
     in the campaign are counted through two indexes: by folded company, and the odd rows that
     only Python's `company_key` compares exactly.
     """
-    row = conn.execute("SELECT campaign_id, company, email FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
-    key = company_key(row["company"], row["email"]) if row else ""
+    key = company_key(row["company"], row["email"])
     if not key:
         return None
     # The company's people in every campaign, through the same two indexes (a Python pass over every
