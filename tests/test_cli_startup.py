@@ -7,9 +7,11 @@ import sys
 import textwrap
 
 import pytest
+import typer.main
 
 from email_automation import database
-from tests.cli_helpers import cli
+from email_automation.cli import COMMANDS
+from tests.cli_helpers import app, cli
 
 # pydantic and typer's `_adapters` (typer 0.29 converts every option through a pydantic
 # TypeAdapter): half of `status`'s time once, and nothing a command needs.
@@ -17,9 +19,22 @@ HEAVY = ("boto3", "botocore", "streamlit", "jinja2", "pydantic", "pydantic_setti
          "email_validator", "css_inline", "html2text", "tenacity", "pandas")
 
 
+# `status` builds only the commands of its own module.
+OTHER_COMMANDS = tuple(f"email_automation.cli.{module}" for module in COMMANDS if module != "sending")
+
+
 def python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
                           timeout=120, cwd=cwd)
+
+
+# The console script, as a user starts it with the arguments given.
+RUN_MAIN = """
+    import sys
+    from email_automation.cli import main
+    sys.argv = ["email-automation", *sys.argv[1:]]
+    main()
+"""
 
 
 @pytest.mark.parametrize(("args", "heavy"), [
@@ -42,6 +57,22 @@ def test_help_loads_none_of_the_heavy_libraries(args, heavy):
     assert result.stdout.splitlines()[-1] == "[]"
 
 
+def test_each_command_is_where_the_table_of_command_modules_says():
+    """`email-automation NAME` imports only the module COMMANDS names for NAME: a wrong entry
+    would make NAME an unknown command."""
+    group = typer.main.get_command(app)
+    found = {name: (command.callback or next(iter(command.commands.values())).callback).__module__.rsplit(".", 1)[1]
+             for name, command in group.commands.items()}
+    assert found == {name: module for module, names in COMMANDS.items() for name in names}
+
+
+def test_the_help_lists_every_command_and_a_misspelt_one_is_suggested():
+    listed = python(RUN_MAIN, "--help").stdout
+    assert all(f"  {name} " in listed for names in COMMANDS.values() for name in names)
+    misspelt = python(RUN_MAIN, "stauts")
+    assert (misspelt.returncode, misspelt.stderr.splitlines()[-1]) == (2, "Error: No such command 'stauts'. Did you mean 'status'?")
+
+
 def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
     """`status` answers from the database: no boto3 or Jinja2, its table is plain text (no rich),
     and the settings are read without pydantic or python-dotenv when there is no .env file."""
@@ -54,7 +85,7 @@ def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
             main()
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {(*HEAVY, "rich", "asyncio", "dotenv")!r} if m in sys.modules))
+        print(sorted(m for m in {(*HEAVY, *OTHER_COMMANDS, "rich", "asyncio", "dotenv")!r} if m in sys.modules))
     """, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DAILY_LIMIT 80" in result.stdout  # it did answer
