@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import re
-from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only annotated: config.py checks settings with this module, and `status` needs no email.message
+    from email.message import EmailMessage
 
 MAX_LINE = 78  # RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters
 MAX_ENCODED_LINE = 76  # RFC 2047 section 2: a line holding an encoded-word is at most 76

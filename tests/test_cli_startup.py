@@ -74,8 +74,9 @@ def test_the_help_lists_every_command_and_a_misspelt_one_is_suggested():
 
 
 def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
-    """`status` answers from the database: no boto3 or Jinja2, its table is plain text (no rich),
-    and the settings are read without pydantic or python-dotenv when there is no .env file."""
+    """`status` answers from the database: no boto3, Jinja2 or email package, its table is plain
+    text (no rich), and the settings are read without pydantic or python-dotenv when there is no
+    .env file."""
     database.init_db(tmp_path / "x.db").close()
     result = python(f"""
         import sys
@@ -85,7 +86,7 @@ def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
             main()
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {(*HEAVY, *OTHER_COMMANDS, "rich", "asyncio", "dotenv")!r} if m in sys.modules))
+        print(sorted(m for m in {(*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv")!r} if m in sys.modules))
     """, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DAILY_LIMIT 80" in result.stdout  # it did answer
