@@ -37,12 +37,9 @@ RUN_MAIN = """
 """
 
 
-@pytest.mark.parametrize(("args", "heavy"), [
-    (["--help"], (*HEAVY, "rich")),
-    (["--version"], (*HEAVY, "rich")),
-    (["run", "--help"], HEAVY),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
-def test_help_loads_none_of_the_heavy_libraries(args, heavy):
+def loaded(modules: tuple[str, ...], *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run the command line in a fresh interpreter; its last line of stdout lists those of
+    `modules` it loaded."""
     result = python(f"""
         import sys
         from email_automation.cli import main
@@ -51,10 +48,19 @@ def test_help_loads_none_of_the_heavy_libraries(args, heavy):
             main()
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {heavy!r} if m in sys.modules))
-    """, *args)
+        print(sorted(m for m in {modules!r} if m in sys.modules))
+    """, *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    return result
+
+
+@pytest.mark.parametrize(("args", "heavy"), [
+    (["--help"], (*HEAVY, "rich")),
+    (["--version"], (*HEAVY, "rich")),
+    (["run", "--help"], HEAVY),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_help_loads_none_of_the_heavy_libraries(args, heavy):
+    assert loaded(heavy, *args).stdout.splitlines()[-1] == "[]"
 
 
 def test_each_command_is_where_the_table_of_command_modules_says():
@@ -78,18 +84,17 @@ def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
     text (no rich), and the settings are read without pydantic or python-dotenv when there is no
     .env file."""
     database.init_db(tmp_path / "x.db").close()
-    result = python(f"""
-        import sys
-        from email_automation.cli import main
-        sys.argv = ["email-automation", "status", "--db", "x.db"]
-        try:
-            main()
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {(*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv")!r} if m in sys.modules))
-    """, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = loaded((*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv"), "status", "--db", "x.db",
+                    cwd=tmp_path)
     assert "DAILY_LIMIT 80" in result.stdout  # it did answer
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_run_from_cron_loads_neither_rich_nor_pydantic(tmp_path):
+    """A dry run with nothing to send, its output to a file as under cron: no progress bar, no rich."""
+    database.init_db(tmp_path / "x.db").close()
+    result = loaded(("rich", "pydantic", "typer._adapters"), "run", "--db", "x.db", cwd=tmp_path)
+    assert "Dry run: 0 message(s) written" in result.stdout
     assert result.stdout.splitlines()[-1] == "[]"
 
 

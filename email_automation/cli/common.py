@@ -233,7 +233,8 @@ class progress_bar:
     """A rich progress bar on a terminal; nothing at all when output goes to a file or cron."""
 
     def __init__(self, *, enabled: bool, total: int | None, label: str) -> None:
-        self.enabled = enabled and console(stderr=True).is_terminal
+        # isatty first: under cron (a file, not a terminal) rich is not even imported.
+        self.enabled = enabled and sys.stderr.isatty() and console(stderr=True).is_terminal
         self.total, self.label = total, label
 
     def __enter__(self):
