@@ -16,10 +16,10 @@ setting_values.py holds pydantic's conversion rules, which a `.env` that worked 
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, tzinfo
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import date, datetime, tzinfo
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

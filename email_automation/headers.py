@@ -16,7 +16,7 @@ import base64
 import re
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only annotated: config.py checks settings with this module, and `status` needs no email.message
+if TYPE_CHECKING:  # only an annotation: `status` (config.py uses this module) loads no email package
     from email.message import EmailMessage
 
 MAX_LINE = 78  # RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters

@@ -1,7 +1,7 @@
 """What every command module shares: the typer app, the option types, output and error mapping.
 
 Command modules import this module and the library, never each other. Nothing heavy is imported
-here (no boto3, Jinja2, pydantic or streamlit): `--help` must answer at once, so each command
+here (no boto3, Jinja2, pydantic, rich or streamlit): `--help` must answer at once, so each command
 imports what it needs in its body.
 """
 
@@ -115,7 +115,7 @@ class BadInput(EmailAutomationError):
 
 
 # What rich's console.print did to a text, which say() and warn() keep now that they print without
-# rich (its import was a quarter of `status`): the controls that move the cursor (BEL, BS, VT, FF,
+# rich (its import was a fifth of `status`): the controls that move the cursor (BEL, BS, VT, FF,
 # CR) dropped, tabs expanded to 8 columns.
 _CURSOR_CONTROLS = dict.fromkeys(map(ord, "\a\b\v\f\r"))
 
