@@ -219,14 +219,14 @@ class Settings:
     smtp_password: SecretStr = setting(SecretStr(""), secret)
     smtp_starttls: bool = setting(True, boolean)
     smtp_ssl: bool = setting(False, boolean)
-    timezone: str = setting("", text, checks=[_known_timezone])
+    timezone: str = setting("", text, checks=(_known_timezone,))
     outbox_dir: Path = setting(Path("outbox"), path)
     # Attachments (attachments.py): the folder an `attachments` CSV column is relative to (default:
     # the CSV's folder) and the largest message to build; SES v2 allows 40 MB
     # (https://docs.aws.amazon.com/ses/latest/dg/attachments.html).
     attachments_dir: Path | None = setting(None, optional_path, prepare=blank_is_none)
     max_message_bytes: int = setting(10 * 1024 * 1024, whole_number, ge=64 * 1024, le=40 * 1024 * 1024)
-    unsubscribe_url: str = setting("", text, checks=[_usable_unsubscribe_url])
+    unsubscribe_url: str = setting("", text, checks=(_usable_unsubscribe_url,))
     physical_address: str = setting("", text)
     dashboard_password: SecretStr = setting(SecretStr(""), secret)
     log_file: Path | None = setting(None, optional_path, prepare=blank_is_none)
@@ -240,10 +240,10 @@ class Settings:
     imap_starttls: bool = setting(False, boolean)
     stop_company_on_reply: bool = setting(True, boolean)
     # Follow-up waits count business days: weekends and these dates (YYYY-MM-DD, comma-separated) are skipped.
-    holidays: str = setting("", text, checks=[_iso_dates])
+    holidays: str = setting("", text, checks=(_iso_dates,))
     # A real run sends only inside this window, in TIMEZONE (schedule.py).
-    send_days: str = setting("mon-fri", text, checks=[_days])
-    send_hours: str = setting("08:00-17:00", text, checks=[_hours])
+    send_days: str = setting("mon-fri", text, checks=(_days,))
+    send_hours: str = setting("08:00-17:00", text, checks=(_hours,))
     # Per-company politeness (politeness.py): first messages to one company per day, people per campaign.
     max_new_per_company_per_day: int = setting(1, whole_number, ge=1)
     max_contacts_per_company: int = setting(3, whole_number, ge=1)
@@ -257,13 +257,13 @@ class Settings:
     ses_suppression_check: bool = setting(True, boolean)
     ses_push_suppressions: bool = setting(False, boolean)
     # One-click unsubscribe without hosting (unsubscribe_tokens.py, transports/ses.py).
-    unsubscribe_secret: SecretStr = setting(SecretStr(""), secret, checks=[_long_secret])
+    unsubscribe_secret: SecretStr = setting(SecretStr(""), secret, checks=(_long_secret,))
     ses_contact_list: str = setting("", text)
     ses_topic: str = setting("", text)
     # Pre-flight: domains that cannot receive mail are rejected at import (mx_check.py).
     check_mx: bool = setting(False, boolean)
     # Daily caps for the first sending days of a new domain or identity (warmup.py).
-    warmup_schedule: str = setting("", text, checks=[_steps])
+    warmup_schedule: str = setting("", text, checks=(_steps,))
     # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
     send_concurrency: int = setting(1, whole_number, ge=1, le=MAX_SEND_CONCURRENCY)
     max_send_rate: float = setting(0.0, number, ge=0, le=MAX_SEND_RATE)

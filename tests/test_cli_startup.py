@@ -10,8 +10,8 @@ import pytest
 import typer.main
 
 from email_automation import database
-from email_automation.cli import COMMANDS
-from tests.cli_helpers import app, cli
+from email_automation.cli import COMMANDS, app
+from tests.cli_helpers import cli
 
 # pydantic and typer's `_adapters` (typer 0.29 converts every option through a pydantic
 # TypeAdapter): half of `status`'s time once, and nothing a command needs.
