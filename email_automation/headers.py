@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import re
-from email.message import EmailMessage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only an annotation: `status` (config.py uses this module) loads no email package
+    from email.message import EmailMessage
 
 MAX_LINE = 78  # RFC 5322 section 2.1.1: lines SHOULD be at most 78 characters
 MAX_ENCODED_LINE = 76  # RFC 2047 section 2: a line holding an encoded-word is at most 76

@@ -69,6 +69,14 @@ def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
     ]
 
 
+def test_status_columns_stay_aligned_under_a_campaign_name_in_wide_characters(db):
+    assert cli("import", "people.csv", "--db", "x.db", "--campaign", "東京 [b]x[/b]").exit_code == 0
+    header, *rows = cli("status", "--db", "x.db").stdout.splitlines()[:3]
+    assert header == " Campaign       State   Pending  Sending  Sent  Failed  Skipped  Unknown  Total"
+    assert rows == [" default        active  4        0        0     0       0        0        4",
+                    " 東京 [b]x[/b]  active  4        0        0     0       0        0        4"]
+
+
 def test_each_dry_run_writes_a_folder_of_its_own_and_says_which(db, tmp_path):
     first = cli("run", "--db", "x.db", "--limit", "1")
     second = cli("run", "--db", "x.db", "--limit", "1")

@@ -7,13 +7,20 @@ import sys
 import textwrap
 
 import pytest
+import typer.main
 
 from email_automation import database
+from email_automation.cli import COMMANDS, app
 from tests.cli_helpers import cli
 
-# Not pydantic itself: typer (0.29) validates a command's parameters with it once it builds one.
-HEAVY = ("boto3", "botocore", "streamlit", "jinja2", "pydantic_settings", "email_validator",
-         "css_inline", "html2text", "tenacity", "pandas")
+# pydantic and typer's `_adapters` (typer 0.29 converts every option through a pydantic
+# TypeAdapter): half of `status`'s time once, and nothing a command needs.
+HEAVY = ("boto3", "botocore", "streamlit", "jinja2", "pydantic", "pydantic_settings", "typer._adapters",
+         "email_validator", "css_inline", "html2text", "tenacity", "pandas")
+
+
+# `status` builds only the commands of its own module.
+OTHER_COMMANDS = tuple(f"email_automation.cli.{module}" for module in COMMANDS if module != "sending")
 
 
 def python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -21,12 +28,18 @@ def python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
                           timeout=120, cwd=cwd)
 
 
-@pytest.mark.parametrize(("args", "heavy"), [
-    (["--help"], (*HEAVY, "pydantic", "rich")),
-    (["--version"], (*HEAVY, "pydantic", "rich")),
-    (["run", "--help"], HEAVY),
-], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
-def test_help_loads_none_of_the_heavy_libraries(args, heavy):
+# The console script, as a user starts it with the arguments given.
+RUN_MAIN = """
+    import sys
+    from email_automation.cli import main
+    sys.argv = ["email-automation", *sys.argv[1:]]
+    main()
+"""
+
+
+def loaded(modules: tuple[str, ...], *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run the command line in a fresh interpreter; its last line of stdout lists those of
+    `modules` it loaded."""
     result = python(f"""
         import sys
         from email_automation.cli import main
@@ -35,28 +48,53 @@ def test_help_loads_none_of_the_heavy_libraries(args, heavy):
             main()
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {heavy!r} if m in sys.modules))
-    """, *args)
+        print(sorted(m for m in {modules!r} if m in sys.modules))
+    """, *args, cwd=cwd)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "[]"
+    return result
+
+
+@pytest.mark.parametrize(("args", "heavy"), [
+    (["--help"], (*HEAVY, "rich")),
+    (["--version"], (*HEAVY, "rich")),
+    (["run", "--help"], HEAVY),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_help_loads_none_of_the_heavy_libraries(args, heavy):
+    assert loaded(heavy, *args).stdout.splitlines()[-1] == "[]"
+
+
+def test_each_command_is_where_the_table_of_command_modules_says():
+    """`email-automation NAME` imports only the module COMMANDS names for NAME: a wrong entry
+    would make NAME an unknown command."""
+    group = typer.main.get_command(app)
+    found = {name: (command.callback or next(iter(command.commands.values())).callback).__module__.rsplit(".", 1)[1]
+             for name, command in group.commands.items()}
+    assert found == {name: module for module, names in COMMANDS.items() for name in names}
+
+
+def test_the_help_lists_every_command_and_a_misspelt_one_is_suggested():
+    listed = python(RUN_MAIN, "--help").stdout
+    assert all(f"  {name} " in listed for names in COMMANDS.values() for name in names)
+    misspelt = python(RUN_MAIN, "stauts")
+    assert (misspelt.returncode, misspelt.stderr.splitlines()[-1]) == (2, "Error: No such command 'stauts'. Did you mean 'status'?")
 
 
 def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
-    """`status` answers from the database: no boto3 or Jinja2, and the settings are read without
-    pydantic-settings (which brought asyncio) or python-dotenv when there is no .env file."""
+    """`status` answers from the database: no boto3, Jinja2 or email package, its table is plain
+    text (no rich), and the settings are read without pydantic or python-dotenv when there is no
+    .env file."""
     database.init_db(tmp_path / "x.db").close()
-    result = python(f"""
-        import sys
-        from email_automation.cli import main
-        sys.argv = ["email-automation", "status", "--db", "x.db"]
-        try:
-            main()
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {(*HEAVY, "asyncio", "dotenv")!r} if m in sys.modules))
-    """, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = loaded((*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv"), "status", "--db", "x.db",
+                    cwd=tmp_path)
     assert "DAILY_LIMIT 80" in result.stdout  # it did answer
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_run_from_cron_loads_neither_rich_nor_pydantic(tmp_path):
+    """A dry run with nothing to send, its output to a file as under cron: no progress bar, no rich."""
+    database.init_db(tmp_path / "x.db").close()
+    result = loaded(("rich", "pydantic", "typer._adapters"), "run", "--db", "x.db", cwd=tmp_path)
+    assert "Dry run: 0 message(s) written" in result.stdout
     assert result.stdout.splitlines()[-1] == "[]"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,67 @@ def test_the_largest_accepted_values_are_accepted(monkeypatch):
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert (settings.daily_limit, settings.delay_seconds, settings.max_attempts) == (100_000, 3600, 20)
+
+
+# What pydantic 2's lax mode made of a value, checked against the pydantic model these settings
+# were before they were written by hand: a `.env` that worked must keep working, to the letter.
+@pytest.mark.parametrize(
+    ("name", "value", "read"),
+    [
+        ("DAILY_LIMIT", "5", 5), ("DAILY_LIMIT", " 5 ", 5), ("DAILY_LIMIT", "5.0", 5), ("DAILY_LIMIT", "+5", 5),
+        ("DAILY_LIMIT", "005", 5), ("DAILY_LIMIT", "1_000", 1000), ("DAILY_LIMIT", "\t7.00", 7),
+        ("DELAY_SECONDS", "1e3", 1000.0), ("DELAY_SECONDS", ".5", 0.5), ("DELAY_SECONDS", "5.", 5.0),
+        ("DELAY_SECONDS", " 2 ", 2.0), ("DELAY_SECONDS", "1_0.5", 10.5), ("DELAY_SECONDS", "1E1", 10.0),
+        ("BOUNCE_PAUSE_RATE", " 2 % ", 0.02), ("BOUNCE_PAUSE_RATE", "1", 1.0),
+        ("DRY_RUN", "no", False), ("DRY_RUN", "OFF", False), ("DRY_RUN", "F", False), ("DRY_RUN", "0", False),
+        ("DRY_RUN", "Yes", True), ("DRY_RUN", "on", True), ("DRY_RUN", "t", True), ("DRY_RUN", "Y", True),
+        ("TRANSPORT", "Smtp\t", "smtp"), ("DB_PATH", "", Path(".")), ("LOG_FILE", " ", None),
+        ("IMAP_FOLDER", " ", " "), ("SENDER_NAME", " Jane ", " Jane "), ("WARMUP_SCHEDULE", " 10,20 ", "10,20"),
+    ],
+)
+def test_values_are_read_as_pydantic_read_them(monkeypatch, name, value, read):
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name.lower()) == read
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DAILY_LIMIT", "5.5"), ("DAILY_LIMIT", "1e3"), ("DAILY_LIMIT", "5."), ("DAILY_LIMIT", "0x10"),
+     ("DAILY_LIMIT", ""), ("DAILY_LIMIT", "1__0"), ("DAILY_LIMIT", "٥"), ("DELAY_SECONDS", "-inf"),
+     ("DELAY_SECONDS", "0x1"), ("DELAY_SECONDS", "_1"), ("DELAY_SECONDS", ""), ("SEND_TIMEOUT_SECONDS", "0"),
+     ("DRY_RUN", " true"), ("DRY_RUN", "1.0"), ("DRY_RUN", "2"), ("DRY_RUN", ""), ("IMAP_FOLDER", ""),
+     ("BOUNCE_PAUSE_RATE", "1_0"), ("MAX_MESSAGE_BYTES", "65535"), ("TIMEZONE", " UTC")],
+)
+def test_values_pydantic_refused_are_refused(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^invalid setting {name}={re.escape(value)}: expected "):
+        load_settings()
+
+
+def test_every_bad_setting_is_named_in_one_line_in_field_order(monkeypatch):
+    monkeypatch.setenv("DAILY_LIMIT", "abc")
+    monkeypatch.setenv("DRY_RUN", "maybe")
+    monkeypatch.setenv("IMAP_STARTTLS", "true")  # with IMAP_SSL's default: only said once the rest is valid
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == ("invalid setting DRY_RUN=maybe: expected true or false; "
+                                 "invalid setting DAILY_LIMIT=abc: expected a whole number from 0 to 100000")
+
+
+def test_a_secret_is_never_shown(monkeypatch):
+    monkeypatch.setenv("SMTP_PASSWORD", "hunter2")
+    monkeypatch.setenv("UNSUBSCRIBE_SECRET", "s" * 16)
+    settings = load_settings()
+    assert settings.smtp_password.get_secret_value() == "hunter2"
+    shown = f"{settings!r} {settings} {settings.smtp_password} {settings.model_dump()}"
+    assert "hunter2" not in shown and "s" * 16 not in shown and "SecretStr('**********')" in shown
+    monkeypatch.setenv("UNSUBSCRIBE_SECRET", "hunter2")
+    with pytest.raises(ConfigError, match="^invalid setting UNSUBSCRIBE_SECRET=\\*\\*\\*\\*\\*\\*\\*\\*: expected"):
+        load_settings()
+
+
+def test_model_copy_changes_only_the_copy_and_keeps_the_value_given():
+    settings = load_settings()
+    copy = settings.model_copy(update={"daily_limit": 3, "delay_seconds": 1})
+    assert (copy.daily_limit, copy.delay_seconds, settings.daily_limit) == (3, 1, 80)
+    assert copy.model_dump() == {**settings.model_dump(), "daily_limit": 3, "delay_seconds": 1}

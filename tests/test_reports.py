@@ -10,9 +10,9 @@ from contextlib import closing
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from pydantic import SecretStr
 
 from email_automation import admin
+from email_automation.config import SecretStr
 from email_automation.database import connect, init_db
 from email_automation.errors import AmbiguousSendError, NotFoundError, PermanentSendError, TransientSendError
 from email_automation.events import DeliveryEvent, EventKind, apply_events

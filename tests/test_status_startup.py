@@ -8,7 +8,7 @@ import textwrap
 
 from email_automation import database
 
-# What only sending, importing or the dashboard need; pydantic, typer and rich `status` does need.
+# What only sending, importing or the dashboard need.
 NOT_FOR_STATUS = ("boto3", "botocore", "streamlit", "pandas", "jinja2", "email_validator", "css_inline",
                   "inscriptis", "lxml", "tenacity", "imapclient")
 

@@ -1,7 +1,7 @@
 """What every command module shares: the typer app, the option types, output and error mapping.
 
 Command modules import this module and the library, never each other. Nothing heavy is imported
-here (no boto3, Jinja2, pydantic or streamlit): `--help` must answer at once, so each command
+here (no boto3, Jinja2, pydantic, rich or streamlit): `--help` must answer at once, so each command
 imports what it needs in its body.
 """
 
@@ -11,6 +11,9 @@ import errno
 import functools
 import json
 import sqlite3
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -111,14 +114,41 @@ class BadInput(EmailAutomationError):
     exit_code = EXIT_BAD_INPUT
 
 
+# What rich's console.print did to a text, which say() and warn() keep now that they print without
+# rich (its import was a fifth of `status`): the controls that move the cursor (BEL, BS, VT, FF,
+# CR) dropped, tabs expanded to 8 columns.
+_CURSOR_CONTROLS = dict.fromkeys(map(ord, "\a\b\v\f\r"))
+
+
+def plain(text: str) -> str:
+    """`text` as it may go to a terminal: no cursor controls, no tabs."""
+    return text.translate(_CURSOR_CONTROLS).expandtabs(8)
+
+
 def say(text: str) -> None:
-    """One line (or block) for the user on stdout, printed as is (no rich markup)."""
-    console().print(text, markup=False)
+    """One line (or block) for the user on stdout, printed as is (no markup)."""
+    print(plain(text), flush=True)
 
 
 def warn(text: str) -> None:
     """A line on stderr, as is: errors and warnings, kept out of stdout's results."""
-    console(stderr=True).print(text, markup=False)
+    print(plain(text), file=sys.stderr, flush=True)
+
+
+def text_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Left-aligned columns, one space around each cell (rich's Table(box=None) layout), no markup.
+
+    Plain text, so that `status` needs no rich; a wide character (CJK) takes two columns.
+    """
+    lines = [[plain(str(cell)) for cell in line] for line in (header, *rows)]
+    widths = [max(_columns(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("".join(f" {cell}{' ' * (width - _columns(cell))} " for cell, width in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def _columns(text: str) -> int:
+    """Terminal columns of `text` (https://www.unicode.org/reports/tr11/: W and F are two wide)."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def print_json(data: dict[str, Any]) -> None:
@@ -203,7 +233,8 @@ class progress_bar:
     """A rich progress bar on a terminal; nothing at all when output goes to a file or cron."""
 
     def __init__(self, *, enabled: bool, total: int | None, label: str) -> None:
-        self.enabled = enabled and console(stderr=True).is_terminal
+        # isatty first: under cron (a file, not a terminal) rich is not even imported.
+        self.enabled = enabled and sys.stderr.isatty() and console(stderr=True).is_terminal
         self.total, self.label = total, label
 
     def __enter__(self):

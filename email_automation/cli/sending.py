@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cells, cli_errors, console,
-                     open_database, print_json, progress_bar, say, settings_for, warn)
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, open_database,
+                     print_json, progress_bar, say, settings_for, text_table, warn)
 
 EVENT_NOTES_SHOWN = 20
 RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps",
@@ -153,7 +153,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                    | {"funnel": {f.campaign: f.as_dict() for f in funnel}, "steps": steps}
                    | {"subject_variants": [v.as_dict() for v in reports.variant_replies(conn)]})
         return
-    console().print(status_table(summary))
+    say(status_table(summary))
     for line in status_lines(summary, unknown, dry_run=settings.dry_run) + step_lines(steps):
         say(line)
     for line in reply_lines(funnel, reports.inbox_messages(conn, kinds=("reply",), limit=5), tz=settings.tz):
@@ -178,15 +178,11 @@ def reply_lines(funnel, latest, *, tz) -> list[str]:
     return lines + [f"  {m.when(tz)} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
 
 
-def status_table(summary):
+def status_table(summary) -> str:
     """One row per campaign: its state and its recipients by status."""
-    from rich.table import Table
-
-    table = Table("Campaign", "State", "Pending", "Sending", "Sent", "Failed", "Skipped", "Unknown", "Total", box=None)
-    for c in summary.campaigns:
-        counts = (str(c.counts[s]) for s in ("pending", "sending", "sent", "failed", "skipped", "unknown"))
-        table.add_row(*cells(c.name, c.state, *counts, c.total))
-    return table
+    statuses = ("pending", "sending", "sent", "failed", "skipped", "unknown")
+    return text_table(("Campaign", "State", *(s.title() for s in statuses), "Total"),
+                      [(c.name, c.state, *(c.counts[s] for s in statuses), c.total) for c in summary.campaigns])
 
 
 def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
