@@ -14,8 +14,9 @@ addresses), then imports it three ways, each in a fresh child process so peak RS
 - ours: `import_csv` into a fresh database from `init_db`.
 
 With `--repeat N` the three run in turn N times (so a burst of load on a shared machine hits all
-three alike) and each figure is the median of its N runs. The target is ours >= 0.5x the baseline's rows/s. CPU seconds are shown next to wall time because
-they hold still on a busy machine. Peak RSS far below the file size shows that the import streams.
+three alike) and each figure is the median of its N runs. The target is ours >= 0.5x the
+baseline's rows/s. CPU seconds are shown next to wall time because they hold still on a busy
+machine. Peak RSS far below the file size shows that the import streams.
 
 It also prints the longest single write transaction of ours: the longest a run recording a send
 could have to wait for the write lock during the import (the baseline holds it for its whole time).
@@ -28,8 +29,8 @@ import csv
 import json
 import random
 import resource
-import statistics
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile

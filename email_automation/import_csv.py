@@ -46,8 +46,8 @@ SAMPLE_BYTES = 64 * 1024
 # Rows per write transaction. Each commit writes every page the chunk touched to the WAL, and the
 # email and company indexes take their rows all over the B-tree: with a million rows in the table a
 # chunk of 5,000 touches as many index pages as it has rows, so the log was written over and over
-# (1M rows: 44 s with 5,000, 31 s with 20,000, bench_import.py). The price: a writer waits up to
-# about a second for the lock (https://www.sqlite.org/wal.html#concurrency).
+# (1M rows: 40-56 s with 5,000, 29-38 s with 20,000, bench_import.py). The price: another writer
+# may wait for the lock up to the longest chunk, 0.8 s at 1M rows (https://www.sqlite.org/wal.html#concurrency).
 CHUNK_ROWS = 20_000
 STATEMENT_ROWS = 1000
 PAGE_CACHE_MIB = 64  # holds the pages a chunk dirties, so none spills to the log mid-chunk; a fixed bound
