@@ -43,9 +43,14 @@ from .user_files import is_database_file
 
 MAX_REJECTS_IN_MEMORY = 1000
 SAMPLE_BYTES = 64 * 1024
-CHUNK_ROWS = 5000  # rows per write transaction: at most ~0.4 s of the write lock at 1M rows (bench_import.py)
+# Rows per write transaction. Each commit writes every page the chunk touched to the WAL, and the
+# email and company indexes take their rows all over the B-tree: with a million rows in the table a
+# chunk of 5,000 touches as many index pages as it has rows, so the log was written over and over
+# (1M rows: 40-56 s with 5,000, 29-38 s with 20,000, bench_import.py). The price: another writer
+# may wait for the lock up to the longest chunk, 0.8 s at 1M rows (https://www.sqlite.org/wal.html#concurrency).
+CHUNK_ROWS = 20_000
 STATEMENT_ROWS = 1000
-PAGE_CACHE_MIB = 16
+PAGE_CACHE_MIB = 64  # holds the pages a chunk dirties, so none spills to the log mid-chunk; a fixed bound
 DELIMITERS = ",;\t"
 
 RECIPIENT_FIELDS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments",
@@ -706,8 +711,10 @@ def _reject(report: ImportReport, rejects: _RejectsFile, line: int, values: list
 def _import_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
     """Settings for the import only, restored after.
 
-    A bigger page cache: the two email indexes take random inserts, and in the default 2 MiB each
-    one rereads and rewrites pages (16 MiB: 20% faster; more: no gain). No foreign-key check per
+    A bigger page cache: the email and company indexes take random inserts, and in the default 2 MiB
+    each one rereads and rewrites pages; 64 MiB holds what a chunk of CHUNK_ROWS dirties (one
+    transaction of 1M rows into `recipients`: 23.6 s with 2 MiB, 18.6 s with 16, 16.8 s with 64,
+    16.6 s with 256; https://www.sqlite.org/pragma.html#pragma_cache_size). No foreign-key check per
     row (15% of the insert time, measured by benchmarks/bench_import.py): every row takes the
     campaign id `imports.begin` has just read or created, and no command deletes a campaign.
     PRAGMA foreign_keys cannot change inside a transaction (https://www.sqlite.org/pragma.html#pragma_foreign_keys),
