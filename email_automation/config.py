@@ -356,14 +356,11 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-_SECRETS = {"smtp_password", "dashboard_password", "unsubscribe_secret"}
-
-
 def _describe(name: str, err: Invalid) -> str:
     """`invalid setting NAME=value: expected ...` (or the check's own why); a secret is never shown."""
     value = err.value
     shown = show_value(value) if isinstance(value, (str, int, float, bool)) else ""
-    if name in _SECRETS:
+    if Settings.model_fields[name].parse is secret:  # every secret, IMAP_PASSWORD too
         shown = "********"
     return f"invalid setting {name.upper()}={shown}: {err.why or 'expected ' + ACCEPTS.get(name, 'a valid value')}"
 

@@ -35,11 +35,12 @@ class HeaderValueError(ValueError):
 
 
 def forbidden_character(value: str) -> str | None:
-    """Describe the first character no header may carry (a control, tab aside), or None."""
+    """Describe the first character no header may carry (a control, tab aside), or None: "a control
+    character U+000D at position 5", article included."""
     match = _FORBIDDEN.search(value)
     if match is None:
         return None
-    kind = "invalid character" if "\ud800" <= match.group() <= "\udfff" else "control character"
+    kind = "an invalid character" if "\ud800" <= match.group() <= "\udfff" else "a control character"
     return f"{kind} U+{ord(match.group()):04X} at position {match.start() + 1}"
 
 

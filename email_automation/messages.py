@@ -183,7 +183,7 @@ def _setting_text(value: str, setting: str) -> str:
     """A setting's text for a header, on one line; a control character is a ConfigError naming it."""
     problem = headers.forbidden_character(value)
     if problem:
-        raise ConfigError(f"invalid setting {setting}={show_value(value)}: has a {problem}")
+        raise ConfigError(f"invalid setting {setting}={show_value(value)}: has {problem}")
     return " ".join(value.split())
 
 
@@ -191,7 +191,7 @@ def _recipient_text(value: str, to: str, field: str) -> str:
     """Recipient data for a header, on one line; a control character refuses this recipient."""
     problem = headers.forbidden_character(value)
     if problem:
-        raise PermanentSendError(f"recipient {to}: the {field} has a {problem}; a header cannot carry it",
+        raise PermanentSendError(f"recipient {to}: the {field} has {problem}; a header cannot carry it",
                                  code="InvalidHeader")
     return " ".join(value.split())
 
@@ -201,7 +201,7 @@ def _address(value: str, setting: str | None) -> Address:
     local, at, domain = value.strip().rpartition("@")
     problem = headers.forbidden_character(value)
     if problem:
-        problem = f"is not an email address (it has a {problem})"
+        problem = f"is not an email address (it has {problem})"
     elif not at or not local or not domain or any(c in value for c in "<>,;\" \t"):
         problem = "is not an email address"
     elif not local.isascii():

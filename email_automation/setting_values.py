@@ -84,7 +84,7 @@ class Rule:
             value = self.prepare(value)
         problem = forbidden_character(value) if isinstance(value, str) else None
         if problem:  # settings end up in headers, paths and SMTP commands: no line break or NUL
-            raise Invalid(value, f"has a {problem}")
+            raise Invalid(value, f"has {problem}")
         try:
             parsed = self.parse(value)
         except (ValueError, TypeError, OverflowError) as err:

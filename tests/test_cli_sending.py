@@ -8,6 +8,7 @@ import os
 from datetime import datetime, timezone
 
 import pytest
+from rich.cells import cell_len
 
 from email_automation.database import connect
 from email_automation.locking import run_lock
@@ -75,6 +76,15 @@ def test_status_columns_stay_aligned_under_a_campaign_name_in_wide_characters(db
     assert header == " Campaign       State   Pending  Sending  Sent  Failed  Skipped  Unknown  Total"
     assert rows == [" default        active  4        0        0     0       0        0        4",
                     " 東京 [b]x[/b]  active  4        0        0     0       0        0        4"]
+
+
+def test_status_keeps_one_line_per_campaign_for_line_breaks_and_zero_width_characters(db):
+    for name in ("Spring\nlaunch", "ไทย-สั่ง", "zero\u200bwidth"):
+        assert cli("import", "people.csv", "--db", "x.db", "--campaign", name).exit_code == 0
+    header, *rows = cli("status", "--db", "x.db").stdout.splitlines()[:5]
+    # Terminal columns as rich counts them (the table rich drew before status went without it).
+    assert [cell_len(row[:row.index(" active ")]) for row in rows] == [header.index(" State ")] * 4
+    assert any(row.startswith(" Spring launch ") for row in rows)
 
 
 def test_each_dry_run_writes_a_folder_of_its_own_and_says_which(db, tmp_path):

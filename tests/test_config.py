@@ -103,11 +103,12 @@ def test_a_line_break_in_any_text_setting_is_refused_naming_that_setting(monkeyp
                                  "has a control character U+000D at position 5")
 
 
-def test_a_control_character_in_a_password_is_refused_without_showing_it(monkeypatch):
-    monkeypatch.setenv("SMTP_PASSWORD", "hunter2\x1b")
+@pytest.mark.parametrize("name", ["SMTP_PASSWORD", "IMAP_PASSWORD", "DASHBOARD_PASSWORD", "UNSUBSCRIBE_SECRET"])
+def test_a_control_character_in_a_password_is_refused_without_showing_it(monkeypatch, name):
+    monkeypatch.setenv(name, "hunter2\x1b")
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert str(caught.value) == "invalid setting SMTP_PASSWORD=********: has a control character U+001B at position 8"
+    assert str(caught.value) == f"invalid setting {name}=********: has a control character U+001B at position 8"
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,7 @@ def test_a_control_character_in_sender_name_is_a_config_error_naming_it():
 
 def test_tab_is_the_one_control_a_header_may_carry():
     assert headers.forbidden_character("a\tb") is None
-    assert headers.forbidden_character("a\x0bb") == "control character U+000B at position 2"
+    assert headers.forbidden_character("a\x0bb") == "a control character U+000B at position 2"
 
 
 def test_the_run_summary_from_decodes_exactly_too():

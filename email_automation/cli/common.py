@@ -138,17 +138,23 @@ def warn(text: str) -> None:
 def text_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Left-aligned columns, one space around each cell (rich's Table(box=None) layout), no markup.
 
-    Plain text, so that `status` needs no rich; a wide character (CJK) takes two columns.
+    Plain text, so that `status` needs no rich; a wide character (CJK) takes two columns and a line
+    break in a cell (a campaign's name may hold one) is shown as a space, so each row stays one line.
     """
-    lines = [[plain(str(cell)) for cell in line] for line in (header, *rows)]
+    lines = [[" ".join(plain(str(cell)).splitlines()) for cell in line] for line in (header, *rows)]
     widths = [max(_columns(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("".join(f" {cell}{' ' * (width - _columns(cell))} " for cell, width in zip(line, widths)).rstrip()
                      for line in lines)
 
 
 def _columns(text: str) -> int:
-    """Terminal columns of `text` (https://www.unicode.org/reports/tr11/: W and F are two wide)."""
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    """Terminal columns of `text` (https://www.unicode.org/reports/tr11/: W and F are two wide;
+    marks and format characters such as a zero-width space take none)."""
+    return sum(0 if unicodedata.category(c) in _ZERO_WIDTH else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+_ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
 
 
 def print_json(data: dict[str, Any]) -> None:
