@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from . import applications, bounces, circuit_breaker, database, events, ledger, politeness, schedule, sequences
+from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
@@ -561,6 +561,8 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
         log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
                     report.recovered)
         # SES events already stored (drained before this run) may prove some of them went out.
+        from . import events
+
         settled = events.reconcile(conn, now=now()).reconciled
         if settled:
             log.info("%d of them settled from SES events already received", settled)
