@@ -26,7 +26,7 @@ from .config import Settings
 from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_wire, recipient_name
+from .messages import build_wire, check_wire, recipient_name
 from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
@@ -165,7 +165,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+            check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
                        attachments=templates[name].attachments(row))
         except PermanentSendError as err:
             result.unusable.append((row, err))
@@ -223,7 +223,7 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
             continue
         try:
             rendered = sequences.render_step(conn, row, name, due.step, settings, thread, templates)
-            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+            check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
                        thread=thread.message_ids)
         except TemplateRenderError as err:
             broken.add(name)
