@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
@@ -803,6 +801,8 @@ def _send_with_retries(transport: Transport, message, tags: dict[str, str], slee
 
     Each refusal that is retried is appended to `refused`, so the log can say what happened.
     """
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # at the first send
+
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
         stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
