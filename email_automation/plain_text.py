@@ -119,6 +119,7 @@ class _Link:
 class _Skeleton:
     html: list[str | int]  # the placeholder HTML as pieces
     text: list[str | int | _Link]  # its text, with a _Link where a link's " <target>" may go
+    used: frozenset[int] = frozenset()  # the values the HTML shows: only those are checked and escaped
 
 
 class DerivedText:
@@ -140,9 +141,9 @@ class DerivedText:
                 return html_to_text(html_body)
             self._shapes[key] = self._skeleton(context, names, values)
         skeleton = self._shapes[key]
-        if skeleton is None or not all(_plain(v) for v in values if isinstance(v, str) and v):
+        if skeleton is None or not all(_plain(values[n]) for n in skeleton.used):
             return html_to_text(html_body)
-        if _fill(skeleton.html, [escape(v) if isinstance(v, str) else v for v in values]) != html_body:
+        if _fill(skeleton.html, {n: escape(values[n]) for n in skeleton.used}) != html_body:
             return html_to_text(html_body)
         return "".join(_text_piece(piece, values) for piece in skeleton.text)
 
@@ -175,7 +176,8 @@ class DerivedText:
         link_list = list(links.values())
         pieces = [link_list[p[1]] if isinstance(p, tuple) and p[0] == "link" else p[1] if isinstance(p, tuple) else p
                   for p in _pieces(text)]
-        return _Skeleton(_numbered(html_body), pieces)
+        html_pieces = _numbered(html_body)
+        return _Skeleton(html_pieces, pieces, frozenset(p for p in html_pieces if isinstance(p, int)))
 
 
 def _values(context: Mapping[str, Any]) -> tuple[tuple, list]:
@@ -217,7 +219,7 @@ def _pieces(text: str) -> Iterator[str | tuple[str, int]]:
             yield ("link" if piece[0] == " " else "value", ord(piece[-2]) - _FIRST)
 
 
-def _fill(pieces: list, values: list) -> str:
+def _fill(pieces: list, values: Mapping[int, str] | list) -> str:
     return "".join(piece if isinstance(piece, str) else str(values[piece]) for piece in pieces)
 
 
