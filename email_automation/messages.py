@@ -97,7 +97,7 @@ def check_wire(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str 
         return
     lines = _header_lines(rendered, to=to, settings=settings, to_name=to_name, now=None, thread=thread,
                           make_id=lambda domain: "<check@localhost>")[0]
-    "\r\n".join(lines).encode("ascii")
+    "\r\n".join(lines).encode("ascii")  # as build_wire encodes them
 
 
 def _header_lines(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str, now: datetime | None,

@@ -1,8 +1,8 @@
 """The daily run: pick today's batch, check every message renders, then render -> claim -> send -> record.
 
-Every message of the batch is rendered and built once before the first send, so a template error
-stops its campaign before anything leaves; only the recipient ids are kept, and each message is
-built again just before its claim, so memory does not grow with the batch.
+Every message of the batch is rendered and its headers made once before the first send, so a
+template error stops its campaign before anything leaves; only the recipient ids are kept, and each
+message is rendered and built again just before its claim, so memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
@@ -140,8 +140,8 @@ class _Rendered:
     templates: dict[str, CampaignTemplates] = field(default_factory=dict)  # compiled once, used again to send
 
 
-def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
-    """Render and build every message before the first send, keeping only who can be sent to.
+def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings) -> _Rendered:
+    """Render every message and make its headers before the first send, keeping only who can be sent to.
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
@@ -188,7 +188,7 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
                                           per_campaign=settings.max_contacts_per_company)
         rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply,
                              companies=companies, closed_zones=closed)
-        result = render_batch(conn, rows, settings, now=now)
+        result = render_batch(conn, rows, settings)
         if not result.broken:
             break
         broken.update(result.broken)
