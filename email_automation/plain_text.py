@@ -92,7 +92,7 @@ def _text_of(tree: Any) -> str:
 # a link whose target or label holds a value leaves a mark where its " <target>" may go.
 _VALUE = "\ue000{}\ue001"
 _LINK = " \ue002{}\ue003"
-_FIRST = 0xE100
+_FIRST, _LAST = 0xE100, 0xF8FF  # the numbers: the rest of the private use area
 _PIECE = re.compile("(\ue000.\ue001| \ue002.\ue003)", re.DOTALL)
 _PLACEHOLDER_CHARS = re.compile("[\ue000-\ue003]")
 # Running text whose layout does not depend on the length or content of its words.
@@ -149,6 +149,8 @@ class DerivedText:
 
     def _skeleton(self, context: Mapping[str, Any], names: tuple, values: list) -> _Skeleton | None:
         """The placeholder HTML and its text; None when a value's place is not plain running text."""
+        if len(values) > _LAST - _FIRST:
+            return None
         marked = _with_placeholders(context, names)
         try:
             html_body = self._render(marked)
@@ -173,11 +175,13 @@ class DerivedText:
         if text.count("\ue000") != shown or any(text.count(_LINK.format(chr(_FIRST + j))) != 1
                                                 for j in range(len(links))):
             return None
-        link_list = list(links.values())
-        pieces = [link_list[p[1]] if isinstance(p, tuple) and p[0] == "link" else p[1] if isinstance(p, tuple) else p
-                  for p in _pieces(text)]
-        html_pieces = _numbered(html_body)
-        return _Skeleton(html_pieces, pieces, frozenset(p for p in html_pieces if isinstance(p, int)))
+        link_list, text_pieces, html_pieces = list(links.values()), list(_pieces(text)), _numbered(html_body)
+        used = frozenset(p for p in html_pieces if isinstance(p, int))
+        if any(n >= len(values) for n in used) or any(
+                isinstance(p, tuple) and p[1] >= len(link_list if p[0] == "link" else values) for p in text_pieces):
+            return None  # the template's own text looks like a placeholder: convert each message
+        pieces = [(link_list[p[1]] if p[0] == "link" else p[1]) if isinstance(p, tuple) else p for p in text_pieces]
+        return _Skeleton(html_pieces, pieces, used)
 
 
 def _values(context: Mapping[str, Any]) -> tuple[tuple, list]:

@@ -65,6 +65,12 @@ def test_the_text_is_what_converting_each_message_gives(parts, people, linked):
         assert rendered.text == html_to_text(rendered.html)
 
 
+def test_a_template_whose_own_text_looks_like_a_placeholder_is_converted_per_message():
+    template = CampaignTemplate("c", "Hi", "<p>\ue000\uf000\ue001 \ue002\uf001\ue003 {{ first_name }}</p>")
+    rendered = template.render(recipient("Ann", "", "", ""), SETTINGS)
+    assert rendered.text == html_to_text(rendered.html) == "\ue000\uf000\ue001 \ue002\uf001\ue003 Ann\n"
+
+
 def test_a_campaign_converts_its_html_once_per_set_of_empty_values(monkeypatch):
     """600 messages of a campaign, some without a first name: two conversions, not 600."""
     conversions = []
