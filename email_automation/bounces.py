@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Literal
 
 from . import ledger, suppressions
-from .addresses import lookup_form
 from .database import audit, iso, transaction
 
 Kind = Literal["hard", "soft", "complaint"]
@@ -83,6 +82,8 @@ def note_bounce(
     (by attempt id, else message id, else the address's last send) so the breaker can pause
     that campaign alone.
     """
+    from .addresses import lookup_form  # email-validator loads only once a bounce is stored
+
     address = lookup_form(email)
     key = dedupe_key or _key(source, address, kind, attempt_id, message_id, detail)
     attempt_id, campaign_id = _send_of(conn, address, attempt_id, message_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 
 from .config import Settings
-from .event_queue import drain_before_run
 from .run_daily import RunOptions, RunReport, run_daily
 from .summary_report import send_summary
 from .transports.base import Transport
@@ -23,12 +22,17 @@ def run_job(settings: Settings, conn: sqlite3.Connection, transport: Transport, 
     Raises what `run_daily` raises (another run holds the lock, a template error before any send),
     and InboxRequiredError when `require_inbox` and the inbox cannot be read (nothing is sent).
     """
-    from .inbox import read_before_run  # IMAPClient only when a job runs
-
     options = RunOptions.of(options, fields)
     try:
-        if transport.name != "dry_run":  # a laptop dry run must not take the server's events off the queue
+        # A laptop dry run must not take the server's events off the queue. The queue and inbox
+        # modules load only when configured: a run without them starts faster.
+        if transport.name != "dry_run" and settings.ses_events_queue_url:
+            from .event_queue import drain_before_run
+
             drain_before_run(settings, conn, now=options.now)  # yesterday's bounces first; never raises
+        if transport.name != "dry_run" and (settings.imap_host or require_inbox):
+            from .inbox import read_before_run
+
             read_before_run(settings, conn, now=options.now, require=require_inbox)  # overnight replies stop sends
         report = run_daily(settings, conn, transport, options)
         send_summary(settings, report, transport, now=options.now())

@@ -18,15 +18,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import css_inline
-import lxml.html
-from inscriptis import Inscriptis
-from inscriptis.css_profiles import CSS_PROFILES
-from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from markupsafe import Markup
 
 from .errors import TemplateRenderError
+from .plain_text import DerivedText, html_to_text
 from .template_limits import MAX_OUTPUT_CHARS, BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
 from .unsubscribe import url_for as unsubscribe_url_for
 
@@ -163,9 +159,7 @@ def recipient_context(recipient_row: Any, settings: Any, campaign_name: str) -> 
 
 # --- CSS inlining, once per template --------------------------------------------------------
 
-# keep_at_rules: @media queries cannot be inlined; they stay in a <style> so layouts stay responsive.
-# load_remote_stylesheets=False: compiling a template never fetches anything from the network.
-_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+_INLINER = None  # made at the first template (css-inline loads then)
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _MARK = "EAJINJA"
 _JINJA_IN_COMMENT = re.compile(r"<!--(?:(?!-->).)*?(?:\{\{|\{%|\{#)", re.DOTALL)
@@ -174,6 +168,13 @@ _DOCUMENT_TAG = re.compile(r"<(?:!doctype|html|head|body)[\s>]", re.IGNORECASE)
 
 def _inline_css(html_source: str) -> str:
     """Move <style> rules into style="" attributes (the one call into css-inline)."""
+    global _INLINER
+    if _INLINER is None:
+        import css_inline
+
+        # keep_at_rules: @media queries cannot be inlined; they stay in a <style> so layouts stay responsive.
+        # load_remote_stylesheets=False: compiling a template never fetches anything from the network.
+        _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
     return _INLINER.inline(html_source)
 
 
@@ -203,29 +204,6 @@ def inline_template_source(source: str) -> str | None:
     if [int(m.group(1)) for m in marker.finditer(inlined)] != list(range(len(tags))):
         return None
     return marker.sub(lambda m: tags[int(m.group(1))], inlined)
-
-
-# --- plain-text alternative ------------------------------------------------------------------
-
-# Links stay readable in text/plain as "text <url>", the delimiters RFC 3986 appendix C suggests.
-_SHOWN_LINK_SCHEMES = ("http://", "https://", "mailto:")
-_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"])  # the template source's indentation is not text
-
-
-def html_to_text(html_body: str) -> str:
-    """A readable text/plain alternative of an HTML body: paragraphs, line breaks and link targets kept."""
-    if not html_body.strip():
-        return "\n"
-    tree = lxml.html.document_fromstring(html_body)
-    for anchor in tree.iter("a"):
-        href = (anchor.get("href") or "").strip()
-        address = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
-        label = " ".join(anchor.text_content().split())
-        if href.lower().startswith(_SHOWN_LINK_SCHEMES) and label not in (href, address):
-            anchor.tail = f" <{href}>" + (anchor.tail or "")
-    text = Inscriptis(tree, _TEXT_CONFIG).get_text().replace("\xa0", " ")
-    lines = [line.rstrip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"  # a list keeps its indent
 
 
 def custom_body_html(body: str) -> str:
@@ -277,6 +255,7 @@ class CampaignTemplate:
         self._inline_each_message = inlined is None
         self._html = _compile("html", html if inlined is None else inlined, campaign=name)
         self._text = _compile("text", text, campaign=name) if text else None
+        self._derived_text = DerivedText(lambda context: render_bounded(self._html, context, clock=self._clock))
 
     @classmethod
     def from_campaign(cls, campaign_row: Any, *, clock: Callable[[], float] = time.monotonic,
@@ -314,8 +293,12 @@ class CampaignTemplate:
                 body = _inline_css(body)
         if self._text is not None and not custom_body:
             text = self._render("text", self._text, context)
+        elif not derive_text:
+            text = ""
+        elif custom_body or self._inline_each_message:
+            text = html_to_text(body)
         else:
-            text = html_to_text(body) if derive_text else ""
+            text = self._derived_text.text(body, context)  # converted once per template, see plain_text.py
         return RenderedEmail(subject=context["subject"], html=body, text=text, template=self.template,
                              subject_variant=None if custom_subject else self.subject_variants[index])
 

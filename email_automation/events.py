@@ -35,7 +35,6 @@ from enum import StrEnum
 from typing import Any
 
 from . import bounces, database, ledger
-from .addresses import lookup_form
 
 
 log = logging.getLogger("email_automation.events")
@@ -306,6 +305,8 @@ def _address(raw: Any) -> str | None:
         return None
     if "<" in raw:  # "Jane Doe <jane@example.com>"
         raw = parseaddr(raw)[1] or raw
+    from .addresses import lookup_form  # email-validator loads only once an event is read
+
     return lookup_form(raw) or None
 
 

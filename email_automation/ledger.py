@@ -92,17 +92,21 @@ def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -
     return row[0] if row else None
 
 
-def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop_company: bool = True) -> str | None:
+def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop_company: bool = True,
+                company: str | None = None) -> str | None:
     """Why this address must not be mailed now (suppressed, mailed in another campaign, or a reply
-    from it or, with `stop_company`, from its company), if so."""
+    from it or, with `stop_company`, from its company), if so. `company`: the recipient's, when
+    the caller has read it already."""
     suppressed = conn.execute("SELECT reason FROM suppressions WHERE email = ?", (email,)).fetchone()
     if suppressed is not None:
         return f"suppressed: {suppressed[0]}"
     contacted_in = already_contacted(conn, recipient_id, email)
     if contacted_in is not None:
         return f"already contacted in campaign {contacted_in!r}"
-    company = conn.execute("SELECT company FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
-    reason = applications.stop_reason(conn, email, company[0] if company else "", stop_company=stop_company)
+    if company is None:
+        found = conn.execute("SELECT company FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
+        company = found[0] if found else ""
+    reason = applications.stop_reason(conn, email, company, stop_company=stop_company)
     return None if reason is None else f"stopped by a reply: {reason}"
 
 
@@ -130,7 +134,8 @@ def claim(
     day = batch_date(now, tz)
     attempt_id = uuid.uuid4().hex
     with transaction(conn):
-        if counted_today(conn, day) >= daily_limit:
+        counted = counted_today(conn, day)
+        if counted >= daily_limit:
             return None
         row = conn.execute(
             "SELECT r.email, r.company, r.status, r.campaign_id FROM recipients r"
@@ -144,7 +149,8 @@ def claim(
         if step > 1:
             reason = sequences.stop_reason(conn, row["email"], row["company"], stop_company=stop_company)
         else:
-            reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company)
+            reason = skip_reason(conn, recipient_id, row["email"], stop_company=stop_company,
+                                 company=row["company"] or "")
         if reason is not None:
             if step > 1:
                 stop_sequence(conn, recipient_id, reason, now=now)
@@ -154,7 +160,8 @@ def claim(
                     (reason, iso(now), recipient_id),
                 )
             return None
-        if step == 1 and companies is not None and (held := politeness.claim_refusal(conn, row, day, companies)):
+        if step == 1 and companies is not None and (
+                held := politeness.claim_refusal(conn, row, day, companies, counted_today=counted)):
             return Held(f"company limit: {held}")
         conn.execute(
             "UPDATE recipients SET status = 'sending', step = ?,"

@@ -21,7 +21,7 @@ import base64
 import email
 import email.policy
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from email import quoprimime
 from email.headerregistry import Address
@@ -62,26 +62,10 @@ def build_wire(
             or the subject or name has a control character (code "InvalidHeader"), or with its
             attachments the message is bigger than MAX_MESSAGE_BYTES (code "MessageTooLarge").
     """
-    if not settings.sender_email:
-        raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
-    sender = _address(settings.sender_email, "SENDER_EMAIL")
-    reply_to = _address(settings.reply_to, "REPLY_TO") if settings.reply_to else None
-    recipient = _address(to, None)
-    name = _recipient_text(to_name, to, "name (first_name, last_name)")
-    subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
-    to_header = headers.mailbox("To", name, recipient.addr_spec)
-    message_id = make_msgid(domain=headers.ascii_domain(message_id_domain or sender.domain))
-    fields = [("From", headers.mailbox("From", _setting_text(settings.sender_name, "SENDER_NAME"), sender.addr_spec)),
-              ("To", to_header)]
-    if reply_to:
-        fields.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
-    fields += [("Subject", headers.unstructured("Subject", subject)),
-               ("Date", format_datetime(_aware(now or datetime.now(timezone.utc)))),
-               ("Message-ID", message_id),
-               *_thread_headers(thread),
-               *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
+    lines, sender, recipient, to_header, message_id = _header_lines(
+        rendered, to=to, settings=settings, to_name=to_name, now=now, thread=thread,
+        make_id=lambda domain: make_msgid(domain=headers.ascii_domain(message_id_domain or domain)))
     boundary = _boundary()  # cannot occur in QP text (its "=" escapes are hex) nor in base64
-    lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
     lines.append("MIME-Version: 1.0")
     if attachments:
         mixed = _boundary()
@@ -101,6 +85,47 @@ def build_wire(
             f"recipient {recipient.addr_spec}: with its attachments the message is {len(data):,} bytes, more than "
             f"MAX_MESSAGE_BYTES ({limit:,}); send a smaller file or a link", code="MessageTooLarge")
     return WireMessage(data, sender.addr_spec, (recipient.addr_spec,), message_id, to_header)
+
+
+def check_wire(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str = "",
+               thread: tuple[str, ...] = (), attachments: Sequence[Attachment] = ()) -> None:
+    """Raise what `build_wire` would raise for this message, for less: the run checks every message
+    of its batch before the first send. The headers are made as `build_wire` makes them; the bodies,
+    which cannot fail, are encoded only when attachments make the size matter."""
+    if attachments:
+        build_wire(rendered, to=to, settings=settings, to_name=to_name, thread=thread, attachments=attachments)
+        return
+    lines = _header_lines(rendered, to=to, settings=settings, to_name=to_name, now=None, thread=thread,
+                          make_id=lambda domain: "<check@localhost>")[0]
+    "\r\n".join(lines).encode("ascii")  # as build_wire encodes them
+
+
+def _header_lines(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str, now: datetime | None,
+                  thread: tuple[str, ...], make_id: Callable[[str], str]
+                  ) -> tuple[list[str], Address, Address, str, str]:
+    """The header lines up to the MIME ones, the sender, the recipient, To and the Message-ID
+    (`make_id` makes it from the sender's domain). Every check of recipient data and settings
+    that `build_wire` makes is made here."""
+    if not settings.sender_email:
+        raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
+    sender = _address(settings.sender_email, "SENDER_EMAIL")
+    reply_to = _address(settings.reply_to, "REPLY_TO") if settings.reply_to else None
+    recipient = _address(to, None)
+    name = _recipient_text(to_name, to, "name (first_name, last_name)")
+    subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
+    to_header = headers.mailbox("To", name, recipient.addr_spec)
+    message_id = make_id(sender.domain)
+    fields = [("From", headers.mailbox("From", _setting_text(settings.sender_name, "SENDER_NAME"), sender.addr_spec)),
+              ("To", to_header)]
+    if reply_to:
+        fields.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
+    fields += [("Subject", headers.unstructured("Subject", subject)),
+               ("Date", format_datetime(_aware(now or datetime.now(timezone.utc)))),
+               ("Message-ID", message_id),
+               *_thread_headers(thread),
+               *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
+    lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
+    return lines, sender, recipient, to_header, message_id
 
 
 def _thread_headers(thread: tuple[str, ...]) -> list[tuple[str, str]]:

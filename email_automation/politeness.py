@@ -89,9 +89,11 @@ _ODD = ("(company GLOB '*[^ -~]*' OR instr(company, '  ') > 0 OR email GLOB '*[^
         " OR instr(substr(email, instr(email, '@') + 1), '@') > 0)")
 
 
-def claim_refusal(conn: sqlite3.Connection, row, day: str, caps: Caps) -> str | None:
+def claim_refusal(conn: sqlite3.Connection, row, day: str, caps: Caps, *, counted_today: int | None = None) -> str | None:
     """Why the first message to `row` (its campaign_id, company and email) must wait, counted
-    afresh for its company alone.
+    afresh for its company alone. `counted_today`: every attempt counted on `day` (the claim has
+    just read it); a company's first messages are among them, so when they are fewer than
+    MAX_NEW_PER_COMPANY_PER_DAY no company can be at that limit, and it is not counted.
 
     Called inside the claim's write transaction, so two runs (or a run and a copy started without
     the run lock) see each other's claims and together never exceed the limits. People contacted
@@ -103,10 +105,15 @@ def claim_refusal(conn: sqlite3.Connection, row, day: str, caps: Caps) -> str | 
         return None
     # The company's people in every campaign, through the same two indexes (a Python pass over every
     # send of the day, per claim, made a run's claims quadratic).
-    today = conn.execute(f"SELECT count(*) FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_FOLDED} = ? AND NOT {_ODD}"
-                         f" AND {_SENT_FIRST_ON_DAY}", (key, day)).fetchone()[0] + sum(
-        company_key(company, email) == key for company, email in conn.execute(
-            f"SELECT company, email FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_ODD} AND {_SENT_FIRST_ON_DAY}", (day,)))
+    if counted_today is not None and counted_today < caps.per_day:
+        today = 0  # at most counted_today: below the limit, which is all the comparison asks
+    else:
+        today = conn.execute(
+            f"SELECT count(*) FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_FOLDED} = ? AND NOT {_ODD}"
+            f" AND {_SENT_FIRST_ON_DAY}", (key, day)).fetchone()[0] + sum(
+            company_key(company, email) == key for company, email in conn.execute(
+                f"SELECT company, email FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_ODD} AND {_SENT_FIRST_ON_DAY}",
+                (day,)))
     campaign = row["campaign_id"]
     in_campaign = conn.execute(
         f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {_FOLDED} = ? AND NOT {_ODD} AND {_CONTACTED}",

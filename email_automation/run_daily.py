@@ -1,8 +1,8 @@
 """The daily run: pick today's batch, check every message renders, then render -> claim -> send -> record.
 
-Every message of the batch is rendered and built once before the first send, so a template error
-stops its campaign before anything leaves; only the recipient ids are kept, and each message is
-built again just before its claim, so memory does not grow with the batch.
+Every message of the batch is rendered and its headers made once before the first send, so a
+template error stops its campaign before anything leaves; only the recipient ids are kept, and each
+message is rendered and built again just before its claim, so memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
@@ -17,16 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-from . import applications, bounces, circuit_breaker, database, events, ledger, politeness, schedule, sequences
+from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter
 from .config import Settings
 from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_wire, recipient_name
+from .messages import build_wire, check_wire, recipient_name
 from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
@@ -142,8 +140,8 @@ class _Rendered:
     templates: dict[str, CampaignTemplates] = field(default_factory=dict)  # compiled once, used again to send
 
 
-def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings, *, now: datetime) -> _Rendered:
-    """Render and build every message before the first send, keeping only who can be sent to.
+def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Settings) -> _Rendered:
+    """Render every message and make its headers before the first send, keeping only who can be sent to.
 
     A campaign whose template fails for one of its recipients is returned in `broken` and none of
     its messages are planned (so it never goes out half-rendered); an address no message can be
@@ -165,7 +163,7 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+            check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
                        attachments=templates[name].attachments(row))
         except PermanentSendError as err:
             result.unusable.append((row, err))
@@ -190,7 +188,7 @@ def _render_sendable(conn, settings: Settings, size: int, report: RunReport, *, 
                                           per_campaign=settings.max_contacts_per_company)
         rows = pending_batch(conn, size, exclude=broken, stop_company=settings.stop_company_on_reply,
                              companies=companies, closed_zones=closed)
-        result = render_batch(conn, rows, settings, now=now)
+        result = render_batch(conn, rows, settings)
         if not result.broken:
             break
         broken.update(result.broken)
@@ -223,7 +221,7 @@ def _render_followups(conn, settings: Settings, transport: Transport, report: Ru
             continue
         try:
             rendered = sequences.render_step(conn, row, name, due.step, settings, thread, templates)
-            build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,
+            check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
                        thread=thread.message_ids)
         except TemplateRenderError as err:
             broken.add(name)
@@ -561,6 +559,8 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
         log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
                     report.recovered)
         # SES events already stored (drained before this run) may prove some of them went out.
+        from . import events
+
         settled = events.reconcile(conn, now=now()).reconciled
         if settled:
             log.info("%d of them settled from SES events already received", settled)
@@ -801,6 +801,8 @@ def _send_with_retries(transport: Transport, message, tags: dict[str, str], slee
 
     Each refusal that is retried is appended to `refused`, so the log can say what happened.
     """
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # at the first send
+
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
         stop=stop_after_attempt(TRANSIENT_RETRIES + 1),

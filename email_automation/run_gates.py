@@ -9,10 +9,14 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from . import circuit_breaker, ses_contacts, ses_suppression, warmup
+from . import circuit_breaker, warmup
 from .config import Settings
 from .ledger import batch_date
+
+if TYPE_CHECKING:  # botocore loads only for an SES run
+    from . import ses_contacts, ses_suppression
 
 log = logging.getLogger("email_automation.run")
 
@@ -94,12 +98,16 @@ class SesGate:
         client = getattr(transport, "client", None)
         if transport.name != "ses" or client is None:
             return None
+        from . import ses_contacts, ses_suppression
+
         return cls(ses_suppression.prepare(conn, client, settings, now=now()), ses_contacts.for_run(client, settings))
 
     def refusal(self, conn: sqlite3.Connection, email: str, *, now: datetime) -> str | None:
         """`suppressed: ...` when the address must be skipped (it is now suppressed here too)."""
         if self.suppression is not None and self.suppression.listed(conn, email, now=now):
-            return f"suppressed: {ses_suppression.REASON}"
+            from .ses_suppression import REASON
+
+            return f"suppressed: {REASON}"
         if self.contacts is not None and self.contacts.refuses(conn, email, now=now):
             return "suppressed: unsubscribe"
         return None

@@ -12,7 +12,7 @@ import pytest
 from email_automation.email_templates import RenderedEmail
 from email_automation.errors import ConfigError, PermanentSendError
 from email_automation.config import load_settings
-from email_automation.messages import build_message, recipient_name
+from email_automation.messages import build_message, build_wire, check_wire, recipient_name
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
 RENDERED = RenderedEmail(subject="Hello Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
@@ -171,3 +171,30 @@ def test_invalid_reply_to_is_a_config_error(settings):
     settings = settings.model_copy(update={"reply_to": "nobody"})
     with pytest.raises(ConfigError, match="^invalid setting REPLY_TO=nobody: is not an email address$"):
         build_message(RENDERED, to="ada@example.org", settings=settings)
+
+
+@pytest.mark.parametrize(("to", "to_name", "subject", "changed"), [
+    ("ada@example.org", "Ada", "Hello", {}),
+    ("jösé@example.org", "", "Hello", {}),
+    ("a@b.com, c@d.com", "", "Hello", {}),
+    ("ada@example.org", "Ada\x00", "Hello", {}),
+    ("ada@example.org", "", "Hi\r\nBcc: victim@example.net", {}),
+    ("ada@example.org", "", "Hello", {"sender_email": ""}),
+    ("ada@example.org", "", "Hello", {"reply_to": "nobody"}),
+    ("ada@example.org", "", "Hello", {"sender_name": "Jane\x07"}),
+    ("ada@example.org", "", "Hello", {"unsubscribe_url": "https://example.com/unsubscribe"}),
+], ids=["fine", "non-ascii-local-part", "two-addresses", "name", "subject", "no-sender", "reply-to", "sender-name",
+        "unsubscribe-url"])
+def test_the_check_before_the_first_send_refuses_what_building_refuses(settings, to, to_name, subject, changed):
+    """The run checks its whole batch with check_wire and builds each message just before it is sent."""
+    settings = settings.model_copy(update=changed)
+    rendered = RenderedEmail(subject=subject, html="<p>Hi</p>", text="Hi\n")
+    outcomes = []
+    for make in (build_wire, check_wire):
+        try:
+            make(rendered, to=to, to_name=to_name, settings=settings)
+            outcomes.append(None)
+        except (ConfigError, PermanentSendError) as err:
+            outcomes.append((type(err), str(err)))
+    assert outcomes[0] == outcomes[1]
+    assert (outcomes[0] is None) == (not changed and to == "ada@example.org" and to_name == "Ada")

@@ -452,6 +452,24 @@ def test_a_recipient_that_no_longer_renders_stops_the_run_before_its_claim(setti
     assert sorted(statuses(db).values()) == ["pending", "pending", "sent"]
 
 
+def test_each_message_costs_a_bounded_number_of_sql_statements(settings, db, clock):
+    """Every statement costs CPU a run of thousands pays per message: the claim (the daily limit,
+    the recipient, the suppression list, other campaigns, replies, the campaign's people at the
+    company), the send and its record, and the breaker's one look for news. The per-day company
+    count is skipped while the day's sends are below MAX_NEW_PER_COMPANY_PER_DAY, and the claim's
+    checks read the recipient once."""
+    settings = settings.model_copy(update={"daily_limit": 100, "max_new_per_company_per_day": 100,
+                                           "max_contacts_per_company": 100})
+    add_recipients(db, 40)
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    try:
+        assert run(settings, db, ScriptedTransport(), clock).sent == 40
+    finally:
+        db.set_trace_callback(None)
+    assert len(statements) / 40 < 21, len(statements) / 40
+
+
 def test_memory_does_not_grow_with_the_batch(settings, db, clock):
     """Each message is built again just before its claim: the run keeps none of them."""
     import tracemalloc
