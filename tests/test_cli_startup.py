@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,9 +24,10 @@ HEAVY = ("boto3", "botocore", "streamlit", "jinja2", "pydantic", "pydantic_setti
 OTHER_COMMANDS = tuple(f"email_automation.cli.{module}" for module in COMMANDS if module != "sending")
 
 
-def python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+def python(code: str, *args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`code` in a fresh interpreter; `env` is added to this process's environment."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+                          timeout=120, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 # The console script, as a user starts it with the arguments given.
@@ -37,7 +39,7 @@ RUN_MAIN = """
 """
 
 
-def loaded(modules: tuple[str, ...], *args: str, cwd=None) -> subprocess.CompletedProcess:
+def loaded(modules: tuple[str, ...], *args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the command line in a fresh interpreter; its last line of stdout lists those of
     `modules` it loaded."""
     result = python(f"""
@@ -49,7 +51,7 @@ def loaded(modules: tuple[str, ...], *args: str, cwd=None) -> subprocess.Complet
         except SystemExit as exit:
             assert exit.code in (0, None), exit.code
         print(sorted(m for m in {modules!r} if m in sys.modules))
-    """, *args, cwd=cwd)
+    """, *args, cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -95,6 +97,18 @@ def test_a_run_from_cron_loads_neither_rich_nor_pydantic(tmp_path):
     database.init_db(tmp_path / "x.db").close()
     result = loaded(("rich", "pydantic", "typer._adapters"), "run", "--db", "x.db", cwd=tmp_path)
     assert "Dry run: 0 message(s) written" in result.stdout
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_real_run_with_nothing_to_send_loads_no_library_only_sending_needs(tmp_path):
+    """Checking that there is nothing to send needs no address validator, SES client, inbox
+    reader, retry library, HTML parser or CSS inliner."""
+    database.init_db(tmp_path / "x.db").close()
+    heavy = ("email_validator", "botocore", "imapclient", "tenacity", "lxml", "inscriptis", "css_inline")
+    result = loaded(heavy, "run", cwd=tmp_path, env=dict(
+        DB_PATH="x.db", DRY_RUN="false", TRANSPORT="smtp", SMTP_HOST="127.0.0.1", SENDER_EMAIL="jane@example.com",
+        SEND_DAYS="mon-sun", SEND_HOURS="00:00-24:00"))
+    assert "Sent 0, failed 0" in result.stdout  # it did run
     assert result.stdout.splitlines()[-1] == "[]"
 
 

@@ -39,29 +39,3 @@ def test_one_options_object_goes_straight_through_to_the_run(settings, db, clock
     assert (report.sent, [o.email for o in seen]) == (1, ["ada@example.com"])
     with pytest.raises(TypeError, match="not both"):
         run_job(settings, db, ScriptedTransport(), options, limit=2)
-
-
-def test_a_run_with_nothing_to_send_loads_no_library_only_sending_needs(tmp_path):
-    """Start-up is paid on every cron tick: without SES_EVENTS_QUEUE_URL and IMAP_HOST, and with
-    nothing to render, a real run loads no address validator, AWS SDK, IMAP client, retry library,
-    HTML parser, text converter or CSS inliner."""
-    from email_automation import database
-    from tests.test_cli_startup import python
-
-    database.init_db(tmp_path / "x.db").close()
-    heavy = ("email_validator", "botocore", "imapclient", "tenacity", "lxml", "inscriptis", "css_inline")
-    result = python(f"""
-        import os, sys
-        os.environ.update(DB_PATH="x.db", DRY_RUN="false", TRANSPORT="smtp", SMTP_HOST="127.0.0.1",
-                          SENDER_EMAIL="jane@example.com", SEND_DAYS="mon-sun", SEND_HOURS="00:00-24:00")
-        from email_automation.cli import main
-        sys.argv = ["email-automation", "run"]
-        try:
-            main()
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print(sorted(m for m in {heavy!r} if m in sys.modules))
-    """, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "Sent 0, failed 0" in result.stdout  # it did run
-    assert result.stdout.splitlines()[-1] == "[]"
