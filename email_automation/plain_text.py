@@ -9,12 +9,13 @@ the same text as converting the message's own HTML:
 - the message's HTML is exactly the placeholder HTML with the (escaped) values put in, which
   holds for any template logic that did not look at the values beyond "empty or not" (checked
   every message, a string comparison);
-- every placeholder sits in plain running text (a paragraph, a heading, a list item, a link's
-  label or target, the title), not in a table (cell widths follow their text), `<pre>`, a style,
-  a script, a comment or another attribute, and not where it would complete an entity or a tag
-  (`&am{{ x }}`, `<{{ x }}`);
+- every placeholder sits in plain running text (a paragraph, a heading, a list item, the
+  title), not in a table (cell widths follow their text), `<pre>`, a style, a script, a
+  comment, an attribute or a link (whose " <target>" depends on its label and target), and not
+  where it would complete an entity or a tag (`&am{{ x }}`, `<{{ x }}`);
 - every value is printable text with no leading, trailing or repeated spaces (HTML collapses
-  whitespace around it, which a placeholder has none of).
+  whitespace around it, which a placeholder has none of), and the message's HTML holds no
+  private-use character (the placeholders' range) of its own.
 
 Anything else takes the per-message conversion. tests/test_plain_text.py checks both give the
 same text on generated templates and values.
@@ -41,11 +42,16 @@ def html_to_text(html_body: str) -> str:
     if not html_body.strip():
         return "\n"
     tree = _parse(html_body)
+    _add_link_targets(tree)
+    return _text_of(tree)
+
+
+def _add_link_targets(tree: Any) -> None:
+    """Each link's " <target>" after its label, where the text needs it (see link_suffix)."""
     for anchor in tree.iter("a"):
         suffix = link_suffix(anchor.get("href") or "", _label(anchor))
         if suffix:
             anchor.tail = suffix + (anchor.tail or "")
-    return _text_of(tree)
 
 
 def link_suffix(href: str, label: str) -> str:
@@ -88,13 +94,13 @@ def _text_of(tree: Any) -> str:
 # --- the shortcut ---------------------------------------------------------------------------
 
 # Placeholders are private-use characters, which no value that takes the shortcut can hold (they
-# are not printable). A value's placeholder: "\ue000" + one character numbering it + "\ue001";
-# a link whose target or label holds a value leaves a mark where its " <target>" may go.
+# are not printable). A value's placeholder: "\ue000" + one character numbering it + "\ue001".
+# A message whose HTML holds a private-use character of its own (an icon font's) is converted.
 _VALUE = "\ue000{}\ue001"
-_LINK = " \ue002{}\ue003"
 _FIRST, _LAST = 0xE100, 0xF8FF  # the numbers: the rest of the private use area
-_PIECE = re.compile("(\ue000.\ue001| \ue002.\ue003)", re.DOTALL)
-_PLACEHOLDER_CHARS = re.compile("[\ue000-\ue003]")
+_PIECE = re.compile("(\ue000.\ue001)", re.DOTALL)
+_PLACEHOLDER_CHARS = re.compile("[\ue000-\ue001]")
+_PRIVATE_USE = re.compile("[\ue000-\uf8ff]")
 # Running text whose layout does not depend on the length or content of its words.
 _RUNNING = frozenset({
     "html", "body", "div", "p", "span", "br", "b", "strong", "i", "em", "u", "s", "small", "big", "sup", "sub",
@@ -110,15 +116,9 @@ MAX_SHAPES = 32  # different sets of empty values per template; beyond, each mes
 
 
 @dataclass(frozen=True)
-class _Link:
-    href: list[str | int]  # the link's target and label as pieces: text, or the number of a value
-    label: list[str | int]
-
-
-@dataclass(frozen=True)
 class _Skeleton:
     html: list[str | int]  # the placeholder HTML as pieces
-    text: list[str | int | _Link]  # its text, with a _Link where a link's " <target>" may go
+    text: list[str | int]  # its text as pieces
     used: frozenset[int] = frozenset()  # the values the HTML shows: only those are checked and escaped
 
 
@@ -134,6 +134,8 @@ class DerivedText:
 
     def text(self, html_body: str, context: Mapping[str, Any]) -> str:
         """The text of `html_body`, which `render(context)` returned: `html_to_text(html_body)`, for less."""
+        if _PRIVATE_USE.search(html_body):
+            return html_to_text(html_body)
         names, values = _values(context)
         key = (names, *(bool(v) if isinstance(v, str) else repr(v) for v in values))
         if key not in self._shapes:
@@ -145,7 +147,7 @@ class DerivedText:
             return html_to_text(html_body)
         if _fill(skeleton.html, {n: escape(values[n]) for n in skeleton.used}) != html_body:
             return html_to_text(html_body)
-        return "".join(_text_piece(piece, values) for piece in skeleton.text)
+        return "".join(piece if isinstance(piece, str) else values[piece] for piece in skeleton.text)
 
     def _skeleton(self, context: Mapping[str, Any], names: tuple, values: list) -> _Skeleton | None:
         """The placeholder HTML and its text; None when a value's place is not plain running text."""
@@ -162,26 +164,17 @@ class DerivedText:
                                         for m in re.finditer("\ue000", html_body)):
             return None
         tree = _parse(html_body)
-        links = _mark_links(tree)
-        if links is None or not _in_running_text(tree):
+        if _in_attribute_or_link(tree) or not _in_running_text(tree):
             return None
-        for anchor in tree.iter("a"):
-            if anchor not in links:
-                suffix = link_suffix(anchor.get("href") or "", _label(anchor))
-                if suffix:
-                    anchor.tail = suffix + (anchor.tail or "")
+        _add_link_targets(tree)  # no value in any link: the same targets for every message
         text = _text_of(tree)
         shown = sum(part.count("\ue000") for part in _running_parts(tree))
-        if text.count("\ue000") != shown or any(text.count(_LINK.format(chr(_FIRST + j))) != 1
-                                                for j in range(len(links))):
+        if text.count("\ue000") != shown:
             return None
-        link_list, text_pieces, html_pieces = list(links.values()), list(_pieces(text)), _numbered(html_body)
-        used = frozenset(p for p in html_pieces if isinstance(p, int))
-        if any(n >= len(values) for n in used) or any(
-                isinstance(p, tuple) and p[1] >= len(link_list if p[0] == "link" else values) for p in text_pieces):
+        text_pieces, html_pieces = list(_pieces(text)), list(_pieces(html_body))
+        if any(isinstance(p, int) and not 0 <= p < len(values) for p in (*text_pieces, *html_pieces)):
             return None  # the template's own text looks like a placeholder: convert each message
-        pieces = [(link_list[p[1]] if p[0] == "link" else p[1]) if isinstance(p, tuple) else p for p in text_pieces]
-        return _Skeleton(html_pieces, pieces, used)
+        return _Skeleton(html_pieces, text_pieces, frozenset(p for p in html_pieces if isinstance(p, int)))
 
 
 def _values(context: Mapping[str, Any]) -> tuple[tuple, list]:
@@ -213,51 +206,35 @@ def _plain(value: str) -> bool:
     return value.isprintable() and value == value.strip() and "  " not in value and "&" not in value
 
 
-def _pieces(text: str) -> Iterator[str | tuple[str, int]]:
-    """Text, ("value", n) for a value's placeholder, ("link", n) for a link's mark."""
+def _pieces(text: str) -> Iterator[str | int]:
+    """Text, and the number of each value's placeholder in it."""
     for n, piece in enumerate(_PIECE.split(text)):
         if n % 2 == 0:
             if piece:
                 yield piece
         else:
-            yield ("link" if piece[0] == " " else "value", ord(piece[-2]) - _FIRST)
+            yield ord(piece[1]) - _FIRST
 
 
 def _fill(pieces: list, values: Mapping[int, str] | list) -> str:
     return "".join(piece if isinstance(piece, str) else str(values[piece]) for piece in pieces)
 
 
-def _text_piece(piece: str | int | _Link, values: list) -> str:
-    if isinstance(piece, str):
-        return piece
-    if isinstance(piece, int):
-        return values[piece]
-    return link_suffix(_fill(piece.href, values), _fill(piece.label, values))
+def _in_attribute_or_link(tree: Any) -> bool:
+    """Whether a value sits in an attribute (a link's target among them) or a link's label.
 
-
-def _mark_links(tree: Any) -> dict[Any, _Link] | None:
-    """Links whose target or label holds a value get a mark where " <target>" may go; None when a
-    value is in another attribute."""
-    links: dict[Any, _Link] = {}
+    A link's " <target>" depends on both (it is left out when the label says the target, or for
+    a target that is no URL), and is laid out with the text around it (a table's column widths,
+    whitespace collapsed): such messages are converted one by one.
+    """
     for node in tree.iter():
         if not isinstance(node.tag, str):
             continue
-        for name, value in node.attrib.items():
-            if "\ue000" in name or ("\ue000" in value and not (node.tag == "a" and name == "href")):
-                return None
-        if node.tag == "a":
-            href, label = node.get("href") or "", _label(node)
-            if "\ue000" in href or "\ue000" in label:
-                if "&" in href:  # unescaped again with the text (see _plain): keep it to the conversion
-                    return None
-                links[node] = _Link(_numbered(href), _numbered(label))
-                node.tail = _LINK.format(chr(_FIRST + len(links) - 1)) + (node.tail or "")
-    return links
-
-
-def _numbered(text: str) -> list[str | int]:
-    """`text` as pieces: text, and the number of each value in it."""
-    return [p if isinstance(p, str) else p[1] for p in _pieces(text)]
+        if any("\ue000" in name or "\ue000" in value for name, value in node.attrib.items()):
+            return True
+        if node.tag == "a" and "\ue000" in _label(node):
+            return True
+    return False
 
 
 def _in_running_text(tree: Any) -> bool:
