@@ -160,7 +160,8 @@ class DerivedText:
             return None
         if _PLACEHOLDER_CHARS.search(html_body) is None:
             return _Skeleton([html_body], [html_to_text(html_body)])  # no value shows: one text for all
-        if not html_body.strip() or any(_OPEN_TAG.search(html_body, 0, m.start())
+        # Checked in the source too: how a parser keeps a half entity ("&#") differs between lxml versions.
+        if not html_body.strip() or any(_OPEN_TAG.search(html_body, 0, m.start()) or _OPEN_ENTITY.search(html_body, 0, m.start())
                                         for m in re.finditer("\ue000", html_body)):
             return None
         tree = _parse(html_body)
