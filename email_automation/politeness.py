@@ -68,6 +68,9 @@ _EVERY_CAMPAIGN = "campaign_id IN (SELECT id FROM campaigns)"  # lets the (campa
 _SENT_FIRST_ON_DAY = ("EXISTS (SELECT 1 FROM send_log l WHERE l.recipient_id = recipients.id AND l.batch_date = ?"
                       " AND l.step = 1 AND l.status IN ('sending', 'sent', 'unknown'))")
 _CONTACTED = "(status IN ('sending', 'sent', 'unknown') OR step > 1)"
+# Not fresh (pending at step 1): the condition of both company indexes (migration 14), named in each
+# query that should use them. Every row the claim counts is not fresh (the triggers of migration 14).
+_NOT_FRESH = "(status != 'pending' OR step > 1)"
 
 
 def limits_for(conn: sqlite3.Connection, day: str, *, per_day: int, per_campaign: int) -> CompanyLimits:
@@ -110,15 +113,18 @@ def claim_refusal(conn: sqlite3.Connection, row, day: str, caps: Caps, *, counte
     else:
         today = conn.execute(
             f"SELECT count(*) FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_FOLDED} = ? AND NOT {_ODD}"
-            f" AND {_SENT_FIRST_ON_DAY}", (key, day)).fetchone()[0] + sum(
+            f" AND {_NOT_FRESH} AND {_SENT_FIRST_ON_DAY}", (key, day)).fetchone()[0] + sum(
             company_key(company, email) == key for company, email in conn.execute(
-                f"SELECT company, email FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_ODD} AND {_SENT_FIRST_ON_DAY}",
+                f"SELECT company, email FROM recipients WHERE {_EVERY_CAMPAIGN} AND {_ODD} AND {_NOT_FRESH}"
+                f" AND {_SENT_FIRST_ON_DAY}",
                 (day,)))
     campaign = row["campaign_id"]
     in_campaign = conn.execute(
-        f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {_FOLDED} = ? AND NOT {_ODD} AND {_CONTACTED}",
+        f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {_FOLDED} = ? AND NOT {_ODD} AND {_NOT_FRESH}"
+        f" AND {_CONTACTED}",
         (campaign, key)).fetchone()[0] + sum(company_key(company, email) == key for company, email in conn.execute(
-            f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {_ODD} AND {_CONTACTED}", (campaign,)))
+            f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {_ODD} AND {_NOT_FRESH} AND {_CONTACTED}",
+            (campaign,)))
     return CompanyLimits(caps.per_day, caps.per_campaign, Counter({key: today}),
                          Counter({(campaign, key): in_campaign})).refusal(row)
 

@@ -48,3 +48,20 @@ class RecordingSleep:
 
     def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+
+
+def trace_statements(conn) -> list[str]:
+    """The SQL statements `conn` runs from now on, in order.
+
+    Python's trace callback reports a statement once more each time it starts a trigger (it shows
+    the statement, not SQLite's "-- TRIGGER" note: https://sqlite.org/c3ref/c_trace.html); those
+    repeats are left out, so a count is of what the code asked for.
+    """
+    statements: list[str] = []
+
+    def trace(sql: str) -> None:
+        if not statements or statements[-1] != sql:
+            statements.append(sql)
+
+    conn.set_trace_callback(trace)
+    return statements

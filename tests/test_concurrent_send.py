@@ -18,7 +18,7 @@ from email_automation.errors import FatalSendError
 from email_automation.politeness import Caps
 from email_automation.run_daily import run_daily
 
-from .fakes import RecordingSleep, ScriptedTransport
+from .fakes import RecordingSleep, ScriptedTransport, trace_statements
 from .smtp_sink import SmtpSink
 from .test_run_daily import add_recipients, statuses
 
@@ -99,17 +99,15 @@ def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, c
     so a killed run leaves no more recipients `unknown` than can be in flight."""
     settings = settings.model_copy(update={"send_concurrency": 4})
     add_recipients(db, 8)
+    statements = trace_statements(db)
+    shared = Shared(settings, meet=4)
+    assert run(settings, db, shared, clock).sent == 8
     claims_per_commit: list[int] = []
-
-    def trace(sql: str) -> None:
+    for sql in statements:
         if sql.startswith("BEGIN"):
             claims_per_commit.append(0)
         elif sql.startswith("INSERT INTO send_log"):
             claims_per_commit[-1] += 1
-
-    db.set_trace_callback(trace)
-    shared = Shared(settings, meet=4)
-    assert run(settings, db, shared, clock).sent == 8
     claims = [n for n in claims_per_commit if n]
     assert claims[0] == 4, "the first four places are claimed together"
     assert sum(claims) == 8 and max(claims) <= 4

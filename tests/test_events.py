@@ -53,10 +53,10 @@ def add_recipient(db, email: str, *, status: str = "pending", campaign: str = "d
 
 def add_attempt(db, recipient_id: int, attempt_id: str, status: str) -> None:
     with transaction(db):
+        db.execute("UPDATE recipients SET status = ? WHERE id = ?", (status, recipient_id))  # claimed, then logged
         db.execute("INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, error, transport)"
                    " VALUES (?, ?, '2026-11-24', 'then', ?, 'ReadTimeoutError: no answer', 'ses')",
                    (recipient_id, attempt_id, status))
-        db.execute("UPDATE recipients SET status = ? WHERE id = ?", (status, recipient_id))
 
 
 def statuses(db, email: str) -> list[str]:

@@ -91,13 +91,14 @@ def test_the_claim_counts_colleagues_as_company_key_compares_them(settings, db, 
 def test_the_claims_company_count_goes_through_the_indexes(db):
     plans = [db.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchone()[3] for sql, args in (
         (f"SELECT count(*) FROM recipients WHERE campaign_id = ? AND {politeness._FOLDED} = ?"
-         f" AND NOT {politeness._ODD} AND {politeness._CONTACTED}", (1, "acme")),
+         f" AND NOT {politeness._ODD} AND {politeness._NOT_FRESH} AND {politeness._CONTACTED}", (1, "acme")),
         (f"SELECT company, email FROM recipients WHERE campaign_id = ? AND {politeness._ODD}"
-         f" AND {politeness._CONTACTED}", (1,)),
+         f" AND {politeness._NOT_FRESH} AND {politeness._CONTACTED}", (1,)),
         (f"SELECT count(*) FROM recipients WHERE {politeness._EVERY_CAMPAIGN} AND {politeness._FOLDED} = ?"
-         f" AND NOT {politeness._ODD} AND {politeness._SENT_FIRST_ON_DAY}", ("acme", "2026-11-30")),
+         f" AND NOT {politeness._ODD} AND {politeness._NOT_FRESH} AND {politeness._SENT_FIRST_ON_DAY}",
+         ("acme", "2026-11-30")),
         (f"SELECT company, email FROM recipients WHERE {politeness._EVERY_CAMPAIGN} AND {politeness._ODD}"
-         f" AND {politeness._SENT_FIRST_ON_DAY}", ("2026-11-30",)))]
+         f" AND {politeness._NOT_FRESH} AND {politeness._SENT_FIRST_ON_DAY}", ("2026-11-30",)))]
     assert plans == ["SEARCH recipients USING INDEX recipients_company (campaign_id=? AND <expr>=?)",
                      "SEARCH recipients USING INDEX recipients_odd_company (campaign_id=?)"] * 2
 
@@ -119,3 +120,25 @@ def test_the_claim_counts_todays_first_messages_to_the_company_in_any_campaign(s
     held = ledger.claim(db, second, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
                         companies=caps)
     assert isinstance(held, ledger.Held) and "first message(s) to" in held.reason and "today" in held.reason
+
+
+def test_a_recipient_whose_first_message_may_have_gone_is_never_pending_again(settings, db, clock):
+    """The claim counts the day's first messages through indexes that leave out fresh rows (pending
+    at step 1), so that an import of new people writes neither: the database itself refuses any
+    write that would make a counted recipient fresh again, rather than let the count miss it."""
+    import sqlite3
+
+    db.execute("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, 'a1@acme.com', 'Acme', 'x')")
+    claim = ledger.claim(db, 1, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
+                         companies=Caps(per_day=1, per_campaign=5))
+    assert isinstance(claim, ledger.Claim)
+    with pytest.raises(sqlite3.IntegrityError, match="cannot be pending again"):
+        db.execute("UPDATE recipients SET status = 'pending' WHERE id = 1")
+    db.execute("INSERT INTO recipients (campaign_id, email, company, created_at) VALUES (1, 'a2@acme.com', 'Acme', 'x')")
+    with pytest.raises(sqlite3.IntegrityError, match="logged before its recipient is claimed"):
+        db.execute("INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, transport, step)"
+                   " VALUES (2, 'x', '2026-11-30', 'now', 'sent', 'smtp', 1)")
+    # Still counted: a colleague's first message waits for tomorrow.
+    later = ledger.claim(db, 2, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp",
+                         companies=Caps(per_day=1, per_campaign=5))
+    assert later == ledger.Held("company limit: 1 first message(s) to acme today (MAX_NEW_PER_COMPANY_PER_DAY)")

@@ -20,7 +20,7 @@ from email_automation.locking import RunLockedError, run_lock
 from email_automation.run_daily import run_daily
 from email_automation.transports.dry_run import DryRunTransport
 
-from .fakes import RecordingSleep, ScriptedTransport
+from .fakes import RecordingSleep, ScriptedTransport, trace_statements
 
 
 def add_recipients(db, count, campaign_id=1, start=0):
@@ -461,8 +461,7 @@ def test_each_message_costs_a_bounded_number_of_sql_statements(settings, db, clo
     settings = settings.model_copy(update={"daily_limit": 100, "max_new_per_company_per_day": 100,
                                            "max_contacts_per_company": 100})
     add_recipients(db, 40)
-    statements: list[str] = []
-    db.set_trace_callback(statements.append)
+    statements = trace_statements(db)
     try:
         assert run(settings, db, ScriptedTransport(), clock).sent == 40
     finally:
