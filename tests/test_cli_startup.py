@@ -177,3 +177,13 @@ def test_a_full_disk_during_a_command_exits_2_and_leaves_nothing_half_written(tm
     assert result.stderr == "Error: database: database or disk is full\n"
     monkeypatch.undo()
     assert database.connect(tmp_path / "x.db").execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
+
+
+def test_an_output_that_cannot_show_a_character_gets_it_escaped_not_a_traceback(tmp_path):
+    database.init_db(tmp_path / "x.db").close()
+    (tmp_path / "people.csv").write_text("email\nann@example.com\n", encoding="utf-8")
+    assert python(RUN_MAIN, "import", "people.csv", "--db", "x.db", "--campaign", "東京", cwd=tmp_path).returncode == 0
+    result = python(RUN_MAIN, "status", "--db", "x.db", cwd=tmp_path, env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith(" \\u6771\\u4eac ") and "active" in line for line in result.stdout.splitlines())
+

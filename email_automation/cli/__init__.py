@@ -25,7 +25,14 @@ COMMANDS = {
 
 
 def main() -> None:
-    """The console script: run the command line; Ctrl-C anywhere is one line and exit code 130."""
+    """The console script: run the command line; Ctrl-C anywhere is one line and exit code 130.
+
+    A terminal or pipe that cannot show a character (PYTHONIOENCODING=ascii, say) gets it escaped
+    rather than a traceback.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         build_app(sys.argv[1:])()
     except KeyboardInterrupt:
