@@ -241,13 +241,8 @@ def _in_attribute_or_link(tree: Any) -> bool:
 def _in_running_text(tree: Any) -> bool:
     """Every value's place is running text or hidden (the title), never a comment or a table."""
     for node in tree.iter():
-        if not isinstance(node.tag, str):  # a comment or processing instruction
-            if "\ue000" in (node.text or ""):
-                return False
-            if "\ue000" in (node.tail or "") and _where(node.getparent()) is None:
-                return False
-            continue
-        if "\ue000" in (node.text or "") and (_where(node) is None or _opens_entity(node.text)):
+        if "\ue000" in (node.text or "") and (not isinstance(node.tag, str)  # a comment or processing instruction
+                                              or _where(node) is None or _opens_entity(node.text)):
             return False
         if "\ue000" in (node.tail or "") and (_where(node.getparent()) is None or _opens_entity(node.tail)):
             return False

@@ -54,6 +54,8 @@ def recipient(first_name: str, company: str, role: str, title: str, email: str =
 @example(parts=['<a href="https://x.example/?a&lt=', "{{ email }}", '">', "Go", "</a>"], people=[("", "", "", "")],
          linked=False)
 @example(parts=["<p>", "{{ first_name }}", "</p>"], people=[("&amp;", "", "", "")], linked=False)
+@example(parts=["<p>", "<!-- ", " -->", "&amp;", "{{ company }}", "</p>"], people=[("", "copy", "", "")],
+         linked=False)  # after a comment, "&" and the value make an entity
 @example(parts=['<a href="https://x.example/?a&lt=', "{{ company }}", '<a href="'], people=[("", "\x1f", "", "")],
          linked=False)
 @example(parts=['<a href="', "{{ unsubscribe_url }}", '">', "Unsubscribe", "</a>"], people=[("", "", "", "")],
