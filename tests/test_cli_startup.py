@@ -86,8 +86,8 @@ def test_status_loads_no_sending_library_and_no_settings_framework(tmp_path):
     text (no rich), and the settings are read without pydantic or python-dotenv when there is no
     .env file."""
     database.init_db(tmp_path / "x.db").close()
-    result = loaded((*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv"), "status", "--db", "x.db",
-                    cwd=tmp_path)
+    result = loaded((*HEAVY, *OTHER_COMMANDS, "rich", "email.message", "asyncio", "dotenv", "inscriptis", "lxml",
+                     "imapclient"), "status", "--db", "x.db", cwd=tmp_path)
     assert "DAILY_LIMIT 80" in result.stdout  # it did answer
     assert result.stdout.splitlines()[-1] == "[]"
 
