@@ -397,7 +397,10 @@ CREATE INDEX send_log_daily_step ON send_log (batch_date, step, status);
 # That is exact only while a recipient whose first message may have gone (a step-1 attempt
 # `sending`, `sent` or `unknown`) is never fresh: the triggers refuse any write that would make
 # it so, loudly, rather than let the day's per-company count miss someone.
-_V14_COMPANY_INDEXES_WITHOUT_FRESH_ROWS = """
+# A step-1 attempt that counts, written for a recipient still fresh (both send_log triggers).
+_COUNTED_FOR_A_FRESH_RECIPIENT = """NEW.step = 1 AND NEW.status IN ('sending', 'sent', 'unknown') AND EXISTS (
+        SELECT 1 FROM recipients WHERE id = NEW.recipient_id AND status = 'pending' AND step = 1)"""
+_V14_COMPANY_INDEXES_WITHOUT_FRESH_ROWS = f"""
 DROP INDEX recipients_company;
 DROP INDEX recipients_odd_company;
 CREATE INDEX recipients_company ON recipients (campaign_id,
@@ -413,14 +416,12 @@ BEGIN
     SELECT RAISE(ABORT, 'a recipient whose first message may have gone cannot be pending again');
 END;
 CREATE TRIGGER send_log_counted_attempt_of_a_fresh_recipient BEFORE INSERT ON send_log
-    WHEN NEW.step = 1 AND NEW.status IN ('sending', 'sent', 'unknown') AND EXISTS (SELECT 1 FROM recipients
-        WHERE id = NEW.recipient_id AND status = 'pending' AND step = 1)
+    WHEN {_COUNTED_FOR_A_FRESH_RECIPIENT}
 BEGIN
     SELECT RAISE(ABORT, 'a first message is logged before its recipient is claimed');
 END;
 CREATE TRIGGER send_log_counted_again_for_a_fresh_recipient BEFORE UPDATE OF status, step ON send_log
-    WHEN NEW.step = 1 AND NEW.status IN ('sending', 'sent', 'unknown') AND EXISTS (SELECT 1 FROM recipients
-        WHERE id = NEW.recipient_id AND status = 'pending' AND step = 1)
+    WHEN {_COUNTED_FOR_A_FRESH_RECIPIENT}
 BEGIN
     SELECT RAISE(ABORT, 'a first message is counted again while its recipient is pending');
 END;
