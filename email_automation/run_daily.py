@@ -10,6 +10,7 @@ the transport come in as arguments so a test can run a whole day in milliseconds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sqlite3
@@ -84,15 +85,29 @@ class Outcome:
         return " ".join(parts)
 
 
+# The content rendered by the check before the first send is used again to send while the recipient
+# is unchanged, up to this many characters in all (with the rows it came from; a few MB): beyond
+# that it is rendered again, so memory stays flat in the batch size.
+KEPT_RENDERS_CHARS = 4_000_000
+
+
 @dataclass(frozen=True)
 class _Planned:
-    """A recipient whose message was checked to render and build; the message itself is not kept."""
+    """A recipient whose message was checked to render and build; the message itself is not kept,
+    its content (with the recipient's row it came from) only within KEPT_RENDERS_CHARS."""
 
     recipient_id: int
     email: str
     campaign: str
     step: int = 1
     thread: sequences.Thread | None = None  # a follow-up's earlier messages, as delivered
+    checked: tuple[tuple, RenderedEmail] | None = field(default=None, compare=False, repr=False)
+
+    def content_for(self, row: sqlite3.Row) -> RenderedEmail | None:
+        """The checked content, if `row` (the recipient now) is what it was rendered from."""
+        if self.checked is None or self.checked[0][:len(row)] != tuple(row):
+            return None
+        return self.checked[1]
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
@@ -150,15 +165,17 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
     """
     result = _Rendered()
     templates = result.templates
+    kept = 0
     for row in rows:
         name = row["campaign_name"]
         if name in result.broken:
             continue
+        keep = kept < KEPT_RENDERS_CHARS  # else rendered again to send, its text part only then
         try:
             if name not in templates:
                 campaign = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
                 templates[name] = CampaignTemplates(conn, campaign)
-            rendered = templates[name].render(row, settings, derive_text=False)  # built again to send
+            rendered = templates[name].render(row, settings, derive_text=keep)
         except TemplateRenderError as err:
             result.broken[name] = err
             continue
@@ -168,7 +185,10 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
-        result.planned.append(_Planned(row["id"], row["email"], name))
+        if keep:
+            kept += sum(len(text) for text in (rendered.subject, rendered.html, rendered.text, *row)
+                        if isinstance(text, str))
+        result.planned.append(_Planned(row["id"], row["email"], name, checked=(tuple(row), rendered) if keep else None))
     result.planned = [p for p in result.planned if p.campaign not in result.broken]
     result.unusable = [(row, e) for row, e in result.unusable if row["campaign_name"] not in result.broken]
     return result
@@ -427,12 +447,14 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
 
     def collect(block: bool) -> None:
         nonlocal crash
+        finished = []
         for done in pool.done(block=block):
             item, claim, refused = done.key
             if done.error is not None and not isinstance(done.error, SendError):
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
-            outcome = _record(settings, conn, item, claim, done.error or done.value, refused, now=now, sleep=sleep)
+            finished.append((item, claim, done.error or done.value, refused))
+        for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
 
     def finish(outcome: Outcome) -> None:
@@ -604,7 +626,8 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
 
 
 def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Planned, *, now: datetime):
-    """Render and build one planned message again, just before it is claimed.
+    """Build one planned message just before it is claimed, its content rendered again unless the
+    recipient is unchanged since the check (`_Planned.content_for`).
 
     Raises:
         TemplateRenderError, PermanentSendError: the recipient or campaign changed since the check.
@@ -613,7 +636,7 @@ def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Pla
     if row is None:
         raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
     if item.thread is None:
-        rendered = templates[item.campaign].render(row, settings)
+        rendered = item.content_for(row) or templates[item.campaign].render(row, settings)
         return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
                                     now=now, attachments=templates[item.campaign].attachments(row))
     # A follow-up answers in the thread; the files went with step 1 and are not sent again.
@@ -764,12 +787,49 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
     """Record a claimed send's outcome (`result` is the message id, or the error the send raised).
 
     Not flushed to disk at once (see `database.deferred_sync`): a lost record leaves the claim in
-    `sending`, which the next run makes `unknown`, never a second send.
+    `sending`, which the next run makes `unknown`, never a second send. A hard bounce is: it keeps
+    the address from being mailed again.
     """
+    return _record_together(settings, conn, [(item, claim, result, refused)], now=now, sleep=sleep)[0]
+
+
+def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim, str | SendError, list[SendError]]],
+                     *, now, sleep) -> list[Outcome]:
+    """Record the outcomes of the sends that finished together in one transaction (as `_record` does
+    each): one commit instead of one per message. Each is a savepoint of its own inside it."""
+    if not finished:
+        return []
+
+    def write_all() -> list[Outcome]:
+        with database.group(conn):
+            return [_write_outcome(settings, conn, *entry, now=now, sleep=sleep) for entry in finished]
+
+    try:
+        with _record_sync(conn, [result for _, _, result, _ in finished]):
+            if len(finished) == 1:  # its own transaction, no savepoint
+                return [_write_outcome(settings, conn, *finished[0], now=now, sleep=sleep)]
+            return ledger.Patience(now, sleep).run(write_all, f"the outcomes of {len(finished)} sends")
+    except sqlite3.Error:
+        # The messages are out; say so where a person will look, since the database could not.
+        for item, _, result, _ in finished:
+            if not isinstance(result, SendError):
+                log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
+                          item.email, result)
+        raise
+
+
+def _record_sync(conn, results: list[str | SendError]):
+    """Outcome records skip their own `fsync` (`database.deferred_sync`), unless one is a hard bounce."""
+    hard = any(isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status)
+               for result in results)
+    return contextlib.nullcontext() if hard else database.deferred_sync(conn)
+
+
+def _write_outcome(settings, conn, item: _Planned, claim: ledger.Claim, result: str | SendError,
+                   refused: list[SendError], *, now, sleep) -> Outcome:
     if isinstance(result, SendError):
-        with database.deferred_sync(conn):
-            status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
-                                           patience=ledger.Patience(now, sleep))
+        status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
+                                       patience=ledger.Patience(now, sleep))
         if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
             # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
             bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
@@ -777,15 +837,8 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
         shown = "fatal" if isinstance(result, FatalSendError) else status
         return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result),
                        step=item.step)
-    try:
-        with database.deferred_sync(conn):
-            ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
-                               patience=ledger.Patience(now, sleep))
-    except sqlite3.Error:
-        # The message is out; say so where a person will look, since the database could not.
-        log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",
-                  item.email, result)
-        raise
+    ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
+                       patience=ledger.Patience(now, sleep))
     return Outcome(now(), item.email, "sent", result, step=item.step)
 
 

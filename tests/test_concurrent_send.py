@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import random
 import threading
 from datetime import timedelta
@@ -283,3 +284,48 @@ def test_a_company_limit_holds_against_a_run_that_claimed_after_the_batch_was_pi
     assert (report.sent, report.deferred) == (1, 1)
     assert [o.error for o in report.outcomes if o.email == "a1@acme.com"] == [
         "company limit: 1 first message(s) to acme today (MAX_NEW_PER_COMPANY_PER_DAY)"]
+
+
+def _claimed(settings, db, clock, count: int):
+    from email_automation.run_daily import _Planned
+
+    add_recipients(db, count)
+    planned = []
+    for rid, email in db.execute("SELECT id, email FROM recipients ORDER BY id").fetchall():
+        claim = ledger.claim(db, rid, now=clock(), tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp")
+        planned.append((_Planned(rid, email, "default"), claim))
+    return planned
+
+
+def test_sends_that_finish_together_are_recorded_in_one_commit(settings, db, clock):
+    """A commit per group of outcomes instead of one per message; each outcome as recorded alone."""
+    from email_automation.errors import PermanentSendError
+    from email_automation.run_daily import _record_together
+
+    (a, claim_a), (b, claim_b), (c, claim_c) = _claimed(settings, db, clock, 3)
+    refused = PermanentSendError("550 5.7.1 rejected by policy", code="550", mailbox_status="5.7.1")
+    statements = trace_statements(db)
+    outcomes = _record_together(settings, db, [(a, claim_a, "id-a", []), (b, claim_b, refused, []),
+                                               (c, claim_c, "id-c", [])], now=clock, sleep=RecordingSleep())
+    assert [(o.email, o.status) for o in outcomes] == [
+        ("person0@example.com", "sent"), ("person1@example.com", "failed"), ("person2@example.com", "sent")]
+    assert sum(sql == "COMMIT" for sql in statements) == 1
+    assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "failed",
+                            "person2@example.com": "sent"}
+    assert dict(db.execute("SELECT recipient_id, message_id FROM send_log")) == {1: "id-a", 2: None, 3: "id-c"}
+
+
+def test_outcomes_that_cannot_be_recorded_are_logged_as_sent(settings, db, clock, caplog):
+    """The database refused the group: every message the provider accepted is named in the log."""
+    from email_automation.run_daily import _record_together
+
+    (a, claim_a), (b, claim_b) = _claimed(settings, db, clock, 2)
+    db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON send_log WHEN NEW.message_id = 'id-b'"
+               " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    with pytest.raises(sqlite3.Error):
+        _record_together(settings, db, [(a, claim_a, "id-a", []), (b, claim_b, "id-b", [])],
+                         now=clock, sleep=RecordingSleep())
+    logged = caplog.text
+    assert "person0@example.com was accepted as id-a but recording it failed" in logged
+    assert "person1@example.com was accepted as id-b but recording it failed" in logged
+    assert set(statuses(db).values()) == {"sending"}, "the next run makes both unknown, never a resend"
