@@ -452,6 +452,20 @@ def test_a_recipient_that_no_longer_renders_stops_the_run_before_its_claim(setti
     assert sorted(statuses(db).values()) == ["pending", "pending", "sent"]
 
 
+def test_a_recipient_edited_during_the_run_gets_the_message_of_their_new_data(settings, db, clock):
+    """The content checked before the first send is used again only while the recipient is unchanged."""
+    add_recipients(db, 3)
+
+    def rename(sent):
+        db.execute("UPDATE recipients SET first_name = 'Renamed' WHERE email = 'person2@example.com'")
+
+    transport = _Watching(settings, db, on_send=rename)
+    assert run(settings, db, transport, clock).sent == 3
+    bodies = {to: message.get_body(("plain",)).get_content() for to, message in
+              zip(transport.recipients, transport.delivered)}
+    assert "Renamed" in bodies["person2@example.com"] and "Renamed" not in bodies["person1@example.com"]
+
+
 def test_each_message_costs_a_bounded_number_of_sql_statements(settings, db, clock):
     """Every statement costs CPU a run of thousands pays per message: the claim (the daily limit,
     the recipient, the suppression list, other campaigns, replies, the campaign's people at the
