@@ -157,3 +157,21 @@ def test_the_run_summary_from_decodes_exactly_too():
     assert_well_formed(raw)
     assert decoded(raw_value(raw, "From")) == f"{name} <jane@example.com>"
     assert email.message_from_bytes(raw, policy=email.policy.default)["From"].addresses[0].display_name == name
+
+
+@PROPERTY
+@given(st.emails())
+def test_the_envelope_is_written_as_smtplib_would_write_it(address):
+    """The SMTP transport writes MAIL FROM:<a> and RCPT TO:<a> itself, without smtplib's quoteaddr
+    (which parses each address again): the same text for every address a message is built for."""
+    from smtplib import quoteaddr
+
+    from email_automation.messages import build_wire
+
+    try:
+        message = build_wire(RenderedEmail("Hi", "<p>Hi</p>", "Hi\n"), to=address,
+                             settings=SimpleNamespace(**{**vars(SETTINGS), "sender_email": address}))
+    except PermanentSendError:
+        return  # not an address a message is built for
+    for envelope in (message.sender, *message.recipients):
+        assert quoteaddr(envelope) == f"<{envelope}>"

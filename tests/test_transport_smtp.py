@@ -183,7 +183,9 @@ def test_server_stalling_after_data_is_ambiguous(sink, smtp_settings):
 class DropsAfterMail(smtplib.SMTP):
     """A client whose server hangs up when MAIL FROM is sent on a fresh connection."""
 
-    def mail(self, *args, **kwargs):
+    def putcmd(self, cmd, args=""):
+        if cmd.lower() != "mail":
+            return super().putcmd(cmd, args)
         self.close()
         raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
 
