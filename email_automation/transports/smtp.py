@@ -300,7 +300,7 @@ def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendErro
 
 def _dot_stuffed(data: bytes) -> bytes:
     """RFC 5321 §4.5.2 transparency, plus the terminating "." line (as smtplib.data does)."""
-    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    stuffed = re.sub(rb"(?m)^\.", b"..", data) if data.startswith(b".") or b"\n." in data else data
     if not stuffed.endswith(b"\r\n"):
         stuffed += b"\r\n"
     return stuffed + b".\r\n"
