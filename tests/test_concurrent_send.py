@@ -115,6 +115,27 @@ def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, c
     assert shared.claimed_first == [True] * 8
 
 
+def test_the_outcomes_and_the_next_claims_share_one_commit(settings, db, clock):
+    """Without a rate, the sends that finished are recorded in the transaction that claims the next
+    messages for their places: one commit and one fsync for both, the outcomes written first."""
+    settings = settings.model_copy(update={"send_concurrency": 4})
+    add_recipients(db, 12)
+    statements = trace_statements(db)
+    shared = Shared(settings, meet=4)
+    assert run(settings, db, shared, clock).sent == 12
+    commits: list[list[str]] = []
+    for sql in statements:
+        if sql.startswith("BEGIN"):
+            commits.append([])
+        elif sql.startswith(("UPDATE send_log SET status = 'sent'", "INSERT INTO send_log")):
+            commits[-1].append(sql.split()[0])
+    both = [kinds for kinds in commits if "UPDATE" in kinds and "INSERT" in kinds]
+    assert both, "a commit holds outcomes and claims"
+    assert all(kinds.index("INSERT") > max(i for i, k in enumerate(kinds) if k == "UPDATE") for kinds in both), \
+        "the outcomes are written before the claims"
+    assert sum(kinds.count("INSERT") for kinds in commits) == 12 and max(k.count("INSERT") for k in commits) <= 4
+
+
 def test_the_daily_limit_is_exact_and_nobody_is_mailed_twice(settings, db, clock):
     settings = settings.model_copy(update={"send_concurrency": 8, "daily_limit": 7})
     add_recipients(db, 30)
