@@ -15,9 +15,9 @@ import logging
 import random
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
@@ -493,8 +493,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
             else:
                 claimed, full = _settle_and_claim(settings, conn, finished, candidates, gate, transports[0].name,
-                                                  lambda outcome: _finish(report, outcome, streak, on_outcome),
-                                                  stopped, now=now, sleep=sleep)
+                                                  finish, stopped, now=now, sleep=sleep)
             for item, wire, claim in claimed:
                 refused: list[SendError] = []
                 tags = _tags(item, claim)

@@ -262,8 +262,8 @@ class SmtpTransport:
 def _command(conn: smtplib.SMTP, verb: str, argument: str) -> tuple[int, bytes]:
     """MAIL FROM / RCPT TO as smtplib's `mail`/`rcpt` send them for a plain address, without their
     `quoteaddr`: it parses each address again with email.utils.parseaddr, a third of a send's CPU.
-    The addresses were checked (messages._address: ASCII local part, no space, quote, angle
-    bracket, comma or semicolon), so `<address>` is what quoteaddr would write."""
+    The addresses are plain addr-specs (checked by messages._address, or parsed by wire.as_wire),
+    for which `<address>` is what quoteaddr writes (tests/test_headers.py checks it)."""
     conn.putcmd(verb, argument)
     return conn.getreply()
 
