@@ -220,11 +220,16 @@ def load(paths: Sequence[str]) -> list[Attachment]:
 
 def for_recipient(campaign_row: Any, recipient_row: Any) -> list[Attachment]:
     """The campaign's files, then the recipient's own (a file named by both is sent once)."""
-    keys = set(campaign_row.keys()) if hasattr(campaign_row, "keys") else set()
-    mine = set(recipient_row.keys()) if hasattr(recipient_row, "keys") else set()
-    paths = stored_paths(campaign_row["attachments"] if "attachments" in keys else None)
-    paths += stored_paths(recipient_row["attachments"] if "attachments" in mine else None)
-    return load(list(dict.fromkeys(paths)))
+    paths = stored_paths(_stored(campaign_row)) + stored_paths(_stored(recipient_row))
+    return load(list(dict.fromkeys(paths))) if paths else []
+
+
+def _stored(row: Any) -> Any:
+    """A row's `attachments` value; None for a row without the column."""
+    try:
+        return row["attachments"]
+    except (IndexError, KeyError):  # sqlite3.Row raises IndexError for a column it does not have
+        return None
 
 
 def for_recipient_or_refuse(campaign_row: Any, recipient_row: Any) -> list[Attachment]:

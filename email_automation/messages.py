@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -106,26 +107,36 @@ def _header_lines(rendered: RenderedEmail, *, to: str, settings: Any, to_name: s
     """The header lines up to the MIME ones, the sender, the recipient, To and the Message-ID
     (`make_id` makes it from the sender's domain). Every check of recipient data and settings
     that `build_wire` makes is made here."""
-    if not settings.sender_email:
-        raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
-    sender = _address(settings.sender_email, "SENDER_EMAIL")
-    reply_to = _address(settings.reply_to, "REPLY_TO") if settings.reply_to else None
+    sender, from_header, reply_to = _sender(settings.sender_email, settings.sender_name, settings.reply_to)
     recipient = _address(to, None)
     name = _recipient_text(to_name, to, "name (first_name, last_name)")
     subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
     to_header = headers.mailbox("To", name, recipient.addr_spec)
     message_id = make_id(sender.domain)
-    fields = [("From", headers.mailbox("From", _setting_text(settings.sender_name, "SENDER_NAME"), sender.addr_spec)),
-              ("To", to_header)]
+    fields = [("From", from_header), ("To", to_header)]
     if reply_to:
         fields.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
     fields += [("Subject", headers.unstructured("Subject", subject)),
-               ("Date", format_datetime(_aware(now or datetime.now(timezone.utc)))),
+               ("Date", _date(_aware(now or datetime.now(timezone.utc)).replace(microsecond=0))),
                ("Message-ID", message_id),
                *_thread_headers(thread),
                *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
     lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
     return lines, sender, recipient, to_header, message_id
+
+
+@functools.lru_cache(maxsize=8)
+def _sender(sender_email: str, sender_name: str, reply_to: str) -> tuple[Address, str, Address | None]:
+    """The sender's address, the From field's body and the Reply-To address: the same for every
+    message of a run, so made once (settings they cannot be made from raise every time)."""
+    if not sender_email:
+        raise ConfigError("SENDER_EMAIL is not set: set it to the verified address you send from")
+    sender = _address(sender_email, "SENDER_EMAIL")
+    reply = _address(reply_to, "REPLY_TO") if reply_to else None
+    return sender, headers.mailbox("From", _setting_text(sender_name, "SENDER_NAME"), sender.addr_spec), reply
+
+
+_date = functools.lru_cache(maxsize=4)(format_datetime)  # RFC 5322 dates change once a second
 
 
 def _thread_headers(thread: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -194,7 +205,7 @@ def recipient_name(row: Any) -> str:
 
 def _unsubscribe_headers(settings: Any, to: str, mailto_address: str) -> list[tuple[str, str]]:
     """List-Unsubscribe (RFC 2369) with the https URL first, and RFC 8058 one-click with it."""
-    problem = unsubscribe.url_problem(settings.unsubscribe_url)
+    problem = _url_problem(settings.unsubscribe_url)
     if problem:
         raise ConfigError(f"invalid setting UNSUBSCRIBE_URL={show_value(settings.unsubscribe_url)}: {problem}")
     uris = unsubscribe.header_uris(settings, to, mailto_address)
@@ -202,6 +213,9 @@ def _unsubscribe_headers(settings: Any, to: str, mailto_address: str) -> list[tu
     if settings.unsubscribe_url:
         fields.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
     return fields
+
+
+_url_problem = functools.lru_cache(maxsize=8)(unsubscribe.url_problem)  # one UNSUBSCRIBE_URL a run
 
 
 def _setting_text(value: str, setting: str) -> str:
