@@ -117,7 +117,7 @@ def _header_lines(rendered: RenderedEmail, *, to: str, settings: Any, to_name: s
     if reply_to:
         fields.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
     fields += [("Subject", headers.unstructured("Subject", subject)),
-               ("Date", _date(_aware(now or datetime.now(timezone.utc)).replace(microsecond=0))),
+               ("Date", _date_of(_aware(now or datetime.now(timezone.utc)))),
                ("Message-ID", message_id),
                *_thread_headers(thread),
                *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
@@ -136,7 +136,14 @@ def _sender(sender_email: str, sender_name: str, reply_to: str) -> tuple[Address
     return sender, headers.mailbox("From", _setting_text(sender_name, "SENDER_NAME"), sender.addr_spec), reply
 
 
-_date = functools.lru_cache(maxsize=4)(format_datetime)  # RFC 5322 dates change once a second
+def _date_of(moment: datetime) -> str:
+    """The Date field's body (RFC 5322 section 3.3), made once a second: a run sends many a second."""
+    return _date(moment.replace(microsecond=0), moment.utcoffset())
+
+
+@functools.lru_cache(maxsize=4)
+def _date(moment: datetime, offset: Any) -> str:  # the offset keys it too: 12:00+00:00 == 13:00+01:00
+    return format_datetime(moment)
 
 
 def _thread_headers(thread: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -236,12 +243,15 @@ def _recipient_text(value: str, to: str, field: str) -> str:
 
 
 def _address(value: str, setting: str | None) -> Address:
-    """A header Address with an IDNA (punycode) domain; SES and most relays lack SMTPUTF8."""
+    """A header Address with an IDNA (punycode) domain; SES and most relays lack SMTPUTF8.
+
+    Only a plain address: no quoting, comment, group or domain literal (email-validator refuses
+    them in an import too), so the SMTP envelope is `<address>` as it stands."""
     local, at, domain = value.strip().rpartition("@")
     problem = headers.forbidden_character(value)
     if problem:
         problem = f"is not an email address (it has {problem})"
-    elif not at or not local or not domain or any(c in value for c in "<>,;\" \t"):
+    elif not at or not local or not domain or any(c in value for c in "<>,;:\"()[]\\ \t"):
         problem = "is not an email address"
     elif not local.isascii():
         problem = "has a non-ASCII local part, which SES and most SMTP servers cannot deliver"

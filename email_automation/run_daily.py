@@ -17,7 +17,6 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
@@ -31,7 +30,6 @@ from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
 log = logging.getLogger("email_automation.run")
-T = TypeVar("T")
 
 # In-run retries of a definitely-refused send (SES throttling, SMTP 4xx): waits of 2, 4, 8 s.
 TRANSIENT_RETRIES = 3
@@ -447,8 +445,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     crash: BaseException | None = None
     todo = iter(batch)
 
-    def take_done(block: bool) -> list:
-        """The sends that finished (waiting for one when `block`); an unexpected error is kept to raise."""
+    def collect(block: bool) -> None:
         nonlocal crash
         finished = []
         for done in pool.done(block=block):
@@ -457,43 +454,31 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
             finished.append((item, claim, done.error or done.value, refused))
-        return finished
-
-    def settle(finished: list) -> None:
         for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
 
     def finish(outcome: Outcome) -> None:
         _finish(report, outcome, streak, on_outcome)
 
-    def stopped() -> bool:
-        return bool(report.fatal_error or crash)
-
     ready: list[tuple[_Planned, RenderedEmail, object]] = []  # prepared, not claimed: nothing to undo
     try:
-        while not stopped():
+        while not (report.fatal_error or crash):
             # Prepare the next messages while the sends in flight finish, so that several places are
             # free, and claimed together, by the time they are ready.
             ready += _prepare_group(settings, conn, templates, todo, pool.size - len(ready), report, finish,
-                                    stopped=stopped, now=now)
-            if not ready or stopped():
+                                    stopped=lambda: bool(report.fatal_error or crash), now=now)
+            if not ready or report.fatal_error or crash:
                 break  # nothing left, or the run stopped: the prepared messages were not claimed
-            finished = take_done(block=pool.in_flight == pool.size)
+            collect(block=pool.in_flight == pool.size)
+            if report.fatal_error or crash:
+                break
             # Under a rate, one claim at a time: each `attempted_at` stays the moment its send starts.
             free = 1 if interval else pool.size - pool.in_flight
-            candidates, ready = ready[:free], ready[free:]
-            if interval or crash:
-                settle(finished)
-                if stopped():
-                    break
-                group = _admitted(conn, candidates, gate, finish, now=now)
-                if report.fatal_error:
-                    break
-                limiter.wait()  # under a rate the group is one message, claimed when its send may start
-                claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
-            else:
-                claimed, full = _settle_and_claim(settings, conn, finished, candidates, gate, transports[0].name,
-                                                  finish, stopped, now=now, sleep=sleep)
+            group, ready = _admitted(conn, ready[:free], gate, finish, now=now), ready[free:]
+            if report.fatal_error:
+                break
+            limiter.wait()  # under a rate the group is one message, claimed when its send may start
+            claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
             for item, wire, claim in claimed:
                 refused: list[SendError] = []
                 tags = _tags(item, claim)
@@ -503,7 +488,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             if full:  # the limit was reached by an overlapping writer
                 break
         while pool.in_flight:
-            settle(take_done(block=True))
+            collect(block=True)
     finally:
         pool.close()
         for extra in transports[1:]:
@@ -553,58 +538,20 @@ def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> 
     group's earlier claims). Returns [(item, wire, claim)] of those claimed, and whether the day's
     limit was reached; the others are finished as skipped or deferred.
     """
+    claimed, outcomes, full = [], [], False
     with database.group(conn):
-        claimed, outcomes, full = _claim_each(settings, conn, group, transport_name, now=now)
+        for item, rendered, wire in group:
+            claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now)
+            if claim is not None:
+                claimed.append((item, wire, claim))
+            elif outcome is None:
+                full = True
+                break
+            else:
+                outcomes.append(outcome)
     for outcome in outcomes:
         finish(outcome)
     return claimed, full
-
-
-def _settle_and_claim(settings, conn, finished: list, candidates: list, gate: _Gate, transport_name: str,
-                      finish, stopped, *, now, sleep) -> tuple[list, bool]:
-    """Record the sends that `finished`, then claim the `candidates` the gates let through, in one
-    transaction: one commit, and one `fsync`, for both (the records become durable with the claims).
-
-    The outcomes come first, so the gates asked before each claim know of a bounce among them, and
-    a run they stop claims nothing. Returns what `_claim_group` returns.
-    """
-    held_back: list[Outcome] = []  # told once the commit holds
-
-    def write() -> tuple[list, bool]:
-        held_back.clear()
-        with database.group(conn):
-            for entry in finished:
-                finish(_write_outcome(settings, conn, *entry, now=now, sleep=sleep))
-            if stopped():
-                return [], False
-            group = _admitted(conn, candidates, gate, finish, now=now)
-            if stopped():
-                return [], False
-            claimed, outcomes, full = _claim_each(settings, conn, group, transport_name, now=now)
-            held_back.extend(outcomes)
-            return claimed, full
-
-    result = _logging_lost_records(
-        finished, lambda: ledger.Patience(now, sleep).run(write, f"the outcomes of {len(finished)} sends")
-        if finished else write())
-    for outcome in held_back:
-        finish(outcome)
-    return result
-
-
-def _claim_each(settings, conn, group, transport_name: str, *, now) -> tuple[list, list[Outcome], bool]:
-    """The claims of `group`, inside the caller's transaction: [(item, wire, claim)], the outcomes of
-    those not claimed (skipped, deferred), and whether the day's limit was reached."""
-    claimed, outcomes = [], []
-    for item, rendered, wire in group:
-        claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now)
-        if claim is not None:
-            claimed.append((item, wire, claim))
-        elif outcome is None:
-            return claimed, outcomes, True
-        else:
-            outcomes.append(outcome)
-    return claimed, outcomes, False
 
 
 def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:
@@ -857,21 +804,13 @@ def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim
         with database.group(conn):
             return [_write_outcome(settings, conn, *entry, now=now, sleep=sleep) for entry in finished]
 
-    def write() -> list[Outcome]:
+    try:
         with _record_sync(conn, [result for _, _, result, _ in finished]):
             if len(finished) == 1:  # its own transaction, no savepoint
                 return [_write_outcome(settings, conn, *finished[0], now=now, sleep=sleep)]
             return ledger.Patience(now, sleep).run(write_all, f"the outcomes of {len(finished)} sends")
-
-    return _logging_lost_records(finished, write)
-
-
-def _logging_lost_records(finished: list, write: Callable[[], T]) -> T:
-    """`write()`; when the database refuses it, every message of `finished` the provider accepted
-    is named in the log (the messages are out: say so where a person will look)."""
-    try:
-        return write()
-    except sqlite3.Error:
+    except BaseException:  # a database error, or an interruption that rolled the group back
+        # The messages are out; say so where a person will look, since the database could not.
         for item, _, result, _ in finished:
             if not isinstance(result, SendError):
                 log.error("%s was accepted as %s but recording it failed; the next run marks it unknown",

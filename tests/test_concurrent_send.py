@@ -115,27 +115,6 @@ def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, c
     assert shared.claimed_first == [True] * 8
 
 
-def test_the_outcomes_and_the_next_claims_share_one_commit(settings, db, clock):
-    """Without a rate, the sends that finished are recorded in the transaction that claims the next
-    messages for their places: one commit and one fsync for both, the outcomes written first."""
-    settings = settings.model_copy(update={"send_concurrency": 4})
-    add_recipients(db, 12)
-    statements = trace_statements(db)
-    shared = Shared(settings, meet=4)
-    assert run(settings, db, shared, clock).sent == 12
-    commits: list[list[str]] = []
-    for sql in statements:
-        if sql.startswith("BEGIN"):
-            commits.append([])
-        elif sql.startswith(("UPDATE send_log SET status = 'sent'", "INSERT INTO send_log")):
-            commits[-1].append(sql.split()[0])
-    both = [kinds for kinds in commits if "UPDATE" in kinds and "INSERT" in kinds]
-    assert both, "a commit holds outcomes and claims"
-    assert all(kinds.index("INSERT") > max(i for i, k in enumerate(kinds) if k == "UPDATE") for kinds in both), \
-        "the outcomes are written before the claims"
-    assert sum(kinds.count("INSERT") for kinds in commits) == 12 and max(k.count("INSERT") for k in commits) <= 4
-
-
 def test_the_daily_limit_is_exact_and_nobody_is_mailed_twice(settings, db, clock):
     settings = settings.model_copy(update={"send_concurrency": 8, "daily_limit": 7})
     add_recipients(db, 30)
@@ -350,3 +329,24 @@ def test_outcomes_that_cannot_be_recorded_are_logged_as_sent(settings, db, clock
     assert "person0@example.com was accepted as id-a but recording it failed" in logged
     assert "person1@example.com was accepted as id-b but recording it failed" in logged
     assert set(statuses(db).values()) == {"sending"}, "the next run makes both unknown, never a resend"
+
+
+def test_an_interruption_while_recording_names_every_accepted_message(settings, db, clock, caplog, monkeypatch):
+    """Ctrl-C in the middle of a group of records rolls the group back: the log says what was sent."""
+    from email_automation.run_daily import _record_together
+
+    (a, claim_a), (b, claim_b) = _claimed(settings, db, clock, 2)
+    real = ledger.record_sent
+
+    def interrupted(conn, claim, message_id, **kwargs):
+        if message_id == "id-b":
+            raise KeyboardInterrupt
+        return real(conn, claim, message_id, **kwargs)
+
+    monkeypatch.setattr(ledger, "record_sent", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _record_together(settings, db, [(a, claim_a, "id-a", []), (b, claim_b, "id-b", [])],
+                         now=clock, sleep=RecordingSleep())
+    assert "person0@example.com was accepted as id-a but recording it failed" in caplog.text
+    assert "person1@example.com was accepted as id-b but recording it failed" in caplog.text
+    assert set(statuses(db).values()) == {"sending"}

@@ -45,6 +45,17 @@ def test_headers_and_structure(settings):
     assert content(parts[1]) == "<p>Hi Ada</p>\n"
 
 
+def test_the_date_is_written_in_the_zone_it_was_given(settings):
+    """The Date field is made once a second; the same instant in two zones is still two fields."""
+    from datetime import timedelta
+
+    berlin = NOW.astimezone(timezone(timedelta(hours=1)))
+    dates = [parse(build_message(RENDERED, to="ada@example.org", settings=settings, now=moment))["Date"]
+             for moment in (NOW, berlin, NOW.replace(microsecond=999_999))]
+    assert dates == ["Wed, 25 Nov 2026 07:00:00 +0000", "Wed, 25 Nov 2026 08:00:00 +0100",
+                     "Wed, 25 Nov 2026 07:00:00 +0000"]
+
+
 def test_to_shows_the_recipients_name_when_known(settings):
     received = parse(build_message(RENDERED, to="ada@example.org", to_name="Ada Lovelace", settings=settings))
     assert received["To"] == "Ada Lovelace <ada@example.org>"
