@@ -675,6 +675,26 @@ def test_each_row_costs_sqlite_a_bounded_number_of_instructions(db, tmp_path):
     assert per_row <= 80, per_row
 
 
+def test_empty_and_absent_cells_are_stored_without_binding_a_none(db, tmp_path):
+    """Python's sqlite3 looks for an adapter for every None it binds: 0.6 µs each, more than the
+    rest of the row. An empty subject is bound as "" and stored as NULL by the INSERT, and a
+    column the file lacks is left to the table's default."""
+    nones = []
+    sqlite3.register_adapter(type(None), lambda value: nones.append(value))  # sees every None bound
+    try:
+        import_csv(db, write(tmp_path, "in.csv", """\
+            email,first name,subject
+            ann@example.com,Ann,
+            bob@example.com,,Hello
+            """))
+    finally:
+        del sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+
+    assert [(r["first_name"], r["custom_subject"], r["custom_body"], r["template"], r["fields"], r["timezone"])
+            for r in recipients(db)] == [("Ann", None, None, None, "{}", ""), ("", "Hello", None, None, "{}", "")]
+    assert nones == []
+
+
 def test_the_connection_is_left_as_it_was(db, tmp_path):
     # The import relaxes foreign keys, fsync per chunk and the cache for itself only.
     before = [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("foreign_keys", "synchronous", "cache_size")]
