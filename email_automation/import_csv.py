@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 
-from . import attachments, imports
+from . import attachments, import_rows, imports
 from .addresses import normalize_email
 from .database import DEFAULT_CAMPAIGN, DEFAULT_TEMPLATE, iso, transaction, utc_now
 from .errors import CsvImportError
@@ -140,7 +140,7 @@ class Columns:
     # would be written as) and `fields` when it has extra columns.
     stored: tuple[str, ...] = field(init=False, compare=False)
     _pick: Callable = field(init=False, repr=False, compare=False)
-    _store: Callable = field(init=False, repr=False, compare=False)
+    _stored_at: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _json_pairs: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,12 +149,11 @@ class Columns:
         self._json_pairs = tuple((index, encode_basestring(key) + ":") for index, key in self.extras)
         self.stored = tuple(name for name in STORED_COLUMNS
                             if name in self.positions or name == "email" or (name == "fields" and self.extras))
-        # itemgetter of one index returns the item, not a 1-tuple
-        self._store = itemgetter(*(STORED_COLUMNS.index(name) for name in self.stored), 0)
+        self._stored_at = tuple(STORED_COLUMNS.index(name) for name in self.stored)
 
     def stored_values(self, recipient: tuple) -> tuple:
         """normalize_row's tuple cut to `stored`, with "" for None (see _NULL_WHEN_EMPTY)."""
-        return tuple(["" if value is None else value for value in self._store(recipient)[:-1]])
+        return tuple("" if recipient[index] is None else recipient[index] for index in self._stored_at)
 
     @property
     def email(self) -> int | None:
@@ -622,17 +621,18 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
     """
     shared = (run.campaign_id, run.id, iso(utc_now()))
     statement_rows = _statement_rows(conn, len(columns.stored))
+    build = _row_function(columns, check, checks)
     chunk: list[tuple] = []
     valid = 0
     for line, values in records:
         try:
-            recipient = checks(normalize_row(values, columns, check), columns)
+            recipient = build(values)
         except InvalidRow as err:
             _reject(report, rejects, line, values, columns, err)
             continue
         if recipient is None:
             continue
-        chunk.append(columns.stored_values(recipient))
+        chunk.append(recipient)
         if len(chunk) == chunk_rows:
             report.inserted += _insert(conn, shared, columns.stored, chunk, statement_rows)
             valid += len(chunk)
@@ -642,6 +642,16 @@ def _load(conn: sqlite3.Connection, run: imports.ImportRun, records: Iterator[tu
         report.inserted += _insert(conn, shared, columns.stored, chunk, statement_rows)
         valid += len(chunk)
     report.duplicates = valid - report.inserted
+
+
+def _row_function(columns: Columns, check: str | None, checks: _RowChecks) -> import_rows.Row:
+    """values -> the row's `columns.stored` values (None for a blank row): written for the file's
+    columns (import_rows.py), or the general path alone when the file scan found cells to check."""
+    def general(values: list[str]) -> tuple | None:
+        recipient = checks(normalize_row(values, columns, check), columns)
+        return None if recipient is None else columns.stored_values(recipient)
+
+    return general if check is not None else import_rows.row_builder(columns, general, checks.domain_check)
 
 
 @dataclass

@@ -16,10 +16,11 @@ from textwrap import dedent
 import jinja2
 import pytest
 from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
 from typer.testing import CliRunner
 
-from email_automation import imports, reports
+from email_automation import attachments, import_csv as import_module, imports, reports
 from email_automation.cli import app
 from email_automation.database import connect
 from email_automation.errors import CsvImportError
@@ -496,6 +497,55 @@ def test_addresses_follow_email_validator_exactly(address):
         assert str(raised.value) == str(err)
     else:
         assert normalize_email(address) == (expected.ascii_email or expected.normalized).lower()
+
+
+# --- the row function written for the file's columns ---------------------------------------
+
+# Headers from every family: the recipient fields under their aliases, the looked-up ones
+# (template, attachments, time zone), a second email column, and extra columns whose names need
+# JSON escaping or renaming.
+_HEADERS = st.lists(st.sampled_from(["Email", "E-mail", "First Name", "Surname", "Company", "Subject", "Body",
+                                     "Template", "Attachments", "Time zone", "Role", 'Say "hi"', "naïve\\x",
+                                     "if", ""]), min_size=1, max_size=7)
+_CELLS = st.one_of(
+    st.sampled_from(["ann@example.com", " Bob.Lee+x@Example.COM ", "zoë@example.com", "x@bücher.example", "bob@",
+                     "a@b@example.com", "no-mx@bad.example", "", "  ", "default", "spring", "autumn",
+                     "brochure.pdf", "missing.pdf", "Europe/Berlin", "Mars/Olympus", 'He said "hi"\\', "tab\there",
+                     "Ünïcode", "x" * 70 + "@example.com"]),
+    st.text(alphabet="ab @.é\"\\\t-", max_size=8))
+
+
+def _files(cell: str) -> str | None:
+    if "missing" in cell:
+        raise attachments.AttachmentError(f"{cell}: no such file")
+    return json.dumps(["/abs/" + cell.strip()])
+
+
+@hypothesis_settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.data())
+def test_the_row_function_written_for_the_file_matches_the_general_path(data):
+    # Every row gives the same stored values, or is refused with the same column and reason, either way.
+    header = data.draw(_HEADERS)
+    if not any(h.lower().replace("-", "") == "email" for h in header):
+        header = [*header, "Email"]
+    columns = import_module.map_header(header)
+    checks = import_module._RowChecks(data.draw(st.sampled_from([None, lambda d: "no MX" if "bad" in d else None])),
+                                      _files, "spring-campaign", frozenset({"spring"}))
+    general = import_module._row_function(columns, "utf-8", checks)  # the file scan found cells to check
+    fast = import_module._row_function(columns, None, checks)
+    assert fast is not general  # the written one
+    for values in data.draw(st.lists(st.lists(_CELLS, min_size=len(header) - 1, max_size=len(header) + 1),
+                                     min_size=1, max_size=5)):
+        if columns.email < len(values) and data.draw(st.booleans()):
+            values[columns.email] = "ann@example.com"  # a plain address: the rest of the row decides
+        assert _outcome(fast, values) == _outcome(general, values)
+
+
+def _outcome(build, values: list[str]):
+    try:
+        return build(values)
+    except import_module.InvalidRow as err:
+        return err.column, str(err)
 
 
 # --- files that cannot be imported: one line, nothing written -------------------------------
