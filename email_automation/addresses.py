@@ -50,7 +50,9 @@ def plain_form(address: str) -> str | None:
     if match is None:
         return None
     after_at = match.start(1)
-    known = _domain(match[1])
+    # UTS-46 maps capitals to small letters before any check of email-validator's that could tell
+    # them apart, so `Example.COM` shares `example.com`'s verdict and cache entry.
+    known = _domain(match[1].lower())
     if known is None or len(address) > EMAIL_MAX_LENGTH or after_at + known[1] > EMAIL_MAX_LENGTH:
         return None
     return (address[:after_at] + known[0]).lower()
