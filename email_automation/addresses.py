@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import ATEXT, EMAIL_MAX_LENGTH
+from email_validator.rfc_constants import ATEXT, DNS_LABEL_LENGTH_LIMIT, DOMAIN_MAX_LENGTH, EMAIL_MAX_LENGTH
 from email_validator.syntax import validate_email_domain_name
 
 # A plain ASCII address: email-validator's own dot-atom local part (RFC 5322 3.2.3: no quotes, no
@@ -21,17 +21,39 @@ from email_validator.syntax import validate_email_domain_name
 _PLAIN = re.compile("[" + ATEXT + "]+(?:\\.[" + ATEXT + "]+)*@([a-zA-Z0-9.-]+)")
 
 
+# Labels of small letters and digits, hyphens only inside, at least one dot, a last label ending in
+# a letter: a host name email-validator's domain check returns unchanged (RFC 952, RFC 1123 2.1).
+_HOST_LABEL = "[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_HOST = re.compile(f"{_HOST_LABEL}(?:\\.{_HOST_LABEL})*\\.(?:[a-z0-9][a-z0-9-]*)?[a-z]")
+
+
 @lru_cache(maxsize=65536)
 def _domain(domain: str) -> tuple[str, int] | None:
     """(ASCII form, longest UTF-8 length of its forms) if email-validator accepts the domain, else None.
 
     Cached: a list repeats a few thousand company domains, and this is most of email-validator's cost.
     """
+    if _plain_host(domain):
+        return domain, len(domain)
     try:
         info = validate_email_domain_name(domain)
     except EmailNotValidError:
         return None
     return info["ascii_domain"], max(len(info["ascii_domain"]), len(info["domain"].encode()))
+
+
+def _plain_host(domain: str) -> bool:
+    """True for a lower-case host name email-validator's domain check accepts unchanged, without it.
+
+    That check looks at each character three times in Python (77 µs a domain, which a list with a
+    new domain on every other row pays per row). For small letters, digits, dots and hyphens every
+    character check passes and UTS-46 changes nothing; what remains is this: dots and hyphens in
+    place (`_HOST`), a last label ending in a letter, no `--` (an R-LDH or Punycode label, RFC 5890),
+    lengths, and no special-use name. Anything else goes to email-validator.
+    """
+    return (_HOST.fullmatch(domain) is not None and "--" not in domain and len(domain) <= DOMAIN_MAX_LENGTH
+            and max(map(len, domain.split("."))) <= DNS_LABEL_LENGTH_LIMIT
+            and not any(domain.endswith("." + name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES))
 
 
 def plain_form(address: str) -> str | None:
