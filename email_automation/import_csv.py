@@ -74,7 +74,9 @@ _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in a
 _RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none"}
 
 # cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
-_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+# (Found by deleting every other byte, at C speed: a regular expression's character class took
+# 0.5 s of a million-row file's scan, bytes.translate 0.03 s.)
+_NOT_CP1252_UNDEFINED = bytes(b for b in range(256) if b not in b"\x81\x8d\x8f\x90\x9d")
 # A byte that is not UTF-8, as Python's "surrogateescape" error handler hands it over (PEP 383).
 _STRAY = re.compile("[\udc80-\udcff]")
 _LABELS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252", "latin-1": "Latin-1"}
@@ -258,7 +260,7 @@ def detect_encoding(chunks: Iterable[bytes]) -> Encoding:
             text, bad = _decode_stray(utf8, chunk)
             stray += bad
         multibyte += len(chunk) - len(text)
-        if cp1252_ok and _CP1252_UNDEFINED.search(chunk):
+        if cp1252_ok and chunk.translate(None, _NOT_CP1252_UNDEFINED):
             cp1252_ok = False
     stray += _decode_stray(utf8, b"", final=True)[1]
     if stray == 0 or multibyte > stray:
