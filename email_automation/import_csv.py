@@ -91,8 +91,8 @@ _UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\udc80-\udcff]")
 STORED_COLUMNS = ("email", "first_name", "last_name", "company", "custom_subject", "custom_body", "attachments",
                   "template", "fields", "timezone")
 # Bound as "" and stored as NULL by the INSERT: Python's sqlite3 looks for an adapter for every None
-# it binds (and every str it does not), which cost 0.6 µs a None, more than binding the rest of the
-# row (https://docs.python.org/3/library/sqlite3.html#how-to-adapt-custom-python-types-to-sqlite-values).
+# it binds (never for a str), 0.6 µs a None, more than binding the rest of the row
+# (https://docs.python.org/3/library/sqlite3.html#how-to-adapt-custom-python-types-to-sqlite-values).
 _NULL_WHEN_EMPTY = frozenset({"custom_subject", "custom_body", "attachments", "template"})
 _SHARED_PARAMS = 3  # campaign_id, import_id, created_at: ?1 ?2 ?3 of every statement
 
@@ -462,23 +462,20 @@ class _Records:
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
         """(line the record starts on, values)."""
-        with self.errors():
+        with self.errors(lambda: self.end):
             for values in self.reader:
                 start, self.end = self.end + 1, self.reader.line_num
                 yield start, values
 
     @contextmanager
-    def errors(self, end: Callable[[], int] | None = None) -> Iterator[None]:
+    def errors(self, end: Callable[[], int]) -> Iterator[None]:
         """CsvImportError for a record that cannot be read; `end()`: the line the last good one ended on."""
         try:
             yield
         except csv.Error as err:
-            raise CsvImportError(f"{self.path}:{(end or self._end)() + 1}: malformed CSV: {err}") from err
+            raise CsvImportError(f"{self.path}:{end() + 1}: malformed CSV: {err}") from err
         except UnicodeDecodeError as err:  # only if the file changed since its encoding was detected
-            raise CsvImportError(f"{self.path}:{(end or self._end)() + 1}: cannot decode text: {err.reason}") from err
-
-    def _end(self) -> int:
-        return self.end
+            raise CsvImportError(f"{self.path}:{end() + 1}: cannot decode text: {err.reason}") from err
 
 
 class _RejectsFile:
@@ -778,9 +775,10 @@ def _import_pragmas(conn: sqlite3.Connection) -> Iterator[None]:
     And temp_store=MEMORY: each multi-row INSERT keeps a statement journal, the original of every
     page it changes so that it alone can be undone (SQLite keeps one for this table: its company
     indexes hold expressions), and past 64 KiB that journal goes to a temporary file: 120,000
-    writes for 200,000 rows, a fifth of the import (https://www.sqlite.org/tempfiles.html#statement_journal_files).
-    In memory it holds one statement's pages at most, about 4 MiB. The connection has no TEMP
-    table for the switch to drop (https://www.sqlite.org/pragma.html#pragma_temp_store).
+    writes for 200,000 rows, a seventh of the import's time
+    (https://www.sqlite.org/tempfiles.html#statement_journal_files). In memory it holds one
+    statement's pages at most, about 4 MiB. The connection has no TEMP table for the switch to
+    drop (https://www.sqlite.org/pragma.html#pragma_temp_store).
     """
     saved = {name: conn.execute(f"PRAGMA {name}").fetchone()[0]
              for name in ("cache_size", "foreign_keys", "synchronous", "temp_store")}

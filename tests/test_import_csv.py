@@ -747,7 +747,7 @@ def test_empty_and_absent_cells_are_stored_without_binding_a_none(db, tmp_path):
 
 def test_the_connection_is_left_as_it_was(db, tmp_path):
     # The import relaxes foreign keys, fsync per chunk, the cache and where temporary files go for
-    # itself only: its statement journals stay in memory (a temporary file took a fifth of its time).
+    # itself only: its statement journals stay in memory (a temporary file took a seventh of its time).
     names = ("foreign_keys", "synchronous", "cache_size", "temp_store")
     before = [db.execute(f"PRAGMA {name}").fetchone()[0] for name in names]
     during = []
