@@ -427,10 +427,24 @@ BEGIN
 END;
 """
 
+# The same index as migration 14's recipients_odd_company (the same rows, the same key), with its
+# cheap half first: SQLite evaluates a partial index's WHERE for every row it inserts, left to
+# right, and an AND stops at its first false term (https://sqlite.org/partialindex.html). Every
+# row an import writes is fresh, so two column comparisons now settle it where four pattern
+# matches over its company and address did (a 200,000-row import: 2.2 s -> 1.7 s of SQLite's
+# CPU, benchmarks/bench_import.py). The claim's query names both halves, so it still uses the index.
+_V15_ODD_COMPANY_FRESH_ROWS_FIRST = """
+DROP INDEX recipients_odd_company;
+CREATE INDEX recipients_odd_company ON recipients (campaign_id)
+    WHERE (status != 'pending' OR step > 1) AND (company GLOB '*[^ -~]*' OR instr(company, '  ') > 0
+    OR email GLOB '*[^ -~]*' OR instr(substr(email, instr(email, '@') + 1), '@') > 0);
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
                                _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
                                _V11_SEQUENCES, _V12_STEP_TEMPLATES,
-                               _V13_COMPANY_AND_STEP_INDEXES, _V14_COMPANY_INDEXES_WITHOUT_FRESH_ROWS)
+                               _V13_COMPANY_AND_STEP_INDEXES, _V14_COMPANY_INDEXES_WITHOUT_FRESH_ROWS,
+                               _V15_ODD_COMPANY_FRESH_ROWS_FIRST)
 SCHEMA_VERSION = len(MIGRATIONS)
