@@ -77,6 +77,25 @@ def counted_today(conn: sqlite3.Connection, day: str) -> int:
     ).fetchone()[0]
 
 
+class DayTally:
+    """The day's counted attempts for a group of claims in one transaction: read once, then each
+    claim of the group adds its own (no other writer can add any before the group commits).
+    Counting them again for every claim costs a scan of the day's attempts per message."""
+
+    def __init__(self) -> None:
+        self._day: str | None = None
+        self._count = 0
+
+    def count(self, conn: sqlite3.Connection, day: str) -> int:
+        if day != self._day:
+            self._day, self._count = day, counted_today(conn, day)
+        return self._count
+
+    def add(self, day: str) -> None:
+        if day == self._day:
+            self._count += 1
+
+
 def remaining_today(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, daily_limit: int) -> int:
     """What is left of DAILY_LIMIT today: the one figure the run, `status` and the dashboard show."""
     return max(0, daily_limit - counted_today(conn, batch_date(now, tz)))
@@ -114,6 +133,7 @@ def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str, stop_company: bool = True, step: int = 1,
     template: str | None = None, subject_variant: str | None = None, companies: politeness.Caps | None = None,
+    tally: DayTally | None = None,
 ) -> Claim | Held | None:
     """Atomically move a pending recipient to `sending` and log the attempt, with the named
     `template` and the `subject_variant` (its subject template) the message was rendered from.
@@ -129,12 +149,13 @@ def claim(
     company) answered, becomes `skipped` instead. With `companies`, a first message that would
     exceed a per-company limit is `Held` (the recipient stays pending). All of it is checked
     inside the same write transaction, so two overlapping runs can never exceed the limits, claim
-    one recipient twice, or mail one address from two campaigns.
+    one recipient twice, or mail one address from two campaigns. `tally`: the group's count of the
+    day's attempts, for claims made together in the caller's transaction (see `DayTally`).
     """
     day = batch_date(now, tz)
     attempt_id = uuid.uuid4().hex
     with transaction(conn):
-        counted = counted_today(conn, day)
+        counted = tally.count(conn, day) if tally is not None else counted_today(conn, day)
         if counted >= daily_limit:
             return None
         row = conn.execute(
@@ -173,6 +194,8 @@ def claim(
             " template, subject_variant, step) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
             (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant, step),
         ).lastrowid
+        if tally is not None:
+            tally.add(day)
     return Claim(log_id, attempt_id, recipient_id, row["email"], step)
 
 

@@ -540,8 +540,9 @@ def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> 
     """
     claimed, outcomes, full = [], [], False
     with database.group(conn):
+        tally = ledger.DayTally()  # the day's count, read once for the group
         for item, rendered, wire in group:
-            claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now)
+            claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now, tally=tally)
             if claim is not None:
                 claimed.append((item, wire, claim))
             elif outcome is None:
@@ -751,14 +752,14 @@ def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep)
 
 
 def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_name: str, *,
-           now) -> tuple[ledger.Claim | None, Outcome | None]:
+           now, tally: ledger.DayTally | None = None) -> tuple[ledger.Claim | None, Outcome | None]:
     """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
     one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
     claim = ledger.claim(conn, item.recipient_id, now=now(), tz=settings.tz, daily_limit=settings.daily_limit,
                          subject=rendered.subject, transport=transport_name,
                          stop_company=settings.stop_company_on_reply, template=rendered.template,
                          subject_variant=rendered.subject_variant, step=item.step,
-                         companies=politeness.Caps.from_settings(settings))
+                         companies=politeness.Caps.from_settings(settings), tally=tally)
     if isinstance(claim, ledger.Held):  # another run took this company's place since the batch was picked
         return None, Outcome(now(), item.email, "pending", error=claim.reason, attempted=False, step=item.step)
     if claim is not None:

@@ -104,15 +104,21 @@ def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, c
     shared = Shared(settings, meet=4)
     assert run(settings, db, shared, clock).sent == 8
     claims_per_commit: list[int] = []
+    counts_per_commit: list[int] = []  # the day's attempts, counted for the daily limit
     for sql in statements:
         if sql.startswith("BEGIN"):
             claims_per_commit.append(0)
+            counts_per_commit.append(0)
         elif sql.startswith("INSERT INTO send_log"):
             claims_per_commit[-1] += 1
+        elif sql.startswith("SELECT count(*) FROM send_log WHERE batch_date"):
+            counts_per_commit[-1] += 1
     claims = [n for n in claims_per_commit if n]
     assert claims[0] == 4, "the first four places are claimed together"
     assert sum(claims) == 8 and max(claims) <= 4
     assert shared.claimed_first == [True] * 8
+    assert all(counts == 1 for claims, counts in zip(claims_per_commit, counts_per_commit) if claims), \
+        "a group counts the day's attempts once; each claim adds its own"
 
 
 def test_the_daily_limit_is_exact_and_nobody_is_mailed_twice(settings, db, clock):
