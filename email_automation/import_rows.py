@@ -14,7 +14,7 @@ need, in straight-line code (as `collections.namedtuple` and `dataclasses` write
         if email is None:
             return general(values)
         return (email, values[1].strip(), values[2].strip(), values[3].strip(),
-                _key0 + quote(values[4].strip()) + "}")
+                "".join((_key0, quote(values[4].strip()), "}")))
 
 It stands aside, giving the row to `general` (the import's full path, which knows the exact
 reason of any refusal), for whatever is not plain: a row narrower or wider than the header, an
@@ -81,5 +81,6 @@ def _fields_json(extras: tuple[tuple[int, str], ...], namespace: dict) -> str:
     parts = []
     for number, (index, key) in enumerate(extras):
         namespace[f"_key{number}"] = ("{" if number == 0 else ",") + encode_basestring(key) + ":"
-        parts.append(f"_key{number} + quote(values[{index}].strip())")
-    return " + ".join(parts) + ' + "}"'
+        parts += [f"_key{number}", f"quote(values[{index}].strip())"]
+    # One flat join, not a chain of `+`: a chain as deep as a wide file's columns does not compile.
+    return f'"".join(({", ".join(parts)}, "}}"))'

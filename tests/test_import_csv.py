@@ -213,6 +213,18 @@ def test_header_aliases_case_and_spacing(db, tmp_path, header, expected):
     assert (row["first_name"], row["last_name"], row["company"]) == expected
 
 
+def test_a_file_with_thousands_of_columns_imports(db, tmp_path):
+    """The row function written for a file's columns stays flat however wide the file is."""
+    names = [f"c{n}" for n in range(5_000)]
+    path = write(tmp_path, "wide.csv", ",".join(["email", *names]) + "\n"
+                 + ",".join(["ann@example.com", *(f"v{n}" for n in range(5_000))]) + "\n")
+
+    import_csv(db, path)
+
+    fields = json.loads(recipients(db)[0]["fields"])
+    assert len(fields) == 5_000 and fields["c0"] == "v0" and fields["c4999"] == "v4999"
+
+
 def test_extra_columns_become_template_fields(db, tmp_path):
     path = write(tmp_path, "extra.csv", """
         Email,First Name,Role,Referral Source,Job-Title,2nd Contact,In
