@@ -64,7 +64,7 @@ def _source(columns: Columns, namespace: dict, *, checks_domain: bool) -> str:
     values = ["email"]
     for name in columns.stored[1:]:
         if name == "fields":
-            values.append(_fields_json(columns.extras, namespace))
+            values.append(_fields_json(columns.json_pairs, namespace))
             continue
         cell = f"values[{columns.positions[name]}].strip()"
         if name in LOOKED_UP:
@@ -76,11 +76,12 @@ def _source(columns: Columns, namespace: dict, *, checks_domain: bool) -> str:
     return "def build(values):\n" + "".join(f"    {line}\n" for line in lines)
 
 
-def _fields_json(extras: tuple[tuple[int, str], ...], namespace: dict) -> str:
-    """The expression of the extra columns as one JSON object, the way `Columns.fields_json` writes it."""
+def _fields_json(json_pairs: tuple[tuple[int, str], ...], namespace: dict) -> str:
+    """The expression of the extra columns as one JSON object, the way `Columns.fields_json` writes it
+    (its `json_pairs`: each column's index and JSON key)."""
     parts = []
-    for number, (index, key) in enumerate(extras):
-        namespace[f"_key{number}"] = ("{" if number == 0 else ",") + encode_basestring(key) + ":"
+    for number, (index, key) in enumerate(json_pairs):
+        namespace[f"_key{number}"] = ("{" if number == 0 else ",") + key
         parts += [f"_key{number}", f"quote(values[{index}].strip())"]
     # One flat join, not a chain of `+`: a chain as deep as a wide file's columns does not compile.
     return f'"".join(({", ".join(parts)}, "}}"))'
