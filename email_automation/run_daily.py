@@ -1,8 +1,10 @@
 """The daily run: pick today's batch, check every message renders, then render -> claim -> send -> record.
 
 Every message of the batch is rendered and its headers made once before the first send, so a
-template error stops its campaign before anything leaves; only the recipient ids are kept, and each
-message is rendered and built again just before its claim, so memory does not grow with the batch.
+template error stops its campaign before anything leaves; only the recipient ids are kept, with the
+rendered content of the first messages up to KEPT_RENDERS_CHARS, and each message is built again
+just before its claim (rendered again unless that content is kept and the recipient unchanged), so
+memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
