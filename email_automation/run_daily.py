@@ -857,7 +857,11 @@ def _send_with_retries(transport: Transport, message, tags: dict[str, str], slee
 
     Each refusal that is retried is appended to `refused`, so the log can say what happened.
     """
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # at the first send
+    try:  # the usual case, without the retry machinery (its per-call state costs more than building the message)
+        return transport.send(message, tags=tags)
+    except TransientSendError as err:
+        first: TransientSendError | None = err
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # at the first retry
 
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
@@ -868,5 +872,8 @@ def _send_with_retries(transport: Transport, message, tags: dict[str, str], slee
         reraise=True,
     ):
         with attempt:
+            if first is not None:  # the refusal above, counted and waited on as tenacity's first attempt
+                refusal, first = first, None
+                raise refusal
             return transport.send(message, tags=tags)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -17,7 +17,7 @@ from email_automation.errors import (
     TransientSendError,
 )
 from email_automation.locking import RunLockedError, run_lock
-from email_automation.run_daily import run_daily
+from email_automation.run_daily import TRANSIENT_RETRIES, run_daily
 from email_automation.transports.dry_run import DryRunTransport
 
 from .fakes import RecordingSleep, ScriptedTransport, trace_statements
@@ -158,8 +158,11 @@ def test_transient_errors_that_persist_leave_the_recipient_pending_then_failed(s
     settings = settings.model_copy(update={"max_attempts": 2})
     add_recipients(db, 1)
     transport = ScriptedTransport({"person0@example.com": [TransientSendError("421 try later", code="421")] * 8})
-    first = run(settings, db, transport, clock)
+    sleep = RecordingSleep()
+    first = run(settings, db, transport, clock, sleep=sleep)
     assert first.deferred == 1
+    assert transport.calls == ["person0@example.com"] * (TRANSIENT_RETRIES + 1)
+    assert sleep.calls == [2, 4, 8]
     row = db.execute("SELECT status, attempts, last_error FROM recipients").fetchone()
     assert tuple(row) == ("pending", 1, "421: 421 try later")
     run(settings, db, transport, clock)
