@@ -46,7 +46,7 @@ class SocketWatchdog:
     def __init__(self, seconds: float, current_socket: Callable[[], socket.socket | None]) -> None:
         self.seconds = seconds
         self._current_socket = current_socket
-        self._done = threading.Event()
+        self._done = False  # set once, under `_lock`
         self._lock = threading.Lock()  # `_done` and the cut are never interleaved
         self._ends_at = time.monotonic() + seconds
 
@@ -65,12 +65,12 @@ class SocketWatchdog:
 
     def __exit__(self, *exc: object) -> None:
         with self._lock:
-            self._done.set()
+            self._done = True
 
     def _cut_now(self) -> bool:
         """Cut the current socket unless the exchange has ended; False once it has."""
         with self._lock:
-            if self._done.is_set():
+            if self._done:
                 return False
             _cut(self._current_socket())
             return True
@@ -102,7 +102,7 @@ class _Watcher:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while self._queue and self._queue[0][2]._done.is_set():
+                while self._queue and self._queue[0][2]._done:
                     heapq.heappop(self._queue)
                 if not self._queue:
                     self._wake.wait()
