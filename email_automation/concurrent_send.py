@@ -5,12 +5,18 @@ connection): it claims a message (a durable commit), hands it over with `submit`
 the outcomes `done` gives back. So every message still has exactly one claim before it leaves,
 and the daily limit is checked by each claim as in a one-at-a-time run. A provider that takes
 50 ms per message is kept busy by `len(transports)` messages at once instead of waiting for each.
+
+With `queued`, that many more claimed sends may wait behind the ones in flight, so the caller can
+claim a whole group while the workers are busy. Then a waiting send starts only while every failed
+send has been settled by the caller (`settle`): after a refusal nothing new leaves until the caller
+has recorded it and taken back (`cancel_queued`) what must no longer go.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -53,26 +59,39 @@ class Done(Generic[K]):
 
 
 class ConcurrentSender(Generic[K]):
-    """Runs `send(transport)` calls on one thread per transport; at most one call per transport at a time."""
+    """Runs `send(transport)` calls on one thread per transport; at most one call per transport at a time,
+    and up to `queued` more submitted calls waiting for a free transport."""
 
-    def __init__(self, transports: list[Transport]) -> None:
+    def __init__(self, transports: list[Transport], *, queued: int = 0) -> None:
         self._idle: queue.SimpleQueue[Transport] = queue.SimpleQueue()
         for transport in transports:
             self._idle.put(transport)
         self.size = len(transports)
-        self._work: queue.SimpleQueue[tuple[K, Callable[[Transport], Any]] | None] = queue.SimpleQueue()
+        self.capacity = self.size + queued
+        self._jobs: deque[tuple[K, Callable[[Transport], Any]]] = deque()
+        self._turn = threading.Condition()  # guards `_jobs`, `_unsettled` and `_closing`
+        self._unsettled = 0  # failed sends the caller has not settled: no queued send starts meanwhile
+        self._hold_after_failure = queued > 0
+        self._closing = False
         self._done: queue.SimpleQueue[Done[K]] = queue.SimpleQueue()
-        self.in_flight = 0
+        self.in_flight = 0  # submitted and not yet given back by `done` or `cancel_queued`
         self._threads = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
                          for n in range(self.size)]
         for thread in self._threads:
             thread.start()
 
+    @property
+    def room(self) -> int:
+        """How many more sends may be submitted now."""
+        return self.capacity - self.in_flight
+
     def submit(self, key: K, send: Callable[[Transport], Any]) -> None:
-        """Start `send` on a free transport; call only while `in_flight < size`."""
-        assert self.in_flight < self.size, "wait for a send to finish first"
+        """Start `send` on a free transport, or queue it; call only while `room` > 0."""
+        assert self.in_flight < self.capacity, "wait for a send to finish first"
         self.in_flight += 1
-        self._work.put((key, send))
+        with self._turn:
+            self._jobs.append((key, send))
+            self._turn.notify()
 
     def done(self, *, block: bool) -> list[Done[K]]:
         """Finished sends: all there are now, waiting for at least one when `block` (and any is in flight)."""
@@ -87,23 +106,56 @@ class ConcurrentSender(Generic[K]):
         self.in_flight -= len(finished)
         return finished
 
-    def close(self) -> None:
-        """Stop the workers once the submitted sends are done (collect them with `done` first)."""
-        for _ in self._threads:
-            self._work.put(None)
+    def settle(self, failures: int) -> None:
+        """The caller has dealt with that many failed sends from `done`; queued sends may start
+        again once every failure so far is settled."""
+        if not self._hold_after_failure:
+            return
+        with self._turn:
+            self._unsettled -= failures
+            if not self._unsettled:
+                self._turn.notify_all()
+
+    def cancel_queued(self, keep: Callable[[K], bool] = lambda key: False) -> list[K]:
+        """Take back the queued sends that have not started and `keep` refuses; returns their keys.
+
+        `keep` is asked outside the lock (it may read the database); a send that starts meanwhile
+        is not taken back."""
+        with self._turn:
+            waiting = list(self._jobs)
+        refused = {id(job) for job in waiting if not keep(job[0])}
+        with self._turn:
+            cancelled = [job for job in self._jobs if id(job) in refused]
+            self._jobs = deque(job for job in self._jobs if id(job) not in refused)
+        self.in_flight -= len(cancelled)
+        return [key for key, _ in cancelled]
+
+    def close(self) -> list[K]:
+        """Stop the workers once the sends in flight are done (collect them with `done` first); the
+        queued sends that had not started never do: their keys are returned."""
+        cancelled = self.cancel_queued()
+        with self._turn:
+            self._closing = True
+            self._turn.notify_all()
         for thread in self._threads:
             thread.join()
+        return cancelled
 
     def _worker(self) -> None:
         while True:
-            job = self._work.get()
-            if job is None:
-                return
-            key, send = job
+            with self._turn:
+                while not self._closing and (self._unsettled or not self._jobs):
+                    self._turn.wait()
+                if self._closing:
+                    return
+                key, send = self._jobs.popleft()
             transport = self._idle.get()
             try:
                 self._done.put(Done(key, value=send(transport)))
             except BaseException as err:  # handed to the caller's thread, which decides
+                if self._hold_after_failure:
+                    with self._turn:
+                        self._unsettled += 1  # before the caller can see it
                 self._done.put(Done(key, error=err))
             finally:
                 self._idle.put(transport)

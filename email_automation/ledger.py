@@ -270,6 +270,22 @@ def record_failure(
     return new_status
 
 
+def give_back(conn: sqlite3.Connection, c: Claim, reason: str, *, now: datetime,
+              patience: Patience | None = None) -> None:
+    """A claimed message that never left (the run stopped, or a gate closed, before its turn): the
+    recipient is pending again and the attempt `deferred`, not counted toward the daily limit."""
+    def write() -> None:
+        with transaction(conn):
+            conn.execute(
+                "UPDATE send_log SET status = 'deferred', error = ?, error_class = 'not_sent', finished_at = ?"
+                " WHERE id = ?", (reason, iso(now), c.log_id))
+            conn.execute(
+                "UPDATE recipients SET status = 'pending', last_error = ?, attempts = attempts - 1, updated_at = ?"
+                " WHERE id = ?", (reason, iso(now), c.recipient_id))
+
+    _write(write, patience, f"that the message to {c.email} was not sent")
+
+
 def log_dry_run(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     subject: str, message_id: str, transport: str,

@@ -434,48 +434,75 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     """Up to `workers` sends in flight, their starts at least `interval` apart (MAX_SEND_RATE, SES's rate).
 
     This thread renders, claims and records; the sends run on the workers' own transports. Without
-    a rate, the messages for the places free at a time are claimed together, in one transaction:
-    one `fsync` per group instead of one per message. A group never outnumbers the free places, so a run
-    killed at any moment leaves at most `workers` recipients claimed and not recorded (`unknown`
-    after recovery), as many as can be in flight anyway. When the run stops (a fatal error, a
-    streak, an unexpected error) nothing more is claimed and the sends in flight are still recorded.
+    a rate, messages are claimed `workers` at a time in one transaction (one `fsync` per group), and
+    the next group is claimed while the one before it is sent: up to `workers` claimed sends wait
+    behind the `workers` in flight. So a run killed at any moment leaves at most 2 x `workers`
+    recipients claimed and not recorded (`unknown` after recovery); in exchange a group costs one
+    fsync per `workers` messages, where claiming only for the places free at a time made groups of
+    two or three, and no connection waits for a claim. After a failed send nothing waiting starts
+    until its outcome is recorded; the waiting claims that the gates (the circuit breaker) now
+    hold back are given back (pending again, the attempt `deferred`), and all of them once the run
+    stops (a fatal error, a streak, an unexpected error); the sends in flight are still recorded.
+    Under a rate, one claim at a time and none waiting: each `attempted_at` is when its send starts.
     """
     transports = transports + [transport_factory() for _ in range(workers - len(transports))]
     limiter = RateLimiter(1 / interval if interval else None, clock=lambda: now().timestamp(), sleep=sleep)
-    pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender(transports)
+    pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender(
+        transports, queued=0 if interval else workers)
     streak = _Streak()
     crash: BaseException | None = None
     todo = iter(batch)
 
+    def stopped() -> bool:
+        return bool(report.fatal_error or crash)
+
     def collect(block: bool) -> None:
         nonlocal crash
-        finished = []
+        finished, failures = [], 0
         for done in pool.done(block=block):
             item, claim, refused = done.key
+            failures += done.error is not None
             if done.error is not None and not isinstance(done.error, SendError):
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
             finished.append((item, claim, done.error or done.value, refused))
         for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
+        if failures:  # the waiting sends start again once these are recorded and the gates asked again
+            _give_back(conn, pool, report, on_outcome, why_not_now, now=now, sleep=sleep)
+            pool.settle(failures)
+
+    def why_not_now(item: _Planned) -> str | None:
+        """Why a claimed send waiting for a place must not start after all (a bounce just recorded
+        may have tripped the circuit breaker), or None."""
+        if stopped():
+            return "the run stopped"
+        held = gate.check(conn, item, now())
+        if held is False:
+            return None
+        return held.error if isinstance(held, Outcome) else "the circuit breaker held it back"
 
     def finish(outcome: Outcome) -> None:
         _finish(report, outcome, streak, on_outcome)
 
     ready: list[tuple[_Planned, RenderedEmail, object]] = []  # prepared, not claimed: nothing to undo
     try:
-        while not (report.fatal_error or crash):
+        while not stopped():
             # Prepare the next messages while the sends in flight finish, so that several places are
             # free, and claimed together, by the time they are ready.
             ready += _prepare_group(settings, conn, templates, todo, pool.size - len(ready), report, finish,
-                                    stopped=lambda: bool(report.fatal_error or crash), now=now)
-            if not ready or report.fatal_error or crash:
+                                    stopped=stopped, now=now)
+            if not ready or stopped():
                 break  # nothing left, or the run stopped: the prepared messages were not claimed
-            collect(block=pool.in_flight == pool.size)
-            if report.fatal_error or crash:
+            # Room for the whole group (under a rate, for one message): record what has finished, and
+            # wait for more to finish until there is.
+            needed = 1 if interval else len(ready)
+            collect(block=pool.room < needed)
+            while pool.room < needed and not stopped():
+                collect(block=True)
+            if stopped():
                 break
-            # Under a rate, one claim at a time: each `attempted_at` stays the moment its send starts.
-            free = 1 if interval else pool.size - pool.in_flight
+            free = 1 if interval else pool.room
             group, ready = _admitted(conn, ready[:free], gate, finish, now=now), ready[free:]
             if report.fatal_error:
                 break
@@ -489,14 +516,42 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                             _send_with_retries(transport, wire, tags, sleep, refused))
             if full:  # the limit was reached by an overlapping writer
                 break
+        if stopped():
+            _give_back(conn, pool, report, on_outcome, lambda item: "the run stopped", now=now, sleep=sleep)
         while pool.in_flight:
             collect(block=True)
     finally:
-        pool.close()
+        unsent = pool.close()  # claimed, never started: only when an exception ends the run here
         for extra in transports[1:]:
             extra.close()
+        for item, claim, _ in unsent:
+            try:
+                ledger.give_back(conn, claim, "not sent: the run was interrupted before its turn", now=now())
+            except Exception:  # the database may be why the run ended: the claim stays, never a resend
+                log.error("%s was claimed but not sent (the run was interrupted before its turn); the next run "
+                          "marks it unknown", item.email)
     if crash is not None:
         raise crash
+
+
+def _give_back(conn, pool: ConcurrentSender, report: RunReport, on_outcome, why_not: Callable[[_Planned], str | None],
+               *, now, sleep) -> None:
+    """The waiting sends for which `why_not` gives a reason never start: their claims are given back
+    (`ledger.give_back`) and each is reported as deferred, outside any streak (it was not attempted)."""
+    reasons: dict[int, str] = {}
+
+    def keep(key: tuple[_Planned, ledger.Claim, list[SendError]]) -> bool:
+        reason = why_not(key[0])
+        if reason:
+            reasons[id(key)] = f"not sent: {reason} before its turn"
+        return not reason
+
+    for key in pool.cancel_queued(keep):
+        item, claim, _ = key
+        ledger.give_back(conn, claim, reasons[id(key)], now=now(), patience=ledger.Patience(now, sleep))
+        outcome = Outcome(now(), item.email, "pending", error=reasons[id(key)], attempted=False, step=item.step)
+        _note(report, outcome)
+        on_outcome(outcome)
 
 
 def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport, finish, *,

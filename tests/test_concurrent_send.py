@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from email_automation import ledger
 from email_automation.cli import app
-from email_automation.concurrent_send import RateLimiter
+from email_automation.concurrent_send import ConcurrentSender, RateLimiter
 from email_automation.database import connect
 from email_automation.errors import FatalSendError
 from email_automation.politeness import Caps
@@ -95,14 +95,23 @@ def test_sends_run_together_each_claimed_durably_before_it_leaves(settings, db, 
     assert all(worker.closed for worker in shared.made[1:]), "the run closes the transports it made"
 
 
-def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, clock):
-    """One fsync for a group instead of one per message; never more claimed at once than places,
-    so a killed run leaves no more recipients `unknown` than can be in flight."""
+def test_claims_go_in_groups_of_send_concurrency_each_one_durable_commit(settings, db, clock):
+    """One fsync per SEND_CONCURRENCY messages; the next group is claimed while one is in flight,
+    so a killed run leaves at most twice SEND_CONCURRENCY recipients claimed without an outcome."""
     settings = settings.model_copy(update={"send_concurrency": 4})
-    add_recipients(db, 8)
+    add_recipients(db, 10)
     statements = trace_statements(db)
-    shared = Shared(settings, meet=4)
-    assert run(settings, db, shared, clock).sent == 8
+    claimed_at_once: list[int] = []
+
+    class Counting(Worker):
+        def send(self, message, *, tags):
+            claimed_at_once.append(self.other.execute(
+                "SELECT count(*) FROM recipients WHERE status = 'sending'").fetchone()[0])
+            return super().send(message, tags=tags)
+
+    shared = Shared(settings)
+    shared.factory = lambda: shared.made.append(Counting(shared)) or shared.made[-1]
+    assert run(settings, db, shared, clock).sent == 10
     claims_per_commit: list[int] = []
     counts_per_commit: list[int] = []  # the day's attempts, counted for the daily limit
     for sql in statements:
@@ -113,10 +122,9 @@ def test_the_claims_for_the_free_places_share_one_durable_commit(settings, db, c
             claims_per_commit[-1] += 1
         elif sql.startswith("SELECT count(*) FROM send_log WHERE batch_date"):
             counts_per_commit[-1] += 1
-    claims = [n for n in claims_per_commit if n]
-    assert claims[0] == 4, "the first four places are claimed together"
-    assert sum(claims) == 8 and max(claims) <= 4
-    assert shared.claimed_first == [True] * 8
+    assert [n for n in claims_per_commit if n] == [4, 4, 2], "whole groups, whatever the timing of the sends"
+    assert shared.claimed_first == [True] * 10
+    assert max(claimed_at_once) <= 8
     assert all(counts == 1 for claims, counts in zip(claims_per_commit, counts_per_commit) if claims), \
         "a group counts the day's attempts once; each claim adds its own"
 
@@ -202,10 +210,96 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     shared.factory = lambda: shared.made.append(SlowerThanTheFatalOne(shared)) or shared.made[-1]
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "fatal" and told.set())
     assert report.fatal_error == "AccountSendingPaused: the account is paused"
-    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    assert logged == {"person0@example.com": "sent", "person1@example.com": "deferred", "person2@example.com": "sent"}, \
-        "nothing claimed after the fatal answer; the two sends in flight were recorded"
-    assert statuses(db)["person3@example.com"] == "pending"
+    logged = {email: (status, error) for email, status, error in db.execute(
+        "SELECT r.email, l.status, l.error FROM send_log l JOIN recipients r ON r.id = l.recipient_id")}
+    assert logged.pop("person1@example.com")[0] == "deferred"
+    sent = {email for email, (status, _) in logged.items() if status == "sent"}
+    assert sent <= {"person0@example.com", "person2@example.com"}, "only sends already in flight went out"
+    assert sorted(delivered(shared)) == sorted(sent)
+    # The claims waiting for a place (claimed before the fatal answer came) never started: given
+    # back, their recipients pending again.
+    assert {logged[email] for email in logged.keys() - sent} <= {("deferred", "not sent: the run stopped before its turn")}
+    assert {email for email, status in statuses(db).items() if status != "pending"} == sent
+    assert report.deferred == 1 + len(logged) - len(sent)
+
+
+def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock):
+    """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown."""
+    from email_automation.errors import PermanentSendError
+
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 6)
+    second_group_claimed, release = threading.Event(), threading.Event()
+    claims: set[str] = set()  # the trace repeats a statement for each trigger it starts
+
+    def trace(sql: str) -> None:
+        if sql.startswith("INSERT INTO send_log"):
+            claims.add(sql)
+        if len(claims) == 4:
+            second_group_claimed.set()
+
+    db.set_trace_callback(trace)
+    refused = PermanentSendError("550 5.7.1 rejected by policy", code="550", mailbox_status="5.7.1")
+    shared = Shared(settings, script={"person0@example.com": [refused]})
+
+    class Waiting(Worker):
+        def send(self, message, *, tags):
+            assert (second_group_claimed if "person0@" in message.to else release).wait(WAIT)
+            return super().send(message, tags=tags)
+
+    def interrupt(outcome):
+        release.set()
+        raise KeyboardInterrupt
+
+    shared.factory = lambda: shared.made.append(Waiting(shared)) or shared.made[-1]
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock, on_outcome=interrupt)
+    db.set_trace_callback(None)
+    logged = {email: (status, error) for email, status, error in db.execute(
+        "SELECT r.email, l.status, l.error FROM send_log l JOIN recipients r ON r.id = l.recipient_id")}
+    assert logged.pop("person0@example.com")[0] == "failed"
+    sent = delivered(shared)  # person1's send, if a worker had started it
+    assert sent in ([], ["person1@example.com"])
+    if sent:
+        assert logged.pop("person1@example.com")[0] == "sending", "sent, not recorded: the next run makes it unknown"
+    assert set(logged) >= {"person2@example.com", "person3@example.com"}
+    assert set(logged.values()) == {("deferred", "not sent: the run was interrupted before its turn")}
+    assert {email for email, status in statuses(db).items() if status == "pending"} == {
+        f"person{i}@example.com" for i in range(1 + len(sent), 6)}
+
+
+def test_a_waiting_send_can_be_taken_back_until_it_starts():
+    release = threading.Event()
+    pool: ConcurrentSender[str] = ConcurrentSender([ScriptedTransport()], queued=2)
+    pool.submit("first", lambda transport: release.wait(WAIT) and "first")
+    pool.submit("second", lambda transport: "second")
+    pool.submit("third", lambda transport: "third")
+    assert pool.room == 0
+    assert pool.cancel_queued(lambda key: key != "third") == ["third"]
+    assert pool.room == 1
+    release.set()
+    finished = []
+    while pool.in_flight:
+        finished += pool.done(block=True)
+    assert sorted(done.value for done in finished) == ["first", "second"]
+    assert pool.close() == []
+
+
+def test_after_a_failed_send_nothing_waiting_starts_until_the_caller_has_settled_it():
+    pool: ConcurrentSender[str] = ConcurrentSender([ScriptedTransport()], queued=1)
+
+    def refused(transport):
+        raise FatalSendError("the account is paused")
+
+    pool.submit("refused", refused)
+    [failed] = pool.done(block=True)
+    assert isinstance(failed.error, FatalSendError)
+    pool.submit("next", lambda transport: "next")
+    assert pool.cancel_queued() == ["next"], "held: it had not started"
+    pool.submit("next", lambda transport: "next")
+    pool.settle(1)
+    assert [done.value for done in pool.done(block=True)] == ["next"]
+    assert pool.close() == []
 
 
 def test_rate_limiter_spaces_events():
@@ -263,11 +357,15 @@ def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(sett
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "failed" and told.set())
     assert report.fatal_error and "minimum 1" in report.fatal_error
     logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    # The others wait until the bounce is recorded, so at most the pool's 3 claims come before it.
+    # The others wait until the bounce is recorded, so at most the pool's 3 claims and the 3 waiting
+    # for a place come before it; those not started by then never start.
     assert logged.pop("person0@example.com") == "failed"
-    assert set(logged) <= {"person1@example.com", "person2@example.com"}, \
-        "the breaker is asked before each claim: nothing claimed after the bounce was recorded"
-    assert set(logged.values()) <= {"sent"}
+    sent = {email for email, status in logged.items() if status == "sent"}
+    given_back = {email for email, status in logged.items() if status == "deferred"}
+    assert sent <= {"person1@example.com", "person2@example.com"}, "only sends already in flight went out"
+    assert given_back <= {f"person{i}@example.com" for i in range(1, 6)}
+    assert set(logged) == sent | given_back, "the breaker is asked before each claim: nothing claimed after the bounce"
+    assert sorted(delivered(shared)) == sorted(sent)
     assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
 
 

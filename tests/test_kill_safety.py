@@ -83,7 +83,8 @@ def sink_env(db_path, sink):
 @pytest.mark.slow
 @pytest.mark.parametrize("pace, recipients", [
     ({"DELAY_SECONDS": "0.02"}, RECIPIENTS),
-    # Four sends in flight at once: a kill leaves up to four claims without their outcome.
+    # Four sends in flight at once and four claimed waiting: a kill leaves up to eight claims without
+    # their outcome.
     ({"DELAY_SECONDS": "0", "SEND_CONCURRENCY": "4"}, 4 * RECIPIENTS),
 ], ids=["one-at-a-time", "concurrent"])
 def test_random_sigkills_and_overlapping_runs_never_send_twice(tmp_path, pace, recipients):
