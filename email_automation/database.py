@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -280,6 +279,8 @@ def _statements(script: str) -> list[str]:
 
 def default_templates() -> tuple[str, str]:
     """The shipped subject and HTML body of the `default` campaign."""
+    from importlib import resources  # at `init` only: it loads a dozen modules
+
     folder = resources.files("email_automation") / "templates"
     subject = (folder / "default_subject.txt").read_text(encoding="utf-8").strip()
     html = (folder / "default.html").read_text(encoding="utf-8")

@@ -7,11 +7,14 @@ instead: `max_bytes` per file, `backups` older files (app.log.1 ... app.log.5).
 from __future__ import annotations
 
 import logging
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .user_files import is_database_file
+
+if TYPE_CHECKING:  # logging.handlers (with pickle, queue) loads only when LOG_FILE is set
+    from logging.handlers import RotatingFileHandler
 
 LOGGER_NAME = "email_automation"
 LINE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -41,6 +44,8 @@ def setup_file_logging(
     """
     if path is None or str(path) == "":
         return None
+    from logging.handlers import RotatingFileHandler
+
     target = Path(path).expanduser().absolute()
     if is_database_file(target):  # appending, and rotating it away, would destroy the ledger
         raise ConfigError(f"invalid setting LOG_FILE={path}: it is a database file; name another file")
