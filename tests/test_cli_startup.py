@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,24 @@ def test_an_output_that_cannot_show_a_character_gets_it_escaped_not_a_traceback(
     assert result.returncode == 0, result.stderr
     assert any(line.startswith(" \\u6771\\u4eac ") and "active" in line for line in result.stdout.splitlines())
 
+
+
+def script(*args: str, cwd) -> subprocess.CompletedProcess:
+    """The installed console entry point (`python -m email_automation` runs the same `console`)."""
+    return subprocess.run([sys.executable, "-m", "email_automation", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env={**os.environ, "SENDER_EMAIL": "me@example.com",
+                                                     "DRY_RUN": "true", "DELAY_SECONDS": "0"})
+
+
+def test_the_script_exits_with_the_commands_code_its_output_whole_and_the_database_closed(tmp_path):
+    """The script skips the interpreter's teardown: the exit code, every line of output and the
+    closed database (SQLite's checkpoint removes the -wal file) must not suffer for it."""
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    (tmp_path / "r.csv").write_text("email,first_name\n" + "".join(f"p{i}@example.com,P{i}\n" for i in range(300)))
+    assert script("import", "r.csv", "--db", "x.db", cwd=tmp_path).returncode == 0
+    ran = script("run", "--db", "x.db", "--json", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["previewed"] == 80  # DAILY_LIMIT's default, every line of it there
+    assert not list(tmp_path.glob("x.db-*")), "closed: its WAL checkpointed into the file and removed"
+    assert script("status", "--db", "missing.db", cwd=tmp_path).returncode == 2
+    assert script("no-such-command", cwd=tmp_path).returncode == 2

@@ -8,7 +8,11 @@ running, and catches a Ctrl-C, while the rest of the program loads.
 
 from __future__ import annotations
 
+import atexit
+import gc
+import os
 import sys
+import threading
 
 # Each command module and the commands (and command groups) it registers. typer builds every
 # registered command before it runs one, so `email-automation status` imports and builds only
@@ -38,6 +42,36 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         raise SystemExit(130) from None
+
+
+def console() -> None:
+    """The installed `email-automation` script: `main`, then an exit that does not tear the
+    interpreter down object by object (0.04-0.07 s after a run, for memory the operating system
+    takes back at once). What an exit must do still happens: the connections that only reference
+    cycles held are closed (SQLite checkpoints and removes its WAL file), the atexit handlers run
+    (logging's flush among them) and stdout and stderr are flushed. When a thread that is not a
+    daemon is still running, the normal exit waits for it instead.
+    """
+    try:
+        main()
+    except SystemExit as exit:
+        status = exit.code
+    else:
+        status = 0
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        raise SystemExit(status)
+    if status is not None and not isinstance(status, int):  # what sys.exit does with a message
+        sys.stderr.write(f"{status}\n")
+        status = 1
+    gc.collect()
+    atexit._run_exitfuncs()  # the handlers the normal exit would run here
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: the normal exit says 120 as well
+            status = status or 120
+    os._exit(status or 0)
 
 
 def build_app(args: list[str] | None = None):
