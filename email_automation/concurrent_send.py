@@ -7,9 +7,11 @@ and the daily limit is checked by each claim as in a one-at-a-time run. A provid
 50 ms per message is kept busy by `len(transports)` messages at once instead of waiting for each.
 
 With `queued`, that many more claimed sends may wait behind the ones in flight, so the caller can
-claim a whole group while the workers are busy. Then a waiting send starts only while every failed
-send has been settled by the caller (`settle`): after a refusal nothing new leaves until the caller
-has recorded it and taken back (`cancel_queued`) what must no longer go.
+claim a whole group while the workers are busy. Then a worker takes a waiting send only while
+every failed send it has handed back is settled by the caller (`settle`): once a refusal is handed
+back, nothing waiting starts until the caller has recorded it and taken back (`cancel_queued`) what
+must no longer go. (A send taken in the microseconds between another's failure and its hand-back
+starts, as it would have just before the failure.)
 """
 
 from __future__ import annotations

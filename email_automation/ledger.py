@@ -270,18 +270,15 @@ def record_failure(
     return new_status
 
 
-def give_back(conn: sqlite3.Connection, c: Claim, reason: str, *, now: datetime,
-              patience: Patience | None = None) -> None:
-    """A claimed message that never left (the run stopped, or a gate closed, before its turn): the
-    recipient is pending again and the attempt `deferred`, not counted toward the daily limit."""
+def give_back(conn: sqlite3.Connection, c: Claim, *, now: datetime, patience: Patience | None = None) -> None:
+    """Undo the claim of a message that never left (the run stopped, or the circuit breaker closed,
+    before its turn): nothing was attempted, so its log row goes and the recipient is pending
+    again, as a refused-for-now attempt leaves it (`record_failure`), counted nowhere."""
     def write() -> None:
         with transaction(conn):
-            conn.execute(
-                "UPDATE send_log SET status = 'deferred', error = ?, error_class = 'not_sent', finished_at = ?"
-                " WHERE id = ?", (reason, iso(now), c.log_id))
-            conn.execute(
-                "UPDATE recipients SET status = 'pending', last_error = ?, attempts = attempts - 1, updated_at = ?"
-                " WHERE id = ?", (reason, iso(now), c.recipient_id))
+            conn.execute("DELETE FROM send_log WHERE id = ? AND status = 'sending'", (c.log_id,))
+            conn.execute("UPDATE recipients SET status = 'pending', attempts = attempts - 1, updated_at = ?"
+                         " WHERE id = ? AND status = 'sending'", (iso(now), c.recipient_id))
 
     _write(write, patience, f"that the message to {c.email} was not sent")
 

@@ -377,14 +377,21 @@ class _Gate:
     def check(self, conn, item: _Planned, now: datetime) -> Outcome | bool:
         """False: go on with this message. True: hold it (and `report.fatal_error` says when the whole
         run stops). An Outcome: skip it, with that outcome."""
-        if not self.report.dry_run and self.breaker.holds(item.campaign, now):
-            if self.breaker.stop:
-                self.report.fatal_error = self.breaker.stop
+        if self.breaker_holds(item, now):
             return True
         refusal = self.ses_gate.refusal(conn, item.email, now=now) if self.ses_gate else None
         if refusal:
             return Outcome(now, item.email, "skipped", error=refusal, attempted=False, step=item.step)
         return False
+
+    def breaker_holds(self, item: _Planned, now: datetime) -> bool:
+        """Whether the circuit breaker holds `item`'s campaign back now (`report.fatal_error` says so
+        when it holds all sending)."""
+        if self.report.dry_run or not self.breaker.holds(item.campaign, now):
+            return False
+        if self.breaker.stop:
+            self.report.fatal_error = self.breaker.stop
+        return True
 
 
 def _workers(settings, report: RunReport, batch_size: int, transport_factory) -> int:
@@ -440,9 +447,10 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     recipients claimed and not recorded (`unknown` after recovery); in exchange a group costs one
     fsync per `workers` messages, where claiming only for the places free at a time made groups of
     two or three, and no connection waits for a claim. After a failed send nothing waiting starts
-    until its outcome is recorded; the waiting claims that the gates (the circuit breaker) now
-    hold back are given back (pending again, the attempt `deferred`), and all of them once the run
-    stops (a fatal error, a streak, an unexpected error); the sends in flight are still recorded.
+    until its outcome is recorded; the waiting claims that the circuit breaker now holds back are
+    undone (`ledger.give_back`: nothing was attempted, the recipient is pending again), and all of
+    them once the run stops (a fatal error, a streak, an unexpected error, Ctrl-C); the sends in
+    flight are still recorded.
     Under a rate, one claim at a time and none waiting: each `attempted_at` is when its send starts.
     """
     transports = transports + [transport_factory() for _ in range(workers - len(transports))]
@@ -452,6 +460,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     streak = _Streak()
     crash: BaseException | None = None
     todo = iter(batch)
+    withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
 
     def stopped() -> bool:
         return bool(report.fatal_error or crash)
@@ -468,19 +477,31 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             finished.append((item, claim, done.error or done.value, refused))
         for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
-        if failures:  # the waiting sends start again once these are recorded and the gates asked again
-            _give_back(conn, pool, report, on_outcome, why_not_now, now=now, sleep=sleep)
+        if failures:  # the waiting sends start again once these are recorded and the breaker asked again
+            take_back(lambda item: "the run stopped" if stopped() else
+                      "the circuit breaker held it back" if gate.breaker_holds(item, now()) else None)
             pool.settle(failures)
 
-    def why_not_now(item: _Planned) -> str | None:
-        """Why a claimed send waiting for a place must not start after all (a bounce just recorded
-        may have tripped the circuit breaker), or None."""
-        if stopped():
-            return "the run stopped"
-        held = gate.check(conn, item, now())
-        if held is False:
-            return None
-        return held.error if isinstance(held, Outcome) else "the circuit breaker held it back"
+    def take_back(why_not: Callable[[_Planned], str | None]) -> None:
+        """The waiting sends for which `why_not` gives a reason never start: their claims are undone
+        (`ledger.give_back`) and each is reported as deferred, outside any streak (not attempted).
+        Taken back ones not yet undone stay in `withdrawn`, which the `finally` below undoes."""
+        reasons: dict[int, str] = {}
+
+        def keep(key: tuple[_Planned, ledger.Claim, list[SendError]]) -> bool:
+            reason = why_not(key[0])
+            if reason:
+                reasons[id(key)] = f"not sent: {reason} before its turn"
+            return not reason
+
+        withdrawn.extend((key[0], key[1], reasons[id(key)]) for key in pool.cancel_queued(keep))
+        while withdrawn:
+            item, claim, reason = withdrawn[0]
+            ledger.give_back(conn, claim, now=now(), patience=ledger.Patience(now, sleep))
+            del withdrawn[0]
+            outcome = Outcome(now(), item.email, "pending", error=reason, attempted=False, step=item.step)
+            _note(report, outcome)
+            on_outcome(outcome)
 
     def finish(outcome: Outcome) -> None:
         _finish(report, outcome, streak, on_outcome)
@@ -507,51 +528,42 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             if report.fatal_error:
                 break
             limiter.wait()  # under a rate the group is one message, claimed when its send may start
-            claimed, full = _claim_group(settings, conn, group, transports[0].name, finish, now=now)
-            for item, wire, claim in claimed:
+            claimed, outcomes, full = _claim_group(settings, conn, group, transports[0].name, now=now)
+            for item, wire, claim in claimed:  # handed over before anything else can interrupt
                 refused: list[SendError] = []
                 tags = _tags(item, claim)
                 pool.submit((item, claim, refused),
                             lambda transport, wire=wire, tags=tags, refused=refused:
                             _send_with_retries(transport, wire, tags, sleep, refused))
+            for outcome in outcomes:
+                finish(outcome)
             if full:  # the limit was reached by an overlapping writer
                 break
         if stopped():
-            _give_back(conn, pool, report, on_outcome, lambda item: "the run stopped", now=now, sleep=sleep)
+            take_back(lambda item: "the run stopped")
         while pool.in_flight:
             collect(block=True)
     finally:
-        unsent = pool.close()  # claimed, never started: only when an exception ends the run here
+        # Only when an exception ends the run here: the claims waiting for a place never start.
+        withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
+        _undo_unstarted(conn, withdrawn, now=now, sleep=sleep)
+        pool.close()
         for extra in transports[1:]:
             extra.close()
-        for item, claim, _ in unsent:
-            try:
-                ledger.give_back(conn, claim, "not sent: the run was interrupted before its turn", now=now())
-            except Exception:  # the database may be why the run ended: the claim stays, never a resend
-                log.error("%s was claimed but not sent (the run was interrupted before its turn); the next run "
-                          "marks it unknown", item.email)
     if crash is not None:
         raise crash
 
 
-def _give_back(conn, pool: ConcurrentSender, report: RunReport, on_outcome, why_not: Callable[[_Planned], str | None],
-               *, now, sleep) -> None:
-    """The waiting sends for which `why_not` gives a reason never start: their claims are given back
-    (`ledger.give_back`) and each is reported as deferred, outside any streak (it was not attempted)."""
-    reasons: dict[int, str] = {}
-
-    def keep(key: tuple[_Planned, ledger.Claim, list[SendError]]) -> bool:
-        reason = why_not(key[0])
-        if reason:
-            reasons[id(key)] = f"not sent: {reason} before its turn"
-        return not reason
-
-    for key in pool.cancel_queued(keep):
-        item, claim, _ = key
-        ledger.give_back(conn, claim, reasons[id(key)], now=now(), patience=ledger.Patience(now, sleep))
-        outcome = Outcome(now(), item.email, "pending", error=reasons[id(key)], attempted=False, step=item.step)
-        _note(report, outcome)
-        on_outcome(outcome)
+def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now, sleep) -> None:
+    """Undo the claims of sends that never started, when an exception is ending the run."""
+    for item, claim, _ in withdrawn:
+        try:
+            ledger.give_back(conn, claim, now=now(), patience=ledger.Patience(now, sleep))
+        except Exception:  # the database may be why the run is ending: the claim stays, never a resend
+            log.error("%s was claimed but not sent (the run was interrupted before its turn); the next run "
+                      "marks it unknown", item.email)
+        else:
+            log.warning("%s was not sent (the run was interrupted before its turn); it stays pending", item.email)
 
 
 def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport, finish, *,
@@ -588,12 +600,12 @@ def _admitted(conn, group: list, gate: _Gate, finish, *, now) -> list:
     return admitted
 
 
-def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> tuple[list, bool]:
+def _claim_group(settings, conn, group, transport_name: str, *, now) -> tuple[list, list[Outcome], bool]:
     """Claim every message of `group` in one transaction: durable together, with one `fsync`.
 
     Each claim checks the daily limit and the recipient as a claim of its own does (it sees the
-    group's earlier claims). Returns [(item, wire, claim)] of those claimed, and whether the day's
-    limit was reached; the others are finished as skipped or deferred.
+    group's earlier claims). Returns [(item, wire, claim)] of those claimed, the outcomes of the
+    others (skipped or deferred), and whether the day's limit was reached.
     """
     claimed, outcomes, full = [], [], False
     with database.group(conn):
@@ -607,9 +619,7 @@ def _claim_group(settings, conn, group, transport_name: str, finish, *, now) -> 
                 break
             else:
                 outcomes.append(outcome)
-    for outcome in outcomes:
-        finish(outcome)
-    return claimed, full
+    return claimed, outcomes, full
 
 
 def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:

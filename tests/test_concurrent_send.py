@@ -7,6 +7,7 @@ import sqlite3
 import random
 import threading
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from typer.testing import CliRunner
@@ -81,6 +82,25 @@ def run(settings, db, shared: Shared, clock, **kwargs):
 
 def delivered(shared: Shared) -> list[str]:
     return [to for worker in shared.made for to in worker.recipients]
+
+
+def after_claims(db, count: int) -> threading.Event:
+    """Set once the run has started its `count`th claim (so the group holding it is claimed next)."""
+    started, claims = threading.Event(), set()  # the trace repeats a statement for each trigger it starts
+
+    def trace(sql: str) -> None:
+        if sql.startswith("INSERT INTO send_log"):
+            claims.add(sql)
+            if len(claims) >= count:
+                started.set()
+
+    db.set_trace_callback(trace)
+    return started
+
+
+def not_sent(report) -> dict[str, str]:
+    """The run's messages whose claim was undone before their send started, and why."""
+    return {o.email: o.error for o in report.outcomes if (o.error or "").startswith("not sent")}
 
 
 def test_sends_run_together_each_claimed_durably_before_it_leaves(settings, db, clock):
@@ -200,51 +220,43 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     script = {"person1@example.com": [FatalSendError("the account is paused", code="AccountSendingPaused")]}
     shared = Shared(settings, script=script)
     told = threading.Event()  # the run has seen the fatal outcome
+    second_group = after_claims(db, 6)
 
     class SlowerThanTheFatalOne(Worker):
-        def send(self, message, *, tags):
-            if "person1@" not in message.to:
-                assert told.wait(WAIT)
+        def send(self, message, *, tags):  # the fatal answer comes once 3 more claims wait for a place
+            assert (second_group if "person1@" in message.to else told).wait(WAIT)
             return super().send(message, tags=tags)
 
     shared.factory = lambda: shared.made.append(SlowerThanTheFatalOne(shared)) or shared.made[-1]
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "fatal" and told.set())
+    db.set_trace_callback(None)
     assert report.fatal_error == "AccountSendingPaused: the account is paused"
-    logged = {email: (status, error) for email, status, error in db.execute(
-        "SELECT r.email, l.status, l.error FROM send_log l JOIN recipients r ON r.id = l.recipient_id")}
-    assert logged.pop("person1@example.com")[0] == "deferred"
-    sent = {email for email, (status, _) in logged.items() if status == "sent"}
-    assert sent <= {"person0@example.com", "person2@example.com"}, "only sends already in flight went out"
-    assert sorted(delivered(shared)) == sorted(sent)
-    # The claims waiting for a place (claimed before the fatal answer came) never started: given
-    # back, their recipients pending again.
-    assert {logged[email] for email in logged.keys() - sent} <= {("deferred", "not sent: the run stopped before its turn")}
-    assert {email for email, status in statuses(db).items() if status != "pending"} == sent
-    assert report.deferred == 1 + len(logged) - len(sent)
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    assert logged.pop("person1@example.com") == "deferred"
+    assert set(logged.values()) <= {"sent"} and set(logged) <= {"person0@example.com", "person2@example.com"}, \
+        "only the sends in flight went out, and were recorded"
+    assert sorted(delivered(shared)) == sorted(logged)
+    # The three claimed while they were in flight never started: undone, their recipients pending again.
+    undone = not_sent(report)
+    assert undone.keys() >= {"person3@example.com", "person4@example.com", "person5@example.com"}
+    assert set(undone.values()) == {"not sent: the run stopped before its turn"}
+    assert {email for email, status in statuses(db).items() if status != "pending"} == set(logged)
+    assert report.deferred == 1 + len(undone)
 
 
-def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock):
+def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock, caplog):
     """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown."""
     from email_automation.errors import PermanentSendError
 
     settings = settings.model_copy(update={"send_concurrency": 2})
     add_recipients(db, 6)
-    second_group_claimed, release = threading.Event(), threading.Event()
-    claims: set[str] = set()  # the trace repeats a statement for each trigger it starts
-
-    def trace(sql: str) -> None:
-        if sql.startswith("INSERT INTO send_log"):
-            claims.add(sql)
-        if len(claims) == 4:
-            second_group_claimed.set()
-
-    db.set_trace_callback(trace)
+    second_group, release = after_claims(db, 4), threading.Event()
     refused = PermanentSendError("550 5.7.1 rejected by policy", code="550", mailbox_status="5.7.1")
     shared = Shared(settings, script={"person0@example.com": [refused]})
 
     class Waiting(Worker):
         def send(self, message, *, tags):
-            assert (second_group_claimed if "person0@" in message.to else release).wait(WAIT)
+            assert (second_group if "person0@" in message.to else release).wait(WAIT)
             return super().send(message, tags=tags)
 
     def interrupt(outcome):
@@ -255,17 +267,62 @@ def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings,
     with pytest.raises(KeyboardInterrupt):
         run(settings, db, shared, clock, on_outcome=interrupt)
     db.set_trace_callback(None)
-    logged = {email: (status, error) for email, status, error in db.execute(
-        "SELECT r.email, l.status, l.error FROM send_log l JOIN recipients r ON r.id = l.recipient_id")}
-    assert logged.pop("person0@example.com")[0] == "failed"
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    assert logged.pop("person0@example.com") == "failed"
     sent = delivered(shared)  # person1's send, if a worker had started it
     assert sent in ([], ["person1@example.com"])
-    if sent:
-        assert logged.pop("person1@example.com")[0] == "sending", "sent, not recorded: the next run makes it unknown"
-    assert set(logged) >= {"person2@example.com", "person3@example.com"}
-    assert set(logged.values()) == {("deferred", "not sent: the run was interrupted before its turn")}
+    assert logged == {email: "sending" for email in sent}, "sent, not recorded: the next run makes it unknown"
     assert {email for email, status in statuses(db).items() if status == "pending"} == {
         f"person{i}@example.com" for i in range(1 + len(sent), 6)}
+    assert "person3@example.com was not sent (the run was interrupted before its turn); it stays pending" in caplog.text
+
+
+def test_an_interruption_while_undoing_claims_still_undoes_the_rest(settings, db, clock):
+    settings = settings.model_copy(update={"send_concurrency": 3})
+    add_recipients(db, 12)
+    script = {"person0@example.com": [FatalSendError("the account is paused", code="AccountSendingPaused")]}
+    shared = Shared(settings, script=script)
+    second_group, told = after_claims(db, 6), threading.Event()
+
+    class Waiting(Worker):
+        def send(self, message, *, tags):
+            assert (second_group if "person0@" in message.to else told).wait(WAIT)
+            return super().send(message, tags=tags)
+
+    def on_outcome(outcome):
+        if outcome.status == "fatal":
+            told.set()
+        if (outcome.error or "").startswith("not sent"):
+            raise KeyboardInterrupt  # at the first claim undone
+
+    shared.factory = lambda: shared.made.append(Waiting(shared)) or shared.made[-1]
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock, on_outcome=on_outcome)
+    db.set_trace_callback(None)
+    sent = set(delivered(shared))
+    assert sent <= {"person1@example.com", "person2@example.com"}
+    left = {email: status for email, status in statuses(db).items() if status not in ("pending", "sent")}
+    assert left.keys() <= {"person0@example.com"} | sent, "every claim that never left was undone"
+    assert {"person3@example.com", "person4@example.com", "person5@example.com"} <= {
+        email for email, status in statuses(db).items() if status == "pending"}
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_an_undone_claim_leaves_no_attempt_and_the_message_can_be_claimed_again(settings, db, clock, step):
+    from email_automation.sequences import add_step
+
+    add_recipients(db, 1)
+    claim = partial(ledger.claim, db, 1, tz=settings.tz, daily_limit=10, subject="Hi", transport="smtp", step=step)
+    if step == 2:  # the first message went out days ago; the follow-up is due
+        ledger.record_sent(db, claim(now=clock(), step=1), "<first@example.com>", now=clock())
+        add_step(db, "default", after_days=1, html="<p>Following up</p>", now=clock())
+        clock.advance(2 * 86400)
+    claimed = claim(now=clock())
+    ledger.give_back(db, claimed, now=clock())
+    assert [tuple(row) for row in db.execute("SELECT step, status FROM send_log")] == [(1, "sent")] * (step - 1)
+    assert tuple(db.execute("SELECT status, step, attempts FROM recipients").fetchone()) == ("pending", step, 0)
+    assert ledger.remaining_today(db, now=clock(), tz=settings.tz, daily_limit=10) == 10, "counted nowhere"
+    assert isinstance(claim(now=clock()), ledger.Claim), "claimed again by the next run"
 
 
 def test_a_waiting_send_can_be_taken_back_until_it_starts():
@@ -346,26 +403,26 @@ def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(sett
     gone = PermanentSendError("550 5.1.1 no such user", code="550", mailbox_status="5.1.1")
     shared = Shared(settings, script={"person0@example.com": [gone]})
     told = threading.Event()  # the run has recorded the bounce
+    second_group = after_claims(db, 6)
 
     class SlowerThanTheBounce(Worker):
-        def send(self, message, *, tags):
-            if "person0@" not in message.to:
-                assert told.wait(WAIT)
+        def send(self, message, *, tags):  # the bounce comes once 3 more claims wait for a place
+            assert (second_group if "person0@" in message.to else told).wait(WAIT)
             return super().send(message, tags=tags)
 
     shared.factory = lambda: shared.made.append(SlowerThanTheBounce(shared)) or shared.made[-1]
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "failed" and told.set())
+    db.set_trace_callback(None)
     assert report.fatal_error and "minimum 1" in report.fatal_error
     logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    # The others wait until the bounce is recorded, so at most the pool's 3 claims and the 3 waiting
-    # for a place come before it; those not started by then never start.
     assert logged.pop("person0@example.com") == "failed"
-    sent = {email for email, status in logged.items() if status == "sent"}
-    given_back = {email for email, status in logged.items() if status == "deferred"}
-    assert sent <= {"person1@example.com", "person2@example.com"}, "only sends already in flight went out"
-    assert given_back <= {f"person{i}@example.com" for i in range(1, 6)}
-    assert set(logged) == sent | given_back, "the breaker is asked before each claim: nothing claimed after the bounce"
-    assert sorted(delivered(shared)) == sorted(sent)
+    assert set(logged.values()) <= {"sent"} and set(logged) <= {"person1@example.com", "person2@example.com"}, \
+        "only the sends in flight went out: the breaker is asked before each claim and again for those waiting"
+    assert sorted(delivered(shared)) == sorted(logged)
+    undone = not_sent(report)
+    assert undone.keys() >= {"person3@example.com", "person4@example.com", "person5@example.com"}
+    assert set(undone.values()) <= {"not sent: the circuit breaker held it back before its turn",
+                                    "not sent: the run stopped before its turn"}
     assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
 
 
