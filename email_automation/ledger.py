@@ -276,9 +276,9 @@ def give_back(conn: sqlite3.Connection, c: Claim, *, now: datetime, patience: Pa
     again, as a refused-for-now attempt leaves it (`record_failure`), counted nowhere."""
     def write() -> None:
         with transaction(conn):
-            conn.execute("DELETE FROM send_log WHERE id = ? AND status = 'sending'", (c.log_id,))
-            conn.execute("UPDATE recipients SET status = 'pending', attempts = attempts - 1, updated_at = ?"
-                         " WHERE id = ? AND status = 'sending'", (iso(now), c.recipient_id))
+            if conn.execute("DELETE FROM send_log WHERE id = ? AND status = 'sending'", (c.log_id,)).rowcount:
+                conn.execute("UPDATE recipients SET status = 'pending', attempts = attempts - 1, updated_at = ?"
+                             " WHERE id = ? AND status = 'sending'", (iso(now), c.recipient_id))
 
     _write(write, patience, f"that the message to {c.email} was not sent")
 

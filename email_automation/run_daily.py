@@ -546,19 +546,22 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     finally:
         # Only when an exception ends the run here: the claims waiting for a place never start.
         withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
-        _undo_unstarted(conn, withdrawn, now=now, sleep=sleep)
-        pool.close()
-        for extra in transports[1:]:
-            extra.close()
+        try:
+            _undo_unstarted(conn, withdrawn, now=now)
+        finally:
+            pool.close()
+            for extra in transports[1:]:
+                extra.close()
     if crash is not None:
         raise crash
 
 
-def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now, sleep) -> None:
-    """Undo the claims of sends that never started, when an exception is ending the run."""
+def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now) -> None:
+    """Undo the claims of sends that never started, when an exception is ending the run: one try
+    each (a run being stopped does not wait out a locked database)."""
     for item, claim, _ in withdrawn:
         try:
-            ledger.give_back(conn, claim, now=now(), patience=ledger.Patience(now, sleep))
+            ledger.give_back(conn, claim, now=now())
         except Exception:  # the database may be why the run is ending: the claim stays, never a resend
             log.error("%s was claimed but not sent (the run was interrupted before its turn); the next run "
                       "marks it unknown", item.email)

@@ -192,8 +192,9 @@ def test_an_output_that_cannot_show_a_character_gets_it_escaped_not_a_traceback(
 
 def script(*args: str, cwd) -> subprocess.CompletedProcess:
     """The installed console entry point (`python -m email_automation` runs the same `console`)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # stdout buffered
     return subprocess.run([sys.executable, "-m", "email_automation", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd, env={**os.environ, "SENDER_EMAIL": "me@example.com",
+                          timeout=120, cwd=cwd, env={**env, "SENDER_EMAIL": "me@example.com",
                                                      "DRY_RUN": "true", "DELAY_SECONDS": "0"})
 
 
@@ -209,3 +210,12 @@ def test_the_script_exits_with_the_commands_code_its_output_whole_and_the_databa
     assert not list(tmp_path.glob("x.db-*")), "closed: its WAL checkpointed into the file and removed"
     assert script("status", "--db", "missing.db", cwd=tmp_path).returncode == 2
     assert script("no-such-command", cwd=tmp_path).returncode == 2
+
+
+def test_the_script_exits_cleanly_when_started_without_a_stdout(tmp_path):
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    closed = subprocess.run([sys.executable, "-m", "email_automation", "status", "--db", "x.db"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                            env={**os.environ, "SENDER_EMAIL": "me@example.com"},
+                            preexec_fn=lambda: os.close(1))
+    assert (closed.returncode, closed.stderr) == (0, "")

@@ -68,10 +68,11 @@ def console() -> None:
     atexit._run_exitfuncs()  # the handlers the normal exit would run here
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: started with that descriptor closed
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe: the normal exit says 120 as well
             status = status or 120
-    os._exit(status or 0)
+    os._exit((status or 0) & 0xFF)  # what the operating system keeps of any exit code
 
 
 def build_app(args: list[str] | None = None):
