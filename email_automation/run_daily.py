@@ -867,19 +867,21 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
 def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim, str | SendError, list[SendError]]],
                      *, now, sleep) -> list[Outcome]:
     """Record the outcomes of the sends that finished together in one transaction (as `_record` does
-    each): one commit instead of one per message. Each is a savepoint of its own inside it."""
+    each): one commit instead of one per message; the sends that went out in two statements for
+    all of them, each failure a savepoint of its own."""
     if not finished:
         return []
 
     def write_all() -> list[Outcome]:
         with database.group(conn):
-            return [_write_outcome(settings, conn, *entry, now=now, sleep=sleep) for entry in finished]
+            ledger.record_sent_many(conn, [(claim, result, _refusals_note(refused)) for _, claim, result, refused
+                                           in finished if not isinstance(result, SendError)], now=now())
+            return [_write_failure(settings, conn, *entry, now=now, sleep=sleep) if isinstance(entry[2], SendError)
+                    else Outcome(now(), entry[0].email, "sent", entry[2], step=entry[0].step) for entry in finished]
 
     try:
         with _record_sync(conn, [result for _, _, result, _ in finished]):
-            if len(finished) == 1:  # its own transaction, no savepoint
-                return [_write_outcome(settings, conn, *finished[0], now=now, sleep=sleep)]
-            return ledger.Patience(now, sleep).run(write_all, f"the outcomes of {len(finished)} sends")
+            return ledger.Patience(now, sleep).run(write_all, _what_is_recorded(finished))
     except BaseException:  # a database error, or an interruption that rolled the group back
         # The messages are out; say so where a person will look, since the database could not.
         for item, _, result, _ in finished:
@@ -889,6 +891,15 @@ def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim
         raise
 
 
+def _what_is_recorded(finished: list[tuple[_Planned, ledger.Claim, str | SendError, list[SendError]]]) -> str:
+    """What a wait for another writer says it is waiting to record."""
+    if len(finished) > 1:
+        return f"the outcomes of {len(finished)} sends"
+    item, _, result, _ = finished[0]
+    return f"the outcome of the send to {item.email}" if isinstance(result, SendError) else \
+        f"that {item.email} was sent as {result}"
+
+
 def _record_sync(conn, results: list[str | SendError]):
     """Outcome records skip their own `fsync` (`database.deferred_sync`), unless one is a hard bounce."""
     hard = any(isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status)
@@ -896,21 +907,17 @@ def _record_sync(conn, results: list[str | SendError]):
     return contextlib.nullcontext() if hard else database.deferred_sync(conn)
 
 
-def _write_outcome(settings, conn, item: _Planned, claim: ledger.Claim, result: str | SendError,
+def _write_failure(settings, conn, item: _Planned, claim: ledger.Claim, result: SendError,
                    refused: list[SendError], *, now, sleep) -> Outcome:
-    if isinstance(result, SendError):
-        status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
-                                       patience=ledger.Patience(now, sleep))
-        if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
-            # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
-            bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
-                                  attempt_id=claim.attempt_id, detail=str(result))
-        shown = "fatal" if isinstance(result, FatalSendError) else status
-        return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result),
-                       step=item.step)
-    ledger.record_sent(conn, claim, result, now=now(), note=_refusals_note(refused),
-                       patience=ledger.Patience(now, sleep))
-    return Outcome(now(), item.email, "sent", result, step=item.step)
+    status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
+                                   patience=ledger.Patience(now, sleep))
+    if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
+        # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
+        bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),
+                              attempt_id=claim.attempt_id, detail=str(result))
+    shown = "fatal" if isinstance(result, FatalSendError) else status
+    return Outcome(now(), item.email, shown, error=f"{result.code}: {result}" if result.code else str(result),
+                   step=item.step)
 
 
 def _refusals_note(refused: list[SendError]) -> str | None:

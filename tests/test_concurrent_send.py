@@ -497,14 +497,13 @@ def test_an_interruption_while_recording_names_every_accepted_message(settings, 
     from email_automation.run_daily import _record_together
 
     (a, claim_a), (b, claim_b) = _claimed(settings, db, clock, 2)
-    real = ledger.record_sent
+    real = ledger.record_sent_many
 
-    def interrupted(conn, claim, message_id, **kwargs):
-        if message_id == "id-b":
-            raise KeyboardInterrupt
-        return real(conn, claim, message_id, **kwargs)
+    def interrupted(conn, sent, **kwargs):
+        real(conn, sent[:1], **kwargs)  # the first one written, then Ctrl-C
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(ledger, "record_sent", interrupted)
+    monkeypatch.setattr(ledger, "record_sent_many", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _record_together(settings, db, [(a, claim_a, "id-a", []), (b, claim_b, "id-b", [])],
                          now=clock, sleep=RecordingSleep())

@@ -325,7 +325,7 @@ def test_a_recording_failure_after_the_send_names_the_message_id(settings, db, c
     def broken(*args, **kwargs):
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(ledger, "record_sent", broken)
+    monkeypatch.setattr(ledger, "record_sent_many", broken)
     with pytest.raises(sqlite3.OperationalError):
         run(settings, db, ScriptedTransport(), clock)
     assert "person0@example.com was accepted as msg-1-" in caplog.text
