@@ -13,6 +13,7 @@ the transport come in as arguments so a test can run a whole day in milliseconds
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import random
 import sqlite3
@@ -415,7 +416,8 @@ def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, r
             outcome = held
         else:
             try:
-                message = _prepare(settings, conn, templates, item, now=now())
+                message = _prepare(settings, conn, templates, item,
+                                   _recipient_rows(conn, [item.recipient_id]).get(item.recipient_id), now=now())
             except (TemplateRenderError, PermanentSendError) as err:
                 outcome = _unprepared(settings, conn, report, item, err, now=now)
             else:
@@ -575,16 +577,26 @@ def _prepare_group(settings, conn, templates, todo, size: int, report: RunReport
     finished as failed on the way. Fewer when `todo` runs out or the run stops."""
     group: list[tuple[_Planned, RenderedEmail, object]] = []
     while len(group) < size and not stopped():
-        item = next(todo, None)
-        if item is None:
+        items = list(itertools.islice(todo, size - len(group)))
+        if not items:
             break
-        try:
-            rendered, wire = _prepare(settings, conn, templates, item, now=now())
-        except (TemplateRenderError, PermanentSendError) as err:
-            finish(_unprepared(settings, conn, report, item, err, now=now))
-            continue
-        group.append((item, rendered, wire))
+        rows = _recipient_rows(conn, [item.recipient_id for item in items])
+        for item in items:
+            if stopped():
+                break  # the rest stay pending, as the rest of the batch does
+            try:
+                rendered, wire = _prepare(settings, conn, templates, item, rows.get(item.recipient_id), now=now())
+            except (TemplateRenderError, PermanentSendError) as err:
+                finish(_unprepared(settings, conn, report, item, err, now=now))
+                continue
+            group.append((item, rendered, wire))
     return group
+
+
+def _recipient_rows(conn, ids: list[int]) -> dict[int, sqlite3.Row]:
+    """The recipients' rows as they are now, read in one statement for a group."""
+    marks = ",".join("?" * len(ids))
+    return {row["id"]: row for row in conn.execute(f"SELECT * FROM recipients WHERE id IN ({marks})", ids)}
 
 
 def _admitted(conn, group: list, gate: _Gate, finish, *, now) -> list:
@@ -696,14 +708,15 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
     return batch, delay, rendered.templates
 
 
-def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Planned, *, now: datetime):
-    """Build one planned message just before it is claimed, its content rendered again unless the
-    recipient is unchanged since the check (`_Planned.content_for`).
+def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Planned, row: sqlite3.Row | None, *,
+             now: datetime):
+    """Build one planned message just before it is claimed from its recipient's `row` read just
+    now (None: deleted), its content rendered again unless the row is unchanged since the check
+    (`_Planned.content_for`).
 
     Raises:
         TemplateRenderError, PermanentSendError: the recipient or campaign changed since the check.
     """
-    row = conn.execute("SELECT * FROM recipients WHERE id = ?", (item.recipient_id,)).fetchone()
     if row is None:
         raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
     if item.thread is None:
