@@ -221,13 +221,16 @@ def record_sent(conn: sqlite3.Connection, c: Claim, message_id: str, *, now: dat
 
 
 def record_sent_many(conn: sqlite3.Connection, sent: list[tuple[Claim, str, str | None]], *, now: datetime) -> None:
-    """`record_sent` for several (claim, message id, note) at once, inside the caller's transaction:
-    two statements for all of them (a savepoint and two statements each cost twice the CPU)."""
+    """`record_sent` for several (claim, message id, note) at once, inside the caller's transaction
+    (its two statements stand or fall together): two statements for all of them, where a savepoint
+    and two statements each cost twice the CPU."""
+    if not conn.in_transaction:
+        raise RuntimeError("record_sent_many must run inside a transaction")
     at = iso(now)
     conn.executemany("UPDATE send_log SET status = 'sent', message_id = ?, finished_at = ?, error = ? WHERE id = ?",
                      [(message_id, at, note, c.log_id) for c, message_id, note in sent])
-    conn.executemany("UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
-                     [(at, at, c.recipient_id) for c, _, _ in sent])
+    conn.executemany("UPDATE recipients SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ?"
+                     " WHERE id = ?", [(at, at, c.recipient_id) for c, _, _ in sent])
 
 
 def _write(write: Callable[[], T], patience: Patience | None, what: str) -> T:

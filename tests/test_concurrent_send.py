@@ -16,7 +16,7 @@ from email_automation import ledger
 from email_automation.cli import app
 from email_automation.concurrent_send import ConcurrentSender, RateLimiter
 from email_automation.database import connect
-from email_automation.errors import FatalSendError
+from email_automation.errors import FatalSendError, TransientSendError
 from email_automation.politeness import Caps
 from email_automation.run_daily import run_daily
 
@@ -101,6 +101,21 @@ def after_claims(db, count: int) -> threading.Event:
 def not_sent(report) -> dict[str, str]:
     """The run's messages whose claim was undone before their send started, and why."""
     return {o.email: o.error for o in report.outcomes if (o.error or "").startswith("not sent")}
+
+
+def only_the_sends_in_flight_went_out(db, shared: Shared, report, failed: str, status: str,
+                                      in_flight: set[str]) -> dict[str, str]:
+    """After a run stopped by `failed`'s outcome (`status`): only sends already in flight went out
+    and were recorded, and the three claimed behind them were undone; returns why each undone one
+    was not sent."""
+    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
+    assert logged.pop(failed) == status
+    assert set(logged.values()) <= {"sent"} and set(logged) <= in_flight, "only the sends in flight went out"
+    assert sorted(delivered(shared)) == sorted(logged)
+    undone = not_sent(report)
+    assert undone.keys() >= {"person3@example.com", "person4@example.com", "person5@example.com"}
+    assert {email for email, state in statuses(db).items() if state != "pending"} - {failed} == set(logged)
+    return undone
 
 
 def test_sends_run_together_each_claimed_durably_before_it_leaves(settings, db, clock):
@@ -231,16 +246,10 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "fatal" and told.set())
     db.set_trace_callback(None)
     assert report.fatal_error == "AccountSendingPaused: the account is paused"
-    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    assert logged.pop("person1@example.com") == "deferred"
-    assert set(logged.values()) <= {"sent"} and set(logged) <= {"person0@example.com", "person2@example.com"}, \
-        "only the sends in flight went out, and were recorded"
-    assert sorted(delivered(shared)) == sorted(logged)
-    # The three claimed while they were in flight never started: undone, their recipients pending again.
-    undone = not_sent(report)
-    assert undone.keys() >= {"person3@example.com", "person4@example.com", "person5@example.com"}
+    # The fatal attempt is deferred and given back: its recipient is pending too.
+    undone = only_the_sends_in_flight_went_out(db, shared, report, "person1@example.com", "deferred",
+                                               {"person0@example.com", "person2@example.com"})
     assert set(undone.values()) == {"not sent: the run stopped before its turn"}
-    assert {email for email, status in statuses(db).items() if status != "pending"} == set(logged)
     assert report.deferred == 1 + len(undone)
 
 
@@ -414,13 +423,9 @@ def test_a_hard_bounce_trips_the_circuit_breaker_and_concurrent_claims_stop(sett
     report = run(settings, db, shared, clock, on_outcome=lambda outcome: outcome.status == "failed" and told.set())
     db.set_trace_callback(None)
     assert report.fatal_error and "minimum 1" in report.fatal_error
-    logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"))
-    assert logged.pop("person0@example.com") == "failed"
-    assert set(logged.values()) <= {"sent"} and set(logged) <= {"person1@example.com", "person2@example.com"}, \
-        "only the sends in flight went out: the breaker is asked before each claim and again for those waiting"
-    assert sorted(delivered(shared)) == sorted(logged)
-    undone = not_sent(report)
-    assert undone.keys() >= {"person3@example.com", "person4@example.com", "person5@example.com"}
+    # The breaker is asked before each claim, and again for the claims waiting behind the sends in flight.
+    undone = only_the_sends_in_flight_went_out(db, shared, report, "person0@example.com", "failed",
+                                               {"person1@example.com", "person2@example.com"})
     assert set(undone.values()) <= {"not sent: the circuit breaker held it back before its turn",
                                     "not sent: the run stopped before its turn"}
     assert db.execute("SELECT count(*) FROM suppressions WHERE email = 'person0@example.com'").fetchone()[0] == 1
@@ -463,17 +468,31 @@ def test_sends_that_finish_together_are_recorded_in_one_commit(settings, db, clo
     from email_automation.errors import PermanentSendError
     from email_automation.run_daily import _record_together
 
-    (a, claim_a), (b, claim_b), (c, claim_c) = _claimed(settings, db, clock, 3)
+    (a, claim_a), (b, claim_b), (c, claim_c), (d, claim_d) = _claimed(settings, db, clock, 4)
     refused = PermanentSendError("550 5.7.1 rejected by policy", code="550", mailbox_status="5.7.1")
+    throttled = [TransientSendError("421 slow down", code="421")]
     statements = trace_statements(db)
     outcomes = _record_together(settings, db, [(a, claim_a, "id-a", []), (b, claim_b, refused, []),
-                                               (c, claim_c, "id-c", [])], now=clock, sleep=RecordingSleep())
+                                               (c, claim_c, "id-c", throttled), (d, claim_d, "id-d", throttled * 2)],
+                                now=clock, sleep=RecordingSleep())
     assert [(o.email, o.status) for o in outcomes] == [
-        ("person0@example.com", "sent"), ("person1@example.com", "failed"), ("person2@example.com", "sent")]
+        ("person0@example.com", "sent"), ("person1@example.com", "failed"), ("person2@example.com", "sent"),
+        ("person3@example.com", "sent")]
     assert sum(sql == "COMMIT" for sql in statements) == 1
     assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "failed",
-                            "person2@example.com": "sent"}
-    assert dict(db.execute("SELECT recipient_id, message_id FROM send_log")) == {1: "id-a", 2: None, 3: "id-c"}
+                            "person2@example.com": "sent", "person3@example.com": "sent"}
+    assert {row[0]: tuple(row[1:]) for row in db.execute("SELECT recipient_id, message_id, error FROM send_log")} == {
+        1: ("id-a", None), 2: (None, "550: 550 5.7.1 rejected by policy"),
+        3: ("id-c", "sent after 1 refused try (last: 421: 421 slow down)"),
+        4: ("id-d", "sent after 2 refused tries (last: 421: 421 slow down)")}, "each note on its own row"
+
+
+def test_sends_are_recorded_together_only_inside_a_transaction(settings, db, clock):
+    """Its two statements must stand or fall together: outside a transaction it writes nothing."""
+    [(a, claim_a)] = _claimed(settings, db, clock, 1)
+    with pytest.raises(RuntimeError):
+        ledger.record_sent_many(db, [(claim_a, "id-a", None)], now=clock())
+    assert [status for status, in db.execute("SELECT status FROM send_log")] == ["sending"]
 
 
 def test_outcomes_that_cannot_be_recorded_are_logged_as_sent(settings, db, clock, caplog):
@@ -490,6 +509,7 @@ def test_outcomes_that_cannot_be_recorded_are_logged_as_sent(settings, db, clock
     assert "person0@example.com was accepted as id-a but recording it failed" in logged
     assert "person1@example.com was accepted as id-b but recording it failed" in logged
     assert set(statuses(db).values()) == {"sending"}, "the next run makes both unknown, never a resend"
+    assert {status for status, in db.execute("SELECT status FROM send_log")} == {"sending"}, "nothing half-written"
 
 
 def test_an_interruption_while_recording_names_every_accepted_message(settings, db, clock, caplog, monkeypatch):
