@@ -551,11 +551,27 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         try:
             _undo_unstarted(conn, withdrawn, now=now)
         finally:
-            pool.close()
+            pool.close()  # returns once the sends in flight are done
             for extra in transports[1:]:
                 extra.close()
+            _record_left_in_flight(settings, conn, pool.done(block=False), report, now=now, sleep=sleep)
     if crash is not None:
         raise crash
+
+
+def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now, sleep) -> None:
+    """Record the sends that were in flight when an exception ended the run (Ctrl-C, a database
+    error): they went out, or failed, all the same. One try: a run being stopped does not wait out
+    a locked database. If that fails, the log names every message that was accepted, and the next
+    run marks them unknown, never a resend. Empty when the run ended normally."""
+    finished = [(*done.key[:2], done.error or done.value, done.key[2]) for done in left
+                if done.error is None or isinstance(done.error, SendError)]
+    try:
+        outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep, patient=False)
+    except Exception:  # _record_together has logged what was sent; the exception that ended the run goes on
+        return
+    for outcome in outcomes:
+        _note(report, outcome)
 
 
 def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now) -> None:
@@ -878,10 +894,11 @@ def _record(settings, conn, item: _Planned, claim: ledger.Claim, result: str | S
 
 
 def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim, str | SendError, list[SendError]]],
-                     *, now, sleep) -> list[Outcome]:
+                     *, now, sleep, patient: bool = True) -> list[Outcome]:
     """Record the outcomes of the sends that finished together in one transaction (as `_record` does
     each): one commit instead of one per message; the sends that went out in two statements for
-    all of them, each failure a savepoint of its own."""
+    all of them, each failure a savepoint of its own. `patient`: wait out another writer (see
+    `ledger.Patience`), else one try."""
     if not finished:
         return []
 
@@ -894,7 +911,8 @@ def _record_together(settings, conn, finished: list[tuple[_Planned, ledger.Claim
 
     try:
         with _record_sync(conn, [result for _, _, result, _ in finished]):
-            return ledger.Patience(now, sleep).run(write_all, _what_is_recorded(finished))
+            return (ledger.Patience(now, sleep).run(write_all, _what_is_recorded(finished)) if patient
+                    else write_all())
     except BaseException:  # a database error, or an interruption that rolled the group back
         # The messages are out; say so where a person will look, since the database could not.
         for item, _, result, _ in finished:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import random
+import re
 import threading
 from datetime import timedelta
 from functools import partial
@@ -254,7 +256,8 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
 
 
 def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock, caplog):
-    """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown."""
+    """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown;
+    the send in flight is recorded as what it was."""
     from email_automation.errors import PermanentSendError
 
     settings = settings.model_copy(update={"send_concurrency": 2})
@@ -280,10 +283,67 @@ def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings,
     assert logged.pop("person0@example.com") == "failed"
     sent = delivered(shared)  # person1's send, if a worker had started it
     assert sent in ([], ["person1@example.com"])
-    assert logged == {email: "sending" for email in sent}, "sent, not recorded: the next run makes it unknown"
+    assert logged == {email: "sent" for email in sent}, "it went out: recorded, not left for the next run"
     assert {email for email, status in statuses(db).items() if status == "pending"} == {
         f"person{i}@example.com" for i in range(1 + len(sent), 6)}
     assert "person3@example.com was not sent (the run was interrupted before its turn); it stays pending" in caplog.text
+
+
+def interrupted_with_a_send_in_flight(settings, db, clock, *, before_interrupting=lambda: None,
+                                      sleep=None) -> Shared:
+    """Ctrl-C at person0's outcome while person1's send is certainly in flight; it ends after that."""
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 2)
+    shared, started, release = Shared(settings), threading.Event(), threading.Event()
+
+    class Slow(Worker):
+        def send(self, message, *, tags):
+            if "person1@" in message.to:
+                started.set()
+                assert release.wait(WAIT)
+            else:
+                assert started.wait(WAIT)
+            return super().send(message, tags=tags)
+
+    def interrupt(outcome):
+        before_interrupting()
+        release.set()
+        raise KeyboardInterrupt
+
+    shared.factory = lambda: shared.made.append(Slow(shared)) or shared.made[-1]
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock, on_outcome=interrupt, sleep=sleep or RecordingSleep())
+    assert sorted(delivered(shared)) == ["person0@example.com", "person1@example.com"]
+    return shared
+
+
+def test_a_send_in_flight_at_an_interruption_is_recorded(settings, db, clock, caplog):
+    caplog.set_level(logging.INFO, logger="email_automation")
+    interrupted_with_a_send_in_flight(settings, db, clock)
+    assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sent"}
+    message_id, = db.execute("SELECT l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                             " WHERE r.email = 'person1@example.com' AND l.status = 'sent'").fetchone()
+    assert f"person1@example.com sent {message_id}" in caplog.text, "the run log tells it too"
+
+
+def test_a_send_in_flight_at_an_interruption_is_named_when_it_cannot_be_recorded(settings, db, clock, caplog):
+    """Another writer holds the database: one try, no waiting, and the log says what went out."""
+    other = connect(settings.db_path)
+    db.execute("PRAGMA busy_timeout = 0")
+
+    def lock():
+        other.execute("BEGIN IMMEDIATE")
+
+    sleep = RecordingSleep()
+    try:
+        interrupted_with_a_send_in_flight(settings, db, clock, before_interrupting=lock, sleep=sleep)
+    finally:
+        other.rollback()
+        other.close()
+    assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sending"}, \
+        "the next run makes it unknown, never a resend"
+    assert re.search(r"person1@example\.com was accepted as \S+ but recording it failed", caplog.text)
+    assert sleep.calls == []
 
 
 def test_an_interruption_while_undoing_claims_still_undoes_the_rest(settings, db, clock):
