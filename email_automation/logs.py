@@ -28,6 +28,20 @@ def line_formatter() -> logging.Formatter:
     return logging.Formatter(LINE_FORMAT, datefmt=DATE_FORMAT)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """The run's lines on stdout; once the reader has gone (`run | head`, a dead pipe from cron) it
+    stops writing there without a traceback per line: the run goes on, and LOG_FILE and the
+    database keep the whole story."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            self.setLevel(logging.CRITICAL + 1)  # nothing more to this stream
+            return
+        super().handleError(record)
+
+
 def setup_file_logging(
     path: str | Path | None,
     max_bytes: int = MAX_BYTES,

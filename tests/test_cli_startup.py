@@ -219,3 +219,33 @@ def test_the_script_exits_cleanly_when_started_without_a_stdout(tmp_path):
                             env={**os.environ, "SENDER_EMAIL": "me@example.com"},
                             preexec_fn=lambda: os.close(1))
     assert (closed.returncode, closed.stderr) == (0, "")
+
+
+def into_a_closed_pipe(*args: str, cwd) -> subprocess.CompletedProcess:
+    """The script with stdout a pipe whose reader has gone, as in `email-automation status | head -1`
+    once head has its line: every write fails with EPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "email_automation", *args], cwd=cwd, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "SENDER_EMAIL": "me@example.com", "DRY_RUN": "true",
+                                   "DELAY_SECONDS": "0"})
+    finally:
+        os.close(write)
+
+
+def test_status_into_a_pipe_whose_reader_has_gone_exits_1_without_a_word(tmp_path):
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    piped = into_a_closed_pipe("status", "--db", "x.db", cwd=tmp_path)
+    assert (piped.returncode, piped.stderr) == (1, "")
+
+
+def test_a_run_whose_stdout_reader_has_gone_goes_on_without_a_traceback(tmp_path):
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    (tmp_path / "r.csv").write_text("email,first_name\n" + "".join(f"p@company{i}.example,P{i}\n" for i in range(5)))
+    assert script("import", "r.csv", "--db", "x.db", cwd=tmp_path).returncode == 0
+    piped = into_a_closed_pipe("run", "--db", "x.db", "--log-file", "run.log", cwd=tmp_path)
+    assert (piped.returncode, piped.stderr) == (1, "")
+    assert len(list(tmp_path.glob("outbox/*/*.eml"))) == 5, "every message of the dry run written all the same"
+    assert (tmp_path / "run.log").read_text().count(" dry_run ") == 5, "the log file has every line"

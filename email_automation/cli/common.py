@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import sqlite3
 import sys
 import unicodedata
@@ -185,6 +186,8 @@ def cli_errors(fn):
             _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
         except sqlite3.Error as exc:
             _fail(f"database: {exc}", _sqlite_exit_code(exc), as_json)
+        except BrokenPipeError:  # `status | head -1`: the reader has all it wanted
+            _quiet_exit_on_closed_stdout()
         except OSError as exc:  # a file the library does not wrap itself; a full disk is the machine's set-up
             where = f"{exc.filename}: " if exc.filename else ""
             _fail(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR, as_json)
@@ -192,6 +195,16 @@ def cli_errors(fn):
             _fail("interrupted", EXIT_INTERRUPTED, as_json)
 
     return wrapper
+
+
+def _quiet_exit_on_closed_stdout() -> None:
+    """Exit 1 without a word, as Python's own note on SIGPIPE advises; stdout goes to /dev/null
+    first so that the flush at exit cannot fail on it again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(EXIT_ERROR)
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:

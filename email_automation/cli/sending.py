@@ -124,8 +124,9 @@ def _log_lines_to(stream) -> None:
     ours = [h for h in logger.handlers if getattr(h, "_ea_console", False)]
     if ours:
         ours[0].stream = stream  # not setStream: the old stream may be closed already
+        ours[0].setLevel(logging.NOTSET)  # heard again, if a reader that went away silenced it
     else:
-        handler = logging.StreamHandler(stream)
+        handler = logs.ConsoleHandler(stream)
         handler.setFormatter(logs.line_formatter())
         handler._ea_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
