@@ -22,7 +22,8 @@ import email
 import email.policy
 import functools
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import quoprimime
 from email.headerregistry import Address
@@ -41,6 +42,21 @@ from .wire import WireMessage
 POLICY = email.policy.SMTP.clone(refold_source="none")
 
 
+@dataclass(frozen=True)
+class Headers:
+    """A message's header lines but its Date and Message-ID, which are made as it is sent: what
+    `check_wire` made, so that `build_wire` need not make them again for the same recipient data."""
+
+    before: tuple[str, ...]  # From, To, Reply-To, Subject
+    after: tuple[str, ...]  # In-Reply-To, References, List-Unsubscribe, List-Unsubscribe-Post
+    sender: Address
+    recipient: Address
+    to_header: str
+
+    def size(self) -> int:
+        return sum(map(len, self.before)) + sum(map(len, self.after))
+
+
 def build_wire(
     rendered: RenderedEmail,
     *,
@@ -51,11 +67,13 @@ def build_wire(
     now: datetime | None = None,
     thread: tuple[str, ...] = (),
     attachments: Sequence[Attachment] = (),
+    checked: Headers | None = None,
 ) -> WireMessage:
     """The complete message for `to` (shown as `to_name <to>` when a name is known), ready for any transport.
 
     multipart/alternative (RFC 2046 section 5.1.4): text first, HTML last, each UTF-8 and
     quoted-printable (RFC 2045 section 6.7) as the standard library's content manager encodes it.
+    `checked`: what `check_wire` returned for the same arguments, used instead of making them again.
 
     Raises:
         ConfigError: SENDER_EMAIL, SENDER_NAME, REPLY_TO or UNSUBSCRIBE_URL cannot be used.
@@ -63,11 +81,11 @@ def build_wire(
             or the subject or name has a control character (code "InvalidHeader"), or with its
             attachments the message is bigger than MAX_MESSAGE_BYTES (code "MessageTooLarge").
     """
-    lines, sender, recipient, to_header, message_id = _header_lines(
-        rendered, to=to, settings=settings, to_name=to_name, now=now, thread=thread,
-        make_id=lambda domain: make_msgid(domain=headers.ascii_domain(message_id_domain or domain)))
+    made = checked or _headers(rendered, to=to, settings=settings, to_name=to_name, thread=thread)
+    message_id = make_msgid(domain=headers.ascii_domain(message_id_domain or made.sender.domain))
     boundary = _boundary()  # cannot occur in QP text (its "=" escapes are hex) nor in base64
-    lines.append("MIME-Version: 1.0")
+    lines = [*made.before, f"Date: {_date_of(_aware(now or datetime.now(timezone.utc)))}",
+             f"Message-ID: {message_id}", *made.after, "MIME-Version: 1.0"]
     if attachments:
         mixed = _boundary()
         lines += [f'Content-Type: multipart/mixed;\r\n boundary="{mixed}"', "", f"--{mixed}"]
@@ -83,46 +101,44 @@ def build_wire(
     limit = getattr(settings, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
     if attachments and len(data) > limit:
         raise PermanentSendError(
-            f"recipient {recipient.addr_spec}: with its attachments the message is {len(data):,} bytes, more than "
-            f"MAX_MESSAGE_BYTES ({limit:,}); send a smaller file or a link", code="MessageTooLarge")
-    return WireMessage(data, sender.addr_spec, (recipient.addr_spec,), message_id, to_header)
+            f"recipient {made.recipient.addr_spec}: with its attachments the message is {len(data):,} bytes, more "
+            f"than MAX_MESSAGE_BYTES ({limit:,}); send a smaller file or a link", code="MessageTooLarge")
+    return WireMessage(data, made.sender.addr_spec, (made.recipient.addr_spec,), message_id, made.to_header)
 
 
 def check_wire(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str = "",
-               thread: tuple[str, ...] = (), attachments: Sequence[Attachment] = ()) -> None:
+               thread: tuple[str, ...] = (), attachments: Sequence[Attachment] = ()) -> Headers:
     """Raise what `build_wire` would raise for this message, for less: the run checks every message
-    of its batch before the first send. The headers are made as `build_wire` makes them; the bodies,
-    which cannot fail, are encoded only when attachments make the size matter."""
+    of its batch before the first send. The headers are made as `build_wire` makes them (and
+    returned for it); the bodies, which cannot fail, are encoded only when attachments make the
+    size matter."""
+    made = _headers(rendered, to=to, settings=settings, to_name=to_name, thread=thread)
     if attachments:
-        build_wire(rendered, to=to, settings=settings, to_name=to_name, thread=thread, attachments=attachments)
-        return
-    lines = _header_lines(rendered, to=to, settings=settings, to_name=to_name, now=None, thread=thread,
-                          make_id=lambda domain: "<check@localhost>")[0]
-    "\r\n".join(lines).encode("ascii")  # as build_wire encodes them
+        build_wire(rendered, to=to, settings=settings, to_name=to_name, thread=thread, attachments=attachments,
+                   checked=made)
+    else:
+        "\r\n".join((*made.before, *made.after)).encode("ascii")  # as build_wire encodes them
+    return made
 
 
-def _header_lines(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str, now: datetime | None,
-                  thread: tuple[str, ...], make_id: Callable[[str], str]
-                  ) -> tuple[list[str], Address, Address, str, str]:
-    """The header lines up to the MIME ones, the sender, the recipient, To and the Message-ID
-    (`make_id` makes it from the sender's domain). Every check of recipient data and settings
-    that `build_wire` makes is made here."""
+def _headers(rendered: RenderedEmail, *, to: str, settings: Any, to_name: str, thread: tuple[str, ...]) -> Headers:
+    """Every check of recipient data and settings that `build_wire` makes is made here."""
     sender, from_header, reply_to = _sender(settings.sender_email, settings.sender_name, settings.reply_to)
     recipient = _address(to, None)
     name = _recipient_text(to_name, to, "name (first_name, last_name)")
     subject = _recipient_text(rendered.subject, to, "subject")  # one line, whoever built `rendered`
     to_header = headers.mailbox("To", name, recipient.addr_spec)
-    message_id = make_id(sender.domain)
-    fields = [("From", from_header), ("To", to_header)]
+    before = [("From", from_header), ("To", to_header)]
     if reply_to:
-        fields.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
-    fields += [("Subject", headers.unstructured("Subject", subject)),
-               ("Date", _date_of(_aware(now or datetime.now(timezone.utc)))),
-               ("Message-ID", message_id),
-               *_thread_headers(thread),
-               *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
-    lines = [f"{name}: {value}" if value else f"{name}:" for name, value in fields]
-    return lines, sender, recipient, to_header, message_id
+        before.append(("Reply-To", headers.mailbox("Reply-To", "", reply_to.addr_spec)))
+    before.append(("Subject", headers.unstructured("Subject", subject)))
+    after = [*_thread_headers(thread),
+             *_unsubscribe_headers(settings, recipient.addr_spec, (reply_to or sender).addr_spec)]
+    return Headers(_lines(before), _lines(after), sender, recipient, to_header)
+
+
+def _lines(fields: list[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(f"{name}: {value}" if value else f"{name}:" for name, value in fields)
 
 
 @functools.lru_cache(maxsize=8)

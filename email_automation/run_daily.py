@@ -2,9 +2,9 @@
 
 Every message of the batch is rendered and its headers made once before the first send, so a
 template error stops its campaign before anything leaves; only the recipient ids are kept, with the
-rendered content of the first messages up to KEPT_RENDERS_CHARS, and each message is built again
-just before its claim (rendered again unless that content is kept and the recipient unchanged), so
-memory does not grow with the batch.
+rendered content and headers of the first messages up to KEPT_RENDERS_CHARS, and each message is
+built again just before its claim (rendered and its headers made again unless they are kept and the
+recipient unchanged), so memory does not grow with the batch.
 
 `run_daily` is the library function the CLI, cron and the tests call; time, sleep, randomness and
 the transport come in as arguments so a test can run a whole day in milliseconds.
@@ -28,7 +28,7 @@ from .config import Settings
 from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
-from .messages import build_wire, check_wire, recipient_name
+from .messages import Headers, build_wire, check_wire, recipient_name
 from .template_sets import CampaignTemplates
 from .transports.base import Transport
 
@@ -88,9 +88,9 @@ class Outcome:
         return " ".join(parts)
 
 
-# The content rendered by the check before the first send is used again to send while the recipient
-# is unchanged, up to this many characters in all (with the rows it came from; a few MB): beyond
-# that it is rendered again, so memory stays flat in the batch size.
+# The content rendered, and the headers made, by the check before the first send are used again to
+# send while the recipient is unchanged, up to this many characters in all (with the rows they came
+# from; a few MB): beyond that they are made again, so memory stays flat in the batch size.
 KEPT_RENDERS_CHARS = 4_000_000
 
 
@@ -104,13 +104,13 @@ class _Planned:
     campaign: str
     step: int = 1
     thread: sequences.Thread | None = None  # a follow-up's earlier messages, as delivered
-    checked: tuple[tuple, RenderedEmail] | None = field(default=None, compare=False, repr=False)
+    checked: tuple[tuple, RenderedEmail, Headers] | None = field(default=None, compare=False, repr=False)
 
-    def content_for(self, row: sqlite3.Row) -> RenderedEmail | None:
-        """The checked content, if `row` (the recipient now) is what it was rendered from."""
+    def content_for(self, row: sqlite3.Row) -> tuple[RenderedEmail, Headers] | None:
+        """The checked content and headers, if `row` (the recipient now) is what they were made from."""
         if self.checked is None or self.checked[0][:len(row)] != tuple(row):
             return None
-        return self.checked[1]
+        return self.checked[1:]
 
 
 def pending_batch(conn: sqlite3.Connection, size: int, *, exclude: Iterable[str] = (),
@@ -183,15 +183,16 @@ def render_batch(conn: sqlite3.Connection, rows: list[sqlite3.Row], settings: Se
             result.broken[name] = err
             continue
         try:
-            check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
-                       attachments=templates[name].attachments(row))
+            made = check_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
+                              attachments=templates[name].attachments(row))
         except PermanentSendError as err:
             result.unusable.append((row, err))
             continue
         if keep:
-            kept += sum(len(text) for text in (rendered.subject, rendered.html, rendered.text, *row)
-                        if isinstance(text, str))
-        result.planned.append(_Planned(row["id"], row["email"], name, checked=(tuple(row), rendered) if keep else None))
+            kept += made.size() + sum(len(text) for text in (rendered.subject, rendered.html, rendered.text, *row)
+                                      if isinstance(text, str))
+        result.planned.append(_Planned(row["id"], row["email"], name,
+                                       checked=(tuple(row), rendered, made) if keep else None))
     result.planned = [p for p in result.planned if p.campaign not in result.broken]
     result.unusable = [(row, e) for row, e in result.unusable if row["campaign_name"] not in result.broken]
     return result
@@ -727,8 +728,8 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
 def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Planned, row: sqlite3.Row | None, *,
              now: datetime):
     """Build one planned message just before it is claimed from its recipient's `row` read just
-    now (None: deleted), its content rendered again unless the row is unchanged since the check
-    (`_Planned.content_for`).
+    now (None: deleted), its content rendered and its headers made again unless the row is
+    unchanged since the check (`_Planned.content_for`).
 
     Raises:
         TemplateRenderError, PermanentSendError: the recipient or campaign changed since the check.
@@ -736,9 +737,9 @@ def _prepare(settings, conn, templates: dict[str, CampaignTemplates], item: _Pla
     if row is None:
         raise PermanentSendError(f"recipient {item.email} was deleted during the run", code="Deleted")
     if item.thread is None:
-        rendered = item.content_for(row) or templates[item.campaign].render(row, settings)
+        rendered, made = item.content_for(row) or (templates[item.campaign].render(row, settings), None)
         return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings,
-                                    now=now, attachments=templates[item.campaign].attachments(row))
+                                    now=now, attachments=templates[item.campaign].attachments(row), checked=made)
     # A follow-up answers in the thread; the files went with step 1 and are not sent again.
     rendered = sequences.render_step(conn, row, item.campaign, item.step, settings, item.thread, templates)
     return rendered, build_wire(rendered, to=row["email"], to_name=recipient_name(row), settings=settings, now=now,

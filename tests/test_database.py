@@ -325,3 +325,17 @@ def test_a_commit_that_fails_is_rolled_back(tmp_path):
         conn.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (999, 'x@example.com', 'x')")
     assert not conn.in_transaction
     assert conn.execute("SELECT count(*) FROM recipients").fetchone()[0] == 0
+
+
+def test_timestamps_are_stored_in_one_sortable_utc_format():
+    from datetime import datetime, timedelta, timezone
+
+    from email_automation.database import iso
+
+    start = datetime(2026, 11, 30, 10, 53, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    moments = [start + timedelta(microseconds=n * 7_654_321_011) for n in range(500)] + [
+        datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 3, 29, 1, 0, 0, 1, tzinfo=timezone.utc)]
+    for moment in moments:
+        assert iso(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert iso(moments[0]) == "2026-11-30T05:23:30.000000Z"
+    assert sorted(map(iso, moments)) == list(map(iso, sorted(moments)))

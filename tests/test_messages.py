@@ -209,3 +209,24 @@ def test_the_check_before_the_first_send_refuses_what_building_refuses(settings,
             outcomes.append((type(err), str(err)))
     assert outcomes[0] == outcomes[1]
     assert (outcomes[0] is None) == (not changed and to == "ada@example.org" and to_name == "Ada")
+
+
+@pytest.mark.parametrize("changed", [{}, {"reply_to": "replies@example.com"},
+                                     {"unsubscribe_url": "https://example.com/u?e={email}"}], ids=["plain", "reply-to", "url"])
+@pytest.mark.parametrize("thread", [(), ("<first@example.com>",)], ids=["first", "follow-up"])
+def test_the_headers_of_the_check_build_the_same_message(settings, changed, thread):
+    """The run builds each message with the headers its check made: the same bytes as building
+    from scratch, but for the Message-ID and the MIME boundary, which are new for every message."""
+    settings = settings.model_copy(update=changed)
+    rendered = RenderedEmail(subject="Grüße, Ada", html="<p>Hi Ada</p>", text="Hi Ada\n")
+    args = dict(to="ada@example.org", to_name="Ada Lovelace", settings=settings, now=NOW, thread=thread)
+    made = check_wire(rendered, **{k: v for k, v in args.items() if k != "now"})
+    again, fresh = build_wire(rendered, checked=made, **args), build_wire(rendered, **args)
+
+    def unique(wire) -> bytes:
+        data = wire.data.replace(wire.message_id.encode(), b"<id>")
+        return re.sub(rb"=+[0-9a-f]{32}==", b"<boundary>", data)
+
+    assert unique(again) == unique(fresh)
+    assert (again.sender, again.recipients, again.to) == (fresh.sender, fresh.recipients, fresh.to)
+    assert again.message_id != fresh.message_id

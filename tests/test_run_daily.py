@@ -486,6 +486,29 @@ def test_each_message_costs_a_bounded_number_of_sql_statements(settings, db, clo
     assert len(statements) / 40 < 21, len(statements) / 40
 
 
+def test_a_recipient_changed_after_the_check_gets_a_message_made_from_the_new_data(settings, db, clock):
+    """The check's rendered content and headers are used again only while the recipient is unchanged."""
+    add_recipients(db, 2)
+    other = connect(settings.db_path)
+
+    class Renaming(ScriptedTransport):
+        def send(self, message, *, tags):
+            if not self.delivered:  # person1 was checked; now, before its turn, the user renames them
+                with other:
+                    other.execute("UPDATE recipients SET first_name = 'Grace' WHERE email = 'person1@example.com'")
+            return super().send(message, tags=tags)
+
+    transport = Renaming()
+    try:
+        assert run(settings, db, transport, clock).sent == 2
+    finally:
+        other.close()
+    first, second = transport.delivered
+    assert str(first["To"]) == "Person0 <person0@example.com>"
+    assert str(second["To"]) == "Grace <person1@example.com>", "headers made again from the new row"
+    assert "Grace" in second.get_body(("plain",)).get_content()
+
+
 def test_memory_does_not_grow_with_the_batch(settings, db, clock, monkeypatch):
     """Each message is built again just before its claim: the run keeps none of them, and of their
     checked content only what KEPT_RENDERS_CHARS allows (here about 20 messages' worth)."""
