@@ -37,8 +37,8 @@ def utc_now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """UTC timestamps as sortable text, the one format stored in every table:
-    2026-11-30T10:53:30.000000Z (isoformat writes what strftime's "%Y-%m-%dT%H:%M:%S.%fZ" does, in
-    half the time; a run writes several per message)."""
+    2026-11-30T10:53:30.000000Z (isoformat writes what strftime's "%Y-%m-%dT%H:%M:%S.%fZ" did for
+    any year from 1000, in half the time; a run writes several per message)."""
     return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -139,6 +139,20 @@ def deferred_sync(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.execute("PRAGMA synchronous=FULL")
+
+
+IMPATIENT_SECONDS = 1.0  # how long a run that is being stopped waits for another writer
+
+
+@contextmanager
+def impatient(conn: sqlite3.Connection, seconds: float = IMPATIENT_SECONDS) -> Iterator[sqlite3.Connection]:
+    """A locked database is waited for `seconds`, not BUSY_TIMEOUT_SECONDS: what a run that is
+    being stopped still writes (https://www.sqlite.org/pragma.html#pragma_busy_timeout)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    try:
+        yield conn
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
 _GROUPS: set[int] = set()  # id() of the connections inside `group` (they take no weak references)

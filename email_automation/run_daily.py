@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -464,6 +465,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     crash: BaseException | None = None
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
+    stopping = threading.Event()  # set once the run ends: no more retries of refused sends
 
     def stopped() -> bool:
         return bool(report.fatal_error or crash)
@@ -537,7 +539,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 tags = _tags(item, claim)
                 pool.submit((item, claim, refused),
                             lambda transport, wire=wire, tags=tags, refused=refused:
-                            _send_with_retries(transport, wire, tags, sleep, refused))
+                            _send_with_retries(transport, wire, tags, sleep, refused, stopping=stopping))
             for outcome in outcomes:
                 finish(outcome)
             if full:  # the limit was reached by an overlapping writer
@@ -547,26 +549,42 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         while pool.in_flight:
             collect(block=True)
     finally:
-        # Only when an exception ends the run here: the claims waiting for a place never start.
+        # Only when an exception ends the run here: the claims waiting for a place never start, and
+        # the sends in flight are waited for and recorded; each step even if the one before failed.
+        stopping.set()  # a send waiting to retry a refusal tries no more
         withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
-        try:
-            _undo_unstarted(conn, withdrawn, now=now)
-        finally:
-            pool.close()  # returns once the sends in flight are done
-            for extra in transports[1:]:
-                extra.close()
-            _record_left_in_flight(settings, conn, pool.done(block=False), report, now=now, sleep=sleep)
+        with database.impatient(conn):
+            try:
+                _undo_unstarted(conn, withdrawn, now=now)
+            finally:
+                try:
+                    if pool.in_flight:
+                        log.warning("waiting for the %d send(s) in flight to finish, to record them", pool.in_flight)
+                    pool.close()  # returns once the sends in flight are done
+                finally:
+                    try:
+                        _record_left_in_flight(settings, conn, pool.done(block=False), report, now=now, sleep=sleep)
+                    finally:
+                        for extra in transports[1:]:
+                            extra.close()
     if crash is not None:
         raise crash
 
 
 def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now, sleep) -> None:
     """Record the sends that were in flight when an exception ended the run (Ctrl-C, a database
-    error): they went out, or failed, all the same. One try: a run being stopped does not wait out
-    a locked database. If that fails, the log names every message that was accepted, and the next
-    run marks them unknown, never a resend. Empty when the run ended normally."""
-    finished = [(*done.key[:2], done.error or done.value, done.key[2]) for done in left
-                if done.error is None or isinstance(done.error, SendError)]
+    error): they went out, or failed, all the same. One try (inside `database.impatient`): a run
+    being stopped does not wait out another writer. If that fails, the log names every message that
+    was accepted, and the next run marks them unknown, never a resend. Empty when the run ended
+    normally."""
+    finished = []
+    for done in left:
+        item, claim, refused = done.key
+        if done.error is None or isinstance(done.error, SendError):
+            finished.append((item, claim, done.error or done.value, refused))
+        else:  # a fault of ours in the worker: said here, since the exception ending the run is another
+            log.error("the send to %s ended in an unexpected error (%s: %s); the next run marks it unknown",
+                      item.email, type(done.error).__name__, done.error)
     try:
         outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep, patient=False)
     except Exception:  # _record_together has logged what was sent; the exception that ended the run goes on
@@ -577,7 +595,7 @@ def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now
 
 def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now) -> None:
     """Undo the claims of sends that never started, when an exception is ending the run: one try
-    each (a run being stopped does not wait out a locked database)."""
+    each (inside `database.impatient`: a run being stopped does not wait out another writer)."""
     for item, claim, _ in withdrawn:
         try:
             ledger.give_back(conn, claim, now=now())
@@ -959,22 +977,31 @@ def _refusals_note(refused: list[SendError]) -> str | None:
     return f"sent after {len(refused)} refused tr{'y' if len(refused) == 1 else 'ies'} (last: {last.code + ': ' if last.code else ''}{last})"
 
 
-def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep, refused: list[SendError]) -> str:
+def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep, refused: list[SendError], *,
+                       stopping: threading.Event | None = None) -> str:
     """Retry only what the provider definitely refused; anything ambiguous propagates at once.
 
-    Each refusal that is retried is appended to `refused`, so the log can say what happened.
+    Each refusal that is retried is appended to `refused`, so the log can say what happened. Once
+    `stopping` is set (the run is ending), the last refusal stands instead of another try.
     """
     try:  # the usual case, without the retry machinery (its per-call state costs more than building the message)
         return transport.send(message, tags=tags)
     except TransientSendError as err:
         first: TransientSendError | None = err
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential  # at the first retry
+    from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set,  # at the first retry
+                          wait_exponential)
 
+    def pause(seconds: float) -> None:
+        sleep(seconds)
+        if stopping is not None and stopping.is_set():  # the run ended meanwhile
+            raise refused.pop()  # the refusal noted before this wait stands, as the outcome
+
+    stop = stop_after_attempt(TRANSIENT_RETRIES + 1)
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
-        stop=stop_after_attempt(TRANSIENT_RETRIES + 1),
+        stop=stop if stopping is None else stop | stop_when_event_set(stopping),
         wait=wait_exponential(multiplier=2, min=2, max=60),
-        sleep=sleep,
+        sleep=pause,
         before_sleep=lambda state: refused.append(state.outcome.exception()),
         reraise=True,
     ):

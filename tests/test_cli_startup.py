@@ -235,10 +235,11 @@ def into_a_closed_pipe(*args: str, cwd) -> subprocess.CompletedProcess:
         os.close(write)
 
 
-def test_status_into_a_pipe_whose_reader_has_gone_exits_1_without_a_word(tmp_path):
+def test_status_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
     assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
     piped = into_a_closed_pipe("status", "--db", "x.db", cwd=tmp_path)
-    assert (piped.returncode, piped.stderr) == (1, "")
+    assert (piped.returncode, piped.stderr) == (0, "")
+    assert into_a_closed_pipe("status", "--db", "missing.db", "--json", cwd=tmp_path).returncode == 2
 
 
 def test_a_run_whose_stdout_reader_has_gone_goes_on_without_a_traceback(tmp_path):
@@ -246,6 +247,18 @@ def test_a_run_whose_stdout_reader_has_gone_goes_on_without_a_traceback(tmp_path
     (tmp_path / "r.csv").write_text("email,first_name\n" + "".join(f"p@company{i}.example,P{i}\n" for i in range(5)))
     assert script("import", "r.csv", "--db", "x.db", cwd=tmp_path).returncode == 0
     piped = into_a_closed_pipe("run", "--db", "x.db", "--log-file", "run.log", cwd=tmp_path)
-    assert (piped.returncode, piped.stderr) == (1, "")
+    assert (piped.returncode, piped.stderr) == (0, "")
     assert len(list(tmp_path.glob("outbox/*/*.eml"))) == 5, "every message of the dry run written all the same"
     assert (tmp_path / "run.log").read_text().count(" dry_run ") == 5, "the log file has every line"
+
+
+def test_a_run_into_a_closed_pipe_still_says_on_stderr_why_it_failed(tmp_path):
+    """The summary on stdout finds no reader; the error after it still reaches stderr, with its code."""
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    (tmp_path / "r.csv").write_text("email,first_name,role\na@one.example,A,CTO\nb@two.example,B,\n")
+    (tmp_path / "b.html").write_text("<p>{{ 1 / (role | length) }}</p>")
+    for args in (["import", "r.csv"], ["template", "set", "--html", "b.html"]):
+        assert script(*args, "--db", "x.db", cwd=tmp_path).returncode == 0
+    piped = into_a_closed_pipe("run", "--db", "x.db", cwd=tmp_path)
+    assert piped.returncode == 2
+    assert piped.stderr.startswith("Error: campaign 'default': cannot render the HTML body for b@two.example")

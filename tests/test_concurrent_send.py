@@ -8,6 +8,7 @@ import sqlite3
 import random
 import re
 import threading
+import time
 from datetime import timedelta
 from functools import partial
 
@@ -290,11 +291,11 @@ def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings,
 
 
 def interrupted_with_a_send_in_flight(settings, db, clock, *, before_interrupting=lambda: None,
-                                      sleep=None) -> Shared:
+                                      sleep=None, script=None) -> Shared:
     """Ctrl-C at person0's outcome while person1's send is certainly in flight; it ends after that."""
     settings = settings.model_copy(update={"send_concurrency": 2})
     add_recipients(db, 2)
-    shared, started, release = Shared(settings), threading.Event(), threading.Event()
+    shared, started, release = Shared(settings, script=script), threading.Event(), threading.Event()
 
     class Slow(Worker):
         def send(self, message, *, tags):
@@ -313,37 +314,80 @@ def interrupted_with_a_send_in_flight(settings, db, clock, *, before_interruptin
     shared.factory = lambda: shared.made.append(Slow(shared)) or shared.made[-1]
     with pytest.raises(KeyboardInterrupt):
         run(settings, db, shared, clock, on_outcome=interrupt, sleep=sleep or RecordingSleep())
-    assert sorted(delivered(shared)) == ["person0@example.com", "person1@example.com"]
     return shared
 
 
 def test_a_send_in_flight_at_an_interruption_is_recorded(settings, db, clock, caplog):
     caplog.set_level(logging.INFO, logger="email_automation")
-    interrupted_with_a_send_in_flight(settings, db, clock)
+    shared = interrupted_with_a_send_in_flight(settings, db, clock)
+    assert sorted(delivered(shared)) == ["person0@example.com", "person1@example.com"]
     assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sent"}
     message_id, = db.execute("SELECT l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                              " WHERE r.email = 'person1@example.com' AND l.status = 'sent'").fetchone()
     assert f"person1@example.com sent {message_id}" in caplog.text, "the run log tells it too"
+    assert "waiting for the 1 send(s) in flight to finish, to record them" in caplog.text
 
 
 def test_a_send_in_flight_at_an_interruption_is_named_when_it_cannot_be_recorded(settings, db, clock, caplog):
-    """Another writer holds the database: one try, no waiting, and the log says what went out."""
+    """Another writer holds the database: a second's wait, not BUSY_TIMEOUT_SECONDS (30), and the
+    log says what went out."""
     other = connect(settings.db_path)
-    db.execute("PRAGMA busy_timeout = 0")
 
     def lock():
         other.execute("BEGIN IMMEDIATE")
 
-    sleep = RecordingSleep()
+    sleep, started = RecordingSleep(), time.monotonic()
     try:
         interrupted_with_a_send_in_flight(settings, db, clock, before_interrupting=lock, sleep=sleep)
     finally:
         other.rollback()
         other.close()
+    assert time.monotonic() - started < 15, "an interrupted run does not wait out the other writer"
     assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sending"}, \
         "the next run makes it unknown, never a resend"
     assert re.search(r"person1@example\.com was accepted as \S+ but recording it failed", caplog.text)
     assert sleep.calls == []
+    assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000, "the usual patience afterwards"
+
+
+def test_a_send_in_flight_that_fails_unexpectedly_at_an_interruption_is_named(settings, db, clock, caplog):
+    interrupted_with_a_send_in_flight(settings, db, clock, script={"person1@example.com": [RuntimeError("boom")]})
+    assert statuses(db)["person1@example.com"] == "sending", "the next run makes it unknown"
+    assert ("the send to person1@example.com ended in an unexpected error (RuntimeError: boom); the next run "
+            "marks it unknown") in caplog.text
+
+
+def test_a_refused_send_waiting_to_retry_at_an_interruption_tries_no_more(settings, db, clock, monkeypatch):
+    """The run is ending: the refusal stands (pending, deferred) rather than another try seconds later."""
+    from email_automation import database
+
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 2)
+    refused = TransientSendError("421 4.7.0 try again later", code="421")
+    shared = Shared(settings, script={"person1@example.com": [refused, refused]})
+    ending, first_wait = threading.Event(), threading.Event()
+    real_impatient = database.impatient
+
+    def impatient(conn):  # entered once the run has stopped retries
+        ending.set()
+        return real_impatient(conn)
+
+    def sleep(seconds):  # person1's wait before its second try, until the run is ending
+        first_wait.set()
+        assert ending.wait(WAIT)
+
+    def interrupt(outcome):
+        assert first_wait.wait(WAIT)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(database, "impatient", impatient)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock, on_outcome=interrupt, sleep=sleep)
+    tried = [to for worker in shared.made for to in worker.calls]
+    assert sorted(tried) == ["person0@example.com", "person1@example.com"], "person1 tried once, not again"
+    assert statuses(db)["person1@example.com"] == "pending"
+    assert db.execute("SELECT l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                      " WHERE r.email = 'person1@example.com'").fetchone()[0] == "deferred"
 
 
 def test_an_interruption_while_undoing_claims_still_undoes_the_rest(settings, db, clock):

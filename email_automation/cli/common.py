@@ -128,7 +128,24 @@ def plain(text: str) -> str:
 
 def say(text: str) -> None:
     """One line (or block) for the user on stdout, printed as is (no markup)."""
-    print(plain(text), flush=True)
+    _to_stdout(plain(text))
+
+
+def _to_stdout(text: str) -> None:
+    """Print `text` on stdout; once stdout's reader has gone (`status | head -1`), nothing more is
+    written there and the command goes on: its lines on stderr and its exit code still say how it
+    ended (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """What is still buffered, and anything printed later, goes to /dev/null, not the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def warn(text: str) -> None:
@@ -160,7 +177,7 @@ _ZERO_WIDTH = frozenset({"Mn", "Me", "Cf"})
 
 def print_json(data: dict[str, Any]) -> None:
     """The one JSON object of a `--json` command, on stdout, unstyled so scripts can parse it."""
-    print(json.dumps(data))
+    _to_stdout(json.dumps(data))
 
 
 def answer(as_json: bool, data: dict[str, Any], text: str) -> None:
@@ -186,8 +203,9 @@ def cli_errors(fn):
             _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
         except sqlite3.Error as exc:
             _fail(f"database: {exc}", _sqlite_exit_code(exc), as_json)
-        except BrokenPipeError:  # `status | head -1`: the reader has all it wanted
-            _quiet_exit_on_closed_stdout()
+        except BrokenPipeError:  # written to stdout without `say`, after its reader had gone
+            _stdout_to_devnull()
+            raise typer.Exit(EXIT_ERROR) from None
         except OSError as exc:  # a file the library does not wrap itself; a full disk is the machine's set-up
             where = f"{exc.filename}: " if exc.filename else ""
             _fail(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR, as_json)
@@ -195,16 +213,6 @@ def cli_errors(fn):
             _fail("interrupted", EXIT_INTERRUPTED, as_json)
 
     return wrapper
-
-
-def _quiet_exit_on_closed_stdout() -> None:
-    """Exit 1 without a word, as Python's own note on SIGPIPE advises; stdout goes to /dev/null
-    first so that the flush at exit cannot fail on it again
-    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    raise typer.Exit(EXIT_ERROR)
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
