@@ -147,12 +147,20 @@ IMPATIENT_SECONDS = 1.0  # how long a run that is being stopped waits for anothe
 @contextmanager
 def impatient(conn: sqlite3.Connection, seconds: float = IMPATIENT_SECONDS) -> Iterator[sqlite3.Connection]:
     """A locked database is waited for `seconds`, not BUSY_TIMEOUT_SECONDS: what a run that is
-    being stopped still writes (https://www.sqlite.org/pragma.html#pragma_busy_timeout)."""
-    conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    being stopped still writes (https://www.sqlite.org/pragma.html#pragma_busy_timeout). A
+    connection that cannot take the setting (closed) is left as it is: the writes inside still run."""
+    _busy_timeout(conn, seconds)
     try:
         yield conn
     finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        _busy_timeout(conn, BUSY_TIMEOUT_SECONDS)
+
+
+def _busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    except sqlite3.Error:
+        pass
 
 
 _GROUPS: set[int] = set()  # id() of the connections inside `group` (they take no weak references)

@@ -465,10 +465,13 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     crash: BaseException | None = None
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
-    stopping = threading.Event()  # set once the run ends: no more retries of refused sends
+    stopping = threading.Event()  # set once the run stops: no more retries of refused sends
 
     def stopped() -> bool:
-        return bool(report.fatal_error or crash)
+        if report.fatal_error or crash:
+            stopping.set()  # a refused send waiting to retry tries no more: its refusal stands
+            return True
+        return False
 
     def collect(block: bool) -> None:
         nonlocal crash
@@ -483,7 +486,8 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
         if failures:  # the waiting sends start again once these are recorded and the breaker asked again
-            take_back(lambda item: "the run stopped" if stopped() else
+            ending = stopped()  # (which tells the sends waiting to retry a refusal)
+            take_back(lambda item: "the run stopped" if ending else
                       "the circuit breaker held it back" if gate.breaker_holds(item, now()) else None)
             pool.settle(failures)
 
@@ -559,7 +563,8 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             finally:
                 try:
                     if pool.in_flight:
-                        log.warning("waiting for the %d send(s) in flight to finish, to record them", pool.in_flight)
+                        log.warning("waiting for the sends in flight (up to %d) to finish, to record them",
+                                    pool.in_flight)
                     pool.close()  # returns once the sends in flight are done
                 finally:
                     try:

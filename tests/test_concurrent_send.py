@@ -256,6 +256,41 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
     assert report.deferred == 1 + len(undone)
 
 
+def test_a_refused_send_waiting_to_retry_when_the_run_stops_tries_no_more(settings, db, clock, monkeypatch):
+    """A fatal error stops the run while another send waits to retry a refusal: that refusal stands."""
+    import types
+
+    from email_automation import run_daily as module
+
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 2)
+    refused = TransientSendError("421 4.7.0 try again later", code="421")
+    paused = FatalSendError("the account is paused", code="AccountSendingPaused")
+    shared = Shared(settings, script={"person0@example.com": [paused], "person1@example.com": [refused, refused]})
+    events: list[threading.Event] = []  # the run's own: set once it stops
+    monkeypatch.setattr(module, "threading", types.SimpleNamespace(Event=lambda: events.append(threading.Event())
+                                                                   or events[-1]))
+    first_try = threading.Event()
+
+    class Ordered(Worker):
+        def send(self, message, *, tags):
+            if "person0@" in message.to:
+                assert first_try.wait(WAIT)  # the fatal refusal comes once person1 was refused
+            else:
+                first_try.set()
+            return super().send(message, tags=tags)
+
+    def sleep(seconds):  # person1's wait before its second try lasts until the run has stopped
+        assert events[0].wait(WAIT)
+
+    shared.factory = lambda: shared.made.append(Ordered(shared)) or shared.made[-1]
+    report = run(settings, db, shared, clock, sleep=sleep)
+    assert report.fatal_error
+    tried = [to for worker in shared.made for to in worker.calls]
+    assert sorted(tried) == ["person0@example.com", "person1@example.com"], "person1 tried once, not again"
+    assert statuses(db) == {"person0@example.com": "pending", "person1@example.com": "pending"}
+
+
 def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock, caplog):
     """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown;
     the send in flight is recorded as what it was."""
@@ -325,7 +360,7 @@ def test_a_send_in_flight_at_an_interruption_is_recorded(settings, db, clock, ca
     message_id, = db.execute("SELECT l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                              " WHERE r.email = 'person1@example.com' AND l.status = 'sent'").fetchone()
     assert f"person1@example.com sent {message_id}" in caplog.text, "the run log tells it too"
-    assert "waiting for the 1 send(s) in flight to finish, to record them" in caplog.text
+    assert "waiting for the sends in flight (up to 1) to finish, to record them" in caplog.text
 
 
 def test_a_send_in_flight_at_an_interruption_is_named_when_it_cannot_be_recorded(settings, db, clock, caplog):
