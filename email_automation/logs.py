@@ -7,6 +7,7 @@ instead: `max_bytes` per file, `backups` older files (app.log.1 ... app.log.5).
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,6 @@ class ConsoleHandler(logging.StreamHandler):
     database keep the whole story."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        import sys
-
         if isinstance(sys.exc_info()[1], BrokenPipeError):
             self.setLevel(logging.CRITICAL + 1)  # nothing more to this stream
             return
