@@ -8,8 +8,10 @@ slows both alike. Prints seconds, messages/s, peak RSS of each process, and the 
     python benchmarks/bench_send.py [--messages 600] [--latency 0] [--concurrency 1] [--rounds 3]
 
 `--latency 0.05` makes the sink take 50 ms per message (a provider's round trip, such as SES's
-API from EC2); `--concurrency 8` sets SEND_CONCURRENCY for our run. mailmerge must be installed
-(`pip install mailmerge`; a benchmark dependency only).
+API from EC2); `--concurrency 8` sets SEND_CONCURRENCY for our run. `--relay-core` keeps the sink
+on the last CPU and both senders on the others, as a relay on its own machine would be (on a
+2-CPU machine the scheduler otherwise puts them on one core now and then): a diagnostic, not the
+goal's method. mailmerge must be installed (`pip install mailmerge`; a benchmark dependency only).
 """
 
 from __future__ import annotations
@@ -44,10 +46,14 @@ CONTENT-TYPE: text/html
 """
 
 
+SENDER_CPUS: set[int] | None = None  # with --relay-core: the CPUs both senders may run on
+
+
 def timed(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, float]:
     """(wall seconds, peak RSS MiB, CPU seconds) of one process, its output discarded."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pin = (lambda: os.sched_setaffinity(0, SENDER_CPUS)) if SENDER_CPUS else None
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -60,13 +66,15 @@ def timed(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> tu
 class Sink:
     """tests/smtp_sink.py in its own process, so its CPU is not counted against either sender."""
 
-    def __init__(self, folder: Path, latency: float) -> None:
+    def __init__(self, folder: Path, latency: float, cpu: int | None = None) -> None:
         self.folder = folder
         ready = folder / "port.txt"
         cmd = [sys.executable, str(ROOT / "tests" / "smtp_sink.py"), "--ready-file", str(ready),
                "--message-dir", str(folder / "messages"), "--stall-after-data", str(latency)]
         (folder / "messages").mkdir()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        if cpu is not None:
+            os.sched_setaffinity(self.proc.pid, {cpu})
         deadline = time.monotonic() + 30
         while not ready.exists():
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -132,7 +140,15 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the sink takes per message")
     parser.add_argument("--concurrency", type=int, default=1, help="SEND_CONCURRENCY for our run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--relay-core", action="store_true", help="the sink on the last CPU, the senders on the others")
     args = parser.parse_args()
+    global SENDER_CPUS
+    relay_cpu = None
+    if args.relay_core:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--relay-core needs two CPUs or more")
+        relay_cpu, SENDER_CPUS = cpus[-1], set(cpus[:-1])
     if not (BIN / "mailmerge").exists():
         raise SystemExit("mailmerge is not installed in this environment: pip install mailmerge")
     n = args.messages
@@ -146,7 +162,7 @@ def main() -> None:
         root = Path(tmp)
         write_csv(root / "recipients.csv", n)
         (root / "sink").mkdir()
-        sink = Sink(root / "sink", args.latency)
+        sink = Sink(root / "sink", args.latency, relay_cpu)
         try:
             for r in range(args.rounds):
                 for name in ("ours", "mailmerge"):
@@ -165,7 +181,7 @@ def main() -> None:
         finally:
             sink.stop()
     print(f"messages: {n}, sink latency {args.latency * 1000:g} ms, SEND_CONCURRENCY {args.concurrency}, "
-          f"{args.rounds} interleaved rounds (median)")
+          f"{args.rounds} interleaved rounds (median){', the sink on a CPU of its own' if args.relay_core else ''}")
     medians = {}
     for name, runs in results.items():
         seconds = statistics.median(t for t, _, _ in runs)
