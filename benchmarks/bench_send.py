@@ -145,6 +145,8 @@ def main() -> None:
     global SENDER_CPUS
     relay_cpu = None
     if args.relay_core:
+        if not hasattr(os, "sched_getaffinity"):
+            raise SystemExit("--relay-core needs Linux (os.sched_setaffinity)")
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             raise SystemExit("--relay-core needs two CPUs or more")

@@ -149,18 +149,22 @@ def impatient(conn: sqlite3.Connection, seconds: float = IMPATIENT_SECONDS) -> I
     """A locked database is waited for `seconds`, not BUSY_TIMEOUT_SECONDS: what a run that is
     being stopped still writes (https://www.sqlite.org/pragma.html#pragma_busy_timeout). A
     connection that cannot take the setting (closed) is left as it is: the writes inside still run."""
-    _busy_timeout(conn, seconds)
+    before = _busy_timeout(conn, seconds)
     try:
         yield conn
     finally:
-        _busy_timeout(conn, BUSY_TIMEOUT_SECONDS)
+        if before is not None:
+            _busy_timeout(conn, before / 1000)
 
 
-def _busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+def _busy_timeout(conn: sqlite3.Connection, seconds: float) -> int | None:
+    """Set the busy timeout; returns the one it replaces, in ms (None: the connection refused)."""
     try:
+        before = conn.execute("PRAGMA busy_timeout").fetchone()[0]
         conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
     except sqlite3.Error:
-        pass
+        return None
+    return before
 
 
 _GROUPS: set[int] = set()  # id() of the connections inside `group` (they take no weak references)

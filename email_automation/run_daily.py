@@ -18,6 +18,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -466,10 +467,13 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
     stopping = threading.Event()  # set once the run stops: no more retries of refused sends
+    # A send waiting to retry a refusal wakes up as soon as the run stops (tests inject their own sleep).
+    retry_wait = (lambda seconds: stopping.wait(seconds)) if sleep is time.sleep else sleep
 
     def stopped() -> bool:
+        """Whether the run stops; once it does, `stopping` tells the sends waiting to retry a refusal."""
         if report.fatal_error or crash:
-            stopping.set()  # a refused send waiting to retry tries no more: its refusal stands
+            stopping.set()
             return True
         return False
 
@@ -480,13 +484,14 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             item, claim, refused = done.key
             failures += done.error is not None
             if done.error is not None and not isinstance(done.error, SendError):
+                _unexpected(item, done.error)  # said now: something else may end the run before it is raised
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
             finished.append((item, claim, done.error or done.value, refused))
         for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
             _finish(report, outcome, streak, on_outcome)
         if failures:  # the waiting sends start again once these are recorded and the breaker asked again
-            ending = stopped()  # (which tells the sends waiting to retry a refusal)
+            ending = stopped()
             take_back(lambda item: "the run stopped" if ending else
                       "the circuit breaker held it back" if gate.breaker_holds(item, now()) else None)
             pool.settle(failures)
@@ -543,7 +548,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 tags = _tags(item, claim)
                 pool.submit((item, claim, refused),
                             lambda transport, wire=wire, tags=tags, refused=refused:
-                            _send_with_retries(transport, wire, tags, sleep, refused, stopping=stopping))
+                            _send_with_retries(transport, wire, tags, retry_wait, refused, stopping=stopping))
             for outcome in outcomes:
                 finish(outcome)
             if full:  # the limit was reached by an overlapping writer
@@ -553,8 +558,9 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         while pool.in_flight:
             collect(block=True)
     finally:
-        # Only when an exception ends the run here: the claims waiting for a place never start, and
-        # the sends in flight are waited for and recorded; each step even if the one before failed.
+        # When an exception ends the run here (otherwise there is nothing left to do): the claims
+        # waiting for a place never start, and the sends in flight are waited for and recorded; each
+        # step even if the one before failed.
         stopping.set()  # a send waiting to retry a refusal tries no more
         withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
         with database.impatient(conn):
@@ -588,14 +594,18 @@ def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now
         if done.error is None or isinstance(done.error, SendError):
             finished.append((item, claim, done.error or done.value, refused))
         else:  # a fault of ours in the worker: said here, since the exception ending the run is another
-            log.error("the send to %s ended in an unexpected error (%s: %s); the next run marks it unknown",
-                      item.email, type(done.error).__name__, done.error)
+            _unexpected(item, done.error)
     try:
         outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep, patient=False)
     except Exception:  # _record_together has logged what was sent; the exception that ended the run goes on
         return
     for outcome in outcomes:
         _note(report, outcome)
+
+
+def _unexpected(item: _Planned, err: BaseException) -> None:
+    log.error("the send to %s ended in an unexpected error (%s: %s); the next run marks it unknown",
+              item.email, type(err).__name__, err)
 
 
 def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now) -> None:

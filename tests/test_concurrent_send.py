@@ -268,8 +268,8 @@ def test_a_refused_send_waiting_to_retry_when_the_run_stops_tries_no_more(settin
     paused = FatalSendError("the account is paused", code="AccountSendingPaused")
     shared = Shared(settings, script={"person0@example.com": [paused], "person1@example.com": [refused, refused]})
     events: list[threading.Event] = []  # the run's own: set once it stops
-    monkeypatch.setattr(module, "threading", types.SimpleNamespace(Event=lambda: events.append(threading.Event())
-                                                                   or events[-1]))
+    monkeypatch.setattr(module, "threading", types.SimpleNamespace(  # run_daily's threading, its Events seen
+        **{**vars(threading), "Event": lambda: events.append(threading.Event()) or events[-1]}))
     first_try = threading.Event()
 
     class Ordered(Worker):
@@ -289,6 +289,36 @@ def test_a_refused_send_waiting_to_retry_when_the_run_stops_tries_no_more(settin
     tried = [to for worker in shared.made for to in worker.calls]
     assert sorted(tried) == ["person0@example.com", "person1@example.com"], "person1 tried once, not again"
     assert statuses(db) == {"person0@example.com": "pending", "person1@example.com": "pending"}
+
+
+def test_ctrl_c_does_not_wait_out_a_refused_sends_pause_before_its_retry(settings, db, clock, monkeypatch):
+    """With the real clock: the wait before a retry (here 30 s) ends when the run is interrupted."""
+    import tenacity
+
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 2)
+    refused = TransientSendError("421 4.7.0 try again later", code="421")
+    shared = Shared(settings, script={"person1@example.com": [refused]})
+    monkeypatch.setattr(tenacity, "wait_exponential", lambda **kwargs: tenacity.wait_fixed(30))
+    refused_once = threading.Event()
+
+    class Ordered(Worker):
+        def send(self, message, *, tags):
+            if "person0@" in message.to:
+                assert refused_once.wait(WAIT)
+            else:
+                refused_once.set()  # refused just below, then waits 30 s to retry
+            return super().send(message, tags=tags)
+
+    def interrupt(outcome):
+        raise KeyboardInterrupt
+
+    shared.factory = lambda: shared.made.append(Ordered(shared)) or shared.made[-1]
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock, on_outcome=interrupt, sleep=time.sleep)
+    assert time.monotonic() - started < 15, "the 30 s wait ended with the run"
+    assert statuses(db)["person1@example.com"] == "pending", "its refusal stands: deferred, not unknown"
 
 
 def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock, caplog):

@@ -230,3 +230,16 @@ def test_the_headers_of_the_check_build_the_same_message(settings, changed, thre
     assert unique(again) == unique(fresh)
     assert (again.sender, again.recipients, again.to) == (fresh.sender, fresh.recipients, fresh.to)
     assert again.message_id != fresh.message_id
+
+
+def test_a_message_built_with_the_checks_headers_does_not_make_them_again(settings, monkeypatch):
+    from email_automation import messages
+
+    made = check_wire(RENDERED, to="ada@example.org", to_name="Ada", settings=settings)
+
+    def again(*args, **kwargs):
+        raise AssertionError("headers made twice")
+
+    monkeypatch.setattr(messages, "_headers", again)
+    wire = build_wire(RENDERED, to="ada@example.org", to_name="Ada", settings=settings, now=NOW, checked=made)
+    assert wire.to == made.to_header
