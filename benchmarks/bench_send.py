@@ -5,7 +5,7 @@ file, as a relay queueing to disk does) with no delay. Rounds are interleaved so
 slows both alike. Prints seconds, messages/s, peak RSS of each process, and the ratio
 (mailmerge's time / ours: above 1 means we are faster).
 
-    python benchmarks/bench_send.py [--messages 600] [--latency 0] [--concurrency 1] [--rounds 3]
+    python benchmarks/bench_send.py [--messages 600] [--latency 0] [--concurrency 1] [--rounds 3] [--relay-core]
 
 `--latency 0.05` makes the sink take 50 ms per message (a provider's round trip, such as SES's
 API from EC2); `--concurrency 8` sets SEND_CONCURRENCY for our run. `--relay-core` keeps the sink
