@@ -102,5 +102,6 @@ def _locked_error(path: Path, holder: LockHolder, now: datetime, max_duration: t
     return HungRunError(
         f"another run ({holder.describe()}) has held the lock {path} for {hours:.1f} h, longer than a run "
         f"can take ({max_duration.total_seconds() / 3600:.1f} h): it is probably hung, and no run can send "
-        f"until it ends. Check it with `ps -p {holder.pid}`, stop it with `kill {holder.pid}`; the next run "
-        "then marks a message it was sending as unknown, so nothing is sent twice")
+        f"until it ends. Check it with `ps -p {holder.pid}`, stop it with `kill {holder.pid}` (`kill -9 {holder.pid}` "
+        "if it does not end); the next run then marks a message it could not record as unknown, so nothing is sent "
+        "twice")

@@ -145,3 +145,30 @@ def test_random_sigkills_with_a_follow_up_step_never_send_a_step_twice(tmp_path)
         assert row["sent"] <= delivered <= row["sent"] + row["unknown"], dict(row)
         assert (row["status"], row["step"]) in (("sent", 2), ("unknown", 1), ("unknown", 2)), dict(row)
     assert conn.execute("SELECT count(*) FROM send_log WHERE status = 'sending'").fetchone()[0] == 0
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_records_what_went_out(tmp_path):
+    """`kill PID`, systemd or `timeout` ask with SIGTERM: nothing more starts, the claims waiting for
+    a connection are pending again and the sends in flight are recorded; nobody is left unknown."""
+    db_path = tmp_path / "term.db"
+    make_db(db_path, 40)
+    with SmtpSink(stall_after_data=0.2) as sink:
+        env = {**sink_env(db_path, sink), "DELAY_SECONDS": "0", "SEND_CONCURRENCY": "4"}
+        proc = subprocess.Popen([sys.executable, "-m", "email_automation", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert sink.wait_for(4, timeout=120), "the run started sending"
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        delivered = len(sink.deliveries)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "Terminated." and "Traceback" not in err
+    conn = connect(db_path)
+    counts = dict(conn.execute("SELECT status, count(*) FROM recipients GROUP BY status").fetchall())
+    conn.close()
+    assert counts.get("sending", 0) == 0, "every send that went out is recorded"
+    assert counts["sent"] == delivered < 40
+    assert counts["pending"] == 40 - delivered

@@ -76,7 +76,8 @@ def test_a_run_holding_the_lock_longer_than_any_run_can_is_reported_as_hung_with
         f"Error: another run (pid {proc.pid}, started {started:%Y-%m-%d %H:%M:%S} UTC) has held the lock "
         f"{lock_path(db)} for 720.0 h, longer than a run can take (3.8 h): ")  # DELAY_SECONDS=0, SES lookups
     assert (f"it is probably hung, and no run can send until it ends. Check it with `ps -p {proc.pid}`, stop it "
-            f"with `kill {proc.pid}`; the next run then marks a message it was sending as unknown") in result.stderr
+            f"with `kill {proc.pid}` (`kill -9 {proc.pid}` if it does not end); the next run then marks a message it "
+            "could not record as unknown") in result.stderr
 
 
 def test_a_killed_run_leaves_no_lock_behind(db, holder):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +15,7 @@ import typer
 from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DbOption, JsonOption, answer, app, cli_errors, open_database,
                      print_json, progress_bar, say, settings_for, text_table, warn)
 
+EXIT_TERMINATED = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 EVENT_NOTES_SHOWN = 20
 RUN_JSON_KEYS = ("sent", "failed", "deferred", "skipped", "unknown", "remaining_today", "dry_run", "previewed", "steps",
                  "window")
@@ -35,7 +39,7 @@ def run(
     error that affects every message (credentials, unverified sender, paused account, quota), by a
     streak of time-outs, throttling or identical refusals, by the circuit breaker (a campaign or all
     sending paused), by a hung run holding the lock, or (--require-inbox) because the inbox could
-    not be read.
+    not be read; 130 Ctrl-C, 143 SIGTERM (the sends in flight recorded first).
     """
     import random
     import time
@@ -64,10 +68,16 @@ def run(
     transport = make_transport(settings)
     outbox = getattr(transport, "folder", None)
     try:
-        with progress_bar(enabled=not as_json, total=None, label="Sending") as advance:
+        with progress_bar(enabled=not as_json, total=None, label="Sending") as advance, _stopped_by_sigterm():
             options = RunOptions(now=utc_now, sleep=time.sleep, limit=limit, rng=random.Random(),
                                  on_outcome=lambda _: advance(1), transport_factory=lambda: make_transport(settings))
             report = run_job(settings, conn, transport, options, require_inbox=require_inbox)
+    except Terminated:
+        if as_json:
+            print_json({"error": "terminated"})
+        else:
+            warn("Terminated.")
+        raise typer.Exit(EXIT_TERMINATED) from None
     except RunLockedError as exc:  # not a failure: cron's overlapping start exits 0
         if exc.exit_code:  # a hung run holds the lock: a person must look (exit 3)
             raise
@@ -89,6 +99,28 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     if report.paused and not report.dry_run:  # a campaign stopped by the circuit breaker needs a person
         raise typer.Exit(EXIT_STOPPED)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, systemd, `timeout`) asked the run to stop: it stops as Ctrl-C stops it."""
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm():
+    """While the run runs, SIGTERM raises Terminated in it, so that it stops as on Ctrl-C: nothing
+    more starts, the claims waiting for a connection are undone and the sends in flight are
+    recorded (the default action would end the process at once, each of them `unknown`)."""
+    def stop(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_json(report, outbox: Path | None) -> dict:
