@@ -467,6 +467,9 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
     stopping = threading.Event()  # set once the run stops: no more retries of refused sends
+    # What an interruption (Ctrl-C, SIGTERM) between two steps would otherwise lose, for the `finally`:
+    collected: list = []  # sends taken from the pool and not yet recorded (it records them)
+    unsubmitted: list = []  # claims not yet handed to the pool (it undoes them: nothing was sent)
     # A send waiting to retry a refusal wakes up as soon as the run stops (tests inject their own sleep).
     retry_wait = (lambda seconds: stopping.wait(seconds)) if sleep is time.sleep else sleep
 
@@ -480,7 +483,8 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     def collect(block: bool) -> None:
         nonlocal crash
         finished, failures = [], 0
-        for done in pool.done(block=block):
+        collected[:] = pool.done(block=block)
+        for done in collected:
             item, claim, refused = done.key
             failures += done.error is not None
             if done.error is not None and not isinstance(done.error, SendError):
@@ -488,7 +492,9 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 crash = crash or done.error  # raised once every send in flight is recorded
                 continue
             finished.append((item, claim, done.error or done.value, refused))
-        for outcome in _record_together(settings, conn, finished, now=now, sleep=sleep):
+        outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep)
+        collected.clear()
+        for outcome in outcomes:
             _finish(report, outcome, streak, on_outcome)
         if failures:  # the waiting sends start again once these are recorded and the breaker asked again
             ending = stopped()
@@ -543,7 +549,9 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                 break
             limiter.wait()  # under a rate the group is one message, claimed when its send may start
             claimed, outcomes, full = _claim_group(settings, conn, group, transports[0].name, now=now)
-            for item, wire, claim in claimed:  # handed over before anything else can interrupt
+            unsubmitted[:] = claimed
+            while unsubmitted:  # handed over before anything else; each off the list first, so that
+                item, wire, claim = unsubmitted.pop(0)  # the `finally` never undoes a claim being sent
                 refused: list[SendError] = []
                 tags = _tags(item, claim)
                 pool.submit((item, claim, refused),
@@ -562,6 +570,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         # waiting for a place never start, and the sends in flight are waited for and recorded; each
         # step even if the one before failed.
         stopping.set()  # a send waiting to retry a refusal tries no more
+        withdrawn.extend((item, claim, "") for item, _, claim in unsubmitted)
         withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
         with database.impatient(conn):
             try:
@@ -574,7 +583,8 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
                     pool.close()  # returns once the sends in flight are done
                 finally:
                     try:
-                        _record_left_in_flight(settings, conn, pool.done(block=False), report, now=now, sleep=sleep)
+                        _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
+                                               now=now, sleep=sleep)
                     finally:
                         for extra in transports[1:]:
                             extra.close()
@@ -587,7 +597,11 @@ def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now
     error): they went out, or failed, all the same. One try (inside `database.impatient`): a run
     being stopped does not wait out another writer. If that fails, the log names every message that
     was accepted, and the next run marks them unknown, never a resend. Empty when the run ended
-    normally."""
+    normally; a send whose record was written before the interruption is not recorded again."""
+    try:
+        left = _still_sending(conn, left)
+    except Exception:  # the database may be why the run is ending: nothing more can be recorded
+        left = []
     finished = []
     for done in left:
         item, claim, refused = done.key
@@ -601,6 +615,16 @@ def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now
         return
     for outcome in outcomes:
         _note(report, outcome)
+
+
+def _still_sending(conn, left: list) -> list:
+    """Those of `left` (finished sends) whose attempt the database still shows as `sending`."""
+    ids = [done.key[1].log_id for done in left]
+    if not ids:
+        return []
+    still = {row[0] for row in conn.execute(
+        f"SELECT id FROM send_log WHERE status = 'sending' AND id IN ({', '.join('?' * len(ids))})", ids)}
+    return [done for done in left if done.key[1].log_id in still]
 
 
 def _unexpected(item: _Planned, err: BaseException) -> None:

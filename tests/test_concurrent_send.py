@@ -321,6 +321,80 @@ def test_ctrl_c_does_not_wait_out_a_refused_sends_pause_before_its_retry(setting
     assert statuses(db)["person1@example.com"] == "pending", "its refusal stands: deferred, not unknown"
 
 
+def test_an_interruption_while_recording_a_group_is_recorded_all_the_same(settings, db, clock, monkeypatch):
+    """Ctrl-C (or SIGTERM) lands while the run's thread records sends it took from the pool: the
+    group rolls back, and the run records those sends on its way out, once."""
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 4)
+    real, calls = ledger.record_sent_many, []
+
+    def interrupted_once(conn, sent, **kwargs):
+        calls.append([claim.email for claim, _, _ in sent])
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(conn, sent, **kwargs)
+
+    monkeypatch.setattr(ledger, "record_sent_many", interrupted_once)
+    shared = Shared(settings)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock)
+    sent = delivered(shared)
+    assert sent and set(calls[0]) <= set(sent)
+    assert {email for email, status in statuses(db).items() if status == "sent"} == set(sent), \
+        "every message that went out is recorded, the interrupted group too"
+    assert "sending" not in statuses(db).values()
+    assert sum(calls[1:], []).count(calls[0][0]) == 1, "recorded once on the way out"
+
+
+def test_an_interruption_just_after_a_group_is_recorded_does_not_record_it_again(settings, db, clock, monkeypatch,
+                                                                                 caplog):
+    from email_automation import run_daily as module
+
+    caplog.set_level(logging.INFO, logger="email_automation")
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 4)
+    real, calls = module._record_together, []
+
+    def then_interrupted(*args, **kwargs):
+        outcomes = real(*args, **kwargs)
+        if outcomes:
+            calls.append(outcomes)
+        if len(calls) == 1 and outcomes:  # written and committed; Ctrl-C before the run's thread moves on
+            raise KeyboardInterrupt
+        return outcomes
+
+    monkeypatch.setattr(module, "_record_together", then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, Shared(settings), clock)
+    first = calls[0][0].email
+    assert statuses(db)[first] == "sent"
+    assert len(re.findall(rf"{re.escape(first)} sent ", caplog.text)) <= 1, "not recorded, nor told, twice"
+    assert len(calls) == 1 or first not in [o.email for o in sum(calls[1:], [])]
+
+
+def test_an_interruption_between_a_claim_and_its_hand_over_undoes_the_claims_not_handed_over(
+        settings, db, clock, monkeypatch):
+    settings = settings.model_copy(update={"send_concurrency": 4})
+    add_recipients(db, 4)
+    real, submitted = ConcurrentSender.submit, []
+
+    def interrupted_at_the_second(self, key, send):
+        if len(submitted) == 1:
+            raise KeyboardInterrupt
+        submitted.append(key[0].email)
+        return real(self, key, send)
+
+    monkeypatch.setattr(ConcurrentSender, "submit", interrupted_at_the_second)
+    shared = Shared(settings)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock)
+    assert submitted == ["person0@example.com"]
+    first = "sent" if delivered(shared) == ["person0@example.com"] else "pending"  # undone if no worker took it yet
+    assert statuses(db) == {"person0@example.com": first, "person1@example.com": "sending",
+                            "person2@example.com": "pending", "person3@example.com": "pending"}, \
+        "the claim being handed over stays unknown (never sent twice); the ones after it are undone"
+
+
 def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings, db, clock, caplog):
     """Ctrl-C while claims wait for a place: they never leave and are pending again, not unknown;
     the send in flight is recorded as what it was."""

@@ -111,6 +111,7 @@ def _stopped_by_sigterm():
     more starts, the claims waiting for a connection are undone and the sends in flight are
     recorded (the default action would end the process at once, each of them `unknown`)."""
     def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one would cut the recording short
         raise Terminated
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
@@ -120,7 +121,7 @@ def _stopped_by_sigterm():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def run_json(report, outbox: Path | None) -> dict:
