@@ -183,13 +183,14 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         with _savepoint(conn):
             yield conn
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    outer = conn.in_transaction  # then the BEGIN below fails, and that transaction is not ours to end
+    try:  # BEGIN inside: Ctrl-C or SIGTERM landing just after it must not leave the transaction open
+        conn.execute("BEGIN IMMEDIATE")
         yield conn
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:  # SQLite has already rolled back after SQLITE_FULL and a few others
-            conn.execute("ROLLBACK")  # https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
+        if conn.in_transaction and not outer:  # SQLite has already rolled back after SQLITE_FULL and a few
+            conn.execute("ROLLBACK")  # others: https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction
         raise
 
 

@@ -339,3 +339,32 @@ def test_timestamps_are_stored_in_one_sortable_utc_format():
         assert iso(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert iso(moments[0]) == "2026-11-30T05:23:30.000000Z"
     assert sorted(map(iso, moments)) == list(map(iso, sorted(moments)))
+
+
+def test_an_interruption_just_after_begin_leaves_no_transaction_open(tmp_path):
+    """Ctrl-C or SIGTERM lands between BEGIN and the body: the transaction is rolled back, not left
+    open for every later write of the run to fail on."""
+    from email_automation.database import transaction
+
+    conn = init_db(tmp_path / "x.db")
+
+    class InterruptedAfterBegin:
+        def __getattr__(self, name):
+            return getattr(conn, name)
+
+        def execute(self, sql, *args):
+            cursor = conn.execute(sql, *args)
+            if sql.startswith("BEGIN"):
+                raise KeyboardInterrupt
+            return cursor
+
+    with pytest.raises(KeyboardInterrupt):
+        with transaction(InterruptedAfterBegin()):
+            pass
+    assert not conn.in_transaction
+    conn.execute("BEGIN IMMEDIATE")  # a foreign open transaction: refused, and not ended for its owner
+    with pytest.raises(sqlite3.OperationalError):
+        with transaction(conn):
+            pass
+    assert conn.in_transaction
+    conn.rollback()
