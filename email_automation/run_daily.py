@@ -593,11 +593,11 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
 
 
 def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now, sleep) -> None:
-    """Record the sends that were in flight when an exception ended the run (Ctrl-C, a database
-    error): they went out, or failed, all the same. One try (inside `database.impatient`): a run
-    being stopped does not wait out another writer. If that fails, the log names every message that
-    was accepted, and the next run marks them unknown, never a resend. Empty when the run ended
-    normally; a send whose record was written before the interruption is not recorded again."""
+    """Record the sends that were in flight when an exception ended the run (Ctrl-C, SIGTERM, a
+    database error): they went out, or failed, all the same. One try (inside `database.impatient`):
+    a run being stopped does not wait out another writer. If that fails, the log names every
+    message that was accepted, and the next run marks them unknown, never a resend. Empty when the
+    run ended normally; a send whose record was written before the interruption is not recorded again."""
     try:
         left = _still_sending(conn, left)
     except Exception:  # the database may be why the run is ending: nothing more can be recorded
