@@ -482,16 +482,10 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
 
     def collect(block: bool) -> None:
         nonlocal crash
-        finished, failures = [], 0
         collected[:] = pool.done(block=block)
-        for done in collected:
-            item, claim, refused = done.key
-            failures += done.error is not None
-            if done.error is not None and not isinstance(done.error, SendError):
-                _unexpected(item, done.error)  # said now: something else may end the run before it is raised
-                crash = crash or done.error  # raised once every send in flight is recorded
-                continue
-            finished.append((item, claim, done.error or done.value, refused))
+        failures = sum(done.error is not None for done in collected)
+        finished, unexpected = _results(collected)
+        crash = crash or next(iter(unexpected), None)  # raised once every send in flight is recorded
         outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep)
         collected.clear()
         for outcome in outcomes:
@@ -602,13 +596,7 @@ def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now
         left = _still_sending(conn, left)
     except Exception:  # the database may be why the run is ending: nothing more can be recorded
         left = []
-    finished = []
-    for done in left:
-        item, claim, refused = done.key
-        if done.error is None or isinstance(done.error, SendError):
-            finished.append((item, claim, done.error or done.value, refused))
-        else:  # a fault of ours in the worker: said here, since the exception ending the run is another
-            _unexpected(item, done.error)
+    finished, _ = _results(left)
     try:
         outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep, patient=False)
     except Exception:  # _record_together has logged what was sent; the exception that ended the run goes on
@@ -627,9 +615,20 @@ def _still_sending(conn, left: list) -> list:
     return [done for done in left if done.key[1].log_id in still]
 
 
-def _unexpected(item: _Planned, err: BaseException) -> None:
-    log.error("the send to %s ended in an unexpected error (%s: %s); the next run marks it unknown",
-              item.email, type(err).__name__, err)
+def _results(dones: list) -> tuple[list, list[BaseException]]:
+    """The finished sends as (item, claim, message id or SendError, refusals) for `_record_together`,
+    and the unexpected errors (a fault of ours in a worker), each logged at once: something else
+    may end the run before the first of them is raised."""
+    finished, unexpected = [], []
+    for done in dones:
+        item, claim, refused = done.key
+        if done.error is None or isinstance(done.error, SendError):
+            finished.append((item, claim, done.error or done.value, refused))
+        else:
+            log.error("the send to %s ended in an unexpected error (%s: %s); the next run marks it unknown",
+                      item.email, type(done.error).__name__, done.error)
+            unexpected.append(done.error)
+    return finished, unexpected
 
 
 def _undo_unstarted(conn, withdrawn: list[tuple[_Planned, ledger.Claim, str]], *, now) -> None:
