@@ -407,7 +407,29 @@ def _workers(settings, report: RunReport, batch_size: int, transport_factory) ->
 
 def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, *,
                   delay, now, sleep, rng, on_outcome) -> None:
-    """One message at a time, DELAY_SECONDS (plus jitter) apart."""
+    """One message at a time, DELAY_SECONDS (plus jitter) apart.
+
+    Each send runs on a worker thread (`_InTurn`) while this thread waits for it, so an exception
+    that ends the run meanwhile (Ctrl-C, SIGTERM) lands here, not inside the send: the send is
+    waited for and recorded as what it was, and a refused one waiting to retry tries no more,
+    its refusal standing, instead of the claim being left `sending` (`unknown` after the next run).
+    """
+    if report.dry_run or not batch:
+        _send_each(settings, conn, transport, batch, templates, report, gate, _preview_one, delay=delay, now=now,
+                   sleep=sleep, rng=rng, on_outcome=on_outcome)
+        return
+    in_turn = _InTurn(transport, sleep)
+    try:
+        _send_each(settings, conn, transport, batch, templates, report, gate, in_turn.send_one, delay=delay,
+                   now=now, sleep=sleep, rng=rng, on_outcome=on_outcome)
+    finally:
+        in_turn.stopping.set()
+        _wind_down(settings, conn, in_turn.pool, [(item, claim, "") for item, claim in in_turn.unsubmitted],
+                   in_turn.collected, report, now=now, sleep=sleep)
+
+
+def _send_each(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, send, *,
+               delay, now, sleep, rng, on_outcome) -> None:
     streak = _Streak()
     for index, item in enumerate(batch):
         held = gate.check(conn, item, now())
@@ -424,7 +446,6 @@ def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, r
             except (TemplateRenderError, PermanentSendError) as err:
                 outcome = _unprepared(settings, conn, report, item, err, now=now)
             else:
-                send = _preview_one if report.dry_run else _send_one
                 outcome = send(settings, conn, transport, item, message, now=now, sleep=sleep)
         if outcome is None:  # the limit was reached by an overlapping writer
             break
@@ -565,25 +586,35 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         # step even if the one before failed.
         stopping.set()  # a send waiting to retry a refusal tries no more
         withdrawn.extend((item, claim, "") for item, _, claim in unsubmitted)
-        withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
-        with database.impatient(conn):
-            try:
-                _undo_unstarted(conn, withdrawn, now=now)
-            finally:
-                try:
-                    if pool.in_flight:
-                        log.warning("waiting for the sends in flight (up to %d) to finish, to record them",
-                                    pool.in_flight)
-                    pool.close()  # returns once the sends in flight are done
-                finally:
-                    try:
-                        _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
-                                               now=now, sleep=sleep)
-                    finally:
-                        for extra in transports[1:]:
-                            extra.close()
+        try:
+            _wind_down(settings, conn, pool, withdrawn, collected, report, now=now, sleep=sleep)
+        finally:
+            for extra in transports[1:]:
+                extra.close()
     if crash is not None:
         raise crash
+
+
+def _wind_down(settings, conn, pool: ConcurrentSender, withdrawn: list, collected: list, report: RunReport, *,
+               now, sleep) -> None:
+    """The end of a run's sends, normal or not: the claims that never started (`withdrawn`, and the
+    pool's queued ones) are undone, the sends in flight waited for, and those not yet recorded
+    (`collected` from the pool, or still in it) recorded; each step even if the one before failed.
+    Set the run's `stopping` first, so that no send waits to retry a refusal."""
+    withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
+    with database.impatient(conn):
+        try:
+            _undo_unstarted(conn, withdrawn, now=now)
+        finally:
+            try:
+                if pool.in_flight:
+                    log.warning("waiting for the %s in flight to finish, to record %s",
+                                "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
+                                "it" if pool.in_flight == 1 else "them")
+                pool.close()  # returns once the sends in flight are done
+            finally:
+                _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
+                                       now=now, sleep=sleep)
 
 
 def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now, sleep) -> None:
@@ -894,17 +925,41 @@ def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sle
     return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
-def _send_one(settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
-    rendered, wire = message
-    claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
-    if claim is None:
+class _InTurn:
+    """The one-at-a-time path's sends, each on the worker of a one-transport `ConcurrentSender`.
+
+    What an exception between two steps would otherwise lose is kept for `_wind_down`, as in
+    `_send_concurrently`: `unsubmitted`, a claim not yet handed over (undone: nothing was sent), and
+    `collected`, a finished send not yet recorded."""
+
+    def __init__(self, transport: Transport, sleep) -> None:
+        self.pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender([transport])
+        self.stopping = threading.Event()  # set once the run stops: no more retries of a refused send
+        # A send waiting to retry a refusal wakes up as soon as the run stops (tests inject their own sleep).
+        self.retry_wait = (lambda seconds: self.stopping.wait(seconds)) if sleep is time.sleep else sleep
+        self.unsubmitted: list[tuple[_Planned, ledger.Claim]] = []
+        self.collected: list = []
+
+    def send_one(self, settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
+        rendered, wire = message
+        claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
+        if claim is None:
+            return outcome
+        self.unsubmitted[:] = [(item, claim)]
+        refused: list[SendError] = []
+        tags = _tags(item, claim)
+        self.unsubmitted.pop()  # off the list before the hand-over: a claim being sent is never undone
+        self.pool.submit((item, claim, refused), lambda transport: _send_with_retries(
+            transport, wire, tags, self.retry_wait, refused, stopping=self.stopping))
+        self.collected[:] = self.pool.done(block=True)
+        finished, unexpected = _results(self.collected)
+        if unexpected:
+            self.collected.clear()  # logged by _results; the next run marks it unknown
+            raise unexpected[0]
+        [(_, _, result, _)] = finished
+        outcome = _record(settings, conn, item, claim, result, refused, now=now, sleep=sleep)
+        self.collected.clear()
         return outcome
-    refused: list[SendError] = []
-    try:
-        message_id = _send_with_retries(transport, wire, _tags(item, claim), sleep, refused)
-    except SendError as err:
-        return _record(settings, conn, item, claim, err, refused, now=now, sleep=sleep)
-    return _record(settings, conn, item, claim, message_id, refused, now=now, sleep=sleep)
 
 
 def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_name: str, *,

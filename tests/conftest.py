@@ -125,6 +125,28 @@ def db(settings):
     conn.close()
 
 
+@pytest.fixture
+def shared_db(settings, db):
+    """`db` for a run whose test transport uses the run's connection from the send's worker thread."""
+    conn = shared_connection(settings.db_path)
+    yield conn
+    conn.close()
+
+
+def shared_connection(path, *, readonly: bool = False):
+    """The database opened as `database.connect` opens it, but usable from a send's worker thread
+    too: for a test transport that looks at, or changes, the database while its send is in flight
+    (the run's own thread waits for the send meanwhile, so the two never use it at once)."""
+    import sqlite3
+    from unittest import mock
+
+    from email_automation import database
+
+    real = sqlite3.connect
+    with mock.patch.object(sqlite3, "connect", functools.partial(real, check_same_thread=False)):
+        return database.connect(path, readonly=readonly)
+
+
 class Clock:
     """A settable clock for code that takes `now=`; tests move it instead of sleeping."""
 

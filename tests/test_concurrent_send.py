@@ -464,7 +464,7 @@ def test_a_send_in_flight_at_an_interruption_is_recorded(settings, db, clock, ca
     message_id, = db.execute("SELECT l.message_id FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
                              " WHERE r.email = 'person1@example.com' AND l.status = 'sent'").fetchone()
     assert f"person1@example.com sent {message_id}" in caplog.text, "the run log tells it too"
-    assert "waiting for the sends in flight (up to 1) to finish, to record them" in caplog.text
+    assert "waiting for the send in flight to finish, to record it" in caplog.text
 
 
 def test_a_send_in_flight_at_an_interruption_is_named_when_it_cannot_be_recorded(settings, db, clock, caplog):

@@ -252,7 +252,8 @@ class _Writer:
     def __init__(self, path) -> None:
         import sqlite3
 
-        self.conn = sqlite3.connect(path, isolation_level=None)
+        # Taken from the send's worker thread, released from the run's (which waits meanwhile).
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.holding = False
 
     def take(self) -> None:

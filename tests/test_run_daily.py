@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
 
 from email_automation import admin
-from email_automation.database import connect
 from email_automation.errors import (
     AmbiguousSendError,
     FatalSendError,
@@ -20,6 +22,7 @@ from email_automation.locking import RunLockedError, run_lock
 from email_automation.run_daily import TRANSIENT_RETRIES, run_daily
 from email_automation.transports.dry_run import DryRunTransport
 
+from .conftest import shared_connection
 from .fakes import RecordingSleep, ScriptedTransport, trace_statements
 
 
@@ -246,7 +249,8 @@ def test_an_address_pending_in_two_campaigns_is_mailed_once_in_one_run(settings,
     assert len(sleep.calls) == 1, "a skip owes no delay"
 
 
-def test_a_campaign_paused_during_a_run_gets_no_further_message(settings, db, clock):
+def test_a_campaign_paused_during_a_run_gets_no_further_message(settings, shared_db, clock):
+    db = shared_db  # the transport below uses it from the send's worker thread
     add_recipients(db, 3)
 
     class PausingTransport(ScriptedTransport):
@@ -420,7 +424,7 @@ class _Watching(ScriptedTransport):
     def __init__(self, settings, db, on_send=None):
         super().__init__()
         self.db, self.on_send, self.seen = db, on_send, []
-        self.other = connect(settings.db_path, readonly=True)
+        self.other = shared_connection(settings.db_path, readonly=True)
 
     def send(self, message, *, tags):
         status = self.other.execute("SELECT status FROM send_log WHERE attempt_id = ?", (tags["attempt_id"],)).fetchone()
@@ -430,7 +434,8 @@ class _Watching(ScriptedTransport):
         return super().send(message, tags=tags)
 
 
-def test_each_claim_is_committed_with_a_full_sync_before_its_message_leaves(settings, db, clock):
+def test_each_claim_is_committed_with_a_full_sync_before_its_message_leaves(settings, shared_db, clock):
+    db = shared_db  # the transport below uses it from the send's worker thread
     add_recipients(db, 3)
     transport = _Watching(settings, db)
     assert run(settings, db, transport, clock).sent == 3
@@ -439,9 +444,10 @@ def test_each_claim_is_committed_with_a_full_sync_before_its_message_leaves(sett
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2, "outcomes are recorded lazily, then FULL again"
 
 
-def test_a_recipient_that_no_longer_renders_stops_the_run_before_its_claim(settings, db, clock):
+def test_a_recipient_that_no_longer_renders_stops_the_run_before_its_claim(settings, shared_db, clock):
     """Messages are checked before the first send and built again at their turn; data changed in
     between (a re-import, say) cannot send a half-rendered message."""
+    db = shared_db  # the transport below uses it from the send's worker thread
     add_recipients(db, 3)
     db.execute("UPDATE campaigns SET subject_template = 'For the {{ role }}'")
 
@@ -455,8 +461,9 @@ def test_a_recipient_that_no_longer_renders_stops_the_run_before_its_claim(setti
     assert sorted(statuses(db).values()) == ["pending", "pending", "sent"]
 
 
-def test_a_recipient_edited_during_the_run_gets_the_message_of_their_new_data(settings, db, clock):
+def test_a_recipient_edited_during_the_run_gets_the_message_of_their_new_data(settings, shared_db, clock):
     """The content checked before the first send is used again only while the recipient is unchanged."""
+    db = shared_db  # the transport below uses it from the send's worker thread
     add_recipients(db, 3)
 
     def rename(sent):
@@ -489,7 +496,7 @@ def test_each_message_costs_a_bounded_number_of_sql_statements(settings, db, clo
 def test_a_recipient_changed_after_the_check_gets_a_message_made_from_the_new_data(settings, db, clock):
     """The check's rendered content and headers are used again only while the recipient is unchanged."""
     add_recipients(db, 2)
-    other = connect(settings.db_path)
+    other = shared_connection(settings.db_path)  # used from the send's worker thread
 
     class Renaming(ScriptedTransport):
         def send(self, message, *, tags):
@@ -542,3 +549,78 @@ def test_memory_does_not_grow_with_the_batch(settings, db, clock, monkeypatch):
     # Keeping every built message costs 10 KiB each before it is sent (1.4 MiB more here, and
     # 100 KiB each once serialized); what is kept now (ids and outcomes) about 0.5 KiB.
     assert large - small < 2**19, (small, large)
+
+
+def _interrupted_at_the_wait(monkeypatch, calls: int, before=lambda: None):
+    """Ctrl-C (as SIGINT or SIGTERM does) lands while the run's thread waits for send number
+    `calls` (counted from 1) to finish; `before` runs first, in that thread."""
+    from email_automation.concurrent_send import ConcurrentSender
+
+    real, waits = ConcurrentSender.done, []
+
+    def done(self, *, block):
+        if block:
+            waits.append(1)
+            if len(waits) == calls:
+                before()
+                raise KeyboardInterrupt
+        return real(self, block=block)
+
+    monkeypatch.setattr(ConcurrentSender, "done", done)
+
+
+def test_one_at_a_time_an_interruption_waits_for_the_send_in_flight_and_records_it(settings, db, clock, monkeypatch,
+                                                                                    caplog):
+    """Before, the send in flight was cut (or abandoned) and its claim left `sending`: unknown after
+    the next run, although it had gone out."""
+    add_recipients(db, 3)
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(ScriptedTransport):
+        def send(self, message, *, tags):
+            if len(self.calls) == 1:  # person1's
+                started.set()
+                assert release.wait(30)
+            return super().send(message, tags=tags)
+
+    def then_release():
+        assert started.wait(30)
+        release.set()
+
+    _interrupted_at_the_wait(monkeypatch, 2, then_release)
+    transport = Slow()
+    with caplog.at_level(logging.WARNING, logger="email_automation"), pytest.raises(KeyboardInterrupt):
+        run(settings, db, transport, clock)
+    assert transport.recipients == ["person0@example.com", "person1@example.com"]
+    assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sent",
+                            "person2@example.com": "pending"}, "the send in flight is recorded, not left unknown"
+    assert "waiting for the send in flight to finish, to record it" in caplog.text
+
+
+def test_one_at_a_time_an_interruption_ends_a_refused_sends_wait_and_its_refusal_stands(settings, db, clock,
+                                                                                        monkeypatch):
+    """With the real clock: the wait before a retry (here 30 s) ends with the run, and the refused
+    message is pending again (deferred), not `sending`."""
+    import tenacity
+
+    add_recipients(db, 2)
+    monkeypatch.setattr(tenacity, "wait_exponential", lambda **kwargs: tenacity.wait_fixed(30))
+    refused = threading.Event()
+
+    class Refusing(ScriptedTransport):
+        def send(self, message, *, tags):
+            try:
+                return super().send(message, tags=tags)
+            finally:
+                refused.set()  # the refusal raised above; its 30 s wait begins
+
+    transport = Refusing(script={"person0@example.com": [TransientSendError("421 4.7.0 try later", code="421")]})
+    _interrupted_at_the_wait(monkeypatch, 1, before=lambda: refused.wait(30))
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, transport, clock, sleep=time.sleep)
+    assert time.monotonic() - started < 15, "the 30 s wait ended with the run"
+    assert transport.calls == ["person0@example.com"], "not tried again"
+    assert statuses(db) == {"person0@example.com": "pending", "person1@example.com": "pending"}
+    assert [status for status, in db.execute("SELECT status FROM send_log")] == ["deferred"]
+
