@@ -71,7 +71,12 @@ class ConcurrentSender(Generic[K]):
         self.size = len(transports)
         self.capacity = self.size + queued
         self._jobs: deque[tuple[K, Callable[[Transport], Any]]] = deque()
-        self._turn = threading.Condition()  # guards `_jobs`, `_unsettled` and `_closing`
+        # Guards `_jobs`, `_unsettled` and `_closing`. The caller's thread, which Ctrl-C or SIGTERM
+        # interrupts, takes `_lock` itself: a C lock's `with` releases it before any signal handler
+        # can run, where Condition's own __exit__ (Python code) can be interrupted before its
+        # release, leaving the lock held and the workers (and `close`) waiting for it for ever.
+        self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
         self._unsettled = 0  # failed sends the caller has not settled: no queued send starts meanwhile
         self._hold_after_failure = queued > 0
         self._closing = False
@@ -91,7 +96,7 @@ class ConcurrentSender(Generic[K]):
         """Start `send` on a free transport, or queue it; call only while `room` > 0."""
         assert self.in_flight < self.capacity, "wait for a send to finish first"
         self.in_flight += 1
-        with self._turn:
+        with self._lock:
             self._jobs.append((key, send))
             self._turn.notify()
 
@@ -113,7 +118,7 @@ class ConcurrentSender(Generic[K]):
         again once every failure so far is settled."""
         if not self._hold_after_failure:
             return
-        with self._turn:
+        with self._lock:
             self._unsettled -= failures
             if not self._unsettled:
                 self._turn.notify_all()
@@ -123,10 +128,10 @@ class ConcurrentSender(Generic[K]):
 
         `keep` is asked outside the lock (it may read the database); a send that starts meanwhile
         is not taken back."""
-        with self._turn:
+        with self._lock:
             waiting = list(self._jobs)
         refused = {id(job) for job in waiting if not keep(job[0])}
-        with self._turn:
+        with self._lock:
             cancelled = [job for job in self._jobs if id(job) in refused]
             self._jobs = deque(job for job in self._jobs if id(job) not in refused)
         self.in_flight -= len(cancelled)
@@ -136,7 +141,7 @@ class ConcurrentSender(Generic[K]):
         """Stop the workers once the sends in flight are done (collect them with `done` first); the
         queued sends that had not started never do: their keys are returned."""
         cancelled = self.cancel_queued()
-        with self._turn:
+        with self._lock:
             self._closing = True
             self._turn.notify_all()
         for thread in self._threads:

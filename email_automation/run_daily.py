@@ -414,18 +414,15 @@ def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, r
     waited for and recorded as what it was, and a refused one waiting to retry tries no more,
     its refusal standing, instead of the claim being left `sending` (`unknown` after the next run).
     """
-    if report.dry_run or not batch:
-        _send_each(settings, conn, transport, batch, templates, report, gate, _preview_one, delay=delay, now=now,
-                   sleep=sleep, rng=rng, on_outcome=on_outcome)
-        return
-    in_turn = _InTurn(transport, sleep)
+    in_turn = None if report.dry_run or not batch else _InTurn(transport, sleep)
     try:
-        _send_each(settings, conn, transport, batch, templates, report, gate, in_turn.send_one, delay=delay,
-                   now=now, sleep=sleep, rng=rng, on_outcome=on_outcome)
+        _send_each(settings, conn, transport, batch, templates, report, gate,
+                   _preview_one if in_turn is None else in_turn.send_one, delay=delay, now=now, sleep=sleep, rng=rng,
+                   on_outcome=on_outcome)
     finally:
-        in_turn.stopping.set()
-        _wind_down(settings, conn, in_turn.pool, [(item, claim, "") for item, claim in in_turn.unsubmitted],
-                   in_turn.collected, report, now=now, sleep=sleep)
+        if in_turn is not None:
+            _wind_down(settings, conn, in_turn.pool, in_turn.stopping, [], in_turn.collected, report, now=now,
+                       sleep=sleep)
 
 
 def _send_each(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, send, *,
@@ -491,8 +488,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     # What an interruption (Ctrl-C, SIGTERM) between two steps would otherwise lose, for the `finally`:
     collected: list = []  # sends taken from the pool and not yet recorded (it records them)
     unsubmitted: list = []  # claims not yet handed to the pool (it undoes them: nothing was sent)
-    # A send waiting to retry a refusal wakes up as soon as the run stops (tests inject their own sleep).
-    retry_wait = (lambda seconds: stopping.wait(seconds)) if sleep is time.sleep else sleep
+    retry_wait = _retry_wait(stopping, sleep)
 
     def stopped() -> bool:
         """Whether the run stops; once it does, `stopping` tells the sends waiting to retry a refusal."""
@@ -582,12 +578,10 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             collect(block=True)
     finally:
         # When an exception ends the run here (otherwise there is nothing left to do): the claims
-        # waiting for a place never start, and the sends in flight are waited for and recorded; each
-        # step even if the one before failed.
-        stopping.set()  # a send waiting to retry a refusal tries no more
-        withdrawn.extend((item, claim, "") for item, _, claim in unsubmitted)
+        # waiting for a place never start, and the sends in flight are waited for and recorded.
         try:
-            _wind_down(settings, conn, pool, withdrawn, collected, report, now=now, sleep=sleep)
+            _wind_down(settings, conn, pool, stopping, withdrawn, collected, report, now=now, sleep=sleep,
+                       unsubmitted=unsubmitted)
         finally:
             for extra in transports[1:]:
                 extra.close()
@@ -595,24 +589,28 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         raise crash
 
 
-def _wind_down(settings, conn, pool: ConcurrentSender, withdrawn: list, collected: list, report: RunReport, *,
-               now, sleep) -> None:
-    """The end of a run's sends, normal or not: the claims that never started (`withdrawn`, and the
-    pool's queued ones) are undone, the sends in flight waited for, and those not yet recorded
-    (`collected` from the pool, or still in it) recorded; each step even if the one before failed.
-    Set the run's `stopping` first, so that no send waits to retry a refusal."""
-    withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
-    with database.impatient(conn):
-        try:
+def _wind_down(settings, conn, pool: ConcurrentSender, stopping: threading.Event, withdrawn: list, collected: list,
+               report: RunReport, *, now, sleep, unsubmitted: list = ()) -> None:
+    """The end of a run's sends, normal or not: `stopping` is set (no send waits to retry a
+    refusal), the claims that never started (`withdrawn`, `unsubmitted` and the pool's queued ones)
+    are undone, the sends in flight waited for, and those not yet recorded (`collected` from the
+    pool, or still in it) recorded. Each step even if the one before failed or was interrupted: the
+    pool is always closed, so no send goes on after the run."""
+    try:
+        stopping.set()
+        withdrawn.extend((item, claim, "") for item, _, claim in unsubmitted)
+        withdrawn.extend((item, claim, "") for item, claim, _ in pool.cancel_queued())
+        with database.impatient(conn):
             _undo_unstarted(conn, withdrawn, now=now)
+    finally:
+        try:
+            if pool.in_flight:
+                log.warning("waiting for the %s in flight to finish, to record %s",
+                            "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
+                            "it" if pool.in_flight == 1 else "them")
+            pool.close()  # returns once the sends in flight are done
         finally:
-            try:
-                if pool.in_flight:
-                    log.warning("waiting for the %s in flight to finish, to record %s",
-                                "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
-                                "it" if pool.in_flight == 1 else "them")
-                pool.close()  # returns once the sends in flight are done
-            finally:
+            with database.impatient(conn):
                 _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
                                        now=now, sleep=sleep)
 
@@ -925,19 +923,21 @@ def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sle
     return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
+def _retry_wait(stopping: threading.Event, sleep) -> Callable[[float], object]:
+    """The wait before a retry: it ends as soon as the run stops (tests inject their own sleep)."""
+    return (lambda seconds: stopping.wait(seconds)) if sleep is time.sleep else sleep
+
+
 class _InTurn:
     """The one-at-a-time path's sends, each on the worker of a one-transport `ConcurrentSender`.
 
-    What an exception between two steps would otherwise lose is kept for `_wind_down`, as in
-    `_send_concurrently`: `unsubmitted`, a claim not yet handed over (undone: nothing was sent), and
-    `collected`, a finished send not yet recorded."""
+    `collected`, a finished send not yet recorded, is kept for `_wind_down`, as in `_send_concurrently`.
+    (A claim caught by an interruption before its hand-over stays `sending`: `unknown`, never sent twice.)"""
 
     def __init__(self, transport: Transport, sleep) -> None:
         self.pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender([transport])
         self.stopping = threading.Event()  # set once the run stops: no more retries of a refused send
-        # A send waiting to retry a refusal wakes up as soon as the run stops (tests inject their own sleep).
-        self.retry_wait = (lambda seconds: self.stopping.wait(seconds)) if sleep is time.sleep else sleep
-        self.unsubmitted: list[tuple[_Planned, ledger.Claim]] = []
+        self.retry_wait = _retry_wait(self.stopping, sleep)
         self.collected: list = []
 
     def send_one(self, settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
@@ -945,10 +945,8 @@ class _InTurn:
         claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
         if claim is None:
             return outcome
-        self.unsubmitted[:] = [(item, claim)]
         refused: list[SendError] = []
         tags = _tags(item, claim)
-        self.unsubmitted.pop()  # off the list before the hand-over: a claim being sent is never undone
         self.pool.submit((item, claim, refused), lambda transport: _send_with_retries(
             transport, wire, tags, self.retry_wait, refused, stopping=self.stopping))
         self.collected[:] = self.pool.done(block=True)

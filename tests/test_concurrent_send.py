@@ -773,3 +773,51 @@ def test_an_interruption_while_recording_names_every_accepted_message(settings, 
     assert "person0@example.com was accepted as id-a but recording it failed" in caplog.text
     assert "person1@example.com was accepted as id-b but recording it failed" in caplog.text
     assert set(statuses(db).values()) == {"sending"}
+
+
+@pytest.mark.parametrize("method", ["submit", "settle", "cancel_queued"])
+def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_held(method):
+    """Ctrl-C or SIGTERM raises in the caller's thread at the start of any Python function it calls
+    (CPython checks for signals there). Raised at each such call inside a method the caller uses,
+    the lock must still be free, or the workers and `close` wait for it for ever (a run that never
+    ends, holding the run lock). Before: Condition's own __exit__ was one of those calls."""
+    import sys
+
+    class Idle:
+        name = "smtp"
+
+    points = 0
+    while True:
+        pool = ConcurrentSender([Idle()], queued=1)
+        if method != "submit":
+            pool.submit("waiting", lambda transport: "sent")
+        calls, interrupted = [0], []
+
+        def tracer(frame, event, arg, target=points):
+            if event == "call":
+                calls[0] += 1
+                if calls[0] == target + 1:
+                    interrupted.append(frame.f_code.co_name)
+                    raise KeyboardInterrupt
+            return None
+
+        sys.settrace(tracer)
+        try:
+            if method == "submit":
+                pool.submit("key", lambda transport: "sent")
+            elif method == "settle":
+                pool.settle(0)
+            else:
+                pool.cancel_queued()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        closer = threading.Thread(target=pool.close, daemon=True)
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive(), f"close() hangs after an interruption at {interrupted} in {method}"
+        if not interrupted:  # the method made fewer calls than `points`: each one was tried
+            break
+        points += 1
+    assert points > 0 or method == "settle"

@@ -572,7 +572,7 @@ def _interrupted_at_the_wait(monkeypatch, calls: int, before=lambda: None):
 def test_one_at_a_time_an_interruption_waits_for_the_send_in_flight_and_records_it(settings, db, clock, monkeypatch,
                                                                                     caplog):
     """Before, the send in flight was cut (or abandoned) and its claim left `sending`: unknown after
-    the next run, although it had gone out."""
+    the next run, although it had gone out. Here it ends only once the run has said it waits for it."""
     add_recipients(db, 3)
     started, release = threading.Event(), threading.Event()
 
@@ -583,18 +583,67 @@ def test_one_at_a_time_an_interruption_waits_for_the_send_in_flight_and_records_
                 assert release.wait(30)
             return super().send(message, tags=tags)
 
-    def then_release():
-        assert started.wait(30)
-        release.set()
+    class ReleaseOnceWaited(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for the send in flight"):
+                release.set()
 
-    _interrupted_at_the_wait(monkeypatch, 2, then_release)
-    transport = Slow()
-    with caplog.at_level(logging.WARNING, logger="email_automation"), pytest.raises(KeyboardInterrupt):
-        run(settings, db, transport, clock)
+    _interrupted_at_the_wait(monkeypatch, 2, lambda: started.wait(30))
+    transport, handler = Slow(), ReleaseOnceWaited()
+    logging.getLogger("email_automation").addHandler(handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="email_automation"), pytest.raises(KeyboardInterrupt):
+            run(settings, db, transport, clock)
+    finally:
+        logging.getLogger("email_automation").removeHandler(handler)
+    assert release.is_set(), "the run said it waits for the send"
     assert transport.recipients == ["person0@example.com", "person1@example.com"]
     assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sent",
                             "person2@example.com": "pending"}, "the send in flight is recorded, not left unknown"
     assert "waiting for the send in flight to finish, to record it" in caplog.text
+
+
+def test_a_second_interruption_early_in_the_wind_down_still_closes_the_pool_and_records(settings, db, clock,
+                                                                                        monkeypatch):
+    """Ctrl-C twice: the second one lands as the run starts to wind down (here, as it takes back
+    the queued sends). The send in flight is still waited for and recorded, and no worker thread
+    goes on sending after the run."""
+    from email_automation.concurrent_send import ConcurrentSender
+
+    add_recipients(db, 3)
+    started, release = threading.Event(), threading.Event()
+
+    class Slow(ScriptedTransport):
+        def send(self, message, *, tags):
+            if len(self.calls) == 1:
+                started.set()
+                assert release.wait(30)
+            return super().send(message, tags=tags)
+
+    real_cancel, cancels = ConcurrentSender.cancel_queued, []
+
+    def cancel_interrupted_once(self, *args, **kwargs):
+        cancels.append(1)
+        if len(cancels) == 1:
+            release.set()
+            raise KeyboardInterrupt  # the second Ctrl-C
+        return real_cancel(self, *args, **kwargs)
+
+    real_init, pools = ConcurrentSender.__init__, []
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        pools.append(self)
+
+    monkeypatch.setattr(ConcurrentSender, "cancel_queued", cancel_interrupted_once)
+    monkeypatch.setattr(ConcurrentSender, "__init__", init)
+    _interrupted_at_the_wait(monkeypatch, 2, lambda: started.wait(30))
+    transport = Slow()
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, transport, clock)
+    assert statuses(db) == {"person0@example.com": "sent", "person1@example.com": "sent",
+                            "person2@example.com": "pending"}
+    assert pools and not any(thread.is_alive() for pool in pools for thread in pool._threads), "the pool was closed"
 
 
 def test_one_at_a_time_an_interruption_ends_a_refused_sends_wait_and_its_refusal_stands(settings, db, clock,
