@@ -51,6 +51,39 @@ class RateLimiter:
         self._next = now + self.interval
 
 
+class StopFlag:
+    """Set once when a run stops; the sends waiting to retry a refusal wait on it.
+
+    `threading.Event` would do, but its `set` takes its lock through `Condition.__exit__`, Python
+    code that Ctrl-C or SIGTERM can interrupt before the release: the lock stays held, and the next
+    `set` (the run's end sets it again) or a waiting send then waits for it for ever. Here `set`
+    is one assignment and one C call, and the flag, not the lock, says whether it is set."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._gate = threading.Lock()
+        self._gate.acquire()  # released by `set`: every wait then returns
+
+    def set(self) -> None:
+        self._set = True
+        try:
+            self._gate.release()
+        except RuntimeError:  # set already
+            pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the flag is set, at most `timeout` seconds; whether it is."""
+        if not self._set and self._gate.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                self._gate.release()  # for the next waiter
+            except RuntimeError:  # `set` again meanwhile released it
+                pass
+        return self._set
+
+
 @dataclass(frozen=True)
 class Done(Generic[K]):
     """One finished send: `value` is what the send returned, or `error` what it raised."""
@@ -139,11 +172,14 @@ class ConcurrentSender(Generic[K]):
 
     def close(self) -> list[K]:
         """Stop the workers once the sends in flight are done (collect them with `done` first); the
-        queued sends that had not started never do: their keys are returned."""
-        cancelled = self.cancel_queued()
+        queued sends that had not started never do: their keys are returned. `_closing` is set
+        in the same locked step that takes the queued sends back, before any waiting worker is woken."""
         with self._lock:
             self._closing = True
+            cancelled = [key for key, _ in self._jobs]
+            self._jobs.clear()
             self._turn.notify_all()
+        self.in_flight -= len(cancelled)
         for thread in self._threads:
             thread.join()
         return cancelled

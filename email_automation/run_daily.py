@@ -17,7 +17,6 @@ import itertools
 import logging
 import random
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from datetime import datetime, timedelta
 
 from . import applications, bounces, circuit_breaker, database, ledger, politeness, schedule, sequences
 from . import run_gates as gates
-from .concurrent_send import ConcurrentSender, RateLimiter
+from .concurrent_send import ConcurrentSender, RateLimiter, StopFlag
 from .config import Settings
 from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
@@ -484,7 +483,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     crash: BaseException | None = None
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
-    stopping = threading.Event()  # set once the run stops: no more retries of refused sends
+    stopping = StopFlag()  # set once the run stops: no more retries of refused sends
     # What an interruption (Ctrl-C, SIGTERM) between two steps would otherwise lose, for the `finally`:
     collected: list = []  # sends taken from the pool and not yet recorded (it records them)
     unsubmitted: list = []  # claims not yet handed to the pool (it undoes them: nothing was sent)
@@ -589,7 +588,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         raise crash
 
 
-def _wind_down(settings, conn, pool: ConcurrentSender, stopping: threading.Event, withdrawn: list, collected: list,
+def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withdrawn: list, collected: list,
                report: RunReport, *, now, sleep, unsubmitted: list = ()) -> None:
     """The end of a run's sends, normal or not: `stopping` is set (no send waits to retry a
     refusal), the claims that never started (`withdrawn`, `unsubmitted` and the pool's queued ones)
@@ -604,11 +603,14 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: threading.Event
             _undo_unstarted(conn, withdrawn, now=now)
     finally:
         try:
-            if pool.in_flight:
-                log.warning("waiting for the %s in flight to finish, to record %s",
-                            "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
-                            "it" if pool.in_flight == 1 else "them")
-            pool.close()  # returns once the sends in flight are done
+            try:
+                if pool.in_flight:
+                    log.warning("waiting for the %s in flight to finish, to record %s",
+                                "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
+                                "it" if pool.in_flight == 1 else "them")
+            finally:
+                stopping.set()  # again, in case a second Ctrl-C cut the first short
+                pool.close()  # returns once the sends in flight are done
         finally:
             with database.impatient(conn):
                 _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
@@ -923,7 +925,7 @@ def _preview_one(settings, conn, transport, item: _Planned, message, *, now, sle
     return Outcome(now(), item.email, "dry_run", message_id, step=item.step)
 
 
-def _retry_wait(stopping: threading.Event, sleep) -> Callable[[float], object]:
+def _retry_wait(stopping: StopFlag, sleep) -> Callable[[float], object]:
     """The wait before a retry: it ends as soon as the run stops (tests inject their own sleep)."""
     return (lambda seconds: stopping.wait(seconds)) if sleep is time.sleep else sleep
 
@@ -936,7 +938,7 @@ class _InTurn:
 
     def __init__(self, transport: Transport, sleep) -> None:
         self.pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender([transport])
-        self.stopping = threading.Event()  # set once the run stops: no more retries of a refused send
+        self.stopping = StopFlag()  # set once the run stops: no more retries of a refused send
         self.retry_wait = _retry_wait(self.stopping, sleep)
         self.collected: list = []
 
@@ -1069,7 +1071,7 @@ def _refusals_note(refused: list[SendError]) -> str | None:
 
 
 def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep, refused: list[SendError], *,
-                       stopping: threading.Event | None = None) -> str:
+                       stopping: StopFlag | None = None) -> str:
     """Retry only what the provider definitely refused; anything ambiguous propagates at once.
 
     Each refusal that is retried is appended to `refused`, so the log can say what happened. Once

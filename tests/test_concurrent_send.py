@@ -258,18 +258,16 @@ def test_a_fatal_error_stops_claiming_and_the_sends_in_flight_are_recorded(setti
 
 def test_a_refused_send_waiting_to_retry_when_the_run_stops_tries_no_more(settings, db, clock, monkeypatch):
     """A fatal error stops the run while another send waits to retry a refusal: that refusal stands."""
-    import types
-
     from email_automation import run_daily as module
+    from email_automation.concurrent_send import StopFlag
 
     settings = settings.model_copy(update={"send_concurrency": 2})
     add_recipients(db, 2)
     refused = TransientSendError("421 4.7.0 try again later", code="421")
     paused = FatalSendError("the account is paused", code="AccountSendingPaused")
     shared = Shared(settings, script={"person0@example.com": [paused], "person1@example.com": [refused, refused]})
-    events: list[threading.Event] = []  # the run's own: set once it stops
-    monkeypatch.setattr(module, "threading", types.SimpleNamespace(  # run_daily's threading, its Events seen
-        **{**vars(threading), "Event": lambda: events.append(threading.Event()) or events[-1]}))
+    events: list[StopFlag] = []  # the run's own: set once it stops
+    monkeypatch.setattr(module, "StopFlag", lambda: events.append(StopFlag()) or events[-1])
     first_try = threading.Event()
 
     class Ordered(Worker):
@@ -775,12 +773,13 @@ def test_an_interruption_while_recording_names_every_accepted_message(settings, 
     assert set(statuses(db).values()) == {"sending"}
 
 
-@pytest.mark.parametrize("method", ["submit", "settle", "cancel_queued"])
+@pytest.mark.parametrize("method", ["submit", "settle", "cancel_queued", "close"])
 def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_held(method):
     """Ctrl-C or SIGTERM raises in the caller's thread at the start of any Python function it calls
     (CPython checks for signals there). Raised at each such call inside a method the caller uses,
     the lock must still be free, or the workers and `close` wait for it for ever (a run that never
-    ends, holding the run lock). Before: Condition's own __exit__ was one of those calls."""
+    ends, holding the run lock). Before: Condition's own __exit__ was one of those calls. `close`
+    is called again afterwards, as the run's end does, and must end the workers."""
     import sys
 
     class Idle:
@@ -807,6 +806,8 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
                 pool.submit("key", lambda transport: "sent")
             elif method == "settle":
                 pool.settle(0)
+            elif method == "close":
+                pool.close()
             else:
                 pool.cancel_queued()
         except KeyboardInterrupt:
@@ -817,7 +818,54 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
         closer.start()
         closer.join(WAIT)
         assert not closer.is_alive(), f"close() hangs after an interruption at {interrupted} in {method}"
+        assert not any(thread.is_alive() for thread in pool._threads)
         if not interrupted:  # the method made fewer calls than `points`: each one was tried
             break
         points += 1
     assert points > 0 or method == "settle"
+
+
+def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send():
+    """The run sets its stop flag when it stops, and again as it winds down. A first `set` cut
+    short by Ctrl-C at any call inside it must leave the second one able to finish, and wake the
+    sends waiting to retry. threading.Event's `set` left its lock held when cut short at
+    Condition.__exit__, and the second `set` waited for it for ever."""
+    import sys
+
+    from email_automation.concurrent_send import StopFlag
+
+    points = 0
+    while True:
+        flag = StopFlag()
+        woken = []
+        waiters = [threading.Thread(target=lambda: woken.append(flag.wait(WAIT)), daemon=True) for _ in range(3)]
+        for waiter in waiters:
+            waiter.start()
+        calls, interrupted = [0], []
+
+        def tracer(frame, event, arg, target=points):
+            if event == "call":
+                calls[0] += 1
+                if calls[0] == target + 1:
+                    interrupted.append(frame.f_code.co_name)
+                    raise KeyboardInterrupt
+            return None
+
+        sys.settrace(tracer)
+        try:
+            flag.set()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        again = threading.Thread(target=flag.set, daemon=True)
+        again.start()
+        again.join(WAIT)
+        assert not again.is_alive(), f"the second set() hangs after an interruption at {interrupted}"
+        for waiter in waiters:
+            waiter.join(WAIT)
+        assert woken == [True, True, True] and flag.is_set()
+        if not interrupted:
+            break
+        points += 1
+    assert points > 0
