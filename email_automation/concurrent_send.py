@@ -76,7 +76,7 @@ class StopFlag:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the flag is set, at most `timeout` seconds; whether it is."""
-        if not self._set and self._gate.acquire(timeout=-1 if timeout is None else timeout):
+        if not self._set and self._gate.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             try:
                 self._gate.release()  # for the next waiter
             except RuntimeError:  # `set` again meanwhile released it
@@ -113,6 +113,7 @@ class ConcurrentSender(Generic[K]):
         self._unsettled = 0  # failed sends the caller has not settled: no queued send starts meanwhile
         self._hold_after_failure = queued > 0
         self._closing = False
+        self._taken_back: list[tuple[K, Callable[[Transport], Any]]] = []  # queued sends `close` took back
         self._done: queue.SimpleQueue[Done[K]] = queue.SimpleQueue()
         self.in_flight = 0  # submitted and not yet given back by `done` or `cancel_queued`
         self._threads = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
@@ -172,17 +173,18 @@ class ConcurrentSender(Generic[K]):
 
     def close(self) -> list[K]:
         """Stop the workers once the sends in flight are done (collect them with `done` first); the
-        queued sends that had not started never do: their keys are returned. `_closing` is set
-        in the same locked step that takes the queued sends back, before any waiting worker is woken."""
+        queued sends that had not started never do: their keys are returned, by this call and any
+        later one (a close cut short by Ctrl-C after it took them back loses none). `_closing` is set
+        in the same locked step that takes them back, before any waiting worker is woken."""
         with self._lock:
             self._closing = True
-            cancelled = [key for key, _ in self._jobs]
-            self._jobs.clear()
+            taken, self._jobs = self._jobs, deque()
+            self.in_flight -= len(taken)
+            self._taken_back += taken
             self._turn.notify_all()
-        self.in_flight -= len(cancelled)
         for thread in self._threads:
             thread.join()
-        return cancelled
+        return [key for key, _ in self._taken_back]
 
     def _worker(self) -> None:
         while True:

@@ -592,9 +592,11 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withd
                report: RunReport, *, now, sleep, unsubmitted: list = ()) -> None:
     """The end of a run's sends, normal or not: `stopping` is set (no send waits to retry a
     refusal), the claims that never started (`withdrawn`, `unsubmitted` and the pool's queued ones)
-    are undone, the sends in flight waited for, and those not yet recorded (`collected` from the
-    pool, or still in it) recorded. Each step even if the one before failed or was interrupted: the
-    pool is always closed, so no send goes on after the run."""
+    are undone, the sends in flight waited for (the pool closed), and those not yet recorded
+    (`collected` from the pool, or still in it) recorded. Each step runs even if the one before
+    failed or was interrupted; a further Ctrl-C at the very start of a step can still skip it,
+    which leaves a claim `unknown`, never a second send."""
+    never_started: list = []  # what `pool.close` took back: queued when a second Ctrl-C skipped the undoing above
     try:
         stopping.set()
         withdrawn.extend((item, claim, "") for item, _, claim in unsubmitted)
@@ -610,11 +612,14 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withd
                                 "it" if pool.in_flight == 1 else "them")
             finally:
                 stopping.set()  # again, in case a second Ctrl-C cut the first short
-                pool.close()  # returns once the sends in flight are done
+                never_started = pool.close()  # returns once the sends in flight are done
         finally:
             with database.impatient(conn):
-                _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
-                                       now=now, sleep=sleep)
+                try:
+                    _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
+                                           now=now, sleep=sleep)
+                finally:
+                    _undo_unstarted(conn, [(item, claim, "") for item, claim, _ in never_started], now=now)
 
 
 def _record_left_in_flight(settings, conn, left: list, report: RunReport, *, now, sleep) -> None:

@@ -779,7 +779,8 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
     (CPython checks for signals there). Raised at each such call inside a method the caller uses,
     the lock must still be free, or the workers and `close` wait for it for ever (a run that never
     ends, holding the run lock). Before: Condition's own __exit__ was one of those calls. `close`
-    is called again afterwards, as the run's end does, and must end the workers."""
+    is then called (again): it must end the workers, and every send counted in flight is either
+    finished or handed back by it, none lost."""
     import sys
 
     class Idle:
@@ -814,11 +815,14 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
             pass
         finally:
             sys.settrace(None)
-        closer = threading.Thread(target=pool.close, daemon=True)
+        returned: list = []
+        closer = threading.Thread(target=lambda: returned.extend(pool.close()), daemon=True)
         closer.start()
         closer.join(WAIT)
         assert not closer.is_alive(), f"close() hangs after an interruption at {interrupted} in {method}"
         assert not any(thread.is_alive() for thread in pool._threads)
+        finished = [done.key for done in pool.done(block=False)]
+        assert pool.in_flight == 0 and set(returned + finished) <= {"waiting", "key"}, (interrupted, returned, finished)
         if not interrupted:  # the method made fewer calls than `points`: each one was tried
             break
         points += 1
@@ -827,9 +831,9 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
 
 def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send():
     """The run sets its stop flag when it stops, and again as it winds down. A first `set` cut
-    short by Ctrl-C at any call inside it must leave the second one able to finish, and wake the
-    sends waiting to retry. threading.Event's `set` left its lock held when cut short at
-    Condition.__exit__, and the second `set` waited for it for ever."""
+    short by Ctrl-C (at each Python call it makes) must leave the second one able to finish, and
+    wake every send waiting to retry at once, not at its timeout. threading.Event's `set` left its
+    lock held when cut short at Condition.__exit__, and the second `set` waited for it for ever."""
     import sys
 
     from email_automation.concurrent_send import StopFlag
@@ -837,10 +841,18 @@ def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send
     points = 0
     while True:
         flag = StopFlag()
-        woken = []
-        waiters = [threading.Thread(target=lambda: woken.append(flag.wait(WAIT)), daemon=True) for _ in range(3)]
+        woken, waiting = [], threading.Semaphore(0)
+
+        def wait():
+            waiting.release()
+            started = time.monotonic()
+            woken.append((flag.wait(WAIT), time.monotonic() - started))
+
+        waiters = [threading.Thread(target=wait, daemon=True) for _ in range(3)]
         for waiter in waiters:
             waiter.start()
+        for _ in waiters:
+            assert waiting.acquire(timeout=WAIT)
         calls, interrupted = [0], []
 
         def tracer(frame, event, arg, target=points):
@@ -864,7 +876,8 @@ def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send
         assert not again.is_alive(), f"the second set() hangs after an interruption at {interrupted}"
         for waiter in waiters:
             waiter.join(WAIT)
-        assert woken == [True, True, True] and flag.is_set()
+        assert [result for result, _ in woken] == [True, True, True] and flag.is_set()
+        assert all(seconds < WAIT / 2 for _, seconds in woken), f"a send woke only at its timeout: {woken}"
         if not interrupted:
             break
         points += 1
