@@ -773,6 +773,33 @@ def test_an_interruption_while_recording_names_every_accepted_message(settings, 
     assert set(statuses(db).values()) == {"sending"}
 
 
+def interrupted_at_call(point: int, action) -> list[str]:
+    """Run `action` with Ctrl-C raised at the start of the Python function it calls `point`-th
+    (from 0), where CPython checks for signals; the name of that function, or [] when `action`
+    made fewer calls (then every point has been tried)."""
+    import sys
+
+    calls, interrupted = [0], []
+
+    def tracer(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+            if calls[0] == point + 1:
+                interrupted.append(frame.f_code.co_name)
+                raise KeyboardInterrupt
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        action()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.settrace(previous)
+    return interrupted
+
+
 @pytest.mark.parametrize("method", ["submit", "settle", "cancel_queued", "close"])
 def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_held(method):
     """Ctrl-C or SIGTERM raises in the caller's thread at the start of any Python function it calls
@@ -781,7 +808,6 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
     ends, holding the run lock). Before: Condition's own __exit__ was one of those calls. `close`
     is then called (again): it must end the workers, and every send counted in flight is either
     finished or handed back by it, none lost."""
-    import sys
 
     class Idle:
         name = "smtp"
@@ -791,30 +817,9 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
         pool = ConcurrentSender([Idle()], queued=1)
         if method != "submit":
             pool.submit("waiting", lambda transport: "sent")
-        calls, interrupted = [0], []
-
-        def tracer(frame, event, arg, target=points):
-            if event == "call":
-                calls[0] += 1
-                if calls[0] == target + 1:
-                    interrupted.append(frame.f_code.co_name)
-                    raise KeyboardInterrupt
-            return None
-
-        sys.settrace(tracer)
-        try:
-            if method == "submit":
-                pool.submit("key", lambda transport: "sent")
-            elif method == "settle":
-                pool.settle(0)
-            elif method == "close":
-                pool.close()
-            else:
-                pool.cancel_queued()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
+        interrupted = interrupted_at_call(points, {
+            "submit": lambda: pool.submit("key", lambda transport: "sent"), "settle": lambda: pool.settle(0),
+            "close": pool.close, "cancel_queued": pool.cancel_queued}[method])
         returned: list = []
         closer = threading.Thread(target=lambda: returned.extend(pool.close()), daemon=True)
         closer.start()
@@ -834,8 +839,6 @@ def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send
     short by Ctrl-C (at each Python call it makes) must leave the second one able to finish, and
     wake every send waiting to retry at once, not at its timeout. threading.Event's `set` left its
     lock held when cut short at Condition.__exit__, and the second `set` waited for it for ever."""
-    import sys
-
     from email_automation.concurrent_send import StopFlag
 
     points = 0
@@ -853,23 +856,7 @@ def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send
             waiter.start()
         for _ in waiters:
             assert waiting.acquire(timeout=WAIT)
-        calls, interrupted = [0], []
-
-        def tracer(frame, event, arg, target=points):
-            if event == "call":
-                calls[0] += 1
-                if calls[0] == target + 1:
-                    interrupted.append(frame.f_code.co_name)
-                    raise KeyboardInterrupt
-            return None
-
-        sys.settrace(tracer)
-        try:
-            flag.set()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sys.settrace(None)
+        interrupted = interrupted_at_call(points, flag.set)
         again = threading.Thread(target=flag.set, daemon=True)
         again.start()
         again.join(WAIT)
