@@ -562,11 +562,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             unsubmitted[:] = claimed
             while unsubmitted:  # handed over before anything else; each off the list first, so that
                 item, wire, claim = unsubmitted.pop(0)  # the `finally` never undoes a claim being sent
-                refused: list[SendError] = []
-                tags = _tags(item, claim)
-                pool.submit((item, claim, refused),
-                            lambda transport, wire=wire, tags=tags, refused=refused:
-                            _send_with_retries(transport, wire, tags, retry_wait, refused, stopping=stopping))
+                _hand_over(pool, item, claim, wire, retry_wait, stopping)
             for outcome in outcomes:
                 finish(outcome)
             if full:  # the limit was reached by an overlapping writer
@@ -952,16 +948,13 @@ class _InTurn:
         claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
         if claim is None:
             return outcome
-        refused: list[SendError] = []
-        tags = _tags(item, claim)
-        self.pool.submit((item, claim, refused), lambda transport: _send_with_retries(
-            transport, wire, tags, self.retry_wait, refused, stopping=self.stopping))
+        _hand_over(self.pool, item, claim, wire, self.retry_wait, self.stopping)
         self.collected[:] = self.pool.done(block=True)
         finished, unexpected = _results(self.collected)
         if unexpected:
             self.collected.clear()  # logged by _results; the next run marks it unknown
             raise unexpected[0]
-        [(_, _, result, _)] = finished
+        [(_, _, result, refused)] = finished
         outcome = _record(settings, conn, item, claim, result, refused, now=now, sleep=sleep)
         self.collected.clear()
         return outcome
@@ -993,6 +986,14 @@ def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_na
         return None, Outcome(now(), item.email, "pending", error=f"campaign {item.campaign!r} was paused",
                              attempted=False, step=item.step)
     return None, None
+
+
+def _hand_over(pool: ConcurrentSender, item: _Planned, claim: ledger.Claim, wire, retry_wait, stopping: StopFlag) -> None:
+    """Give a claimed message to `pool`, keyed (item, claim, its refusals) as `_results` reads it."""
+    refused: list[SendError] = []
+    tags = _tags(item, claim)
+    pool.submit((item, claim, refused),
+                lambda transport: _send_with_retries(transport, wire, tags, retry_wait, refused, stopping=stopping))
 
 
 def _tags(item: _Planned, claim: ledger.Claim) -> dict[str, str]:
@@ -1076,7 +1077,7 @@ def _refusals_note(refused: list[SendError]) -> str | None:
 
 
 def _send_with_retries(transport: Transport, message, tags: dict[str, str], sleep, refused: list[SendError], *,
-                       stopping: StopFlag | None = None) -> str:
+                       stopping: StopFlag) -> str:
     """Retry only what the provider definitely refused; anything ambiguous propagates at once.
 
     Each refusal that is retried is appended to `refused`, so the log can say what happened. Once
@@ -1091,13 +1092,12 @@ def _send_with_retries(transport: Transport, message, tags: dict[str, str], slee
 
     def pause(seconds: float) -> None:
         sleep(seconds)
-        if stopping is not None and stopping.is_set():  # the run ended meanwhile
+        if stopping.is_set():  # the run ended meanwhile
             raise refused.pop()  # the refusal noted before this wait stands, as the outcome
 
-    stop = stop_after_attempt(TRANSIENT_RETRIES + 1)
     for attempt in Retrying(
         retry=retry_if_exception_type(TransientSendError),
-        stop=stop if stopping is None else stop | stop_when_event_set(stopping),
+        stop=stop_after_attempt(TRANSIENT_RETRIES + 1) | stop_when_event_set(stopping),
         wait=wait_exponential(multiplier=2, min=2, max=60),
         sleep=pause,
         before_sleep=lambda state: refused.append(state.outcome.exception()),
