@@ -267,6 +267,8 @@ class Settings:
     # Sends in flight at once when DELAY_SECONDS is 0 (see concurrent_send.py), and their rate.
     send_concurrency: int = setting(1, whole_number, ge=1, le=MAX_SEND_CONCURRENCY)
     max_send_rate: float = setting(0.0, number, ge=0, le=MAX_SEND_RATE)
+    # Concurrent sends keep the run's threads on one CPU (cpu_affinity.py).
+    send_one_cpu: bool = setting(True, boolean)
 
     def __init__(self, **overrides: Any) -> None:
         self.__dict__.update(_validated({**environment_values(), **overrides}))

@@ -26,6 +26,7 @@ from . import applications, bounces, circuit_breaker, database, ledger, politene
 from . import run_gates as gates
 from .concurrent_send import ConcurrentSender, RateLimiter, StopFlag
 from .config import Settings
+from .cpu_affinity import OneCpu
 from .email_templates import RenderedEmail
 from .errors import FatalSendError, PermanentSendError, SendError, TemplateRenderError, TransientSendError
 from .locking import run_lock
@@ -360,8 +361,9 @@ def _run_locked(settings, conn, transport, options: RunOptions) -> RunReport:
     gate = _Gate(report, breaker, ses_gate)
     workers = _workers(settings, report, len(batch), transport_factory)
     if workers > 1:
-        _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report, gate,
-                           interval=delay, now=now, sleep=sleep, on_outcome=on_outcome)
+        with OneCpu(enabled=settings.send_one_cpu):
+            _send_concurrently(settings, conn, [transport], transport_factory, workers, batch, templates, report,
+                               gate, interval=delay, now=now, sleep=sleep, on_outcome=on_outcome)
     else:
         _send_in_turn(settings, conn, transport, batch, templates, report, gate, delay=delay, now=now, sleep=sleep,
                       rng=rng, on_outcome=on_outcome)
