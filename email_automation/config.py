@@ -97,6 +97,9 @@ ACCEPTS: dict[str, str] = {
     "warmup_schedule": "daily limits for the first sending days, whole numbers >= 1 separated by commas (e.g. 20,40,60,80)",
     "send_concurrency": f"a whole number from 1 to {MAX_SEND_CONCURRENCY}",
     "max_send_rate": f"messages per second from 0 (no limit of ours) to {MAX_SEND_RATE:g}",
+    "send_one_cpu": "true or false",
+    "attachments_dir": "a folder path (empty: the CSV's folder)",
+    "max_message_bytes": "a whole number of bytes from 65536 to 41943040 (64 KiB to 40 MiB)",
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from email_automation.config import describe_settings, load_settings
+from email_automation.config import ACCEPTS, Settings, describe_settings, load_settings
 from email_automation.errors import ConfigError
 
 
@@ -53,6 +53,9 @@ def test_flags_override_everything(monkeypatch):
         ("SEND_TIMEOUT_SECONDS", "inf",
          "invalid setting SEND_TIMEOUT_SECONDS=inf: expected a number of seconds above 0, at most 600"),
         ("DRY_RUN", "maybe", "invalid setting DRY_RUN=maybe: expected true or false"),
+        ("SEND_ONE_CPU", "maybe", "invalid setting SEND_ONE_CPU=maybe: expected true or false"),
+        ("MAX_MESSAGE_BYTES", "1", "invalid setting MAX_MESSAGE_BYTES=1: expected a whole number of bytes from 65536 "
+         "to 41943040 (64 KiB to 40 MiB)"),
         ("TRANSPORT", "carrier-pigeon", "invalid setting TRANSPORT=carrier-pigeon: expected ses or smtp"),
         ("TIMEZONE", "Mars/Olympus", "invalid setting TIMEZONE=Mars/Olympus: expected an IANA time zone name such as Europe/Berlin"),
         ("SMTP_PORT", "70000", "invalid setting SMTP_PORT=70000: expected a port number 1-65535"),
@@ -63,6 +66,11 @@ def test_a_bad_value_is_one_line_naming_the_variable(monkeypatch, name, value, m
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value) == message
+
+
+def test_every_setting_says_what_it_accepts():
+    """A bad value's error names what would do, never just "a valid value"."""
+    assert sorted(set(Settings.model_fields) - set(ACCEPTS)) == []
 
 
 def test_transport_name_is_case_insensitive(monkeypatch):
