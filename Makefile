@@ -65,8 +65,10 @@ test-min: $(VENV_MIN)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -c "import mailmerge" 2>/dev/null || $(BIN)/pip install --quiet mailmerge
 	@echo "== goal 1: DELAY_SECONDS=0 to a loopback sink, against mailmerge"
-	$(BIN)/python benchmarks/bench_send.py --messages 2000 --concurrency 1
-	$(BIN)/python benchmarks/bench_send.py --messages 2000 --concurrency 4
+	$(BIN)/python benchmarks/bench_send.py --messages 600 --concurrency 8 --rounds 8
+	$(BIN)/python benchmarks/bench_send.py --messages 2000 --concurrency 8
+	@echo "== one at a time (SEND_CONCURRENCY=1), for comparison"
+	$(BIN)/python benchmarks/bench_send.py --messages 600 --concurrency 1
 	@echo "== goal 2: a sink that takes 50 ms per message, SEND_CONCURRENCY=16"
 	$(BIN)/python benchmarks/bench_send.py --messages 300 --latency 0.05 --concurrency 16
 	@echo "== goal 3: import"
