@@ -67,20 +67,22 @@ class OneCpu:
         cpu = current_cpu()
         if cpu is None or cpu not in before or len(before) < 2:
             return self
-        # Noted first: whatever interrupts the lines below, __exit__ puts back what was there.
         self._before, self._threads_before = before, {t.native_id for t in threading.enumerate()}
         try:
             os.sched_setaffinity(0, {cpu})
+            self.pinned_to = cpu
         except OSError:
             self._before = None
-            return self
-        self.pinned_to = cpu
+        except BaseException:  # Ctrl-C just after the call: no __exit__ follows a failed __enter__
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._before is None:
             return
-        started = [t.native_id for t in threading.enumerate() if t.native_id not in self._threads_before]
+        started = [t.native_id for t in threading.enumerate()
+                   if t.native_id not in self._threads_before and t.is_alive()]
         for thread in [0, *started]:
             try:
                 os.sched_setaffinity(thread or 0, self._before)

@@ -69,7 +69,8 @@ def test_a_thread_started_inside_that_outlives_it_gets_the_cpus_back_too():
     """Such as the send watchdog, started by the first send and kept for the process's life."""
     before, release = os.sched_getaffinity(0), threading.Event()
     seen: list[set[int]] = []
-    lingering = threading.Thread(target=lambda: release.wait(10) and seen.append(os.sched_getaffinity(0)))
+    lingering = threading.Thread(target=lambda: release.wait(10) and seen.append(os.sched_getaffinity(0)),
+                                 daemon=True)
     with OneCpu():
         lingering.start()
     release.set()
@@ -121,6 +122,20 @@ def fake(monkeypatch) -> FakeAffinity:
 def test_the_caller_gets_back_the_cpus_it_had_not_every_cpu(fake):
     with OneCpu() as one:
         assert one.pinned_to == 3 and fake.cpus[0] == {3}
+    assert fake.cpus[0] == {1, 3}
+
+
+def test_an_interruption_just_after_pinning_puts_the_cpus_back(fake, monkeypatch):
+    pin = fake.set
+
+    def pinned_then_interrupted(thread, cpus):
+        pin(thread, cpus)
+        if cpus == {3}:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "sched_setaffinity", pinned_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), OneCpu():
+        pass
     assert fake.cpus[0] == {1, 3}
 
 
