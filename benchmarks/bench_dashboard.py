@@ -39,37 +39,45 @@ def fill(path: Path, *, rows: int, recipients: int, days: int, seed: int = 7) ->
                  " SELECT 'spring', subject_template, html_template, created_at FROM campaigns")
     created = iso(NOW - timedelta(days=days + 1))
     statuses = ["sent"] * 80 + ["pending"] * 15 + ["failed"] * 4 + ["unknown"]
+    chosen = [rng.choice(statuses) for _ in range(recipients)]
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO recipients (campaign_id, email, first_name, company, status, last_error, created_at)"
         " VALUES (?, ?, 'Ann', 'Acme', ?, ?, ?)",
         ((1 + n % 2, f"person{n}@company{n % 3000}.example.com", status,
           "550: mailbox does not exist" if status == "failed" else None, created)
-         for n, status in ((n, rng.choice(statuses)) for n in range(recipients))),
+         for n, status in enumerate(chosen)),
     )
     conn.execute("INSERT INTO campaign_steps (campaign_id, step, after_days, html_template, created_at)"
                  " VALUES (1, 2, 3, '<p>Following up</p>', ?)", (created,))
     conn.executemany(
         "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, finished_at, status,"
         " message_id, subject, error, error_class, step, transport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ses')",
-        _log_rows(rng, rows=rows, recipients=recipients, days=days),
+        _log_rows(rng, rows=rows, recipients=recipients, days=days,
+                  mailed=[n + 1 for n, status in enumerate(chosen) if status != "pending"]),
     )
     conn.execute("COMMIT")
     conn.close()
 
 
-def _log_rows(rng: random.Random, *, rows: int, recipients: int, days: int):
-    """Rows in time order (as a real log grows), the batch day in Berlin like the settings below."""
+def _log_rows(rng: random.Random, *, rows: int, recipients: int, days: int, mailed: list[int]):
+    """Rows in time order (as a real log grows), the batch day in Berlin like the settings below.
+
+    A first message that may have gone (sent, unknown) belongs to a recipient no longer pending
+    (`mailed`), as the schema's never-twice triggers require."""
     start = NOW - timedelta(days=days)
     step = (NOW - start) / rows
     for n in range(rows):
         at = start + step * n
         status = rng.choice(LOG_STATUSES)
         stamp = iso(at)
-        yield (rng.randrange(1, recipients + 1), f"{n:032x}", (at + timedelta(hours=1)).date().isoformat(),
+        sequence_step = 2 if n % 4 == 0 else 1  # a quarter are follow-ups
+        counted = sequence_step == 1 and status in ("sent", "unknown")
+        recipient = rng.choice(mailed) if counted else rng.randrange(1, recipients + 1)
+        yield (recipient, f"{n:032x}", (at + timedelta(hours=1)).date().isoformat(),
                stamp, stamp, status, f"0100-{n:x}@email.amazonses.com" if status == "sent" else None,
                "Interested in joining Acme", "MessageRejected: address blacklisted" if status == "failed" else None,
-               "permanent" if status == "failed" else None, 2 if n % 4 == 0 else 1)  # a quarter are follow-ups
+               "permanent" if status == "failed" else None, sequence_step)
 
 
 def best_of(repeat: int, fn) -> float:
