@@ -1,0 +1,30 @@
+"""`make bench` keeps working: each benchmark that needs nothing beyond the dev install runs small.
+
+The figures themselves are not checked (they belong to docs/performance.md); what is checked is
+that a change to the schema or the API has not broken a benchmark, as migration 14's never-twice
+trigger once broke bench_dashboard's synthetic log without any test noticing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("script, args, says", [
+    ("bench_dashboard.py", ["--rows", "3000", "--recipients", "400", "--days", "40", "--repeat", "1"],
+     "one page view, all queries"),
+    ("bench_import.py", ["--rows", "2000"], "ours / baseline:"),
+    ("bench_claim.py", ["--recipients", "400", "--rounds", "1", "--per-round", "5"], "claim with the company check"),
+    ("bench_run.py", ["--messages", "20"], "ratio (ours / bare):"),
+], ids=["dashboard", "import", "claim", "run"])
+def test_a_benchmark_runs_to_its_figures(script, args, says, tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert says in done.stdout
