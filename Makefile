@@ -77,6 +77,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_cli.py
 	@echo "== goal 5: dashboard queries"
 	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_dashboard_render.py
 	$(BIN)/python benchmarks/bench_run.py
 
 clean:

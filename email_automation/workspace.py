@@ -111,7 +111,7 @@ def drafts(conn: sqlite3.Connection, campaign: str) -> list[TemplateDraft]:
 
 def steps(conn: sqlite3.Connection, campaign: str) -> list[int]:
     """The campaign's step numbers: 1 (its own template) and its follow-ups."""
-    return [FIRST_STEP, *(step.number for step in sequences.list_steps(conn, campaign))]
+    return [FIRST_STEP, *sequences.step_numbers(conn, campaign)]
 
 
 def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[str | None, TemplateDraft]:

@@ -7,6 +7,7 @@ trigger once broke bench_dashboard's synthetic log without any test noticing.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,14 @@ def test_a_benchmark_runs_to_its_figures(script, args, says, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert says in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("chromium"), reason="no chromium on PATH (Debian: apt-get install chromium)")
+def test_the_dashboards_render_benchmark_runs_to_its_figures(tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_dashboard_render.py"), "--rows", "2000",
+                           "--recipients", "300", "--replies", "20", "--rounds", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ours - floor:" in done.stdout

@@ -191,6 +191,7 @@ def test_a_step_is_not_removed_once_sent_and_later_steps_move_up(settings, db, c
     add_step(db, "default", after_days=5, html="<p>Last one</p>", subject="One more thing", now=clock())
     sequences.remove_step(db, "default", 2)
     assert [(s.number, s.after_days, s.subject) for s in sequences.list_steps(db, "default")] == [(2, 5, "One more thing")]
+    assert sequences.step_numbers(db, "default") == [2]
     add_recipients(db, 1)
     run(settings, db, ScriptedTransport(), clock)
     days_later(clock, 7)

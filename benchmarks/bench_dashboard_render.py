@@ -1,0 +1,191 @@
+"""The dashboard's cold first render in headless Chromium, against Streamlit's own floor.
+
+    python benchmarks/bench_dashboard_render.py                 # 1,000,000 send_log rows
+    python benchmarks/bench_dashboard_render.py --rows 200000 --rounds 3
+
+Fills a database as bench_dashboard.py does (send_log over a year, a follow-up step, a quarter
+of the sends follow-ups) plus replies in the inbox, then, round after round, starts a fresh
+server and opens the page in a fresh Chromium page, alternating between:
+
+- ours: `dashboard.py` on that database, with the command line `email-automation dashboard` uses;
+- floor: a Streamlit page with the same page settings, title, sidebar filters, metrics, tabs and
+  a chart and a table in its tabs, but no data at all: what Streamlit itself costs for such a page.
+
+A render counts from `goto` until the page's script has finished (`stApp`'s script state
+`notRunning`) with all ten metrics shown. Prints the median of each, the difference (the goal:
+within 0.5 s of the floor) and each server's peak RSS. Needs chromium on PATH and playwright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_dashboard import NOW, fill  # noqa: E402
+from email_automation.cli.dashboard import DASHBOARD_SCRIPT, streamlit_command  # noqa: E402
+from email_automation.database import iso  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+FLOOR_PAGE = '''
+import datetime
+import pandas as pd
+import streamlit as st
+
+st.set_page_config(page_title="Email automation", page_icon=":email:", layout="wide")
+st.title("Email automation")
+with st.sidebar:
+    st.header("Filters")
+    st.date_input("Batch days", value=(datetime.date(2026, 10, 26), datetime.date(2026, 11, 25)))
+    st.selectbox("Campaign", ["All campaigns"])
+    st.selectbox("Status", ["All statuses"])
+    st.text_input("Email contains")
+    st.divider()
+    st.toggle("Auto-refresh", value=False)
+    st.number_input("Every (seconds)", min_value=5, max_value=3600, value=15, step=5, disabled=True)
+st.caption("Batch days")
+for labels in (["Sent", "Failed", "Deferred", "Unique recipients", "Dry-run (not sent)"],
+               ["Bounce rate", "Complaint rate", "Pending", "Unknown", "Daily limit used"]):
+    for column, label in zip(st.columns(5), labels):
+        column.metric(label, "0", border=True)
+empty = pd.DataFrame({"day": pd.to_datetime([]), "sent": []})
+for tab in st.tabs(["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"]):
+    with tab:
+        st.line_chart(empty, x="day", y="sent")
+        st.dataframe(empty, hide_index=True)
+'''
+
+
+def add_replies(path: Path, *, count: int, seed: int = 11) -> None:
+    """Answers in the inbox (replies, out-of-office, bounces by mail), each tied to a sent message."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(path)
+    sent = [row for row in conn.execute(
+        "SELECT id, recipient_id FROM send_log WHERE status = 'sent' ORDER BY id DESC LIMIT ?", (count * 4,))]
+    kinds = ["reply"] * 6 + ["auto_reply"] * 3 + ["bounce"]
+    with conn:
+        conn.executemany(
+            "INSERT INTO inbox_messages (dedupe_key, mailbox, uidvalidity, uid, kind, recipient_id, send_log_id,"
+            " from_email, subject, snippet, message_id, dated_at, read_at) VALUES (?, 'INBOX', 1, ?, ?, ?, ?, ?,"
+            " 'Re: Interested in joining Acme', 'Thanks for reaching out, let us talk next week.', ?, ?, ?)",
+            ((f"bench-{n}", n + 1, rng.choice(kinds), recipient, log_id, f"person{recipient}@example.com",
+              f"<reply-{n}@example.com>", iso(NOW), iso(NOW)) for n, (log_id, recipient) in enumerate(sent[:count])))
+    conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(script: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = streamlit_command(address="127.0.0.1", port=port)
+    command[command.index(str(DASHBOARD_SCRIPT))] = str(script)
+    with log.open("w") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"{script.name}: the server exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return server, url
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{script.name}: the server did not answer within 60 s:\n{log.read_text()}")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def render(browser, url: str) -> float:
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    try:
+        started = time.perf_counter()
+        page.goto(url)
+        page.wait_for_selector(DONE, timeout=120_000)
+        page.get_by_test_id("stMetric").nth(9).wait_for(timeout=120_000)
+        page.wait_for_selector(DONE, timeout=120_000)
+        return time.perf_counter() - started
+    finally:
+        page.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--recipients", type=int, default=50_000)
+    parser.add_argument("--replies", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if not chromium:
+        raise SystemExit("needs chromium on PATH (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise SystemExit("needs playwright (pip install playwright; the browser is the system's chromium)") from None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        db = folder / "bench.db"
+        started = time.perf_counter()
+        fill(db, rows=args.rows, recipients=args.recipients, days=365)
+        add_replies(db, count=args.replies)
+        print(f"filled {args.rows:,} send_log rows, {args.recipients:,} recipients, {args.replies:,} replies "
+              f"in {time.perf_counter() - started:.1f}s")
+        floor = folder / "floor.py"
+        floor.write_text(FLOOR_PAGE, encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "DB_PATH": str(db), "TIMEZONE": "Europe/Berlin",
+               "DAILY_LIMIT": "80", "SENDER_EMAIL": "bench@example.com"}
+        times: dict[str, list[float]] = {"ours": [], "floor": []}
+        peaks: dict[str, list[float]] = {"ours": [], "floor": []}
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                for r in range(args.rounds):
+                    for name in ("ours", "floor") if r % 2 == 0 else ("floor", "ours"):
+                        script = DASHBOARD_SCRIPT if name == "ours" else floor
+                        server, url = start(script, env, folder / f"{name}.log")
+                        try:
+                            times[name].append(render(browser, url))
+                            peaks[name].append(peak_rss_mib(server.pid))
+                        finally:
+                            server.terminate()
+                            server.wait(30)
+            finally:
+                browser.close()
+    print(f"cold first render in Chromium, {args.rounds} rounds each, a fresh server each time (median):")
+    for name in ("ours", "floor"):
+        print(f"  {name:<6} {statistics.median(times[name]):6.2f} s  server peak RSS {max(peaks[name]):6.1f} MiB"
+              f"  (runs: {', '.join(f'{t:.2f}' for t in times[name])})")
+    gap = statistics.median(times["ours"]) - statistics.median(times["floor"])
+    print(f"  ours - floor: {gap:+.2f} s (goal: within 0.5 s)")
+
+
+if __name__ == "__main__":
+    main()
