@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from .reports import (
 )
 
 ADMIN_ACTOR = "dashboard"
+FOLLOWUPS_FRESH_SECONDS = 5  # one page view; as long as the page keeps its figures (dashboard.CACHE_TTL_SECONDS)
 
 class AdminLockedError(EmailAutomationError):
     """An admin action was asked for while DASHBOARD_PASSWORD is not set."""
@@ -79,6 +81,9 @@ class Reports:
     db_path: Path
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
+    # scheduled_followups as last read, and when (time.monotonic()): the Activity and Recipients
+    # tabs both need it in one page view, and it reads every recipient in a sequence.
+    _followups: tuple[float, list] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cache_key(self) -> str:
@@ -208,16 +213,28 @@ class Reports:
 
         with self._read() as conn:
             return sequence_rows(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                 stop_company=self.settings.stop_company_on_reply, limit=limit)
+                                 stop_company=self.settings.stop_company_on_reply, limit=limit,
+                                 scheduled=self._scheduled(conn))
 
     def step_counts(self) -> list[dict]:
         from .sequences import step_summary
 
         with self._read() as conn:
             summary = step_summary(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                   stop_company=self.settings.stop_company_on_reply)
+                                   stop_company=self.settings.stop_company_on_reply, scheduled=self._scheduled(conn))
         return [{"campaign": name, "step": int(step), **counts} for name, steps in summary.items()
                 for step, counts in steps.items()]
+
+    def _scheduled(self, conn: sqlite3.Connection) -> list:
+        """The follow-ups still to come, read again once FOLLOWUPS_FRESH_SECONDS have passed."""
+        from .sequences import scheduled_followups
+
+        if self._followups is not None and time.monotonic() - self._followups[0] < FOLLOWUPS_FRESH_SECONDS:
+            return self._followups[1]
+        found = scheduled_followups(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
+                                    stop_company=self.settings.stop_company_on_reply)
+        self._followups = (time.monotonic(), found)
+        return found
 
     def applications(self, *, limit: int = 200) -> list[dict]:
         with self._read() as conn:

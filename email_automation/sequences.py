@@ -202,10 +202,11 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
 
 
 def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
-                 stop_company: bool = True) -> dict[str, dict[str, dict[str, int]]]:
+                 stop_company: bool = True, scheduled: list[Due] | None = None) -> dict[str, dict[str, dict[str, int]]]:
     """Per campaign with follow-ups, per step: messages sent (or maybe sent), follow-ups due now,
     sequences stopped before that step, and people whose reply (read from the inbox) answered
-    that step; for `status` and the dashboard."""
+    that step; for `status` and the dashboard. `scheduled`: `scheduled_followups` as the caller
+    has just read it (the dashboard reads it once for this and `sequence_rows`)."""
     summary: dict[str, dict[str, dict[str, int]]] = {}
     for name, last in conn.execute("SELECT c.name, MAX(s.step) FROM campaign_steps s JOIN campaigns c"
                                    " ON c.id = s.campaign_id GROUP BY c.id ORDER BY c.name").fetchall():
@@ -231,17 +232,23 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
             " JOIN campaigns c ON c.id = r.campaign_id WHERE m.kind = 'reply' GROUP BY c.name, l.step"):
         if name in summary and str(step) in summary[name]:
             summary[name][str(step)]["replied"] = replied
-    for due in due_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company):
-        summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
+    if scheduled is None:
+        scheduled = scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company)
+    today = now.astimezone(tz).date()
+    for due in scheduled:
+        if due.due <= today:
+            summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
     return summary
 
 
 def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
-                  stop_company: bool = True, limit: int = 200) -> list[dict]:
+                  stop_company: bool = True, limit: int = 200, scheduled: list[Due] | None = None) -> list[dict]:
     """Recipients of campaigns with follow-ups who were mailed: their step, when the next one is
-    due (or why none is) and their application status, for the dashboard's Recipients tab."""
-    scheduled = {d.row["id"]: d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays,
-                                                             stop_company=stop_company)}
+    due (or why none is) and their application status, for the dashboard's Recipients tab.
+    `scheduled`: as in `step_summary`."""
+    if scheduled is None:
+        scheduled = scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company)
+    by_recipient = {d.row["id"]: d for d in scheduled}
     rows = conn.execute(
         "SELECT r.id, r.email, c.name AS campaign, r.step, r.status, r.sequence_stopped, r.application_status,"
         " c.status AS campaign_status, (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
@@ -251,7 +258,7 @@ def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holida
         " ORDER BY r.id LIMIT ?", (limit,)).fetchall()
     shown = []
     for row in rows:
-        due = scheduled.get(row["id"])
+        due = by_recipient.get(row["id"])
         if due is not None:
             next_step = f"step {due.step} due {due.due.isoformat()}"
         elif row["sequence_stopped"]:

@@ -599,3 +599,23 @@ def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the
         total = len(sink.deliveries)
     assert (sent_first, total) == (1, 2), (second, third)
     assert second.startswith("Nothing sent: today's limit is used up (DAILY_LIMIT") and third.startswith("Sent 1,")
+
+
+def test_the_dashboard_reads_the_follow_ups_to_come_once_per_page_view(sequence, db, clock, monkeypatch):
+    """Its step counts (Activity) and sequence rows (Recipients) both need them: on a big list,
+    reading them twice was a fifth of a second of the first view."""
+    from email_automation import dashboard_data
+    from email_automation.dashboard_data import Reports
+
+    run(sequence, db, ScriptedTransport(), clock)
+    days_later(clock, 5)
+    reads = []
+    real = sequences.scheduled_followups
+    monkeypatch.setattr(sequences, "scheduled_followups", lambda *a, **k: reads.append(1) or real(*a, **k))
+    reports = Reports(sequence.db_path, sequence, now=clock)
+    assert {row["step"]: row["due"] for row in reports.step_counts()} == {1: 0, 2: 3}
+    assert [row["next"].split(" due ")[0] for row in reports.sequences()] == ["step 2"] * 3
+    assert len(reads) == 1
+    monkeypatch.setattr(dashboard_data, "FOLLOWUPS_FRESH_SECONDS", 0)
+    reports.step_counts()
+    assert len(reads) == 2, "read again once the page's figures are old"
