@@ -40,9 +40,17 @@ def days(filled_db):
     return filled_db
 
 
-def page(settings, clock, *, password: str = "") -> AppTest:
+def page(settings, clock, *, password: str = "", tab: str = "Activity") -> AppTest:
+    """The page as a first view shows it with `tab` open (only the open tab runs)."""
     reports = Reports(settings.db_path, with_password(settings, password), now=clock)
     at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
+    at.session_state[dashboard.TAB_KEY] = tab
+    return at.run()
+
+
+def open_tab(at: AppTest, tab: str) -> AppTest:
+    """A click on `tab`: the page runs again with it open."""
+    at.session_state[dashboard.TAB_KEY] = tab
     return at.run()
 
 
@@ -148,7 +156,7 @@ def test_the_log_table_has_the_columns_newest_first_and_pages(settings, clock, d
 
 
 def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Recipients")
     assert [t.label for t in at.tabs] == ["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"]
     queue = table(at, "queue_table")
     assert list(queue["position"]) == list(range(1, len(queue) + 1)) and len(queue) == 7
@@ -166,19 +174,23 @@ def test_auto_refresh_is_off_by_default_and_can_be_switched_on(settings, clock, 
 
 
 def test_without_a_password_the_dashboard_says_it_is_read_only(settings, clock, days):
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Admin")
     assert any("Read-only dashboard" in i.value for i in at.info)
     assert at.button(key="act_campaign_go").disabled
     assert not [b for b in at.button if b.key == "unlock"]
 
 
 def unlock(at: AppTest, password: str = PASSWORD) -> AppTest:
+    """Unlock in the Admin tab, then back to the tab that was open."""
+    was = at.session_state[dashboard.TAB_KEY]
+    open_tab(at, "Admin")
     at.text_input(key="admin_password").input(password)
-    return at.button(key="unlock").click().run()
+    at.button(key="unlock").click().run()
+    return open_tab(at, was) if was != "Admin" else at
 
 
 def test_a_wrong_password_keeps_admin_locked(settings, clock, days):
-    at = unlock(page(settings, clock, password=PASSWORD), "guess")
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"), "guess")
     assert [e.value for e in at.error] == ["Wrong password: admin actions stay locked."]
     assert at.button(key="act_retry_go").disabled
     assert "admin_unlocked" not in at.session_state
@@ -214,7 +226,7 @@ def set_widgets(at: AppTest, values: dict) -> None:
 @pytest.mark.parametrize("name", ACTIONS)
 def test_each_admin_action_works_once_unlocked_and_confirmed(settings, clock, days, name):
     values, message, audit_row, check_sql, expected = ACTIONS[name]
-    at = unlock(page(settings, clock, password=PASSWORD))
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"))
     assert any("Admin actions enabled" in s.value for s in at.success)
     set_widgets(at, values)
     at.button(key=f"act_{name}_go").click().run()  # not confirmed yet: nothing happens
@@ -230,13 +242,13 @@ def test_each_admin_action_works_once_unlocked_and_confirmed(settings, clock, da
 
 
 def test_the_page_shows_the_change_right_after_an_action(settings, clock, days):
-    at = unlock(page(settings, clock, password=PASSWORD))
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"))
     assert shown(at)["Unknown"] == "1"
     set_widgets(at, ACTIONS["resolve"][0])
     at.checkbox(key="act_resolve_sure").check()
     at.button(key="act_resolve_go").click().run()
     assert shown(at)["Unknown"] == "0"  # the cache was cleared before the rerun drew the metrics
-    assert "Needs a decision (0)" in [h.value for h in at.subheader]
+    assert "Needs a decision (0)" in [h.value for h in open_tab(at, "Recipients").subheader]
 
 
 def forged(widget):
@@ -251,7 +263,7 @@ def forged(widget):
 def test_each_admin_action_is_refused_while_locked(settings, clock, days, name, password):
     values, *_ = ACTIONS[name]
     before = snapshot(settings)
-    at = page(settings, clock, password=password)
+    at = page(settings, clock, password=password, tab="Admin")
     assert at.button(key=f"act_{name}_go").disabled and at.checkbox(key=f"act_{name}_sure").disabled
     for widget in at.get("text_input") + at.get("selectbox") + at.get("radio"):
         if widget.key in values:
@@ -265,8 +277,8 @@ def test_each_admin_action_is_refused_while_locked(settings, clock, days, name, 
 
 def test_an_unlocked_session_is_refused_once_the_password_is_removed(settings, clock, days):
     reports = Reports(settings.db_path, with_password(settings, PASSWORD), now=clock)
-    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
-    unlock(at)
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
+    unlock(open_tab(at, "Admin"))
     at.checkbox(key="act_retry_sure").check()
     reports.settings = with_password(settings, "")  # DASHBOARD_PASSWORD unset; the session still says unlocked
     at.button(key="act_retry_go").click().run()
@@ -275,7 +287,7 @@ def test_an_unlocked_session_is_refused_once_the_password_is_removed(settings, c
 
 
 def test_an_admin_error_is_shown_not_raised(settings, clock, days):
-    at = unlock(page(settings, clock, password=PASSWORD))
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"))
     set_widgets(at, {"act_skip_email": "nobody@example.com"})
     at.checkbox(key="act_skip_sure").check()
     at.button(key="act_skip_go").click().run()
@@ -301,7 +313,7 @@ def test_the_script_reads_db_path_from_the_environment(settings, clock, days, mo
     """`streamlit run dashboard.py` builds its Reports from DB_PATH, like every command."""
     monkeypatch.setenv("DB_PATH", str(settings.db_path))
     monkeypatch.setenv("TIMEZONE", "Europe/Berlin")
-    at = AppTest.from_file(dashboard.__file__, default_timeout=30).run()
+    at = open_tab(AppTest.from_file(dashboard.__file__, default_timeout=30), "Admin")
     assert not at.exception and len(at.metric) == 10
     assert "Read-only dashboard" in " ".join(i.value for i in at.info)
 
@@ -416,7 +428,7 @@ def test_the_deliverability_tab_counts_ses_events_by_kind_for_the_dates(settings
     record_events(settings.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"),
                   ses_event(EventKind.DELAYED, "person04@example.com", detail="MailboxFull"),
                   ses_event(EventKind.BOUNCED_PERMANENT, "person06@example.com", detail="Permanent/General"))
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Deliverability")
     kinds = table(at, "event_kinds_table")
     assert kinds.values.tolist() == [["DELIVERED", 2], ["BOUNCED_PERMANENT", 1], ["DELAYED", 1]]
     assert "by the day each event was received here (received_at in Europe/Berlin)" in captions(at)
@@ -441,7 +453,7 @@ def test_the_deliverability_tab_counts_ses_events_by_kind_for_the_dates(settings
      'does too); if events never arrive, check the set-up in the README section "Bounces and complaints".'),
 ])
 def test_without_events_the_tab_says_how_they_arrive(settings, clock, db, queue_url, message):
-    at = page(settings.model_copy(update={"ses_events_queue_url": queue_url}), clock)
+    at = page(settings.model_copy(update={"ses_events_queue_url": queue_url}), clock, tab="Deliverability")
     assert message in [i.value for i in at.info]
     assert not [f for f in at.dataframe if "received_at" in f.value.columns]
     assert "Suppression list (0)" in [h.value for h in at.subheader] and "Nobody is suppressed." in captions(at)
@@ -449,7 +461,7 @@ def test_without_events_the_tab_says_how_they_arrive(settings, clock, db, queue_
 
 def test_an_address_without_events_is_not_mistaken_for_a_missing_setup(settings, clock, days):
     record_events(settings.db_path, clock(), ses_event(EventKind.DELIVERED, "person02@example.com"))
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Deliverability")
     at.text_input(key="email_search").input("person09").run()
     message = "No SES events for addresses containing 'person09' were received in these days."
     assert message in [i.value for i in at.info]
@@ -461,7 +473,7 @@ def test_the_suppression_list_shows_its_rows_newest_first_its_count_and_pages(se
                          " VALUES (?, 'bounce', 'ses-event', ?)",
                          [(f"gone{n:02d}@example.net", f"2026-10-01T00:{n:02d}:00.000000Z") for n in range(30)])
         admin.suppress(conn, "Person15@Example.com", reason="complaint", source="cli", now=clock())
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Deliverability")
     assert "Suppression list (31)" in [h.value for h in at.subheader]
     rows = table(at, "suppressions_table")
     assert list(rows.columns) == list(SUPPRESSION_COLUMNS) and len(rows) == 31
@@ -481,7 +493,7 @@ def test_the_deliverability_figures_equal_the_reports(settings, clock, days):
     record_events(settings.db_path, clock(), ses_event(EventKind.COMPLAINED, "person02@example.com"))
     reports = Reports(settings.db_path, settings, now=clock)
     f = reports.default_filter()
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Deliverability")
     assert dict(table(at, "event_kinds_table").values.tolist()) == reports.event_counts(f)
     total, _ = reports.suppression_counts()
     assert f"Suppression list ({total})" in [h.value for h in at.subheader]
@@ -498,3 +510,15 @@ def test_a_circuit_breaker_pause_is_shown_above_everything(settings, clock, db):
     at = page(settings, clock)
     assert [e.value for e in at.error] == [f"Paused: {pause.line()}"]
     assert "all sending paused by the circuit breaker" in pause.line()
+
+
+def test_only_the_open_tab_runs_and_a_click_on_another_runs_it(settings, clock, days):
+    """On a big database the first view would otherwise pay for six tabs' queries."""
+    def headings(at: AppTest) -> set[str]:
+        return {h.value.split(" (")[0] for h in at.subheader}
+
+    at = page(settings, clock)
+    assert "Send log" in headings(at) and "Suppression list" not in headings(at)
+    open_tab(at, "Deliverability")
+    assert "Suppression list" in headings(at) and "Send log" not in headings(at)
+    assert not at.exception

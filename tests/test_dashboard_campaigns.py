@@ -29,11 +29,16 @@ def spring(db, settings, tmp_path):
 
 
 def page(settings, clock, *, password: str = PASSWORD, unlocked: bool = True) -> AppTest:
+    """The Campaigns tab open, unlocked in the Admin tab first unless `unlocked` is False."""
     reports = Reports(settings.db_path, with_password(settings, password), now=clock)
-    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
+    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
+    at.session_state[dashboard.TAB_KEY] = "Admin" if unlocked else "Campaigns"
+    at.run()
     if unlocked:
         at.text_input(key="admin_password").input(password)
         at.button(key="unlock").click().run()
+        at.session_state[dashboard.TAB_KEY] = "Campaigns"
+        at.run()
     assert not at.exception, at.exception
     return at
 

@@ -29,7 +29,7 @@ def filled(db, clock):
 
 
 def test_replies_are_listed_newest_first_with_who_and_what_they_said(settings, clock, filled):
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Replies")
     assert not at.exception
     replies = frame(at, "snippet")
     assert list(replies.columns) == list(dashboard.REPLY_COLUMNS)
@@ -41,18 +41,18 @@ def test_replies_are_listed_newest_first_with_who_and_what_they_said(settings, c
 
 
 def test_auto_replies_and_bounces_are_shown_apart_and_newsletters_not_at_all(settings, clock, filled):
-    other = frame(page(settings, clock), "kind")
+    other = frame(page(settings, clock, tab="Replies"), "kind")
     assert sorted(other[["kind", "recipient"]].values.tolist()) == [
         ["auto-reply", "erin@hooli.example"], ["bounce", "gone@stark.example"]]
 
 
 def test_the_funnel_per_campaign(settings, clock, filled):
-    funnel = frame(page(settings, clock), "reply rate")
+    funnel = frame(page(settings, clock, tab="Replies"), "reply rate")
     assert funnel.values.tolist() == [["default", 10, 2, "20.00%", 0, 0, 0, 0]]
 
 
 def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(settings, clock, filled):
-    at = unlock(page(settings, clock, password=PASSWORD))
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Replies"))
     at.text_input(key="act_mark_email").input("Bob@Acme.example")
     at.selectbox(key="act_mark_status").set_value("interview")
     at.text_input(key="act_mark_note").input("Thursday 10:00")
@@ -68,7 +68,7 @@ def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(
 
 
 def test_the_application_status_cannot_be_changed_while_locked(settings, clock, filled):
-    at = page(settings, clock, password=PASSWORD)
+    at = page(settings, clock, password=PASSWORD, tab="Replies")
     assert at.button(key="act_mark_go").disabled and at.text_input(key="act_mark_email").disabled
     for widget in (at.text_input(key="act_mark_email"), at.checkbox(key="act_mark_sure"), at.button(key="act_mark_go")):
         widget.proto.disabled = False  # as a crafted websocket message would send them
@@ -94,7 +94,7 @@ def _old_database(path) -> None:
 
 def test_an_older_database_is_one_clear_line_on_the_page_not_a_traceback(settings, clock):
     _old_database(settings.db_path)
-    at = page(settings, clock)
+    at = page(settings, clock, tab="Replies")
     assert not at.exception
     assert [e.value for e in at.error] == [
         f"{settings.db_path}: the database is from an older version; run `email-automation init` (or any command) "

@@ -339,7 +339,9 @@ def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(
     applications.mark(db, "person1@example.com", "interview", now=clock())
     sequences.stop_finished(db, now=clock(), stop_company=False)
     at = AppTest.from_function(dashboard.render, args=(Reports(sequence.db_path, sequence, now=clock),),
-                               default_timeout=30).run()
+                               default_timeout=30)
+    at.session_state[dashboard.TAB_KEY] = "Recipients"
+    at.run()
     assert not at.exception, at.exception
     frame = next(f.value for f in at.dataframe if "next" in f.value.columns)
     assert frame.to_dict("records") == [
@@ -572,7 +574,8 @@ def test_the_dashboard_splits_sends_and_replies_per_step(sequence, db, clock):
     by_step = next(t.value for t in at.dataframe if list(t.value.columns) == ["step", "sent"])
     assert by_step.to_dict("records") == [{"step": "step 1 (first contact)", "sent": 3},
                                           {"step": "step 2 (follow-up)", "sent": 2}]
-    replies = next(t.value for t in at.dataframe if {"step", "reply rate"} <= set(t.value.columns))
+    at.session_state[dashboard.TAB_KEY] = "Replies"
+    replies = next(t.value for t in at.run().dataframe if {"step", "reply rate"} <= set(t.value.columns))
     assert replies.to_dict("records") == [
         {"campaign": "default", "step": "step 1 (first contact)", "sent": 3, "replied": 1, "reply rate": "33.33%"},
         {"campaign": "default", "step": "step 2 (follow-up)", "sent": 2, "replied": 1, "reply rate": "50.00%"}]
