@@ -30,6 +30,7 @@ from email_automation.reports import LOG_COLUMNS, LogFilter
 
 CACHE_TTL_SECONDS = 5
 TAB_KEY = "tab"  # the open tab's name in st.session_state
+ALWAYS_RUN_TABS = frozenset({"Campaigns"})
 PAGE_SIZES = (25, 50, 100, 250)
 SHOWN_RECIPIENTS = 200
 ALL_CAMPAIGNS = "All campaigns"
@@ -139,7 +140,24 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 # --- main area --------------------------------------------------------------------------------
 
 
+# Widgets whose value Streamlit does not let the page set (buttons, uploads, downloads), and
+# those of the sidebar, drawn on every run before the body.
+UNSETTABLE_KEYS = frozenset({"download_csv", "unlock", "lock", "ws_csv", "ws_attach", "ws_rejects_file"})
+SIDEBAR_KEYS = frozenset({"dates", "campaign", "status", "email_search", "auto_refresh", "refresh_seconds"})
+
+
+def keep_closed_tabs_values() -> None:
+    """Only the open tab runs, and Streamlit forgets the value of a widget not drawn in a run:
+    without this, a look at another tab would reset a pager or lose a template being edited.
+    Setting each value again keeps it (https://docs.streamlit.io/develop/concepts/multipage-apps/widgets)."""
+    for key in list(st.session_state):
+        if (isinstance(key, str) and key not in UNSETTABLE_KEYS and key not in SIDEBAR_KEYS and key != TAB_KEY
+                and not key.endswith("_go")):
+            st.session_state[key] = st.session_state[key]
+
+
 def body(reports: Reports, log_filter: LogFilter) -> None:
+    keep_closed_tabs_values()
     for line in fetch(reports, "pauses"):
         st.error(f"Paused: {line}")
     summary = fetch(reports, "summary", log_filter)
@@ -148,9 +166,11 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
                 "Replies": lambda: replies(reports), "Deliverability": lambda: deliverability(reports, log_filter),
                 "Admin": lambda: admin_panel(reports), "Campaigns": lambda: campaigns_page(reports)}
     # Only the open tab runs (https://docs.streamlit.io/develop/api-reference/layout/st.tabs): on a
-    # million sends the other five cost a first view about a second of queries and imports.
-    for tab, section in zip(st.tabs(list(sections), key=TAB_KEY, on_change="rerun"), sections.values()):
-        if tab.open:
+    # million sends the other tabs cost a first view about a second of queries and imports. The
+    # template editor always runs: what is typed in its form but not yet previewed lives only in
+    # the browser, and a tab that does not run takes it away.
+    for (name, section), tab in zip(sections.items(), st.tabs(list(sections), key=TAB_KEY, on_change="rerun")):
+        if tab.open or name in ALWAYS_RUN_TABS:
             with tab:
                 section()
 

@@ -323,7 +323,8 @@ def test_the_command_runs_streamlit_on_loopback_by_default():
     assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert command[4] == str(dashboard.__file__)
     assert command[5:] == ["--server.address", "127.0.0.1", "--server.port", "8501", "--server.headless", "true",
-                           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+                           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+                           "--global.disableWidgetStateDuplicationWarning", "true"]
 
 
 def test_the_command_passes_db_and_port_and_warns_about_public_addresses(monkeypatch, tmp_path):
@@ -519,6 +520,25 @@ def test_only_the_open_tab_runs_and_a_click_on_another_runs_it(settings, clock, 
 
     at = page(settings, clock)
     assert "Send log" in headings(at) and "Suppression list" not in headings(at)
+    assert "Needs a decision" not in headings(at)  # Recipients
     open_tab(at, "Deliverability")
     assert "Suppression list" in headings(at) and "Send log" not in headings(at)
     assert not at.exception
+
+
+def test_a_look_at_another_tab_keeps_the_pager_and_an_unsaved_template_edit(settings, clock, days):
+    """Only the open tab runs, and Streamlit forgets the widgets it did not draw: the page keeps them."""
+    at = page(settings, clock)
+    at.selectbox(key="page_size").set_value(25).run()
+    at.number_input(key="page").set_value(2).run()
+    open_tab(at, "Replies")
+    open_tab(at, "Activity")
+    assert (at.selectbox(key="page_size").value, at.number_input(key="page").value) == (25, 2)
+    # The editor runs whichever tab is open (so what is typed and not yet previewed stays in the browser).
+    html = next(area for area in at.text_area if area.key.startswith("ws_html_"))
+    html.input("<p>Half-written, {{ first_name }}</p>")
+    at.button(key="ws_preview_go").click().run()
+    open_tab(at, "Deliverability")
+    open_tab(at, "Replies")
+    assert next(a for a in at.text_area if a.key == html.key).value == "<p>Half-written, {{ first_name }}</p>"
+    assert not at.exception and not at.warning

@@ -165,7 +165,9 @@ def test_the_dashboard_shows_the_reply_rate_per_subject_variant(db, tmp_path, mo
     send_all(db, monkeypatch)
     cli("mark", "p1@example.org", "replied", "--db", db)
     dashboard.clear_cache()
-    at = AppTest.from_function(dashboard.render, args=(Reports(db, load_settings(db_path=db)),), default_timeout=30).run()
+    at = AppTest.from_function(dashboard.render, args=(Reports(db, load_settings(db_path=db)),), default_timeout=30)
+    at.session_state[dashboard.TAB_KEY] = "Replies"
+    at.run()
 
     assert "Replies per subject variant" in [h.value for h in at.subheader]
     [table] = [d.value for d in at.dataframe if "subject" in d.value.columns and "reply rate" in d.value.columns]

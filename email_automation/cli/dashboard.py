@@ -33,6 +33,9 @@ def streamlit_command(*, address: str, port: int) -> list[str]:
         "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "minimal",  # no "Deploy" button: this app is not for Streamlit Cloud
+        # The page sets the values of the closed tabs' widgets again to keep them (dashboard.py):
+        # not the duplication this warning is about.
+        "--global.disableWidgetStateDuplicationWarning", "true",
     ]
 
 
