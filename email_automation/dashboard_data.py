@@ -254,6 +254,7 @@ class Reports:
     def _admin(self, action: Callable, *args, **kwargs):
         if not self.admin_enabled:
             raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
+        self._followups = None  # an action may change who is due next
         with closing(connect(self.db_path)) as conn:
             return action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs)
 
@@ -316,6 +317,7 @@ class Reports:
     def _write(self, action: Callable, *args):
         if not self.admin_enabled:
             raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
+        self._followups = None
         with closing(connect(self.db_path)) as conn:
             return action(conn, *args)
 

@@ -607,6 +607,8 @@ def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the
 def test_the_dashboard_reads_the_follow_ups_to_come_once_per_page_view(sequence, db, clock, monkeypatch):
     """Its step counts (Activity) and sequence rows (Recipients) both need them: on a big list,
     reading them twice was a fifth of a second of the first view."""
+    from email_automation.setting_values import SecretStr
+
     from email_automation import dashboard_data
     from email_automation.dashboard_data import Reports
 
@@ -622,3 +624,7 @@ def test_the_dashboard_reads_the_follow_ups_to_come_once_per_page_view(sequence,
     monkeypatch.setattr(dashboard_data, "FOLLOWUPS_FRESH_SECONDS", 0)
     reports.step_counts()
     assert len(reads) == 2, "read again once the page's figures are old"
+    monkeypatch.setattr(dashboard_data, "FOLLOWUPS_FRESH_SECONDS", 3600)
+    reports.settings = reports.settings.model_copy(update={"dashboard_password": SecretStr("pw")})
+    reports.mark("person0@example.com", "replied")
+    assert [row["next"] for row in reports.sequences()][0].startswith("stopped"), "an action is seen at once"
