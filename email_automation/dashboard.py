@@ -30,7 +30,7 @@ from email_automation.reports import LOG_COLUMNS, LogFilter
 
 CACHE_TTL_SECONDS = 5
 TAB_KEY = "tab"  # the open tab's name in st.session_state
-ALWAYS_RUN_TABS = frozenset({"Campaigns"})
+ALWAYS_DRAWN_TABS = frozenset({"Campaigns"})
 PAGE_SIZES = (25, 50, 100, 250)
 SHOWN_RECIPIENTS = 200
 ALL_CAMPAIGNS = "All campaigns"
@@ -162,17 +162,19 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
         st.error(f"Paused: {line}")
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
-    sections = {"Activity": lambda: activity(reports, log_filter, summary), "Recipients": lambda: recipients(reports),
-                "Replies": lambda: replies(reports), "Deliverability": lambda: deliverability(reports, log_filter),
-                "Admin": lambda: admin_panel(reports), "Campaigns": lambda: campaigns_page(reports)}
+    sections = {"Activity": lambda shown: activity(reports, log_filter, summary),
+                "Recipients": lambda shown: recipients(reports), "Replies": lambda shown: replies(reports),
+                "Deliverability": lambda shown: deliverability(reports, log_filter),
+                "Admin": lambda shown: admin_panel(reports),
+                "Campaigns": lambda shown: campaigns_page(reports, shown=shown)}
     # Only the open tab runs (https://docs.streamlit.io/develop/api-reference/layout/st.tabs): on a
     # million sends the other tabs cost a first view about a second of queries and imports. The
-    # template editor always runs: what is typed in its form but not yet previewed lives only in
-    # the browser, and a tab that does not run takes it away.
+    # template editor's widgets are drawn whichever tab is open (not its preview): what is typed
+    # in its form and not yet previewed lives only in the browser, and a tab not drawn loses it.
     for (name, section), tab in zip(sections.items(), st.tabs(list(sections), key=TAB_KEY, on_change="rerun")):
-        if tab.open or name in ALWAYS_RUN_TABS:
+        if tab.open or name in ALWAYS_DRAWN_TABS:
             with tab:
-                section()
+                section(bool(tab.open))
 
 
 def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:

@@ -54,7 +54,9 @@ def _result(name: str) -> None:
         getattr(st, kind)(message)
 
 
-def campaigns_page(reports) -> None:
+def campaigns_page(reports, *, shown: bool = True) -> None:
+    """The tab; with `shown` False (another tab is open) only the widgets that hold what a person
+    types, without the preview, the plan and the files."""
     from email_automation.dashboard import fetch
 
     locked = not _unlocked(reports)
@@ -72,6 +74,9 @@ def campaigns_page(reports) -> None:
         st.caption("No campaigns yet.")
         return
     campaign = st.selectbox("Campaign", campaigns, key="ws_campaign")
+    if not shown:
+        editor_section(reports, campaign, locked, shown=False)
+        return
     import_section(reports, campaign, locked)
     editor_section(reports, campaign, locked)
     plan_section(reports, campaign)
@@ -103,7 +108,7 @@ def import_section(reports, campaign: str, locked: bool) -> None:
             st.download_button("Download the rejects file", data, file_name=name, mime="text/csv", key="ws_rejects_file")
 
 
-def editor_section(reports, campaign: str, locked: bool) -> None:
+def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) -> None:
     """The template and step editor: a form, so that everything typed reaches the server with the
     Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running."""
     from email_automation.dashboard import fetch
@@ -156,6 +161,8 @@ def editor_section(reports, campaign: str, locked: bool) -> None:
             right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
                                      args=(reports, "save", save))
         _result("save")
+        if not shown:
+            return
         problem = None
         if email:
             try:

@@ -523,6 +523,11 @@ def test_only_the_open_tab_runs_and_a_click_on_another_runs_it(settings, clock, 
     assert "Needs a decision" not in headings(at)  # Recipients
     open_tab(at, "Deliverability")
     assert "Suppression list" in headings(at) and "Send log" not in headings(at)
+    previews = lambda: [m for m in at.markdown if m.value.startswith("**Subject:**")]  # noqa: E731
+    assert [a for a in at.text_area if a.key.startswith("ws_html_")] and not previews(), \
+        "the template editor is drawn in every tab, its preview only in its own"
+    open_tab(at, "Campaigns")
+    assert previews()
     assert not at.exception
 
 
