@@ -175,9 +175,14 @@ class Due:
 def due_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
                   stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
     """Every follow-up due today or earlier, the longest-waiting first."""
+    return due_now(scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company,
+                                       exclude=exclude), now=now, tz=tz)
+
+
+def due_now(scheduled: list[Due], *, now: datetime, tz: tzinfo) -> list[Due]:
+    """Those of `scheduled` (as `scheduled_followups` gives them) due today or earlier."""
     today = now.astimezone(tz).date()
-    return [d for d in scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company,
-                                           exclude=exclude) if d.due <= today]
+    return [d for d in scheduled if d.due <= today]
 
 
 def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
@@ -234,10 +239,8 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
             summary[name][str(step)]["replied"] = replied
     if scheduled is None:
         scheduled = scheduled_followups(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company)
-    today = now.astimezone(tz).date()
-    for due in scheduled:
-        if due.due <= today:
-            summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
+    for due in due_now(scheduled, now=now, tz=tz):
+        summary[due.row["campaign_name"]][str(due.step)]["due"] += 1
     return summary
 
 
