@@ -252,11 +252,8 @@ class Reports:
         return bool(secret) and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
 
     def _admin(self, action: Callable, *args, **kwargs):
-        if not self.admin_enabled:
-            raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
-        self._followups = None  # an action may change who is due next
-        with closing(connect(self.db_path)) as conn:
-            return action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs)
+        """`action(conn, *args, actor=..., now=..., **kwargs)` through `_write` (an audited admin call)."""
+        return self._write(lambda conn: action(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs))
 
     def pause(self, campaign: str) -> None:
         self._admin(admin.set_campaign_status, campaign, "paused")
@@ -317,7 +314,7 @@ class Reports:
     def _write(self, action: Callable, *args):
         if not self.admin_enabled:
             raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
-        self._followups = None
+        self._followups = None  # a change may move who is due next
         with closing(connect(self.db_path)) as conn:
             return action(conn, *args)
 
