@@ -40,11 +40,14 @@ def days(filled_db):
     return filled_db
 
 
-def page(settings, clock, *, password: str = "", tab: str = "Activity") -> AppTest:
-    """The page as a first view shows it with `tab` open (only the open tab runs)."""
+def page(settings, clock, *, password: str = "", tab: str = "Activity", unlocked: bool = False) -> AppTest:
+    """The page as a first view shows it with `tab` open (only the open tab runs); with `unlocked`,
+    the session holds what the Admin tab's Unlock sets once the password is right."""
     reports = Reports(settings.db_path, with_password(settings, password), now=clock)
     at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
     at.session_state[dashboard.TAB_KEY] = tab
+    if unlocked and reports.check_password(password):
+        at.session_state[dashboard.UNLOCKED] = True
     return at.run()
 
 

@@ -8,13 +8,11 @@ import sqlite3
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from email_automation import dashboard
 from email_automation.campaign_templates import set_templates
-from email_automation.dashboard_data import Reports
 from email_automation.import_csv import import_csv
 
 from .test_dashboard import _fresh_cache  # noqa: F401 - an autouse fixture: each test starts with an empty page cache
-from .test_reports import with_password
+from .test_dashboard import page as dashboard_page
 
 PASSWORD = "correct horse"
 CSV = b"email,first_name,company\nada@example.org,Ada,Acme\nnot-an-address,Bob,Bank\n"
@@ -29,14 +27,9 @@ def spring(db, settings, tmp_path):
 
 
 def page(settings, clock, *, password: str = PASSWORD, unlocked: bool = True) -> AppTest:
-    """The Campaigns tab open; unless `unlocked` is False, the session holds what the Admin tab's
-    Unlock sets once the password is right (that flow has its own tests in test_dashboard.py)."""
-    reports = Reports(settings.db_path, with_password(settings, password), now=clock)
-    at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30)
-    at.session_state[dashboard.TAB_KEY] = "Campaigns"
-    if unlocked and reports.check_password(password):
-        at.session_state[dashboard.UNLOCKED] = True
-    at.run()
+    """The Campaigns tab open, unlocked unless `unlocked` is False (the Unlock flow itself has its
+    own tests in test_dashboard.py)."""
+    at = dashboard_page(settings, clock, password=password, tab="Campaigns", unlocked=unlocked)
     assert not at.exception, at.exception
     return at
 
