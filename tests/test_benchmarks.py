@@ -40,3 +40,4 @@ def test_the_dashboards_render_benchmark_runs_to_its_figures(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ours - floor:" in done.stdout
+    assert all(f"\n  {tab} " in done.stdout for tab in ("Recipients", "Replies", "Deliverability", "Admin", "Campaigns"))
