@@ -56,6 +56,11 @@ def fill(path: Path, *, rows: int, recipients: int, days: int, seed: int = 7) ->
         _log_rows(rng, rows=rows, recipients=recipients, days=days,
                   mailed=[n + 1 for n, status in enumerate(chosen) if status != "pending"]),
     )
+    # When each mailed recipient's first message went, as a run records it: the follow-up step
+    # is due three business days later, so most of campaign 1's are due now.
+    conn.execute("UPDATE recipients SET sent_at = (SELECT max(l.attempted_at) FROM send_log l"
+                 " WHERE l.recipient_id = recipients.id AND l.step = 1 AND l.status IN ('sent', 'unknown'))"
+                 " WHERE status IN ('sent', 'unknown')")
     conn.execute("COMMIT")
     conn.close()
 

@@ -232,7 +232,7 @@ class Reports:
         if self._followups is not None and time.monotonic() - self._followups[0] < FOLLOWUPS_FRESH_SECONDS:
             return self._followups[1]
         found = scheduled_followups(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                    stop_company=self.settings.stop_company_on_reply)
+                                    stop_company=self.settings.stop_company_on_reply, slim=True)
         self._followups = (time.monotonic(), found)
         return found
 

@@ -186,14 +186,21 @@ def due_now(scheduled: list[Due], *, now: datetime, tz: tzinfo) -> list[Due]:
 
 
 def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
-                        stop_company: bool = True, exclude: Iterable[str] = ()) -> list[Due]:
-    """Every follow-up still to come, due or not, the earliest due first."""
+                        stop_company: bool = True, exclude: Iterable[str] = (), slim: bool = False) -> list[Due]:
+    """Every follow-up still to come, due or not, the earliest due first.
+
+    `slim`: each row holds only the recipient's id, status and sent_at (with campaign_name,
+    next_step and after_days), enough to count and list them; on 20,000 participants reading
+    every column took 0.08 s of the dashboard's 0.18 s here.
+    """
     stopped, args = applications.stopped_condition(stop_company)
     today = now.astimezone(tz).date()
     off = frozenset(holidays)
     names = set(exclude)
     found = []
-    for row in conn.execute(f"{_CANDIDATES} AND NOT {stopped} ORDER BY r.id", args):
+    later: dict[tuple[date, int], date] = {}  # (day sent, business days to wait): the day it is due
+    sql = _CANDIDATES.replace("r.*", "r.id, r.status, r.sent_at") if slim else _CANDIDATES
+    for row in conn.execute(f"{sql} AND NOT {stopped} ORDER BY r.id", args):
         if row["campaign_name"] in names:
             continue
         if row["status"] == "pending":  # a retry: due as soon as it was refused
@@ -201,7 +208,10 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
             continue
         if not row["sent_at"]:
             continue
-        found.append(Due(row, row["next_step"], due_on(datetime.fromisoformat(row["sent_at"]), row["after_days"], tz, off)))
+        wait = (datetime.fromisoformat(row["sent_at"]).astimezone(tz).date(), row["after_days"])
+        if wait not in later:
+            later[wait] = add_business_days(*wait, off)
+        found.append(Due(row, row["next_step"], later[wait]))
     found.sort(key=lambda d: (d.due, d.row["id"]))
     return found
 

@@ -95,6 +95,25 @@ def test_the_wait_skips_the_weekend_and_holidays(settings, db, clock):
     assert run(settings, db, transport, clock).sent == 1
 
 
+def test_slim_scheduled_follow_ups_give_the_same_steps_and_days_with_fewer_columns(sequence, db, clock):
+    """The dashboard reads only what it counts and lists; the days due (memoised per day sent)
+    are those of the full rows, across sends on different days and a retry due at once."""
+    transport = ScriptedTransport()
+    run(sequence.model_copy(update={"daily_limit": 1}), db, transport, clock)  # Wednesday: person0
+    days_later(clock, 1)
+    run(sequence.model_copy(update={"daily_limit": 2}), db, transport, clock)  # Thursday: person1
+    run(sequence.model_copy(update={"daily_limit": 3}), db, transport, clock)  # person2
+    db.execute("UPDATE recipients SET status = 'pending', step = 2 WHERE email = 'person1@example.com'")  # a retry
+    settings = {"now": clock(), "tz": sequence.tz, "holidays": [date(2026, 11, 30)], "stop_company": False}
+    full = sequences.scheduled_followups(db, **settings)
+    slim = sequences.scheduled_followups(db, slim=True, **settings)
+    assert [(d.row["email"], d.step, d.due) for d in full] == [
+        ("person1@example.com", 2, clock().date()), ("person0@example.com", 2, date(2026, 11, 27)),
+        ("person2@example.com", 2, date(2026, 12, 1))]
+    assert [(d.row["id"], d.step, d.due) for d in slim] == [(d.row["id"], d.step, d.due) for d in full]
+    assert set(slim[0].row.keys()) == {"id", "status", "sent_at", "campaign_name", "next_step", "after_days"}
+
+
 def test_due_follow_ups_go_before_new_contacts_within_the_daily_limit(sequence, db, clock):
     settings = sequence.model_copy(update={"daily_limit": 3})
     transport = ScriptedTransport()
