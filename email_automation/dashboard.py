@@ -17,7 +17,7 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.dashboard_campaigns import campaigns_page
+from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, campaigns_page
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -142,7 +142,7 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 
 # Widgets whose value Streamlit does not let the page set (buttons, uploads, downloads), and
 # those of the sidebar, drawn on every run before the body.
-UNSETTABLE_KEYS = frozenset({"download_csv", "unlock", "lock", "ws_csv", "ws_attach", "ws_rejects_file"})
+UNSETTABLE_KEYS = frozenset({"download_csv", "unlock", "lock", CSV_UPLOAD, ATTACH_UPLOAD, "ws_rejects_file"})
 SIDEBAR_KEYS = frozenset({"dates", "campaign", "status", "email_search", "auto_refresh", "refresh_seconds"})
 
 

@@ -19,6 +19,7 @@ from email_automation.workspace import TemplateDraft
 
 OWN = "(the campaign's own)"
 NEW = "+ new template"
+CSV_UPLOAD, ATTACH_UPLOAD = "ws_csv", "ws_attach"  # the file pickers' widget keys
 STEP_OWN = "(the step's own)"
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
 # this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
@@ -75,6 +76,11 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
         return
     campaign = st.selectbox("Campaign", campaigns, key="ws_campaign")
     if not shown:
+        # A file chosen and not yet imported or attached is a widget's value: Streamlit forgets
+        # it in a run that does not draw the widget.
+        for key in (CSV_UPLOAD, ATTACH_UPLOAD):
+            if st.session_state.get(key) is not None:
+                file_picker(key, locked)
         editor_section(reports, campaign, locked, shown=False)
         return
     import_section(reports, campaign, locked)
@@ -84,13 +90,22 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
     pause_section(reports, campaign, locked)
 
 
+def file_picker(key: str, locked: bool) -> None:
+    """The CSV or the attachment file picker, drawn alike wherever it is: a widget stays the same
+    one from run to run, its file kept, only with the same key and parameters."""
+    if key == CSV_UPLOAD:
+        st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key=key, disabled=locked)
+    else:
+        st.file_uploader("File to attach", key=key, disabled=locked)
+
+
 def import_section(reports, campaign: str, locked: bool) -> None:
     with st.container(border=True):
         st.markdown("**Import recipients** (the same checks as `email-automation import`)")
-        st.file_uploader("CSV file", type=["csv", "tsv", "txt"], key="ws_csv", disabled=locked)
+        file_picker(CSV_UPLOAD, locked)
 
         def run() -> str:
-            upload = st.session_state.get("ws_csv")
+            upload = st.session_state.get(CSV_UPLOAD)
             if upload is None:
                 raise EmailAutomationError("choose a CSV file first")
             report, rejects = reports.import_upload(campaign, upload.name, upload.getvalue())
@@ -231,10 +246,10 @@ def attachments_section(reports, campaign: str, locked: bool) -> None:
         st.markdown("**Attachments** sent with every message of the campaign")
         files = fetch(reports, "attached_files", campaign)
         st.text("\n".join(files) if files else "(none)")
-        st.file_uploader("File to attach", key="ws_attach", disabled=locked)
+        file_picker(ATTACH_UPLOAD, locked)
 
         def attach() -> str:
-            upload = st.session_state.get("ws_attach")
+            upload = st.session_state.get(ATTACH_UPLOAD)
             if upload is None:
                 raise EmailAutomationError("choose a file first")
             path = reports.attach_upload(campaign, upload.name, upload.getvalue())

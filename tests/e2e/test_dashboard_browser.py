@@ -175,9 +175,22 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard,
     page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
     # The upload finishes in the background: Import before it lands would import nothing.
     expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible()
+    # A look at another tab (which runs only that tab) keeps the file chosen.
+    page.get_by_role("tab", name="Activity").click()
+    expect(page.get_by_text("Send log")).to_be_visible()
+    page.get_by_role("tab", name="Campaigns").click()
+    expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible()
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible()
     expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
+    brochure = tmp_path / "brochure.txt"
+    brochure.write_text("What we do.\n", encoding="utf-8")
+    page.get_by_test_id("stFileUploader").last.locator("input[type=file]").set_input_files(str(brochure))
+    expect(page.get_by_text("brochure.txt", exact=True)).to_be_visible()
+    page.get_by_role("tab", name="Replies").click()
+    page.get_by_role("tab", name="Campaigns").click()
+    page.get_by_role("button", name="Attach").click()
+    expect(page.get_by_text("brochure.txt attached to every message of 'autumn'.")).to_be_visible()
 
     subject = page.get_by_label("Subject")
     subject.fill("Joining {{ company }}, {{ first_name }}?")
