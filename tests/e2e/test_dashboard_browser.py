@@ -179,7 +179,8 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard,
     page.get_by_role("tab", name="Activity").click()
     expect(page.get_by_text("Send log")).to_be_visible()
     page.get_by_role("tab", name="Campaigns").click()
-    expect(page.get_by_text("autumn.csv", exact=True)).to_be_visible()
+    # .first: until the tab's run ends, the picker drawn hidden in the last run may still show too.
+    expect(page.get_by_text("autumn.csv", exact=True).first).to_be_visible()
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_text("autumn.csv: 1 added to campaign 'autumn'")).to_be_visible()
     expect(page.get_by_text("autumn.csv:3: 'email'")).to_be_visible()
