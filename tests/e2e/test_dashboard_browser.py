@@ -170,7 +170,8 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard,
     page.get_by_label("Name").fill("autumn")
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_text("Campaign 'autumn' created.")).to_be_visible()
-    page.get_by_test_id("stSelectbox").filter(has_text="Campaign").last.click()
+    # The label, exactly: has_text would also match the Template box's "(the campaign's own)".
+    page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Campaign", exact=True)).last.click()
     page.get_by_role("option", name="autumn").click()
     page.get_by_test_id("stFileUploader").first.locator("input[type=file]").set_input_files(str(csv_file))
     # The upload finishes in the background: Import before it lands would import nothing.
