@@ -19,6 +19,9 @@ from email_automation.workspace import TemplateDraft
 
 OWN = "(the campaign's own)"
 NEW = "+ new template"
+# Every widget key of the tab starts with this; those that hold a value are drawn in every run,
+# whichever tab is open (`campaigns_page(shown=False)`).
+WIDGET_KEY_PREFIX = "ws_"
 CSV_UPLOAD, ATTACH_UPLOAD = "ws_csv", "ws_attach"  # the file pickers' widget keys
 STEP_OWN = "(the step's own)"
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
