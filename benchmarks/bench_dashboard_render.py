@@ -15,8 +15,8 @@ server and opens the page in a fresh Chromium page, alternating between:
   so the figure after a click on them is an upper bound of what our data costs there.
 
 A render counts from `goto` until the page's script has finished (`stApp`'s script state
-`notRunning`) with all ten metrics shown. Then each other tab is clicked in turn, and counted in
-the page from the click until the script it reruns has finished. Prints the median of each, the
+`notRunning`) with all ten metrics shown. Then each other tab is clicked in turn, and counted from
+the message the click makes the page send until the server says the run it asked for finished. Prints the median of each, the
 difference (the goal: within 0.5 s of the floor) and each server's peak RSS. Needs chromium on
 PATH and playwright.
 """
@@ -49,24 +49,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 TABS = ["Activity", "Recipients", "Replies", "Deliverability", "Admin", "Campaigns"]
-# Resolves, once the page's script has run and stopped again, with the milliseconds since the
-# click (both taken in the page, so the time Playwright takes to click is not counted); the
-# observer sees every change of the script state, so a rerun that ends before it is looked at is
-# not missed. Rejects after two minutes without one.
-RERUN_WATCH = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  let clickedAt = null;
-  document.addEventListener('click', () => { clickedAt ??= performance.now(); }, {capture: true, once: true});
-  window.__rerunDone = new Promise((resolve, reject) => {
-    const observer = new MutationObserver(records => {
-      if (records.some(r => r.oldValue === 'running') && app.getAttribute('data-test-script-state') === 'notRunning') {
-        observer.disconnect(); resolve(performance.now() - clickedAt);
-      }
-    });
-    observer.observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']});
-    setTimeout(() => reject(new Error('no rerun within two minutes of the click')), 120000);
-  });
-}"""
 
 FLOOR_PAGE = '''
 import datetime
@@ -184,10 +166,54 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+class Messages:
+    """The page's websocket traffic as Playwright sees it: when the page last asked for a run, and
+    whether and when a run has finished since (Streamlit's `script_finished` message). A quick
+    run can end without the page ever marking it running, so the page's own state is no sign."""
+
+    def __init__(self, page) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self._forward = ForwardMsg
+        self._page = page
+        self.asked: float | None = None
+        self.finished: float | None = None
+        page.on("websocket", self._watch)
+
+    def _watch(self, socket) -> None:
+        socket.on("framesent", self._sent)
+        socket.on("framereceived", self._received)
+
+    def _sent(self, payload) -> None:
+        if self.asked is None:
+            self.asked = time.perf_counter()
+
+    def _received(self, payload) -> None:
+        if isinstance(payload, str) or self.asked is None or self.finished is not None:
+            return
+        message = self._forward()
+        message.ParseFromString(payload)
+        if (message.WhichOneof("type") == "script_finished"
+                and message.script_finished != self._forward.FINISHED_EARLY_FOR_RERUN):
+            self.finished = time.perf_counter()
+
+    def run_after(self, click) -> float:
+        """Seconds from the message `click()` makes the page send to the end of the run it asks for."""
+        self.asked = self.finished = None
+        click()
+        deadline = time.monotonic() + 120
+        while self.finished is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("no run finished within two minutes of a click on a tab")
+            self._page.wait_for_timeout(5)  # Playwright delivers the page's events meanwhile
+        return self.finished - self.asked
+
+
 def render(browser, url: str) -> dict[str, float]:
-    """Seconds to the first render, then to each other tab's after a click on it."""
+    """Seconds to the first render, then to the end of each other tab's run after a click on it."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     try:
+        messages = Messages(page)
         started = time.perf_counter()
         page.goto(url)
         page.wait_for_selector(DONE, timeout=120_000)
@@ -195,9 +221,7 @@ def render(browser, url: str) -> dict[str, float]:
         page.wait_for_selector(DONE, timeout=120_000)
         times = {"first render": time.perf_counter() - started}
         for name in TABS[1:]:
-            page.evaluate(RERUN_WATCH)
-            page.get_by_role("tab", name=name).click()
-            times[name] = page.evaluate("window.__rerunDone") / 1000
+            times[name] = messages.run_after(page.get_by_role("tab", name=name).click)
         return times
     finally:
         page.close()
