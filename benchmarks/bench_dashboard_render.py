@@ -176,6 +176,7 @@ class Messages:
 
         self._forward = ForwardMsg
         self._page = page
+        self.armed = False  # nothing is read during the first render: it is timed on its own
         self.asked: float | None = None
         self.finished: float | None = None
         page.on("websocket", self._watch)
@@ -185,11 +186,11 @@ class Messages:
         socket.on("framereceived", self._received)
 
     def _sent(self, payload) -> None:
-        if self.asked is None:
+        if self.armed and self.asked is None:
             self.asked = time.perf_counter()
 
     def _received(self, payload) -> None:
-        if isinstance(payload, str) or self.asked is None or self.finished is not None:
+        if not self.armed or isinstance(payload, str) or self.asked is None or self.finished is not None:
             return
         message = self._forward()
         message.ParseFromString(payload)
@@ -200,6 +201,7 @@ class Messages:
     def run_after(self, click) -> float:
         """Seconds from the message `click()` makes the page send to the end of the run it asks for."""
         self.asked = self.finished = None
+        self.armed = True
         click()
         deadline = time.monotonic() + 120
         while self.finished is None:
