@@ -17,7 +17,7 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.dashboard_campaigns import WIDGET_KEY_PREFIX, campaigns_page
+from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, campaigns_page
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -140,9 +140,9 @@ def sidebar(reports: Reports) -> tuple[LogFilter, int | None]:
 # --- main area --------------------------------------------------------------------------------
 
 
-# Widgets whose value Streamlit does not let the page set (buttons, downloads), and those of the
-# sidebar, drawn on every run before the body.
-UNSETTABLE_KEYS = frozenset({"download_csv", "unlock", "lock"})
+# Widgets whose value Streamlit does not let the page set (buttons, uploads, downloads), and
+# those of the sidebar, drawn on every run before the body.
+UNSETTABLE_KEYS = frozenset({"download_csv", "unlock", "lock", CSV_UPLOAD, ATTACH_UPLOAD, "ws_rejects_file"})
 SIDEBAR_KEYS = frozenset({"dates", "campaign", "status", "email_search", "auto_refresh", "refresh_seconds"})
 
 
@@ -151,12 +151,12 @@ def keep_closed_tabs_values() -> None:
     without this, a look at another tab would reset a pager or a filter. Setting each value again
     keeps it (https://docs.streamlit.io/develop/concepts/multipage-apps/widgets).
 
-    Not the widgets drawn on every run (the sidebar's, and the Campaigns tab's, keyed
-    WIDGET_KEY_PREFIX): Streamlit keeps theirs, and a value set by the page replaces what the
-    browser shows, which would lose what is typed in the template editor and not yet submitted."""
+    Not the template editor's fields: the form of the one picked is drawn in every run, and a
+    value set by the page replaces what the browser shows, which would lose what is typed and not
+    yet previewed; the editor keeps the other forms' values itself (`keep_other_drafts`)."""
     for key in list(st.session_state):
         if (isinstance(key, str) and key not in UNSETTABLE_KEYS and key not in SIDEBAR_KEYS and key != TAB_KEY
-                and not key.startswith(WIDGET_KEY_PREFIX) and not key.endswith("_go")):
+                and not key.startswith(FORM_FIELDS) and not key.endswith("_go")):
             st.session_state[key] = st.session_state[key]
 
 

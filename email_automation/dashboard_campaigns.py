@@ -19,10 +19,9 @@ from email_automation.workspace import TemplateDraft
 
 OWN = "(the campaign's own)"
 NEW = "+ new template"
-# Every widget key of the tab starts with this; those that hold a value are drawn in every run,
-# whichever tab is open (`campaigns_page(shown=False)`).
-WIDGET_KEY_PREFIX = "ws_"
 CSV_UPLOAD, ATTACH_UPLOAD = "ws_csv", "ws_attach"  # the file pickers' widget keys
+# The editor form's fields, one set per campaign, step and template (the keys end with those).
+FORM_FIELDS = ("ws_subjects_", "ws_html_", "ws_text_", "ws_new_template_")
 STEP_OWN = "(the step's own)"
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
 # this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
@@ -126,6 +125,16 @@ def import_section(reports, campaign: str, locked: bool) -> None:
             st.download_button("Download the rejects file", data, file_name=name, mime="text/csv", key="ws_rejects_file")
 
 
+def keep_other_drafts(drawn: set[str]) -> None:
+    """Keep what was previewed in the editor for another campaign, step or template: only the form
+    of the one picked is drawn, and Streamlit forgets the value of a widget not drawn in a run.
+    Setting each value again keeps it; the fields `drawn` in this run are left alone (a value set
+    by the page would replace what the browser shows, what is typed and not yet previewed with it)."""
+    for key in list(st.session_state):
+        if isinstance(key, str) and key.startswith(FORM_FIELDS) and key not in drawn:
+            st.session_state[key] = st.session_state[key]
+
+
 def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) -> None:
     """The template and step editor: a form, so that everything typed reaches the server with the
     Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running."""
@@ -178,6 +187,8 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go")
             right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
                                      args=(reports, "save", save))
+        keep_other_drafts({f"ws_subjects_{key}", f"ws_html_{key}", f"ws_text_{key}",
+                           *([f"ws_new_template_{campaign}"] if picked == NEW else [])})
         _result("save")
         if not shown:
             return

@@ -289,3 +289,46 @@ def test_save_stores_what_was_typed_even_without_a_preview_first(settings, clock
     assert db_value(settings, "SELECT html_template FROM campaigns WHERE name = 'spring'") == (
         "<p>Straight to save, {{ first_name }}</p>")
     assert "<p>Straight to save, Ada</p>" in frame_html(at)
+
+
+HALF_WRITTEN = "<p>Half-written, {{ first_name }}</p>"
+
+
+def test_a_previewed_edit_survives_picking_another_template_or_step_and_back(settings, clock, follow_up):
+    """Only the form of the template picked is drawn; the others' previewed edits are kept."""
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    own = "ws_html_spring_(the campaign's own)"
+    widget(at, own).input(HALF_WRITTEN)
+    at.button(key="ws_preview_go").click().run()
+    widget(at, "ws_template_spring").set_value("bank").run()
+    widget(at, "ws_template_spring").set_value("(the campaign's own)").run()
+    assert widget(at, own).value == HALF_WRITTEN
+    widget(at, "ws_step_spring").set_value(2).run()
+    widget(at, "ws_step_spring").set_value(1).run()
+    assert widget(at, own).value == HALF_WRITTEN
+    assert not at.exception
+
+
+def test_the_step_picked_survives_a_look_at_another_campaign_and_other_tabs(settings, clock, follow_up):
+    from .test_dashboard import open_tab
+
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    widget(at, "ws_new_name").input("autumn")
+    at.button(key="ws_create_go").click().run()
+    widget(at, "ws_step_spring").set_value(2).run()
+    widget(at, "ws_campaign").set_value("autumn").run()
+    widget(at, "ws_campaign").set_value("spring").run()
+    assert widget(at, "ws_step_spring").value == 2
+    widget(at, "ws_step_spring").set_value(1).run()
+    widget(at, "ws_template_spring").set_value("+ new template").run()
+    widget(at, "ws_new_template_spring").input("fresh")
+    at.button(key="ws_preview_go").click().run()
+    for tab in ("Replies", "Admin", "Campaigns"):
+        open_tab(at, tab)
+    assert widget(at, "ws_template_spring").value == "+ new template"
+    assert widget(at, "ws_new_template_spring").value == "fresh"
+    assert not at.exception
