@@ -34,6 +34,15 @@ def page(settings, clock, *, password: str = PASSWORD, unlocked: bool = True) ->
     return at
 
 
+def spring_page(settings, clock, **options) -> AppTest:
+    """`page` with campaign 'spring' picked in the tab."""
+    at = page(settings, clock, **options)
+    widget(at, "ws_campaign").set_value("spring")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def widget(at: AppTest, key: str):
     found = [w for kind in ("text_input", "text_area", "selectbox", "file_uploader") for w in at.get(kind) if w.key == key]
     assert found, key
@@ -71,9 +80,7 @@ def test_upload_a_csv_shows_counts_rejects_and_the_rejects_file(settings, clock,
 
 
 def test_a_template_edit_previews_live_and_saves(settings, clock, spring):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}\nHi {{ first_name }}")
     widget(at, "ws_html_spring_(the campaign's own)").input("<p>Hello {{ first_name }}, {{ role }} role?</p>")
     at.button(key="ws_preview_go").click().run()
@@ -92,9 +99,7 @@ def test_a_template_edit_previews_live_and_saves(settings, clock, spring):
 
 def test_an_unknown_variable_is_shown_and_nothing_is_saved(settings, clock, spring):
     before = db_value(settings, "SELECT subject_template FROM campaigns WHERE name = 'spring'")
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Hi {{ nickname }}")
     at.button(key="ws_preview_go").click().run()
     assert last_message(at, "error").startswith(
@@ -105,9 +110,7 @@ def test_an_unknown_variable_is_shown_and_nothing_is_saved(settings, clock, spri
 
 
 def test_a_new_named_template_is_saved(settings, clock, spring):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_template_spring").set_value("+ new template")
     at.run()
     widget(at, "ws_new_template_spring").input("startup")
@@ -143,9 +146,7 @@ def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
 
 
 def test_pause_and_resume(settings, clock, spring):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     at.button(key="ws_pause_go").click().run()
     assert last_message(at, "success") == "Campaign 'spring' paused."
     assert db_value(settings, "SELECT status FROM campaigns WHERE name = 'spring'") == "paused"
@@ -168,9 +169,7 @@ def test_without_the_password_everything_shows_and_nothing_changes(settings, clo
             return [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("campaigns", "templates", "recipients")]
 
     before = snapshot()
-    at = page(settings, clock, password=password, unlocked=False)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock, password=password, unlocked=False)
     assert "Read-only: enter the dashboard password in the Admin tab to change campaigns." in [i.value for i in at.info]
     assert [m.value for m in at.markdown if m.value.startswith("**Subject:**")] == ["**Subject:** Interested in joining Acme"]
     for key in ("ws_create_go", "ws_import_go", "ws_save_go", "ws_attach_go", "ws_detach_go", "ws_pause_go"):
@@ -184,9 +183,7 @@ def test_the_next_run_lists_who_would_be_sent_and_who_is_held_back(settings, clo
     (tmp_path / "more.csv").write_text("email,first_name\nbob@example.org,Bob\ncy@example.org,Cy\n")
     import_csv(spring, tmp_path / "more.csv", campaign="spring")
     spring.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('bob@example.org', 'complaint', 'manual', 'x')")
-    at = page(settings, clock, password="", unlocked=False)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock, password="", unlocked=False)
     plan = [d.value for d in at.dataframe if list(d.value.columns) == ["order", "email"]][0]
     held = [d.value for d in at.dataframe if list(d.value.columns) == ["email", "why"]][0]
     assert list(plan["email"]) == ["ada@example.org", "cy@example.org"]
@@ -203,9 +200,7 @@ def frame_html(at: AppTest) -> str:
 def test_every_subject_variant_is_shown_and_the_chosen_recipient_gets_their_own(settings, clock, spring, tmp_path):
     (tmp_path / "more.csv").write_text("email,first_name\nbob@example.org,Bob\n")
     import_csv(spring, tmp_path / "more.csv", campaign="spring")
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}?\nHi {{ first_name }}")
     widget(at, "ws_html_spring_(the campaign's own)").input("<p>{{ subject }}</p>")
     widget(at, "ws_preview_spring").set_value("bob@example.org")
@@ -234,9 +229,7 @@ def follow_up(spring, settings):
 
 
 def test_a_follow_up_step_is_edited_with_a_live_preview_in_the_thread_and_saved(settings, clock, follow_up):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_step_spring").set_value(2)
     at.run()
     assert widget(at, "ws_html_spring_step2_(the step's own)").value == "<p>Following up, {{ first_name }}.</p>"
@@ -253,9 +246,7 @@ def test_a_follow_up_step_is_edited_with_a_live_preview_in_the_thread_and_saved(
 
 
 def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings, clock, follow_up):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_step_spring").set_value(2)
     at.run()
     widget(at, "ws_template_spring_step2").set_value("bank")
@@ -280,9 +271,7 @@ def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings
 
 
 def test_save_stores_what_was_typed_even_without_a_preview_first(settings, clock, spring):
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_html_spring_(the campaign's own)").input("<p>Straight to save, {{ first_name }}</p>")
     at.button(key="ws_save_go").click().run()
     assert last_message(at, "success") == "Template of 'spring' saved."
@@ -296,9 +285,7 @@ HALF_WRITTEN = "<p>Half-written, {{ first_name }}</p>"
 
 def test_a_previewed_edit_survives_picking_another_template_or_step_and_back(settings, clock, follow_up):
     """Only the form of the template picked is drawn; the others' previewed edits are kept."""
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     own = "ws_html_spring_(the campaign's own)"
     widget(at, own).input(HALF_WRITTEN)
     at.button(key="ws_preview_go").click().run()
@@ -314,9 +301,7 @@ def test_a_previewed_edit_survives_picking_another_template_or_step_and_back(set
 def test_the_step_picked_survives_a_look_at_another_campaign_and_other_tabs(settings, clock, follow_up):
     from .test_dashboard import open_tab
 
-    at = page(settings, clock)
-    widget(at, "ws_campaign").set_value("spring")
-    at.run()
+    at = spring_page(settings, clock)
     widget(at, "ws_new_name").input("autumn")
     at.button(key="ws_create_go").click().run()
     widget(at, "ws_step_spring").set_value(2).run()
