@@ -58,11 +58,6 @@ def add_business_days(start: date, days: int, holidays: Iterable[date] = ()) -> 
     return day
 
 
-def due_on(sent_at: datetime, after_days: int, tz: tzinfo, holidays: Iterable[date] = ()) -> date:
-    """The day (in the user's time zone) a step waiting `after_days` after `sent_at` becomes due."""
-    return add_business_days(sent_at.astimezone(tz).date(), after_days, holidays)
-
-
 # --- storage ------------------------------------------------------------------------------------
 
 
@@ -208,6 +203,7 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
             continue
         if not row["sent_at"]:
             continue
+        # Due `after_days` business days after the day it was sent, in the user's time zone.
         wait = (datetime.fromisoformat(row["sent_at"]).astimezone(tz).date(), row["after_days"])
         if wait not in later:
             later[wait] = add_business_days(*wait, off)
