@@ -149,7 +149,7 @@ def remove_step(conn: sqlite3.Connection, campaign: str, number: int) -> None:
 # campaign is active, nobody answered, the address is not suppressed. Retries of a follow-up
 # (a refused-for-now attempt leaves the recipient `pending` at that step) come with them.
 _CANDIDATES = (
-    "SELECT r.*, c.name AS campaign_name, s.step AS next_step, s.after_days"
+    "SELECT {columns}, c.name AS campaign_name, s.step AS next_step, s.after_days"
     " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
     " JOIN campaign_steps s ON s.campaign_id = r.campaign_id"
     "  AND ((r.status = 'sent' AND s.step = r.step + 1) OR (r.status = 'pending' AND s.step = r.step))"
@@ -194,7 +194,7 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
     names = set(exclude)
     found = []
     later: dict[tuple[date, int], date] = {}  # (day sent, business days to wait): the day it is due
-    sql = _CANDIDATES.replace("r.*", "r.id, r.status, r.sent_at") if slim else _CANDIDATES
+    sql = _CANDIDATES.format(columns="r.id, r.status, r.sent_at" if slim else "r.*")
     for row in conn.execute(f"{sql} AND NOT {stopped} ORDER BY r.id", args):
         if row["campaign_name"] in names:
             continue
