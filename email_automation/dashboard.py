@@ -17,7 +17,7 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, campaigns_page
+from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, campaigns_page, keep_values
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -147,17 +147,12 @@ SIDEBAR_KEYS = frozenset({"dates", "campaign", "status", "email_search", "auto_r
 
 
 def keep_closed_tabs_values() -> None:
-    """Only the open tab runs, and Streamlit forgets the value of a widget not drawn in a run:
-    without this, a look at another tab would reset a pager or a filter. Setting each value again
-    keeps it (https://docs.streamlit.io/develop/concepts/multipage-apps/widgets).
+    """Only the open tab runs: without this, a look at another tab would reset a pager or a filter.
 
-    Not the template editor's fields: the form of the one picked is drawn in every run, and a
-    value set by the page replaces what the browser shows, which would lose what is typed and not
-    yet previewed; the editor keeps the other forms' values itself (`keep_other_drafts`)."""
-    for key in list(st.session_state):
-        if (isinstance(key, str) and key not in UNSETTABLE_KEYS and key not in SIDEBAR_KEYS and key != TAB_KEY
-                and not key.startswith(FORM_FIELDS) and not key.endswith("_go")):
-            st.session_state[key] = st.session_state[key]
+    Not the template editor's fields: the form of the one picked is drawn in every run, and the
+    editor keeps the other forms' values itself (`keep_other_drafts`)."""
+    keep_values(lambda key: (key not in UNSETTABLE_KEYS and key not in SIDEBAR_KEYS and key != TAB_KEY
+                             and not key.startswith(FORM_FIELDS) and not key.endswith("_go")))
 
 
 def body(reports: Reports, log_filter: LogFilter) -> None:

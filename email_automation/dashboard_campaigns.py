@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
+from collections.abc import Callable
 from html import escape
 
 import streamlit as st
@@ -125,14 +126,21 @@ def import_section(reports, campaign: str, locked: bool) -> None:
             st.download_button("Download the rejects file", data, file_name=name, mime="text/csv", key="ws_rejects_file")
 
 
-def keep_other_drafts(drawn: set[str]) -> None:
-    """Keep what was previewed in the editor for another campaign, step or template: only the form
-    of the one picked is drawn, and Streamlit forgets the value of a widget not drawn in a run.
-    Setting each value again keeps it; the fields `drawn` in this run are left alone (a value set
-    by the page would replace what the browser shows, what is typed and not yet previewed with it)."""
+def keep_values(keep: Callable[[str], bool]) -> None:
+    """Set again the value of each widget key for which `keep(key)`: Streamlit forgets the value of
+    a widget not drawn in a run, and a value the page set survives it
+    (https://docs.streamlit.io/develop/concepts/multipage-apps/widgets). Never a widget drawn in
+    this run: a value set by the page replaces what the browser shows, what is typed in a form and
+    not yet submitted with it."""
     for key in list(st.session_state):
-        if isinstance(key, str) and key.startswith(FORM_FIELDS) and key not in drawn:
+        if isinstance(key, str) and keep(key):
             st.session_state[key] = st.session_state[key]
+
+
+def keep_other_drafts(drawn: set[str]) -> None:
+    """Keep what was previewed in the editor for another campaign, step or template (only the form
+    of the one picked is drawn); the fields `drawn` in this run are left alone."""
+    keep_values(lambda key: key.startswith(FORM_FIELDS) and key not in drawn)
 
 
 def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) -> None:

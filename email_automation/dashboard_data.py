@@ -81,8 +81,9 @@ class Reports:
     db_path: Path
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
-    # scheduled_followups as last read, and when (time.monotonic()): the Activity and Recipients
-    # tabs both need it in one page view, and it reads every recipient in a sequence.
+    # scheduled_followups as last read, and when (time.monotonic()): the Recipients tab needs it
+    # twice in one page view (its follow-ups and the counts per step), and it reads every
+    # recipient in a sequence.
     _followups: tuple[float, list] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
