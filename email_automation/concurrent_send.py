@@ -114,12 +114,21 @@ class ConcurrentSender(Generic[K]):
         self._hold_after_failure = queued > 0
         self._closing = False
         self._taken_back: list[tuple[K, Callable[[Transport], Any]]] = []  # queued sends `close` took back
-        self._done: queue.SimpleQueue[Done[K]] = queue.SimpleQueue()
-        self.in_flight = 0  # submitted and not yet given back by `done` or `cancel_queued`
+        self._running = 0  # sends a worker has taken and not finished
+        # Finished sends stay here, not in a queue the caller pops, until the caller acknowledges
+        # them: an interruption lands just after a C call returns (CPython checks for signals
+        # there), and one landing as a `get` returned would lose the send it took, unrecorded.
+        self._finished: list[Done[K]] = []
+        self._woken: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per finished send
         self._threads = [threading.Thread(target=self._worker, name=f"send-{n}", daemon=True)
                          for n in range(self.size)]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        """Submitted and not yet acknowledged (`acknowledge`) or taken back (`cancel_queued`, `close`)."""
+        return len(self._jobs) + self._running + len(self._finished)
 
     @property
     def room(self) -> int:
@@ -129,23 +138,24 @@ class ConcurrentSender(Generic[K]):
     def submit(self, key: K, send: Callable[[Transport], Any]) -> None:
         """Start `send` on a free transport, or queue it; call only while `room` > 0."""
         assert self.in_flight < self.capacity, "wait for a send to finish first"
-        self.in_flight += 1
         with self._lock:
             self._jobs.append((key, send))
             self._turn.notify()
 
     def done(self, *, block: bool) -> list[Done[K]]:
-        """Finished sends: all there are now, waiting for at least one when `block` (and any is in flight)."""
-        finished: list[Done[K]] = []
-        if block and self.in_flight:
-            finished.append(self._done.get())
-        while True:
-            try:
-                finished.append(self._done.get_nowait())
-            except queue.Empty:
-                break
-        self.in_flight -= len(finished)
-        return finished
+        """The finished sends not yet acknowledged, waiting for one when `block` and none is (and any
+        is in flight). They stay in flight, given again by the next call, until `acknowledge`: so an
+        interruption between this call and the caller's record of them loses none."""
+        while block and not self._finished and (self._jobs or self._running):
+            self._woken.get()  # a token left by a send acknowledged earlier only makes the loop look again
+        with self._lock:
+            return list(self._finished)
+
+    def acknowledge(self, dones: list[Done[K]]) -> None:
+        """The caller has dealt with these finished sends (recorded them): they leave the pool."""
+        given = {id(done) for done in dones}
+        with self._lock:  # one assignment: an interruption before it leaves them all here
+            self._finished = [done for done in self._finished if id(done) not in given]
 
     def settle(self, failures: int) -> None:
         """The caller has dealt with that many failed sends from `done`; queued sends may start
@@ -168,7 +178,6 @@ class ConcurrentSender(Generic[K]):
         with self._lock:
             cancelled = [job for job in self._jobs if id(job) in refused]
             self._jobs = deque(job for job in self._jobs if id(job) not in refused)
-        self.in_flight -= len(cancelled)
         return [key for key, _ in cancelled]
 
     def close(self) -> list[K]:
@@ -178,9 +187,8 @@ class ConcurrentSender(Generic[K]):
         in the same locked step that takes them back, before any waiting worker is woken."""
         with self._lock:
             self._closing = True
-            taken, self._jobs = self._jobs, deque()
-            self.in_flight -= len(taken)
-            self._taken_back += taken
+            # Built first, then both stored with no call between them, where a signal could land.
+            self._taken_back, self._jobs = self._taken_back + list(self._jobs), deque()
             self._turn.notify_all()
         for thread in self._threads:
             thread.join()
@@ -193,14 +201,18 @@ class ConcurrentSender(Generic[K]):
                     self._turn.wait()
                 if self._closing:
                     return
+                self._running += 1  # before the job leaves `_jobs`: `in_flight`, read unlocked, never dips
                 key, send = self._jobs.popleft()
             transport = self._idle.get()
             try:
-                self._done.put(Done(key, value=send(transport)))
+                finished = Done(key, value=send(transport))
             except BaseException as err:  # handed to the caller's thread, which decides
-                if self._hold_after_failure:
-                    with self._turn:
-                        self._unsettled += 1  # before the caller can see it
-                self._done.put(Done(key, error=err))
+                finished = Done(key, error=err)
             finally:
                 self._idle.put(transport)
+            with self._turn:
+                if finished.error is not None and self._hold_after_failure:
+                    self._unsettled += 1  # before the caller can see it
+                self._finished.append(finished)
+                self._running -= 1
+            self._woken.put(None)

@@ -422,8 +422,7 @@ def _send_in_turn(settings, conn, transport, batch: list[_Planned], templates, r
                    on_outcome=on_outcome)
     finally:
         if in_turn is not None:
-            _wind_down(settings, conn, in_turn.pool, in_turn.stopping, [], in_turn.collected, report, now=now,
-                       sleep=sleep)
+            _wind_down(settings, conn, in_turn.pool, in_turn.stopping, [], report, now=now, sleep=sleep)
 
 
 def _send_each(settings, conn, transport, batch: list[_Planned], templates, report: RunReport, gate: _Gate, send, *,
@@ -486,8 +485,8 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
     todo = iter(batch)
     withdrawn: list[tuple[_Planned, ledger.Claim, str]] = []  # taken back from the pool, claims not yet undone
     stopping = StopFlag()  # set once the run stops: no more retries of refused sends
-    # What an interruption (Ctrl-C, SIGTERM) between two steps would otherwise lose, for the `finally`:
-    collected: list = []  # sends taken from the pool and not yet recorded (it records them)
+    # What an interruption (Ctrl-C, SIGTERM) between two steps would otherwise lose, for the `finally`
+    # (the finished sends not yet recorded stay in the pool until acknowledged):
     unsubmitted: list = []  # claims not yet handed to the pool (it undoes them: nothing was sent)
     retry_wait = _retry_wait(stopping, sleep)
 
@@ -500,12 +499,12 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
 
     def collect(block: bool) -> None:
         nonlocal crash
-        collected[:] = pool.done(block=block)
-        failures = sum(done.error is not None for done in collected)
-        finished, unexpected = _results(collected)
+        dones = pool.done(block=block)
+        failures = sum(done.error is not None for done in dones)
+        finished, unexpected = _results(dones)
         crash = crash or next(iter(unexpected), None)  # raised once every send in flight is recorded
         outcomes = _record_together(settings, conn, finished, now=now, sleep=sleep)
-        collected.clear()
+        pool.acknowledge(dones)
         for outcome in outcomes:
             _finish(report, outcome, streak, on_outcome)
         if failures:  # the waiting sends start again once these are recorded and the breaker asked again
@@ -577,7 +576,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         # When an exception ends the run here (otherwise there is nothing left to do): the claims
         # waiting for a place never start, and the sends in flight are waited for and recorded.
         try:
-            _wind_down(settings, conn, pool, stopping, withdrawn, collected, report, now=now, sleep=sleep,
+            _wind_down(settings, conn, pool, stopping, withdrawn, report, now=now, sleep=sleep,
                        unsubmitted=unsubmitted)
         finally:
             for extra in transports[1:]:
@@ -586,12 +585,12 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
         raise crash
 
 
-def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withdrawn: list, collected: list,
-               report: RunReport, *, now, sleep, unsubmitted: list = ()) -> None:
+def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withdrawn: list, report: RunReport, *,
+               now, sleep, unsubmitted: list = ()) -> None:
     """The end of a run's sends, normal or not: `stopping` is set (no send waits to retry a
     refusal), the claims that never started (`withdrawn`, `unsubmitted` and the pool's queued ones)
-    are undone, the sends in flight waited for (the pool closed), and those not yet recorded
-    (`collected` from the pool, or still in it) recorded. Each step runs even if the one before
+    are undone, the sends in flight waited for (the pool closed), and those not yet recorded (the
+    pool's finished sends not acknowledged, some perhaps recorded just before the interruption) recorded. Each step runs even if the one before
     failed or was interrupted; a further Ctrl-C at the very start of a step can still skip it,
     which leaves a claim `unknown`, never a second send."""
     never_started: list = []  # what `pool.close` took back: queued when a second Ctrl-C skipped the undoing above
@@ -614,7 +613,7 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withd
         finally:
             with database.impatient(conn):
                 try:
-                    _record_left_in_flight(settings, conn, collected + pool.done(block=False), report,
+                    _record_left_in_flight(settings, conn, pool.done(block=False), report,
                                            now=now, sleep=sleep)
                 finally:
                     _undo_unstarted(conn, [(item, claim, "") for item, claim, _ in never_started], now=now)
@@ -936,14 +935,13 @@ def _retry_wait(stopping: StopFlag, sleep) -> Callable[[float], object]:
 class _InTurn:
     """The one-at-a-time path's sends, each on the worker of a one-transport `ConcurrentSender`.
 
-    `collected`, a finished send not yet recorded, is kept for `_wind_down`, as in `_send_concurrently`.
+    A finished send stays in the pool until it is recorded, for `_wind_down`, as in `_send_concurrently`.
     (A claim caught by an interruption before its hand-over stays `sending`: `unknown`, never sent twice.)"""
 
     def __init__(self, transport: Transport, sleep) -> None:
         self.pool: ConcurrentSender[tuple[_Planned, ledger.Claim, list[SendError]]] = ConcurrentSender([transport])
         self.stopping = StopFlag()  # set once the run stops: no more retries of a refused send
         self.retry_wait = _retry_wait(self.stopping, sleep)
-        self.collected: list = []
 
     def send_one(self, settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
         rendered, wire = message
@@ -951,14 +949,14 @@ class _InTurn:
         if claim is None:
             return outcome
         _hand_over(self.pool, item, claim, wire, self.retry_wait, self.stopping)
-        self.collected[:] = self.pool.done(block=True)
-        finished, unexpected = _results(self.collected)
+        dones = self.pool.done(block=True)
+        finished, unexpected = _results(dones)
         if unexpected:
-            self.collected.clear()  # logged by _results; the next run marks it unknown
+            self.pool.acknowledge(dones)  # logged by _results; the next run marks it unknown
             raise unexpected[0]
         [(_, _, result, refused)] = finished
         outcome = _record(settings, conn, item, claim, result, refused, now=now, sleep=sleep)
-        self.collected.clear()
+        self.pool.acknowledge(dones)
         return outcome
 
 

@@ -15,10 +15,10 @@ from functools import partial
 import pytest
 from typer.testing import CliRunner
 
-from email_automation import ledger
+from email_automation import concurrent_send, ledger
 from email_automation.cli import app
 from email_automation.concurrent_send import ConcurrentSender, RateLimiter
-from email_automation.database import connect
+from email_automation.database import connect, init_db
 from email_automation.errors import FatalSendError, TransientSendError
 from email_automation.politeness import Caps
 from email_automation.run_daily import run_daily
@@ -465,6 +465,63 @@ def test_a_send_in_flight_at_an_interruption_is_recorded(settings, db, clock, ca
     assert "waiting for the send in flight to finish, to record it" in caplog.text
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_an_interruption_as_any_call_of_the_pool_returns_leaves_no_send_that_went_out_unrecorded(
+        settings, clock, tmp_path, concurrency):
+    """Ctrl-C or SIGTERM also lands just after a C call returns (CPython checks for signals there),
+    and what the call returned is then lost. Raised as each C call made by the pool's code in the
+    run's thread returns (taking a finished send from a queue among them), every message the
+    transport accepted must still be recorded `sent`. Before: the finished send a queue's `get`
+    had just handed over was lost, and its recipient left `sending` (a CI run's SIGTERM test
+    found it once). A claim cut off before its hand-over stays `sending`, but it was never sent."""
+    settings = settings.model_copy(update={"send_concurrency": concurrency})
+    point = 0
+    while True:
+        settings = settings.model_copy(update={"db_path": tmp_path / f"point{point}.db"})
+        db = init_db(settings.db_path)
+        add_recipients(db, 4)
+        shared = Shared(settings)
+        interrupted = interrupted_as_a_call_returns(point, lambda: run(settings, db, shared, clock),
+                                                    where=concurrent_send.__file__)
+        logged = dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r"
+                                 " ON r.id = l.recipient_id"))
+        went_out = delivered(shared)
+        db.close()
+        assert {email: logged.get(email) for email in went_out} == {email: "sent" for email in went_out}, \
+            f"went out, not recorded, after an interruption as {interrupted} returned"
+        assert set(logged.values()) <= {"sent", "sending"}
+        if not interrupted:  # the run made fewer such calls than `point`: each one was tried
+            break
+        point += 1
+    assert point > 10, "the pool's calls were reached"
+
+
+def interrupted_as_a_call_returns(point: int, action, *, where: str) -> list[str]:
+    """Run `action` with Ctrl-C raised as the C call made `point`-th (from 0) by code of the file
+    `where` returns, with its result lost (as when a signal is handled there); that call's name,
+    or [] when there were fewer calls. A profile function that raises ends profiling, and the
+    calls are those of this thread only (https://docs.python.org/3/library/sys.html#sys.setprofile)."""
+    import sys
+
+    calls, interrupted = [0], []
+
+    def profile(frame, event, arg):
+        if event == "c_return" and frame.f_code.co_filename == where:
+            calls[0] += 1
+            if calls[0] == point + 1:
+                interrupted.append(f"{frame.f_code.co_name}: {arg.__qualname__}")
+                raise KeyboardInterrupt
+
+    sys.setprofile(profile)
+    try:
+        action()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sys.setprofile(None)
+    return interrupted
+
+
 def test_a_send_in_flight_at_an_interruption_is_named_when_it_cannot_be_recorded(settings, db, clock, caplog):
     """Another writer holds the database: a second's wait, not BUSY_TIMEOUT_SECONDS (30), and the
     log says what went out."""
@@ -587,7 +644,9 @@ def test_a_waiting_send_can_be_taken_back_until_it_starts():
     release.set()
     finished = []
     while pool.in_flight:
-        finished += pool.done(block=True)
+        dones = pool.done(block=True)
+        pool.acknowledge(dones)
+        finished += dones
     assert sorted(done.value for done in finished) == ["first", "second"]
     assert pool.close() == []
 
@@ -601,6 +660,7 @@ def test_after_a_failed_send_nothing_waiting_starts_until_the_caller_has_settled
     pool.submit("refused", refused)
     [failed] = pool.done(block=True)
     assert isinstance(failed.error, FatalSendError)
+    pool.acknowledge([failed])
     pool.submit("next", lambda transport: "next")
     assert pool.cancel_queued() == ["next"], "held: it had not started"
     pool.submit("next", lambda transport: "next")
@@ -826,7 +886,9 @@ def test_an_interruption_at_any_call_inside_the_callers_lock_never_leaves_it_hel
         closer.join(WAIT)
         assert not closer.is_alive(), f"close() hangs after an interruption at {interrupted} in {method}"
         assert not any(thread.is_alive() for thread in pool._threads)
-        finished = [done.key for done in pool.done(block=False)]
+        dones = pool.done(block=False)
+        pool.acknowledge(dones)
+        finished = [done.key for done in dones]
         assert pool.in_flight == 0 and set(returned + finished) <= {"waiting", "key"}, (interrupted, returned, finished)
         if not interrupted:  # the method made fewer calls than `points`: each one was tried
             break
