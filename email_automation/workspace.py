@@ -13,17 +13,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import campaign_templates, sequences, step_content
 from .attachments import stored_paths
 from .database import ensure_campaign, get_campaign, transaction, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
 from .errors import EmailAutomationError, NotFoundError, TemplateRenderError
-from .import_csv import ImportReport, import_csv
 from .preview import follow_up_thread
 from .sequences import FIRST_STEP
 from .template_sets import CampaignTemplates
+
+if TYPE_CHECKING:
+    from .import_csv import ImportReport
 
 _UNSAFE = re.compile(r"[^\w.\- ]+")
 
@@ -94,6 +96,8 @@ def create_campaign(conn: sqlite3.Connection, name: str) -> bool:
 def import_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str,
                   data: bytes) -> tuple[ImportReport, bytes | None]:
     """Import an uploaded CSV exactly as `import` does; returns the report and the rejects file's bytes."""
+    from .import_csv import import_csv  # with email-validator: loaded when a file is imported, not with the page
+
     path = store_upload(settings, filename, data)
     report = import_csv(conn, path, campaign=campaign, attachments_dir=uploads_folder(settings),
                         max_message_bytes=settings.max_message_bytes)

@@ -179,6 +179,34 @@ def test_log_page_is_newest_first_with_local_times_and_pages_do_not_overlap(fill
     assert len(everything) == reports.summary(f).total
 
 
+@pytest.mark.parametrize("zone, local_times", [
+    ("Pacific/Kiritimati", ["00:00:00", "23:59:59"]),  # UTC+14: the day starts the day before in UTC
+    ("Pacific/Pago_Pago", ["00:00:00", "23:59:59"]),  # UTC-11: it ends the day after
+])
+def test_a_log_page_of_one_day_holds_its_first_and_last_second_in_any_time_zone(settings, zone, local_times):
+    """The page narrows its search by attempted_at (UTC); a batch day is a day of TIMEZONE, up to
+    14 hours away from UTC: the day's first and last sends are on its page, its neighbours' are not."""
+    from zoneinfo import ZoneInfo
+
+    from email_automation import ledger
+
+    settings = settings.model_copy(update={"timezone": zone})
+    tz = ZoneInfo(zone)
+    conn = init_db(settings.db_path)  # with its campaign `default`
+    day = date(2026, 3, 10)
+    moments = {f"{label}@example.com": datetime.combine(on, datetime.strptime(at, "%H:%M:%S").time(), tz)
+               for label, on, at in [("before", day - timedelta(days=1), "23:59:59"), ("first", day, local_times[0]),
+                                     ("last", day, local_times[1]), ("after", day + timedelta(days=1), "00:00:00")]}
+    for email, moment in moments.items():
+        add_recipient(conn, email)
+        recipient_id = conn.execute("SELECT id FROM recipients WHERE email = ?", (email,)).fetchone()[0]
+        ledger.claim(conn, recipient_id, now=moment, tz=tz, daily_limit=10, subject="s", transport="ses")
+    conn.close()
+    reports = Reports(settings.db_path, settings)
+    shown = [(row.email, row.batch_date, row.time) for row in reports.log_page(LogFilter(day, day), page=1, page_size=10)]
+    assert shown == [("last@example.com", "2026-03-10", "23:59:59"), ("first@example.com", "2026-03-10", "00:00:00")]
+
+
 def test_today_counts_what_may_have_reached_a_mailbox(filled):
     reports, days = filled
     today = reports.today()
