@@ -440,11 +440,21 @@ CREATE INDEX recipients_odd_company ON recipients (campaign_id)
     OR email GLOB '*[^ -~]*' OR instr(substr(email, instr(email, '@') + 1), '@') > 0);
 """
 
+# The reply rate per subject variant reads each recipient's last send that went out with a variant.
+# This index holds only those sends, in recipient order, with the columns the query reads: no
+# scan of the whole log and no temporary B-tree to group it (a million sends, two thirds with a
+# variant: 590 -> 190 ms; none with one: 140 -> 0 ms). A claim ('sending') never enters it, and a
+# send without a variant never does (https://sqlite.org/partialindex.html).
+_V16_VARIANT_SENDS = """
+CREATE INDEX send_log_variant ON send_log (recipient_id, template, subject_variant)
+    WHERE subject_variant IS NOT NULL AND status IN ('sent', 'unknown');
+"""
+
 # Ordered, append-only: migration N brings user_version from N-1 to N. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2_SES_EVENTS, _V3_EVENTS_BY_ARRIVAL, _V4_DEFERRED_AND_RESOLUTION,
                                _V5_SUPPRESSION_HISTORY, _V6_IMPORTS, _V7_REPLIES, _V8_DELIVERABILITY,
                                _V9_ATTACHMENTS, _V10_TEMPLATES_AND_VARIANTS,
                                _V11_SEQUENCES, _V12_STEP_TEMPLATES,
                                _V13_COMPANY_AND_STEP_INDEXES, _V14_COMPANY_INDEXES_WITHOUT_FRESH_ROWS,
-                               _V15_ODD_COMPANY_FRESH_ROWS_FIRST)
+                               _V15_ODD_COMPANY_FRESH_ROWS_FIRST, _V16_VARIANT_SENDS)
 SCHEMA_VERSION = len(MIGRATIONS)

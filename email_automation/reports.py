@@ -419,11 +419,12 @@ def variant_replies(conn: sqlite3.Connection) -> list[VariantReplies]:
     reply is any application status beyond `none`, as in `funnel`.
     """
     # max(l.id) picks the row the bare columns come from (https://www.sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query).
-    # NOT INDEXED: grouping along send_log_recipient read every row through the index, one random
-    # lookup each (2.3 s on a million sends); a scan and a temporary B-tree took 0.2 s
-    # (https://www.sqlite.org/lang_indexedby.html).
+    # The partial index send_log_variant holds exactly the rows of `last`, grouped, with its columns
+    # (migration 16); grouping along send_log_recipient instead read every send through the index,
+    # one random lookup each (2.3 s on a million sends).
     rows = conn.execute(
-        "WITH last AS (SELECT l.recipient_id, l.template, l.subject_variant, max(l.id) FROM send_log l NOT INDEXED"
+        "WITH last AS (SELECT l.recipient_id, l.template, l.subject_variant, max(l.id) FROM send_log l"
+        "              INDEXED BY send_log_variant"
         "              WHERE l.status IN ('sent', 'unknown') AND l.subject_variant IS NOT NULL GROUP BY l.recipient_id)"
         " SELECT c.name, last.template, last.subject_variant, count(*),"
         "  count(*) FILTER (WHERE r.application_status != 'none')"

@@ -19,7 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.parametrize("script, args, says", [
     ("bench_dashboard.py", ["--rows", "3000", "--recipients", "400", "--days", "40", "--repeat", "1"],
-     "one page view, all queries"),
+     "first view, all its queries"),
     ("bench_import.py", ["--rows", "2000"], "ours / baseline:"),
     ("bench_claim.py", ["--recipients", "400", "--rounds", "1", "--per-round", "5"], "claim with the company check"),
     ("bench_run.py", ["--messages", "20"], "ratio (ours / bare):"),
