@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from datetime import date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +209,7 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
         if wait not in later:
             later[wait] = add_business_days(*wait, off)
         found.append(Due(row, row["next_step"], later[wait]))
-    found.sort(key=lambda d: (d.due, d.row["id"]))
+    found.sort(key=attrgetter("due"))  # stable: a day's follow-ups keep the query's order, by id
     return found
 
 
