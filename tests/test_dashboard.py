@@ -368,13 +368,19 @@ def test_dashboard_help_runs_in_a_subprocess():
 def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, days):
     reports = Reports(settings.db_path, settings, now=clock)
     f = reports.default_filter()
-    frame = dashboard.per_day_frame(reports.daily(f), f)
-    assert len(frame) == 30 and list(frame.columns) == ["sent", "failed", "deferred"]
-    assert frame.loc[days["today"].isoformat()].tolist() == [2, 0, 0]
-    assert frame.loc[(days["today"] - timedelta(days=3)).isoformat()].tolist() == [0, 0, 0]
-    assert frame["sent"].sum() == reports.summary(f).sent
-    assert frame["deferred"].sum() == reports.summary(f).deferred
-    assert page(settings, clock).get("arrow_vega_lite_chart") or page(settings, clock).get("vega_lite_chart")
+    series, counts = dashboard.per_day_counts(reports.daily(f), f)
+    assert len(counts) == 30 and series == ["sent", "failed", "deferred"]
+    assert counts[days["today"].isoformat()] == [2, 0, 0]
+    assert counts[(days["today"] - timedelta(days=3)).isoformat()] == [0, 0, 0]
+    assert sum(row[0] for row in counts.values()) == reports.summary(f).sent
+    assert sum(row[2] for row in counts.values()) == reports.summary(f).deferred
+    spec = dashboard.per_day_chart(series, counts)
+    drawn = {(v["batch day"], v["series"]): v["count"] for v in spec["data"]["values"]}
+    assert drawn == {(day, name): n for day, row in counts.items() for name, n in zip(series, row)}, \
+        "every day's bars, zeros included"
+    assert spec["encoding"]["color"]["scale"] == {"domain": series, "range": ["#2e7d32", "#c62828", "#f9a825"]}
+    at = page(settings, clock)
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
 
 
 # --- deliverability: rates, SES events, suppressions ---------------------------------------------

@@ -584,10 +584,10 @@ def test_the_dashboard_splits_sends_and_replies_per_step(sequence, db, clock):
                      iso(clock()), iso(clock())) for n in (0, 1)])
     reports = Reports(sequence.db_path, sequence, now=clock)
     f = reports.default_filter()
-    frame = dashboard.per_day_frame(reports.daily(f), f)
-    assert list(frame.columns) == ["sent: step 1 (first contact)", "sent: step 2 (follow-up)", "failed", "deferred"]
-    assert frame.loc[wednesday.isoformat()].tolist() == [3, 0, 0, 0]
-    assert frame.loc[clock().date().isoformat()].tolist() == [0, 2, 0, 0]
+    series, counts = dashboard.per_day_counts(reports.daily(f), f)
+    assert series == ["sent: step 1 (first contact)", "sent: step 2 (follow-up)", "failed", "deferred"]
+    assert counts[wednesday.isoformat()] == [3, 0, 0, 0]
+    assert counts[clock().date().isoformat()] == [0, 2, 0, 0]
     at = AppTest.from_function(dashboard.render, args=(reports,), default_timeout=30).run()
     assert not at.exception, at.exception
     by_step = next(t.value for t in at.dataframe if list(t.value.columns) == ["step", "sent"])
