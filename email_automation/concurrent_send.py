@@ -127,8 +127,10 @@ class ConcurrentSender(Generic[K]):
 
     @property
     def in_flight(self) -> int:
-        """Submitted and not yet acknowledged (`acknowledge`) or taken back (`cancel_queued`, `close`)."""
-        return len(self._jobs) + self._running + len(self._finished)
+        """Submitted and not yet acknowledged (`acknowledge`) or taken back (`cancel_queued`, `close`).
+        Read under the lock: a send moving between the three while they are read would count twice."""
+        with self._lock:
+            return len(self._jobs) + self._running + len(self._finished)
 
     @property
     def room(self) -> int:

@@ -282,7 +282,7 @@ def per_day_chart(series: list[str], counts: dict[str, list[int]]) -> dict:
         "height": 260,
         "encoding": {
             "x": {"field": "batch day", "type": "ordinal", "title": None, "axis": {"labelAngle": -90}},
-            "y": {"field": "count", "type": "quantitative", "title": None},
+            "y": {"field": "count", "type": "quantitative", "title": None, "axis": {"tickMinStep": 1}},
             "color": {"field": "series", "type": "nominal", "title": None,
                       "scale": {"domain": series, "range": colors}, "legend": {"orient": "bottom"}},
             "order": {"field": "order"},

@@ -247,12 +247,15 @@ def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, 
     """One page of the filtered log, newest first."""
     join, where, args = log_filter_sql(f)
     # Page over the narrow ids first: only the rows shown are joined to recipients and read in full.
-    # The attempted_at range changes no result; it lets SQLite walk the send_log_attempted index
-    # back from the newest row instead of sorting the whole range first (1M rows, 30 days: 28 -> 0.1 ms).
-    sql = (f"SELECT {_LOG_FIELDS} FROM (SELECT l.id FROM send_log l{join} WHERE {where}"
-           f" AND l.attempted_at >= ? AND l.attempted_at < ?{_NEWEST_FIRST}"
+    # Without a status, an attempted_at range, which changes no result, lets SQLite walk the
+    # send_log_attempted index back from the newest row instead of sorting the whole range first
+    # (1M rows, 30 days: 28 -> 0.4 ms; a year: 404 -> 0.4 ms). With one, the (batch_date, status)
+    # index finds a rare status's few rows at once, where that walk would pass every row.
+    around = "" if f.status else " AND l.attempted_at >= ? AND l.attempted_at < ?"
+    sql = (f"SELECT {_LOG_FIELDS} FROM (SELECT l.id FROM send_log l{join} WHERE {where}{around}{_NEWEST_FIRST}"
            f" LIMIT ? OFFSET ?) page CROSS JOIN send_log l ON l.id = page.id{_JOIN_RECIPIENTS}{_NEWEST_FIRST}")
-    return [_log_row(row, tz) for row in conn.execute(sql, [*args, *_attempted_around(f), limit, offset])]
+    bounds = [] if f.status else list(_attempted_around(f))
+    return [_log_row(row, tz) for row in conn.execute(sql, [*args, *bounds, limit, offset])]
 
 
 def _attempted_around(f: LogFilter) -> tuple[str, str]:

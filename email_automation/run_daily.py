@@ -589,10 +589,11 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withd
                now, sleep, unsubmitted: list = ()) -> None:
     """The end of a run's sends, normal or not: `stopping` is set (no send waits to retry a
     refusal), the claims that never started (`withdrawn`, `unsubmitted` and the pool's queued ones)
-    are undone, the sends in flight waited for (the pool closed), and those not yet recorded (the
-    pool's finished sends not acknowledged, some perhaps recorded just before the interruption) recorded. Each step runs even if the one before
-    failed or was interrupted; a further Ctrl-C at the very start of a step can still skip it,
-    which leaves a claim `unknown`, never a second send."""
+    are undone, the sends in flight waited for (the pool closed), and those not yet recorded
+    recorded (the pool's finished sends not acknowledged: `_still_sending` leaves out any recorded
+    just before the interruption). Each step runs even if the one before failed or was
+    interrupted; a further Ctrl-C at the very start of a step can still skip it, which leaves a
+    claim `unknown`, never a second send."""
     never_started: list = []  # what `pool.close` took back: queued when a second Ctrl-C skipped the undoing above
     try:
         stopping.set()

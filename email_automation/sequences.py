@@ -13,8 +13,8 @@ import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 from datetime import date, datetime, timedelta, tzinfo
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import applications

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from contextlib import closing
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from email_automation.dashboard_data import Reports
 from email_automation.deliverability import EVENT_COLUMNS, SUPPRESSION_COLUMNS
 from email_automation.reports import LOG_COLUMNS
 
+from .conftest import CLOCK_START
 from .test_reports import counts_in_db, record_events, sent_attempts, ses_event, with_password
 
 PASSWORD = "correct horse"
@@ -381,6 +383,30 @@ def test_the_chart_has_a_bar_slot_for_every_day_of_the_filter(settings, clock, d
     assert spec["encoding"]["color"]["scale"] == {"domain": series, "range": ["#2e7d32", "#c62828", "#f9a825"]}
     at = page(settings, clock)
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+
+
+def test_the_first_view_loads_neither_altair_nor_email_validator(settings, days):
+    """A cold first view pays for every import before its first chart: the chart is drawn without
+    Altair (st.bar_chart imports it) and the address checks load only for what needs them
+    (an import, an admin action, a search by address). Checked in a fresh interpreter."""
+    code = textwrap.dedent(f"""
+        import sys
+        from datetime import datetime, timezone
+        from streamlit.testing.v1 import AppTest
+        from email_automation import dashboard
+        from email_automation.config import load_settings
+        from email_automation.dashboard_data import Reports
+        settings = load_settings(db_path={str(settings.db_path)!r}, timezone="Europe/Berlin")
+        now = lambda: datetime.fromisoformat({CLOCK_START.isoformat()!r})
+        at = AppTest.from_function(dashboard.render, args=(Reports(settings.db_path, settings, now=now),),
+                                   default_timeout=60).run()
+        assert not at.exception, at.exception
+        assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart"), "the chart was drawn"
+        print(sorted(name for name in ("altair", "email_validator") if name in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --- deliverability: rates, SES events, suppressions ---------------------------------------------
