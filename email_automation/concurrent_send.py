@@ -203,7 +203,7 @@ class ConcurrentSender(Generic[K]):
                     self._turn.wait()
                 if self._closing:
                     return
-                self._running += 1  # before the job leaves `_jobs`: `in_flight`, read unlocked, never dips
+                self._running += 1  # before the job leaves `_jobs`: `done`, which looks unlocked, always sees it
                 key, send = self._jobs.popleft()
             transport = self._idle.get()
             try:
@@ -215,6 +215,6 @@ class ConcurrentSender(Generic[K]):
             with self._turn:
                 if finished.error is not None and self._hold_after_failure:
                     self._unsettled += 1  # before the caller can see it
-                self._finished.append(finished)
+                self._finished.append(finished)  # before `_running` drops, for the same reason
                 self._running -= 1
             self._woken.put(None)

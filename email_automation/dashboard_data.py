@@ -261,7 +261,8 @@ class Reports:
         not with the page."""
         from . import admin
 
-        return self._write(lambda conn: getattr(admin, action)(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs))
+        act = getattr(admin, action)
+        return self._write(lambda conn: act(conn, *args, actor=ADMIN_ACTOR, now=self.now(), **kwargs))
 
     def pause(self, campaign: str) -> None:
         self._admin("set_campaign_status", campaign, "paused")
