@@ -138,6 +138,10 @@ def test_summary_matches_the_database_for_each_filter(filled, make_filter, where
     summary = reports.summary(make_filter(days))
     assert {k: v for k, v in summary.counts.items() if v} == expected
     assert summary.sent == expected.get("sent", 0) and summary.failed == expected.get("failed", 0)
+    shown = reports.log_page(make_filter(days), page=1, page_size=1000)
+    assert len(shown) == sum(expected.values()), "the log page lists the same rows"
+    assert sum(day.sent + day.failed + day.dry_run + day.deferred for day in reports.daily(make_filter(days))) == \
+        sum(expected.get(status, 0) for status in ("sent", "failed", "dry_run", "deferred")), "and the chart counts them"
 
 
 def test_dry_run_rows_are_apart_and_never_unique_recipients(filled):
