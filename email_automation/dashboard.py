@@ -282,7 +282,8 @@ def per_day_chart(series: list[str], counts: dict[str, list[int]]) -> dict:
         "height": 260,
         "encoding": {
             "x": {"field": "batch day", "type": "ordinal", "title": None, "axis": {"labelAngle": -90}},
-            "y": {"field": "count", "type": "quantitative", "title": None, "axis": {"tickMinStep": 1}},
+            # Whole messages, "2,000" (https://d3js.org/d3-format), also when every bar is 0 (dry runs only).
+            "y": {"field": "count", "type": "quantitative", "title": None, "axis": {"tickMinStep": 1, "format": ",d"}},
             "color": {"field": "series", "type": "nominal", "title": None,
                       "scale": {"domain": series, "range": colors}, "legend": {"orient": "bottom"}},
             "order": {"field": "order"},
