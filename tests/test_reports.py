@@ -141,7 +141,7 @@ def test_summary_matches_the_database_for_each_filter(filled, make_filter, where
     shown = reports.log_page(make_filter(days), page=1, page_size=1000)
     assert len(shown) == sum(expected.values()), "the log page lists the same rows"
     assert sum(day.sent + day.failed + day.dry_run + day.deferred for day in reports.daily(make_filter(days))) == \
-        sum(expected.get(status, 0) for status in ("sent", "failed", "dry_run", "deferred")), "and the chart counts them"
+        sum(expected.get(status, 0) for status in ("sent", "failed", "dry_run", "deferred")), "and the days count them"
 
 
 def test_dry_run_rows_are_apart_and_never_unique_recipients(filled):
