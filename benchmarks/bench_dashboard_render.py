@@ -12,14 +12,15 @@ server and opens the page in a fresh Chromium page, alternating between:
   page settings, title, sidebar filters, metrics, tabs of which only the open one runs, the
   Activity tab's chart, tables and pager, and the template editor ours draws whichever tab is
   open), each drawn by the same Streamlit call as ours (the chart by st.vega_lite_chart, which
-  does not import Altair as st.bar_chart does): what Streamlit itself costs for such a page. Its other tabs hold one empty table each,
-  so the figure after a click on them is an upper bound of what our data costs there.
+  does not import Altair as st.bar_chart does): what Streamlit itself costs for such a page. Its
+  other tabs hold one empty table each, so the figure after a click on them is an upper bound of
+  what our data costs there.
 
 A render counts from `goto` until the page's script has finished (`stApp`'s script state
 `notRunning`) with all ten metrics shown. Then each other tab is clicked in turn, and counted from
-the message the click makes the page send until the server says the run it asked for finished. Prints the median of each, the
-difference (the goal: within 0.5 s of the floor) and each server's peak RSS. Needs chromium on
-PATH and playwright.
+the message the click makes the page send until the server says the run it asked for finished.
+Prints the median of each, the difference (the goal: within 0.5 s of the floor) and each
+server's peak RSS. Needs chromium on PATH and playwright.
 """
 
 from __future__ import annotations

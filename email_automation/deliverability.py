@@ -11,7 +11,7 @@ from datetime import date, datetime, time, timedelta, tzinfo
 
 from .database import iso
 from .events import EventKind
-from .reports import LogFilter, log_filter_sql
+from .reports import LogFilter, address_part, log_filter_sql
 
 SUPPRESSION_COLUMNS = ("email", "reason", "source", "since")
 EVENT_COLUMNS = ("received_at", "kind", "email", "detail", "message_id")
@@ -112,7 +112,7 @@ def _event_where(f: LogFilter, tz: tzinfo) -> tuple[str, list]:
     clauses, args = ["received_at >= ? AND received_at < ?"], list(_day_bounds(f.start, f.end, tz))
     if f.email:
         clauses.append("instr(email, ?) > 0")
-        args.append(_address_part(f.email))
+        args.append(address_part(f.email))
     return " AND ".join(clauses), args
 
 
@@ -135,15 +135,7 @@ def event_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int
 
 
 def _suppression_where(email: str) -> tuple[str, list]:
-    return ("instr(email, ?) > 0", [_address_part(email)]) if email else ("1", [])
-
-
-def _address_part(email: str) -> str:
-    """Part of an address searched for, in the form addresses are stored in. email-validator is
-    loaded only for such a search, not with every page of the dashboard."""
-    from .addresses import lookup_form
-
-    return lookup_form(email)
+    return ("instr(email, ?) > 0", [address_part(email)]) if email else ("1", [])
 
 
 def suppression_count(conn: sqlite3.Connection, email: str = "") -> int:
