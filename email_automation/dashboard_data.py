@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ if TYPE_CHECKING:
     from . import admin
 
 ADMIN_ACTOR = "dashboard"
-FOLLOWUPS_FRESH_SECONDS = 5  # one page view; as long as the page keeps its figures (dashboard.CACHE_TTL_SECONDS)
+
 
 class AdminLockedError(EmailAutomationError):
     """An admin action was asked for while DASHBOARD_PASSWORD is not set."""
@@ -84,10 +83,6 @@ class Reports:
     db_path: Path
     settings: Settings
     now: Callable[[], datetime] = field(default=utc_now)
-    # scheduled_followups as last read, and when (time.monotonic()): the Recipients tab needs it
-    # twice in one page view (its follow-ups and the counts per step), and it reads every
-    # recipient in a sequence.
-    _followups: tuple[float, list] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def cache_key(self) -> str:
@@ -217,28 +212,16 @@ class Reports:
 
         with self._read() as conn:
             return sequence_rows(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                 stop_company=self.settings.stop_company_on_reply, limit=limit,
-                                 scheduled=self._scheduled(conn))
+                                 stop_company=self.settings.stop_company_on_reply, limit=limit)
 
     def step_counts(self) -> list[dict]:
         from .sequences import step_summary
 
         with self._read() as conn:
             summary = step_summary(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                   stop_company=self.settings.stop_company_on_reply, scheduled=self._scheduled(conn))
+                                   stop_company=self.settings.stop_company_on_reply)
         return [{"campaign": name, "step": int(step), **counts} for name, steps in summary.items()
                 for step, counts in steps.items()]
-
-    def _scheduled(self, conn: sqlite3.Connection) -> list:
-        """The follow-ups still to come, read again once FOLLOWUPS_FRESH_SECONDS have passed."""
-        from .sequences import scheduled_followups
-
-        if self._followups is not None and time.monotonic() - self._followups[0] < FOLLOWUPS_FRESH_SECONDS:
-            return self._followups[1]
-        found = scheduled_followups(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                    stop_company=self.settings.stop_company_on_reply, slim=True)
-        self._followups = (time.monotonic(), found)
-        return found
 
     def applications(self, *, limit: int = 200) -> list[dict]:
         with self._read() as conn:
@@ -324,7 +307,6 @@ class Reports:
     def _write(self, action: Callable, *args):
         if not self.admin_enabled:
             raise AdminLockedError("admin actions are disabled: set DASHBOARD_PASSWORD to enable them")
-        self._followups = None  # a change may move who is due next
         with closing(connect(self.db_path)) as conn:
             return action(conn, *args)
 

@@ -11,12 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import date, timedelta
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
 
 from email_automation import admin, applications, ledger, sequences
-from email_automation.database import connect, iso, utc_now
+from email_automation.database import connect, init_db, iso, transaction, utc_now
 from email_automation.errors import AmbiguousSendError, NotFoundError, TemplateRenderError
 from email_automation.sequences import add_business_days, add_step, delivered_message_id
 
@@ -623,27 +626,63 @@ def test_the_cli_under_faketime_counts_the_day_in_timezone_and_the_window_in_the
     assert second.startswith("Nothing sent: today's limit is used up (DAILY_LIMIT") and third.startswith("Sent 1,")
 
 
-def test_the_dashboard_reads_the_follow_ups_to_come_once_per_page_view(sequence, db, clock, monkeypatch):
-    """Its step counts (Activity) and sequence rows (Recipients) both need them: on a big list,
-    reading them twice was a fifth of a second of the first view."""
-    from email_automation.setting_values import SecretStr
-
-    from email_automation import dashboard_data
+def test_the_dashboard_counts_and_lists_what_a_run_would_send_and_sees_an_action_at_once(sequence, db, clock):
     from email_automation.dashboard_data import Reports
+    from email_automation.setting_values import SecretStr
 
     run(sequence, db, ScriptedTransport(), clock)
     days_later(clock, 5)
-    reads = []
-    real = sequences.scheduled_followups
-    monkeypatch.setattr(sequences, "scheduled_followups", lambda *a, **k: reads.append(1) or real(*a, **k))
-    reports = Reports(sequence.db_path, sequence, now=clock)
+    reports = Reports(sequence.db_path, sequence.model_copy(update={"dashboard_password": SecretStr("pw")}), now=clock)
     assert {row["step"]: row["due"] for row in reports.step_counts()} == {1: 0, 2: 3}
     assert [row["next"].split(" due ")[0] for row in reports.sequences()] == ["step 2"] * 3
-    assert len(reads) == 1
-    monkeypatch.setattr(dashboard_data, "FOLLOWUPS_FRESH_SECONDS", 0)
-    reports.step_counts()
-    assert len(reads) == 2, "read again once the page's figures are old"
-    monkeypatch.setattr(dashboard_data, "FOLLOWUPS_FRESH_SECONDS", 3600)
-    reports.settings = reports.settings.model_copy(update={"dashboard_password": SecretStr("pw")})
     reports.mark("person0@example.com", "replied")
-    assert [row["next"] for row in reports.sequences()][0].startswith("stopped"), "an action is seen at once"
+    assert [row["next"] for row in reports.sequences()][0].startswith("stopped")
+    assert {row["step"]: row["due"] for row in reports.step_counts()} == {1: 0, 2: 2}
+
+
+# Zones whose local day does not simply follow UTC's: daylight saving at midnight (Asuncion, in
+# 2023 the clocks went from 00:00 back to 23:00 of the day before), a half-hour change (Lord
+# Howe), a skipped day (Apia, 30 December 2011), a quarter-hour offset (Kathmandu).
+_ZONES = ["Europe/Berlin", "America/Asuncion", "Australia/Lord_Howe", "Pacific/Apia", "Asia/Kathmandu", "UTC"]
+_AROUND = [datetime(2011, 12, 26, tzinfo=timezone.utc), datetime(2023, 3, 22, tzinfo=timezone.utc),
+           datetime(2023, 9, 27, tzinfo=timezone.utc), datetime(2026, 10, 21, tzinfo=timezone.utc)]
+
+
+@pytest.fixture(scope="module")
+def counting_db(tmp_path_factory):
+    conn = init_db(tmp_path_factory.mktemp("counting") / "c.db")
+    yield conn
+    conn.close()
+
+
+@hypothesis_settings(max_examples=150, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(zone=st.sampled_from(_ZONES), around=st.sampled_from(_AROUND), now_minutes=st.integers(0, 14 * 24 * 60),
+       waits=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       holidays=st.sets(st.integers(-8, 0), max_size=4),
+       people=st.lists(st.tuples(st.integers(0, 14 * 24 * 60), st.integers(1, 3), st.sampled_from(["sent", "pending"])),
+                       max_size=40))
+@example(zone="Europe/Berlin", around=_AROUND[3], now_minutes=12 * 60, waits=[1], holidays={0},  # today a holiday
+         people=[(26 * 60, 1, "sent")])
+@example(zone="Pacific/Apia", around=_AROUND[0], now_minutes=4 * 24 * 60 + 12 * 60, waits=[1, 2], holidays=set(),
+         people=[(minutes, 1, "sent") for minutes in range(0, 4 * 24 * 60, 90)])  # across the day Apia skipped
+def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone, around, now_minutes, waits,
+                                                               holidays, people):
+    """The dashboard and `status` count them in SQL, by instants; a run reads them one by one, by
+    local days: the same follow-ups, whatever the zone does around midnight."""
+    db, tz = counting_db, ZoneInfo(zone)
+    now = around + timedelta(minutes=now_minutes)
+    off = [now.astimezone(tz).date() + timedelta(days=d) for d in holidays]
+    with transaction(db):
+        db.execute("DELETE FROM recipients")
+        db.execute("DELETE FROM campaign_steps")
+        for number, after_days in enumerate(waits, start=2):
+            db.execute("INSERT INTO campaign_steps (campaign_id, step, after_days, html_template, created_at)"
+                       " VALUES (1, ?, ?, 'x', 'x')", (number, after_days))
+        for i, (minutes_before, step, status) in enumerate(people):
+            sent_at = iso(now - timedelta(minutes=minutes_before)) if status == "sent" else None
+            db.execute("INSERT INTO recipients (campaign_id, email, status, step, sent_at, created_at)"
+                       " VALUES (1, ?, ?, ?, ?, 'x')", (f"p{i}@example.com", status, step, sent_at))
+    expected = Counter((d.row["campaign_name"], d.step)
+                       for d in sequences.due_followups(db, now=now, tz=tz, holidays=off, stop_company=False))
+    assert sequences.due_counts(db, now=now, tz=tz, holidays=off, stop_company=False) == expected
