@@ -133,6 +133,12 @@ class ConcurrentSender(Generic[K]):
             return len(self._jobs) + self._running + len(self._finished)
 
     @property
+    def unfinished(self) -> int:
+        """Submitted and not yet finished (queued or being sent): what closing the pool waits for."""
+        with self._lock:
+            return len(self._jobs) + self._running
+
+    @property
     def room(self) -> int:
         """How many more sends may be submitted now."""
         return self.capacity - self.in_flight

@@ -604,10 +604,9 @@ def _wind_down(settings, conn, pool: ConcurrentSender, stopping: StopFlag, withd
     finally:
         try:
             try:
-                if pool.in_flight:
+                if waiting := pool.unfinished:  # a finished send is only left to record
                     log.warning("waiting for the %s in flight to finish, to record %s",
-                                "send" if pool.in_flight == 1 else f"sends (up to {pool.in_flight})",
-                                "it" if pool.in_flight == 1 else "them")
+                                "send" if waiting == 1 else f"sends (up to {waiting})", "it" if waiting == 1 else "them")
             finally:
                 stopping.set()  # again, in case a second Ctrl-C cut the first short
                 never_started = pool.close()  # returns once the sends in flight are done

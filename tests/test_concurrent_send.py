@@ -429,7 +429,8 @@ def test_an_interrupted_run_gives_back_the_claims_that_had_not_started(settings,
 
 def interrupted_with_a_send_in_flight(settings, db, clock, *, before_interrupting=lambda: None,
                                       sleep=None, script=None) -> Shared:
-    """Ctrl-C at person0's outcome while person1's send is certainly in flight; it ends after that."""
+    """Ctrl-C at person0's outcome while person1's send is certainly in flight; it ends once the
+    run's wind-down has said it waits for it."""
     settings = settings.model_copy(update={"send_concurrency": 2})
     add_recipients(db, 2)
     shared, started, release = Shared(settings, script=script), threading.Event(), threading.Event()
@@ -445,12 +446,21 @@ def interrupted_with_a_send_in_flight(settings, db, clock, *, before_interruptin
 
     def interrupt(outcome):
         before_interrupting()
-        release.set()
         raise KeyboardInterrupt
 
+    class ReleaseOnceWaited(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("waiting for the send in flight"):
+                release.set()
+
     shared.factory = lambda: shared.made.append(Slow(shared)) or shared.made[-1]
-    with pytest.raises(KeyboardInterrupt):
-        run(settings, db, shared, clock, on_outcome=interrupt, sleep=sleep or RecordingSleep())
+    handler = ReleaseOnceWaited()
+    logging.getLogger("email_automation").addHandler(handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(settings, db, shared, clock, on_outcome=interrupt, sleep=sleep or RecordingSleep())
+    finally:
+        logging.getLogger("email_automation").removeHandler(handler)
     return shared
 
 

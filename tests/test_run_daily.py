@@ -603,6 +603,31 @@ def test_one_at_a_time_an_interruption_waits_for_the_send_in_flight_and_records_
     assert "waiting for the send in flight to finish, to record it" in caplog.text
 
 
+def test_an_interruption_after_a_send_finished_records_it_without_saying_it_waits(settings, db, clock, monkeypatch,
+                                                                                   caplog):
+    """Ctrl-C just as the run was handed a finished send, before it recorded it: nothing is left
+    to wait for, so the wind-down records it and does not say it waits for a send in flight."""
+    from email_automation.concurrent_send import ConcurrentSender
+
+    add_recipients(db, 3)
+    real = ConcurrentSender.done
+
+    def done(self, *, block):
+        finished = real(self, block=block)
+        if block and finished:
+            raise KeyboardInterrupt
+        return finished
+
+    monkeypatch.setattr(ConcurrentSender, "done", done)
+    transport = ScriptedTransport()
+    with caplog.at_level(logging.INFO, logger="email_automation"), pytest.raises(KeyboardInterrupt):
+        run(settings, db, transport, clock)
+    assert transport.recipients == ["person0@example.com"]
+    assert statuses(db)["person0@example.com"] == "sent"
+    assert "person0@example.com sent" in caplog.text
+    assert "waiting for" not in caplog.text
+
+
 def test_a_second_interruption_early_in_the_wind_down_still_closes_the_pool_and_records(settings, db, clock,
                                                                                         monkeypatch):
     """Ctrl-C twice: the second one lands as the run starts to wind down (here, as it takes back
