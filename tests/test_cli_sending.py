@@ -70,6 +70,18 @@ def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
     ]
 
 
+def test_status_names_the_first_ten_that_need_a_decision_and_counts_the_rest(db):
+    conn = connect(db)
+    conn.executemany("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES (1, ?, 'unknown', 'x')",
+                     [(f"u{i:02}@example.com",) for i in range(13)])
+    conn.commit()
+    lines = [line for line in cli("status", "--db", "x.db").stdout.splitlines() if line.startswith("Needs a decision")]
+    assert [line.split()[3] for line in lines[:10]] == [f"u{i:02}@example.com" for i in range(10)]
+    assert lines[10:] == ["Needs a decision: 3 more recipients may or may not have been sent; `status --json` lists "
+                          "them all (unknown_recipients), the dashboard's Recipients tab too."]
+    assert len(json.loads(cli("status", "--db", "x.db", "--json").stdout)["unknown_recipients"]) == 13
+
+
 def test_status_columns_stay_aligned_under_a_campaign_name_in_wide_characters(db):
     assert cli("import", "people.csv", "--db", "x.db", "--campaign", "東京 [b]x[/b]").exit_code == 0
     header, *rows = cli("status", "--db", "x.db").stdout.splitlines()[:3]

@@ -219,8 +219,12 @@ def status_table(summary) -> str:
                       [(c.name, c.state, *(c.counts[s] for s in statuses), c.total) for c in summary.campaigns])
 
 
+SHOWN_DECISIONS = 10  # a terminal's worth: after an outage hundreds may be unknown
+
+
 def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
-    """Today against the limit, DRY_RUN, and one line per recipient that needs a decision."""
+    """Today against the limit, DRY_RUN, and a line per recipient that needs a decision (the first
+    SHOWN_DECISIONS, then how many more)."""
     in_doubt = summary.counted_today - summary.sent_today
     lines = [f"Today ({summary.today}): {summary.sent_today} sent"
              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
@@ -232,7 +236,10 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
     if dry_run:
         lines.append("DRY_RUN is on: runs write .eml files to a new folder in the outbox and send nothing.")
     lines += [f"Needs a decision: {row['email']} ({row['campaign']}) may or may not have been sent; "
-              f"`email-automation resolve {row['email']} --sent` or `--pending`." for row in unknown]
+              f"`email-automation resolve {row['email']} --sent` or `--pending`." for row in unknown[:SHOWN_DECISIONS]]
+    if len(unknown) > SHOWN_DECISIONS:
+        lines.append(f"Needs a decision: {len(unknown) - SHOWN_DECISIONS} more recipients may or may not have been "
+                     "sent; `status --json` lists them all (unknown_recipients), the dashboard's Recipients tab too.")
     return lines
 
 
