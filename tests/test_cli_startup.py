@@ -242,6 +242,24 @@ def test_status_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
     assert into_a_closed_pipe("status", "--db", "missing.db", "--json", cwd=tmp_path).returncode == 2
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"], ["status", "--db", "x.db", "--json"]])
+def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, args):
+    """Every write to /dev/full fails with ENOSPC: the help, the version (written before any
+    command runs) and a command's JSON, whose error object cannot be written there either."""
+    assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
+    with open("/dev/full", "w") as full:
+        ended = subprocess.run([sys.executable, "-m", "email_automation", *args], cwd=tmp_path, stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=120,
+                               env={**os.environ, "SENDER_EMAIL": "me@example.com"})
+    assert (ended.returncode, ended.stderr) == (2, "Error: No space left on device\n")
+
+
+def test_the_version_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
+    piped = into_a_closed_pipe("--version", cwd=tmp_path)
+    assert (piped.returncode, piped.stderr) == (0, "")
+
+
 def test_a_run_whose_stdout_reader_has_gone_goes_on_without_a_traceback(tmp_path):
     assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
     (tmp_path / "r.csv").write_text("email,first_name\n" + "".join(f"p@company{i}.example,P{i}\n" for i in range(5)))

@@ -42,6 +42,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         raise SystemExit(130) from None
+    except OSError as exc:  # each command maps its own (`cli_errors`); this is click's help or a usage line
+        from .common import output_failed
+
+        raise SystemExit(output_failed(exc)) from None
 
 
 def console() -> None:

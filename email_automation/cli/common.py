@@ -40,7 +40,7 @@ EXIT_ERROR, EXIT_BAD_INPUT, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 def _print_version(value: bool) -> None:
     if value:
-        print(f"email-automation {__version__}")
+        say(f"email-automation {__version__}")
         raise typer.Exit()
 
 
@@ -141,6 +141,17 @@ def _to_stdout(text: str) -> None:
         _stdout_to_devnull()
 
 
+def output_failed(exc: OSError) -> int:
+    """Writing to stdout failed outside a command (`--help` or `--version` to a full disk): one
+    line on stderr, the exit code `cli_errors` gives a full disk, and stdout closed for good."""
+    _stdout_to_devnull()
+    try:
+        warn(f"Error: {exc.strerror or exc}")
+    except OSError:  # stderr is gone too: the exit code alone says it
+        pass
+    return EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR
+
+
 def _stdout_to_devnull() -> None:
     """What is still buffered, and anything printed later, goes to /dev/null, not the closed pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -217,7 +228,11 @@ def cli_errors(fn):
 
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        print_json({"error": message})
+        try:
+            print_json({"error": message})
+        except OSError:  # stdout is what failed (a full disk): the error goes to stderr
+            _stdout_to_devnull()
+            warn(f"Error: {message}")
     elif code == EXIT_INTERRUPTED:
         warn("Interrupted.")
     else:
