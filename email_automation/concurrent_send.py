@@ -134,7 +134,7 @@ class ConcurrentSender(Generic[K]):
 
     @property
     def unfinished(self) -> int:
-        """Submitted and not yet finished (queued or being sent): what closing the pool waits for."""
+        """Submitted and not yet finished: queued, or being sent (which closing the pool waits for)."""
         with self._lock:
             return len(self._jobs) + self._running
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # Jinja2 is loaded only to render: `status` (which reads step
     from .email_templates import CampaignTemplate, RenderedEmail
 
 FIRST_STEP = 1
+MAX_WAIT_DAYS = 260  # business days: a year; a follow-up later than that is a new campaign
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Step:
 
 def is_business_day(day: date, holidays: Iterable[date] = ()) -> bool:
     """Monday to Friday, and not one of `holidays`."""
-    return day.weekday() < 5 and day not in set(holidays)
+    return day.weekday() < 5 and day not in (holidays if isinstance(holidays, (set, frozenset)) else set(holidays))
 
 
 def add_business_days(start: date, days: int, holidays: Iterable[date] = ()) -> date:
@@ -95,8 +96,9 @@ def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: 
     from .campaign_templates import campaign_columns
     from .email_templates import check_template
 
-    if after_days < 1:
-        raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be at least 1 business day")
+    if not 1 <= after_days <= MAX_WAIT_DAYS:
+        raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be 1 to {MAX_WAIT_DAYS} business days "
+                                  f"(a year), not {after_days}")
     if not html.strip():
         raise TemplateRenderError(f"campaign {campaign!r}: the HTML body template of the step is empty")
     if subject is not None and not subject.strip():
@@ -190,12 +192,11 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
     `slim`: each row holds only the recipient's id, status and sent_at (with campaign_name,
     next_step and after_days), enough to count and list them.
     """
-    stopped, args = applications.stopped_condition(stop_company)
     today = now.astimezone(tz).date()
     due_day = _DueDays(tz, holidays)
     names = set(exclude)
     found = []
-    sql = f"{_CANDIDATES.format(columns='r.id, r.status, r.sent_at' if slim else 'r.*')} AND NOT {stopped}"
+    sql, args = _candidates("r.id, r.status, r.sent_at" if slim else "r.*", stop_company)
     if only is not None:
         ids = list(only)
         sql += f" AND r.id IN ({', '.join('?' * len(ids))})"
@@ -209,6 +210,12 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
             found.append(Due(row, row["next_step"], due_day(row["sent_at"], row["after_days"])))
     found.sort(key=attrgetter("due"))  # stable: a day's follow-ups keep the query's order, by id
     return found
+
+
+def _candidates(columns: str, stop_company: bool) -> tuple[str, tuple]:
+    """`_CANDIDATES` with `columns`, less those a reply stops, and its parameters."""
+    stopped, args = applications.stopped_condition(stop_company)
+    return f"{_CANDIDATES.format(columns=columns)} AND NOT {stopped}", args
 
 
 class _DueDays:
@@ -238,25 +245,31 @@ def due_counts(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays:
     """
     today = now.astimezone(tz).date()
     due_day = _DueDays(tz, holidays)
-    waits = []
+    surely, never = [], []  # per wait: (after_days, sent_at below which due, below which maybe)
     for (after_days,) in conn.execute("SELECT DISTINCT after_days FROM campaign_steps"):
-        last_sent = today - timedelta(days=after_days)  # a wait of n business days lasts at least n days
-        while add_business_days(last_sent, after_days, due_day.off) > today:
-            last_sent -= timedelta(days=1)
+        last_sent, left = today, after_days  # back from today over `after_days` business days
+        try:
+            while left > 0:
+                left -= is_business_day(last_sent, due_day.off)
+                last_sent -= timedelta(days=1)
+        except OverflowError:  # a wait reaching back before year 1: nothing sent is due (a retry is)
+            surely += [after_days, ""]
+            never += [after_days, ""]
+            continue
         over = datetime.combine(last_sent + timedelta(days=1), time(), tzinfo=tz)
-        waits.append((after_days, iso(over - timedelta(days=1)), iso(over + timedelta(days=1))))
-    if not waits:
+        surely += [after_days, iso(over - timedelta(days=1))]
+        never += [after_days, iso(over + timedelta(days=1))]
+    if not surely:
         return {}
-    stopped, args = applications.stopped_condition(stop_company)
-    candidates = f"{_CANDIDATES.format(columns='r.status, r.sent_at')} AND NOT {stopped}"
+    candidates, args = _candidates("r.status, r.sent_at", stop_company)
+    per_wait = f"CASE f.after_days {' '.join(['WHEN ? THEN ?'] * (len(surely) // 2))} END"
     counts: dict[tuple[str, int], int] = {}
     for name, step, after_days, near, people in conn.execute(
-            f"WITH waits(after_days, surely, never) AS (VALUES {', '.join(['(?, ?, ?)'] * len(waits))})"
             " SELECT f.campaign_name, f.next_step, f.after_days,"
-            "  CASE WHEN f.status = 'pending' OR f.sent_at < w.surely THEN NULL ELSE f.sent_at END, count(*)"
-            f" FROM ({candidates}) f JOIN waits w ON w.after_days = f.after_days"
-            " WHERE f.status = 'pending' OR (f.sent_at != '' AND f.sent_at < w.never) GROUP BY 1, 2, 3, 4",
-            (*[value for wait in waits for value in wait], *args)):
+            f"  CASE WHEN f.status = 'pending' OR f.sent_at < {per_wait} THEN NULL ELSE f.sent_at END, count(*)"
+            f" FROM ({candidates}) f"
+            f" WHERE f.status = 'pending' OR (f.sent_at != '' AND f.sent_at < {per_wait}) GROUP BY 1, 2, 3, 4",
+            (*surely, *args, *never)):
         if near is None or due_day(near, after_days) <= today:  # a retry is due at once
             counts[name, step] = counts.get((name, step), 0) + people
     return counts

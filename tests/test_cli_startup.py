@@ -243,16 +243,20 @@ def test_status_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"], ["status", "--db", "x.db", "--json"]])
-def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, args):
+@pytest.mark.parametrize("args, error", [
+    (["--version"], "No space left on device"), (["--help"], "No space left on device"),
+    (["run", "--help"], "No space left on device"), (["status", "--db", "x.db", "--json"], "No space left on device"),
+    (["status", "--json", "--bogus"], "No such option: --bogus")])
+def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, args, error):
     """Every write to /dev/full fails with ENOSPC: the help, the version (written before any
-    command runs) and a command's JSON, whose error object cannot be written there either."""
+    command runs) and a command's JSON; the error object that cannot be written there either
+    goes to stderr."""
     assert script("init", "--db", "x.db", cwd=tmp_path).returncode == 0
     with open("/dev/full", "w") as full:
         ended = subprocess.run([sys.executable, "-m", "email_automation", *args], cwd=tmp_path, stdout=full,
                                stderr=subprocess.PIPE, text=True, timeout=120,
                                env={**os.environ, "SENDER_EMAIL": "me@example.com"})
-    assert (ended.returncode, ended.stderr) == (2, "Error: No space left on device\n")
+    assert (ended.returncode, ended.stderr) == (2, f"Error: {error}\n")
 
 
 def test_the_version_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):

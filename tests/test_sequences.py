@@ -252,7 +252,8 @@ def test_step_add_list_remove_and_template_show(cli_db):
     (["step", "add", "--after-days", "2", "--html", "f.html", "-c", "nosuch"], "no campaign named 'nosuch'"),
     (["step", "remove", "1"], "step 1 is the campaign's own template"),
     (["step", "remove", "4"], "campaign 'default' has no step 4"),
-], ids=["campaign", "step-1", "missing"])
+    (["step", "add", "--after-days", "261", "--html", "f.html"], "--after-days must be 1 to 260 business days"),
+], ids=["campaign", "step-1", "missing", "wait-over-a-year"])
 def test_step_errors_are_one_line(cli_db, args, message):
     result = cli(*args, "--db", "x.db")
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
@@ -658,16 +659,16 @@ def counting_db(tmp_path_factory):
 @hypothesis_settings(max_examples=150, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(zone=st.sampled_from(_ZONES), around=st.sampled_from(_AROUND), now_minutes=st.integers(0, 14 * 24 * 60),
-       waits=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+       waits=st.lists(st.integers(1, 6) | st.just(sequences.MAX_WAIT_DAYS), min_size=1, max_size=3),
        holidays=st.sets(st.integers(-8, 0), max_size=4),
        people=st.lists(st.tuples(st.integers(0, 14 * 24 * 60), st.integers(1, 3), st.sampled_from(["sent", "pending"])),
-                       max_size=40))
+                       max_size=40), stop_company=st.booleans())
 @example(zone="Europe/Berlin", around=_AROUND[3], now_minutes=12 * 60, waits=[1], holidays={0},  # today a holiday
-         people=[(26 * 60, 1, "sent")])
+         people=[(26 * 60, 1, "sent")], stop_company=True)
 @example(zone="Pacific/Apia", around=_AROUND[0], now_minutes=4 * 24 * 60 + 12 * 60, waits=[1, 2], holidays=set(),
-         people=[(minutes, 1, "sent") for minutes in range(0, 4 * 24 * 60, 90)])  # across the day Apia skipped
+         people=[(minutes, 1, "sent") for minutes in range(0, 4 * 24 * 60, 90)], stop_company=False)  # a skipped day
 def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone, around, now_minutes, waits,
-                                                               holidays, people):
+                                                               holidays, people, stop_company):
     """The dashboard and `status` count them in SQL, by instants; a run reads them one by one, by
     local days: the same follow-ups, whatever the zone does around midnight."""
     db, tz = counting_db, ZoneInfo(zone)
@@ -684,5 +685,21 @@ def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone
             db.execute("INSERT INTO recipients (campaign_id, email, status, step, sent_at, created_at)"
                        " VALUES (1, ?, ?, ?, ?, 'x')", (f"p{i}@example.com", status, step, sent_at))
     expected = Counter((d.row["campaign_name"], d.step)
-                       for d in sequences.due_followups(db, now=now, tz=tz, holidays=off, stop_company=False))
-    assert sequences.due_counts(db, now=now, tz=tz, holidays=off, stop_company=False) == expected
+                       for d in sequences.due_followups(db, now=now, tz=tz, holidays=off, stop_company=stop_company))
+    assert sequences.due_counts(db, now=now, tz=tz, holidays=off, stop_company=stop_company) == expected
+
+
+def test_a_wait_older_than_the_calendar_counts_nothing_due_and_keeps_status_going(counting_db):
+    """A database from before waits were capped may hold one that reaches back before year 1."""
+    now, tz = datetime(2026, 12, 1, 12, tzinfo=timezone.utc), ZoneInfo("Europe/Berlin")
+    with transaction(counting_db):
+        counting_db.execute("DELETE FROM recipients")
+        counting_db.execute("DELETE FROM campaign_steps")
+        counting_db.execute("INSERT INTO campaign_steps (campaign_id, step, after_days, html_template, created_at)"
+                            " VALUES (1, 2, 800000, 'x', 'x')")
+        counting_db.executemany("INSERT INTO recipients (campaign_id, email, status, step, sent_at, created_at)"
+                                " VALUES (1, ?, ?, ?, ?, 'x')", [("a@example.com", "sent", 1, "2020-01-01T00:00:00.000000Z"),
+                                                                 ("b@example.com", "pending", 2, None)])
+    assert sequences.due_counts(counting_db, now=now, tz=tz, stop_company=False) == {("default", 2): 1}  # the retry
+    summary = sequences.step_summary(counting_db, now=now, tz=tz, stop_company=False)
+    assert summary["default"]["2"]["due"] == 1

@@ -61,7 +61,7 @@ class _JsonErrorsGroup(TyperGroup):
         except UsageError as exc:
             if not ctx.meta.get("json"):
                 raise
-            print_json({"error": exc.format_message()})
+            _error_as_json(exc.format_message())
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -146,7 +146,7 @@ def output_failed(exc: OSError) -> int:
     line on stderr, the exit code `cli_errors` gives a full disk, and stdout closed for good."""
     _stdout_to_devnull()
     try:
-        warn(f"Error: {exc.strerror or exc}")
+        warn(f"Error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
     except OSError:  # stderr is gone too: the exit code alone says it
         pass
     return EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR
@@ -228,16 +228,21 @@ def cli_errors(fn):
 
 def _fail(message: str, code: int, as_json: bool) -> None:
     if as_json:
-        try:
-            print_json({"error": message})
-        except OSError:  # stdout is what failed (a full disk): the error goes to stderr
-            _stdout_to_devnull()
-            warn(f"Error: {message}")
+        _error_as_json(message)
     elif code == EXIT_INTERRUPTED:
         warn("Interrupted.")
     else:
         warn(f"Error: {message}")
     raise typer.Exit(code)
+
+
+def _error_as_json(message: str) -> None:
+    """`{"error": message}` on stdout, or the line on stderr when stdout is what fails (a full disk)."""
+    try:
+        print_json({"error": message})
+    except OSError:
+        _stdout_to_devnull()
+        warn(f"Error: {message}")
 
 
 def _sqlite_exit_code(exc: sqlite3.Error) -> int:
