@@ -246,7 +246,7 @@ def test_status_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
 @pytest.mark.parametrize("args, error", [
     (["--version"], "No space left on device"), (["--help"], "No space left on device"),
     (["run", "--help"], "No space left on device"), (["status", "--db", "x.db", "--json"], "No space left on device"),
-    (["status", "--json", "--bogus"], "No such option: --bogus")])
+    (["status", "--json", "--bogus"], "No such option")])  # click's wording of the rest moves between versions
 def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, args, error):
     """Every write to /dev/full fails with ENOSPC: the help, the version (written before any
     command runs) and a command's JSON; the error object that cannot be written there either
@@ -256,7 +256,8 @@ def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, a
         ended = subprocess.run([sys.executable, "-m", "email_automation", *args], cwd=tmp_path, stdout=full,
                                stderr=subprocess.PIPE, text=True, timeout=120,
                                env={**os.environ, "SENDER_EMAIL": "me@example.com"})
-    assert (ended.returncode, ended.stderr) == (2, f"Error: {error}\n")
+    assert ended.returncode == 2 and ended.stderr.startswith(f"Error: {error}") and ended.stderr.count("\n") == 1
+    assert args[-1] != "--bogus" or "--bogus" in ended.stderr
 
 
 def test_the_version_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
