@@ -260,8 +260,9 @@ def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, a
     assert args[-1] != "--bogus" or "--bogus" in ended.stderr
 
 
-def test_the_version_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
-    piped = into_a_closed_pipe("--version", cwd=tmp_path)
+@pytest.mark.parametrize("args", [["--version"], ["config"]])
+def test_the_version_and_settings_into_a_pipe_whose_reader_has_gone_end_without_a_word(tmp_path, args):
+    piped = into_a_closed_pipe(*args, cwd=tmp_path)
     assert (piped.returncode, piped.stderr) == (0, "")
 
 

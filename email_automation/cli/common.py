@@ -131,6 +131,14 @@ def say(text: str) -> None:
     _to_stdout(plain(text))
 
 
+def show(renderable) -> None:
+    """A rich renderable (a table) on stdout; a reader that has gone is handled as in `say` (rich's
+    own print would exit 1 there)."""
+    with console().capture() as captured:
+        console().print(renderable)
+    _to_stdout(captured.get().removesuffix("\n"))
+
+
 def _to_stdout(text: str) -> None:
     """Print `text` on stdout; once stdout's reader has gone (`status | head -1`), nothing more is
     written there and the command goes on: its lines on stderr and its exit code still say how it

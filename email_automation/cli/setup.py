@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cron as cron_lib
-from .common import BadInput, DbOption, JsonOption, app, cells, cli_errors, console, print_json, say, settings_for
+from .common import BadInput, DbOption, JsonOption, app, cells, cli_errors, print_json, say, settings_for, show
 
 
 @app.command()
@@ -45,7 +45,7 @@ def show_config(db: DbOption = None, as_json: JsonOption = False) -> None:
     table = Table("Variable", "Value", "From", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*cells(*row))
-    console().print(table)
+    show(table)
 
 
 @app.command()
