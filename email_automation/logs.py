@@ -30,12 +30,12 @@ def line_formatter() -> logging.Formatter:
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """The run's lines on stdout; once the reader has gone (`run | head`, a dead pipe from cron) it
-    stops writing there without a traceback per line: the run goes on, and LOG_FILE and the
-    database keep the whole story."""
+    """The run's lines on stdout; once it cannot be written (`run | head`, a dead pipe from cron, a
+    full disk) it stops writing there without a traceback per line: the run goes on, and LOG_FILE
+    and the database keep the whole story."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if isinstance(sys.exc_info()[1], BrokenPipeError):
+        if isinstance(sys.exc_info()[1], OSError):
             self.setLevel(logging.CRITICAL + 1)  # nothing more to this stream
             return
         super().handleError(record)

@@ -252,13 +252,12 @@ def due_counts(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays:
             while left > 0:
                 left -= is_business_day(last_sent, due_day.off)
                 last_sent -= timedelta(days=1)
-        except OverflowError:  # a wait reaching back before year 1: nothing sent is due (a retry is)
-            surely += [after_days, ""]
-            never += [after_days, ""]
-            continue
-        over = datetime.combine(last_sent + timedelta(days=1), time(), tzinfo=tz)
-        surely += [after_days, iso(over - timedelta(days=1))]
-        never += [after_days, iso(over + timedelta(days=1))]
+            over = datetime.combine(last_sent + timedelta(days=1), time(), tzinfo=tz)
+            cutoffs = (iso(over - timedelta(days=1)), iso(over + timedelta(days=1)))
+        except OverflowError:  # a wait reaching back to year 1: nothing sent is due (a retry is)
+            cutoffs = ("", "")
+        surely += [after_days, cutoffs[0]]
+        never += [after_days, cutoffs[1]]
     if not surely:
         return {}
     candidates, args = _candidates("r.status, r.sent_at", stop_company)

@@ -246,7 +246,8 @@ def test_status_into_a_pipe_whose_reader_has_gone_ends_without_a_word(tmp_path):
 @pytest.mark.parametrize("args, error", [
     (["--version"], "No space left on device"), (["--help"], "No space left on device"),
     (["run", "--help"], "No space left on device"), (["status", "--db", "x.db", "--json"], "No space left on device"),
-    (["status", "--json", "--bogus"], "No such option")])  # click's wording of the rest moves between versions
+    (["status", "--json", "--bogus"], "No such option"),  # click's wording of the rest moves between versions
+    (["run", "--db", "x.db"], "No space left on device")])  # its log lines, then its summary
 def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(tmp_path, args, error):
     """Every write to /dev/full fails with ENOSPC: the help, the version (written before any
     command runs) and a command's JSON; the error object that cannot be written there either

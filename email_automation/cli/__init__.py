@@ -42,7 +42,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")
         raise SystemExit(130) from None
-    except OSError as exc:  # each command maps its own (`cli_errors`); this is click's help or a usage line
+    except OSError as exc:  # --help, --version or a usage line to a full disk; each command maps its own
+        # (`cli_errors`), and click ends the help into a closed pipe itself, with exit 1
         from .common import output_failed
 
         raise SystemExit(output_failed(exc)) from None

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..database import DEFAULT_CAMPAIGN
+from ..sequences import MAX_WAIT_DAYS
 from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, open_database, say, settings_for
 
 template_app = typer.Typer(help="Show or change a campaign's templates, its named ones and its attachments.", no_args_is_help=True)
@@ -149,7 +150,7 @@ def _step_line(step) -> str:
 @step_app.command("add")
 @cli_errors
 def step_add(
-    after_days: Annotated[int, typer.Option("--after-days", help="Business days to wait after the previous step was sent.", min=1)],
+    after_days: Annotated[int, typer.Option("--after-days", help="Business days to wait after the previous step was sent.", min=1, max=MAX_WAIT_DAYS)],
     html: Annotated[Path, typer.Option("--html", help="File with the HTML body template of the follow-up.")],
     db: DbOption = None,
     campaign: CampaignOption = DEFAULT_CAMPAIGN,

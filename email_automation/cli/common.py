@@ -153,11 +153,19 @@ def output_failed(exc: OSError) -> int:
     """Writing to stdout failed outside a command (`--help` or `--version` to a full disk): one
     line on stderr, the exit code `cli_errors` gives a full disk, and stdout closed for good."""
     _stdout_to_devnull()
+    message, code = _os_error(exc)
     try:
-        warn(f"Error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror or exc}")
+        warn(f"Error: {message}")
     except OSError:  # stderr is gone too: the exit code alone says it
         pass
-    return EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR
+    return code
+
+
+def _os_error(exc: OSError) -> tuple[str, int]:
+    """The one line for an error of the machine (a file, a full disk) and its exit code: a full
+    disk is the set-up (2), anything else 1."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR
 
 
 def _stdout_to_devnull() -> None:
@@ -226,8 +234,7 @@ def cli_errors(fn):
             _stdout_to_devnull()
             raise typer.Exit(EXIT_ERROR) from None
         except OSError as exc:  # a file the library does not wrap itself; a full disk is the machine's set-up
-            where = f"{exc.filename}: " if exc.filename else ""
-            _fail(f"{where}{exc.strerror or exc}", EXIT_BAD_INPUT if exc.errno == errno.ENOSPC else EXIT_ERROR, as_json)
+            _fail(*_os_error(exc), as_json)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED, as_json)
 
