@@ -29,6 +29,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_CAMPAIGN = "default"
 DEFAULT_TEMPLATE = "default"  # a `template` CSV cell naming the campaign's own template
+MAX_WAIT_DAYS = 260  # a follow-up step's wait, business days: a year; a later one is a new campaign
 
 
 def utc_now() -> datetime:

@@ -18,14 +18,13 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import applications
-from .database import get_campaign, iso, transaction
+from .database import MAX_WAIT_DAYS, get_campaign, iso, transaction
 from .errors import NotFoundError, TemplateRenderError
 
 if TYPE_CHECKING:  # Jinja2 is loaded only to render: `status` (which reads steps) must start fast
     from .email_templates import CampaignTemplate, RenderedEmail
 
 FIRST_STEP = 1
-MAX_WAIT_DAYS = 260  # business days: a year; a follow-up later than that is a new campaign
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..database import DEFAULT_CAMPAIGN
-from ..sequences import MAX_WAIT_DAYS
+from ..database import DEFAULT_CAMPAIGN, MAX_WAIT_DAYS  # not from sequences: --help would load it
 from .common import BadInput, DbOption, JsonOption, answer, app, cli_errors, open_database, say, settings_for
 
 template_app = typer.Typer(help="Show or change a campaign's templates, its named ones and its attachments.", no_args_is_help=True)
