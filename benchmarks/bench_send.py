@@ -93,10 +93,6 @@ class Sink:
     def received(self) -> int:
         return len(list((self.folder / "messages").iterdir()))
 
-    def clear(self) -> None:
-        shutil.rmtree(self.folder / "messages")
-        (self.folder / "messages").mkdir()
-
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -104,13 +100,17 @@ class Sink:
 
 def file_cost(folder: Path, files: int = 200) -> float:
     """Microseconds of CPU to create and write one message-sized file in `folder`, as the sink does
-    for each message. On this benchmark's VM it moved between about 30 and 600 within a minute,
-    standing alone: the sink's share of the whole run moves with it."""
-    folder.mkdir()
+    for each message (the files are removed again). On this benchmark's VM it was 25 us in one
+    directory and 250-700 us in another, steadily: it depends on where the directory was made, and
+    the sink's share of a run with it."""
+    paths = [folder / f"probe-{i}.tmp" for i in range(files)]
     started = time.process_time()
-    for i in range(files):
-        (folder / f"{i}.eml").write_bytes(b"x" * 1200)
-    return (time.process_time() - started) / files * 1e6
+    for path in paths:
+        path.write_bytes(b"x" * 1200)
+    spent = time.process_time() - started
+    for path in paths:
+        path.unlink()
+    return spent / files * 1e6
 
 
 def write_csv(path: Path, n: int) -> None:
@@ -176,7 +176,10 @@ def main() -> None:
         write_csv(root / "recipients.csv", n)
         (root / "sink").mkdir()
         sink = Sink(root / "sink", args.latency, relay_cpu)
-        disk = [file_cost(root / "sink" / "probe-before")]
+        # One folder for the whole set, the messages of every run left in it until the end: a
+        # folder made again for each run could land where creating a file costs ten times as much
+        # (file_cost), for one sender and not the other.
+        disk = [file_cost(root / "sink" / "messages")]
         try:
             for r in range(args.rounds):
                 # The order alternates from round to round: on a small VM the second of two runs
@@ -185,17 +188,17 @@ def main() -> None:
                 for name in ("ours", "mailmerge") if r % 2 == 0 else ("mailmerge", "ours"):
                     folder = root / f"{name}-{r}"
                     folder.mkdir()
-                    sink.clear()
+                    before = sink.received()
                     sink_cpu = sink.cpu()
                     if name == "ours":
                         result = ours(folder, root / "recipients.csv", sink.port, n, args.concurrency)
                     else:
                         result = mailmerge(folder, root / "recipients.csv", sink.port, n)
-                    if sink.received() != n:
-                        raise SystemExit(f"{name}: the sink received {sink.received()} messages, not {n}")
+                    if sink.received() - before != n:
+                        raise SystemExit(f"{name}: the sink received {sink.received() - before} messages, not {n}")
                     results[name].append(result)
                     sink_cpus[name].append(sink.cpu() - sink_cpu)
-            disk.append(file_cost(root / "sink" / "probe-after"))
+            disk.append(file_cost(root / "sink" / "messages"))
         finally:
             sink.stop()
     print(f"messages: {n}, sink latency {args.latency * 1000:g} ms, SEND_CONCURRENCY {args.concurrency}, "
