@@ -1,7 +1,7 @@
 """Whole processes, side by side: `email-automation run` against mailmerge on the same loopback sink.
 
 Both send N messages to tests/smtp_sink.py (a separate process that writes each message to a
-file, as a relay queueing to disk does) with no delay. Rounds are interleaved so a loaded machine
+file, as a relay queueing to disk does) with no delay, into one folder kept for the whole set. Rounds are interleaved so a loaded machine
 slows both alike. Prints seconds, messages/s, peak RSS of each process, and the ratio
 (mailmerge's time / ours: above 1 means we are faster).
 
