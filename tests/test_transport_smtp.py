@@ -309,6 +309,17 @@ def test_the_deadline_is_per_send_not_per_connection(sink, dripping):
     assert len(sink.deliveries) == 3 and sink.connections == 1
 
 
+def test_sends_that_ended_in_time_do_not_pile_up_until_their_deadline(sink, transport, smtp_settings):
+    # Each send is watched until its deadline (2 s here, 30 s or more in a run); a run sends
+    # thousands within that time, and holding each one's watchdog until then grew with the batch.
+    from email_automation.transports.deadline import _WATCHER
+
+    for n in range(300):
+        transport.send(message_to(f"p{n}@example.org", smtp_settings), tags={})
+    assert len(sink.deliveries) == 300
+    assert len(_WATCHER._queue) <= 2, "only the last send's watchdog (and one being cut) may remain"
+
+
 def test_closing_does_not_wait_for_a_server_that_drips_its_goodbye(sink, dripping):
     smtp = SmtpTransport(dripping)
     smtp.send(message_to("ada@example.org", dripping), tags={})

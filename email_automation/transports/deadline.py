@@ -92,6 +92,11 @@ class _Watcher:
 
     def watch(self, dog: SocketWatchdog, when: float) -> None:
         with self._wake:
+            # Exchanges that ended in time leave the heap here, not only when their deadline comes:
+            # a run sends thousands within one SEND_TIMEOUT_SECONDS, and each held its watchdog,
+            # socket getter and lock until then (7 MB for 10,000 messages).
+            while self._queue and self._queue[0][2]._done:
+                heapq.heappop(self._queue)
             heapq.heappush(self._queue, (when, next(self._order), dog))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="send-deadlines", daemon=True)
