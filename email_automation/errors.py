@@ -48,11 +48,16 @@ class SendError(EmailAutomationError):
 
     error_class = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, mailbox_status: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, mailbox_status: str | None = None,
+                 before_recipient: bool = False) -> None:
         super().__init__(message)
         self.code = code
         # The receiving server's RFC 3463 status for the recipient (`5.1.1`), when it gave one.
         self.mailbox_status = mailbox_status
+        # Refused before the recipient was named (the relay not reached, its greeting or login
+        # failed, the account throttled): the relay or the account is at fault, not the recipient,
+        # so the attempt does not count toward MAX_ATTEMPTS (ledger.record_failure).
+        self.before_recipient = before_recipient
 
 
 class TransientSendError(SendError):

@@ -243,10 +243,12 @@ def record_failure(
 ) -> str:
     """Record a send that did not (certainly) go out; returns the recipient's new status.
 
-    Ambiguous -> unknown (never retried automatically); permanent -> failed; fatal -> pending
-    with the attempt `deferred` and given back (the account, not the recipient, is at fault);
-    transient -> pending with the attempt `deferred` until `max_attempts` attempts were made,
-    then failed. A deferred attempt never counts toward the daily limit: nothing left.
+    Ambiguous -> unknown (never retried automatically); permanent -> failed; fatal, or transient
+    before the recipient was named (`SendError.before_recipient`) -> pending with the attempt
+    `deferred` and given back (the account or the relay, not the recipient, is at fault: a relay
+    down for days must not fail the queue's first recipients); other transient -> pending with the
+    attempt `deferred` until `max_attempts` attempts were made, then failed. A deferred attempt
+    never counts toward the daily limit: nothing left.
     """
     error = f"{err.code}: {err}" if err.code else str(err)
     refund = 0
@@ -254,7 +256,7 @@ def record_failure(
         log_status = new_status = "unknown"
     elif err.error_class == "permanent":
         log_status = new_status = "failed"
-    elif err.error_class == "fatal":
+    elif err.error_class == "fatal" or err.before_recipient:
         log_status, new_status, refund = "deferred", "pending", 1
     else:
         attempts = conn.execute("SELECT attempts FROM recipients WHERE id = ?", (c.recipient_id,)).fetchone()[0]

@@ -100,6 +100,19 @@ def test_transient_failures_give_up_after_max_attempts_but_fatal_ones_do_not_cou
     assert status_of(db, rid) == "failed"
 
 
+def test_a_refusal_before_the_recipient_was_named_does_not_count_toward_max_attempts(db):
+    # The relay unreachable for days (or the account throttled) is not the recipient's fault.
+    rid = add(db, "a@example.com")
+    for _ in range(4):
+        ledger.record_failure(db, claim(db, rid), TransientSendError("connection never opened", before_recipient=True),
+                              now=NOW, max_attempts=2)
+    assert status_of(db, rid) == "pending"
+    assert db.execute("SELECT attempts FROM recipients WHERE id = ?", (rid,)).fetchone()[0] == 0
+    ledger.record_failure(db, claim(db, rid), TransientSendError("450 mailbox busy"), now=NOW, max_attempts=2)
+    ledger.record_failure(db, claim(db, rid), TransientSendError("450 mailbox busy"), now=NOW, max_attempts=2)
+    assert status_of(db, rid) == "failed", "a refusal of the recipient itself still counts"
+
+
 def test_recovery_turns_interrupted_sends_into_unknown_never_pending(db):
     rid = add(db, "a@example.com")
     claim(db, rid)

@@ -303,6 +303,28 @@ def test_repeated_time_outs_stop_the_run_instead_of_making_everyone_unknown(sett
     assert sorted(statuses(db).values()) == ["pending"] * 3 + ["unknown"] * 3
 
 
+def test_a_relay_down_for_days_stops_each_run_and_fails_no_recipient(settings, db, clock):
+    # The real SMTP transport against a port nothing listens on, one run a day for longer than
+    # MAX_ATTEMPTS: the relay is at fault, so every recipient stays in the queue, untouched.
+    import socket
+
+    from email_automation.transports.smtp import SmtpTransport
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings.model_copy(update={"max_attempts": 2, "dry_run": False, "transport": "smtp",
+                                           "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_starttls": False})
+    add_recipients(db, 5)
+    for _ in range(3):
+        report = run(settings, db, SmtpTransport(settings), clock)
+        assert (report.sent, report.failed, report.deferred) == (0, 0, 3)
+        assert "3 messages in a row" in report.fatal_error
+    assert set(statuses(db).values()) == {"pending"}
+    assert db.execute("SELECT max(attempts) FROM recipients").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM send_log WHERE status = 'deferred'").fetchone()[0] == 9
+
+
 def test_the_same_refusal_five_times_in_a_row_is_a_setup_problem(settings, db, clock):
     add_recipients(db, 8)
     script = {f"person{i}@example.com": [PermanentSendError("bad header", code="BadRequestException")] for i in range(8)}

@@ -153,6 +153,8 @@ def test_ses_errors_are_classified_by_code(settings, message, code, status, text
     assert str(info.value).startswith(starts)
     assert info.value.code == code
     assert info.value.__cause__ is not None  # raised "from" the botocore error
+    # Throttling is the account's, not the recipient's: it does not use up their MAX_ATTEMPTS.
+    assert info.value.before_recipient == starts.startswith("SES is throttling")
 
 
 class FailingClient:
@@ -282,6 +284,7 @@ def test_connection_refused_is_transient(settings, message):
     with pytest.raises(TransientSendError, match=r"^could not connect to SES \(connection never opened\)") as info:
         SesTransport(settings, client).send(message, tags=TAGS)
     assert info.value.code == "EndpointConnectionError"
+    assert info.value.before_recipient
 
 
 # --- the account's own limits (GetAccount) --------------------------------------------------------

@@ -92,6 +92,7 @@ def test_refused_recipient(sink, transport, smtp_settings, reply, expected):
     assert type(info.value) is expected
     assert str(info.value) == f"SMTP server refused recipient: gone@example.org: {reply}"
     assert info.value.code == reply[:3]
+    assert not info.value.before_recipient, "a refusal of this recipient counts toward MAX_ATTEMPTS"
     # The refusal left the connection usable for the next recipient.
     transport.send(message_to("ada@example.org", smtp_settings), tags={})
     assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.org"]]
@@ -160,6 +161,7 @@ def test_connection_refused_is_transient(settings):
         SmtpTransport(settings).send(message_to("ada@example.org", settings), tags={})
     assert str(info.value).startswith(
         f"could not connect to SMTP server 127.0.0.1:{settings.smtp_port} (connection never opened): ConnectionRefusedError")
+    assert info.value.before_recipient, "the relay, not the recipient, is at fault: not counted against them"
 
 
 def test_server_stalling_after_data_is_ambiguous(sink, smtp_settings):

@@ -258,7 +258,8 @@ def classify_ses_error(err: Exception, *, sender: str, region: str) -> SendError
         return _classify_client_error(err, sender=sender, region=region)
     name = type(err).__name__
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-        return TransientSendError(f"could not connect to SES (connection never opened): {err}", code=name)
+        return TransientSendError(f"could not connect to SES (connection never opened): {err}", code=name,
+                                  before_recipient=True)
     if isinstance(err, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return FatalSendError(
             f"no usable AWS credentials ({err}): attach an instance role to the EC2 machine, or set "
@@ -285,7 +286,8 @@ def _classify_client_error(err: ClientError, *, sender: str, region: str) -> Sen
             return FatalSendError(
                 f"the SES daily sending quota is used up {detail}: the run stops; send again after "
                 "the 24-hour window, or request a higher quota in the SES console", code=code)
-        return TransientSendError(f"SES is throttling this account {detail}: retry later", code=code)
+        return TransientSendError(f"SES is throttling this account {detail}: retry later", code=code,
+                                  before_recipient=True)
     if code in _FATAL_HINTS:
         return FatalSendError(f"{_FATAL_HINTS[code]} {detail}", code=code)
     if code in _PERMANENT and _NOT_VERIFIED.search(text):

@@ -134,17 +134,18 @@ class SmtpTransport:
         s = self._settings
         where = f"{s.smtp_host}:{s.smtp_port}"
         if not watchdog.remaining():
-            raise _too_slow(watchdog, f"SMTP server {where} was not reached")
+            raise _too_slow(watchdog, f"SMTP server {where} was not reached", before_recipient=True)
         self._conn = self._factory(timeout=watchdog.remaining())
         try:
             connect(self._conn, s.smtp_host, s.smtp_port)
         except (smtplib.SMTPException, OSError) as err:
             self._discard()
             if watchdog.expired:
-                raise _too_slow(watchdog, f"SMTP server {where} did not complete its greeting") from err
+                raise _too_slow(watchdog, f"SMTP server {where} did not complete its greeting",
+                                before_recipient=True) from err
             raise TransientSendError(
                 f"could not connect to SMTP server {where} (connection never opened): {_describe(err)}",
-                code=type(err).__name__) from err
+                code=type(err).__name__, before_recipient=True) from err
         try:
             self._greet_and_login(self._conn, where, watchdog)
         except BaseException:
@@ -179,10 +180,11 @@ class SmtpTransport:
                 code="SSLCertVerificationError") from err
         except (smtplib.SMTPException, OSError) as err:
             if watchdog.expired:
-                raise _too_slow(watchdog, f"SMTP server {where} did not complete EHLO, STARTTLS and login") from err
+                raise _too_slow(watchdog, f"SMTP server {where} did not complete EHLO, STARTTLS and login",
+                                before_recipient=True) from err
             raise TransientSendError(
                 f"SMTP server {where} failed before the message was sent: {_describe(err)}",
-                code=type(err).__name__) from err
+                code=type(err).__name__, before_recipient=True) from err
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -206,14 +208,16 @@ class SmtpTransport:
             if reused and not watchdog.expired:
                 raise _StaleConnection from err
             self._discard()
-            raise _lost_before_content(err, watchdog, "SMTP server did not answer MAIL FROM") from err
+            raise _lost_before_content(err, watchdog, "SMTP server did not answer MAIL FROM",
+                                       before_recipient=True) from err
         if code == 421 and reused:  # "closing idle connection"
             raise _StaleConnection
         if code != 250:
             self._reset(conn)
             cls = FatalSendError if 500 <= code < 600 else TransientSendError
             hint = ": check SENDER_EMAIL is allowed to send through this server" if cls is FatalSendError else ""
-            raise cls(f"SMTP server refused sender {sender}: {code} {_text(reply)}{hint}", code=str(code))
+            raise cls(f"SMTP server refused sender {sender}: {code} {_text(reply)}{hint}", code=str(code),
+                      before_recipient=True)
         refused = {}
         for rcpt in recipients:
             try:
@@ -268,25 +272,27 @@ def _command(conn: smtplib.SMTP, verb: str, argument: str) -> tuple[int, bytes]:
     return conn.getreply()
 
 
-def _too_slow(watchdog: SocketWatchdog, what: str) -> TransientSendError:
+def _too_slow(watchdog: SocketWatchdog, what: str, *, before_recipient: bool = False) -> TransientSendError:
     return TransientSendError(
         f"{what} within SEND_TIMEOUT_SECONDS ({watchdog.seconds:g} s); the message was not sent, "
-        "so it is tried again later", code="SendTimeout")
+        "so it is tried again later", code="SendTimeout", before_recipient=before_recipient)
 
 
-def _lost_before_content(err: BaseException, watchdog: SocketWatchdog, late: str, *, partly: bool = False) -> SendError:
+def _lost_before_content(err: BaseException, watchdog: SocketWatchdog, late: str, *, partly: bool = False,
+                         before_recipient: bool = False) -> SendError:
     """The send broke off before the server could hold the whole message: safe to try again.
 
-    `late` says what did not happen in time, when the deadline is why it broke off.
+    `late` says what did not happen in time, when the deadline is why it broke off;
+    `before_recipient`: before RCPT TO named the recipient (see SendError).
     """
     if watchdog.expired:
-        return _too_slow(watchdog, late)
+        return _too_slow(watchdog, late, before_recipient=before_recipient)
     if partly:
         return TransientSendError(
             f"SMTP connection lost while the message content was sent ({_describe(err)}); without its end "
             "the server cannot deliver it, so it is tried again later", code="SMTPServerDisconnected")
     return TransientSendError(f"SMTP connection lost before the message was sent: {_describe(err)}",
-                              code="SMTPServerDisconnected")
+                              code="SMTPServerDisconnected", before_recipient=before_recipient)
 
 
 def _refusal(what: str, refused: dict[str, tuple[int, bytes | str]]) -> SendError:
