@@ -130,16 +130,30 @@ def _as_dry_run(check: Check) -> Check:
 
 
 def check_settings(settings: Settings) -> list[Check]:
-    """SENDER_EMAIL (required to send), REPORT_EMAIL, and a summary of the mode."""
+    """SENDER_EMAIL (required to send), SENDER_NAME, REPLY_TO, REPORT_EMAIL, and a summary of the mode.
+
+    What `run` and `preview` refuse (dry runs too: they build every header) is a FAIL; an address
+    that only email-validator doubts (`jane@localhost`) is a WARN while DRY_RUN is on.
+    """
+    from .messages import sender_problems
+
     mode = f"TRANSPORT={settings.transport}, DRY_RUN={str(settings.dry_run).lower()}, DAILY_LIMIT={settings.daily_limit}"
     hint = "set SENDER_EMAIL in env.sh to the address you send from (verified in SES)"
+    refused = sender_problems(settings)
     problem = _address_problem(settings.sender_email)
-    if problem:
-        # A dry run builds every message From SENDER_EMAIL too: without one, `run` and `preview` stop.
-        status = WARN if settings.dry_run and settings.sender_email else FAIL
-        checks = [Check("configuration", status, f"{mode}; SENDER_EMAIL {problem}", hint)]
+    if not settings.sender_email:
+        checks = [Check("configuration", FAIL, f"{mode}; SENDER_EMAIL {problem}", hint)]
+    elif "SENDER_EMAIL" in refused:
+        checks = [Check("configuration", FAIL, f"{mode}; {refused['SENDER_EMAIL']}", hint)]
+    elif problem:
+        checks = [Check("configuration", WARN if settings.dry_run else FAIL, f"{mode}; SENDER_EMAIL {problem}", hint)]
     else:
         checks = [Check("configuration", OK, f"{mode}; SENDER_EMAIL={settings.sender_email}")]
+    if "SENDER_NAME" in refused:
+        checks.append(Check("sender name", FAIL, refused["SENDER_NAME"],
+                            "write SENDER_NAME on one line in env.sh, without control characters"))
+    if "REPLY_TO" in refused:
+        checks.append(Check("reply-to", FAIL, refused["REPLY_TO"], "set REPLY_TO to an email address, or leave it empty"))
     if settings.report_email:
         problem = _address_problem(settings.report_email)
         if problem:
@@ -240,7 +254,16 @@ def check_warmup(settings: Settings) -> Check | None:
 
 
 def check_log_file(log_file: Path) -> Check:
+    """LOG_FILE can be appended to; a folder or a database file there stops `run` before it starts."""
+    from .user_files import is_database_file
+
     path = Path(log_file).expanduser()
+    if is_database_file(path):
+        return Check("log file", FAIL, f"invalid setting LOG_FILE={log_file}: it is a database file; name another file",
+                     "set LOG_FILE to a new file, e.g. email-automation.log")
+    if path.is_dir():
+        return Check("log file", FAIL, f"invalid setting LOG_FILE={log_file}: it is a folder; name a file in it",
+                     f"set LOG_FILE to a file, e.g. {path / 'email-automation.log'}")
     target = path if path.exists() else path.absolute().parent
     if os.access(target, os.W_OK):
         return Check("log file", OK, f"{path} is writable")

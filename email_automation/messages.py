@@ -152,6 +152,22 @@ def _sender(sender_email: str, sender_name: str, reply_to: str) -> tuple[Address
     return sender, headers.mailbox("From", _setting_text(sender_name, "SENDER_NAME"), sender.addr_spec), reply
 
 
+def sender_problems(settings: Any) -> dict[str, str]:
+    """Why SENDER_EMAIL, SENDER_NAME or REPLY_TO would stop `run` and `preview` (dry runs too), by
+    variable: the ConfigError each raises when the first message is built. For `doctor`, so that
+    it fails exactly what a run refuses."""
+    checks = {"SENDER_EMAIL": lambda: _address(settings.sender_email, "SENDER_EMAIL"),
+              "SENDER_NAME": lambda: _setting_text(settings.sender_name, "SENDER_NAME"),
+              "REPLY_TO": lambda: settings.reply_to and _address(settings.reply_to, "REPLY_TO")}
+    problems = {}
+    for name, check in checks.items():
+        try:
+            check()
+        except ConfigError as err:
+            problems[name] = str(err)
+    return problems
+
+
 def _date_of(moment: datetime) -> str:
     """The Date field's body (RFC 5322 section 3.3), made once a second: a run sends many a second."""
     return _date(moment.replace(microsecond=0), moment.utcoffset())

@@ -221,6 +221,38 @@ def test_configuration_errors_and_missing_sender(settings, monkeypatch):
     assert sender.status == WARN
 
 
+def test_the_command_fails_a_sender_email_that_run_refuses(tmp_path):
+    # `run` and `preview` stop on it, dry runs too: doctor must not pass it as a warning.
+    result = runner.invoke(app, ["doctor", "--db", str(tmp_path / "x.db")], env={"SENDER_EMAIL": "bad"},
+                           catch_exceptions=False)
+    assert result.exit_code == 1
+    assert " ".join(result.stdout.splitlines()[0].split()) == (
+        "FAIL configuration TRANSPORT=ses, DRY_RUN=true, DAILY_LIMIT=80; invalid setting SENDER_EMAIL=bad: is not an email address")
+
+
+def test_the_command_fails_a_reply_to_that_run_refuses(tmp_path):
+    result = runner.invoke(app, ["doctor", "--db", str(tmp_path / "x.db")],
+                           env={"SENDER_EMAIL": "jane@example.com", "REPLY_TO": "x"}, catch_exceptions=False)
+    assert result.exit_code == 1
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "FAIL reply-to invalid setting REPLY_TO=x: is not an email address" in lines
+
+
+def test_a_sender_name_that_run_refuses_fails(settings):
+    # Settings built in code skip load_settings' validation; the doctor still judges them.
+    checks = by_name(doctor.check_settings(settings.model_copy(update={"sender_name": "Jane\rBcc: x", "dry_run": True})))
+    assert (checks["sender name"].status, checks["sender name"].detail) == (
+        FAIL, "invalid setting SENDER_NAME=Jane\\rBcc: x: has a control character U+000D at position 5")
+
+
+@pytest.mark.parametrize("kind", ["database file", "folder"])
+def test_a_log_file_that_run_refuses_fails(settings, db, tmp_path, kind):
+    log_file = settings.db_path if kind == "database file" else tmp_path
+    check = doctor.check_log_file(log_file)
+    assert (check.status, check.detail) == (FAIL, f"invalid setting LOG_FILE={log_file}: it is a {kind}; name "
+                                            + ("another file" if kind == "database file" else "a file in it"))
+
+
 def test_no_database_yet_is_a_warning_with_the_command_to_run(tmp_path):
     check = doctor.check_database(tmp_path / "new.db")
     assert check == Check("database", WARN, f"{tmp_path / 'new.db'}: no database yet (its folder is writable)",
