@@ -63,9 +63,9 @@ def backup_database(
             a target that exists or cannot be written (exit 2).
     """
     src = Path(src)
-    if not src.is_file():
+    if not src.exists():
         raise BackupTargetError(f"{src}: no database to back up")
-    connect(src, readonly=True).close()  # an empty or foreign file is refused, not copied as "ok"
+    connect(src, readonly=True).close()  # a folder, an empty or a foreign file is refused, not copied as "ok"
     target, in_folder = backup_target(dest, now())
     if not in_folder and target.exists():
         raise BackupTargetError(f"{target}: already exists; choose another name or folder")

@@ -27,6 +27,7 @@ log = logging.getLogger("email_automation.database")
 T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
+DEFAULT_DB_NAME = "email_automation.db"  # DB_PATH's default
 DEFAULT_CAMPAIGN = "default"
 DEFAULT_TEMPLATE = "default"  # a `template` CSV cell naming the campaign's own template
 MAX_WAIT_DAYS = 260  # a follow-up step's wait, business days: a year; a later one is a new campaign
@@ -54,6 +55,8 @@ def connect(path: str | Path, *, readonly: bool = False, create: bool = False) -
         ConfigError: the file is missing, cannot be opened, or is not an email-automation database.
     """
     path = Path(path)
+    if path.is_dir():  # else "no database yet; run init", and init's "unable to open database file"
+        raise ConfigError(folder_problem(path))
     if not create and not path.is_file():
         raise ConfigError(f"{path}: no database yet; run `email-automation init` first")
     try:
@@ -73,6 +76,12 @@ def connect(path: str | Path, *, readonly: bool = False, create: bool = False) -
         raise ConfigError(f"{path}: cannot open database: {err}") from err
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def folder_problem(path: str | Path) -> str:
+    """What to say when DB_PATH (or --db) names a folder: the database is a file, so name one."""
+    return (f"{path}: is a folder; DB_PATH (or --db) must name the database file, "
+            f"e.g. {Path(path) / DEFAULT_DB_NAME}")
 
 
 # Tables every version of the schema has: a file without them was not made by `init`.

@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from . import unsubscribe
 from .config import Settings, load_settings
-from .database import connect
+from .database import connect, folder_problem
 from .errors import ConfigError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -197,6 +197,8 @@ def check_database(db_path: Path) -> Check:
     """The database can take the write lock (BEGIN IMMEDIATE, rolled back), or can be created."""
     path = Path(db_path)
     folder = path.absolute().parent
+    if path.is_dir():
+        return Check("database", FAIL, folder_problem(path), "set DB_PATH (or --db) to the database file")
     if not path.exists():
         if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
             return Check("database", WARN, f"{path}: no database yet (its folder is writable)",

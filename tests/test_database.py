@@ -169,6 +169,35 @@ def test_another_programs_database_is_refused_and_left_alone(tmp_path, command):
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("command", [*_DB_COMMANDS, ["init"], ["backup", "copy.db"], ["unsubscribe", "x"]],
+                         ids=lambda c: c[0])
+def test_a_folder_as_the_database_is_named_as_one(tmp_path, command):
+    # Not "no database yet; run init", which `init` then answered with "unable to open database file".
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    result = _cli(*command, "--db", str(folder))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"Error: {folder}: is a folder; DB_PATH (or --db) must name the database file, "
+               f"e.g. {folder / 'email_automation.db'}\n")
+    assert list(folder.iterdir()) == []
+
+
+def test_db_path_naming_a_folder_is_named_as_one_by_init_and_doctor(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from email_automation.cli import app
+    from email_automation.doctor import FAIL, check_database
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adir").mkdir()
+    result = CliRunner().invoke(app, ["init"], env={"DB_PATH": "adir"}, catch_exceptions=False)
+    assert (result.exit_code, result.stderr) == (
+        2, "Error: adir: is a folder; DB_PATH (or --db) must name the database file, e.g. adir/email_automation.db\n")
+    check = check_database(Path("adir"))
+    assert (check.status, check.detail) == (
+        FAIL, "adir: is a folder; DB_PATH (or --db) must name the database file, e.g. adir/email_automation.db")
+
+
 def test_init_starts_a_new_database_in_an_empty_file(tmp_path):
     path = tmp_path / "empty.db"
     path.touch()
