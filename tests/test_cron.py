@@ -226,7 +226,7 @@ def test_cron_refuses_a_bad_time_and_a_missing_env_file(tmp_path):
     assert bad_time.exit_code == 2
     assert bad_time.stderr.strip() == "Error: invalid time '8am': expected HH:MM between 00:00 and 23:59, such as 08:00"
     missing = runner.invoke(app, ["cron", "--env-file", "prod.env"])
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2  # bad input, as the README's exit codes say of a file that does not exist
     assert missing.stderr.strip() == f"Error: {tmp_path}/prod.env: no such env file"
 
 

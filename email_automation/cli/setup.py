@@ -131,8 +131,8 @@ def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path |
     notes = []
     if env_file is not None:
         env_file = env_file.absolute()
-        if not env_file.is_file():
-            raise cron_lib.CronError(f"{env_file}: no such env file")
+        if not env_file.is_file():  # a file that does not exist is bad input, exit 2 (README, exit codes)
+            raise BadInput(f"{env_file}: no such env file")
     elif (workdir / cron_lib.ENV_FILE_NAME).is_file():
         env_file = workdir / cron_lib.ENV_FILE_NAME
     else:
