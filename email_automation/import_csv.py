@@ -138,6 +138,7 @@ class Columns:
     header: tuple[str, ...]
     positions: dict[str, int]
     extras: tuple[tuple[int, str], ...] = ()
+    delimiter: str = field(default=",", compare=False)  # named in the reason a too-wide row is refused
     # The columns this file gives a value: its fields (the table's default is what an absent one
     # would be written as) and `fields` when it has extra columns.
     stored: tuple[str, ...] = field(init=False, compare=False)
@@ -203,7 +204,7 @@ def field_key(name: str, position: int) -> str:
     return key
 
 
-def map_header(header: list[str]) -> Columns:
+def map_header(header: list[str], delimiter: str = ",") -> Columns:
     """Match columns to recipient fields by alias; the first match wins, the rest are extras."""
     found: dict[str, int] = {}
     extras: list[tuple[int, str]] = []
@@ -219,7 +220,7 @@ def map_header(header: list[str]) -> Columns:
             key, suffix = f"{base}_{suffix}", suffix + 1
         taken.add(key)
         extras.append((index, key))
-    return Columns(tuple(header), found, tuple(extras))
+    return Columns(tuple(header), found, tuple(extras), delimiter)
 
 
 @dataclass(frozen=True)
@@ -362,8 +363,9 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
     `check`: the file's encoding for `check_text`, or None when the file scan found nothing to check.
 
     Raises:
-        InvalidRow: a cell with control characters or undecodable bytes; no address, one
-            email-validator refuses, or one with non-ASCII before the @-sign.
+        InvalidRow: a cell with control characters or undecodable bytes; cells past the header's
+            width (never dropped in silence); no address, one email-validator refuses, or one with
+            non-ASCII before the @-sign.
     """
     row = columns.padded(values)
     raw, first, last, company, subject, body, files, template, zone = columns.recipient_values(row)
@@ -373,6 +375,9 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
     problem = check_text(values, check) if check else None
     if problem is not None:
         raise InvalidRow(*problem)
+    width = len(columns.header)
+    if len(values) > width and "".join(values[width:]).strip():
+        raise InvalidRow(width, too_many_cells(len(values), width, columns.delimiter))
     if not raw:
         raise InvalidRow(columns.email, "empty email")
     try:
@@ -391,6 +396,16 @@ def normalize_row(values: list[str], columns: Columns, check: str | None = "utf-
     return (email, first.strip(), last.strip(), company.strip(),
             subject.strip() or None, body.strip() or None, files.strip() or None, template.strip() or None,
             columns.fields_json(row), zone)
+
+
+_DELIMITER_NAMES = {",": "a comma", ";": "a semicolon", "\t": "a tab"}
+
+
+def too_many_cells(cells: int, width: int, delimiter: str) -> str:
+    """Why a row wider than its header is refused: its cells past the header have no column to go
+    to, and the usual cause is an unquoted delimiter in a value (`Acme, Inc`) shifting the rest."""
+    return (f"{cells} cells for {width} columns: a value with {_DELIMITER_NAMES.get(delimiter, repr(delimiter))}"
+            " must be in double quotes")
 
 
 @lru_cache(maxsize=None)
@@ -490,10 +505,14 @@ class _RejectsFile:
         self._temp: Path | None = None
 
     def write(self, values: list[str], reject: Reject) -> None:
+        """The row's cells under their headers, then line, field and reason in theirs; cells past
+        the header (a row refused for them) follow at the end, so that nothing is lost."""
         if self._writer is None:
             self._open()
-        self._writer.writerow([csv_safe(shown(v, self.encoding)) for v in values]
-                              + [reject.line, reject.field, reject.reason])
+        width = len(self.header)
+        cells = [csv_safe(shown(v, self.encoding)) for v in values]
+        self._writer.writerow(cells[:width] + [""] * (width - len(cells))
+                              + [reject.line, reject.field, reject.reason] + cells[width:])
 
     def _open(self) -> None:
         self._temp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp")
@@ -570,7 +589,7 @@ def import_csv(
                 header = next((values for _, values in records if "".join(values).strip()), None)
                 if header is None:  # only blank lines or bare delimiters
                     raise CsvImportError(f"{path}: file is empty")
-                columns = map_header([shown(h, source.encoding.name) for h in header])
+                columns = map_header([shown(h, source.encoding.name) for h in header], source.delimiter)
                 if columns.email is None:
                     found = ", ".join(_UNFIT.sub("?", h.strip()) for h in columns.header)  # no ESC to the terminal
                     raise CsvImportError(f"{path}: no email column (found: {found})")

@@ -460,6 +460,38 @@ def test_rejects_in_memory_are_capped_but_counts_and_file_are_complete(db, tmp_p
     assert len(read_rejects(report.rejects_file)) == bad + 1  # + header
 
 
+@pytest.mark.parametrize("delimiter, named", [(",", "a comma"), (";", "a semicolon"), ("\t", "a tab")])
+def test_a_row_with_more_cells_than_the_header_is_rejected_not_cut(db, tmp_path, delimiter, named):
+    # An unquoted delimiter in a value shifts the rest of the row: it was stored as company=Acme,
+    # role=Inc, and CTO was dropped.
+    path = write(tmp_path, "c.csv", "\n".join(delimiter.join(row) for row in [
+        ["email", "first_name", "company", "role"],
+        ["ann@example.com", "Ann", "Acme", " Inc", "CTO"],
+        ["bob@example.com", "Bob", "Initech", "CEO", ""],  # a trailing delimiter loses nothing
+    ]) + "\n")
+
+    report = import_csv(db, path)
+
+    assert (report.inserted, report.duplicates, report.invalid) == (1, 0, 1)
+    reason = f"5 cells for 4 columns: a value with {named} must be in double quotes"
+    assert report.rejects == [Reject(2, "column 5", reason)]
+    assert report.rejects[0].message(path) == f"{path}:2: 'column 5': {reason}"
+    assert [r["email"] for r in recipients(db)] == ["bob@example.com"]
+    with open(report.rejects_file, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter=delimiter))
+    assert rows == [["email", "first_name", "company", "role", "line", "field", "reason"],
+                    ["ann@example.com", "Ann", "Acme", " Inc", "2", "column 5", reason, "CTO"]]  # nothing lost
+
+
+def test_a_row_with_fewer_cells_keeps_line_field_and_reason_under_their_headers(db, tmp_path):
+    path = write(tmp_path, "short.csv", "email,first_name,company\nnope\n")
+
+    report = import_csv(db, path)
+
+    assert read_rejects(report.rejects_file) == [["email", "first_name", "company", "line", "field", "reason"],
+                                                 ["nope", "", "", "2", "email", "An email address must have an @-sign."]]
+
+
 def test_blank_rows_are_skipped_not_counted(db, tmp_path):
     # Excel leaves rows of bare delimiters after deleted lines.
     path = write(tmp_path, "blank.csv", "email,first_name\n\nann@example.com,Ann\n,\n  ,  \n")
@@ -869,6 +901,20 @@ def test_cli_import_prints_one_line_per_reject_and_exits_0(db, settings, tmp_pat
     rejected = read_rejects(tmp_path / "leads.rejects.csv")
     assert [row[0] for row in rejected[1:]] == [
         "bob@example.com", "cy@example.com", "üser@example.com", "'=HYPERLINK(\"http://x.example\")", "zoë@example.com"]
+
+
+def test_cli_import_reports_a_row_with_an_unquoted_comma_and_stores_none_of_it(db, settings, tmp_path):
+    path = write(tmp_path, "c.csv", "email,first_name,company,role\nann@example.com,Ann,Acme, Inc,CTO\n")
+
+    result = CliRunner().invoke(app, ["import", str(path), "--db", str(settings.db_path)], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"{path}: 0 added to campaign 'default', 0 duplicate(s) skipped, 1 invalid.",
+        f"  {path}:2: 'column 5': 5 cells for 4 columns: a value with a comma must be in double quotes",
+        f"Invalid rows written to {tmp_path / 'c.rejects.csv'}",
+    ]
+    assert recipients(db) == []
 
 
 def test_cli_import_of_a_malformed_file_exits_2_naming_the_line_and_adds_nobody(db, settings, tmp_path):
