@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,20 @@ def test_import_shows_twenty_rejects_then_how_many_more(db, tmp_path):
     assert lines[0] == "bad.csv: 0 added to campaign 'default', 0 duplicate(s) skipped, 23 invalid."
     assert lines[20] == "  bad.csv:21: 'email': An email address must have an @-sign."
     assert lines[21:] == ["  ... and 3 more", "Invalid rows written to bad.rejects.csv"]
+
+
+def test_the_rejects_file_is_named_as_import_help_and_the_readme_say(db, tmp_path):
+    # The file's extension is replaced, not kept: bad3.csv -> bad3.rejects.csv (not bad3.csv.rejects.csv).
+    (tmp_path / "bad3.csv").write_text("email\nnope\n")
+    result = cli("import", "bad3.csv", "--db", "x.db")
+    assert result.stdout.splitlines()[-1] == "Invalid rows written to bad3.rejects.csv"
+    assert (tmp_path / "bad3.rejects.csv").is_file()
+
+    help_text = " ".join(cli("import", "--help", env={"COLUMNS": "200"}).stdout.split())
+    assert "recipients.csv -> recipients.rejects.csv, beside it" in help_text
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "(`recipients.csv` -> `recipients.rejects.csv`;" in readme
+    assert "FILE.rejects.csv" not in help_text + readme
 
 
 def test_import_of_a_file_that_is_not_a_csv_exits_2_and_changes_nothing(db, tmp_path):

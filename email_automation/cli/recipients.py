@@ -20,7 +20,7 @@ def import_file(
     file: Annotated[Path, typer.Argument(help="CSV file with an email column (UTF-8 or Windows-1252; , ; or tab).")],
     db: DbOption = None,
     campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign to add the recipients to (created if new).")] = DEFAULT_CAMPAIGN,
-    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Where to write invalid rows (default: FILE.rejects.csv).")] = None,
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Where to write invalid rows (default: recipients.csv -> recipients.rejects.csv, beside it; in the working directory if its folder is read-only).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add recipients from a CSV file; duplicates are skipped and invalid rows written to a rejects file."""
