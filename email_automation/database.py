@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, InvalidInputError, NotFoundError
 # The schema's SQL lives in migrations.py; these names stay importable from here.
 from .migrations import (  # noqa: F401
     APPLICATION_STATUSES, COUNTED_LOG_STATUSES, INBOX_KINDS, LOG_STATUSES, MIGRATIONS, RECIPIENT_STATUSES, SCHEMA_VERSION,
@@ -358,8 +358,25 @@ def get_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
     return row
 
 
+def check_campaign_name(name: str) -> str:
+    """`name`, unless it is empty or only spaces: such a campaign cannot be told apart in a list or
+    named again on a command line. Any other name is taken exactly as given.
+
+    Raises:
+        InvalidInputError: the name is blank.
+    """
+    if not name.strip():
+        raise InvalidInputError(f"campaign name {name!r} is blank: give the campaign a name")
+    return name
+
+
 def ensure_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
-    """The campaign called `name`, created with the default templates if new."""
+    """The campaign called `name`, created with the default templates if new.
+
+    Raises:
+        InvalidInputError: the name is blank (see `check_campaign_name`).
+    """
+    check_campaign_name(name)
     subject, html = default_templates()
     conn.execute(
         "INSERT OR IGNORE INTO campaigns (name, subject_template, html_template, created_at) VALUES (?, ?, ?, ?)",

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .database import default_templates, iso, transaction, utc_now
+from .database import check_campaign_name, default_templates, iso, transaction, utc_now
 from .errors import EmailAutomationError
 
 DELETE_CHUNK_ROWS = 5000
@@ -88,7 +88,12 @@ def clean_up_if_idle(conn: sqlite3.Connection) -> int:
 
 
 def begin(conn: sqlite3.Connection, campaign: str, file: str) -> ImportRun:
-    """Record a new running import (creating its campaign if new) in one short transaction."""
+    """Record a new running import (creating its campaign if new) in one short transaction.
+
+    Raises:
+        InvalidInputError: the campaign's name is blank (see `check_campaign_name`).
+    """
+    check_campaign_name(campaign)
     now = iso(utc_now())
     with transaction(conn):
         row = conn.execute("SELECT id FROM campaigns WHERE name = ?", (campaign,)).fetchone()

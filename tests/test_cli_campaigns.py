@@ -53,6 +53,34 @@ def test_a_campaign_that_does_not_exist_is_bad_input(db, args):
     assert result.stderr == "Error: no campaign named 'nosuch'\n"
 
 
+@pytest.mark.parametrize("name", ["", "   "], ids=["empty", "spaces"])
+@pytest.mark.parametrize("args", [
+    ["import", str(EXAMPLE), "-c"], ["pause"], ["resume"], ["preview", "-c"], ["template", "show", "-c"],
+    ["template", "add", "x", "--subject", "Hi", "-c"], ["step", "list", "-c"], ["skip", "a@example.com", "-c"],
+    ["retry-failed", "-c"], ["resolve", "a@example.com", "-c"],
+], ids=lambda a: " ".join(a[:2]) if a[0] in ("template", "step") else a[0])
+def test_a_blank_campaign_name_is_refused_in_one_line_and_stores_nothing(db, args, name):
+    before = [tuple(r) for r in connect(db).execute("SELECT name, status FROM campaigns ORDER BY id")]
+
+    result = cli(*args, name, "--db", "x.db")
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"Error: campaign name {name!r} is blank: give the campaign a name\n"
+    assert [tuple(r) for r in connect(db).execute("SELECT name, status FROM campaigns ORDER BY id")] == before
+
+
+def test_a_blank_campaign_name_with_json_is_one_json_object(db):
+    result = cli("import", str(EXAMPLE), "-c", "", "--db", "x.db", "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"error": "campaign name '' is blank: give the campaign a name"}
+
+
+def test_a_campaign_name_with_spaces_around_it_is_still_taken_as_given(db):
+    assert cli("import", str(EXAMPLE), "-c", " spring ", "--db", "x.db").stdout.startswith(
+        f"{EXAMPLE}: 20 added to campaign ' spring '")
+    assert cli("pause", " spring ", "--db", "x.db").stdout == "Campaign ' spring ' paused.\n"
+
+
 def test_preview_to_an_unwritable_file_is_one_line(db, tmp_path):
     result = cli("preview", "--db", "x.db", "--out", str(tmp_path / "no-such-dir" / "x.eml"))
     assert result.exit_code == 2

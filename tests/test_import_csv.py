@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from email_automation import attachments, import_csv as import_module, imports, reports
 from email_automation.cli import app
-from email_automation.database import connect
-from email_automation.errors import CsvImportError
+from email_automation.database import connect, ensure_campaign
+from email_automation.errors import CsvImportError, InvalidInputError
 from email_automation.import_csv import MAX_REJECTS_IN_MEMORY, Reject, import_csv, normalize_email
 
 DATA = Path(__file__).parent / "data" / "csv"
@@ -490,6 +490,21 @@ def test_a_row_with_fewer_cells_keeps_line_field_and_reason_under_their_headers(
 
     assert read_rejects(report.rejects_file) == [["email", "first_name", "company", "line", "field", "reason"],
                                                  ["nope", "", "", "2", "email", "An email address must have an @-sign."]]
+
+
+@pytest.mark.parametrize("campaign", ["", "  "])
+def test_a_blank_campaign_name_is_refused_and_nothing_is_written(db, tmp_path, campaign):
+    path = write(tmp_path, "leads.csv", "email\nann@example.com\nnope\n")
+    before = snapshot(db)
+
+    with pytest.raises(InvalidInputError) as raised:
+        import_csv(db, path, campaign=campaign)
+    with pytest.raises(InvalidInputError):
+        ensure_campaign(db, campaign)
+
+    assert str(raised.value) == f"campaign name {campaign!r} is blank: give the campaign a name"
+    assert snapshot(db) == before
+    assert not (tmp_path / "leads.rejects.csv").exists()
 
 
 def test_blank_rows_are_skipped_not_counted(db, tmp_path):
