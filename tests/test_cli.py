@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from email_automation import __version__
-from tests.cli_helpers import EXAMPLE, cli
+from email_automation.cli import app
+from tests.cli_helpers import EXAMPLE, cli, runner
 
 
 @pytest.fixture
@@ -71,6 +72,21 @@ def test_dry_run_ends_by_saying_how_to_send_for_real(demo_db):
 def test_python_dash_m_runs_the_same_cli():
     result = subprocess.run([sys.executable, "-m", "email_automation", "--help"], capture_output=True, text=True, check=True)
     assert "Usage:" in result.stdout and "run" in result.stdout and "import" in result.stdout
+
+
+
+@pytest.mark.parametrize("group", [[], ["template"], ["step"]], ids=lambda g: " ".join(g) or "main")
+def test_every_command_summary_in_the_help_is_a_whole_sentence(group):
+    """The list shows a command's first sentence; an abbreviation such as "e.g." must not end it early."""
+    shown = runner.invoke(app, [*group, "--help"], terminal_width=300, max_content_width=300).stdout
+    summaries = [line.split(None, 1)[1] for line in shown.split("Commands:\n", 1)[1].splitlines() if line.strip()]
+    assert summaries and all(s.endswith(".") and s.count("(") == s.count(")") and s.count("`") % 2 == 0
+                             for s in summaries), summaries
+
+
+def test_mark_help_keeps_its_example():
+    shown = " ".join(runner.invoke(app, ["mark", "--help"], terminal_width=300, max_content_width=300).stdout.split())
+    assert "Set a recipient's application status by hand. For example `mark bob@acme.com interview`." in shown
 
 
 def test_version():

@@ -51,11 +51,11 @@ def mark(
     db: DbOption = None,
     campaign: CampaignOption = None,
 ) -> None:
-    """Set a recipient's application status by hand (e.g. `mark bob@acme.com interview`).
+    """Set a recipient's application status by hand.
 
-    Use `replied` for an answer that came by phone or LinkedIn. Any status but `none` stops later
-    messages to the address (and, with STOP_COMPANY_ON_REPLY, to its company); the inbox watcher
-    never overwrites a status set here.
+    For example `mark bob@acme.com interview`. Use `replied` for an answer that came by phone or
+    LinkedIn. Any status but `none` stops later messages to the address (and, with
+    STOP_COMPANY_ON_REPLY, to its company); the inbox watcher never overwrites a status set here.
     """
     from .. import applications
     from ..database import utc_now
