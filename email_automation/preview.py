@@ -17,11 +17,20 @@ from .sequences import FIRST_STEP, Thread, render_step, thread_of
 from .template_sets import CampaignTemplates
 
 
+# The headers `preview` prints, in the message's order.
+SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "In-Reply-To", "References")
+
+
 @dataclass(frozen=True)
 class Preview:
     email: str
     rendered: RenderedEmail
     message: EmailMessage
+
+    def header_lines(self) -> list[str]:
+        """`Name: value` for the headers of SHOWN_HEADERS that the message has, decoded: read from
+        the built message, so the preview shows what is sent (To with the name, the subject on one line)."""
+        return [f"{name}: {self.message[name]}" for name in SHOWN_HEADERS if self.message[name]]
 
     def attachment_lines(self) -> list[str]:
         """`name (type, size)` for each attached file, as `preview` lists them."""

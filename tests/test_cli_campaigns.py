@@ -95,12 +95,12 @@ def test_preview_out_to_the_database_is_refused_and_the_database_kept(db):
 
 
 def test_preview_shows_the_recipient_the_next_run_sends_first(db):
-    first, second = [r[0] for r in connect(db).execute("SELECT email FROM recipients ORDER BY id LIMIT 2")]
+    (first, _, _), second = connect(db).execute("SELECT email, first_name, last_name FROM recipients ORDER BY id LIMIT 2")
     conn = connect(db)  # `first` was already mailed in another campaign: the run will skip it
     conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('older', 's', 'h', 'x')")
     conn.execute("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES (2, ?, 'sent', 'x')", (first,))
     shown = cli("preview", "--db", "x.db").stdout
-    assert shown.startswith(f"To: {second}\n")
+    assert shown.startswith(f"From: jane@example.com\nTo: {second[1]} {second[2]} <{second[0]}>\n")
 
 
 def test_pause_and_resume(db):

@@ -110,3 +110,22 @@ def test_a_control_character_in_a_stored_subject_fails_only_that_recipient(db_pa
             "at position 7; a header cannot carry it)") in result.stdout
     assert "Dry run: 1 message(s) written" in result.stdout  # Bob's
     assert "\x1b" not in result.output
+
+
+def test_preview_prints_the_headers_the_message_is_sent_with(db_path, tmp_path, monkeypatch):
+    """The README's promise: the preview shows the message as it will be sent, To with the name too."""
+    from .smtp_sink import SmtpSink
+
+    shown = cli("preview", "--db", str(db_path), "ada@example.org")
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("From: Jane Sender <jane@example.com>\nTo: Ada Lovelace <ada@example.org>\n"
+                                   f"Reply-To: replies@example.com\nSubject: {SUBJECT}\n\n--- text ---\n")
+    _, written = preview_eml(db_path, tmp_path)
+    for name, value in {"SMTP_HOST": "127.0.0.1", "SMTP_STARTTLS": "false", "TRANSPORT": "smtp"}.items():
+        monkeypatch.setenv(name, value)
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        assert cli("run", "--send", "--db", str(db_path)).exit_code == 0
+        sent = next(d.message for d in sink.deliveries if d.rcpt_tos == ["ada@example.org"])
+    for message in (written, sent):
+        assert shown.stdout.startswith("".join(f"{name}: {message[name]}\n" for name in ("From", "To", "Reply-To", "Subject")))

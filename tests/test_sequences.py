@@ -535,7 +535,8 @@ def test_preview_of_a_step_renders_it_as_the_recipient_would_get_it(segments, mo
     assert cli("step", "set", "2", "--template", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
     before = cli("preview", "--step", "2", "bob@example.org", "--db", "x.db")
     assert before.exit_code == 0
-    assert before.stdout.startswith("To: bob@example.org\nSubject: Re: Risk role at Bank of X\n\n--- text ---\n")
+    assert before.stdout.startswith("From: jane@example.com\nTo: Bob <bob@example.org>\nSubject: Re: Risk role at Bank of X\n\n"
+                                     "--- text ---\n")
     assert "Any news from Bank of X's compliance team, Bob?" in before.stdout and "In-Reply-To" not in before.stdout
     with SmtpSink() as sink:
         monkeypatch.setenv("SMTP_PORT", str(sink.port))
@@ -546,8 +547,8 @@ def test_preview_of_a_step_renders_it_as_the_recipient_would_get_it(segments, mo
     conn.close()
     after = cli("preview", "--step", "2", "--email", "bob@example.org", "--db", "x.db").stdout
     message_id = sent["bob@example.org"]["Message-ID"]
-    assert after.startswith(f"To: bob@example.org\nSubject: Re: Risk role at the bank\nIn-Reply-To: {message_id}\n"
-                            f"References: {message_id}\n\n")
+    assert after.startswith(f"From: jane@example.com\nTo: Bob <bob@example.org>\nSubject: Re: Risk role at the bank\n"
+                            f"In-Reply-To: {message_id}\nReferences: {message_id}\n\n")
     default = cli("preview", "--step", "2", "ada@example.com", "--db", "x.db").stdout
     assert "Just following up, Ada." in default
 

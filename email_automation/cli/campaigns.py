@@ -39,10 +39,8 @@ def preview(
         raise BadInput(f"{out_file}: is a database file; name another file for --out")
     settings = settings_for(db)
     result = render_preview(open_database(settings), settings, campaign=campaign, email=address or email, step=step)
-    threading = "".join(f"{name}: {result.message[name]}\n" for name in ("In-Reply-To", "References")
-                        if result.message[name])
-    say(f"To: {result.email}\nSubject: {result.rendered.subject}\n{threading}\n--- text ---\n{result.rendered.text}"
-        f"\n--- html ---\n{result.rendered.html}")
+    headers = "\n".join(result.header_lines())
+    say(f"{headers}\n\n--- text ---\n{result.rendered.text}\n--- html ---\n{result.rendered.html}")
     if files := result.attachment_lines():
         say("--- attachments ---\n" + "\n".join(files))
     if out_file:
