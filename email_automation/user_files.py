@@ -6,6 +6,9 @@ from being mailed twice.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 # The first 16 bytes of every SQLite database file (https://www.sqlite.org/fileformat.html).
@@ -26,3 +29,20 @@ def is_database_file(path: str | Path) -> bool:
             return existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
     except OSError:  # unreadable: writing it fails later with its own reason
         return False
+
+
+def write_problem(path: str | Path) -> str | None:
+    """Why a file could not be written at `path` (as the system words it), or None: a command that
+    prints at length checks this first, so a mistyped folder is refused before anything is shown."""
+    target = Path(path)
+    try:
+        folder = os.stat(target.parent)
+    except OSError as err:
+        return err.strerror or str(err)
+    if not stat.S_ISDIR(folder.st_mode):
+        return os.strerror(errno.ENOTDIR)
+    if target.is_dir():
+        return os.strerror(errno.EISDIR)
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        return os.strerror(errno.EACCES)
+    return None

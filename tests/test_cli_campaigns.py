@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -81,10 +82,20 @@ def test_a_campaign_name_with_spaces_around_it_is_still_taken_as_given(db):
     assert cli("pause", " spring ", "--db", "x.db").stdout == "Campaign ' spring ' paused.\n"
 
 
-def test_preview_to_an_unwritable_file_is_one_line(db, tmp_path):
-    result = cli("preview", "--db", "x.db", "--out", str(tmp_path / "no-such-dir" / "x.eml"))
-    assert result.exit_code == 2
-    assert result.stderr == f"Error: {tmp_path / 'no-such-dir' / 'x.eml'}: cannot write: No such file or directory\n"
+@pytest.mark.parametrize("out, reason", [("no-such-dir/x.eml", "No such file or directory"),
+                                         ("x.db/x.eml", "Not a directory"), (".", "Is a directory")])
+def test_preview_to_an_unwritable_file_is_refused_before_anything_is_printed(db, out, reason):
+    result = cli("preview", "--db", "x.db", "--out", out)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"Error: {out}: cannot write: {reason}\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_preview_into_a_read_only_folder_is_refused_before_anything_is_printed(db, tmp_path):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    result = cli("preview", "--db", "x.db", "--out", "locked/x.eml")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == "Error: locked/x.eml: cannot write: Permission denied\n"
 
 
 def test_preview_out_to_the_database_is_refused_and_the_database_kept(db):

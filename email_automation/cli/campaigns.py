@@ -31,12 +31,14 @@ def preview(
 ) -> None:
     """Render one recipient's message (subject, text and HTML) without sending anything."""
     from ..preview import render_preview
-    from ..user_files import is_database_file
+    from ..user_files import is_database_file, write_problem
 
     if address and email and address != email:
         raise BadInput(f"two recipients given ({address} and --email {email}); name one")
     if out_file and is_database_file(out_file):
         raise BadInput(f"{out_file}: is a database file; name another file for --out")
+    if out_file and (problem := write_problem(out_file)):
+        raise BadInput(f"{out_file}: cannot write: {problem}")
     settings = settings_for(db)
     result = render_preview(open_database(settings), settings, campaign=campaign, email=address or email, step=step)
     headers = "\n".join(result.header_lines())
