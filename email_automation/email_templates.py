@@ -78,15 +78,20 @@ def check_template(subject: str | None, html: str | None, text: str | None, *,
             raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is {len(source):,} "
                                       f"characters, more than the limit of {MAX_OUTPUT_CHARS:,}")
         try:
-            _compile(part, source, campaign=campaign)
+            _compile(part, source, where=_where(campaign))
             if columns is not None:
                 _check_variables(part, source, set(columns), campaign=campaign)
         except RecursionError as err:  # Jinja's parser and compiler recurse once per nesting level
             raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is nested too deeply") from err
 
 
-def _where(campaign: str | None) -> str:
-    return f"campaign {campaign!r}: " if campaign else ""
+def _where(campaign: str | None, step: int | None = None, template: str | None = None) -> str:
+    """How an error starts: `campaign 'X': `, or for a follow-up step, which one (and whose version)."""
+    if not campaign:
+        return ""
+    if step is None:
+        return f"campaign {campaign!r}: "
+    return f"campaign {campaign!r}, step {step}" + (f", template {template!r}" if template else "") + ": "
 
 
 def _check_variables(part: str, source: str, columns: set[str], *, campaign: str | None) -> None:
@@ -104,12 +109,12 @@ def _check_variables(part: str, source: str, columns: set[str], *, campaign: str
         f"column of this campaign ({extra}); import a CSV with that column first, or fix the template")
 
 
-def _compile(part: str, source: str, *, campaign: str | None):
+def _compile(part: str, source: str, *, where: str):
     label, env = _PARTS[part]
     try:
         return env.from_string(source)
     except TemplateSyntaxError as err:
-        raise TemplateRenderError(f"{_where(campaign)}{label} template line {err.lineno}: {err.message}") from err
+        raise TemplateRenderError(f"{where}{label} template line {err.lineno}: {err.message}") from err
 
 
 # --- recipient data -----------------------------------------------------------------------
@@ -239,22 +244,25 @@ class CampaignTemplate:
     """A campaign's subject(s), HTML and optional text templates, compiled and CSS-inlined once.
 
     `subject` may be several variants; `render` is told which one. `template` names the named
-    template this is (None: the campaign's own). `clock` times each render against
+    template this is (None: the campaign's own). `step`: the follow-up step this is (None: the
+    first contact), for errors to name it. `clock` times each render against
     template_limits.MAX_RENDER_SECONDS.
     """
 
     def __init__(self, name: str, subject: str | Sequence[str], html: str, text: str | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, template: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, template: str | None = None,
+                 step: int | None = None) -> None:
         self.name = name
         self.template = template
+        self._where = _where(name, step, template)
         self._clock = clock
         self.subject_variants = (subject,) if isinstance(subject, str) else tuple(subject)
-        self._subjects = [_compile("subject", variant, campaign=name) for variant in self.subject_variants]
-        _compile("html", html, campaign=name)  # syntax errors with the author's line numbers
+        self._subjects = [_compile("subject", variant, where=self._where) for variant in self.subject_variants]
+        _compile("html", html, where=self._where)  # syntax errors with the author's line numbers
         inlined = inline_template_source(html)
         self._inline_each_message = inlined is None
-        self._html = _compile("html", html if inlined is None else inlined, campaign=name)
-        self._text = _compile("text", text, campaign=name) if text else None
+        self._html = _compile("html", html if inlined is None else inlined, where=self._where)
+        self._text = _compile("text", text, where=self._where) if text else None
         self._derived_text = DerivedText(lambda context: render_bounded(self._html, context, clock=self._clock))
 
     @classmethod
@@ -307,16 +315,16 @@ class CampaignTemplate:
             return render_bounded(template, context, clock=self._clock)
         except TemplateLimitError as err:
             raise TemplateRenderError(
-                f"campaign {self.name!r}: the {_PARTS[part][0]} template stopped for {context['email']}: {err}"
+                f"{self._where}the {_PARTS[part][0]} template stopped for {context['email']}: {err}"
             ) from err
         except UndefinedError as err:
             raise TemplateRenderError(
-                f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "
+                f"{self._where}cannot render the {_PARTS[part][0]} for "
                 f"{context['email']}: {err.message} (add that column to the CSV, or change the template)"
             ) from err
         except Exception as err:  # sandbox SecurityError, filters on wrong types, 1/0, ...
             raise TemplateRenderError(
-                f"campaign {self.name!r}: cannot render the {_PARTS[part][0]} for "
+                f"{self._where}cannot render the {_PARTS[part][0]} for "
                 f"{context['email']}: {type(err).__name__}: {err}"
             ) from err
 

@@ -92,21 +92,19 @@ def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: 
         TemplateRenderError: an empty or broken template, or a wait under one business day.
         NotFoundError: no such campaign.
     """
-    from .campaign_templates import campaign_columns
-    from .email_templates import check_template
+    from .step_content import StepVersion, check_version
 
     if not 1 <= after_days <= MAX_WAIT_DAYS:
         raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be 1 to {MAX_WAIT_DAYS} business days "
                                   f"(a year), not {after_days}")
-    if not html.strip():
-        raise TemplateRenderError(f"campaign {campaign!r}: the HTML body template of the step is empty")
     if subject is not None and not subject.strip():
         subject = None
     row = get_campaign(conn, campaign)
-    check_template(subject, html, text, campaign=campaign, columns=campaign_columns(conn, campaign))
+    next_number = "SELECT COALESCE(MAX(step), 1) + 1 FROM campaign_steps WHERE campaign_id = ?"
+    number = conn.execute(next_number, (row["id"],)).fetchone()[0]
+    check_version(conn, campaign, StepVersion(number, None, subject, html, text))  # its errors name the step
     with transaction(conn):
-        number = conn.execute("SELECT COALESCE(MAX(step), 1) + 1 FROM campaign_steps WHERE campaign_id = ?",
-                              (row["id"],)).fetchone()[0]
+        number = conn.execute(next_number, (row["id"],)).fetchone()[0]
         conn.execute(
             "INSERT INTO campaign_steps (campaign_id, step, after_days, subject_template, html_template,"
             " text_template, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -431,12 +429,12 @@ def reply_subject(first_subject: str) -> str:
 
 
 def step_template(name: str, subject: str | None, html: str, text: str | None, *,
-                  template: str | None = None) -> CampaignTemplate:
-    """A follow-up step as a template: without a subject of its own it takes `custom_subject`,
-    which `step_fields` sets to `Re: ` + the subject of step 1."""
+                  template: str | None = None, step: int | None = None) -> CampaignTemplate:
+    """Campaign `name`'s follow-up `step` as a template: without a subject of its own it takes
+    `custom_subject`, which `step_fields` sets to `Re: ` + the subject of step 1."""
     from .email_templates import CampaignTemplate
 
-    return CampaignTemplate(name, subject or "{{ subject }}", html, text, template=template)
+    return CampaignTemplate(name, subject or "{{ subject }}", html, text, template=template, step=step)
 
 
 def step_fields(row: Any, subject: str | None, first_subject: str) -> dict[str, Any]:
@@ -462,7 +460,6 @@ def render_step(conn: sqlite3.Connection, row: Any, campaign: str, number: int, 
     source, label = (version, f" ({segment})") if version else (step, "")
     key = f"{campaign}\x00step {number}\x00{label}"  # never a campaign's name: those come from one line of text
     if key not in templates:
-        templates[key] = step_template(f"{campaign} step {number}{label}", source["subject_template"],
-                                       source["html_template"], source["text_template"],
-                                       template=segment if version else None)
+        templates[key] = step_template(campaign, source["subject_template"], source["html_template"],
+                                       source["text_template"], template=segment if version else None, step=number)
     return templates[key].render(step_fields(row, source["subject_template"], thread.first_subject), settings)

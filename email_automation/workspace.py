@@ -152,8 +152,8 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
         raise NotFoundError(f"no recipient {email} in campaign {campaign!r}")
     if draft.step != FIRST_STEP:
         thread = follow_up_thread(conn, settings, CampaignTemplates(conn, campaign_row), row)
-        template = sequences.step_template(f"{campaign} step {draft.step}", subject, draft.html, draft.text or None,
-                                           template=draft.name)
+        template = sequences.step_template(campaign, subject, draft.html, draft.text or None, template=draft.name,
+                                           step=draft.step)
         rendered = template.render(sequences.step_fields(row, subject, thread.first_subject), settings)
         return DraftPreview(rendered, (rendered.subject,), 0)
     fields = {**dict(row), "custom_subject": None, "custom_body": None}

@@ -266,6 +266,19 @@ def test_a_broken_step_template_is_refused_with_its_line(cli_db, tmp_path):
     assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("html, problem", [("<p>{{ nope }}</p>", "HTML body template line 1: unknown variable 'nope'"),
+                                           ("<p>{{ nope </p>", "HTML body template line 1: unexpected '/'"),
+                                           (" ", "the HTML body template is empty")], ids=["unknown", "syntax", "empty"])
+def test_a_broken_step_template_is_refused_naming_the_step(cli_db, tmp_path, html, problem):
+    """The README: such an error names the step and template (here step 3: step 2 exists)."""
+    (tmp_path / "f.html").write_text(FOLLOW_UP)
+    assert cli("step", "add", "--after-days", "2", "--html", "f.html", "--db", "x.db").exit_code == 0
+    (tmp_path / "bad.html").write_text(html)
+    result = cli("step", "add", "--after-days", "5", "--html", "bad.html", "--db", "x.db")
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: campaign 'default', step 3: {problem}")
+    assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 1
+
+
 def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps(tmp_path, monkeypatch):
     """End to end through the CLI and a loopback SMTP server; the days in between pass by dating
     step 1's sends ten days back."""
@@ -502,6 +515,30 @@ def test_a_step_version_is_checked_like_template_set_and_nothing_is_saved(segmen
     conn = connect(segments)
     assert conn.execute("SELECT count(*) FROM step_templates").fetchone()[0] == 0
     assert conn.execute("SELECT html_template FROM campaign_steps").fetchone()[0] == FOLLOW_UP
+
+
+def test_a_step_that_fails_at_send_time_is_named_in_the_run(segments, tmp_path, monkeypatch):
+    """A step whose template compiles but cannot render for a recipient: the run's line names the
+    campaign, the step and the segment's version. `{{ campaign }}` in a step is the campaign's name
+    (it was "default step 2", the name the step's template was compiled under)."""
+    from .smtp_sink import SmtpSink
+
+    (tmp_path / "f.html").write_text("<p>From {{ campaign }}.</p>")
+    assert cli("step", "set", "2", "--html", "f.html", "--db", "x.db").exit_code == 0
+    assert cli("step", "set", "2", "-t", "bank", "--html", "bank.html", "--db", "x.db").exit_code == 0
+    with SmtpSink() as sink:
+        monkeypatch.setenv("SMTP_PORT", str(sink.port))
+        assert cli("run", "--send", "--db", "x.db").exit_code == 0
+        conn = connect(segments)
+        conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
+        # as if stored before `step set` rendered a version for its first recipient
+        conn.execute("UPDATE step_templates SET html_template = '<p>{{ (first_name|length) // 0 }}</p>'")
+        conn.close()
+        second = cli("run", "--send", "--db", "x.db")
+    assert (" ERROR follow-ups of campaign 'default' held back: campaign 'default', step 2, template 'bank': cannot "
+            "render the HTML body for bob@example.org: ZeroDivisionError: integer division or modulo by zero\n"
+            ) in second.stdout
+    assert "<p>From default.</p>" in cli("preview", "--step", "2", "ada@example.com", "--db", "x.db").stdout
 
 
 def test_step_two_reaches_each_segment_with_its_own_body_in_the_thread(segments, tmp_path, monkeypatch):
