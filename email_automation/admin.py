@@ -6,6 +6,7 @@ Each action runs in one write transaction and leaves an `admin_log` row saying w
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -85,18 +86,35 @@ def suppress(conn: sqlite3.Connection, email: str, *, reason: str = "manual", so
         return suppress_in_transaction(conn, address, reason, source=source, actor=actor, now=now)
 
 
-def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli", now: datetime | None = None) -> str:
-    """Allow mail to this address again (recipients already skipped stay skipped); returns the address.
+@dataclass(frozen=True)
+class Unsuppressed:
+    """An address taken off the list, and how many of the recipients its suppression had skipped
+    are back in the queue."""
+
+    email: str
+    requeued: int
+
+    def message(self) -> str:
+        return f"{self.email} may be mailed again; {self.requeued} recipient(s) back in the queue."
+
+
+def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli",
+               now: datetime | None = None) -> Unsuppressed:
+    """Allow mail to this address again: the recipients its suppression skipped, and that were
+    never (maybe) mailed, are pending again (`ledger.requeue_unsuppressed`); anyone skipped for
+    another reason stays skipped. Any reason may be lifted, a bounce or complaint too: a person decides.
 
     The entry's reason and date stay in the suppression history.
     """
     now = now or utc_now()
     address = lookup_form(email)
     with transaction(conn):
-        if not suppressions.remove(conn, address, source=actor, now=now):
+        reason = suppressions.remove(conn, address, source=actor, now=now)
+        if reason is None:
             raise NotFoundError(f"{address}: not on the suppression list")
+        requeued = ledger.requeue_unsuppressed(conn, address, reason, now=now)
         audit(conn, actor, "unsuppress", address, "", now)
-    return address
+    return Unsuppressed(address, requeued)
 
 
 def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent", "pending"], *,

@@ -322,6 +322,23 @@ def skip_pending_address(conn: sqlite3.Connection, address: str, reason: str, *,
     ).rowcount
 
 
+def requeue_unsuppressed(conn: sqlite3.Connection, address: str, reason: str, *, now: datetime) -> int:
+    """Undo `skip_pending_address` once the address is off the list (call inside a transaction):
+    its recipients skipped as `suppressed: reason` go back to pending, so an unsuppress is not a
+    promise nothing keeps. Only those never (maybe) mailed, here or in another campaign, and with
+    no SES report of a send: never twice comes first. Anyone skipped for another reason stays."""
+    marks = ",".join("?" * len(COUNTED_LOG_STATUSES))
+    return conn.execute(
+        "UPDATE recipients SET status = 'pending', last_error = NULL, updated_at = ?"
+        " WHERE email = ? AND status = 'skipped' AND last_error = ? AND step = 1"
+        f" AND NOT EXISTS (SELECT 1 FROM send_log l WHERE l.recipient_id = recipients.id"
+        f"                 AND (l.status IN ({marks}) OR l.resolution = 'disputed'))"
+        " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = recipients.email AND o.id != recipients.id"
+        "                 AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1))",
+        (iso(now), address, f"suppressed: {reason}", *COUNTED_LOG_STATUSES),
+    ).rowcount
+
+
 def mark_unsendable(conn: sqlite3.Connection, recipient_id: int, reason: str, *, now: datetime) -> None:
     """No message can be built for this address: failed without an attempt (nothing was sent)."""
     with transaction(conn):

@@ -37,13 +37,14 @@ def add(conn: sqlite3.Connection, address: str, *, reason: str, source: str, now
     return Suppression(address, row[0], row[1], row[2], added)
 
 
-def remove(conn: sqlite3.Connection, address: str, *, source: str, now: datetime) -> bool:
-    """Take `address` off the list (the history keeps what it was); False if it was not on it."""
+def remove(conn: sqlite3.Connection, address: str, *, source: str, now: datetime) -> str | None:
+    """Take `address` off the list (the history keeps what it was); the reason it had (what its
+    skipped recipients were marked with), None if it was not on it."""
     row = conn.execute("DELETE FROM suppressions WHERE email = ? RETURNING reason", (address,)).fetchone()
     if row is None:
-        return False
+        return None
     _history(conn, address, "unsuppress", f"was suppressed for: {row[0]}", source, now)
-    return True
+    return row[0]
 
 
 def history(conn: sqlite3.Connection, address: str) -> list[sqlite3.Row]:

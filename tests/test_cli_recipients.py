@@ -75,7 +75,8 @@ def test_suppress_resolve_and_friends_report_what_they_did(db):
     assert cli("suppress", email.upper(), "--db", "x.db", "--reason", "unsubscribe").stdout == (
         f"{email} suppressed (unsubscribe); 1 pending recipient(s) skipped.\n"
     )
-    assert cli("unsuppress", f" {email.upper()} ", "--db", "x.db").stdout == f"{email} may be mailed again.\n"
+    assert cli("unsuppress", f" {email.upper()} ", "--db", "x.db").stdout == (
+        f"{email} may be mailed again; 1 recipient(s) back in the queue.\n")
     missing = cli("resolve", email, "--sent", "--db", "x.db")
     assert missing.exit_code == 2
     assert missing.stderr == f"Error: {email}: no recipient in unknown state with that address\n"
@@ -97,9 +98,23 @@ def test_the_same_actions_with_json(db):
     assert suppressed == {"email": first, "reason": "complaint", "since": suppressed["since"], "added": True, "skipped": 0}
     again = run("suppress", first, "--reason", "manual")  # the first reason and date are kept
     assert again == {"email": first, "reason": "complaint", "since": suppressed["since"], "added": False, "skipped": 0}
-    assert run("unsuppress", first) == {"email": first, "unsuppressed": True}
+    assert run("unsuppress", first) == {"email": first, "unsuppressed": True, "requeued": 0}, "skipped by hand: stays"
     assert run("resolve", second, "--pending") == {"email": second, "marked": "pending", "recipients": 1}
     assert run("retry-failed") == {"pending_again": 0}
+
+
+def test_unsuppress_puts_back_in_the_queue_the_recipients_the_suppress_skipped(db, tmp_path):
+    """A mistaken suppress is undone: the waiting recipient is pending again, and `status` says so."""
+    (tmp_path / "people.csv").write_text("email\np1@co1.example.com\np3@co3.example.com\n")
+    cli("import", "people.csv", "--db", "x.db")
+    assert cli("suppress", "p3@co3.example.com", "--db", "x.db").stdout == (
+        "p3@co3.example.com suppressed (manual); 1 pending recipient(s) skipped.\n")
+    assert cli("unsuppress", "p3@co3.example.com", "--db", "x.db").stdout == (
+        "p3@co3.example.com may be mailed again; 1 recipient(s) back in the queue.\n")
+    status = json.loads(cli("status", "--db", "x.db", "--json").stdout)
+    assert (status["campaigns"]["default"]["pending"], status["campaigns"]["default"]["skipped"]) == (2, 0)
+    again = cli("import", "people.csv", "--db", "x.db").stdout
+    assert again.startswith("people.csv: 0 added to campaign 'default', 2 duplicate(s) skipped"), "queued once, not twice"
 
 
 def test_resolve_without_a_decision_names_both_choices_and_exits_2(db):

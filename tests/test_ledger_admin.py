@@ -174,6 +174,27 @@ def test_suppress_skips_pending_copies_and_retry_failed_leaves_them_alone(db):
         admin.unsuppress(db, "bounced@example.com")
 
 
+def test_unsuppress_requeues_only_what_the_suppression_skipped_and_nobody_maybe_mailed(db):
+    """Never twice comes first: a recipient skipped for another reason, one with an attempt that may
+    have reached the address, or whose address was mailed in another campaign, stays skipped."""
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES ('b', 's', 'h', 'x')")
+    waiting, by_hand = add(db, "a@example.com"), add(db, "a@example.com", 2)
+    admin.skip_recipient(db, "a@example.com", campaign="b")
+    mailed = add(db, "m@example.com")
+    ledger.record_sent(db, claim(db, mailed), "id-1", now=NOW)
+    db.execute("UPDATE recipients SET status = 'pending', step = 2 WHERE id = ?", (mailed,))  # its follow-up waits
+    elsewhere, sent_elsewhere = add(db, "e@example.com"), add(db, "e@example.com", 2)
+    db.execute("UPDATE recipients SET status = 'sent' WHERE id = ?", (sent_elsewhere,))
+    for address in ("a@example.com", "m@example.com", "e@example.com"):
+        assert admin.suppress(db, address, reason="complaint").skipped == 1
+    assert admin.unsuppress(db, "A@example.com") == admin.Unsuppressed("a@example.com", 1)
+    assert (status_of(db, waiting), status_of(db, by_hand)) == ("pending", "skipped")
+    assert db.execute("SELECT last_error FROM recipients WHERE id = ?", (waiting,)).fetchone()[0] is None
+    assert admin.unsuppress(db, "m@example.com").requeued == 0
+    assert admin.unsuppress(db, "e@example.com").requeued == 0
+    assert (status_of(db, mailed), status_of(db, elsewhere)) == ("skipped", "skipped")
+
+
 def test_admin_actions_leave_an_audit_trail(db):
     add(db, "a@example.com")
     admin.set_campaign_status(db, "default", "paused", actor="dashboard")
@@ -205,7 +226,8 @@ def test_a_second_suppress_keeps_the_first_reason_and_date_and_goes_to_the_histo
                             "reason and date are kept and this request is recorded in its history; "
                             "0 pending recipient(s) skipped.\n")
     assert tuple(db.execute("SELECT reason, created_at FROM suppressions").fetchone()) == ("unsubscribe", since)
-    assert _cli("unsuppress", "ann@example.com", "--db", path).stdout == "ann@example.com may be mailed again.\n"
+    assert _cli("unsuppress", "ann@example.com", "--db", path).stdout == (
+        "ann@example.com may be mailed again; 0 recipient(s) back in the queue.\n")
     history = [tuple(r) for r in db.execute("SELECT action, reason, source FROM suppression_history ORDER BY id")]
     assert history == [("suppress", "unsubscribe", "cli"), ("suppress", "manual", "cli"),
                        ("unsuppress", "was suppressed for: unsubscribe", "cli")]

@@ -120,11 +120,11 @@ def unsuppress(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Remove an address from the suppression list."""
+    """Remove an address from the suppression list; the recipients it skipped, never mailed, are pending again."""
     from .. import admin
 
-    address = admin.unsuppress(open_database(settings_for(db)), email)
-    answer(as_json, {"email": address, "unsuppressed": True}, f"{address} may be mailed again.")
+    done = admin.unsuppress(open_database(settings_for(db)), email)
+    answer(as_json, {"email": done.email, "unsuppressed": True, "requeued": done.requeued}, done.message())
 
 
 @app.command()
