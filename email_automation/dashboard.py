@@ -184,7 +184,8 @@ def metrics(reports: Reports, log_filter: LogFilter, summary) -> None:
     sent, failed, deferred, unique, dry = st.columns(5)
     sent.metric("Sent", f"{summary.sent:,}", border=True)
     failed.metric("Failed", f"{summary.failed:,}", border=True,
-                  help="Attempts that left their recipient failed (as `status` counts them).")
+                  help="Attempts on the filter's days that left their recipient failed: a recipient retried and "
+                       "refused again counts once per attempt. `status` counts the recipients failed now.")
     deferred.metric("Deferred", f"{summary.deferred:,}", border=True,
                     help="Attempts refused for now (throttling, a temporary 4xx refusal, a paused account) or "
                          "settled as not sent: the recipient stays in the queue and is tried again. Not counted "
