@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal, TypeVar
@@ -239,7 +239,7 @@ def _write(write: Callable[[], T], patience: Patience | None, what: str) -> T:
 
 def record_failure(
     conn: sqlite3.Connection, c: Claim, err: SendError, *, now: datetime, max_attempts: int,
-    patience: Patience | None = None,
+    patience: Patience | None = None, earlier: Sequence[SendError] = (),
 ) -> str:
     """Record a send that did not (certainly) go out; returns the recipient's new status.
 
@@ -248,7 +248,9 @@ def record_failure(
     `deferred` and given back (the account or the relay, not the recipient, is at fault: a relay
     down for days must not fail the queue's first recipients); other transient -> pending with the
     attempt `deferred` until `max_attempts` attempts were made, then failed. A deferred attempt
-    never counts toward the daily limit: nothing left.
+    never counts toward the daily limit: nothing left. `earlier`: the refusals of this attempt's
+    tries before `err`; if one of them named the recipient (an RCPT 4xx, then a greeting refused on
+    the next connection), the attempt counts.
     """
     error = f"{err.code}: {err}" if err.code else str(err)
     refund = 0
@@ -256,7 +258,7 @@ def record_failure(
         log_status = new_status = "unknown"
     elif err.error_class == "permanent":
         log_status = new_status = "failed"
-    elif err.error_class == "fatal" or err.before_recipient:
+    elif err.error_class == "fatal" or err.before_recipient and all(e.before_recipient for e in earlier):
         log_status, new_status, refund = "deferred", "pending", 1
     else:
         attempts = conn.execute("SELECT attempts FROM recipients WHERE id = ?", (c.recipient_id,)).fetchone()[0]
@@ -325,14 +327,15 @@ def skip_pending_address(conn: sqlite3.Connection, address: str, reason: str, *,
 def requeue_unsuppressed(conn: sqlite3.Connection, address: str, reason: str, *, now: datetime) -> int:
     """Undo `skip_pending_address` once the address is off the list (call inside a transaction):
     its recipients skipped as `suppressed: reason` go back to pending, so an unsuppress is not a
-    promise nothing keeps. Only those never (maybe) mailed, here or in another campaign, and with
-    no SES report of a send: never twice comes first. Anyone skipped for another reason stays."""
+    promise nothing keeps. Only while no attempt to the address, in any campaign, may have reached
+    it (counted, or resolved as not sent and then reported by SES: `disputed`): never twice comes
+    first. Anyone skipped for another reason stays."""
     marks = ",".join("?" * len(COUNTED_LOG_STATUSES))
     return conn.execute(
         "UPDATE recipients SET status = 'pending', last_error = NULL, updated_at = ?"
         " WHERE email = ? AND status = 'skipped' AND last_error = ? AND step = 1"
-        f" AND NOT EXISTS (SELECT 1 FROM send_log l WHERE l.recipient_id = recipients.id"
-        f"                 AND (l.status IN ({marks}) OR l.resolution = 'disputed'))"
+        f" AND NOT EXISTS (SELECT 1 FROM recipients a JOIN send_log l ON l.recipient_id = a.id"
+        f"                 WHERE a.email = recipients.email AND (l.status IN ({marks}) OR l.resolution = 'disputed'))"
         " AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.email = recipients.email AND o.id != recipients.id"
         "                 AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1))",
         (iso(now), address, f"suppressed: {reason}", *COUNTED_LOG_STATUSES),
@@ -502,9 +505,11 @@ def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, settled: Settled, 
     """An event for an attempt a person had resolved as not sent: the first message did go out.
 
     The person must learn it: once per attempt (its resolution becomes `disputed`), a note on the
-    log row, an admin_log row and a warning. If the recipient is still waiting in the queue, it is
-    not mailed again: it and the attempt become `sent`. Once a second message has been handed
-    over, nothing can be undone. Events that prove nothing went out do not count.
+    log row, an admin_log row and a warning. If no second message was handed over since (the
+    recipient waits in the queue, or was skipped while it waited), it and the attempt become
+    `sent`: what status shows, and what keeps the address from another campaign's queue. Once a
+    second message has been handed over, nothing can be undone. Events that prove nothing went
+    out do not count.
     """
     flag = "[SES later reported this send"
     for row in conn.execute(RESOLVED_PENDING_SQL).fetchall():
@@ -514,9 +519,11 @@ def _flag_sends_resolved_as_pending(conn: sqlite3.Connection, settled: Settled, 
             continue  # SES took it, then did not send it after all
         held = conn.execute(
             "UPDATE recipients SET status = 'sent', sent_at = COALESCE(sent_at, ?), last_error = ?, updated_at = ?"
-            " WHERE id = ? AND status = 'pending'",
+            " WHERE id = ? AND status IN ('pending', 'skipped')"
+            f" AND NOT EXISTS (SELECT 1 FROM send_log l WHERE l.recipient_id = recipients.id AND l.id != ?"
+            f"                 AND l.status IN ({','.join('?' * len(COUNTED_LOG_STATUSES))}))",
             (row["first_seen"] or iso(now), f"SES reported {row['kinds']} for a send resolved as not sent",
-             iso(now), row["recipient_id"]),
+             iso(now), row["recipient_id"], row["id"], *COUNTED_LOG_STATUSES),
         ).rowcount
         if held:
             note = (f"{flag}: {row['kinds']}; it had been resolved as not sent, so it is now sent and the "

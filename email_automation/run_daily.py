@@ -1059,7 +1059,7 @@ def _record_sync(conn, results: list[str | SendError]):
 def _write_failure(settings, conn, item: _Planned, claim: ledger.Claim, result: SendError,
                    refused: list[SendError], *, now, sleep) -> Outcome:
     status = ledger.record_failure(conn, claim, result, now=now(), max_attempts=settings.max_attempts,
-                                   patience=ledger.Patience(now, sleep))
+                                   patience=ledger.Patience(now, sleep), earlier=refused)
     if isinstance(result, PermanentSendError) and bounces.mailbox_gone(result.mailbox_status):
         # A 5.1.x refusal is a hard bounce told at once: count it and never mail the address again.
         bounces.record_bounce(conn, item.email, kind=bounces.HARD, source="smtp", now=now(),

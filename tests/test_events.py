@@ -550,6 +550,26 @@ def test_a_send_reported_after_resolve_pending_is_not_sent_again(db, settings):
     assert db.execute("SELECT count(*) FROM admin_log WHERE action = 'duplicate-risk'").fetchone()[0] == 1
 
 
+def test_a_send_reported_after_resolve_pending_and_a_suppress_is_not_sent_again_by_an_unsuppress(db):
+    # Resolved as not sent, then suppressed (both campaigns' recipients skipped), then SES reports
+    # the first send delivered: the recipient is sent, and unsuppress puts no one back in the queue.
+    from email_automation import admin
+    from email_automation.run_daily import pending_batch
+
+    rid = add_recipient(db, "lou@example.com", campaign="autumn")
+    add_attempt(db, rid, "att-u", "unknown")
+    admin.resolve_unknown(db, "lou@example.com", "pending")
+    add_recipient(db, "lou@example.com")  # imported again, into another campaign
+    admin.suppress(db, "lou@example.com")
+    assert statuses(db, "lou@example.com") == ["skipped", "skipped"]
+    apply(db, sample("event-delivery", to="lou@example.com", attempt_id="att-u"))
+    assert statuses(db, "lou@example.com") == ["sent", "skipped"]
+
+    assert admin.unsuppress(db, "lou@example.com").requeued == 0
+    assert [r["email"] for r in pending_batch(db, 10)] == []
+    assert statuses(db, "lou@example.com") == ["sent", "skipped"]
+
+
 def test_a_send_resolved_as_pending_then_only_delayed_is_not_sent_again(db):
     from email_automation import admin
 

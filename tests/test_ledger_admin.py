@@ -113,6 +113,16 @@ def test_a_refusal_before_the_recipient_was_named_does_not_count_toward_max_atte
     assert status_of(db, rid) == "failed", "a refusal of the recipient itself still counts"
 
 
+def test_an_attempt_whose_earlier_try_named_the_recipient_counts_though_its_last_did_not(db):
+    # RCPT refused for now, then the relay refusing the next connection: the recipient's refusal
+    # must not be hidden by the last one, or the attempts would never add up.
+    rid = add(db, "a@example.com")
+    for _ in range(2):
+        ledger.record_failure(db, claim(db, rid), TransientSendError("421 closing", before_recipient=True),
+                              now=NOW, max_attempts=2, earlier=[TransientSendError("450 mailbox busy")])
+    assert status_of(db, rid) == "failed"
+
+
 def test_recovery_turns_interrupted_sends_into_unknown_never_pending(db):
     rid = add(db, "a@example.com")
     claim(db, rid)

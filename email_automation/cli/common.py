@@ -219,18 +219,19 @@ def cli_errors(fn):
     """Turn a library error into one line and its exit code; never a traceback.
 
     With `--json` the error is the command's one JSON object, `{"error": ...}`, on stdout.
-    A blank `campaign` (option or argument, every command names it so) is refused here, before
-    the command runs: `-c ""` would otherwise create a campaign `''` or quietly mean "all".
+    An empty `campaign` (option or argument: every command names it so) is refused before the
+    command runs, where `-c ""` would mean "every campaign" to some; a name of spaces is looked up
+    as given (one made before names were checked must stay manageable) and never created.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         as_json = bool(kwargs.get("as_json"))
         try:
-            if isinstance(kwargs.get("campaign"), str):
+            if kwargs.get("campaign") == "":
                 from ..database import check_campaign_name
 
-                check_campaign_name(kwargs["campaign"])
+                check_campaign_name("")
             return fn(*args, **kwargs)
         except EmailAutomationError as exc:
             _fail(str(exc), getattr(exc, "exit_code", EXIT_ERROR), as_json)
