@@ -207,7 +207,7 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             except EmailAutomationError as err:
                 problem = str(err)
             else:
-                preview(result)
+                preview(result, email)
                 if step == 1:
                     files = fetch(reports, "message_files", campaign, email)
                     st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
@@ -224,11 +224,21 @@ def _step_label(number: int) -> str:
     return "Step 1: the first message" if number == 1 else f"Step {number}: follow-up"
 
 
-def preview(result) -> None:
+def preview(result, email: str) -> None:
     """The recipient's subject (and every variant, labelled), the HTML part in a frame that runs
-    no script, the text part beside it."""
+    no script, the text part beside it; said plainly when the recipient's own subject or body
+    (CSV columns custom_subject, custom_body) replaces the template's."""
     rendered = result.rendered
     st.markdown(f"**Subject:** {escape(rendered.subject)}")
+    if result.own_subject and result.own_body:
+        st.caption(f"{email} has their own subject and body in the CSV: the template does not apply to them, "
+                   "and editing it does not change their message.")
+    elif result.own_subject:
+        st.caption(f"{email} has their own subject in the CSV: the template's subject lines do not apply to them, "
+                   "and editing them does not change their subject (their body comes from the template).")
+    elif result.own_body:
+        st.caption(f"{email} has their own body in the CSV: the template's HTML and text bodies do not apply to "
+                   "them, and editing them does not change their body (their subject comes from the template).")
     if len(result.subjects) > 1:
         st.markdown("\n".join(
             f"- Variant {n} of {len(result.subjects)}{' (this recipient gets it)' if n - 1 == result.variant else ''}: "

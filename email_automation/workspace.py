@@ -55,7 +55,9 @@ class DraftPreview:
 
     rendered: RenderedEmail
     subjects: tuple[str, ...]
-    variant: int  # which of `subjects` this recipient gets
+    variant: int | None  # which of `subjects` this recipient gets; None: their own subject, none of them
+    own_subject: bool = False  # the recipient's CSV row has a subject of its own, which replaces the draft's
+    own_body: bool = False  # ... a body of its own, which replaces the draft's HTML and text
 
 
 def uploads_folder(settings: Any) -> Path:
@@ -134,6 +136,8 @@ def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[st
 def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: str, draft: TemplateDraft) -> DraftPreview:
     """Render an unsaved draft for one of the campaign's recipients, checked as `template set`
     (or `step set`) checks: with the recipient's own subject variant, and a follow-up in their thread.
+    At step 1 a subject or body of the recipient's own (CSV custom_subject, custom_body) replaces
+    the draft's, as in a run: the preview is what they get, and says which parts are their own.
 
     Raises:
         TemplateRenderError: an empty part, a syntax error, an unknown variable, or a render error.
@@ -156,13 +160,21 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
                                            step=draft.step)
         rendered = template.render(sequences.step_fields(row, subject, thread.first_subject), settings)
         return DraftPreview(rendered, (rendered.subject,), 0)
-    fields = {**dict(row), "custom_subject": None, "custom_body": None}
     template = CampaignTemplate(campaign, list(draft.subjects), draft.html, draft.text or None, template=draft.name)
     count = len(template.subject_variants)
     variant = CampaignTemplates(conn, campaign_row).rank(row) % count if count > 1 else 0
-    # Each variant rendered whole: the body may show {{ subject }}; only the recipient's needs its text part.
-    renders = [template.render(fields, settings, variant=n, derive_text=n == variant) for n in range(count)]
-    return DraftPreview(renders[variant], tuple(r.subject for r in renders), variant)
+    own_subject, own_body = (bool((row[key] or "").strip()) for key in ("custom_subject", "custom_body"))
+    if not (own_subject or own_body):
+        # Each variant rendered whole: the body may show {{ subject }}; only the recipient's needs its text part.
+        renders = [template.render(row, settings, variant=n, derive_text=n == variant) for n in range(count)]
+        return DraftPreview(renders[variant], tuple(r.subject for r in renders), variant)
+    # A subject or body of the recipient's own (CSV columns custom_subject, custom_body) replaces the
+    # draft's, as in a run: their message is rendered as a run renders it (CampaignTemplate.render
+    # with their row), the draft's variants as another recipient would read them.
+    rendered = template.render(row, settings, variant=variant)
+    fields = {**dict(row), "custom_subject": None, "custom_body": None}
+    subjects = tuple(template.render(fields, settings, variant=n, derive_text=False).subject for n in range(count))
+    return DraftPreview(rendered, subjects, None if own_subject else variant, own_subject, own_body)
 
 
 def message_files(conn: sqlite3.Connection, campaign: str, email: str) -> list[tuple[str, int | None]]:

@@ -317,3 +317,33 @@ def test_the_step_picked_survives_a_look_at_another_campaign_and_other_tabs(sett
     assert widget(at, "ws_template_spring").value == "+ new template"
     assert widget(at, "ws_new_template_spring").value == "fresh"
     assert not at.exception
+
+
+def test_a_recipient_with_their_own_subject_and_body_is_previewed_with_them(settings, clock, spring, tmp_path):
+    """A CSV row's custom_subject and custom_body replace the template's in a run: the preview shows
+    them (as `preview` and the run do), says so, and marks no variant as theirs."""
+    (tmp_path / "more.csv").write_text(
+        "email,first_name,custom_subject,custom_body\nbob@example.org,Bob,Ana suggested I write,Hi Bob - from Ana.\n")
+    import_csv(spring, tmp_path / "more.csv", campaign="spring")
+    at = spring_page(settings, clock)
+    widget(at, "ws_subjects_spring_(the campaign's own)").input("Backend at {{ company }}?\nHi {{ first_name }}")
+    widget(at, "ws_html_spring_(the campaign's own)").input("<p>Template body for {{ first_name }}</p>")
+    widget(at, "ws_preview_spring").set_value("bob@example.org")
+    at.button(key="ws_preview_go").click().run()
+    assert not at.exception, at.exception
+
+    markdown = [m.value for m in at.markdown]
+    assert "**Subject:** Ana suggested I write" in markdown
+    assert "- Variant 1 of 2: Backend at ?\n- Variant 2 of 2: Hi Bob" in markdown  # neither is his
+    assert "Hi Bob - from Ana." in frame_html(at) and "Template body" not in frame_html(at)
+    assert any(t.value.startswith("Hi Bob - from Ana.") for t in at.text)  # the text part
+    assert ("bob@example.org has their own subject and body in the CSV: the template does not apply to them, "
+            "and editing it does not change their message.") in [c.value for c in at.caption]
+
+    widget(at, "ws_preview_spring").set_value("ada@example.org")  # anyone else: the draft, unchanged
+    at.run()
+    assert "**Subject:** Backend at Acme?" in [m.value for m in at.markdown]
+    assert "- Variant 1 of 2 (this recipient gets it): Backend at Acme?\n- Variant 2 of 2: Hi Ada" in [
+        m.value for m in at.markdown]
+    assert "<p>Template body for Ada</p>" in frame_html(at)
+    assert not [c.value for c in at.caption if "in the CSV" in c.value]
