@@ -549,6 +549,10 @@ def _do_suppress(reports: Reports, state) -> str:
     return reports.suppress(email, reason=reason).message()
 
 
+def _do_unsuppress(reports: Reports, state) -> str:
+    return reports.unsuppress(state["act_unsuppress_email"]).message()
+
+
 def _do_resolve(reports: Reports, state) -> str:
     email, outcome = state["act_resolve_email"], state["act_resolve_outcome"]
     if not email:
@@ -563,7 +567,7 @@ def _do_mark(reports: Reports, state) -> str:
 
 
 ACTIONS = {"campaign": _do_campaign, "skip": _do_skip, "retry": _do_retry,
-           "suppress": _do_suppress, "resolve": _do_resolve, "mark": _do_mark}
+           "suppress": _do_suppress, "unsuppress": _do_unsuppress, "resolve": _do_resolve, "mark": _do_mark}
 
 
 def run_action(reports: Reports, name: str) -> None:
@@ -628,6 +632,10 @@ def admin_panel(reports: Reports) -> None:
         st.text_input("Email", key="act_suppress_email", disabled=locked)
         st.text_input("Reason", value="manual", key="act_suppress_reason", disabled=locked)
         _action_footer(reports, "suppress", "Suppress", locked)
+    with right.container(border=True):
+        st.markdown("**Unsuppress an address** (mail it again; recipients its suppression skipped are queued again)")
+        st.text_input("Email", key="act_unsuppress_email", disabled=locked)
+        _action_footer(reports, "unsuppress", "Unsuppress", locked)
     with left.container(border=True):
         st.markdown("**Resolve an unknown send**")
         st.selectbox("Recipient", unknown, key="act_resolve_email", disabled=locked)

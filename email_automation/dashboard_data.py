@@ -262,6 +262,9 @@ class Reports:
     def suppress(self, email: str, *, reason: str = "manual") -> admin.Suppressed:
         return self._admin("suppress", email, reason=reason, source=ADMIN_ACTOR)
 
+    def unsuppress(self, email: str) -> admin.Unsuppressed:
+        return self._admin("unsuppress", email)
+
     def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
         return self._admin("resolve_unknown", email, outcome, campaign=campaign)
 

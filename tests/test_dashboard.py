@@ -582,3 +582,44 @@ def test_a_look_at_another_tab_keeps_the_pager_and_an_unsaved_template_edit(sett
     open_tab(at, "Replies")
     assert next(a for a in at.text_area if a.key == html.key).value == "<p>Half-written, {{ first_name }}</p>"
     assert not at.exception and not at.warning
+
+
+def test_unsuppress_lifts_an_address_suppressed_by_mistake_once_unlocked_and_confirmed(settings, clock, days):
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"))
+    set_widgets(at, ACTIONS["suppress"][0])
+    at.checkbox(key="act_suppress_sure").check()
+    at.button(key="act_suppress_go").click().run()
+    set_widgets(at, {"act_unsuppress_email": "Person15@Example.com"})
+    at.button(key="act_unsuppress_go").click().run()  # not confirmed yet: nothing happens
+    assert "Nothing changed: tick 'I am sure' first." in [w.value for w in at.warning]
+    at.checkbox(key="act_unsuppress_sure").check()
+    at.button(key="act_unsuppress_go").click().run()
+    assert [s.value for s in at.success][-1] == "person15@example.com may be mailed again; 1 recipient(s) back in the queue."
+    assert audit(settings)[-1] == ("dashboard", "unsuppress", "person15@example.com")
+    with connect(settings.db_path, readonly=True) as conn:
+        assert conn.execute("SELECT count(*) FROM suppressions WHERE email = 'person15@example.com'").fetchone()[0] == 0
+        assert conn.execute("SELECT status FROM recipients WHERE email = 'person15@example.com'").fetchone()[0] == "pending"
+    assert at.checkbox(key="act_unsuppress_sure").value is False
+
+
+def test_unsuppress_refuses_an_address_not_on_the_list(settings, clock, days):
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Admin"))
+    set_widgets(at, {"act_unsuppress_email": "nobody@example.com"})
+    at.checkbox(key="act_unsuppress_sure").check()
+    at.button(key="act_unsuppress_go").click().run()
+    assert [e.value for e in at.error] == ["nobody@example.com: not on the suppression list"]
+    assert audit(settings) == []
+
+
+@pytest.mark.parametrize("password", ["", PASSWORD], ids=["no-password-set", "password-not-entered"])
+def test_unsuppress_is_refused_while_locked(settings, clock, days, password):
+    with closing(connect(settings.db_path)) as conn:
+        admin.suppress(conn, "person15@example.com", reason="manual")
+    before = snapshot(settings)
+    at = page(settings, clock, password=password, tab="Admin")
+    assert at.button(key="act_unsuppress_go").disabled and at.checkbox(key="act_unsuppress_sure").disabled
+    forged(at.text_input(key="act_unsuppress_email")).set_value("person15@example.com")
+    forged(at.checkbox(key="act_unsuppress_sure")).check()
+    forged(at.button(key="act_unsuppress_go")).click().run()
+    assert not at.success and not at.exception
+    assert snapshot(settings) == before
