@@ -99,10 +99,10 @@ def clear_cache() -> None:
 
 
 def _first_page(*keys: str) -> None:
-    """New filters start every pager (or those of `keys`) again at page 1; dropping the key
-    resets the widget to its default."""
+    """New filters start every pager (or those of `keys`) again at page 1. Set, not dropped: a
+    widget's default does not reach the browser, which would go on showing the old page."""
     for key in keys or PAGE_KEYS:
-        st.session_state.pop(key, None)
+        st.session_state[key] = 1
 
 
 def _date_range(picked, fallback: LogFilter) -> tuple[date, date]:
@@ -335,7 +335,10 @@ def pager(columns, total: int, *, prefix: str, noun: str = "rows") -> tuple[int,
     page_size = size_col.selectbox("Rows per page", PAGE_SIZES, index=1, key=f"{prefix}page_size",
                                    on_change=_first_page, args=(f"{prefix}page",))
     pages = max(1, -(-total // page_size))
-    page = min(int(page_col.number_input("Page", min_value=1, value=1, step=1, key=f"{prefix}page")), pages)
+    key = f"{prefix}page"
+    if st.session_state.get(key, 1) > pages:  # past the end: the box says the last page, the one shown
+        st.session_state[key] = pages
+    page = min(int(page_col.number_input("Page", min_value=1, value=1, step=1, key=key)), pages)
     info_col.caption(f"Page {page} of {pages} ({total:,} {noun}, newest first)")
     return page, page_size
 

@@ -568,12 +568,16 @@ def test_only_the_open_tab_runs_and_a_click_on_another_runs_it(settings, clock, 
 
 def test_a_look_at_another_tab_keeps_the_pager_and_an_unsaved_template_edit(settings, clock, days):
     """Only the open tab runs, and Streamlit forgets the widgets it did not draw: the page keeps them."""
-    at = page(settings, clock)
-    at.selectbox(key="page_size").set_value(25).run()
-    at.number_input(key="page").set_value(2).run()
+    with closing(connect(settings.db_path)) as conn:  # two pages of 25 (the log has 13 rows: one page)
+        conn.executemany("INSERT INTO suppressions (email, reason, source, created_at) VALUES (?, 'bounce', 'ses-event', ?)",
+                         [(f"gone{n:02d}@example.net", f"2026-10-01T00:{n:02d}:00.000000Z") for n in range(30)])
+    at = page(settings, clock, tab="Deliverability")
+    at.selectbox(key="suppressions_page_size").set_value(25).run()
+    at.number_input(key="suppressions_page").set_value(2).run()
     open_tab(at, "Replies")
-    open_tab(at, "Activity")
-    assert (at.selectbox(key="page_size").value, at.number_input(key="page").value) == (25, 2)
+    open_tab(at, "Deliverability")
+    assert (at.selectbox(key="suppressions_page_size").value, at.number_input(key="suppressions_page").value) == (25, 2)
+    assert "Page 2 of 2 (30 addresses, newest first)" in captions(at)
     # The editor runs whichever tab is open (so what is typed and not yet previewed stays in the browser).
     html = next(area for area in at.text_area if area.key.startswith("ws_html_"))
     html.input("<p>Half-written, {{ first_name }}</p>")
@@ -623,3 +627,34 @@ def test_unsuppress_is_refused_while_locked(settings, clock, days, password):
     forged(at.button(key="act_unsuppress_go")).click().run()
     assert not at.success and not at.exception
     assert snapshot(settings) == before
+
+
+def browser_page(at: AppTest, key: str) -> float:
+    """What the page box shows in the browser: the server's value only when the run sent it
+    (`set_value`); otherwise the browser keeps what it showed."""
+    box = at.number_input(key=key)
+    assert box.proto.set_value, f"{key}: the browser keeps a stale page number"
+    return box.proto.value
+
+
+def test_the_page_box_shows_the_page_shown_after_a_filter_change_and_past_the_end(settings, clock, days):
+    with closing(connect(settings.db_path)) as conn:
+        conn.executemany("INSERT INTO suppressions (email, reason, source, created_at)"
+                         " VALUES (?, 'bounce', 'ses-event', ?)",
+                         [(f"{'bulk' if n < 60 else 'other'}{n:02d}@example.net",
+                           f"2026-10-01T01:{n:02d}:00.000000Z") for n in range(80)])
+    at = page(settings, clock, tab="Deliverability")
+    at.selectbox(key="suppressions_page_size").set_value(25).run()
+    at.number_input(key="suppressions_page").set_value(3).run()
+    assert "Page 3 of 4 (80 addresses, newest first)" in captions(at)
+    at.text_input(key="email_search").input("bulk").run()
+    assert "Page 1 of 3 (60 addresses, newest first)" in captions(at)
+    assert browser_page(at, "suppressions_page") == 1
+    at.number_input(key="suppressions_page").increment().run()
+    assert "Page 2 of 3 (60 addresses, newest first)" in captions(at)
+    at.number_input(key="suppressions_page").set_value(99).run()
+    assert "Page 3 of 3 (60 addresses, newest first)" in captions(at)
+    assert browser_page(at, "suppressions_page") == 3
+    at.selectbox(key="suppressions_page_size").set_value(50).run()  # a new page size starts again at 1
+    assert "Page 1 of 2 (60 addresses, newest first)" in captions(at) and browser_page(at, "suppressions_page") == 1
+    assert not at.exception
