@@ -21,6 +21,7 @@ from email_automation.workspace import TemplateDraft
 OWN = "(the campaign's own)"
 NEW = "+ new template"
 CSV_UPLOAD, ATTACH_UPLOAD = "ws_csv", "ws_attach"  # the file pickers' widget keys
+IMPORT_REJECTS = "ws_import_rejects"  # the last import's reject lines, rejects file and its name
 # The editor form's fields, one set per campaign, step and template (the keys end with those).
 FORM_FIELDS = ("ws_subjects_", "ws_html_", "ws_text_", "ws_new_template_")
 STEP_OWN = "(the step's own)"
@@ -35,15 +36,25 @@ def _unlocked(reports) -> bool:
     return bool(reports.admin_enabled and st.session_state.get(UNLOCKED))
 
 
+def _forget_results() -> None:
+    """What the tab's earlier actions said (and the last import's rejects): only the last action's is shown."""
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("ws_")
+                and (k.endswith("_result") or k == IMPORT_REJECTS)]:
+        del st.session_state[key]
+
+
 def _act(reports, name: str, action) -> None:
-    """Button callback: run `action()` when unlocked, keep its one-line result for the next rerun."""
+    """Button callback: run `action()` when unlocked, keep its one-line result for the next rerun in
+    place of any earlier action's. `action()` returns the message of a success, or (kind, message)."""
     from email_automation.dashboard import clear_cache
 
+    _forget_results()
     if not _unlocked(reports):
         result = ("error", "Refused: admin actions are locked. Set DASHBOARD_PASSWORD and enter it in the Admin tab.")
     else:
         try:
-            result = ("success", action())
+            outcome = action()
+            result = outcome if isinstance(outcome, tuple) else ("success", outcome)
         except EmailAutomationError as err:
             result = ("error", str(err))
         except sqlite3.Error as err:
@@ -52,10 +63,12 @@ def _act(reports, name: str, action) -> None:
     st.session_state[f"ws_{name}_result"] = result
 
 
-def _result(name: str) -> None:
+def _result(name: str) -> str | None:
+    """Show the last action's result if it was `name`; returns its message."""
     kind, message = st.session_state.get(f"ws_{name}_result", (None, None))
     if kind:
         getattr(st, kind)(message)
+    return message
 
 
 def campaigns_page(reports, *, shown: bool = True) -> None:
@@ -69,9 +82,14 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
     with st.container(border=True):
         st.markdown("**New campaign**")
         st.text_input("Name", key="ws_new_name", disabled=locked)
-        st.button("Create", key="ws_create_go", disabled=locked, on_click=_act, args=(reports, "create", lambda: (
-            f"Campaign '{st.session_state['ws_new_name'].strip()}' "
-            + ("created." if reports.create_campaign(st.session_state["ws_new_name"]) else "already exists."))))
+
+        def create() -> tuple[str, str]:
+            name = st.session_state["ws_new_name"]
+            if reports.create_campaign(name):
+                return "success", f"Campaign '{name.strip()}' created."
+            return "info", f"Campaign '{name.strip()}' already exists."
+
+        st.button("Create", key="ws_create_go", disabled=locked, on_click=_act, args=(reports, "create", create))
         _result("create")
     campaigns = [name for name, _ in fetch(reports, "campaigns")]
     if not campaigns:
@@ -112,14 +130,14 @@ def import_section(reports, campaign: str, locked: bool) -> None:
             if upload is None:
                 raise EmailAutomationError("choose a CSV file first")
             report, rejects = reports.import_upload(campaign, upload.name, upload.getvalue())
-            st.session_state["ws_import_rejects"] = ([r.message(upload.name) for r in report.rejects], rejects,
+            st.session_state[IMPORT_REJECTS] = ([r.message(upload.name) for r in report.rejects], rejects,
                                                      f"{upload.name.rsplit('.', 1)[0]}.rejects.csv")
             return (f"{upload.name}: {report.inserted} added to campaign '{campaign}', {report.duplicates} duplicate(s) "
                     f"skipped, {report.invalid} invalid.")
 
         st.button("Import", key="ws_import_go", disabled=locked, on_click=_act, args=(reports, "import", run))
         _result("import")
-        lines, data, name = st.session_state.get("ws_import_rejects", ([], None, ""))
+        lines, data, name = st.session_state.get(IMPORT_REJECTS, ([], None, ""))
         if lines:
             st.code("\n".join(lines), language=None)
         if data:
@@ -192,12 +210,12 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
             st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
             left, right = st.columns(2)
-            left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go")
+            left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go", on_click=_forget_results)
             right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
                                      args=(reports, "save", save))
         keep_other_drafts({f"ws_subjects_{key}", f"ws_html_{key}", f"ws_text_{key}",
                            *([f"ws_new_template_{campaign}"] if picked == NEW else [])})
-        _result("save")
+        saved = _result("save")
         if not shown:
             return
         problem = None
@@ -216,7 +234,7 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
                     st.caption("A follow-up answers in the recipient's thread and carries no attachment.")
         else:
             st.caption("Import recipients to see a preview.")
-        if problem:
+        if problem and problem != saved:  # a failed save already said it, just above
             st.error(problem)
 
 

@@ -101,8 +101,12 @@ def import_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filena
     from .import_csv import import_csv  # with email-validator: loaded when a file is imported, not with the page
 
     path = store_upload(settings, filename, data)
-    report = import_csv(conn, path, campaign=campaign, attachments_dir=uploads_folder(settings),
-                        max_message_bytes=settings.max_message_bytes)
+    try:
+        report = import_csv(conn, path, campaign=campaign, attachments_dir=uploads_folder(settings),
+                            max_message_bytes=settings.max_message_bytes)
+    except EmailAutomationError as err:  # name the file as the user uploaded it, not the server's copy
+        err.args = tuple(arg.replace(str(path), filename) if isinstance(arg, str) else arg for arg in err.args)
+        raise
     rejects = report.rejects_file.read_bytes() if report.rejects_file and report.rejects_file.exists() else None
     return report, rejects
 

@@ -347,3 +347,39 @@ def test_a_recipient_with_their_own_subject_and_body_is_previewed_with_them(sett
         m.value for m in at.markdown]
     assert "<p>Template body for Ada</p>" in frame_html(at)
     assert not [c.value for c in at.caption if "in the CSV" in c.value]
+
+
+def test_an_error_belongs_to_the_last_action_and_is_shown_once(settings, clock, spring):
+    at = spring_page(settings, clock)
+    subjects = "ws_subjects_spring_(the campaign's own)"
+    widget(at, subjects).input("Hello {{ first_name }")
+    at.button(key="ws_save_go").click().run()
+    [error] = [e.value for e in at.error]
+    assert "subject template line 1: unexpected '}'" in error
+    widget(at, subjects).input("Hello {{ first_name }}")
+    at.button(key="ws_preview_go").click().run()
+    assert not at.error and "**Subject:** Hello Ada" in [m.value for m in at.markdown]
+
+
+def test_only_the_last_import_is_shown_under_the_name_it_was_uploaded_as(settings, clock, spring):
+    at = spring_page(settings, clock)
+    widget(at, "ws_csv").set_value(("new.csv", CSV, "text/csv"))
+    at.run()
+    at.button(key="ws_import_go").click().run()
+    assert at.code and "Download the rejects file" in [d.proto.label for d in at.get("download_button")]
+    widget(at, "ws_csv").set_value(("noemail.csv", b"name,company\nAda,Acme\n", "text/csv"))
+    at.run()
+    at.button(key="ws_import_go").click().run()
+    [error] = [e.value for e in at.error]
+    assert error.startswith("noemail.csv: no email column"), error
+    assert not at.success and not at.code
+    assert "Download the rejects file" not in [d.proto.label for d in at.get("download_button")]
+
+
+def test_an_existing_campaign_is_an_info_of_that_action_only(settings, clock, spring):
+    at = spring_page(settings, clock)
+    widget(at, "ws_new_name").input("spring")
+    at.button(key="ws_create_go").click().run()
+    assert [i.value for i in at.info] == ["Campaign 'spring' already exists."] and not at.success
+    at.button(key="ws_pause_go").click().run()
+    assert [s.value for s in at.success] == ["Campaign 'spring' paused."] and not at.info
