@@ -378,7 +378,9 @@ def recipients(reports: Reports) -> None:
     in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS)
     if in_sequence:
         st.subheader("Follow-ups")
-        st.caption("Per step: messages sent, follow-ups due now, sequences stopped before it, and replies "
+        st.caption("Per step: messages sent (known to have gone out, as Sent counts them), sends whose outcome "
+                   "is unknown (they may have gone out), follow-ups due now, sequences stopped before it (the "
+                   "rows below that say stopped), and replies "
                    "that answered it (read from the inbox). Then each contacted recipient: the step they are at, "
                    "when the next one is due (in business days) or why none is, and their application status.")
         _table_or_caption(fetch(reports, "step_counts"), "step_counts_table", "")

@@ -271,30 +271,78 @@ def due_counts(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays:
     return counts
 
 
+# A recipient at step k with one of these statuses may have been mailed step k; `sent` alone is
+# known to have gone out (an `unknown` or still `sending` one may or may not have).
+_MAYBE_SENT = ('sending', 'unknown')
+
+
+def _stops_sql(conn: sqlite3.Connection, stop_company: bool) -> tuple[str, tuple]:
+    """SQL over recipients `r` joined to campaigns `c` (and its parameters): true when this
+    recipient's sequence is stopped for good, as `sequence_rows` shows it, from the step after
+    its last one sent (or maybe sent) on, among the rows `sequence_rows` lists (`_LISTED`) whose
+    sequence is not complete: a stop recorded in `sequence_stopped`; one not recorded yet (a run
+    records it) that `stop_reason` gives, a reply (theirs or, with STOP_COMPANY_ON_REPLY, their
+    company's), a suppression or a bounce, unless the recipient is due all the same (a bounce
+    without a suppression does not keep a run from following up); or a step that went wrong
+    (failed, bounced, skipped...).
+
+    A cause no one has (no reply, no suppression, no hard bounce yet) is left out: testing each
+    recipient against an empty list took as long as the rest of `status`'s count."""
+    def some(sql: str) -> bool:
+        return conn.execute(sql).fetchone() is not None
+
+    causes, args = [], ()
+    if some("SELECT 1 FROM suppressions LIMIT 1"):
+        causes.append("r.email IN (SELECT email FROM suppressions)")
+    if some("SELECT 1 FROM recipients WHERE application_status != 'none' LIMIT 1"):
+        replied, args = applications.stopped_condition(stop_company)
+        causes.append(replied)
+    if some("SELECT 1 FROM bounces WHERE kind IN ('hard', 'complaint') LIMIT 1"):
+        scheduled = "(c.status = 'active' AND (r.status = 'pending' OR coalesce(r.sent_at, '') != ''))"
+        causes.append(f"(r.email IN (SELECT email FROM bounces WHERE kind IN ('hard', 'complaint'))"
+                      f" AND NOT {scheduled})")
+    unrecorded = f" OR (r.status IN ('sent', 'pending') AND ({' OR '.join(causes)}))" if causes else ""
+    return (f"(r.sequence_stopped IS NOT NULL{unrecorded}"
+            " OR r.status NOT IN ('pending', 'sending', 'sent', 'unknown'))"), args
+
+
+# The recipients `sequence_rows` lists: contacted (or maybe), or past step 1.
+_LISTED = "(r.status IN ('sending', 'sent', 'unknown') OR r.step > 1)"
+
+
 def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
                  stop_company: bool = True) -> dict[str, dict[str, dict[str, int]]]:
-    """Per campaign with follow-ups, per step: messages sent (or maybe sent), follow-ups due now,
-    sequences stopped before that step, and people whose reply (read from the inbox) answered
+    """Per campaign with follow-ups, per step: messages sent (known to have gone out, as the
+    dashboard's Sent counts them), sends whose outcome is unknown (`unknown`, or `sending` while a
+    run sends), follow-ups due now, sequences stopped before that step (the rows of
+    `sequence_rows` that say "stopped"), and people whose reply (read from the inbox) answered
     that step; for `status` and the dashboard."""
     summary: dict[str, dict[str, dict[str, int]]] = {}
     for name, last in conn.execute("SELECT c.name, MAX(s.step) FROM campaign_steps s JOIN campaigns c"
                                    " ON c.id = s.campaign_id GROUP BY c.id ORDER BY c.name").fetchall():
-        summary[name] = {str(n): {"sent": 0, "due": 0, "stopped": 0, "replied": 0} for n in range(1, last + 1)}
+        summary[name] = {str(n): {"sent": 0, "unknown": 0, "due": 0, "stopped": 0, "replied": 0}
+                         for n in range(1, last + 1)}
     # Read from recipients, not send_log (a second over a million log rows): a recipient at step k
     # was sent steps 1..k-1 (a step is claimed only after the one before was sent), and step k
-    # too when its status is one that counts (sending, sent, unknown).
-    for name, step, counted, people in conn.execute(
-            "SELECT c.name, r.step, r.status IN ('sending', 'sent', 'unknown'), count(*) FROM recipients r"
-            " JOIN campaigns c ON c.id = r.campaign_id WHERE c.id IN (SELECT campaign_id FROM campaign_steps)"
-            " GROUP BY c.name, r.step, 3"):
-        for earlier in range(1, step + 1 if counted else step):
-            if str(earlier) in summary.get(name, {}):
-                summary[name][str(earlier)]["sent"] += people
-    for name, step, stopped in conn.execute(
-            "SELECT c.name, r.step + 1, count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-            " WHERE r.sequence_stopped IS NOT NULL GROUP BY c.name, r.step"):
-        if name in summary and str(step) in summary[name]:
-            summary[name][str(step)]["stopped"] = stopped
+    # too when its status is `sent`; `unknown` and `sending` may or may not have gone out. The
+    # same pass counts the stopped ones, before the step after their last one (maybe) sent.
+    stops, args = _stops_sql(conn, stop_company)
+    for name, step, status, stopped, people in conn.execute(
+            "SELECT c.name, r.step, CASE WHEN r.status = 'sent' THEN 'sent' WHEN r.status IN"
+            f" ({', '.join(repr(s) for s in _MAYBE_SENT)}) THEN 'unknown' END,"
+            f" {_LISTED} AND NOT (r.status = 'sent' AND r.step >= s.last) AND {stops}, count(*)"
+            " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " JOIN (SELECT campaign_id, MAX(step) AS last FROM campaign_steps GROUP BY campaign_id) s"
+            "  ON s.campaign_id = r.campaign_id GROUP BY 1, 2, 3, 4", args):
+        steps = summary[name]
+        for earlier in range(1, step):
+            if str(earlier) in steps:
+                steps[str(earlier)]["sent"] += people
+        if status is not None and str(step) in steps:
+            steps[str(step)][status] += people
+        before = str(step + (status is not None))  # the first step not (maybe) sent
+        if stopped and before in steps:
+            steps[before]["stopped"] += people
     for name, step, replied in conn.execute(
             "SELECT c.name, l.step, count(DISTINCT m.recipient_id) FROM inbox_messages m"
             " JOIN send_log l ON l.id = m.send_log_id JOIN recipients r ON r.id = l.recipient_id"
@@ -309,14 +357,19 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
 def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
                   stop_company: bool = True, limit: int = 200) -> list[dict]:
     """Recipients of campaigns with follow-ups who were mailed: their step, when the next one is
-    due (or why none is) and their application status, for the dashboard's Recipients tab."""
+    due (or why none is) and their application status, for the dashboard's Recipients tab.
+
+    A row says "stopped" exactly when `step_summary` counts it stopped (before the step after its
+    last one sent), with the real cause: the one recorded, else `stop_reason`'s (a reply by them or
+    by a colleague, named; a suppression; a bounce) even before a run records it."""
+    stops, args = _stops_sql(conn, stop_company)
     rows = conn.execute(
-        "SELECT r.id, r.email, c.name AS campaign, r.step, r.status, r.sequence_stopped, r.application_status,"
-        " c.status AS campaign_status, (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
-        " AS last_step FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE (r.status IN ('sending', 'sent', 'unknown') OR r.step > 1)"
-        " AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
-        " ORDER BY r.id LIMIT ?", (limit,)).fetchall()
+        "SELECT r.id, r.email, r.company, c.name AS campaign, r.step, r.status, r.sequence_stopped,"
+        f" r.application_status, c.status AS campaign_status, {stops} AS stopped,"
+        " (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id) AS last_step"
+        " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        f" WHERE {_LISTED} AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
+        " ORDER BY r.id LIMIT ?", (*args, limit)).fetchall()
     by_recipient = {d.row["id"]: d for d in scheduled_followups(
         conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company, slim=True, only=[r["id"] for r in rows])}
     shown = []
@@ -324,16 +377,19 @@ def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holida
         due = by_recipient.get(row["id"])
         if due is not None:
             next_step = f"step {due.step} due {due.due.isoformat()}"
-        elif row["sequence_stopped"]:
-            next_step = f"stopped: {row['sequence_stopped']}"
-        elif row["status"] == "unknown":
-            next_step = f"held: step {row['step']} is unknown"
+        elif row["status"] == "sent" and row["step"] >= row["last_step"]:
+            next_step = "sequence complete"
+        elif row["stopped"]:
+            reason = row["sequence_stopped"] or (
+                row["status"] in ("sent", "pending")
+                and stop_reason(conn, row["email"], row["company"], stop_company=stop_company))
+            next_step = "stopped: " + (reason or f"step {row['step']} is {row['status']}")
+        elif row["status"] in _MAYBE_SENT:
+            next_step = f"held: step {row['step']} is {row['status']}"
         elif row["campaign_status"] != "active":
             next_step = "held: campaign paused"
-        elif row["step"] >= row["last_step"] and row["status"] == "sent":
-            next_step = "sequence complete"
-        else:
-            next_step = f"stopped: step {row['step']} is {row['status']}"
+        else:  # sent, but when is not known (no sent_at): no wait can be counted from it
+            next_step = f"held: step {row['step']} has no time sent"
         shown.append({"email": row["email"], "campaign": row["campaign"], "step": row["step"],
                       "status": row["status"], "next": next_step, "application": row["application_status"]})
     return shown

@@ -302,8 +302,9 @@ def test_a_follow_up_reaches_an_smtp_server_as_a_reply_and_run_json_counts_steps
         conn.execute("UPDATE recipients SET sent_at = ?", (iso(utc_now() - timedelta(days=10)),))
         conn.close()
         status = json.loads(cli("status", "--json", "--db", "x.db").stdout)
-        assert status["steps"] == {"default": {"1": {"sent": 2, "due": 0, "stopped": 0, "replied": 0},
-                                               "2": {"sent": 0, "due": 1, "stopped": 0, "replied": 0}}}
+        # Bob's reply stops his step 2 at once, before a run records it: counted as the rows show it.
+        assert status["steps"] == {"default": {"1": {"sent": 2, "unknown": 0, "due": 0, "stopped": 0, "replied": 0},
+                                               "2": {"sent": 0, "unknown": 0, "due": 1, "stopped": 1, "replied": 0}}}
         second = json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)
         assert second["steps"] == {"2": {"sent": 1}}
         assert json.loads(cli("run", "--send", "--json", "--db", "x.db").stdout)["steps"] == {}
@@ -360,8 +361,8 @@ def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, d
     assert "person1@example.com" not in transport.recipients[3:]
     assert "replied" in step_of(db, "person1@example.com")[2]
     summary = sequences.step_summary(db, now=clock(), tz=settings.tz, stop_company=False)
-    assert summary["default"] == {"1": {"sent": 3, "due": 0, "stopped": 0, "replied": 1},  # step 1 earned the reply
-                                  "2": {"sent": 2, "due": 0, "stopped": 1, "replied": 0}}
+    assert summary["default"] == {"1": {"sent": 3, "unknown": 0, "due": 0, "stopped": 0, "replied": 1},  # step 1 earned it
+                                  "2": {"sent": 2, "unknown": 0, "due": 0, "stopped": 1, "replied": 0}}
 
 
 def test_the_dashboard_shows_each_recipients_step_next_due_date_and_application(sequence, db, clock):
@@ -745,6 +746,13 @@ def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone
     expected = Counter((d.row["campaign_name"], d.step)
                        for d in sequences.due_followups(db, now=now, tz=tz, holidays=off, stop_company=stop_company))
     assert sequences.due_counts(db, now=now, tz=tz, holidays=off, stop_company=stop_company) == expected
+    # Each step's stopped count is the rows of the Follow-ups table that say stopped before it.
+    rows = sequences.sequence_rows(db, now=now, tz=tz, holidays=off, stop_company=stop_company, limit=1000)
+    shown = Counter((r["campaign"], str(r["step"] + (r["status"] != "pending")))
+                    for r in rows if r["next"].startswith("stopped"))
+    summary = sequences.step_summary(db, now=now, tz=tz, holidays=off, stop_company=stop_company)
+    assert {(name, n): c["stopped"] for name, steps in summary.items() for n, c in steps.items()
+            if c["stopped"]} == dict(shown)
 
 
 @pytest.mark.parametrize("zone, wait", [("Europe/Berlin", 800_000),
@@ -763,3 +771,77 @@ def test_a_wait_older_than_the_calendar_counts_nothing_due_and_keeps_status_goin
     assert sequences.due_counts(counting_db, now=now, tz=tz, stop_company=False) == {("default", 2): 1}  # the retry
     summary = sequences.step_summary(counting_db, now=now, tz=tz, stop_company=False)
     assert summary["default"]["2"]["due"] == 1
+
+
+def _follow_ups_tables(settings, clock):
+    """The dashboard's Recipients › Follow-ups tables (per step, per recipient) and its Sent by step."""
+    from streamlit.testing.v1 import AppTest
+
+    from email_automation import dashboard
+    from email_automation.dashboard_data import Reports
+
+    at = AppTest.from_function(dashboard.render, args=(Reports(settings.db_path, settings, now=clock),),
+                               default_timeout=30).run()
+    assert not at.exception, at.exception
+    by_step = next(t.value for t in at.dataframe if list(t.value.columns) == ["step", "sent"])
+    at.session_state[dashboard.TAB_KEY] = "Recipients"
+    at.run()
+    assert not at.exception, at.exception
+    counts = next(t.value for t in at.dataframe if "due" in t.value.columns).to_dict("records")
+    rows = next(t.value for t in at.dataframe if "next" in t.value.columns).to_dict("records")
+    return by_step.to_dict("records"), counts, rows
+
+
+def test_an_unknown_send_is_not_counted_sent_per_step_but_unknown(sequence, db, clock):
+    """A send whose outcome is not known did not go out as far as anyone knows: step 1's "sent" is
+    the dashboard's Sent (by step), and the unknown one is counted apart, in `status` too."""
+    from email_automation.cli.sending import step_lines
+
+    transport = ScriptedTransport({"person2@example.com": [AmbiguousSendError("timed out")]})
+    run(sequence, db, transport, clock)
+    summary = sequences.step_summary(db, now=clock(), tz=sequence.tz, stop_company=False)
+    assert summary["default"]["1"] == {"sent": 2, "unknown": 1, "due": 0, "stopped": 0, "replied": 0}
+    assert step_lines(summary) == ["Steps in default: step 1 sent 2, unknown 1; step 2 sent 0."]
+    by_step, counts, rows = _follow_ups_tables(sequence, clock)
+    assert by_step == [{"step": "step 1 (first contact)", "sent": 2}]
+    assert [(c["step"], c["sent"], c["unknown"]) for c in counts] == [(1, 2, 1), (2, 0, 0)]
+    assert rows[2]["next"] == "held: step 1 is unknown"
+    admin.resolve_unknown(db, "person2@example.com", "sent", now=clock())
+    assert sequences.step_summary(db, now=clock(), tz=sequence.tz, stop_company=False)["default"]["1"][
+        "sent"] == 3
+
+
+def test_each_stopped_row_gives_its_real_cause_and_the_step_counts_them_all(sequence, db, clock):
+    """A reply stops its sender and, with STOP_COMPANY_ON_REPLY, their colleagues at once: each row
+    says so (naming the colleague who answered) before any run records it, a skip and a suppression
+    say theirs, and the step's stopped count is the rows that say stopped."""
+    on = sequence.model_copy(update={"stop_company_on_reply": True})
+    add_recipients(db, 2, start=3)  # person3, person4: Acme too
+    db.execute("INSERT INTO recipients (campaign_id, email, first_name, company, created_at)"
+               " VALUES (1, 'zoe@other.example', 'Zoe', 'Zeta', 'x'), (1, 'max@third.example', 'Max', 'Tri', 'x')")
+    run(on, db, ScriptedTransport(), clock)
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    admin.skip_recipient(db, "zoe@other.example", actor="dashboard")
+    admin.suppress(db, "person4@example.com", reason="unsubscribed")
+    by_step, counts, rows = _follow_ups_tables(on, clock)
+    colleague = ("stopped: stopped by a reply: person0@example.com at the same company has application status"
+                 " 'replied' (STOP_COMPANY_ON_REPLY)")
+    assert {r["email"]: r["next"] for r in rows} == {
+        "person0@example.com": "stopped: stopped by a reply: application status is 'replied'",
+        "person1@example.com": colleague,
+        "person2@example.com": colleague,
+        "person3@example.com": colleague,
+        "person4@example.com": "stopped: suppressed: unsubscribed",
+        "zoe@other.example": "stopped: skipped by dashboard",
+        "max@third.example": "step 2 due 2026-11-27",
+    }
+    stopped = sum(r["next"].startswith("stopped") for r in rows)
+    assert [(c["step"], c["stopped"], c["due"]) for c in counts] == [(1, 0, 0), (2, stopped, 0)]
+    assert sequences.step_summary(db, now=clock(), tz=on.tz, stop_company=True)["default"]["2"]["stopped"] == 6
+    # A run records the same causes: nothing changes on the page.
+    days_later(clock, 2)
+    assert run(on, db, ScriptedTransport(), clock).steps == {"2": {"sent": 1}}
+    after = sequences.sequence_rows(db, now=clock(), tz=on.tz, stop_company=True)
+    assert [r["next"] for r in after] == [r["next"] for r in rows[:-1]] + ["sequence complete"]
+    assert sequences.step_summary(db, now=clock(), tz=on.tz, stop_company=True)["default"]["2"] == {
+        "sent": 1, "unknown": 0, "due": 0, "stopped": 6, "replied": 0}

@@ -197,9 +197,11 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 def step_lines(steps) -> list[str]:
-    """One line per campaign with follow-ups: each step's sent, due and stopped counts."""
+    """One line per campaign with follow-ups: each step's sent (known to have gone out, as the
+    dashboard's Sent), unknown (may have), due, stopped and replied counts."""
     return [f"Steps in {name}: " + "; ".join(
-        f"step {n} sent {c['sent']}" + (f", due {c['due']}" if c["due"] else "")
+        f"step {n} sent {c['sent']}" + (f", unknown {c['unknown']}" if c["unknown"] else "")
+        + (f", due {c['due']}" if c["due"] else "")
         + (f", stopped before it {c['stopped']}" if c["stopped"] else "")
         + (f", replied {c['replied']}" if c["replied"] else "") for n, c in counts.items()) + "."
         for name, counts in steps.items()]
