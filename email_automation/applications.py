@@ -100,14 +100,17 @@ def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_comp
         return None
     domain = company_domain(email)
     other = conn.execute(  # the same comparison as `stopped_pending`, so the sweep and the claim agree
-        "SELECT o.email, o.application_status FROM recipients o WHERE o.application_status != 'none'"
+        "SELECT o.email, o.application_status, trim(?) != '' AND lower(trim(o.company)) = lower(trim(?)) AS same"
+        " FROM recipients o WHERE o.application_status != 'none'"
         " AND ((trim(?) != '' AND lower(trim(o.company)) = lower(trim(?)))"
-        f"      OR (? != '' AND {_DOMAIN_SQL.format('o')} = ?)) LIMIT 1",
-        (company, company, domain, domain),
+        f"      OR (? != '' AND {_DOMAIN_SQL.format('o')} = ?)) ORDER BY same DESC LIMIT 1",
+        (company, company, company, company, domain, domain),
     ).fetchone()
     if other is None:
         return None
-    return f"{other[0]} at the same company has application status {other[1]!r} (STOP_COMPANY_ON_REPLY)"
+    # Which one matched: the company's name, else the address's domain (that colleague's company may differ).
+    where = f"the same company ({company.strip()})" if other[2] else f"the same domain ({domain})"
+    return f"{other[0]} at {where} has application status {other[1]!r} (STOP_COMPANY_ON_REPLY)"
 
 
 def stopped_condition(stop_company: bool) -> tuple[str, tuple[str, ...]]:

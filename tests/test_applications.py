@@ -43,9 +43,9 @@ def test_a_reply_stops_the_colleagues_by_company_name_and_by_domain_but_not_free
     applications.record_reply(db, ids["bob@acme.example"], now=clock(), note="reply")
     assert sorted(_run(settings, db, clock)) == ["pat@gmail.com", "una@unrelated.example"]
     assert _skips(db) == {
-        "ann@acme.example": "stopped by a reply: bob@acme.example at the same company has application status "
-                            "'replied' (STOP_COMPANY_ON_REPLY)",
-        "zed@gmail.com": "stopped by a reply: bob@acme.example at the same company has application status "
+        "ann@acme.example": "stopped by a reply: bob@acme.example at the same domain (acme.example) has application"
+                            " status 'replied' (STOP_COMPANY_ON_REPLY)",
+        "zed@gmail.com": "stopped by a reply: bob@acme.example at the same company (acme) has application status "
                          "'replied' (STOP_COMPANY_ON_REPLY)"}
 
 

@@ -824,8 +824,8 @@ def test_each_stopped_row_gives_its_real_cause_and_the_step_counts_them_all(sequ
     admin.skip_recipient(db, "zoe@other.example", actor="dashboard")
     admin.suppress(db, "person4@example.com", reason="unsubscribed")
     by_step, counts, rows = _follow_ups_tables(on, clock)
-    colleague = ("stopped: stopped by a reply: person0@example.com at the same company has application status"
-                 " 'replied' (STOP_COMPANY_ON_REPLY)")
+    colleague = ("stopped: stopped by a reply: person0@example.com at the same company (Acme) has application"
+                 " status 'replied' (STOP_COMPANY_ON_REPLY)")
     assert {r["email"]: r["next"] for r in rows} == {
         "person0@example.com": "stopped: stopped by a reply: application status is 'replied'",
         "person1@example.com": colleague,
