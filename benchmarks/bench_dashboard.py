@@ -6,7 +6,7 @@
 Fills a fresh database (init_db, so the real schema and indexes) with ~50k recipients and a
 send_log spread over ~365 days, in one transaction with executemany. Then times, for the default
 30-day filter and without the page's cache, every query the first view and the Recipients and
-Replies tabs make (best of --repeat),
+Replies and Campaigns tabs make (best of --repeat),
 and next to it `pandas.read_sql` of the whole send_log: what a page that loaded everything and
 aggregated in pandas would pay on each view.
 """
@@ -101,8 +101,8 @@ def best_of(repeat: int, fn) -> float:
 
 def view_queries(reports: Reports) -> dict[str, list]:
     """The calls each uncached view of the page makes, as {view: [(label, thunk)]}: the first view
-    (the metrics, the Activity tab and the template editor every tab draws), then the Recipients
-    and Replies tabs' own calls (a click on one within the page's five-second cache adds nothing
+    (the metrics, the Activity tab and the template editor every tab draws), then the Recipients,
+    Replies and Campaigns tabs' own calls (a click on one within the page's five-second cache adds nothing
     else). Each call gets a Reports of its own, so none reuses the follow-ups another call read."""
     f = reports.default_filter()
     fresh = partial(replace, reports)
@@ -120,6 +120,7 @@ def view_queries(reports: Reports) -> dict[str, list]:
         ],
         "Recipients tab": [
             ("queue (first 200)", lambda: reports.pending_queue(limit=200)),
+            ("queue's send windows now", reports.closed_zones),
             ("unknown recipients", reports.unknown),
             ("failed recipients (200)", lambda: reports.failed(limit=200)),
             ("follow-ups to come and per step", lambda: (lambda r: (r.sequences(limit=200), r.step_counts()))(fresh())),
@@ -131,6 +132,9 @@ def view_queries(reports: Reports) -> dict[str, list]:
             ("funnel per campaign", reports.funnel),
             ("sent and replies per step", lambda: fresh().step_counts()),
             ("reply rate per subject variant", reports.variant_replies),
+        ],
+        "Campaigns tab": [
+            ("next run (run --plan's plan)", lambda: reports.next_run("default")),
         ],
     }
 

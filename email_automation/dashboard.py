@@ -361,10 +361,26 @@ def _table_or_caption(rows: list[dict], key: str, empty: str) -> None:
 
 def recipients(reports: Reports) -> None:
     total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS)
+    closed = fetch(reports, "closed_zones")
     st.subheader("Queue")
     shown = f"; the first {len(queue)} are shown" if total > len(queue) else ""
-    st.caption(f"{total:,} recipient(s) will be sent in this order (paused campaigns and suppressed "
-               f"addresses left out){shown}.")
+    settings = reports.settings
+    held = sum(row["timezone"] in closed for row in queue)
+    if "" in closed and held == len(queue):
+        st.caption(f"{total:,} recipient(s) wait (paused campaigns and suppressed addresses left out){shown}. Outside "
+                   f"the send window now ({closed['']}; SEND_DAYS {settings.send_days}, SEND_HOURS "
+                   f"{settings.send_hours}, TIMEZONE {settings.tz}): a run started now sends none of them; the next "
+                   "run inside it sends them in this order, within the daily and per-company limits.")
+    elif held:
+        st.caption(f"{total:,} recipient(s) wait (paused campaigns and suppressed addresses left out){shown}. The "
+                   "next runs send them in this order, within the daily and per-company limits, each only inside "
+                   f"the send window (SEND_DAYS {settings.send_days}, SEND_HOURS {settings.send_hours}) of their time "
+                   "zone: a run started now sends none of those with a reason in 'held now'.")
+    else:
+        st.caption(f"{total:,} recipient(s) will be sent in this order, within the daily and per-company limits "
+                   f"(paused campaigns and suppressed addresses left out){shown}.")
+    queue = [{**row, "held now": f"outside the send window ({closed[row['timezone']]})"
+              if row["timezone"] in closed else ""} for row in queue]
     _table_or_caption(queue, "queue_table", "Nobody is waiting to be sent.")
     unknown = fetch(reports, "unknown")
     st.subheader(f"Needs a decision ({len(unknown)})")

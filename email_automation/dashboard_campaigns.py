@@ -271,22 +271,30 @@ def preview(result, email: str) -> None:
 
 
 def plan_section(reports, campaign: str) -> None:
-    """What the next run would send for this campaign, and who is held back and why."""
+    """What a real run started now would send for this campaign, and who is held back and why:
+    `run --plan`'s own plan (`plan.plan_run`), computed only while this tab is open."""
     from email_automation.dashboard import fetch
 
     plan = fetch(reports, "next_run", campaign)
     with st.container(border=True):
-        st.markdown("**Next run**")
+        st.markdown("**Next run** (a real run started now, as `email-automation run --plan` tells it)")
         if plan.paused:
             st.warning(f"Campaign '{campaign}' is paused: the next run sends none of it.")
+        if plan.closed:
+            st.info(f"Outside the send window now: {plan.closed}. A run started now sends nobody whose time zone "
+                    "is outside it.")
         st.caption(f"{len(plan.to_send)} message(s) of this campaign would go out; {plan.remaining_today} of today's "
-                   f"limit of {plan.daily_limit} left for all campaigns, oldest recipients first.")
+                   f"limit of {plan.daily_limit} left for all campaigns, due follow-ups first, then the oldest "
+                   "recipients" + (f"; {plan.over_limit} more of all campaigns wait for a later day (daily limit)"
+                                   if plan.over_limit else "") + ". SES's own quota, read by the run, may cut it further.")
         if plan.to_send:
-            st.dataframe([{"order": n, "email": e} for n, e in enumerate(plan.to_send, 1)], hide_index=True,
-                         key="ws_plan_table")
+            st.dataframe([{"order": n, "email": e, "step": step} for n, (e, step) in enumerate(plan.to_send, 1)],
+                         hide_index=True, key="ws_plan_table")
         if plan.held:
-            st.markdown(f"Held back ({len(plan.held)})")
-            st.dataframe([{"email": e, "why": why} for e, why in plan.held], hide_index=True, key="ws_held_table")
+            shown = f"; the first {len(plan.held)} are shown" if plan.held_total > len(plan.held) else ""
+            st.markdown(f"Held back ({plan.held_total}{shown})")
+            st.dataframe([{"email": e, "step": step, "why": why} for e, step, why in plan.held], hide_index=True,
+                         key="ws_held_table")
 
 
 def attachments_section(reports, campaign: str, locked: bool) -> None:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from . import applications, workspace
+from . import applications, schedule, workspace
 from .config import Settings
 from .database import SCHEMA_VERSION, connect, schema_version, utc_now
 from .deliverability import (
@@ -158,6 +158,13 @@ class Reports:
         """(queue length, the first `limit` recipients from `offset`) in send order."""
         with self._read() as conn:
             return pending_queue_size(conn), pending_queue(conn, limit=limit, offset=offset)
+
+    def closed_zones(self) -> dict[str, str]:
+        """{zone: why} for the pending recipients' time zones ("" is TIMEZONE's) whose send window
+        (SEND_DAYS, SEND_HOURS) is closed now: a run started now sends none of them (`run --plan`)."""
+        with self._read() as conn:
+            zones = [row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients WHERE status = 'pending'")]
+        return schedule.closed_zones(zones, self.now(), self.settings.tz, *self.settings.send_window)
 
     def unknown(self) -> list[dict]:
         with self._read() as conn:

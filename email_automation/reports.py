@@ -317,7 +317,7 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:
     """Sendable recipients in the order the next runs will mail them."""
     rows = conn.execute(
-        "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company"
+        "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company, r.timezone"
         f"{QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ? OFFSET ?",
         (limit, offset),
     )

@@ -237,32 +237,44 @@ def recipient_emails(conn: sqlite3.Connection, campaign: str, *, limit: int = 50
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What the next run would do for one campaign, without rendering or sending anything."""
+    """What a run started now would do for one campaign (`plan.plan_run`, as `run --plan` tells
+    it), without rendering or sending anything."""
 
     campaign: str
     paused: bool
     daily_limit: int  # today's, after any warm-up step
     remaining_today: int  # of the whole database's limit
-    to_send: tuple[str, ...]  # in the order the run sends them
-    held: tuple[tuple[str, str], ...]  # (address, why) among the first pending ones
+    to_send: tuple[tuple[str, int], ...]  # (address, step) in the order the run sends them
+    held: tuple[tuple[str, int, str], ...]  # (address, step, why): the first `look_at`, due ones first
+    held_total: int = 0  # of this campaign; `held` may list fewer
+    over_limit: int = 0  # of every campaign: sendable now, but past what is left of today's limit
+    closed: str | None = None  # why the send window is closed now in TIMEZONE, if it is
 
 
 def next_run(conn: sqlite3.Connection, settings: Any, campaign: str, *, now: datetime, look_at: int = 200) -> RunPlan:
-    """The recipients of `campaign` the next run would send (the queue is shared by every campaign,
-    oldest first, within today's DAILY_LIMIT), and who among its first `look_at` pending ones is
-    held back and why (suppressed, mailed in another campaign, answered)."""
-    from . import ledger, run_gates
-    from .run_daily import pending_batch
+    """The messages of `campaign` a real run started at `now` would send, from `plan.plan_run`
+    (what `run --plan` prints: the send window in each recipient's zone, today's DAILY_LIMIT after
+    warm-up, the per-company limits, paused campaigns), and who of it is held back and why; among
+    its first `look_at` pending recipients also those the run passes over silently (mailed in
+    another campaign, stopped by a reply). SES's own quota is not read here."""
+    from . import ledger, plan, schedule
 
     row = get_campaign(conn, campaign)
-    limited = run_gates.within_warmup(settings, conn, now)
-    remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=limited.daily_limit)
-    batch = pending_batch(conn, remaining, stop_company=settings.stop_company_on_reply) if remaining else []
-    to_send = tuple(r["email"] for r in batch if r["campaign_name"] == campaign and row["status"] == "active")
-    held = []
-    for pending in conn.execute("SELECT id, email FROM recipients WHERE campaign_id = ? AND status = 'pending'"
-                                " ORDER BY id LIMIT ?", (row["id"], look_at)).fetchall():
-        reason = ledger.skip_reason(conn, pending["id"], pending["email"], stop_company=settings.stop_company_on_reply)
+    planned = plan.plan_run(conn, settings, now=now)
+    to_send = tuple((p.email, p.step) for p in planned.send if p.campaign == campaign)
+    held = [(h.email, h.step, h.reason) for h in planned.held if h.campaign == campaign]
+    listed = {email for email, _ in to_send} | {email for email, _, _ in held}
+    for pending in conn.execute("SELECT id, email, company FROM recipients WHERE campaign_id = ? AND status = 'pending'"
+                                " AND step = 1 ORDER BY id LIMIT ?", (row["id"], look_at)).fetchall():
+        if pending["email"] in listed:
+            continue
+        reason = ledger.skip_reason(conn, pending["id"], pending["email"], stop_company=settings.stop_company_on_reply,
+                                    company=pending["company"])
         if reason:
-            held.append((pending["email"], reason))
-    return RunPlan(campaign, row["status"] == "paused", limited.daily_limit, remaining, to_send, tuple(held))
+            held.append((pending["email"], 1, reason))
+    held.sort(key=lambda h: h[2].startswith("waiting for a reply"))  # stable: who could go now comes first
+    closed = schedule.window_problem(now, settings.tz, *settings.send_window)
+    if closed is not None:
+        closed = f"{closed} (SEND_DAYS {settings.send_days}, SEND_HOURS {settings.send_hours}, TIMEZONE {settings.tz})"
+    return RunPlan(campaign, row["status"] == "paused", planned.daily_limit, planned.remaining_today, to_send,
+                   tuple(held[:look_at]), len(held), planned.over_limit, closed)

@@ -658,3 +658,24 @@ def test_the_page_box_shows_the_page_shown_after_a_filter_change_and_past_the_en
     at.selectbox(key="suppressions_page_size").set_value(50).run()  # a new page size starts again at 1
     assert "Page 1 of 2 (60 addresses, newest first)" in captions(at) and browser_page(at, "suppressions_page") == 1
     assert not at.exception
+
+
+def test_the_queue_says_when_a_run_started_now_would_send_none_of_it(settings, clock, days):
+    """At 08:00 in Berlin with SEND_HOURS 09:00-17:00 the queue is not promised to go out now, as
+    `run --plan` says; inside the window it is, and nobody in it is held."""
+    office = settings.model_copy(update={"send_hours": "09:00-17:00"})
+    at = page(office, clock, tab="Recipients")
+    caption = next(c.value for c in at.caption if "recipient(s)" in c.value)
+    assert "will be sent" not in caption
+    assert "Outside the send window now (08:00 is outside SEND_HOURS; SEND_DAYS mon-sun, SEND_HOURS 09:00-17:00, " \
+           "TIMEZONE Europe/Berlin): a run started now sends none of them; the next run inside it sends them in " \
+           "this order" in caption
+    queue = table(at, "queue_table")
+    assert set(queue["held now"]) == {"outside the send window (08:00 is outside SEND_HOURS)"}
+
+    dashboard.clear_cache()
+    clock.advance(3 * 3600)  # 11:00 in Berlin
+    at = page(office, clock, tab="Recipients")
+    caption = next(c.value for c in at.caption if "recipient(s)" in c.value)
+    assert caption.startswith("7 recipient(s) will be sent in this order, within the daily and per-company limits")
+    assert set(table(at, "queue_table")["held now"]) == {""}

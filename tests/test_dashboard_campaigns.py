@@ -184,12 +184,91 @@ def test_the_next_run_lists_who_would_be_sent_and_who_is_held_back(settings, clo
     import_csv(spring, tmp_path / "more.csv", campaign="spring")
     spring.execute("INSERT INTO suppressions (email, reason, source, created_at) VALUES ('bob@example.org', 'complaint', 'manual', 'x')")
     at = spring_page(settings, clock, password="", unlocked=False)
-    plan = [d.value for d in at.dataframe if list(d.value.columns) == ["order", "email"]][0]
-    held = [d.value for d in at.dataframe if list(d.value.columns) == ["email", "why"]][0]
+    plan = [d.value for d in at.dataframe if list(d.value.columns) == ["order", "email", "step"]][0]
+    held = [d.value for d in at.dataframe if list(d.value.columns) == ["email", "step", "why"]][0]
     assert list(plan["email"]) == ["ada@example.org", "cy@example.org"]
-    assert held.to_dict("records") == [{"email": "bob@example.org", "why": "suppressed: complaint"}]
-    assert "2 message(s) of this campaign would go out; 80 of today's limit of 80 left for all campaigns, oldest " \
-           "recipients first." in [c.value for c in at.caption]
+    assert held.to_dict("records") == [{"email": "bob@example.org", "step": 1, "why": "suppressed: complaint"}]
+    assert "2 message(s) of this campaign would go out; 80 of today's limit of 80 left for all campaigns, due " \
+           "follow-ups first, then the oldest recipients. SES's own quota, read by the run, may cut it further." \
+           in [c.value for c in at.caption]
+
+
+def _tables(at: AppTest) -> tuple[list[str], list[dict]]:
+    """(the addresses the Next run would send, the held rows)."""
+    sent = [list(d.value["email"]) for d in at.dataframe if list(d.value.columns) == ["order", "email", "step"]]
+    held = [d.value.to_dict("records") for d in at.dataframe if list(d.value.columns) == ["email", "step", "why"]]
+    return (sent[0] if sent else []), (held[0] if held else [])
+
+
+@pytest.fixture
+def office_hours(settings):
+    """The default SEND_HOURS, 09:00-17:00 here: the tests' clock starts at 08:00 in Berlin (TIMEZONE)."""
+    return settings.model_copy(update={"send_hours": "09:00-17:00"})
+
+
+@pytest.fixture
+def zoned(spring, tmp_path):
+    """Campaign 'spring': Ada (TIMEZONE's zone), then Cy in New York, then Dee in Berlin."""
+    (tmp_path / "more.csv").write_text("email,first_name,timezone\ncy@example.org,Cy,America/New_York\n"
+                                       "dee@example.org,Dee,Europe/Berlin\n")
+    import_csv(spring, tmp_path / "more.csv", campaign="spring")
+    return spring
+
+
+def run_plan(settings, clock, campaign: str = "spring") -> tuple[list[str], dict[str, str]]:
+    """What `email-automation run --plan` tells at `clock`: (sent, {held address: why}) of `campaign`."""
+    from email_automation.database import connect
+    from email_automation.plan import plan_run
+
+    conn = connect(settings.db_path)
+    try:
+        planned = plan_run(conn, settings, now=clock())
+    finally:
+        conn.close()
+    return ([p.email for p in planned.send if p.campaign == campaign],
+            {h.email: h.reason for h in planned.held if h.campaign == campaign})
+
+
+def test_outside_the_send_window_the_next_run_sends_nothing_and_says_why(office_hours, clock, zoned):
+    at = spring_page(office_hours, clock, password="", unlocked=False)  # 08:00 in Berlin, 02:00 in New York
+    sent, held = _tables(at)
+    assert sent == [] and run_plan(office_hours, clock)[0] == []
+    assert held == [{"email": "ada@example.org", "step": 1, "why": "outside the send window (08:00 is outside SEND_HOURS)"},
+                    {"email": "cy@example.org", "step": 1,
+                     "why": "outside the send window (02:00 is outside SEND_HOURS in America/New_York)"},
+                    {"email": "dee@example.org", "step": 1,
+                     "why": "outside the send window (08:00 is outside SEND_HOURS in Europe/Berlin)"}]
+    assert {h["email"]: h["why"] for h in held} == run_plan(office_hours, clock)[1]
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("0 message(s) of this campaign would go out") for c in captions), captions
+    assert "Outside the send window now: 08:00 is outside SEND_HOURS (SEND_DAYS mon-sun, SEND_HOURS 09:00-17:00, " \
+           "TIMEZONE Europe/Berlin)" in at.info[-1].value
+
+
+def test_inside_the_send_window_the_next_run_sends_whose_zone_is_open(office_hours, clock, zoned):
+    clock.advance(3 * 3600)  # 11:00 in Berlin, 05:00 in New York
+    at = spring_page(office_hours, clock, password="", unlocked=False)
+    sent, held = _tables(at)
+    assert sent == ["ada@example.org", "dee@example.org"] == run_plan(office_hours, clock)[0]
+    assert held == [{"email": "cy@example.org", "step": 1,
+                     "why": "outside the send window (05:00 is outside SEND_HOURS in America/New_York)"}]
+    assert not [i for i in at.info if i.value.startswith("Outside the send window")]
+    clock.advance(6 * 3600)  # 17:00 in Berlin (the end is excluded), 11:00 in New York: only Cy's window is open
+    from email_automation.dashboard import clear_cache
+
+    clear_cache()
+    at = spring_page(office_hours, clock, password="", unlocked=False)
+    assert _tables(at)[0] == ["cy@example.org"] == run_plan(office_hours, clock)[0]
+
+
+def test_the_next_run_follows_the_daily_limit_left_and_the_per_company_limit(settings, clock, zoned, tmp_path):
+    limited = settings.model_copy(update={"daily_limit": 2, "max_new_per_company_per_day": 1})
+    (tmp_path / "acme.csv").write_text("email,first_name,company\nzed@acme.com,Zed,Acme\nyan@acme.com,Yan,Acme\n")
+    import_csv(zoned, tmp_path / "acme.csv", campaign="spring")
+    at = spring_page(limited, clock, password="", unlocked=False)
+    sent, held = _tables(at)
+    assert sent == run_plan(limited, clock)[0] and len(sent) == 2
+    assert {h["email"]: h["why"] for h in held} == run_plan(limited, clock)[1]
 
 
 def frame_html(at: AppTest) -> str:
