@@ -419,7 +419,9 @@ def replies(reports: Reports) -> None:
     _table_or_caption([dict(zip(REPLY_COLUMNS, (m.when(tz), m.from_email, m.email, m.company,
                                                 m.campaign, m.subject, m.snippet, m.application_status)))
                        for m in answers], "replies_table",
-                      "No replies yet. `email-automation inbox` (or every run, with IMAP_HOST set) reads them.")
+                      "No replies read from the inbox yet. `email-automation inbox` (or every run, with IMAP_HOST "
+                      "set) reads them; an answer marked by hand (`mark`, or the application status below) counts "
+                      "in the funnel, not here.")
     st.subheader("Funnel")
     _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
                                                  f.interview, f.offer, f.rejected, f.not_interested)))
