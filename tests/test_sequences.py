@@ -718,6 +718,9 @@ _PEOPLE = st.lists(st.tuples(
 @example(zone="Pacific/Apia", around=_AROUND[0], now_minutes=4 * _DAY + 12 * 60, waits=[1, 2], holidays=set(),
          people=[(minutes, 1, "sent", "", "example.com", False) for minutes in range(0, 4 * _DAY, 90)],
          stop_company=False)  # across the day Apia skipped
+@example(zone="Europe/Berlin", around=_AROUND[0], now_minutes=0, waits=[260], holidays=set(),
+         people=[(0, 1, "replied", "Acme", "example.com", False), (0, 3, "pending", "Acme", "example.com", False)],
+         stop_company=True)  # stopped while waiting for a step the campaign no longer has
 def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone, around, now_minutes, waits,
                                                                holidays, people, stop_company):
     """The dashboard and `status` count them in SQL, by instants; a run reads them one by one, by
@@ -751,8 +754,11 @@ def test_the_follow_ups_counted_due_are_those_a_run_would_send(counting_db, zone
     shown = Counter((r["campaign"], str(r["step"] + (r["status"] != "pending")))
                     for r in rows if r["next"].startswith("stopped"))
     summary = sequences.step_summary(db, now=now, tz=tz, holidays=off, stop_company=stop_company)
+    # A row waiting for a step the campaign no longer has (removed before anyone got it) has no
+    # summary line to be counted in: compared for the steps that exist.
+    shown = {key: n for key, n in shown.items() if key[1] in summary.get(key[0], {})}
     assert {(name, n): c["stopped"] for name, steps in summary.items() for n, c in steps.items()
-            if c["stopped"]} == dict(shown)
+            if c["stopped"]} == shown
 
 
 @pytest.mark.parametrize("zone, wait", [("Europe/Berlin", 800_000),
