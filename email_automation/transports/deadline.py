@@ -95,8 +95,7 @@ class _Watcher:
             # Exchanges that ended in time leave the heap here, not only when their deadline comes:
             # a run sends thousands within one SEND_TIMEOUT_SECONDS, and each held its watchdog,
             # socket getter and lock until then (7 MB for 10,000 messages).
-            while self._queue and self._queue[0][2]._done:
-                heapq.heappop(self._queue)
+            self._drop_finished()
             heapq.heappush(self._queue, (when, next(self._order), dog))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="send-deadlines", daemon=True)
@@ -104,11 +103,15 @@ class _Watcher:
             if self._queue[0][2] is dog:  # a new earliest deadline: the thread must wait less
                 self._wake.notify()
 
+    def _drop_finished(self) -> None:
+        """Pop the earliest deadlines whose exchange has ended (call holding `_wake`)."""
+        while self._queue and self._queue[0][2]._done:
+            heapq.heappop(self._queue)
+
     def _run(self) -> None:
         while True:
             with self._wake:
-                while self._queue and self._queue[0][2]._done:
-                    heapq.heappop(self._queue)
+                self._drop_finished()
                 if not self._queue:
                     self._wake.wait()
                     continue
