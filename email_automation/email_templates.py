@@ -91,7 +91,9 @@ def _where(campaign: str | None, step: int | None = None, template: str | None =
         return ""
     if step is None:
         return f"campaign {campaign!r}: "
-    return f"campaign {campaign!r}, step {step}" + (f", template {template!r}" if template else "") + ": "
+    from .sequences import step_place
+
+    return f"{step_place(campaign, step, template)}: "
 
 
 def _check_variables(part: str, source: str, columns: set[str], *, campaign: str | None) -> None:

@@ -27,6 +27,12 @@ if TYPE_CHECKING:  # Jinja2 is loaded only to render: `status` (which reads step
 FIRST_STEP = 1
 
 
+def step_place(campaign: str, number: int, template: str | None = None) -> str:
+    """`campaign 'X', step N[, template 'T']`: how a message about a step's content (or one of its
+    versions per named template) names it."""
+    return f"campaign {campaign!r}, step {number}" + (f", template {template!r}" if template else "")
+
+
 @dataclass(frozen=True)
 class Step:
     """One follow-up step of a campaign (step 1 is the campaign's own template)."""

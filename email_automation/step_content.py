@@ -12,7 +12,7 @@ from typing import Any
 
 from .database import get_campaign, iso, transaction
 from .errors import NotFoundError, TemplateRenderError
-from .sequences import FIRST_STEP
+from .sequences import FIRST_STEP, step_place
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
     step = _step_row(conn, campaign, number)
     if template is not None:
         template = get_template(conn, campaign, template.strip())["name"]
-    where = f"campaign {campaign!r}, step {number}" + (f", template {template!r}" if template else "")
+    where = step_place(campaign, number, template)
     if subject is None and html is None and text is None:
         raise TemplateRenderError(f"{where}: nothing to set: give --subject, --html and/or --text")
     current = (conn.execute("SELECT * FROM step_templates WHERE step_id = ? AND name = ?",
@@ -125,8 +125,7 @@ def check_version(conn: sqlite3.Connection, campaign: str, version: StepVersion,
     from .campaign_templates import campaign_columns
     from .email_templates import check_template
 
-    where = f"campaign {campaign!r}, step {version.number}" + (
-        f", template {version.template!r}" if version.template else "")
+    where = step_place(campaign, version.number, version.template)
     try:
         if not version.html.strip():
             raise TemplateRenderError("the HTML body template is empty")
