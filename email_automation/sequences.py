@@ -42,7 +42,8 @@ class Step:
     subject: str | None  # None: `Re: ` + the subject the recipient got at step 1
     html: str
     text: str | None
-    sent: int = 0  # messages sent (or maybe sent) for this step
+    sent: int = 0  # messages known to have gone out for this step
+    unknown: int = 0  # sends whose outcome is unknown (`unknown`, or `sending` while a run sends)
     versions: tuple[str, ...] = ()  # named templates (segments) with their own version of this step
 
 
@@ -69,17 +70,20 @@ def add_business_days(start: date, days: int, holidays: Iterable[date] = ()) -> 
 
 
 def list_steps(conn: sqlite3.Connection, campaign: str) -> list[Step]:
-    """The campaign's follow-up steps in order, with how many were sent for each."""
+    """The campaign's follow-up steps in order, with how many were sent for each and how many may
+    have been (counted apart, as `status` and the dashboard count them)."""
     row = get_campaign(conn, campaign)
-    return [Step(r["step"], r["after_days"], r["subject_template"], r["html_template"], r["text_template"], r["sent"],
-                 tuple(json.loads(r["versions"])))
+    return [Step(r["step"], r["after_days"], r["subject_template"], r["html_template"], r["text_template"],
+                 r["sent"] or 0, r["unknown"] or 0, tuple(json.loads(r["versions"])))
             for r in conn.execute(
-                "SELECT s.*, (SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-                "             WHERE r.campaign_id = s.campaign_id AND l.step = s.step"
-                "             AND l.status IN ('sending', 'sent', 'unknown')) AS sent,"
+                "SELECT s.*, l.sent, l.unknown,"
                 " (SELECT json_group_array(name) FROM (SELECT t.name FROM step_templates t"
                 "  WHERE t.step_id = s.id ORDER BY t.id)) AS versions"
-                " FROM campaign_steps s WHERE s.campaign_id = ? ORDER BY s.step", (row["id"],))]
+                " FROM campaign_steps s LEFT JOIN (SELECT l.step, sum(l.status = 'sent') AS sent,"
+                "  sum(l.status IN ('sending', 'unknown')) AS unknown FROM send_log l"
+                "  JOIN recipients r ON r.id = l.recipient_id WHERE r.campaign_id = ? GROUP BY l.step) l"
+                "  ON l.step = s.step"
+                " WHERE s.campaign_id = ? ORDER BY s.step", (row["id"], row["id"]))]
 
 
 def step_numbers(conn: sqlite3.Connection, campaign: str) -> list[int]:

@@ -181,6 +181,19 @@ def test_an_unknown_step_one_holds_the_follow_up_until_resolved(sequence, db, cl
     assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
 
 
+def test_step_list_counts_a_follow_up_of_unknown_outcome_apart_from_the_sent_ones(sequence, db, clock):
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    transport.script["person0@example.com"] = [AmbiguousSendError("timed out")]
+    run(sequence, db, transport, clock)
+    assert [(s.number, s.sent, s.unknown) for s in sequences.list_steps(db, "default")] == [(2, 2, 1)]
+    listed = cli("step", "list", "--db", str(sequence.db_path))
+    assert listed.stdout.endswith("sent 2, unknown 1\n"), listed.stdout
+    as_json = json.loads(cli("step", "list", "--json", "--db", str(sequence.db_path)).stdout)
+    assert (as_json["steps"][0]["sent"], as_json["steps"][0]["unknown"]) == (2, 1)
+
+
 def test_each_step_is_claimed_once(sequence, db, clock):
     transport = ScriptedTransport()
     run(sequence, db, transport, clock)

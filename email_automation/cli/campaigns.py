@@ -143,7 +143,7 @@ def template_remove(
 def _step_line(step) -> str:
     versions = f", own version for template(s): {', '.join(step.versions)}" if step.versions else ""
     return (f"{step.after_days} business day(s) after step {step.number - 1}, subject: {_subject_line(step.subject)}, "
-            f"sent {step.sent}{versions}")
+            f"sent {step.sent}" + (f", unknown {step.unknown}" if step.unknown else "") + versions)
 
 
 @step_app.command("add")
@@ -176,7 +176,7 @@ def step_list(db: DbOption = None, campaign: CampaignOption = DEFAULT_CAMPAIGN, 
     steps = list_steps(open_database(settings_for(db)), campaign)
     lines = [f"step {s.number}: {_step_line(s)}" for s in steps]
     answer(as_json, {"campaign": campaign, "steps": [{"step": s.number, "after_days": s.after_days, "subject": s.subject,
-                                                      "sent": s.sent, "templates": list(s.versions)} for s in steps]},
+                                                      "sent": s.sent, "unknown": s.unknown, "templates": list(s.versions)} for s in steps]},
            "\n".join(lines) if lines else f"Campaign '{campaign}' has no follow-up steps.")
 
 
