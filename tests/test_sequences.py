@@ -237,6 +237,24 @@ def test_a_step_is_not_removed_once_sent_and_later_steps_move_up(settings, db, c
         sequences.remove_step(db, "default", 3)
 
 
+def test_removing_the_last_step_someone_waited_for_completes_their_sequence(sequence, db, clock):
+    add_step(db, "default", after_days=2, html="<p>Last one</p>", now=clock())
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    days_later(clock, 2)
+    run(sequence, db, transport, clock)  # step 2 to all three
+    days_later(clock, 2)
+    rid = db.execute("SELECT id FROM recipients WHERE email = 'person0@example.com'").fetchone()[0]
+    claim = ledger.claim(db, rid, now=clock(), tz=sequence.tz, daily_limit=100, subject="s", transport="smtp", step=3)
+    ledger.give_back(db, claim, now=clock())  # the run stopped before its turn: nothing left
+    assert step_of(db, "person0@example.com")[:2] == ("pending", 3)
+    sequences.remove_step(db, "default", 3)
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 2)
+    rows = sequences.sequence_rows(db, now=clock(), tz=sequence.tz)
+    assert {r["next"] for r in rows} == {"sequence complete"}
+    assert run(sequence, db, transport, clock).sent == 0
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
