@@ -94,6 +94,17 @@ def step_numbers(conn: sqlite3.Connection, campaign: str) -> list[int]:
         "SELECT step FROM campaign_steps WHERE campaign_id = ? ORDER BY step", (row["id"],))]
 
 
+def check_wait(campaign: str, after_days: int) -> None:
+    """A follow-up's wait is 1 to MAX_WAIT_DAYS business days.
+
+    Raises:
+        TemplateRenderError: a wait outside that range.
+    """
+    if not 1 <= after_days <= MAX_WAIT_DAYS:
+        raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be 1 to {MAX_WAIT_DAYS} business days "
+                                  f"(a year), not {after_days}")
+
+
 def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: str, text: str | None = None,
              subject: str | None = None, now: datetime) -> int:
     """Append a follow-up step to an existing campaign; returns its number.
@@ -104,9 +115,7 @@ def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: 
     """
     from .step_content import StepVersion, check_version
 
-    if not 1 <= after_days <= MAX_WAIT_DAYS:
-        raise TemplateRenderError(f"campaign {campaign!r}: --after-days must be 1 to {MAX_WAIT_DAYS} business days "
-                                  f"(a year), not {after_days}")
+    check_wait(campaign, after_days)
     if subject is not None and not subject.strip():
         subject = None
     row = get_campaign(conn, campaign)

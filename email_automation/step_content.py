@@ -12,7 +12,7 @@ from typing import Any
 
 from .database import get_campaign, iso, transaction
 from .errors import NotFoundError, TemplateRenderError
-from .sequences import FIRST_STEP, step_place
+from .sequences import FIRST_STEP, check_wait, step_place
 
 
 @dataclass(frozen=True)
@@ -66,28 +66,41 @@ def _step_row(conn: sqlite3.Connection, campaign: str, number: int) -> Any:
 
 def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: str | None = None,
              subject: str | None = None, html: str | None = None, text: str | None = None,
-             settings: Any = None, now: datetime) -> bool:
+             after_days: int | None = None, settings: Any = None, now: datetime) -> bool:
     """Change follow-up step `number`: its default, or with `template` the version the recipients
-    of that named template (segment) get. Returns True when an existing version was replaced.
+    of that named template (segment) get; with `after_days`, its wait. Returns True when an existing
+    version was replaced.
 
     None keeps a part as it is; an empty `subject` means `Re: ` + the step-1 subject and an empty
     `text` one derived from the HTML. A new segment version needs its HTML. Checked as `template
     set` checks: each part compiles and reads only the campaign's variables, and with `settings`
     it is rendered (within the render limits) for the first recipient it concerns.
 
+    The wait may change after the step was sent to some: a recipient's due day is worked out from
+    the wait at each run, so the new one applies to everyone not yet sent the step.
+
     Raises:
         NotFoundError: no such campaign, step or named template.
         TemplateRenderError: step 1, nothing to set, an empty or broken part (naming the step and
-            template); nothing is saved.
+            template), a wait outside 1..MAX_WAIT_DAYS or one given with `template`; nothing is saved.
     """
     from .campaign_templates import get_template
 
     step = _step_row(conn, campaign, number)
+    if after_days is not None:
+        if template is not None:
+            raise TemplateRenderError(f"{step_place(campaign, number)}: --after-days is the step's wait, the same for "
+                                      "every template: give it without --template")
+        check_wait(campaign, after_days)
     if template is not None:
         template = get_template(conn, campaign, template.strip())["name"]
     where = step_place(campaign, number, template)
     if subject is None and html is None and text is None:
-        raise TemplateRenderError(f"{where}: nothing to set: give --subject, --html and/or --text")
+        if after_days is None:
+            raise TemplateRenderError(f"{where}: nothing to set: give --after-days, --subject, --html and/or --text")
+        with transaction(conn):
+            conn.execute("UPDATE campaign_steps SET after_days = ? WHERE id = ?", (after_days, step["id"]))
+        return False
     current = (conn.execute("SELECT * FROM step_templates WHERE step_id = ? AND name = ?",
                             (step["id"], template)).fetchone() if template else step)
     if html is None and current is None:
@@ -103,8 +116,9 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
     check_version(conn, campaign, merged, settings)
     with transaction(conn):
         if template is None:
-            conn.execute("UPDATE campaign_steps SET subject_template = ?, html_template = ?, text_template = ?"
-                         " WHERE id = ?", (merged.subject, merged.html, merged.text, step["id"]))
+            conn.execute("UPDATE campaign_steps SET subject_template = ?, html_template = ?, text_template = ?,"
+                         " after_days = coalesce(?, after_days) WHERE id = ?",
+                         (merged.subject, merged.html, merged.text, after_days, step["id"]))
             return False
         replaced = conn.execute("DELETE FROM step_templates WHERE step_id = ? AND name = ?",
                                 (step["id"], template)).rowcount

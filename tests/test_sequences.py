@@ -255,6 +255,55 @@ def test_removing_the_last_step_someone_waited_for_completes_their_sequence(sequ
     assert run(sequence, db, transport, clock).sent == 0
 
 
+def test_a_new_wait_moves_the_due_day_of_everyone_not_yet_sent_the_step(sequence, db, clock):
+    """Step 2 waits 2 business days; it went out to the first three on Friday. Person3, mailed on
+    Friday, would get it on Tuesday; after `step set 2 --after-days 4` (allowed although step 2
+    was already sent) on Thursday."""
+    from email_automation.step_content import set_step
+
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)  # Wednesday: step 1 to person0..2
+    days_later(clock, 2)
+    add_recipients(db, 1, start=3)
+    assert run(sequence, db, transport, clock).steps == {"1": {"sent": 1}, "2": {"sent": 3}}  # Friday
+
+    def due_days():
+        return [(d.row["email"], d.step, d.due) for d in sequences.scheduled_followups(db, now=clock(), tz=ZoneInfo("Europe/Berlin"))]
+
+    assert due_days() == [("person3@example.com", 2, date(2026, 12, 1))]
+    assert set_step(db, "default", 2, after_days=4, now=clock()) is False
+    assert due_days() == [("person3@example.com", 2, date(2026, 12, 3))]
+    assert [(s.number, s.after_days, s.html) for s in sequences.list_steps(db, "default")] == [(2, 4, FOLLOW_UP)]
+    days_later(clock, 4)  # Tuesday: the old wait would be over
+    assert run(sequence, db, transport, clock).sent == 0
+    days_later(clock, 2)  # Thursday
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 1}}
+
+
+@pytest.mark.parametrize("after_days", [0, 261])
+def test_a_wait_out_of_range_is_refused_as_step_add_refuses_it(sequence, db, clock, after_days):
+    from email_automation.step_content import set_step
+
+    with pytest.raises(TemplateRenderError) as refused:
+        set_step(db, "default", 2, after_days=after_days, now=clock())
+    assert str(refused.value) == (f"campaign 'default': --after-days must be 1 to 260 business days (a year), "
+                                  f"not {after_days}")
+    with pytest.raises(TemplateRenderError) as by_add:
+        add_step(db, "default", after_days=after_days, html=FOLLOW_UP, now=clock())
+    assert str(by_add.value) == str(refused.value)
+    assert [s.after_days for s in sequences.list_steps(db, "default")] == [2]
+
+
+def test_a_wait_is_the_steps_not_one_templates(sequence, db, clock):
+    from email_automation.step_content import set_step
+
+    with pytest.raises(TemplateRenderError) as refused:
+        set_step(db, "default", 2, template="bank", after_days=3, html=FOLLOW_UP, now=clock())
+    assert str(refused.value) == ("campaign 'default', step 2: --after-days is the step's wait, the same for every "
+                                  "template: give it without --template")
+    assert [s.after_days for s in sequences.list_steps(db, "default")] == [2]
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
@@ -265,6 +314,24 @@ def cli_db(tmp_path, monkeypatch):
     assert cli("import", str(EXAMPLE), "--db", "x.db").exit_code == 0
     (tmp_path / "f.html").write_text(FOLLOW_UP)
     return tmp_path / "x.db"
+
+
+def test_step_set_changes_the_wait_alone_or_with_the_content(cli_db, tmp_path):
+    assert cli("step", "add", "--after-days", "3", "--html", "f.html", "--db", "x.db").exit_code == 0
+    changed = cli("step", "set", "2", "--after-days", "5", "--db", "x.db")
+    assert changed.stdout == "Step 2 of campaign 'default' updated: 5 business day(s) after step 1.\n"
+    assert cli("step", "list", "--db", "x.db").stdout.startswith("step 2: 5 business day(s) after step 1,")
+    (tmp_path / "g.html").write_text("<p>Any news?</p>")
+    both = cli("step", "set", "2", "--after-days", "7", "--html", "g.html", "--json", "--db", "x.db")
+    assert json.loads(both.stdout) == {"campaign": "default", "step": 2, "template": None, "result": "updated",
+                                       "after_days": 7}
+    assert json.loads(cli("step", "set", "2", "--subject", "Hi", "--json", "--db", "x.db").stdout)["after_days"] is None
+    assert [(s["after_days"], s["subject"]) for s in json.loads(cli("step", "list", "--json", "--db", "x.db").stdout)["steps"]] == [(7, "Hi")]
+    over = cli("step", "set", "2", "--after-days", "261", "--db", "x.db")
+    assert over.exit_code == 2 and "261 is not in the range 1<=x<=260" in over.stderr
+    nothing = cli("step", "set", "2", "--db", "x.db")
+    assert nothing.exit_code == 2 and nothing.stderr == (
+        "Error: campaign 'default', step 2: nothing to set: give --after-days, --subject, --html and/or --text\n")
 
 
 def test_step_add_list_remove_and_template_show(cli_db):

@@ -195,19 +195,22 @@ def step_set(
     subject: Annotated[Optional[str], typer.Option("--subject", help="Subject template ('' for 'Re: ' + the subject of step 1).")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="File with the HTML body template (needed for a new template version).")] = None,
     text: Annotated[Optional[Path], typer.Option("--text", help="File with a plain-text body template (an empty file: derived from the HTML).")] = None,
+    after_days: Annotated[Optional[int], typer.Option("--after-days", help="Business days to wait after the previous step was sent (for everyone not yet sent this step).", min=1, max=MAX_WAIT_DAYS)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a follow-up step, or with --template NAME add (or replace) the version that recipients of template NAME get."""
+    """Change a follow-up step or its wait, or with --template NAME add (or replace) the version that recipients of template NAME get."""
     from ..database import utc_now
     from ..step_content import set_step
 
     settings = settings_for(db)
     replaced = set_step(open_database(settings), campaign, number, template=template, subject=subject,
-                        html=_read_template(html), text=_read_template(text), settings=settings, now=utc_now())
+                        html=_read_template(html), text=_read_template(text), after_days=after_days,
+                        settings=settings, now=utc_now())
     what = f"Step {number}" + (f", template '{template.strip()}'," if template else "")
     done = "updated" if template is None else ("replaced" if replaced else "added")
-    answer(as_json, {"campaign": campaign, "step": number, "template": template and template.strip(), "result": done},
-           f"{what} of campaign '{campaign}' {done}.")
+    wait = "" if after_days is None else f": {after_days} business day(s) after step {number - 1}"
+    answer(as_json, {"campaign": campaign, "step": number, "template": template and template.strip(), "result": done,
+                     "after_days": after_days}, f"{what} of campaign '{campaign}' {done}{wait}.")
 
 
 @step_app.command("remove")
