@@ -301,7 +301,7 @@ class Reports:
         with self._read() as conn:
             return workspace.next_run(conn, self.settings, campaign, now=self.now())
 
-    def steps(self, campaign: str) -> list[int]:
+    def steps(self, campaign: str) -> dict[int, int | None]:
         with self._read() as conn:
             return workspace.steps(conn, campaign)
 
@@ -328,6 +328,15 @@ class Reports:
 
     def save_draft(self, campaign: str, draft: workspace.TemplateDraft) -> None:
         self._write(lambda conn: workspace.save_draft(conn, self.settings, campaign, draft))
+
+    def add_step(self, campaign: str, after_days: int, draft: workspace.TemplateDraft) -> int:
+        return self._write(lambda conn: workspace.add_step(conn, campaign, after_days, draft))
+
+    def set_wait(self, campaign: str, number: int, after_days: int) -> None:
+        self._write(lambda conn: workspace.set_wait(conn, campaign, number, after_days))
+
+    def remove_step(self, campaign: str, number: int, template: str | None = None) -> None:
+        self._write(lambda conn: workspace.remove_step(conn, campaign, number, template))
 
     def detach_all(self, campaign: str) -> None:
         self._write(lambda conn: workspace.detach_all(conn, self.settings, campaign))

@@ -89,9 +89,15 @@ def list_steps(conn: sqlite3.Connection, campaign: str) -> list[Step]:
 def step_numbers(conn: sqlite3.Connection, campaign: str) -> list[int]:
     """The campaign's follow-up step numbers in order, without `list_steps`' count of sends (on a
     million sends, a second of the dashboard's page)."""
+    return list(step_waits(conn, campaign))
+
+
+def step_waits(conn: sqlite3.Connection, campaign: str) -> dict[int, int]:
+    """{number: wait in business days} of the campaign's follow-up steps in order, from
+    `campaign_steps` alone (its UNIQUE (campaign_id, step) index), as `step_numbers`."""
     row = get_campaign(conn, campaign)
-    return [number for (number,) in conn.execute(
-        "SELECT step FROM campaign_steps WHERE campaign_id = ? ORDER BY step", (row["id"],))]
+    return dict(conn.execute("SELECT step, after_days FROM campaign_steps WHERE campaign_id = ? ORDER BY step",
+                             (row["id"],)).fetchall())
 
 
 def check_wait(campaign: str, after_days: int) -> None:

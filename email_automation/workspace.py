@@ -47,6 +47,7 @@ class TemplateDraft:
     html: str
     text: str | None
     step: int = FIRST_STEP
+    inherited: bool = False  # a named template without its own version of the follow-up: the step's is shown
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,30 @@ def drafts(conn: sqlite3.Connection, campaign: str) -> list[TemplateDraft]:
                           row["text_template"]) for row in rows]
 
 
-def steps(conn: sqlite3.Connection, campaign: str) -> list[int]:
-    """The campaign's step numbers: 1 (its own template) and its follow-ups."""
-    return [FIRST_STEP, *sequences.step_numbers(conn, campaign)]
+def steps(conn: sqlite3.Connection, campaign: str) -> dict[int, int | None]:
+    """The campaign's steps by number, with each one's wait in business days: 1 (its own
+    template, no wait) and its follow-ups."""
+    return {FIRST_STEP: None, **sequences.step_waits(conn, campaign)}
+
+
+def add_step(conn: sqlite3.Connection, campaign: str, after_days: int, draft: TemplateDraft) -> int:
+    """Append a follow-up step as `step add` does (same checks, same errors); returns its number."""
+    return sequences.add_step(conn, campaign, after_days=after_days, html=draft.html, text=draft.text or None,
+                              subject=draft.subjects[0] if draft.subjects else None, now=utc_now())
+
+
+def set_wait(conn: sqlite3.Connection, campaign: str, number: int, after_days: int) -> None:
+    """Change step `number`'s wait, as `step set N --after-days D` does."""
+    step_content.set_step(conn, campaign, number, after_days=after_days, now=utc_now())
+
+
+def remove_step(conn: sqlite3.Connection, campaign: str, number: int, template: str | None = None) -> None:
+    """Remove follow-up step `number` (refused once sent to anyone), or with `template` only that
+    named template's version of it, as `step remove N [--template NAME]` does."""
+    if template is None:
+        sequences.remove_step(conn, campaign, number)
+    else:
+        step_content.remove_step_version(conn, campaign, number, template)
 
 
 def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[str | None, TemplateDraft]:
@@ -133,7 +155,8 @@ def step_drafts(conn: sqlite3.Connection, campaign: str, number: int) -> dict[st
     found = {}
     for name in [None, *campaign_templates.template_names(conn, campaign)]:
         version = versions.get(name, versions[None])
-        found[name] = TemplateDraft(name, (version.subject or "",), version.html, version.text, step=number)
+        found[name] = TemplateDraft(name, (version.subject or "",), version.html, version.text, step=number,
+                                    inherited=name not in versions)
     return found
 
 
