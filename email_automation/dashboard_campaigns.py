@@ -1,7 +1,8 @@
 """The dashboard's Campaigns tab: create a campaign, import a CSV, edit templates with a live
-preview, attach files, pause or resume. Every change goes through `dashboard_data.Reports`'s
-admin hooks (the CLI's library calls) and only once the dashboard password is entered; without
-it the tab shows everything and changes nothing.
+preview, add, re-time and remove follow-up steps (dashboard_steps), attach files, pause or resume.
+Every change goes through `dashboard_data.Reports`'s admin hooks (the CLI's library calls) and
+only once the dashboard password is entered; without it the tab shows everything and changes
+nothing.
 
 Streamlit runs the dashboard as a script, hence the absolute imports.
 """
@@ -22,8 +23,9 @@ OWN = "(the campaign's own)"
 NEW = "+ new template"
 CSV_UPLOAD, ATTACH_UPLOAD = "ws_csv", "ws_attach"  # the file pickers' widget keys
 IMPORT_REJECTS = "ws_import_rejects"  # the last import's reject lines, rejects file and its name
-# The editor form's fields, one set per campaign, step and template (the keys end with those).
-FORM_FIELDS = ("ws_subjects_", "ws_html_", "ws_text_", "ws_new_template_")
+# The editor form's fields, one set per campaign, step and template (the keys end with those),
+# and the follow-up steps' waits.
+FORM_FIELDS = ("ws_subjects_", "ws_html_", "ws_text_", "ws_new_template_", "ws_after_days_")
 STEP_OWN = "(the step's own)"
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
 # this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
@@ -163,24 +165,36 @@ def keep_other_drafts(drawn: set[str]) -> None:
 
 def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) -> None:
     """The template and step editor: a form, so that everything typed reaches the server with the
-    Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running."""
+    Preview (Ctrl+Enter) or Save click that submits it, even while an earlier rerun is still running.
+    The Step box also offers a new follow-up step, added with the same form; a follow-up's wait and
+    its removal are under it (dashboard_steps)."""
     from email_automation.dashboard import fetch
+    from email_automation.dashboard_steps import (NEW_STEP, add_action, new_step_wait, step_controls, step_key,
+                                                  step_label, wait_field)
 
     with st.container(border=True):
         st.markdown("**Templates** (one subject per line: several lines are subject variants)")
-        numbers = fetch(reports, "steps", campaign)
-        step = st.selectbox("Step", numbers, key=f"ws_step_{campaign}", format_func=_step_label) if len(numbers) > 1 else 1
+        waits = fetch(reports, "steps", campaign)
+        picked_step = st.selectbox("Step", [*waits, NEW_STEP], key=step_key(campaign), format_func=step_label)
+        adding = picked_step == NEW_STEP
+        step = max(waits) + 1 if adding else picked_step  # the number a new step gets, as `step add` numbers it
         if step == 1:
             drafts = {d.name: d for d in fetch(reports, "drafts", campaign)}
             labels, where = [OWN, *[name for name in drafts if name], NEW], campaign
+        elif adding:
+            drafts = {None: TemplateDraft(None, ("",), "", None, step=step)}
+            labels, where = [STEP_OWN], f"{campaign}_newstep"
         else:
             drafts = fetch(reports, "step_drafts", campaign, step)
             labels, where = [STEP_OWN, *[name for name in drafts if name]], f"{campaign}_step{step}"
-        picked = st.selectbox("Template", labels, key=f"ws_template_{where}")
+        # A new step has only its own version: versions per named template come once it is added.
+        picked = STEP_OWN if adding else st.selectbox("Template", labels, key=f"ws_template_{where}")
         emails = fetch(reports, "recipient_emails", campaign)
         email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
         base = drafts.get(None if picked in (OWN, STEP_OWN) else picked) if picked != NEW else TemplateDraft(None, ("",), "", None)
         key = f"{where}_{picked}"
+        fields = {f"ws_subjects_{key}", f"ws_html_{key}", f"ws_text_{key}",
+                  *([f"ws_new_template_{campaign}"] if picked == NEW else [])}
 
         def draft() -> TemplateDraft:
             """The editor's content as last submitted (the session state holds it once the form was sent)."""
@@ -205,41 +219,57 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
         with st.form(f"ws_editor_{key}", border=False):
             if picked == NEW:
                 st.text_input("New template name", key=f"ws_new_template_{campaign}", disabled=locked)
+            if adding:
+                fields.add(new_step_wait(campaign, step, locked))
             st.text_area("Subject" if step == 1 else "Subject (empty: 'Re: ' + the subject of step 1)",
                          "\n".join(base.subjects), key=f"ws_subjects_{key}", height=80)
             st.text_area("HTML body", base.html, key=f"ws_html_{key}", height=260)
             st.text_area("Text body (empty: derived from the HTML)", base.text or "", key=f"ws_text_{key}", height=120)
             left, right = st.columns(2)
             left.form_submit_button("Preview (Ctrl+Enter)", key="ws_preview_go", on_click=_forget_results)
-            right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
-                                     args=(reports, "save", save))
-        keep_other_drafts({f"ws_subjects_{key}", f"ws_html_{key}", f"ws_text_{key}",
-                           *([f"ws_new_template_{campaign}"] if picked == NEW else [])})
+            if adding:
+                right.form_submit_button("Add step", key="ws_add_step_go", disabled=locked, on_click=_act,
+                                         args=(reports, "save", add_action(reports, campaign, draft, fields)))
+            else:
+                right.form_submit_button("Save template", key="ws_save_go", disabled=locked, on_click=_act,
+                                         args=(reports, "save", save))
         saved = _result("save")
+        if step != 1 and not adding:
+            step_controls(reports, campaign, step, waits[step], None if picked == STEP_OWN else picked,
+                          base.inherited, locked)
+            fields.add(wait_field(campaign, step, waits[step]))
+        _result("step")
+        keep_other_drafts(fields)
         if not shown:
             return
-        problem = None
-        if email:
-            try:
-                result = reports.preview_draft(campaign, email, draft())
-            except EmailAutomationError as err:
-                problem = str(err)
-            else:
-                preview(result, email)
-                if step == 1:
-                    files = fetch(reports, "message_files", campaign, email)
-                    st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
-                                                         for n, size in files) or "nothing"))
-                else:
-                    st.caption("A follow-up answers in the recipient's thread and carries no attachment.")
+        if adding and not draft().html.strip():
+            st.caption("Write the follow-up's HTML body, then Preview (Ctrl+Enter) to see it in a recipient's thread.")
+            return
+        draft_preview(reports, campaign, email, draft(), saved)
+
+
+def draft_preview(reports, campaign: str, email: str | None, draft: TemplateDraft, saved: str | None) -> None:
+    """The draft as `email` would get it; an error only when it is not the one the last save showed."""
+    from email_automation.dashboard import fetch
+
+    problem = None
+    if email:
+        try:
+            result = reports.preview_draft(campaign, email, draft)
+        except EmailAutomationError as err:
+            problem = str(err)
         else:
-            st.caption("Import recipients to see a preview.")
-        if problem and problem != saved:  # a failed save already said it, just above
-            st.error(problem)
-
-
-def _step_label(number: int) -> str:
-    return "Step 1: the first message" if number == 1 else f"Step {number}: follow-up"
+            preview(result, email)
+            if draft.step == 1:
+                files = fetch(reports, "message_files", campaign, email)
+                st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
+                                                     for n, size in files) or "nothing"))
+            else:
+                st.caption("A follow-up answers in the recipient's thread and carries no attachment.")
+    else:
+        st.caption("Import recipients to see a preview.")
+    if problem and problem != saved:  # a failed save already said it, just above
+        st.error(problem)
 
 
 def preview(result, email: str) -> None:

@@ -462,3 +462,138 @@ def test_an_existing_campaign_is_an_info_of_that_action_only(settings, clock, sp
     assert [i.value for i in at.info] == ["Campaign 'spring' already exists."] and not at.success
     at.button(key="ws_pause_go").click().run()
     assert [s.value for s in at.success] == ["Campaign 'spring' paused."] and not at.info
+
+
+# --- follow-up steps added, re-timed and removed from the tab -------------------------------------
+
+NEW_STEP = 0  # the Step box's "+ new follow-up step"
+NEW_STEP_HTML = "ws_html_spring_newstep_(the step's own)"
+
+
+def steps_of(settings, campaign: str = "spring") -> list[tuple[int, int, str | None, str]]:
+    """(number, wait, subject, HTML) of each follow-up step, as `step list` reads them."""
+    from email_automation.database import connect
+    from email_automation.sequences import list_steps
+
+    conn = connect(settings.db_path)
+    try:
+        return [(s.number, s.after_days, s.subject, s.html) for s in list_steps(conn, campaign)]
+    finally:
+        conn.close()
+
+
+def number_input(at: AppTest, key: str):
+    [found] = [w for w in at.number_input if w.key == key]
+    return found
+
+
+def test_a_follow_up_step_is_added_from_the_dashboard_and_shown_in_the_step_box(settings, clock, spring):
+    at = spring_page(settings, clock)
+    assert widget(at, "ws_step_spring").options == ["Step 1: the first message", "+ new follow-up step"]
+    widget(at, "ws_step_spring").set_value(NEW_STEP).run()
+    assert "Write the follow-up's HTML body, then Preview (Ctrl+Enter) to see it in a recipient's thread." in [
+        c.value for c in at.caption] and not at.error
+    number_input(at, "ws_after_days_spring_newstep").set_value(4)
+    widget(at, "ws_subjects_spring_newstep_(the step's own)").input("Still hiring, {{ first_name }}?")
+    widget(at, NEW_STEP_HTML).input("<p>Any news, {{ first_name }}?</p>")
+    at.button(key="ws_preview_go").click().run()
+    assert "**Subject:** Still hiring, Ada?" in [m.value for m in at.markdown]
+    assert "<p>Any news, Ada?</p>" in frame_html(at)
+    at.button(key="ws_add_step_go").click().run()
+
+    assert [s.value for s in at.success] == ["Step 2 added to campaign 'spring': 4 business day(s) after step 1."]
+    assert steps_of(settings) == [(2, 4, "Still hiring, {{ first_name }}?", "<p>Any news, {{ first_name }}?</p>")]
+    assert widget(at, "ws_step_spring").value == 2
+    assert widget(at, "ws_html_spring_step2_(the step's own)").value == "<p>Any news, {{ first_name }}?</p>"
+    assert number_input(at, "ws_after_days_spring_step2_4").value == 4
+    widget(at, "ws_step_spring").set_value(NEW_STEP).run()  # the next one starts blank, after step 2
+    assert widget(at, NEW_STEP_HTML).value == "" and number_input(at, "ws_after_days_spring_newstep").value == 3
+    widget(at, NEW_STEP_HTML).input("<p>Last one, {{ first_name }}.</p>")
+    at.button(key="ws_add_step_go").click().run()
+    assert last_message(at, "success") == "Step 3 added to campaign 'spring': 3 business day(s) after step 2."
+    assert [s[:3] for s in steps_of(settings)] == [(2, 4, "Still hiring, {{ first_name }}?"), (3, 3, None)]
+    assert "**Subject:** Re: Interested in joining Acme" in [m.value for m in at.markdown]  # step 3, for Ada
+
+
+def test_a_broken_new_step_is_one_error_and_adds_nothing(settings, clock, spring):
+    at = spring_page(settings, clock)
+    widget(at, "ws_step_spring").set_value(NEW_STEP).run()
+    widget(at, NEW_STEP_HTML).input("<p>{{ nosuch </p>")
+    at.button(key="ws_add_step_go").click().run()
+    [error] = [e.value for e in at.error]
+    assert error.startswith("campaign 'spring', step 2: HTML body template line 1: unexpected '/'"), error
+    assert not at.success and steps_of(settings) == []
+    assert widget(at, "ws_step_spring").value == NEW_STEP and widget(at, NEW_STEP_HTML).value == "<p>{{ nosuch </p>"
+
+
+def test_a_steps_wait_changes_even_once_it_was_sent(settings, clock, follow_up):
+    from .fakes import ScriptedTransport
+    from .test_run_daily import run
+
+    run(settings, follow_up, ScriptedTransport(), clock)  # Wednesday: step 1 to Ada
+    clock.advance(5 * 86400)  # Monday: three business days later
+    assert run(settings, follow_up, ScriptedTransport(), clock).steps == {"2": {"sent": 1}}
+    at = spring_page(settings, clock)
+    widget(at, "ws_step_spring").set_value(2).run()
+    number_input(at, "ws_after_days_spring_step2_3").set_value(6)
+    at.button(key="ws_wait_go").click().run()
+    assert [s.value for s in at.success] == ["Step 2 of campaign 'spring' updated: 6 business day(s) after step 1."]
+    assert [s[:2] for s in steps_of(settings)] == [(2, 6)]
+    assert number_input(at, "ws_after_days_spring_step2_6").value == 6 and widget(at, "ws_step_spring").value == 2
+
+    at.button(key="ws_step_remove_go").click().run()
+    assert [e.value for e in at.error] == [
+        "campaign 'spring': step 2 (or a later one) was already sent 1 time(s); it cannot be removed"]
+    assert [s[:2] for s in steps_of(settings)] == [(2, 6)] and not at.success
+
+
+def test_a_step_is_removed_and_the_step_box_goes_back_to_the_one_before(settings, clock, follow_up):
+    at = spring_page(settings, clock)
+    widget(at, "ws_step_spring").set_value(2).run()
+    assert at.button(key="ws_step_remove_go").proto.label == "Remove step 2"
+    at.button(key="ws_step_remove_go").click().run()
+    assert [s.value for s in at.success] == ["Step 2 removed from campaign 'spring'."]
+    assert steps_of(settings) == []
+    assert widget(at, "ws_step_spring").value == 1
+    assert widget(at, "ws_step_spring").options == ["Step 1: the first message", "+ new follow-up step"]
+
+
+def test_a_named_templates_version_of_a_step_is_removed_alone(settings, clock, follow_up):
+    from email_automation.step_content import set_step
+
+    set_step(follow_up, "spring", 2, template="bank", html="<p>Dear {{ first_name }}, any news?</p>", now=clock())
+    at = spring_page(settings, clock)
+    widget(at, "ws_step_spring").set_value(2).run()
+    widget(at, "ws_template_spring_step2").set_value("bank").run()
+    assert widget(at, "ws_html_spring_step2_bank").value == "<p>Dear {{ first_name }}, any news?</p>"
+    remove = at.button(key="ws_step_remove_go")
+    assert remove.proto.label == "Remove the 'bank' version of step 2" and not remove.disabled
+    remove.click().run()
+    assert [s.value for s in at.success] == [
+        "Step 2, template 'bank', removed from campaign 'spring': its recipients get the step's own version."]
+    assert db_value(settings, "SELECT count(*) FROM step_templates") == 0
+    assert steps_of(settings) == [(2, 3, None, "<p>Following up, {{ first_name }}.</p>")]
+    # The bank segment now gets the step's own, and has nothing of its own to remove.
+    assert widget(at, "ws_html_spring_step2_bank").value == "<p>Following up, {{ first_name }}.</p>"
+    assert at.button(key="ws_step_remove_go").disabled
+
+
+def test_a_locked_dashboard_adds_retimes_and_removes_no_step(settings, clock, follow_up):
+    def snapshot():
+        with sqlite3.connect(settings.db_path) as conn:
+            return [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("campaign_steps", "step_templates")]
+
+    before = snapshot()
+    at = spring_page(settings, clock, unlocked=False)
+    widget(at, "ws_step_spring").set_value(2).run()
+    assert number_input(at, "ws_after_days_spring_step2_3").disabled
+    for key in ("ws_wait_go", "ws_step_remove_go"):
+        assert at.button(key=key).disabled
+        forged(at.button(key=key)).click().run()
+        assert not at.success and not at.exception
+    widget(at, "ws_step_spring").set_value(NEW_STEP).run()
+    assert number_input(at, "ws_after_days_spring_newstep").disabled and at.button(key="ws_add_step_go").disabled
+    widget(at, NEW_STEP_HTML).input("<p>Hello {{ first_name }}</p>")
+    forged(at.button(key="ws_add_step_go")).click().run()
+    assert not at.success and not at.exception
+    assert snapshot() == before
