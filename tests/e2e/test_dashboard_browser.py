@@ -220,6 +220,14 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard,
     expect(page.frame_locator("iframe").last.locator("body")).to_contain_text("Hello Zoë at Zeta Labs")
     page.get_by_role("button", name="Save template").click()
     expect(page.get_by_text("Template of 'autumn' saved.")).to_be_visible()
+    # A follow-up step is added here too, without a terminal: the Step box then shows it.
+    page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Step", exact=True)).click()
+    page.get_by_role("option", name="+ new follow-up step").click()
+    page.wait_for_selector(DONE)
+    page.get_by_label("HTML body").fill("<p>Any news, {{ first_name }}?</p>")
+    page.get_by_role("button", name="Add step").click()
+    expect(page.get_by_text("Step 2 added to campaign 'autumn': 3 business day(s) after step 1.")).to_be_visible()
+    expect(page.get_by_label("HTML body")).to_have_value("<p>Any news, {{ first_name }}?</p>")  # step 2's editor
     with closing_db(settings) as conn:
         assert conn.execute("SELECT subject_template FROM campaigns WHERE name = 'autumn'").fetchone()[0] == (
             "Joining {{ company }}, {{ first_name }}?")
