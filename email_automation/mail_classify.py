@@ -34,8 +34,15 @@ _AUTO_SUBJECT = re.compile(
 # Reply and forward prefixes mail clients put in front of a subject (Re, AW, SV, Antw, Réf, ...).
 _PREFIX = re.compile(r"^\s*((re|aw|sv|vs|antw|ant|odp|r|rif|ref|réf|fw|fwd|wg|tr)\s*(\[\d+\])?\s*:\s*)+",
                      re.IGNORECASE)
-_UNSUBSCRIBE = re.compile(r"^\W*(please\s+)?(unsubscribe|remove\s+me|stop)\b[\s\W]*(from\s+(your|this)\s+list)?[\s.!]*$",
-                          re.IGNORECASE)
+# A line that asks only to be taken off the list, in the words people use ("Unsubscribe me", "Please
+# take me off your mailing list", "Stop emailing me"); a line that goes on to say more is a reply.
+_UNSUBSCRIBE = re.compile(
+    r"^\W*(please\s+)?(unsubscribe(\s+me)?|remove\s+me|take\s+me\s+off|opt[\s-]*out|"
+    r"stop(\s+(e-?mailing|mailing|contacting|writing\s+to)\s+me)?)\b[\s\W]*"
+    r"(((from|off)\s+)?(your|this|the)\s+((mailing|e-?mail|contact)\s+)?list)?"
+    r"([\s,]*(please|thanks?(\s+you)?))?[\s.!]*$",
+    re.IGNORECASE,
+)
 # Where the quoted original starts in a reply's text: nothing from there on is the sender's own words.
 _QUOTE_START = re.compile(
     r"^(>|On .{0,200}wrote:\s*$|Am .{0,200}schrieb.*$|Le .{0,200}a écrit\s*:\s*$|-+\s*Original Message\s*-+|"

@@ -72,6 +72,13 @@ def test_reading_again_classifies_nothing_twice(db, settings, box):
     assert db.execute("SELECT count(*) FROM application_changes").fetchone()[0] == 2
 
 
+def test_unsubscribe_me_suppresses_the_address_and_is_not_counted_as_a_reply(db, settings, box):
+    box.append(load("gmail_reply.eml").replace(b"Hi Jane,\r\n", b"Please unsubscribe me.\r\n", 1))
+    assert _read(db, settings, box).as_dict() == ZERO | {"unsubscribes": 1}
+    assert dict(db.execute("SELECT email, reason FROM suppressions")) == {"bob@acme.example": "unsubscribe"}
+    assert db.execute("SELECT count(*) FROM recipients WHERE application_status != 'none'").fetchone()[0] == 0
+
+
 def test_a_uidvalidity_reset_rereads_the_folder_without_counting_twice(db, settings, box):
     box.append(load("gmail_reply.eml"), load("outlook_reply.eml"), folder="Jobs")
     assert _read(db, settings, box, imap_folder="Jobs").replies == 2

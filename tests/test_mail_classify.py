@@ -74,6 +74,23 @@ def test_remove_me_as_the_first_line_is_an_unsubscribe(lookup):
     assert classify(email.message_from_bytes(raw), lookup).kind == "unsubscribe"
 
 
+@pytest.mark.parametrize("line", ["Unsubscribe me", "Please unsubscribe me.", "Remove me from your mailing list",
+                                  "Please take me off your list", "Take me off your email list, thanks", "Opt out",
+                                  "opt-out please", "Stop emailing me", "Please stop contacting me!"])
+def test_the_usual_ways_to_ask_to_be_removed_are_unsubscribes_not_replies(lookup, line):
+    """Counted as a reply, such an answer showed in the funnel as interest, left the address
+    unsuppressed and stopped the person's colleagues too."""
+    raw = load("gmail_reply.eml").replace(b"Hi Jane,\r\n", line.encode() + b"\r\n", 1)
+    assert classify(email.message_from_bytes(raw), lookup).kind == "unsubscribe"
+
+
+@pytest.mark.parametrize("line", ["Please don't unsubscribe me, I'd like to talk", "Opt out of what?",
+                                  "Stop by our office on Monday", "Remove me from the loop and add Sam instead"])
+def test_a_first_line_that_only_starts_like_an_opt_out_is_a_reply(lookup, line):
+    raw = load("gmail_reply.eml").replace(b"Hi Jane,\r\n", line.encode() + b"\r\n", 1)
+    assert classify(email.message_from_bytes(raw), lookup).kind == "reply"
+
+
 def test_ses_ids_match_whatever_the_region_domain():
     assert SES_BOB in delivered_id_forms(f"<{SES_BOB}@email.amazonses.com>")
     assert SES_BOB in delivered_id_forms(f"<{SES_BOB}@eu-west-1.amazonses.com>")
