@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import getaddresses
 from typing import Any
 
 from . import inbox_store
@@ -135,11 +136,12 @@ def _read(settings: Settings, conn: sqlite3.Connection, client: Any, now: Callab
     uidvalidity = int(status.get(b"UIDVALIDITY") or 0)  # required by RFC 3501 §6.3.1; 0 if a server omits it
     mailbox = mailbox_key(settings)
     report = InboxReport()
+    own = own_addresses(settings)
     try:
         uids = _new_uids(conn, client, mailbox, uidvalidity, status, now)
         for start in range(0, len(uids), FETCH_BATCH):
             for uid, raw in _fetch(client, uids[start:start + FETCH_BATCH]):
-                _one(conn, inbox_store.Position(mailbox, uidvalidity, uid), raw, report, now())
+                _one(conn, inbox_store.Position(mailbox, uidvalidity, uid), raw, report, now(), own)
         if status.get(b"UIDNEXT"):  # all read: what lies below UIDNEXT and was not asked for is older mail
             with transaction(conn):
                 inbox_store.set_mark(conn, inbox_store.Position(mailbox, uidvalidity, int(status[b"UIDNEXT"]) - 1),
@@ -183,13 +185,19 @@ def _fetch(client: Any, uids: list[int]) -> list[tuple[int, bytes]]:
     return [(uid, raw[uid]) for uid in uids if raw.get(uid)]
 
 
+def own_addresses(settings: Settings) -> frozenset[str]:
+    """The addresses our own mail comes from, as classify compares them (lower-cased, without a name)."""
+    pairs = getaddresses([settings.sender_email or "", settings.reply_to or ""])
+    return frozenset(address.strip().lower() for _, address in pairs if "@" in address)
+
+
 def _one(conn: sqlite3.Connection, position: inbox_store.Position, raw: bytes, report: InboxReport,
-         now: datetime) -> None:
+         now: datetime, own: frozenset[str] = frozenset()) -> None:
     """Classify and store one message; a message that cannot be read at all is stored as ignored."""
     head = raw.split(b"\r\n\r\n", 1)[0]
     try:
         msg = email.message_from_bytes(raw)
-        found = classify(msg, inbox_store.DbSentLookup(conn))
+        found = classify(msg, inbox_store.DbSentLookup(conn), own)
         key = inbox_store.dedupe_key(found.message_id, head)
     except Exception as err:  # noqa: BLE001 - one bad message must not stop the read nor lose its mark
         found = Classification("ignored", None, "", "", "", None, None, f"unreadable: {type(err).__name__}: {err}"[:300])

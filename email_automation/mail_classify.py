@@ -10,7 +10,7 @@ ignored, so a newsletter with `Precedence: bulk` stays ignored.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.header import decode_header, make_header
@@ -88,12 +88,19 @@ class Classification:
     bounces: tuple[Bounce, ...] = field(default=())
 
 
-def classify(msg: Message, sent: SentLookup) -> Classification:
-    """Classify one parsed message; odd or broken input is classified or ignored, never raised on."""
+def classify(msg: Message, sent: SentLookup, own: Collection[str] = ()) -> Classification:
+    """Classify one parsed message; odd or broken input is classified or ignored, never raised on.
+
+    `own`: our addresses (SENDER_EMAIL, REPLY_TO), lower-cased. A message from one of them is a
+    copy of our own mail (a follow-up in Gmail's All Mail, a forward to ourselves): its thread
+    headers name our send, yet nobody answered it.
+    """
     base = dict(from_email=_from_address(msg), subject=header(msg, "Subject"), message_id=_message_id(msg),
                 date=_date(msg))
     if dsn.is_delivery_report(msg):
         return _delivery_report(msg, sent, base)
+    if base["from_email"] and base["from_email"] in own:
+        return Classification("ignored", None, snippet="", detail="our own message", **base)
     answered, how = _answered_send(msg, sent, base["from_email"], base["subject"])
     if answered is None:
         return Classification("ignored", None, snippet="", detail="not about a message we sent", **base)

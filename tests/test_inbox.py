@@ -79,6 +79,21 @@ def test_unsubscribe_me_suppresses_the_address_and_is_not_counted_as_a_reply(db,
     assert db.execute("SELECT count(*) FROM recipients WHERE application_status != 'none'").fetchone()[0] == 0
 
 
+def test_our_own_follow_up_in_the_folder_read_is_not_taken_for_the_recipients_reply(db, settings, box):
+    """A copy of our own message (a folder such as Gmail's All Mail, a forward to ourselves) names
+    our earlier send in its thread headers: it was counted as the recipient replying, which
+    stopped their follow-ups and their colleagues' and showed in the funnel."""
+    follow_up = (b"From: Jane Sender <Jane@Example.com>\r\nTo: dave@initech.example\r\n"
+                 b"Subject: Re: Application: Backend developer at Initech\r\nMessage-ID: <step2-dave@example.com>\r\n"
+                 b"In-Reply-To: <outreach-dave@example.com>\r\nReferences: <outreach-dave@example.com>\r\n"
+                 b"Date: Wed, 25 Nov 2026 09:00:00 +0000\r\n\r\nJust following up on my note.\r\n")
+    forward = follow_up.replace(b"To: dave@initech.example", b"To: friend@elsewhere.example").replace(
+        b"Subject: Re:", b"Subject: Fwd:").replace(b"<step2-dave@", b"<fwd-dave@")
+    box.append(follow_up, forward)
+    assert _read(db, settings, box, sender_email="jane@example.com").as_dict() == ZERO | {"ignored": 2}
+    assert db.execute("SELECT count(*) FROM recipients WHERE application_status != 'none'").fetchone()[0] == 0
+
+
 def test_a_uidvalidity_reset_rereads_the_folder_without_counting_twice(db, settings, box):
     box.append(load("gmail_reply.eml"), load("outlook_reply.eml"), folder="Jobs")
     assert _read(db, settings, box, imap_folder="Jobs").replies == 2
