@@ -71,9 +71,11 @@ def mailbox_key(settings: Settings) -> str:
 
 
 def require_configured(settings: Settings) -> None:
-    """Raises ConfigError naming the first missing IMAP setting."""
-    for name in ("imap_host", "imap_username"):
-        if not getattr(settings, name):
+    """Raises ConfigError naming the first missing IMAP setting (an empty password too: logging in
+    without one can only fail, and the server's "Authentication failed" does not say why)."""
+    for name in ("imap_host", "imap_username", "imap_password"):
+        value = getattr(settings, name)
+        if not (value.get_secret_value() if hasattr(value, "get_secret_value") else value):
             raise ConfigError(f"{name.upper()} is not set: set IMAP_HOST, IMAP_USERNAME and IMAP_PASSWORD "
                               "to read replies from your mailbox")
 

@@ -185,7 +185,7 @@ def test_a_reply_in_the_inbox_before_the_run_stops_that_person_and_their_colleag
 
 def test_a_failing_inbox_is_a_warning_unless_required(db, settings, clock, sink):
     _pending(db, clock, ("una@unrelated.example", "Unrelated"))
-    down = {"IMAP_HOST": "127.0.0.1", "IMAP_PORT": "1", "IMAP_USERNAME": "me", "IMAP_SSL": "false"}
+    down = {"IMAP_HOST": "127.0.0.1", "IMAP_PORT": "1", "IMAP_USERNAME": "me", "IMAP_PASSWORD": "pw", "IMAP_SSL": "false"}
     required = _cli("run", "--require-inbox", env=_run_env(settings, sink, **down))
     assert required.exit_code == 3 and sink.deliveries == []
     assert required.stderr.startswith("Error: inbox not read, nothing sent (--require-inbox): IMAP 127.0.0.1:1: cannot connect:")

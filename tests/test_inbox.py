@@ -200,9 +200,20 @@ def test_inbox_without_imap_settings_is_exit_2_and_one_line(db, settings, monkey
                              "to read replies from your mailbox\n")
 
 
-def test_inbox_with_a_down_server_is_exit_1_and_one_line(db, settings, monkeypatch):
+def test_inbox_without_a_password_names_the_missing_setting(db, settings, monkeypatch):
+    """It tried to log in without one and said only "Authentication failed", exit 1."""
     monkeypatch.setenv("DB_PATH", str(settings.db_path))
     for name, value in {"IMAP_HOST": "127.0.0.1", "IMAP_PORT": "1", "IMAP_USERNAME": "me", "IMAP_SSL": "false"}.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["inbox"])
+    assert (result.exit_code, result.stderr) == (2, "Error: IMAP_PASSWORD is not set: set IMAP_HOST, IMAP_USERNAME "
+                                                    "and IMAP_PASSWORD to read replies from your mailbox\n")
+
+
+def test_inbox_with_a_down_server_is_exit_1_and_one_line(db, settings, monkeypatch):
+    monkeypatch.setenv("DB_PATH", str(settings.db_path))
+    for name, value in {"IMAP_HOST": "127.0.0.1", "IMAP_PORT": "1", "IMAP_USERNAME": "me", "IMAP_PASSWORD": "pw",
+                        "IMAP_SSL": "false"}.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(app, ["inbox"])
     assert result.exit_code == 1
