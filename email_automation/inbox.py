@@ -80,8 +80,9 @@ def require_configured(settings: Settings) -> None:
                               "to read replies from your mailbox")
 
 
-def connect(settings: Settings) -> Any:
-    """A logged-in IMAPClient (imported here: only commands that read mail need it).
+def connect(settings: Settings, *, timeout: float = TIMEOUT_SECONDS) -> Any:
+    """A logged-in IMAPClient (imported here: only commands that read mail need it); `timeout`
+    bounds each network operation.
 
     Raises:
         InboxError: the server cannot be reached or refuses the login.
@@ -92,7 +93,7 @@ def connect(settings: Settings) -> Any:
     context = ssl.create_default_context()
     try:
         client = IMAPClient(settings.imap_host, port=settings.imap_port, ssl=settings.imap_ssl,
-                            ssl_context=context, timeout=TIMEOUT_SECONDS)
+                            ssl_context=context, timeout=timeout)
     except OSError as err:  # refused, unreachable, timed out, TLS handshake failed
         raise InboxError(f"{where}: cannot connect: {_reason(err)}") from err
     step = "STARTTLS"
@@ -243,7 +244,8 @@ def check(settings: Settings) -> str:
         ConfigError, InboxError: as `read_inbox`.
     """
     require_configured(settings)
-    client = connect(settings)
+    # SEND_TIMEOUT_SECONDS bounds every doctor check: a server that never answers fails it as soon.
+    client = connect(settings, timeout=min(TIMEOUT_SECONDS, settings.send_timeout_seconds))
     try:
         status = examine(client, settings)
     finally:

@@ -232,6 +232,23 @@ def test_doctor_checks_the_login_and_the_folder(db, settings, box):
     assert wrong.status == "FAIL" and "app password" in wrong.hint
 
 
+def test_doctors_inbox_check_gives_up_within_send_timeout_seconds_on_a_server_that_never_greets(db, settings, box):
+    """SEND_TIMEOUT_SECONDS "also bounds doctor's checks": the IMAP check waited 60 s regardless."""
+    import socket
+    import time
+
+    from email_automation import doctor
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        check = doctor.check_inbox(_settings(settings, box, imap_port=silent.getsockname()[1], send_timeout_seconds=1))
+        elapsed = time.monotonic() - started
+    assert check.status == "FAIL" and "timed out" in check.detail
+    assert elapsed < 10, elapsed
+
+
 def test_doctor_has_no_inbox_line_without_imap_host(settings):
     from email_automation import doctor
 
