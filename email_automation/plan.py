@@ -151,12 +151,14 @@ def _planned(row, step: int) -> Planned:
     return Planned(row["email"], row["campaign_name"], step, politeness.company_key(row["company"], row["email"]))
 
 
-def plan_lines(plan: Plan, *, ses: bool = True) -> list[str]:
+def plan_lines(plan: Plan, *, ses: bool = True, inbox: str | None = None) -> list[str]:
     """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why.
-    `ses`: the real run sends through SES (whose quota, when not read, may cut the batch)."""
+    `ses`: the real run sends through SES (whose quota, when not read, may cut the batch);
+    `inbox`: `inbox_line`'s caveat, when the real run reads replies first."""
     lines = [f"The next real run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
              f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None and ses
                                                  else ").")]
+    lines += [inbox] if inbox else []
     lines += quota_lines(plan)
     for step, count in sorted(Counter(p.step for p in plan.send).items()):
         lines.append(f"  step {step}: {count}")
@@ -167,6 +169,20 @@ def plan_lines(plan: Plan, *, ses: bool = True) -> list[str]:
     if plan.over_limit:
         lines.append(f"  {plan.over_limit} more wait for a later day (daily limit).")
     return lines
+
+
+def inbox_line(conn: sqlite3.Connection, settings: Settings) -> str | None:
+    """With IMAP_HOST, the real run reads the inbox before it plans, which the plan does not: a
+    reply waiting there stops messages the plan lists. Says so, with when the inbox was last read."""
+    if not settings.imap_host:
+        return None
+    from .inbox import mailbox_key
+
+    row = conn.execute("SELECT read_at FROM inbox_state WHERE mailbox = ?", (mailbox_key(settings),)).fetchone()
+    when = (f"last read {datetime.fromisoformat(row[0]).astimezone(settings.tz):%Y-%m-%d %H:%M}" if row
+            else "never read yet")
+    return (f"  The real run first reads the inbox ({when}): a reply that came in since stops its sender's messages."
+            " `email-automation inbox` reads it now.")
 
 
 def quota_lines(plan: Plan) -> list[str]:

@@ -130,3 +130,21 @@ def test_run_plan_gives_up_on_get_account_at_the_send_timeout(fifteen):
 def test_a_dry_run_plan_asks_ses_nothing(fifteen, get_account):
     result = cli("run", "--plan", "--json", "--db", "x.db", env={**SES_ENV, "DRY_RUN": "true"})
     assert json.loads(result.stdout)["ses_quota"] is None  # the Stubber has no answer: a call would fail
+
+
+def test_run_plan_says_replies_still_in_the_inbox_are_not_counted_yet(fifteen):
+    """The plan listed a follow-up to someone whose reply sat unread in the inbox, as the one the
+    next run would send; that run reads the inbox first and sends nothing to them."""
+    env = {**SES_ENV, "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1"}
+    assert not any("inbox" in line for line in cli("run", "--plan", "--db", "x.db", env=env).stdout.splitlines())
+    imap = {**env, "IMAP_HOST": "127.0.0.1", "IMAP_USERNAME": "jane", "IMAP_PASSWORD": "pw"}
+    assert cli("run", "--plan", "--db", "x.db", env=imap).stdout.splitlines()[1] == (
+        "  The real run first reads the inbox (never read yet): a reply that came in since stops its sender's "
+        "messages. `email-automation inbox` reads it now.")
+    conn = connect(fifteen)
+    conn.execute("INSERT INTO inbox_state (mailbox, uidvalidity, last_uid, read_at)"
+                 " VALUES ('jane@127.0.0.1:993/INBOX', 1, 7, '2026-11-30T08:05:00.000000Z')")
+    conn.commit()
+    assert cli("run", "--plan", "--db", "x.db", env=imap).stdout.splitlines()[1] == (
+        "  The real run first reads the inbox (last read 2026-11-30 08:05): a reply that came in since stops its "
+        "sender's messages. `email-automation inbox` reads it now.")

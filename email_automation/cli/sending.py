@@ -54,14 +54,15 @@ def run(
     settings = settings_for(db, dry_run=dry_run, log_file=log_file)
     conn = open_database(settings)
     if plan:
-        from ..plan import plan_lines, plan_run, read_quota
+        from ..plan import inbox_line, plan_lines, plan_run, read_quota
 
         transport = make_transport(settings)
         try:
             planned = plan_run(conn, settings, now=utc_now(), quota=read_quota(transport))
         finally:
             transport.close()
-        answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned, ses=settings.transport == "ses")))
+        answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned, ses=settings.transport == "ses",
+                                                                inbox=inbox_line(conn, settings))))
         return
     _log_lines_to(sys.stderr if as_json else sys.stdout)
     logs.setup_file_logging(settings.log_file)
