@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from .database import APPLICATION_STATUSES, iso, transaction
+from .database import APPLICATION_STATUSES, get_campaign, iso, transaction
 from .errors import EmailAutomationError, NotFoundError
 
 # Addresses at these domains are people, not companies: one person's reply says nothing of another.
@@ -53,6 +53,8 @@ def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, no
     sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
     args = [address] + ([campaign] if campaign else [])
     with transaction(conn):
+        if campaign:
+            get_campaign(conn, campaign)  # a mistyped name is said to be one, not "no such recipient"
         ids = [row[0] for row in conn.execute(sql + (" AND c.name = ?" if campaign else ""), args)]
         if not ids:
             where = f" in campaign {campaign!r}" if campaign else ""

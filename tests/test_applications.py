@@ -135,6 +135,12 @@ def test_mark_for_an_unknown_address_is_exit_2_and_one_line(db, settings):
     assert (result.exit_code, result.stderr) == (2, "Error: nobody@x.example: no recipient with that address in campaign 'default'\n")
 
 
+def test_mark_in_a_campaign_that_does_not_exist_says_so(db, settings):
+    """A mistyped campaign read as "no recipient with that address in campaign 'defualt'"."""
+    result = _cli("mark", "nobody@x.example", "replied", "--campaign", "defualt", "--db", str(settings.db_path))
+    assert (result.exit_code, result.stderr) == (2, "Error: no campaign named 'defualt'\n")
+
+
 def test_status_shows_the_funnel_and_the_latest_replies(db, settings, clock):
     from email_automation import inbox_store
     from email_automation.mail_classify import classify
