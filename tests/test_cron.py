@@ -295,3 +295,14 @@ def test_a_crontab_command_that_hangs_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(cron.subprocess, "run", hang)
     with pytest.raises(cron.CronError, match="did not answer within 30 s; nothing was changed"):
         cron.read_crontab("crontab")
+
+
+def test_cron_install_hint_keeps_the_env_and_log_files_of_the_line_printed(tmp_path):
+    """Following the hint must install the line shown, not one sourcing ./env.sh into ./cron.log."""
+    (tmp_path / "prod env.sh").write_text("export DRY_RUN=false\n")
+    result = runner.invoke(app, ["cron", "--env-file", "prod env.sh", "--log-file", "logs/run.log"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert ". './prod env.sh' && " in result.stdout.splitlines()[0]
+    assert result.stdout.splitlines()[-1] == ("To install it: email-automation cron --install "
+                                              "--env-file 'prod env.sh' --log-file logs/run.log")

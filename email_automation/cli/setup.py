@@ -116,9 +116,21 @@ def cron(
     for note in notes:
         say(f"Note: {note}")
     if not install:
-        say("To install it: email-automation cron --install" + (" --hourly" if hourly else "")
-            + (f" --time {time}" if time != cron_lib.DEFAULT_TIME else "")
-            + (f" --db {shlex.quote(str(db))}" if db else ""))
+        say("To install it: " + install_command(time, env_file, log_file, db, hourly))
+
+
+def install_command(time: str, env_file: Path | None, log_file: Path | None, db: Path | None, hourly: bool) -> str:
+    """The `cron --install` that installs exactly the line printed: every option that shaped it,
+    as typed (the line's paths are made absolute from the same folder)."""
+    options = [("--hourly", None) if hourly else None,
+               ("--time", time) if time != cron_lib.DEFAULT_TIME else None,
+               ("--env-file", env_file) if env_file is not None else None,
+               ("--log-file", log_file) if log_file is not None else None,
+               ("--db", db) if db is not None else None]
+    words = ["email-automation", "cron", "--install"]
+    for name, value in filter(None, options):
+        words += [name] if value is None else [name, shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def _cron_line(time: str, workdir: Path, env_file: Path | None, log_file: Path | None,
