@@ -157,6 +157,20 @@ def check(conn: sqlite3.Connection, thresholds: Thresholds, campaign: str, *, no
     return None
 
 
+def would_stop(conn: sqlite3.Connection, thresholds: Thresholds, scope: str, *, now: datetime) -> str | None:
+    """Why a send in `scope` started now would be stopped: its open pause, or the one `check`
+    would open at that send. Read-only, for `run --plan`, which must not open a pause itself."""
+    pause = active_pause(conn, scope)
+    if pause:
+        return pause.line()
+    counts = window_counts(conn, since=_count_from(conn, scope, now, thresholds.window),
+                           campaign=None if scope == ALL else scope)
+    reason = trip_reason(counts, thresholds, days=thresholds.window.days)
+    if reason is None:
+        return None
+    return f"{Pause(scope, reason, '').what} would be paused by the circuit breaker at the first send: {reason}"
+
+
 def _trip(conn: sqlite3.Connection, t: Thresholds, scope: str, now: datetime) -> Pause | None:
     since = _count_from(conn, scope, now, t.window)
     counts = window_counts(conn, since=since, campaign=None if scope == ALL else scope)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
-from . import applications, ledger, politeness, schedule, sequences
+from . import applications, circuit_breaker, ledger, politeness, schedule, sequences
 from . import run_gates as gates
 from .config import Settings
 from .errors import EmailAutomationError, FatalSendError
@@ -75,6 +75,7 @@ class Plan:
     over_limit: int = 0  # sendable now, but past what is left of today's limit
     quota: Quota | None = None
     delay_seconds: float = 0.0
+    stopped: str | None = None  # the circuit breaker's pause of all sending: the run sends nothing
 
     def as_dict(self) -> dict:
         steps = Counter(str(p.step) for p in self.send)
@@ -82,7 +83,19 @@ class Plan:
         return {"daily_limit": self.daily_limit, "remaining_today": self.remaining_today,
                 "per_step": dict(sorted(steps.items())), "per_company": dict(sorted(companies.items())),
                 "send": [asdict(p) for p in self.send], "held": [asdict(h) for h in self.held],
-                "over_limit": self.over_limit, "ses_quota": self.quota.as_dict() if self.quota else None}
+                "over_limit": self.over_limit, "ses_quota": self.quota.as_dict() if self.quota else None,
+                "stopped": self.stopped}
+
+    def within_breaker(self, conn: sqlite3.Connection, settings: Settings, now: datetime) -> None:
+        """Hold what the circuit breaker would stop, as the run's check before each send does: all
+        of it when all sending is (or would be) paused, else the campaigns that are (or would be)."""
+        thresholds = circuit_breaker.Thresholds.from_settings(settings)
+        self.stopped = circuit_breaker.would_stop(conn, thresholds, circuit_breaker.ALL, now=now)
+        reasons = {c: "circuit breaker: all sending paused" if self.stopped
+                   else circuit_breaker.would_stop(conn, thresholds, c, now=now)
+                   for c in dict.fromkeys(p.campaign for p in self.send)}
+        self.held[:0] = [Held(p.email, p.campaign, p.step, reasons[p.campaign]) for p in self.send if reasons[p.campaign]]
+        self.send = [p for p in self.send if not reasons[p.campaign]]
 
     def within_quota(self, quota: Quota | None) -> None:
         """Cut the batch as the run does: to what SES allows in its 24-hour window (due follow-ups
@@ -143,6 +156,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
             room -= 1
     plan.send = candidates[:remaining]
     plan.over_limit += len(candidates) - len(plan.send)
+    plan.within_breaker(conn, settings, now)
     plan.within_quota(quota)
     return plan
 
@@ -158,6 +172,8 @@ def plan_lines(plan: Plan, *, ses: bool = True, inbox: str | None = None) -> lis
     lines = [f"The next real run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
              f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None and ses
                                                  else ").")]
+    if plan.stopped:
+        lines.append(f"  {plan.stopped}. The run would send nothing.")
     lines += [inbox] if inbox else []
     lines += quota_lines(plan)
     for step, count in sorted(Counter(p.step for p in plan.send).items()):

@@ -148,3 +148,38 @@ def test_run_plan_says_replies_still_in_the_inbox_are_not_counted_yet(fifteen):
     assert cli("run", "--plan", "--db", "x.db", env=imap).stdout.splitlines()[1] == (
         "  The real run first reads the inbox (last read 2026-11-30 08:05): a reply that came in since stops its "
         "sender's messages. `email-automation inbox` reads it now.")
+
+
+def test_run_plan_sends_nothing_while_the_circuit_breaker_pauses_all_sending(fifteen):
+    """The plan said "would send 15" while the run it announced stopped at once with exit code 3."""
+    conn = connect(fifteen)
+    with conn:
+        conn.execute("INSERT INTO sending_pauses (scope, reason, paused_at) VALUES ('*', 'complaint rate 50%',"
+                     " '2026-11-25T07:00:00.000000Z')")
+    conn.close()
+    result = cli("run", "--plan", "--json", "--db", "x.db", env={**SES_ENV, "SES_SUPPRESSION_CHECK": "false"})
+    data = json.loads(result.stdout)
+    assert data["send"] == [] and data["per_step"] == {}
+    assert data["stopped"].startswith("all sending paused by the circuit breaker since 2026-11-25T07:00:00")
+    assert {h["reason"] for h in data["held"]} == {"circuit breaker: all sending paused"}
+    assert len(data["held"]) == 15
+    lines = cli("run", "--plan", "--db", "x.db", env={**SES_ENV, "DRY_RUN": "true"}).stdout.splitlines()
+    assert lines[0].startswith("The next real run would send 0 message(s)")
+    assert lines[1].endswith("`email-automation resume --all`. The run would send nothing.")
+
+
+def test_run_plan_holds_everyone_when_the_rates_would_trip_at_the_first_send(settings, db, clock):
+    """The run's check before each send opens the pause; the plan only says it would, and opens none."""
+    from email_automation import bounces
+
+    with db:
+        db.executemany("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES (1, ?, ?, 'x')",
+                       [(f"s{i}@c{i}.example.com", "sent") for i in range(3)] + [("next@n.example.com", "pending")])
+        db.executemany("INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, transport)"
+                       " VALUES (?, ?, '2026-11-24', '2026-11-24T07:00:00.000000Z', 'sent', 'ses')",
+                       [(i + 1, f"att-{i}") for i in range(3)])
+    bounces.record_bounce(db, "s0@c0.example.com", kind="complaint", source="inbox", attempt_id="att-0", now=clock())
+    plan = plan_run(db, settings, now=clock())
+    assert plan.send == [] and plan.stopped.startswith("all sending would be paused by the circuit breaker at the "
+                                                       "first send: complaint rate 33.33% (1 of 3 sends)")
+    assert db.execute("SELECT count(*) FROM sending_pauses").fetchone()[0] == 0
