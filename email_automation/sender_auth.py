@@ -44,6 +44,14 @@ def _tagged(records: list[str], version: str) -> list[str]:
     return [r for r in records if r.strip().lower().startswith(version)]
 
 
+def dmarc_applies(record: str) -> bool:
+    """Whether receivers apply a DMARC record: it needs a valid `p` tag, or else a `rua` tag, with
+    which they act as if it said p=none (RFC 7489 section 6.6.3); without either they apply none."""
+    tags = dict(part.strip().partition("=")[::2] for part in record.split(";"))
+    tags = {name.strip().lower(): value.strip() for name, value in tags.items()}
+    return tags.get("p", "").lower() in ("none", "quarantine", "reject") or bool(tags.get("rua"))
+
+
 def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Check:
     """A DMARC record for the From domain, or for its parent domains (RFC 7489 §6.6.3)."""
     name = "DMARC"
@@ -57,6 +65,10 @@ def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Check:
         if len(records) > 1:
             return Check(name, FAIL, f"{where} has {len(records)} DMARC records; receivers then apply none",
                          "keep exactly one TXT record starting v=DMARC1")
+        if records and not dmarc_applies(records[0]):
+            return Check(name, WARN, f"{where}: {records[0]} has no valid p= policy and no rua=, so receivers "
+                         "apply no DMARC: Gmail and Yahoo require it from bulk senders",
+                         f'make it "v=DMARC1; p=none; rua=mailto:dmarc@{domain}"')
         if records:
             return Check(name, OK, f"{where}: {records[0]}")
     return Check(name, WARN, f"no DMARC record for {domain}: Gmail and Yahoo require one from bulk senders",

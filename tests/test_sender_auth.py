@@ -81,6 +81,26 @@ def test_dmarc_of_the_parent_domain_covers_a_subdomain_sender(settings, dns_zone
         "SPF": (OK, "mail.example.com: v=spf1 include:relay.example.net -all")}
 
 
+@pytest.mark.parametrize("dmarc, spf, name, status, detail", [
+    ("v=DMARC1", "v=spf1 include:relay.example.net ~all", "DMARC", WARN,
+     "_dmarc.example.com: v=DMARC1 has no valid p= policy and no rua=, so receivers apply no DMARC: Gmail and Yahoo "
+     "require it from bulk senders"),
+    ("v=DMARC1; p=never", "v=spf1 include:relay.example.net ~all", "DMARC", WARN,
+     "_dmarc.example.com: v=DMARC1; p=never has no valid p= policy and no rua=, so receivers apply no DMARC: Gmail "
+     "and Yahoo require it from bulk senders"),
+    ("v=DMARC1; rua=mailto:d@example.com", "v=spf1 -all", "DMARC", OK,  # read as p=none (RFC 7489 6.6.3)
+     "_dmarc.example.com: v=DMARC1; rua=mailto:d@example.com"),
+])
+def test_a_dmarc_record_receivers_ignore_is_not_ok(settings, dns_zone, dmarc, spf, name, status, detail):
+    """doctor said OK to a DMARC record receivers ignore."""
+    smtp = settings.model_copy(update={"transport": "smtp"})
+    dns_zone.txt["_dmarc.example.com"] = [dmarc]
+    dns_zone.txt["example.com"] = [spf]
+    [check] = [c for c in check_sender_auth(smtp, resolver=dns_zone.resolver()) if c.name == name]
+    assert (check.status, check.detail) == (status, detail)
+    assert check.hint or status == OK
+
+
 def test_a_dns_failure_is_a_warning_never_a_failure(settings, dns_zone):
     smtp = settings.model_copy(update={"transport": "smtp"})
     dns_zone.failing.update({"_dmarc.example.com", "example.com"})
