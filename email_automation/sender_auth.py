@@ -52,6 +52,16 @@ def dmarc_applies(record: str) -> bool:
     return tags.get("p", "").lower() in ("none", "quarantine", "reject") or bool(tags.get("rua"))
 
 
+def spf_passes_nobody(record: str) -> bool:
+    """Whether an SPF record can pass no server: its only mechanism, if any, is `all` not qualified
+    `+`, and it has no `redirect=` (RFC 7208 sections 4.7 and 5.1: no match is "neutral")."""
+    terms = [term.lower() for term in record.split()[1:]]
+    if any(term.startswith("redirect=") for term in terms):
+        return False
+    mechanisms = [term for term in terms if "=" not in term.split(":")[0]]  # `name=value` is a modifier
+    return all(term in ("-all", "~all", "?all") for term in mechanisms)
+
+
 def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Check:
     """A DMARC record for the From domain, or for its parent domains (RFC 7489 §6.6.3)."""
     name = "DMARC"
@@ -89,7 +99,11 @@ def check_spf(resolver: dns.resolver.Resolver, domain: str, *, ses: bool) -> Che
     if len(records) > 1:  # RFC 7208 §4.5: more than one is a permanent error
         return Check(name, FAIL, f"{domain} has {len(records)} SPF records (a permanent error for receivers)",
                      "merge them into one TXT record starting v=spf1")
-    if ses and SES_SPF_INCLUDE not in records[0].lower().split():
+    if spf_passes_nobody(records[0]):
+        return Check(name, FAIL, f"{domain}: {records[0]} lets no server send: every message fails SPF",
+                     f"add {SES_SPF_INCLUDE} to it, before the all" if ses
+                     else "add your SMTP provider's include: to it, before the all")
+    if ses and SES_SPF_INCLUDE not in [term.removeprefix("+") for term in records[0].lower().split()]:
         return Check(name, WARN, f"{domain}: {records[0]} does not include amazonses.com", hint)
     return Check(name, OK, f"{domain}: {records[0]}")
 

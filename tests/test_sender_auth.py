@@ -90,15 +90,27 @@ def test_dmarc_of_the_parent_domain_covers_a_subdomain_sender(settings, dns_zone
      "and Yahoo require it from bulk senders"),
     ("v=DMARC1; rua=mailto:d@example.com", "v=spf1 -all", "DMARC", OK,  # read as p=none (RFC 7489 6.6.3)
      "_dmarc.example.com: v=DMARC1; rua=mailto:d@example.com"),
+    ("v=DMARC1; p=none", "v=spf1 -all", "SPF", FAIL, "example.com: v=spf1 -all lets no server send: every message fails SPF"),
+    ("v=DMARC1; p=none", "v=spf1 ~all", "SPF", FAIL, "example.com: v=spf1 ~all lets no server send: every message fails SPF"),
+    ("v=DMARC1; p=none", "v=spf1 redirect=_spf.relay.example.net", "SPF", OK,
+     "example.com: v=spf1 redirect=_spf.relay.example.net"),
 ])
-def test_a_dmarc_record_receivers_ignore_is_not_ok(settings, dns_zone, dmarc, spf, name, status, detail):
-    """doctor said OK to a DMARC record receivers ignore."""
+def test_a_dmarc_record_receivers_ignore_or_an_spf_record_nobody_passes_is_not_ok(settings, dns_zone, dmarc, spf, name, status, detail):
+    """doctor said OK to a DMARC record receivers ignore and to an SPF record every message fails."""
     smtp = settings.model_copy(update={"transport": "smtp"})
     dns_zone.txt["_dmarc.example.com"] = [dmarc]
     dns_zone.txt["example.com"] = [spf]
     [check] = [c for c in check_sender_auth(smtp, resolver=dns_zone.resolver()) if c.name == name]
     assert (check.status, check.detail) == (status, detail)
     assert check.hint or status == OK
+
+
+def test_ses_include_with_an_explicit_pass_qualifier_counts(settings, ses, dns_zone):
+    client, stub = ses
+    stub.add_response("get_email_identity", identity(), {"EmailIdentity": "example.com"})
+    dns_zone.txt["bounce.example.com"] = ["v=spf1 +include:amazonses.com -all"]
+    checks = statuses(check_sender_auth(settings, client=client, resolver=dns_zone.resolver()))
+    assert checks["SPF"] == (OK, "bounce.example.com: v=spf1 +include:amazonses.com -all")
 
 
 def test_a_dns_failure_is_a_warning_never_a_failure(settings, dns_zone):
