@@ -28,7 +28,8 @@ MAX_LISTED = 20
 
 
 def summary_subject(report: RunReport, day: str) -> str:
-    problems = " - NEEDS ATTENTION" if report.fatal_error or report.unknown or report.failed or report.paused else ""
+    problems = (" - NEEDS ATTENTION" if report.fatal_error or report.unknown or report.failed or report.paused
+                or report.template_errors else "")
     return (f"email-automation {day}: sent {report.sent}, failed {report.failed}, "
             f"unknown {report.unknown}, {report.remaining_today} left today{problems}")
 
@@ -45,11 +46,16 @@ def summary_text(report: RunReport, *, day: str, host: str, workdir: str) -> str
         f"Skipped:   {report.skipped}",
         f"Remaining today: {report.remaining_today}",
     ]
+    if report.window:  # cron.log's "Nothing sent: outside the send window (...)"
+        lines += ["", f"Nothing sent: {report.window.removesuffix(': nothing sent now')}."]
     if report.recovered:
         lines.append(f"Left mid-send by an interrupted earlier run (now unknown): {report.recovered}")
     if report.paused:
         lines += ["", "Paused by the circuit breaker (bounce or complaint rate too high):",
                   *(f"  {line}" for line in report.paused)]
+    if report.template_errors:  # the run's exit code 2: these campaigns sent nothing, their recipients wait
+        lines += ["", "Held back by a template error (their recipients stay pending; fix the template with "
+                  "`email-automation template set`):", *(f"  {problem}" for problem in report.template_errors)]
     if report.fatal_error:
         lines += ["", f"The run stopped early: {report.fatal_error}",
                   "Run `email-automation doctor` on the server to find the cause."]

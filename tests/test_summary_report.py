@@ -85,3 +85,22 @@ def test_a_circuit_breaker_pause_is_in_the_summary_and_its_subject(reporting):
     [message] = transport.delivered
     assert message["Subject"].endswith(" - NEEDS ATTENTION")
     assert f"Paused by the circuit breaker (bounce or complaint rate too high):\n  {paused}\n" in message.get_content()
+
+
+def test_a_campaign_held_back_by_a_template_error_is_in_the_summary_and_its_subject(reporting):
+    """The run exited 2 with an Error: line per held-back campaign; the mail said 'sent 0' and nothing else."""
+    problem = ("campaign 'banks': recipient ada@example.com: HTML body template line 3: 'role' is undefined "
+               "(no such variable or CSV column)")
+    transport = ScriptedTransport()
+    send_summary(reporting, RunReport(sent=0, remaining_today=80, template_errors=[problem]), transport, now=NOW)
+    [message] = transport.delivered
+    assert message["Subject"].endswith(" - NEEDS ATTENTION")
+    assert f"Held back by a template error (their recipients stay pending; fix the template with " \
+           f"`email-automation template set`):\n  {problem}\n" in message.get_content()
+
+
+def test_a_run_outside_the_send_window_says_so(reporting):
+    transport = ScriptedTransport()
+    window = "outside the send window (sat is not one of SEND_DAYS): nothing sent now"
+    send_summary(reporting, RunReport(remaining_today=80, window=window), transport, now=NOW)
+    assert "\nNothing sent: outside the send window (sat is not one of SEND_DAYS).\n" in transport.delivered[0].get_content()
