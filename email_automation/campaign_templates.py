@@ -52,7 +52,7 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Seq
     if settings is not None:
         stored = conn.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
         _render_first_recipient(conn, campaign, None, settings, stored, subjects=subjects, html=html, text=text)
-    files = _campaign_files(attach, settings) if attach else None
+    files = _campaign_files(conn, campaign, attach, settings) if attach else None
     with transaction(conn):  # all or nothing
         ensure_campaign(conn, campaign)
         if attach is not None:
@@ -177,13 +177,26 @@ def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | N
                        campaign=campaign, columns=columns)
 
 
-def _campaign_files(attach: Sequence[str | Path], settings: Any) -> str:
-    """The JSON list to store for `attach`, checked as a run will check it."""
+def _campaign_files(conn: sqlite3.Connection, campaign: str, attach: Sequence[str | Path], settings: Any) -> str:
+    """The JSON list to store for `attach`, checked as a run will check it: alone, and with the own
+    files of each recipient who may still be mailed, as an import checks a row against the
+    campaign's files (else every such message would be refused at send time)."""
     stored = attachments.campaign_files(attach)
     limit = getattr(settings, "max_message_bytes", attachments.DEFAULT_MAX_MESSAGE_BYTES)
-    total = attachments.encoded_total(attachments.stored_paths(stored))
+    paths = attachments.stored_paths(stored)
+    total = attachments.encoded_total(paths)
     if total > limit:
         raise attachments.AttachmentError(attachments.too_big(total, limit))
+    sizes: dict[str, int] = {}
+    for email, own in conn.execute(
+            "SELECT r.email, r.attachments FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+            " WHERE c.name = ? AND r.attachments IS NOT NULL AND (r.status IN ('pending', 'failed')"
+            " OR (r.status = 'sent' AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id"
+            " AND s.step > r.step))) ORDER BY r.id", (campaign,)):
+        extra = [p for p in attachments.stored_paths(own) if p not in paths]  # a file named by both is sent once
+        mine = total + sum(sizes.setdefault(p, attachments.encoded_total([p])) for p in extra)
+        if mine > limit:
+            raise attachments.AttachmentError(f"with {email}'s own files, {attachments.too_big(mine, limit)}")
     return stored
 
 

@@ -194,6 +194,24 @@ def test_template_set_attach_checks_stores_and_shows_the_campaign_files(tmp_path
     assert "--- attachments ---\n(none)" in cli("template", "show", "--db", db).stdout
 
 
+def test_template_set_attach_refuses_files_that_make_a_waiting_recipients_message_too_big(tmp_path, folder, monkeypatch):
+    """It said "updated", and the next run failed every recipient whose own CV no longer fit."""
+    db = db_env(tmp_path)
+    monkeypatch.setenv("MAX_MESSAGE_BYTES", "65536")
+    (folder / "cv.pdf").write_bytes(b"x" * 30000)
+    (folder / "portfolio.pdf").write_bytes(b"y" * 30000)
+    csv = write_csv(folder / "people.csv", [("ada@example.org", "Ada", "cv.pdf"), ("bob@example.org", "Bob", "")])
+    assert cli("import", str(csv), "--db", db).exit_code == 0
+
+    result = cli("template", "set", "--db", db, "--attach", str(folder / "portfolio.pdf"))
+
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: with ada@example.org's own files, the attachments make the message 0.1 MB, more "
+                             "than MAX_MESSAGE_BYTES (65,536 bytes); send a smaller file or a link\n")
+    assert sqlite3.connect(db).execute("SELECT attachments FROM campaigns").fetchone()[0] is None
+    assert cli("template", "set", "--db", db, "--attach", str(folder / "cv.pdf")).exit_code == 0  # sent once
+
+
 # --- end to end -------------------------------------------------------------------------------
 
 def _prepare(tmp_path, folder, db):
