@@ -126,11 +126,13 @@ def too_big(total: int, limit: int) -> str:
 class CellChecker:
     """Checks `attachments` cells of one import against one folder, each file looked at once.
 
-    `extra` is the encoded size of the campaign's own attachments, which every message carries too.
+    `extra` is the encoded size of the campaign's own attachments, which every message carries too;
+    `shared` their paths: a file named by both, or twice in a cell, is sent (and counted) once.
     """
 
-    def __init__(self, base: Path, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, extra: int = 0) -> None:
-        self.base, self.max_bytes, self.extra = base, max_bytes, extra
+    def __init__(self, base: Path, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, extra: int = 0,
+                 shared: Iterable[str] = ()) -> None:
+        self.base, self.max_bytes, self.extra, self.shared = base, max_bytes, extra, frozenset(shared)
         self._sizes: dict[str, int | AttachmentError] = {}
 
     def __call__(self, cell: str) -> str | None:
@@ -145,7 +147,9 @@ class CellChecker:
         paths, total = [], self.extra
         for name in names:
             path = resolve(name, self.base)
-            total += encoded_size(self._size(path))
+            size = encoded_size(self._size(path))
+            if str(path) not in self.shared and str(path) not in paths:  # as `for_recipient` sends them
+                total += size
             paths.append(str(path))
         if total > self.max_bytes:
             raise AttachmentError(too_big(total, self.max_bytes))

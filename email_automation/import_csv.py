@@ -575,8 +575,9 @@ def import_csv(
     own = conn.execute("SELECT attachments FROM campaigns WHERE name = ?", (campaign,)).fetchone()
     names = frozenset(row[0] for row in conn.execute(
         "SELECT t.name FROM templates t JOIN campaigns c ON c.id = t.campaign_id WHERE c.name = ?", (campaign,)))
+    shared = attachments.stored_paths(own[0] if own else None)
     files = attachments.CellChecker(Path(attachments_dir) if attachments_dir else path.parent, max_bytes=max_message_bytes,
-                                    extra=attachments.encoded_total(attachments.stored_paths(own[0] if own else None)))
+                                    extra=attachments.encoded_total(shared), shared=shared)
     with imports.import_lock(conn) as held:
         if not held:
             raise imports.ImportBusyError(

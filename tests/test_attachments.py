@@ -174,6 +174,19 @@ def test_attachments_dir_and_max_message_bytes_apply_at_import(tmp_path, folder,
             "(65,536 bytes); send a smaller file or a link") in result.stdout
 
 
+def test_a_file_named_twice_or_also_by_the_campaign_counts_once_toward_the_size(tmp_path, folder, monkeypatch):
+    """The row was rejected as too big although the message, which carries each file once, fit."""
+    db = db_env(tmp_path)
+    monkeypatch.setenv("MAX_MESSAGE_BYTES", "65536")
+    (folder / "cv.pdf").write_bytes(b"x" * 30000)
+    assert cli("template", "set", "--db", db, "--attach", str(folder / "cv.pdf")).exit_code == 0
+    csv = write_csv(folder / "people.csv", [("ada@example.org", "Ada", "cv.pdf;cv.pdf"), ("bob@example.org", "Bob", "cv.pdf")])
+
+    result = cli("import", str(csv), "--db", db)
+
+    assert "2 added" in result.stdout and "invalid" not in result.stdout.replace("0 invalid", ""), result.stdout
+
+
 # --- template set --attach --------------------------------------------------------------------
 
 def test_template_set_attach_checks_stores_and_shows_the_campaign_files(tmp_path, folder):
