@@ -71,6 +71,9 @@ def backup_database(
         raise BackupTargetError(f"{target}: already exists; choose another name or folder")
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
+        # Made here, not by SQLite: a folder that cannot be written is then the OSError below (bad
+        # input, naming the cause), not SQLite's "unable to open database file" (exit 1).
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         _copy(src, partial, pages=pages, step_sleep=step_sleep, max_restarts=max_restarts)
         _verify(partial)
         return _publish(partial, target, numbered=in_folder)

@@ -188,3 +188,11 @@ def test_backup_json(big_db, tmp_path):
     again = runner.invoke(app, ["backup", str(tmp_path / "b.db"), "--db", str(big_db), "--json"])
     assert again.exit_code == 2  # bad input: the README's exit codes
     assert json.loads(again.stdout) == {"error": f"{tmp_path / 'b.db'}: already exists; choose another name or folder"}
+
+
+def test_a_destination_that_cannot_be_written_is_bad_input_naming_why(big_db):
+    """It said "backup to /proc/b.db failed: unable to open database file", exit 1 (SQLite's words)."""
+    result = runner.invoke(app, ["backup", "/proc/b.db", "--db", str(big_db)])
+    assert result.exit_code == 2  # bad input: a folder that cannot be written (README, exit codes)
+    assert result.stderr.startswith("Error: /proc/b.db: cannot write the backup: ")
+    assert "unable to open database file" not in result.stderr
