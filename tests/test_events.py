@@ -477,6 +477,28 @@ def test_cli_events_reads_the_setting_and_prints_counts(db, settings, server_que
     ]
 
 
+def test_cli_events_says_each_warning_once(db, settings, moto_url, tmp_path):
+    """A terminal showed each delivery-delay warning twice: in the report, and again on stderr
+    through Python's last-resort log handler (the command configures no log output of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    client = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_url)
+    url = client.create_queue(QueueName="cli-warning-once")["QueueUrl"]
+    delay = sample("event-delivery-delay", to="nia@example.com")
+    delay["deliveryDelay"]["delayType"] = "MailboxFull"
+    client.send_message(QueueUrl=url, MessageBody=json.dumps(delay))
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "DB_PATH": str(settings.db_path)}
+    result = subprocess.run([sys.executable, "-m", "email_automation", "events", "--queue-url", url, "--wait", "0"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "1 delivery delay warning(s)" in result.stdout
+    assert "warning: delivery to nia@example.com delayed: MailboxFull" in result.stdout
+    assert result.stderr == ""
+
+
 def test_cli_events_without_a_queue_names_the_setting(db, settings):
     result = cli("events", "--db", str(settings.db_path))
     assert result.exit_code == 2 and result.stdout == ""

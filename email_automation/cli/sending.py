@@ -150,6 +150,15 @@ def run_summary(report, outbox: Path | None) -> str:
             f"unknown {report.unknown}; {report.remaining_today} left today.")
 
 
+def _quiet_library_log() -> None:
+    """For a command that prints what the library's warnings say in its own report: without a
+    handler, Python's last-resort one would print each of them a second time on stderr
+    (https://docs.python.org/3/library/logging.html#logging.lastResort)."""
+    logger = logging.getLogger("email_automation")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
 def _log_lines_to(stream) -> None:
     """Plain `time email status id` lines, readable in cron.log."""
     from .. import logs
@@ -263,6 +272,7 @@ def events(
     from ..database import utc_now
 
     settings = settings_for(db)
+    _quiet_library_log()
     url = event_queue.check_queue_url(queue_url or settings.ses_events_queue_url)
     wait = event_queue.DEFAULT_WAIT_SECONDS if wait is None else wait
     report = event_queue.drain_queue(settings, open_database(settings), now=utc_now, queue_url=url, wait_seconds=wait)
