@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import applications, bounces
+from . import applications, bounces, ledger
 from .database import iso, transaction
-from .mail_classify import Classification, SentRef
+from .mail_classify import Classification, SentRef, normalize_subject
 
 SOURCE = "inbox"  # suppressions.source and admin_log.actor of everything done here
 _SENT_STATUSES = "('sent', 'unknown')"  # attempts that may have reached someone who can answer
@@ -128,6 +128,38 @@ def _shown(found: Classification) -> tuple[str | None, str | None, str | None]:
 
 
 def _apply(conn: sqlite3.Connection, found: Classification, now: datetime) -> list[str]:
+    return [line for ref in _answered(found) if (line := _settle_unknown(conn, ref, found, now))] + _act(conn, found, now)
+
+
+def _answered(found: Classification) -> list[SentRef]:
+    """The sends this message shows to have reached someone (or their server)."""
+    if found.kind == "bounce":
+        return [b.sent for b in found.bounces]
+    return [found.sent] if found.sent is not None else []
+
+
+def _settle_unknown(conn: sqlite3.Connection, ref: SentRef, found: Classification, now: datetime) -> str | None:
+    """A send whose outcome was unknown and that this message answers went out: settled as sent,
+    so it no longer waits for a person's decision. Only when no other send to the address could be
+    the one answered: a send of the same subject (a follow-up's is its first message's), or any
+    when the match was by address alone (an auto-reply, a bounce report)."""
+    row = conn.execute("SELECT subject FROM send_log WHERE id = ? AND status = 'unknown'", (ref.log_id,)).fetchone()
+    if row is None:
+        return None
+    subject = normalize_subject(row[0] or "")
+    by_subject = subject == normalize_subject(found.subject)
+    others = conn.execute(
+        "SELECT l.subject FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+        f" WHERE r.email = ? AND l.id != ? AND l.status IN {_SENT_STATUSES}", (ref.email, ref.log_id)).fetchall()
+    if any(not by_subject or normalize_subject(other or "") == subject for (other,) in others):
+        return None
+    what = {"bounce": "a delivery report", "auto_reply": "an automatic reply", "unsubscribe": "an unsubscribe request"}
+    why = f"{what.get(found.kind, 'a reply')} answered it"
+    ledger.settle_answered(conn, ref.log_id, why=why, actor=SOURCE, now=now)
+    return f"{ref.email}: the send whose outcome was unknown went out ({why}): settled as sent"
+
+
+def _act(conn: sqlite3.Connection, found: Classification, now: datetime) -> list[str]:
     if found.kind == "reply":
         changed = applications.record_reply(conn, found.sent.recipient_id, now=now, note=f"reply: {found.subject}"[:300])
         return [f"{found.sent.email} replied" + ("" if changed else " (status kept)") + f": {found.subject}"]

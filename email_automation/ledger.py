@@ -435,6 +435,23 @@ def resolve_by_hand(conn: sqlite3.Connection, recipient_ids: list[int], outcome:
         )
 
 
+def settle_answered(conn: sqlite3.Connection, log_id: int, *, why: str, actor: str, now: datetime) -> bool:
+    """An `unknown` attempt that someone answered (a reply, an auto-reply, a bounce report) went
+    out: settle it as sent, as of when it was attempted (call inside a transaction). The safe
+    direction: a message counted sent is never sent again. False if it was not `unknown`."""
+    row = conn.execute("SELECT l.recipient_id, l.attempted_at, r.email FROM send_log l JOIN recipients r"
+                       " ON r.id = l.recipient_id WHERE l.id = ? AND l.status = 'unknown'", (log_id,)).fetchone()
+    if row is None:
+        return False
+    note = f"resolved as sent by {actor}: {why}"
+    conn.execute("UPDATE send_log SET status = 'sent', resolution = 'sent', error = COALESCE(error, '') || ?,"
+                 " finished_at = COALESCE(finished_at, ?) WHERE id = ?", (f" [{note}]", iso(now), log_id))
+    conn.execute("UPDATE recipients SET status = 'sent', sent_at = ?, last_error = ?, updated_at = ?"
+                 " WHERE id = ? AND status = 'unknown'", (row["attempted_at"], note, iso(now), row["recipient_id"]))
+    audit(conn, actor, "resolve-sent", row["email"], note, now)
+    return True
+
+
 @dataclass
 class Settled:
     """What `settle_from_events` did: attempts settled, and one line per change for a person."""

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from email_automation import inbox
 from email_automation.cli import app
 from email_automation.config import load_settings
+from email_automation.database import iso
 from email_automation.inbox_store import read_mark
 from tests.imap_server import dovecot  # noqa: F401 - the session fixture
 from tests.mail_corpus import EXPECTED, load, seed_sends
@@ -92,6 +93,43 @@ def test_our_own_follow_up_in_the_folder_read_is_not_taken_for_the_recipients_re
     box.append(follow_up, forward)
     assert _read(db, settings, box, sender_email="jane@example.com").as_dict() == ZERO | {"ignored": 2}
     assert db.execute("SELECT count(*) FROM recipients WHERE application_status != 'none'").fetchone()[0] == 0
+
+
+def test_an_answer_to_a_send_of_unknown_outcome_settles_it_as_sent(dovecot, db, settings):  # noqa: F811
+    """A send that timed out waits for a person's decision; a reply to it, or a bounce report
+    about it, shows it went out. Not when another send of the same subject may be the one answered."""
+    from email_automation import ledger
+    from email_automation.errors import AmbiguousSendError
+    from tests.mail_corpus import add_recipient, subject_for
+
+    def timed_out(email, company, step=1):
+        rid = db.execute("SELECT id FROM recipients WHERE email = ?", (email,)).fetchone()
+        rid = rid[0] if rid else add_recipient(db, email, company, WHEN)
+        claim = ledger.claim(db, rid, now=WHEN, tz=timezone.utc, daily_limit=100, subject=subject_for(company)
+                             if step == 1 else "Re: " + subject_for(company), transport="ses", step=step)
+        ledger.record_failure(db, claim, AmbiguousSendError("timed out"), now=WHEN, max_attempts=3)
+
+    timed_out("ivan@newco.example", "Newco")
+    timed_out("gone@stark.example", "Stark")
+    seed_sends(db, WHEN, [("judy@umbrella.example", "Umbrella", "<outreach-judy@example.com>")])
+    timed_out("judy@umbrella.example", "Umbrella", step=2)  # her follow-up: "Re: " + the same subject
+    box = dovecot.mailbox()
+    ses_id = "<0100018f-9999-8888-7777-666655554444-000000@email.amazonses.com>"  # SES's, never learnt
+    for who, company in (("ivan@newco.example", "Newco"), ("judy@umbrella.example", "Umbrella")):
+        box.append((f"From: {who}\r\nTo: jane@example.com\r\nSubject: Re: {subject_for(company)}\r\n"
+                    f"Message-ID: <answer-{company}@example.net>\r\nIn-Reply-To: {ses_id}\r\n"
+                    "Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\nHappy to talk.\r\n").encode())
+    box.append(load("postfix_bounce.eml"))
+    assert _read(db, settings, box).as_dict() == ZERO | {"replies": 2, "bounces": 1}
+    assert dict(db.execute("SELECT email, status FROM recipients")) == {
+        "ivan@newco.example": "sent", "gone@stark.example": "sent", "judy@umbrella.example": "unknown"}
+    assert [r[0] for r in db.execute("SELECT email FROM suppressions")] == ["gone@stark.example"]
+    assert dict(db.execute("SELECT r.email, l.status FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+                           " WHERE l.step = 1")) == {
+        "ivan@newco.example": "sent", "gone@stark.example": "sent", "judy@umbrella.example": "sent"}
+    assert db.execute("SELECT sent_at FROM recipients WHERE email = 'ivan@newco.example'").fetchone()[0] == iso(WHEN)
+    assert {r[0] for r in db.execute("SELECT detail FROM admin_log WHERE action = 'resolve-sent'")} == {
+        "resolved as sent by inbox: a reply answered it", "resolved as sent by inbox: a delivery report answered it"}
 
 
 def test_a_uidvalidity_reset_rereads_the_folder_without_counting_twice(db, settings, box):
