@@ -24,6 +24,7 @@ from . import unsubscribe
 from .config import Settings, load_settings
 from .database import connect, folder_problem
 from .errors import ConfigError
+from .transports.aws import error_message, one_line
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -315,10 +316,10 @@ def check_events_queue(settings: Settings, *, client: Any = None) -> Check:
     except ClientError as err:
         if _code(err) in _DENIED:
             return _ses_call_failed(name, "sqs:GetQueueAttributes", err)
-        return Check(name, FAIL, f"SQS error {_code(err)}: {err.response.get('Error', {}).get('Message', '')}",
+        return Check(name, FAIL, f"SQS error {_code(err)}: {error_message(err)}",
                      "check SES_EVENTS_QUEUE_URL (copy it from the SQS console) and AWS_REGION")
     except BotoCoreError as err:
-        return Check(name, FAIL, f"cannot reach SQS: {err}", "check the network and AWS_REGION")
+        return Check(name, FAIL, f"cannot reach SQS: {one_line(err)}", "check the network and AWS_REGION")
     waiting = attributes.get("Attributes", {}).get("ApproximateNumberOfMessages", "?")
     if not settings.ses_configuration_set:
         return Check(name, WARN, f"readable ({waiting} waiting), but SES_CONFIGURATION_SET is empty: "
@@ -429,7 +430,7 @@ def _code(err: ClientError) -> str:
 
 
 def _ses_call_failed(name: str, action: str, err: ClientError) -> Check:
-    message = err.response.get("Error", {}).get("Message", "")
+    message = error_message(err)
     if _code(err) in _DENIED:
         return Check(name, FAIL, f"{action} denied: {message}", f"allow {action} in the role's policy ({IAM_POLICY})")
     return Check(name, FAIL, f"SES error {_code(err)}: {message}",
@@ -437,7 +438,7 @@ def _ses_call_failed(name: str, action: str, err: ClientError) -> Check:
 
 
 def _unreachable(name: str, region: str, err: Exception) -> Check:
-    return Check(name, FAIL, f"cannot reach SES in {region}: {err}",
+    return Check(name, FAIL, f"cannot reach SES in {region}: {one_line(err)}",
                  "check AWS_REGION and that the instance can reach the internet (security group, NAT)")
 
 

@@ -64,7 +64,7 @@ def poll_queue(
 def _receive(client: Any, queue_url: str, count: int, wait_seconds: int) -> list[dict]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .transports.aws import BoundedClient
+    from .transports.aws import BoundedClient, error_message, one_line
 
     try:
         response = BoundedClient(client, wait_seconds + CALL_SECONDS).receive_message(
@@ -73,9 +73,9 @@ def _receive(client: Any, queue_url: str, count: int, wait_seconds: int) -> list
         code = err.response.get("Error", {}).get("Code", "")
         hint = _QUEUE_HINTS.get(code, "")
         raise EventQueueError(f"{queue_url}: SQS refused to hand out messages ({code}: "
-                              f"{err.response.get('Error', {}).get('Message', '')}){hint}") from err
+                              f"{error_message(err)}){hint}") from err
     except BotoCoreError as err:
-        raise EventQueueError(f"{queue_url}: cannot reach SQS: {err}") from err
+        raise EventQueueError(f"{queue_url}: cannot reach SQS: {one_line(err)}") from err
     return response.get("Messages", [])
 
 
@@ -91,7 +91,7 @@ def _delete(client: Any, queue_url: str, messages: list[dict], report: EventRepo
     """Delete applied messages; one that stays comes back later and is skipped as a duplicate."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .transports.aws import BoundedClient
+    from .transports.aws import BoundedClient, error_message, one_line
 
     bounded = BoundedClient(client, CALL_SECONDS)
     for start in range(0, len(messages), _SQS_BATCH):
@@ -101,7 +101,7 @@ def _delete(client: Any, queue_url: str, messages: list[dict], report: EventRepo
             failures = bounded.delete_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
             problem = (failures[0].get("Message") or failures[0].get("Code")) if failures else ""
         except (ClientError, BotoCoreError) as err:
-            failures, problem = entries, str(err)
+            failures, problem = entries, one_line(err)
         if failures:
             report.not_deleted += len(failures)
             report.notes.append(f"{len(failures)} applied message(s) could not be deleted from the queue "

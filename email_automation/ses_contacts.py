@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .bounces import suppress_in_transaction
 from .database import transaction
+from .transports.aws import one_line
 
 log = logging.getLogger("email_automation.ses")
 
@@ -95,7 +96,7 @@ class ContactList:
     def _give_up(self, call: str, err: Exception) -> None:
         self.usable = False
         log.warning("SES contact list %s not checked (%s: %s); SES itself still refuses unsubscribed contacts",
-                    self.name, call, err)
+                    self.name, call, one_line(err))
         return None
 
 

@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .addresses import lookup_form
 from .bounces import suppress_in_transaction
 from .database import iso, transaction
+from .transports.aws import error_message, one_line
 
 log = logging.getLogger("email_automation.ses")
 
@@ -161,5 +162,5 @@ def push(conn: sqlite3.Connection, client: Any, *, now: datetime) -> int:
 def _describe(err: Exception) -> str:
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return f"{type(err).__name__}: {err}"
+        return f"{error.get('Code')}: {error_message(err)}"
+    return f"{type(err).__name__}: {one_line(err)}"

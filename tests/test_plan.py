@@ -7,6 +7,7 @@ endpoint that cannot tell. The quotas themselves come from botocore's Stubber.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -125,6 +126,44 @@ def test_run_plan_gives_up_on_get_account_at_the_send_timeout(fifteen):
     data = json.loads(result.stdout)
     assert data["ses_quota"]["problem"] == "SES account quota not read (CallTimedOut: no complete answer from sesv2 within 0.5 s)"
     assert len(data["send"]) == 15
+
+
+NGINX_404 = (b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n<center><h1>404 Not Found</h1>"
+             b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+
+
+@pytest.fixture
+def web_server():
+    """A web server where AWS_ENDPOINT_URL should have named SES: every request is a 404 page."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(NGINX_404)))
+            self.end_headers()
+            self.wfile.write(NGINX_404)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_html_error_page_from_the_endpoint_is_one_line_in_the_plan(fifteen, web_server):
+    """botocore passes a 4xx's HTML body on as the error's message: it went into the plan and the
+    run's log as a page of markup over nine lines."""
+    lines = cli("run", "--plan", "--db", "x.db", env={**SES_ENV, "AWS_ENDPOINT_URL": web_server}).stdout.splitlines()
+    assert lines[1] == ("  SES account quota not read (ClientError: An error occurred (404) when calling the GetAccount "
+                        "operation (reached max retries: 0): 404 Not Found 404 Not Found nginx): the run asks again before it sends.")
+    assert lines[2] == "  step 1: 15"
 
 
 def test_a_dry_run_plan_asks_ses_nothing(fifteen, get_account):

@@ -5,11 +5,32 @@ Shared by the SES transport, the events queue and `doctor`, so no AWS call can h
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .deadline import DeadlineExceeded, call_with_deadline
+
+
+_HTML = re.compile(r"<\s*(!doctype|html|head|body|title|h1|center|pre)\b", re.IGNORECASE)
+_TAG = re.compile(r"<[^<>]*>")
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """An AWS error's text as one line for the log and the terminal. A wrong AWS_ENDPOINT_URL or a
+    proxy can answer a 4xx with a whole HTML page, which botocore passes on as the error's message;
+    its tags go (an address such as `<a@b.example>` in SES's own messages stays), then the line breaks."""
+    text = str(text)
+    if _HTML.search(text):
+        text = _TAG.sub(" ", text)
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+def error_message(err: ClientError) -> str:
+    """A ClientError's own message (the `Message` of its `Error`), as one line."""
+    return one_line(err.response.get("Error", {}).get("Message", ""))
 
 
 class CallTimedOut(BotoCoreError):

@@ -47,7 +47,7 @@ from ..errors import (
     TransientSendError,
 )
 from ..wire import WireMessage, as_wire
-from .aws import BoundedClient, CallTimedOut
+from .aws import BoundedClient, CallTimedOut, one_line
 
 log = logging.getLogger("email_automation.ses")
 
@@ -213,7 +213,7 @@ class SesTransport:
         try:
             account = self._bounded.get_account()
         except (NotImplementedError, ClientError, BotoCoreError) as err:
-            raise QuotaUnknownError(f"SES account quota not read ({type(err).__name__}: {err})") from err
+            raise QuotaUnknownError(f"SES account quota not read ({type(err).__name__}: {one_line(err)})") from err
         if not account.get("SendingEnabled", True) or account.get("EnforcementStatus") == "SHUTDOWN":
             raise FatalSendError(
                 f"SES says this account may not send (SendingEnabled={account.get('SendingEnabled')}, "
@@ -258,27 +258,27 @@ def classify_ses_error(err: Exception, *, sender: str, region: str) -> SendError
         return _classify_client_error(err, sender=sender, region=region)
     name = type(err).__name__
     if isinstance(err, (EndpointConnectionError, ConnectTimeoutError)):
-        return TransientSendError(f"could not connect to SES (connection never opened): {err}", code=name,
+        return TransientSendError(f"could not connect to SES (connection never opened): {one_line(err)}", code=name,
                                   before_recipient=True)
     if isinstance(err, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
         return FatalSendError(
-            f"no usable AWS credentials ({err}): attach an instance role to the EC2 machine, or set "
+            f"no usable AWS credentials ({one_line(err)}): attach an instance role to the EC2 machine, or set "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY", code=name)
     if isinstance(err, NoRegionError):
         return FatalSendError("no AWS region configured: set AWS_REGION (e.g. us-east-1)", code=name)
     if isinstance(err, ParamValidationError):
         # Rejected by botocore before anything left the machine.
-        return PermanentSendError(f"SES request is invalid: {err}", code=name)
+        return PermanentSendError(f"SES request is invalid: {one_line(err)}", code=name)
     # ReadTimeoutError, ConnectionClosedError, other connection errors after the request left.
     return AmbiguousSendError(
-        f"no answer from SES ({name}: {err}); the message may have been accepted, so it is not "
+        f"no answer from SES ({name}: {one_line(err)}); the message may have been accepted, so it is not "
         "resent automatically", code=name)
 
 
 def _classify_client_error(err: ClientError, *, sender: str, region: str) -> SendError:
     error = err.response.get("Error", {})
     code = str(error.get("Code", ""))
-    text = str(error.get("Message", ""))
+    text = one_line(error.get("Message", ""), limit=1000)  # the identities SES lists are parsed from it
     status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
     detail = f"(SES {code}: {text})" if text else f"(SES {code})"
     if code in _THROTTLING or status == 429:
