@@ -67,13 +67,14 @@ def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, no
 
 
 def record_reply(conn: sqlite3.Connection, recipient_id: int, *, now: datetime, note: str) -> bool:
-    """The watcher saw a reply: `none` becomes `replied`, unless a person set the status by hand.
+    """The watcher saw a reply: `none` becomes `replied`; any other status, by hand or not, stays.
 
-    Runs inside the caller's transaction (the inbox read commits it with the message's mark).
+    `none` set by hand too: it undoes a reply read by mistake (that message is never read again),
+    and a reply that comes later must still stop the follow-ups. Runs inside the caller's
+    transaction (the inbox read commits it with the message's mark).
     """
-    row = conn.execute("SELECT application_status, application_source FROM recipients WHERE id = ?",
-                       (recipient_id,)).fetchone()
-    if row is None or row[0] != "none" or row[1] == "manual":
+    row = conn.execute("SELECT application_status FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
+    if row is None or row[0] != "none":
         return False
     _change(conn, recipient_id, "replied", note, "inbox", now)
     return True

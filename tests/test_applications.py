@@ -89,6 +89,18 @@ def test_the_watcher_never_overwrites_a_status_set_by_hand(db, clock):
     assert tuple(row) == ("not_interested", "said no on the phone", "manual")
 
 
+def test_a_reply_after_a_status_set_back_to_none_by_hand_still_counts(db, settings, clock):
+    """`mark EMAIL none` undoes a reply read by mistake; it kept the watcher from ever seeing a
+    real one later, so the follow-ups went on to someone who had answered."""
+    ids = seed_sends(db, clock(), ACME_SENT)
+    applications.record_reply(db, ids["bob@acme.example"], now=clock(), note="an auto-reply taken for one")
+    result = _cli("mark", "bob@acme.example", "none", "--db", str(settings.db_path))
+    assert result.stdout.splitlines()[1].startswith("Messages to this address may go out again, follow-ups included")
+    assert applications.record_reply(db, ids["bob@acme.example"], now=clock() + timedelta(days=2), note="r") is True
+    assert db.execute("SELECT application_status, application_source FROM recipients WHERE email = 'bob@acme.example'"
+                      ).fetchone()[:] == ("replied", "inbox")
+
+
 def test_mark_keeps_the_history_of_each_change(db, clock):
     seed_sends(db, clock(), ACME_SENT)
     for hours, status in enumerate(["replied", "interview", "offer"]):
