@@ -92,12 +92,21 @@ def build_summary(settings: Settings, report: RunReport, *, now: datetime) -> Em
     return msg
 
 
+def idle(report: RunReport) -> bool:
+    """A run outside the send window that sent, failed, recovered and stopped nothing: with an
+    hourly cron most runs are such, and a summary of each would bury the ones that matter."""
+    return bool(report.window) and not (report.sent or report.failed or report.unknown or report.deferred
+                                        or report.skipped or report.recovered or report.fatal_error
+                                        or report.paused or report.template_errors)
+
+
 def send_summary(settings: Settings, report: RunReport, transport: Transport, *, now: datetime) -> str | None:
     """Mail the summary after a real run; returns the message id, or None when nothing was sent.
 
-    Nothing is sent for a dry run or without REPORT_EMAIL. Never raises: any failure is logged.
+    Nothing is sent for a dry run, without REPORT_EMAIL, or for a run that found the send window
+    closed and did nothing else (`idle`). Never raises: any failure is logged.
     """
-    if report.dry_run or not settings.report_email:
+    if report.dry_run or not settings.report_email or idle(report):
         return None
     try:
         message = build_summary(settings, report, now=now)

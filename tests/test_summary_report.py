@@ -99,8 +99,12 @@ def test_a_campaign_held_back_by_a_template_error_is_in_the_summary_and_its_subj
            f"`email-automation template set`):\n  {problem}\n" in message.get_content()
 
 
-def test_a_run_outside_the_send_window_says_so(reporting):
+def test_a_run_outside_the_send_window_mails_only_what_needs_attention(reporting):
+    """With an hourly cron most runs find the window closed: no summary for those that did
+    nothing; one that found something (a send left by a killed run) says the window was closed."""
     transport = ScriptedTransport()
     window = "outside the send window (sat is not one of SEND_DAYS): nothing sent now"
-    send_summary(reporting, RunReport(remaining_today=80, window=window), transport, now=NOW)
+    assert send_summary(reporting, RunReport(remaining_today=80, window=window), transport, now=NOW) is None
+    assert transport.delivered == []
+    send_summary(reporting, RunReport(remaining_today=80, window=window, recovered=1), transport, now=NOW)
     assert "\nNothing sent: outside the send window (sat is not one of SEND_DAYS).\n" in transport.delivered[0].get_content()
