@@ -251,7 +251,7 @@ def check_warmup(settings: Settings) -> Check | None:
     ramp = suggested_ramp(settings.daily_limit)
     if days >= DOCTOR_NEW_SENDER_DAYS or settings.warmup_schedule or not ramp:
         return None
-    return Check("warm-up", WARN, f"only {days} sending day(s) so far and DAILY_LIMIT={settings.daily_limit} from the "
+    return Check("warm-up", WARN, f"{days} sending day(s) before today and DAILY_LIMIT={settings.daily_limit} from the "
                  "first day: a new domain sending its full volume at once looks like a spammer",
                  f"ramp up over the first days with WARMUP_SCHEDULE={ramp}")
 

@@ -48,6 +48,7 @@ def test_status_shows_todays_capped_limit(settings, db, monkeypatch):
 def test_doctor_suggests_a_ramp_to_a_new_sender(settings, db):
     check = check_warmup(settings)
     assert check.status == "WARN" and check.hint == "ramp up over the first days with WARMUP_SCHEDULE=20,40"
+    assert check.detail.startswith("0 sending day(s) before today and DAILY_LIMIT=80 from the first day")
     assert suggested_ramp(500) == "20,40,80,160,320"
 
 
