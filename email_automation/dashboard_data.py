@@ -179,9 +179,10 @@ class Reports:
             return status_summary(conn, now=self.now(), tz=self.settings.tz, daily_limit=self.settings.daily_limit,
                                   warmup_schedule=self.settings.warmup_schedule)
 
-    def reputation(self, f: LogFilter) -> Reputation:
+    def reputation(self, f: LogFilter, *, sent: int | None = None) -> Reputation:
+        """`sent`: the filter's sent attempts, when the caller has them (`summary(f).sent`)."""
         with self._read() as conn:
-            return reputation(conn, f)
+            return reputation(conn, f, sent=sent)
 
     def event_counts(self, f: LogFilter) -> dict[str, int]:
         with self._read() as conn:
