@@ -194,7 +194,10 @@ def _narrowing_sql(f: LogFilter) -> tuple[list[str], list]:
     SQLite tests the terms an index does not answer in the order written, and a rare status then
     spares most rows the lookup in the recipients' ids; a campaign and an address make one list of
     ids, one lookup a row (a year of 1M sends, a campaign and an address: 330 -> 230 ms)."""
-    clauses, args = (["l.status = ?"], [f.status]) if f.status else ([], [])
+    # A status of the closed set is written as a literal, so that SQLite may take the partial index
+    # of `unknown` sends (https://sqlite.org/partialindex.html#queries_using_partial_indexes).
+    clauses, args = ([], []) if not f.status else (
+        [f"l.status = '{f.status}'"], []) if f.status in LOG_STATUSES else (["l.status = ?"], [f.status])
     of_recipients, recipient_args = _recipient_sql(f)
     if of_recipients:
         clauses.append(_OF_RECIPIENTS.format(of_recipients))
@@ -221,6 +224,12 @@ def address_part(email: str) -> str:
     return lookup_form(email)
 
 
+def _rows_index(f: LogFilter) -> str:
+    """The index the filter's rows are read from: send_log_daily_step, or for the `unknown` status
+    its own partial index, which holds only those few rows (a year: 220 -> 40 ms)."""
+    return "send_log_unknown" if f.status == "unknown" else "send_log_daily_step"
+
+
 def _log_counts(conn: sqlite3.Connection, f: LogFilter) -> list[tuple[str, int, str, int, int, int]]:
     """(batch day, step, status, attempts, lowest id, highest id) of the filter, in that order:
     every figure of the first view comes from these rows, the distinct recipients with their help.
@@ -233,7 +242,7 @@ def _log_counts(conn: sqlite3.Connection, f: LogFilter) -> list[tuple[str, int, 
     where, args = log_filter_sql(f)
     return conn.execute(
         "SELECT l.batch_date, l.step, l.status, count(*), min(l.id), max(l.id) FROM send_log l"
-        f" INDEXED BY send_log_daily_step WHERE {where} GROUP BY l.batch_date, l.step, l.status"
+        f" INDEXED BY {_rows_index(f)} WHERE {where} GROUP BY l.batch_date, l.step, l.status"
         " ORDER BY l.batch_date, l.step, l.status", args,
     ).fetchall()
 
@@ -282,7 +291,7 @@ def _unique_recipients(conn: sqlite3.Connection, f: LogFilter, counted: list[tup
     where, args = log_filter_sql(f)
     recipients = conn.execute("SELECT coalesce(max(id), 0) FROM recipients").fetchone()[0]
     if attempts < ATTEMPTS_PER_RECIPIENT_TO_ASK_EACH * recipients:
-        return conn.execute("SELECT count(DISTINCT l.recipient_id) FROM send_log l INDEXED BY send_log_daily_step"
+        return conn.execute(f"SELECT count(DISTINCT l.recipient_id) FROM send_log l INDEXED BY {_rows_index(f)}"
                             f" WHERE {where} AND l.status != 'dry_run'", args).fetchone()[0]
     of_recipients, recipient_args = _recipient_sql(f)
     status, status_args = (" AND l.status = ?", [f.status]) if f.status else ("", [])
@@ -345,14 +354,14 @@ def log_page(conn: sqlite3.Connection, f: LogFilter, *, tz: tzinfo, limit: int, 
             offset, limit = max(0, matching - offset - limit), min(limit, matching - offset)
             return _page(conn, f, tz, limit, offset, *walk, order=_OLDEST_FIRST)
         if matching < (offset + limit) * total / matching:
-            return _page(conn, f, tz, limit, offset, "", (), "send_log_daily_step")
+            return _page(conn, f, tz, limit, offset, "", (), _rows_index(f))
         return _page(conn, f, tz, limit, offset, *walk)
     if not (f.status or f.campaign or f.email):
         return _page(conn, f, tz, limit, offset, *walk)
     # A narrowed filter walks a bounded number of rows: if they hold the page, it is the page a
     # walk through all of them gives; else the filter is rare in these days, and is sorted.
     page = _page(conn, f, tz, limit, offset, *walk, walk_rows=(offset + limit) * WALK_ROWS_PER_PAGE_ROW)
-    return page if len(page) == limit else _page(conn, f, tz, limit, offset, "", (), "send_log_daily_step")
+    return page if len(page) == limit else _page(conn, f, tz, limit, offset, "", (), _rows_index(f))
 
 
 _OLDEST_FIRST = " ORDER BY l.attempted_at, l.id"

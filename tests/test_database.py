@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,34 @@ def test_an_interruption_just_after_begin_leaves_no_transaction_open(tmp_path):
             pass
     assert conn.in_transaction
     conn.rollback()
+
+
+def test_upgrading_to_17_gives_the_year_long_views_their_indexes_and_the_same_figures(settings, monkeypatch):
+    """Migration 17 widens send_log_daily_step and ses_events_received and adds two event indexes;
+    a database written by version 16 then shows the figures its rows hold."""
+    from email_automation.dashboard_data import Reports
+    from email_automation.reports import LogFilter
+
+    conn = _database_at_version(settings.db_path, 16, monkeypatch)
+    conn.execute("INSERT INTO recipients (campaign_id, email, status, created_at) VALUES"
+                 " (1, 'a@example.com', 'sent', 'x'), (1, 'b@example.com', 'failed', 'x')")
+    for n, (rid, status) in enumerate([(1, "sent"), (1, "sent"), (2, "failed"), (2, "dry_run")]):
+        conn.execute("INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, transport, step)"
+                     " VALUES (?, ?, '2026-11-20', ?, ?, 'ses', ?)",
+                     (rid, f"a{n}", f"2026-11-20T08:00:0{n}.000000Z", status, 1 + n % 2))
+    conn.execute("INSERT INTO ses_events (dedupe_key, kind, email, attempt_id, received_at) VALUES"
+                 " ('k1', 'BOUNCED_PERMANENT', 'a@example.com', 'a1', '2026-11-20T09:00:00.000000Z'),"
+                 " ('k2', 'DELIVERED', 'a@example.com', 'a0', '2026-11-20T09:00:00.000000Z')")
+    conn.close()
+    conn = open_db(settings.db_path)
+    indexes = {row[0]: row[1] for row in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'")}
+    assert "(batch_date, step, status, recipient_id)" in indexes["send_log_daily_step"]
+    assert "(received_at, email)" in indexes["ses_events_received"]
+    assert {"ses_events_bad_news", "ses_events_kind"} <= set(indexes)
+    conn.close()
+    reports, f = Reports(settings.db_path, settings), LogFilter(date(2026, 11, 20), date(2026, 11, 20))
+    summary = reports.summary(f)
+    assert (summary.sent, summary.failed, summary.dry_run, summary.unique_recipients) == (2, 1, 1, 2)
+    assert [(d.sent, d.failed, d.dry_run, d.sent_per_step) for d in summary.days] == [(2, 1, 1, {1: 1, 2: 1})]
+    assert (reports.reputation(f).sent, reports.reputation(f).bounced) == (2, 1)
+    assert reports.event_counts(f) == {"DELIVERED": 1, "BOUNCED_PERMANENT": 1}
