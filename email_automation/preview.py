@@ -6,16 +6,19 @@ import sqlite3
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from .attachments import for_recipient_or_refuse
+from .attachments import AttachmentError, for_recipient_or_refuse
 from .config import Settings
 from .database import get_campaign, utc_now
 from .email_templates import RenderedEmail
-from .errors import NotFoundError
+from .errors import NotFoundError, PermanentSendError
 from .messages import build_message, recipient_name
 from .reports import next_queued
 from .sequences import FIRST_STEP, Thread, render_step, thread_of
 from .template_sets import CampaignTemplates
 
+
+# How a run refuses a recipient for its files (attachments.for_recipient_or_refuse, messages.build_wire).
+_FILE_PROBLEMS = frozenset({"AttachmentError", "MessageTooLarge"})
 
 # The headers `preview` prints, in the message's order.
 SHOWN_HEADERS = ("From", "To", "Reply-To", "Subject", "In-Reply-To", "References")
@@ -44,6 +47,8 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
 
     Raises:
         NotFoundError: no such campaign, recipient or step.
+        AttachmentError: a file of the message is missing, unreadable or makes it too big: bad
+            input to fix (exit code 2), where a run fails only that recipient (PermanentSendError).
     """
     row = get_campaign(conn, campaign)
     if step != FIRST_STEP:
@@ -66,8 +71,13 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
     templates = CampaignTemplates(conn, row)
     if step == FIRST_STEP:
         rendered = templates.render(recipient, settings)
-        message = build_message(rendered, to=recipient["email"], to_name=recipient_name(recipient), settings=settings,
-                                now=utc_now(), attachments=for_recipient_or_refuse(row, recipient))
+        try:
+            message = build_message(rendered, to=recipient["email"], to_name=recipient_name(recipient),
+                                    settings=settings, now=utc_now(), attachments=for_recipient_or_refuse(row, recipient))
+        except PermanentSendError as err:
+            if err.code not in _FILE_PROBLEMS:
+                raise
+            raise AttachmentError(str(err)) from err  # the run's own wording, with the exit code of a file to fix
         return Preview(recipient["email"], rendered, message)
     thread = follow_up_thread(conn, settings, templates, recipient)
     rendered = render_step(conn, recipient, campaign, step, settings, thread, {})

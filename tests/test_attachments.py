@@ -314,3 +314,24 @@ def test_long_and_non_ascii_file_names_round_trip(settings, name):
     assert all(len(line) <= 78 for line in raw.split(b"\r\n") if not line.startswith(b"--"))
     [part] = email.message_from_bytes(raw, policy=email.policy.default).iter_attachments()
     assert (part.get_filename(), part.get_content()) == (name, b"%PDF")
+
+
+@pytest.mark.parametrize("problem", ["missing", "too big"])
+def test_preview_of_a_recipient_whose_file_cannot_be_sent_is_bad_input(tmp_path, folder, monkeypatch, problem):
+    """It exited 1, where the README's exit codes make a file that is not there (or too big) bad input, 2."""
+    db = db_env(tmp_path)
+    _prepare(tmp_path, folder, db)
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    if problem == "missing":
+        (folder / "cv-backend.pdf").unlink()
+        reason = f"cannot attach {folder / 'cv-backend.pdf'}: no such file"
+    else:
+        monkeypatch.setenv("MAX_MESSAGE_BYTES", "65536")
+        (folder / "cv-backend.pdf").write_bytes(CV_BYTES * 8)  # grown since the import
+        reason = "more than MAX_MESSAGE_BYTES (65,536"
+
+    shown = cli("preview", "--db", db, "--email", "ada@example.org")
+
+    assert shown.exit_code == 2
+    assert shown.stderr.startswith("Error: recipient ada@example.org: ") and reason in shown.stderr
+    assert shown.stderr.count("\n") == 1
