@@ -15,6 +15,11 @@ from .email_templates import CampaignTemplate, check_template, subject_variants
 from .errors import NotFoundError, TemplateRenderError
 
 
+# Statuses a person can put back in the queue (retry-failed, unsuppress, resolve --pending), in the
+# order `template remove` names them.
+REQUEUED = ("failed", "skipped", "unknown")
+
+
 def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
     """Every extra CSV column imported into the campaign (empty for a new or empty campaign)."""
     # json_each: https://www.sqlite.org/json1.html#jeach
@@ -114,9 +119,14 @@ def template_names(conn: sqlite3.Connection, campaign: str) -> list[str]:
         (campaign,))]
 
 
-def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> None:
+def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> dict[str, int]:
     """Delete a named template no recipient still waiting to be sent uses, with its versions of
     the follow-up steps (its recipients already sent get the steps' defaults).
+
+    Its recipients that may be queued again (failed ones by `retry-failed`, skipped ones by
+    `unsuppress`, unknown ones by `resolve --pending`) get the campaign's own template: a
+    recipient naming a template the campaign no longer has would hold back its whole campaign at
+    the next run. Returns how many were moved, per status.
 
     Raises:
         NotFoundError: no such template.
@@ -130,9 +140,16 @@ def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> None:
             raise TemplateRenderError(
                 f"template {name!r} of campaign {campaign!r} is used by {waiting} recipient(s) not sent yet: "
                 "it stays; change it with `template add` instead")
+        moved = dict(conn.execute(
+            "SELECT status, count(*) FROM recipients WHERE campaign_id = ? AND template = ?"
+            f" AND status IN ({', '.join('?' * len(REQUEUED))}) GROUP BY status",
+            (row["campaign_id"], name, *REQUEUED)).fetchall())
+        conn.execute(f"UPDATE recipients SET template = NULL WHERE campaign_id = ? AND template = ?"
+                     f" AND status IN ({', '.join('?' * len(REQUEUED))})", (row["campaign_id"], name, *REQUEUED))
         conn.execute("DELETE FROM step_templates WHERE name = ? AND step_id IN"
                      " (SELECT id FROM campaign_steps WHERE campaign_id = ?)", (name, row["campaign_id"]))
         conn.execute("DELETE FROM templates WHERE id = ?", (row["id"],))
+    return {status: moved[status] for status in REQUEUED if status in moved}
 
 
 def check_name(name: str) -> str:

@@ -95,6 +95,27 @@ def test_a_template_in_use_by_waiting_recipients_is_not_removed(db, tmp_path):
                                                     "recipient(s) not sent yet: it stays; change it with `template add` instead\n")
 
 
+def test_removing_a_template_only_failed_recipients_use_gives_them_the_campaigns_own(db, tmp_path, monkeypatch):
+    """Removal was allowed; after retry-failed they were pending with a template that no longer
+    existed, and the next run held back the whole campaign."""
+    add(db, tmp_path, "startup", "Joining {{ company }}?")
+    cli("import", str(write_csv(tmp_path / "p.csv", [("ada@example.org", "Ada", "Acme", "startup"),
+                                                      ("bob@example.org", "Bob", "Bank", "startup"),
+                                                      ("cy@example.org", "Cy", "Corp", "")])), "--db", db)
+    with sqlite3.connect(db) as conn:  # as a run leaves recipients whose server refused them for good
+        conn.execute("UPDATE recipients SET status = 'failed', last_error = 'refused' WHERE template = 'startup'")
+
+    removed = cli("template", "remove", "startup", "--db", db)
+
+    assert (removed.exit_code, removed.stdout) == (0, (
+        "Template 'startup' of campaign 'default' removed; 2 failed recipient(s) that used it get the campaign's "
+        "own template if retried.\n"))
+    assert cli("retry-failed", "--db", db).exit_code == 0
+    received = send_all(db, monkeypatch)
+    assert sorted(received) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+    assert str(received["ada@example.org"]["Subject"]) == str(received["cy@example.org"]["Subject"]).replace("Corp", "Acme")
+
+
 def send_all(db, monkeypatch):
     with SmtpSink() as sink:
         for name, value in sink.run_settings().items():

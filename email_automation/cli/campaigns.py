@@ -135,11 +135,13 @@ def template_remove(
     db: DbOption = None,
     campaign: Annotated[str, typer.Option("--campaign", "-c", help="Campaign of the template.")] = DEFAULT_CAMPAIGN,
 ) -> None:
-    """Remove a named template that no recipient waiting to be sent uses."""
+    """Remove a named template that no recipient waiting to be sent uses (failed ones that used it get the campaign's own)."""
     from ..campaign_templates import remove_template
 
-    remove_template(open_database(settings_for(db)), campaign, name)
-    say(f"Template '{name}' of campaign '{campaign}' removed.")
+    moved = remove_template(open_database(settings_for(db)), campaign, name)
+    who = ", ".join(f"{count} {status}" for status, count in moved.items())
+    say(f"Template '{name}' of campaign '{campaign}' removed"
+        + (f"; {who} recipient(s) that used it get the campaign's own template if retried." if moved else "."))
 def _step_line(step) -> str:
     versions = f", own version for template(s): {', '.join(step.versions)}" if step.versions else ""
     return (f"{step.after_days} business day(s) after step {step.number - 1}, subject: {_subject_line(step.subject)}, "
