@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import attachments
+from . import attachments, template_columns
 from .database import DEFAULT_TEMPLATE, ensure_campaign, get_campaign, iso, transaction, utc_now
 from .email_templates import CampaignTemplate, check_template, subject_variants
 from .errors import NotFoundError, TemplateRenderError
@@ -20,40 +20,29 @@ from .errors import NotFoundError, TemplateRenderError
 REQUEUED = ("failed", "skipped", "unknown")
 
 
-def campaign_columns(conn: sqlite3.Connection, campaign: str) -> set[str]:
-    """Every extra CSV column imported into the campaign (empty for a new or empty campaign)."""
-    # json_each: https://www.sqlite.org/json1.html#jeach
-    rows = conn.execute(
-        "SELECT DISTINCT j.key FROM campaigns c JOIN recipients r ON r.campaign_id = c.id,"
-        " json_each(CASE WHEN NOT json_valid(r.fields) THEN '{}'"
-        "                WHEN json_type(r.fields) = 'object' THEN r.fields ELSE '{}' END) j"
-        " WHERE c.name = ?", (campaign,)).fetchall()
-    return {row[0] for row in rows}
-
-
 def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Sequence[str] | None = None,
                   html: str | None = None, text: str | None = None, settings: Any = None,
-                  attach: Sequence[str | Path] | None = None) -> None:
+                  attach: Sequence[str | Path] | None = None, notes: list[str] | None = None) -> None:
     """Store the given templates (the others keep their value), creating the campaign if new.
 
-    Each template must compile and read only variables every run can fill: the recipient fields,
-    the built-ins and the CSV columns already imported into this campaign (so for a new campaign,
-    import the CSV first if a template uses its extra columns). With `settings`, the templates
-    are also rendered for the campaign's first recipient, as a run would, so a template that
-    passes the render limits or fails at run time (`{{ 1 / 0 }}`) is refused now, not at 7 am.
+    Each template must compile, and every recipient who may still get it must have each CSV
+    column it reads (see template_columns.py); before any such recipient is imported, a column is
+    accepted and a line saying so is added to `notes`. With `settings`, the templates are also
+    rendered for the campaign's first recipient, as a run would, so a template that passes the
+    render limits or fails at run time (`{{ 1 / 0 }}`) is refused now, not at 7 am.
     Several subjects are variants, each recipient gets one (see template_sets.py).
     `attach` replaces the files every message of the campaign carries (an empty list removes them).
 
     Raises:
-        TemplateRenderError: nothing to set, an empty template, a syntax error or an unknown
-            variable, naming the template; nothing is saved.
+        TemplateRenderError: nothing to set, an empty template, a syntax error, an unknown
+            variable or a column a recipient lacks, naming the template; nothing is saved.
         attachments.AttachmentError: a file to attach is missing, unreadable, of a type SES
             refuses, or the files alone exceed MAX_MESSAGE_BYTES; nothing is saved.
     """
     subjects = _subjects(subject)
     if subjects is None and html is None and text is None and attach is None:
         raise TemplateRenderError("nothing to set: give --subject, --html, --text and/or --attach")
-    check_draft(conn, campaign, subjects, html, text)
+    found = check_draft(conn, campaign, subjects, html, text)
     if settings is not None:
         stored = conn.execute("SELECT * FROM campaigns WHERE name = ?", (campaign,)).fetchone()
         _render_first_recipient(conn, campaign, None, settings, stored, subjects=subjects, html=html, text=text)
@@ -67,25 +56,28 @@ def set_templates(conn: sqlite3.Connection, campaign: str, *, subject: str | Seq
                          (subjects[0], _variants(subjects), campaign))
         conn.execute("UPDATE campaigns SET html_template = COALESCE(?, html_template),"
                      " text_template = COALESCE(?, text_template) WHERE name = ?", (html, text, campaign))
+    if notes is not None:
+        notes += found
 
 
 def add_template(conn: sqlite3.Connection, campaign: str, name: str, *, subject: str | Sequence[str] | None,
-                 html: str | None, text: str | None = None, settings: Any = None) -> bool:
+                 html: str | None, text: str | None = None, settings: Any = None,
+                 notes: list[str] | None = None) -> bool:
     """Store the named template `name` of `campaign` (created if new), replacing one of that name.
 
     Recipients whose `template` column holds `name` get it. It is checked like `set_templates`,
-    against the recipients that use it (or, before any does, the campaign's first). Returns
-    True when it replaced a template.
+    against the recipients that use it (or, before any does, the campaign's first), and `notes`
+    gets the same lines. Returns True when it replaced a template.
 
     Raises:
-        TemplateRenderError: a bad name, no subject or HTML, or a template that does not compile
-            or render; nothing is saved.
+        TemplateRenderError: a bad name, no subject or HTML, or a template that does not compile,
+            reads a column one of its recipients lacks, or does not render; nothing is saved.
     """
     name = check_name(name)
     subjects = _subjects(subject)
     if not subjects or html is None:
         raise TemplateRenderError(f"template {name!r}: give its --subject and --html")
-    check_draft(conn, campaign, subjects, html, text)
+    found = check_draft(conn, campaign, subjects, html, text, template=name)
     if settings is not None:
         _render_first_recipient(conn, campaign, name, settings, None, subjects=subjects, html=html, text=text)
     with transaction(conn):
@@ -95,6 +87,8 @@ def add_template(conn: sqlite3.Connection, campaign: str, name: str, *, subject:
             "INSERT INTO templates (campaign_id, name, subject_template, subject_variants, html_template,"
             " text_template, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (row["id"], name, subjects[0], _variants(subjects), html, text, iso(utc_now())))
+    if notes is not None:
+        notes += found
     return bool(replaced)
 
 
@@ -140,6 +134,7 @@ def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> dict[
             raise TemplateRenderError(
                 f"template {name!r} of campaign {campaign!r} is used by {waiting} recipient(s) not sent yet: "
                 "it stays; change it with `template add` instead")
+        _check_moved(conn, campaign, name)
         moved = dict(conn.execute(
             "SELECT status, count(*) FROM recipients WHERE campaign_id = ? AND template = ?"
             f" AND status IN ({', '.join('?' * len(REQUEUED))}) GROUP BY status",
@@ -150,6 +145,26 @@ def remove_template(conn: sqlite3.Connection, campaign: str, name: str) -> dict[
                      " (SELECT id FROM campaign_steps WHERE campaign_id = ?)", (name, row["campaign_id"]))
         conn.execute("DELETE FROM templates WHERE id = ?", (row["id"],))
     return {status: moved[status] for status in REQUEUED if status in moved}
+
+
+def _check_moved(conn: sqlite3.Connection, campaign: str, name: str) -> None:
+    """Whoever may still get template `name` gets the campaign's own template and the steps' own
+    versions once it is removed: they must have the columns those read.
+
+    Raises:
+        TemplateRenderError: naming one who lacks a column, and the column.
+    """
+    where = f"campaign {campaign!r}: template {name!r} cannot be removed: "
+    own = get_campaign(conn, campaign)
+    reads = template_columns.stored_reads(subject_variants(own), own["html_template"], own["text_template"])
+    template_columns.require(conn, campaign, template_columns.named_template(name), reads, where=where,
+                             instead="the campaign's own template")
+    for step in conn.execute("SELECT s.* FROM campaign_steps s JOIN step_templates t ON t.step_id = s.id"
+                             " WHERE s.campaign_id = ? AND t.name = ? ORDER BY s.step", (own["id"], name)).fetchall():
+        reads = template_columns.stored_reads([step["subject_template"]] if step["subject_template"] else [],
+                                              step["html_template"], step["text_template"])
+        template_columns.require(conn, campaign, template_columns.named_template(name, step["step"]), reads,
+                                 where=where, instead=f"step {step['step']}'s own version")
 
 
 def check_name(name: str) -> str:
@@ -178,9 +193,10 @@ def _variants(subjects: list[str]) -> str | None:
 
 
 def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | None, html: str | None,
-                text: str | None) -> None:
-    """Check templates as `template set` does before storing them: no empty subject or HTML,
-    each compiles, and reads only the campaign's variables.
+                text: str | None, *, template: str | None = None) -> list[str]:
+    """Check templates as `template set` (or, with `template`, `template add`) does before storing
+    them: no empty subject or HTML, each compiles, and every recipient who may still get it has
+    each CSV column it reads. Returns the note for columns no such recipient was imported with yet.
 
     Raises:
         TemplateRenderError: naming the part, the line and the problem.
@@ -188,10 +204,12 @@ def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | N
     for label, value in [*(("subject", s) for s in subjects or ()), ("HTML body", html)]:
         if value is not None and not value.strip():
             raise TemplateRenderError(f"campaign {campaign!r}: the {label} template is empty")
-    columns = campaign_columns(conn, campaign)
+    reads: dict[str, str] = {}
     for index, subject in enumerate(subjects or [None]):
-        check_template(subject, html if index == 0 else None, text if index == 0 else None,
-                       campaign=campaign, columns=columns)
+        found = check_template(subject, html if index == 0 else None, text if index == 0 else None, campaign=campaign)
+        reads.update((column, place) for column, place in found.items() if column not in reads)
+    audience = template_columns.own_template() if template is None else template_columns.named_template(template)
+    return template_columns.require(conn, campaign, audience, reads, where=f"campaign {campaign!r}: ")
 
 
 def _campaign_files(conn: sqlite3.Connection, campaign: str, attach: Sequence[str | Path], settings: Any) -> str:
@@ -229,7 +247,10 @@ def _render_first_recipient(conn: sqlite3.Connection, campaign: str, name: str |
     if row is None:
         return
     variants = subjects or (subject_variants(stored) if stored is not None else None)
-    template = CampaignTemplate(campaign, variants, html or stored["html_template"],
-                                text if text is not None or stored is None else stored["text_template"])
+    html = html or stored["html_template"]
+    text = text if text is not None or stored is None else stored["text_template"]
+    template = CampaignTemplate(campaign, variants, html, text)
+    # Columns the oldest one lacks are checked against who gets the template (check_draft); here, empty.
+    fields = template_columns.with_columns(row, template_columns.stored_reads(variants, html, text))
     for index in range(len(variants)):
-        template.render({**dict(row), "custom_subject": None, "custom_body": None}, settings, variant=index)
+        template.render({**fields, "custom_subject": None, "custom_body": None}, settings, variant=index)

@@ -211,10 +211,12 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             current = draft()
             if picked == NEW and not current.name:
                 raise EmailAutomationError("give the new template a name")
-            reports.save_draft(campaign, current)
+            notes = reports.save_draft(campaign, current)
             if step != 1:
-                return f"Step {step}{'' if current.name is None else f', template {current.name!r},'} of {campaign!r} saved."
-            return f"Template {'of ' + repr(campaign) if current.name is None else repr(current.name)} saved."
+                done = f"Step {step}{'' if current.name is None else f', template {current.name!r},'} of {campaign!r} saved."
+            else:
+                done = f"Template {'of ' + repr(campaign) if current.name is None else repr(current.name)} saved."
+            return "\n\n".join([done, *notes])
 
         with st.form(f"ws_editor_{key}", border=False):
             if picked == NEW:

@@ -327,10 +327,10 @@ class Reports:
     def import_upload(self, campaign: str, filename: str, data: bytes):
         return self._write(lambda conn: workspace.import_upload(conn, self.settings, campaign, filename, data))
 
-    def save_draft(self, campaign: str, draft: workspace.TemplateDraft) -> None:
-        self._write(lambda conn: workspace.save_draft(conn, self.settings, campaign, draft))
+    def save_draft(self, campaign: str, draft: workspace.TemplateDraft) -> list[str]:
+        return self._write(lambda conn: workspace.save_draft(conn, self.settings, campaign, draft))
 
-    def add_step(self, campaign: str, after_days: int, draft: workspace.TemplateDraft) -> int:
+    def add_step(self, campaign: str, after_days: int, draft: workspace.TemplateDraft) -> tuple[int, list[str]]:
         return self._write(lambda conn: workspace.add_step(conn, campaign, after_days, draft))
 
     def set_wait(self, campaign: str, number: int, after_days: int) -> None:

@@ -47,10 +47,11 @@ def add_action(reports, campaign: str, draft: Callable[[], TemplateDraft], field
 
     def add() -> str:
         after_days = int(st.session_state.get(wait, DEFAULT_WAIT))
-        number = reports.add_step(campaign, after_days, draft())
+        number, notes = reports.add_step(campaign, after_days, draft())
         _forget(lambda key: key in fields)
         st.session_state[step_key(campaign)] = number  # a callback runs before the box is drawn
-        return f"Step {number} added to campaign '{campaign}': {after_days} business day(s) after step {number - 1}."
+        return "\n\n".join([f"Step {number} added to campaign '{campaign}': {after_days} business day(s) after step "
+                             f"{number - 1}.", *notes])
 
     return add
 

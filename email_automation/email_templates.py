@@ -5,7 +5,8 @@ recipient instead of sending "Hi ," to everyone. The HTML body is autoescaped: r
 (names, companies, CSV columns) can never inject markup. The subject is rendered without HTML
 escaping and collapsed to one line. CSS is inlined once on the template *source* (Jinja tags
 protected as HTML comments), not once per message. Rendering is bounded in time and size
-(template_limits.py), and `check_template` refuses a variable the campaign's recipients lack.
+(template_limits.py). `check_template` lists the CSV columns a template reads, which
+template_columns.py requires of every recipient who gets it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +24,10 @@ from markupsafe import Markup
 
 from .errors import TemplateRenderError
 from .plain_text import DerivedText, html_to_text
+from .template_columns import BUILTIN_VARIABLES, RECIPIENT_COLUMNS
 from .template_limits import MAX_OUTPUT_CHARS, BoundedSandboxedEnvironment, TemplateLimitError, render_bounded
 from .unsubscribe import url_for as unsubscribe_url_for
 
-# Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
-RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
-# What `recipient_context` adds for every recipient; `subject` is the rendered subject (bodies only).
-BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsubscribe_url", "physical_address")
 
 
 @dataclass(frozen=True)
@@ -61,28 +59,34 @@ _PARTS = {"subject": ("subject", _TEXT_ENV), "html": ("HTML body", _HTML_ENV),
 
 
 def check_template(subject: str | None, html: str | None, text: str | None, *,
-                   campaign: str | None = None, columns: Iterable[str] | None = None) -> None:
-    """Compile the given templates without rendering them (used by `template set`).
+                   campaign: str | None = None) -> dict[str, str]:
+    """Compile the given templates without rendering them (used by `template set`); returns the CSV
+    columns they read, each with where it is first read (`{"role": "subject template line 1"}`).
 
-    With `columns` (the campaign's extra CSV columns), every variable a template reads must be a
-    recipient field, a built-in variable or one of those columns: otherwise every run would stop
-    at the first recipient.
+    A variable that is no recipient field or built-in is a CSV column, which template_columns.py
+    checks against the recipients; one that no CSV header can become (`{{ Role }}`: headers become
+    lower-case names) could never be filled, so it is refused here.
 
     Raises:
         TemplateRenderError: naming the part and line of the first syntax error or unknown variable.
     """
+    found: dict[str, str] = {}
     for part, source in (("subject", subject), ("html", html), ("text", text)):
         if source is None:
             continue
+        label = _PARTS[part][0]
         if len(source) > MAX_OUTPUT_CHARS:
-            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is {len(source):,} "
+            raise TemplateRenderError(f"{_where(campaign)}the {label} template is {len(source):,} "
                                       f"characters, more than the limit of {MAX_OUTPUT_CHARS:,}")
         try:
             _compile(part, source, where=_where(campaign))
-            if columns is not None:
-                _check_variables(part, source, set(columns), campaign=campaign)
+            for column, line in sorted(column_reads(part, source).items(), key=lambda item: item[1]):
+                if not _can_be_column(column):
+                    raise TemplateRenderError(_unknown(campaign, label, line, column))
+                found.setdefault(column, f"{label} template line {line}")
         except RecursionError as err:  # Jinja's parser and compiler recurse once per nesting level
-            raise TemplateRenderError(f"{_where(campaign)}the {_PARTS[part][0]} template is nested too deeply") from err
+            raise TemplateRenderError(f"{_where(campaign)}the {label} template is nested too deeply") from err
+    return found
 
 
 def _where(campaign: str | None, step: int | None = None, template: str | None = None) -> str:
@@ -96,19 +100,41 @@ def _where(campaign: str | None, step: int | None = None, template: str | None =
     return f"{step_place(campaign, step, template)}: "
 
 
-def _check_variables(part: str, source: str, columns: set[str], *, campaign: str | None) -> None:
-    label, env = _PARTS[part]
-    known = {*RECIPIENT_COLUMNS, *BUILTIN_VARIABLES, *columns, *([] if part == "subject" else ["subject"])}
-    tree = env.parse(source)
-    unknown = meta.find_undeclared_variables(tree) - known
-    if not unknown:
-        return
-    first = min((n for n in tree.find_all(nodes.Name) if n.name in unknown), key=lambda n: n.lineno)
-    extra = ", ".join(sorted(columns)) or "none imported yet"
-    raise TemplateRenderError(
-        f"{_where(campaign)}{label} template line {first.lineno}: unknown variable {first.name!r}: not a recipient "
-        f"field ({', '.join(RECIPIENT_COLUMNS)}), a built-in ({', '.join(BUILTIN_VARIABLES)}) or a CSV "
-        f"column of this campaign ({extra}); import a CSV with that column first, or fix the template")
+# Through these a template may read a variable a recipient lacks: `{{ x | default('') }}`,
+# `{% if x is defined %}` (https://jinja.palletsprojects.com/en/stable/templates/#jinja-filters.default).
+_OPTIONAL_READS = frozenset({"default", "d", "defined", "undefined"})
+
+
+def column_reads(part: str, source: str) -> dict[str, int]:
+    """The variables a template part reads that are no recipient field or built-in (nor, in a body,
+    `subject`), with the line of the first read: the CSV columns it needs. A variable read only
+    through `| default(...)` or an `is defined` test is left out: a recipient may lack it.
+
+    Raises:
+        jinja2.TemplateSyntaxError: the source does not parse.
+    """
+    tree = _PARTS[part][1].parse(source)
+    known = {*RECIPIENT_COLUMNS, *BUILTIN_VARIABLES, *([] if part == "subject" else ["subject"])}
+    undeclared = meta.find_undeclared_variables(tree) - known
+    guarded = {id(n.node) for n in tree.find_all((nodes.Filter, nodes.Test)) if n.name in _OPTIONAL_READS}
+    lines: dict[str, int] = {}
+    for name in tree.find_all(nodes.Name):
+        if name.name in undeclared and id(name) not in guarded:
+            lines[name.name] = min(lines.get(name.name, name.lineno), name.lineno)
+    return lines
+
+
+def _can_be_column(name: str) -> bool:
+    """A name an extra CSV column can have: what import_csv.field_key makes of a header is itself."""
+    from .import_csv import field_key
+
+    return name != "subject" and field_key(name, 0) == name
+
+
+def _unknown(campaign: str | None, label: str, line: int, name: str) -> str:
+    return (f"{_where(campaign)}{label} template line {line}: unknown variable {name!r}: not a recipient field "
+            f"({', '.join(RECIPIENT_COLUMNS)}), a built-in ({', '.join(BUILTIN_VARIABLES)}) or a name a CSV column "
+            "can have (a column `Job Title` is {{ job_title }})")
 
 
 def _compile(part: str, source: str, *, where: str):

@@ -112,8 +112,9 @@ def check_wait(campaign: str, after_days: int) -> None:
 
 
 def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: str, text: str | None = None,
-             subject: str | None = None, now: datetime) -> int:
-    """Append a follow-up step to an existing campaign; returns its number.
+             subject: str | None = None, now: datetime, notes: list[str] | None = None) -> int:
+    """Append a follow-up step to an existing campaign; returns its number. It is checked as
+    `step set` checks a step (step_content.check_version), and `notes` gets the same lines.
 
     Raises:
         TemplateRenderError: an empty or broken template, or a wait under one business day.
@@ -127,7 +128,9 @@ def add_step(conn: sqlite3.Connection, campaign: str, *, after_days: int, html: 
     row = get_campaign(conn, campaign)
     next_number = "SELECT COALESCE(MAX(step), 1) + 1 FROM campaign_steps WHERE campaign_id = ?"
     number = conn.execute(next_number, (row["id"],)).fetchone()[0]
-    check_version(conn, campaign, StepVersion(number, None, subject, html, text))  # its errors name the step
+    found = check_version(conn, campaign, StepVersion(number, None, subject, html, text))  # its errors name the step
+    if notes is not None:
+        notes += found
     with transaction(conn):
         number = conn.execute(next_number, (row["id"],)).fetchone()[0]
         conn.execute(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from . import template_columns
 from .database import get_campaign, iso, transaction
 from .errors import NotFoundError, TemplateRenderError
 from .sequences import FIRST_STEP, check_wait, step_place
@@ -66,15 +67,17 @@ def _step_row(conn: sqlite3.Connection, campaign: str, number: int) -> Any:
 
 def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: str | None = None,
              subject: str | None = None, html: str | None = None, text: str | None = None,
-             after_days: int | None = None, settings: Any = None, now: datetime) -> bool:
+             after_days: int | None = None, settings: Any = None, now: datetime,
+             notes: list[str] | None = None) -> bool:
     """Change follow-up step `number`: its default, or with `template` the version the recipients
     of that named template (segment) get; with `after_days`, its wait. Returns True when an existing
     version was replaced.
 
     None keeps a part as it is; an empty `subject` means `Re: ` + the step-1 subject and an empty
     `text` one derived from the HTML. A new segment version needs its HTML. Checked as `template
-    set` checks: each part compiles and reads only the campaign's variables, and with `settings`
-    it is rendered (within the render limits) for the first recipient it concerns.
+    set` checks (`check_version`): each part compiles, each recipient who may still get it has the
+    CSV columns it reads, and with `settings` it is rendered (within the render limits) for the first recipient it concerns. `notes` gets a
+    line for the CSV columns it reads that no recipient who may get it was imported with yet.
 
     The wait may change after the step was sent to some: a recipient's due day is worked out from
     the wait at each run, so the new one applies to everyone not yet sent the step.
@@ -113,7 +116,9 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
                          (subject.strip() or None) if subject is not None else kept("subject_template"),
                          html if html is not None else kept("html_template"),
                          (text if text.strip() else None) if text is not None else kept("text_template"))
-    check_version(conn, campaign, merged, settings)
+    found = check_version(conn, campaign, merged, settings)
+    if notes is not None:
+        notes += found
     with transaction(conn):
         if template is None:
             conn.execute("UPDATE campaign_steps SET subject_template = ?, html_template = ?, text_template = ?,"
@@ -128,26 +133,38 @@ def set_step(conn: sqlite3.Connection, campaign: str, number: int, *, template: 
     return bool(replaced)
 
 
-def check_version(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any = None) -> None:
-    """Check a step's content as `template set` checks a campaign's: each part compiles and reads
-    only the campaign's variables; with `settings`, it renders (within the render limits) for the
-    first recipient it concerns.
+def check_version(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any = None) -> list[str]:
+    """Check a step's content as `template set` checks a campaign's: each part compiles, and every
+    recipient who may still get this version has each CSV column it reads; with `settings`, it
+    renders (within the render limits) for the first recipient it concerns. Returns the note for
+    columns no such recipient was imported with yet.
 
     Raises:
         TemplateRenderError: naming the campaign, the step, the template and the problem.
     """
-    from .campaign_templates import campaign_columns
     from .email_templates import check_template
 
     where = step_place(campaign, version.number, version.template)
     try:
         if not version.html.strip():
             raise TemplateRenderError("the HTML body template is empty")
-        check_template(version.subject, version.html, version.text, columns=campaign_columns(conn, campaign))
+        reads = check_template(version.subject, version.html, version.text)
+        notes = template_columns.require(conn, campaign, _audience(conn, campaign, version), reads)
         if settings is not None:
-            _render_first(conn, campaign, version, settings)
+            _render_first(conn, campaign, version, settings, reads)
     except TemplateRenderError as err:
         raise TemplateRenderError(f"{where}: {err}") from None
+    return notes
+
+
+def _audience(conn: sqlite3.Connection, campaign: str, version: StepVersion) -> template_columns.Audience:
+    """Who gets this version: its template's recipients, or for the step's own, those whose
+    template has no version of it (everyone, for a step not added yet)."""
+    if version.template is not None:
+        return template_columns.named_template(version.template, version.number)
+    step = conn.execute("SELECT s.id FROM campaign_steps s JOIN campaigns c ON c.id = s.campaign_id"
+                        " WHERE c.name = ? AND s.step = ?", (campaign, version.number)).fetchone()
+    return template_columns.step_default(version.number, step[0] if step else None)
 
 
 def remove_step_version(conn: sqlite3.Connection, campaign: str, number: int, template: str) -> None:
@@ -155,16 +172,25 @@ def remove_step_version(conn: sqlite3.Connection, campaign: str, number: int, te
 
     Raises:
         NotFoundError: no such campaign, step or version.
+        TemplateRenderError: one of its recipients who may still get the step lacks a CSV column
+            the step's default reads; nothing is removed.
     """
     step = _step_row(conn, campaign, number)
+    reads = template_columns.stored_reads([step["subject_template"]] if step["subject_template"] else [],
+                                          step["html_template"], step["text_template"])
     with transaction(conn):
         if not conn.execute("DELETE FROM step_templates WHERE step_id = ? AND name = ?",
                             (step["id"], template)).rowcount:
             raise NotFoundError(f"campaign {campaign!r}: step {number} has no version for template {template!r}")
+        template_columns.require(conn, campaign, template_columns.named_template(template, number), reads,
+                                 where=f"{step_place(campaign, number, template)}: cannot be removed: ",
+                                 instead="the step's own version")
 
 
-def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any) -> None:
-    """Render a step's draft, as a run would, for the oldest recipient of its segment (or of the campaign)."""
+def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion, settings: Any,
+                  reads: dict[str, str]) -> None:
+    """Render a step's draft, as a run would, for the oldest recipient of its segment (or of the
+    campaign), with an empty value for each column of `reads` it lacks (who gets it has them all)."""
     from .sequences import step_fields, step_template
 
     first = ("SELECT r.* FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ?"
@@ -174,4 +200,4 @@ def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion,
         row = conn.execute(first, (campaign, None, True)).fetchone()
     if row is not None:
         template = step_template(campaign, version.subject, version.html, version.text)
-        template.render(step_fields(row, version.subject, "a subject"), settings)
+        template.render(step_fields(template_columns.with_columns(row, reads), version.subject, "a subject"), settings)

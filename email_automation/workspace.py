@@ -126,10 +126,13 @@ def steps(conn: sqlite3.Connection, campaign: str) -> dict[int, int | None]:
     return {FIRST_STEP: None, **sequences.step_waits(conn, campaign)}
 
 
-def add_step(conn: sqlite3.Connection, campaign: str, after_days: int, draft: TemplateDraft) -> int:
-    """Append a follow-up step as `step add` does (same checks, same errors); returns its number."""
-    return sequences.add_step(conn, campaign, after_days=after_days, html=draft.html, text=draft.text or None,
-                              subject=draft.subjects[0] if draft.subjects else None, now=utc_now())
+def add_step(conn: sqlite3.Connection, campaign: str, after_days: int, draft: TemplateDraft) -> tuple[int, list[str]]:
+    """Append a follow-up step as `step add` does (same checks, same errors); returns its number
+    and the notes `step add` prints."""
+    notes: list[str] = []
+    number = sequences.add_step(conn, campaign, after_days=after_days, html=draft.html, text=draft.text or None,
+                                subject=draft.subjects[0] if draft.subjects else None, now=utc_now(), notes=notes)
+    return number, notes
 
 
 def set_wait(conn: sqlite3.Connection, campaign: str, number: int, after_days: int) -> None:
@@ -171,7 +174,8 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
         NotFoundError: no such recipient in the campaign.
     """
     if draft.step == FIRST_STEP:
-        campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text)
+        campaign_templates.check_draft(conn, campaign, list(draft.subjects), draft.html, draft.text,
+                                       template=draft.name)
     else:
         subject = draft.subjects[0].strip() if draft.subjects else ""
         step_content.check_version(conn, campaign, step_content.StepVersion(
@@ -219,18 +223,21 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> None:
-    """Store a draft with the CLI's own checks (`template set`, `template add` or `step set`); nothing on error."""
+def save_draft(conn: sqlite3.Connection, settings: Any, campaign: str, draft: TemplateDraft) -> list[str]:
+    """Store a draft with the CLI's own checks (`template set`, `template add` or `step set`); nothing on
+    error. Returns the notes the command prints (a column no recipient who gets it has yet)."""
+    notes: list[str] = []
     if draft.step != FIRST_STEP:
         step_content.set_step(conn, campaign, draft.step, template=draft.name,
                               subject=draft.subjects[0] if draft.subjects else "", html=draft.html,
-                              text=draft.text or "", settings=settings, now=utc_now())
+                              text=draft.text or "", settings=settings, now=utc_now(), notes=notes)
     elif draft.name is None:
         campaign_templates.set_templates(conn, campaign, subject=list(draft.subjects), html=draft.html,
-                                         text=draft.text or None, settings=settings)
+                                         text=draft.text or None, settings=settings, notes=notes)
     else:
         campaign_templates.add_template(conn, campaign, draft.name, subject=list(draft.subjects), html=draft.html,
-                                        text=draft.text or None, settings=settings)
+                                        text=draft.text or None, settings=settings, notes=notes)
+    return notes
 
 
 def attach_upload(conn: sqlite3.Connection, settings: Any, campaign: str, filename: str, data: bytes) -> Path:

@@ -102,10 +102,11 @@ def test_an_unknown_variable_is_shown_and_nothing_is_saved(settings, clock, spri
     at = spring_page(settings, clock)
     widget(at, "ws_subjects_spring_(the campaign's own)").input("Hi {{ nickname }}")
     at.button(key="ws_preview_go").click().run()
-    assert last_message(at, "error").startswith(
-        "campaign 'spring': subject template line 1: unknown variable 'nickname'")
+    error = ("campaign 'spring': subject template line 1 reads {{ nickname }}, but ada@example.org (pending), who may "
+             "still get this template, has no 'nickname' column")
+    assert last_message(at, "error").startswith(error)
     at.button(key="ws_save_go").click().run()
-    assert last_message(at, "error").startswith("campaign 'spring': subject template line 1: unknown variable 'nickname'")
+    assert last_message(at, "error").startswith(error)
     assert db_value(settings, "SELECT subject_template FROM campaigns WHERE name = 'spring'") == before
 
 
@@ -324,7 +325,9 @@ def test_a_follow_up_step_is_edited_with_a_live_preview_in_the_thread_and_saved(
     assert db_value(settings, "SELECT subject_template FROM campaign_steps") is None
 
 
-def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings, clock, follow_up):
+def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings, clock, follow_up, tmp_path):
+    (tmp_path / "bank.csv").write_text("email,first_name,company,role,template\nbo@bank.example,Bo,Bank,risk,bank\n")
+    import_csv(follow_up, tmp_path / "bank.csv", campaign="spring")
     at = spring_page(settings, clock)
     widget(at, "ws_step_spring").set_value(2)
     at.run()
@@ -333,7 +336,8 @@ def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings
     widget(at, "ws_subjects_spring_step2_bank").input("About {{ role }} at {{ company }}")
     widget(at, "ws_html_spring_step2_bank").input("<p>Compliance news, {{ nickname }}?</p>")
     at.button(key="ws_preview_go").click().run()
-    error = "campaign 'spring', step 2, template 'bank': HTML body template line 1: unknown variable 'nickname'"
+    error = ("campaign 'spring', step 2, template 'bank': HTML body template line 1 reads {{ nickname }}, but "
+             "bo@bank.example (pending), who may still get this template, has no 'nickname' column")
     assert last_message(at, "error").startswith(error)
     at.button(key="ws_save_go").click().run()
     assert last_message(at, "error").startswith(error)
@@ -347,6 +351,21 @@ def test_a_segments_version_of_a_step_is_saved_and_a_bad_one_is_refused(settings
     assert db_value(settings, "SELECT html_template FROM step_templates WHERE name = 'bank'") == (
         "<p>Compliance news, {{ first_name }}?</p>")
     assert db_value(settings, "SELECT html_template FROM campaign_steps") == "<p>Following up, {{ first_name }}.</p>"
+
+
+def test_a_template_reading_a_column_nobody_has_yet_is_saved_with_a_note(settings, clock, spring):
+    """Before the CSV of a new segment is imported, its template may read the segment's own columns."""
+    at = spring_page(settings, clock)
+    widget(at, "ws_template_spring").set_value("+ new template")
+    at.run()
+    widget(at, "ws_new_template_spring").input("startup")
+    widget(at, "ws_subjects_spring_+ new template").input("Your {{ stage }} round?")
+    widget(at, "ws_html_spring_+ new template").input("<p>Hi {{ first_name }}</p>")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == (
+        "Template 'startup' saved.\n\nNote: 'stage' is not a column of any recipient waiting for template 'startup' "
+        "yet: import refuses rows for it without that column.")
+    assert db_value(settings, "SELECT subject_template FROM templates WHERE name = 'startup'") == "Your {{ stage }} round?"
 
 
 def test_save_stores_what_was_typed_even_without_a_preview_first(settings, clock, spring):

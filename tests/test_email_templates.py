@@ -181,6 +181,19 @@ def test_check_template_names_the_subject_and_text_parts():
     check_template("Hello {{ first_name }}", "<p>{{ company }}</p>", "Hi {{ first_name }}")
 
 
+@pytest.mark.parametrize("subject, html, columns", [
+    # Fields, built-ins, {% set %} and loop variables are no columns; {{ subject }} is one only in a body.
+    ("Hi {{ first_name }}", "{% set x = 1 %}{% for w in [company] %}{{ w }}{{ x }}{% endfor %}{{ subject }}", {}),
+    ("For {{ role }}", "<p>\n{{ team }} {{ role }}</p>", {"role": "subject template line 1", "team": "HTML body template line 2"}),
+    # Read only through `default` or an `is defined` test: optional, no recipient needs it.
+    ("{{ role | default('') }}", "{% if team is defined %}x{% endif %}{{ fields['Job Title'] }}", {}),
+    # ... but one plain read makes it needed again.
+    ("{{ role | d('') }}", "{% if team is defined %}{{ team }}{% endif %}", {"team": "HTML body template line 1"}),
+])
+def test_check_template_lists_the_columns_a_template_reads(subject, html, columns):
+    assert check_template(subject, html, None, campaign="spring") == columns
+
+
 def test_malformed_extra_fields_are_a_render_error(settings):
     template = CampaignTemplate.from_campaign(campaign())
     with pytest.raises(TemplateRenderError, match="^recipient ada@example.org: extra fields are not a JSON object"):

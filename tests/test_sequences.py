@@ -324,7 +324,7 @@ def test_step_set_changes_the_wait_alone_or_with_the_content(cli_db, tmp_path):
     (tmp_path / "g.html").write_text("<p>Any news?</p>")
     both = cli("step", "set", "2", "--after-days", "7", "--html", "g.html", "--json", "--db", "x.db")
     assert json.loads(both.stdout) == {"campaign": "default", "step": 2, "template": None, "result": "updated",
-                                       "after_days": 7}
+                                       "after_days": 7, "notes": []}
     assert json.loads(cli("step", "set", "2", "--subject", "Hi", "--json", "--db", "x.db").stdout)["after_days"] is None
     assert [(s["after_days"], s["subject"]) for s in json.loads(cli("step", "list", "--json", "--db", "x.db").stdout)["steps"]] == [(7, "Hi")]
     over = cli("step", "set", "2", "--after-days", "261", "--db", "x.db")
@@ -364,7 +364,7 @@ def test_a_broken_step_template_is_refused_with_its_line(cli_db, tmp_path):
     assert connect(cli_db).execute("SELECT count(*) FROM campaign_steps").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("html, problem", [("<p>{{ nope }}</p>", "HTML body template line 1: unknown variable 'nope'"),
+@pytest.mark.parametrize("html, problem", [("<p>{{ Nope }}</p>", "HTML body template line 1: unknown variable 'Nope'"),
                                            ("<p>{{ nope </p>", "HTML body template line 1: unexpected '/'"),
                                            (" ", "the HTML body template is empty")], ids=["unknown", "syntax", "empty"])
 def test_a_broken_step_template_is_refused_naming_the_step(cli_db, tmp_path, html, problem):
@@ -597,7 +597,7 @@ def test_a_step_has_a_version_per_template_that_step_list_and_template_show_show
 
 @pytest.mark.parametrize("args, message", [
     (["step", "set", "2", "-t", "bank", "--html", "bad.html"],
-     "campaign 'default', step 2, template 'bank': HTML body template line 1: unknown variable 'salary'"),
+     "campaign 'default', step 2, template 'bank': HTML body template line 1 reads {{ salary }}, but bob@example.org"),
     (["step", "set", "2", "-t", "nosuch", "--html", "bank.html"], "campaign 'default' has no template 'nosuch' (it has: bank)"),
     (["step", "set", "2", "-t", "bank", "--subject", "Hi"], "a new version of the step needs its --html"),
     (["step", "set", "2", "-t", "bank", "--html", "huge.html"], "more than the limit of"),

@@ -56,11 +56,10 @@ def test_add_show_and_remove_a_named_template(db, tmp_path):
     (["default", "--subject", "x"], "template name 'default' is reserved for the campaign's own template (change it "
                                     "with `template set`)"),
     (["startup"], "template 'startup': give its --subject and --html"),
-    (["startup", "--subject", "Hi {{ nickname }}"],
-     "campaign 'default': subject template line 1: unknown variable 'nickname': not a recipient field (email, "
+    (["startup", "--subject", "Hi {{ Nickname }}"],
+     "campaign 'default': subject template line 1: unknown variable 'Nickname': not a recipient field (email, "
      "first_name, last_name, company), a built-in (fields, sender_email, sender_name, campaign, unsubscribe_url, "
-     "physical_address) or a CSV column of this campaign (none imported yet); import a CSV with that column first, "
-     "or fix the template"),
+     "physical_address) or a name a CSV column can have (a column `Job Title` is {{ job_title }})"),
 ])
 def test_a_bad_template_is_refused_with_one_line_and_nothing_saved(db, tmp_path, args, message):
     html = [] if args == ["startup"] else ["--html", str(tmp_path / "startup.html")]

@@ -123,9 +123,10 @@ def template_add(
     from ..campaign_templates import add_template
 
     settings = settings_for(db)
+    notes: list[str] = []
     replaced = add_template(open_database(settings), campaign, name, subject=subject, html=_read_template(html),
-                            text=_read_template(text), settings=settings)
-    say(f"Template '{name.strip()}' of campaign '{campaign}' {'replaced' if replaced else 'added'}.")
+                            text=_read_template(text), settings=settings, notes=notes)
+    say("\n".join([f"Template '{name.strip()}' of campaign '{campaign}' {'replaced' if replaced else 'added'}.", *notes]))
 
 
 @template_app.command("remove")
@@ -163,10 +164,12 @@ def step_add(
     from ..database import utc_now
     from ..sequences import add_step
 
+    notes: list[str] = []
     number = add_step(open_database(settings_for(db)), campaign, after_days=after_days, html=_read_template(html) or "",
-                      text=_read_template(text), subject=subject, now=utc_now())
-    answer(as_json, {"campaign": campaign, "step": number, "after_days": after_days},
-           f"Step {number} added to campaign '{campaign}': {after_days} business day(s) after step {number - 1}.")
+                      text=_read_template(text), subject=subject, now=utc_now(), notes=notes)
+    answer(as_json, {"campaign": campaign, "step": number, "after_days": after_days, "notes": notes},
+           "\n".join([f"Step {number} added to campaign '{campaign}': {after_days} business day(s) after step "
+                      f"{number - 1}.", *notes]))
 
 
 @step_app.command("list")
@@ -205,14 +208,16 @@ def step_set(
     from ..step_content import set_step
 
     settings = settings_for(db)
+    notes: list[str] = []
     replaced = set_step(open_database(settings), campaign, number, template=template, subject=subject,
                         html=_read_template(html), text=_read_template(text), after_days=after_days,
-                        settings=settings, now=utc_now())
+                        settings=settings, now=utc_now(), notes=notes)
     what = f"Step {number}" + (f", template '{template.strip()}'," if template else "")
     done = "updated" if template is None else ("replaced" if replaced else "added")
     wait = "" if after_days is None else f": {after_days} business day(s) after step {number - 1}"
     answer(as_json, {"campaign": campaign, "step": number, "template": template and template.strip(), "result": done,
-                     "after_days": after_days}, f"{what} of campaign '{campaign}' {done}{wait}.")
+                     "after_days": after_days, "notes": notes},
+           "\n".join([f"{what} of campaign '{campaign}' {done}{wait}.", *notes]))
 
 
 @step_app.command("remove")
@@ -249,14 +254,15 @@ def template_set(
     attach: Annotated[Optional[list[Path]], typer.Option("--attach", help="File every message of the campaign carries (repeat for several; replaces the current ones).")] = None,
     no_attachments: Annotated[bool, typer.Option("--no-attachments", help="Remove the campaign's own attachments.")] = False,
 ) -> None:
-    """Store new templates for a campaign after checking that they compile and use only its columns."""
+    """Store new templates for a campaign after checking that they compile and that its recipients have the columns they read."""
     from ..campaign_templates import set_templates
 
     settings = settings_for(db)
     conn = open_database(settings)
+    notes: list[str] = []
     set_templates(conn, campaign, subject=subject, html=_read_template(html), text=_read_template(text),
-                  settings=settings, attach=[] if no_attachments else attach)
-    say(f"Templates of campaign '{campaign}' updated.")
+                  settings=settings, attach=[] if no_attachments else attach, notes=notes)
+    say("\n".join([f"Templates of campaign '{campaign}' updated.", *notes]))
 
 
 def _read_template(path: Path | None) -> str | None:

@@ -1,0 +1,136 @@
+"""Every recipient has every CSV column its templates read.
+
+A template reads a CSV column when it names a variable that is no recipient field or built-in
+(email_templates.column_reads). A recipient gets its named template (its `template` column) or
+the campaign's own, then each follow-up step's version for that template, else the step's own.
+A template change is checked against every recipient who may still get the template (pending or
+failed at that step, or sent an earlier one), one query per column (`require`). Before any such
+recipient exists, the change is accepted with a note.
+
+The run's own render of every message before its first send stays the last guard.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import TemplateRenderError
+
+# Core recipient columns exposed to templates; every key of the `fields` JSON is added too.
+RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
+# What `recipient_context` adds for every recipient; `subject` is the rendered subject (bodies only).
+BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsubscribe_url", "physical_address")
+
+# Recipients who may still get step `?` (twice): queued for it or an earlier step (failed ones come
+# back with `retry-failed`), or sent an earlier step with this one to come.
+_MAY_GET = "((r.status IN ('pending', 'failed') AND r.step <= ?) OR (r.status = 'sent' AND r.step < ?))"
+# The recipient's `fields` JSON has no such key (json_type is NULL for a missing path;
+# https://www.sqlite.org/json1.html#jtype). CASE: json_type raises on text that is not JSON.
+_LACKS = "CASE WHEN json_valid(r.fields) THEN json_type(r.fields, ?) END IS NULL"
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who gets one template: the recipients of `segment` (an SQL condition on `r`, with `args`) at `step`."""
+
+    label: str  # as a note names it: "template 'startup'", "step 2 of template 'bank'"
+    step: int
+    segment: str
+    args: tuple = ()
+
+
+def own_template() -> Audience:
+    """Step 1 of the recipients without a named template."""
+    return Audience("the campaign's own template", 1, "r.template IS NULL")
+
+
+def named_template(name: str, step: int = 1) -> Audience:
+    """Step `step` of the recipients of named template `name`: its own, or its version of a follow-up."""
+    return Audience(f"template {name!r}" if step == 1 else f"step {step} of template {name!r}", step,
+                    "r.template = ?", (name,))
+
+
+def step_default(step: int, step_id: int | None) -> Audience:
+    """Follow-up `step`'s own version: everyone whose template has no version of it (`step_id`
+    None: a step being added, which has none)."""
+    if step_id is None:
+        return Audience(f"step {step}", step, "1")
+    return Audience(f"step {step}", step, "r.template IS NULL OR r.template NOT IN"
+                                          " (SELECT name FROM step_templates WHERE step_id = ?)", (step_id,))
+
+
+def require(conn: sqlite3.Connection, campaign: str, audience: Audience, reads: Mapping[str, str], *,
+            where: str = "", instead: str | None = None) -> list[str]:
+    """Check that every recipient of `audience` has each column of `reads` ({column: where it is
+    read, e.g. "HTML body template line 2"}); returns the note to show when none of them exists yet.
+
+    `where` starts an error. `instead`: the change gives `audience` this template (e.g. "the
+    campaign's own template") in place of theirs; it is named in the error, and no note is given.
+
+    Raises:
+        TemplateRenderError: naming one recipient who lacks a column, and the column.
+    """
+    if not reads:
+        return []
+    base = (f"FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE c.name = ? AND ({audience.segment})"
+            f" AND {_MAY_GET}")
+    args = (campaign, *audience.args, audience.step, audience.step)
+    if conn.execute(f"SELECT 1 {base} LIMIT 1", args).fetchone() is None:
+        return [] if instead else [_note(list(reads), audience.label)]
+    for column, place in reads.items():
+        row = conn.execute(f"SELECT r.email, r.status {base} AND {_LACKS} LIMIT 1",
+                           (*args, f'$."{column}"')).fetchone()
+        if row is None:
+            continue
+        fix = f"write {{{{ {column} | default('') }}}} to make it optional, or skip that recipient"
+        if instead:
+            raise TemplateRenderError(f"{where}{row[0]} ({row[1]}) would get {instead}, whose {place} reads "
+                                      f"{{{{ {column} }}}}, and has no {column!r} column; {fix}")
+        raise TemplateRenderError(f"{where}{place} reads {{{{ {column} }}}}, but {row[0]} ({row[1]}), who may still "
+                                  f"get this template, has no {column!r} column; {fix}")
+    return []
+
+
+def _note(columns: list[str], label: str) -> str:
+    names = ", ".join(repr(column) for column in columns)
+    if len(columns) == 1:
+        return (f"Note: {names} is not a column of any recipient waiting for {label} yet: import refuses rows "
+                "for it without that column.")
+    return (f"Note: {names} are not columns of any recipient waiting for {label} yet: import refuses rows "
+            "for it without those columns.")
+
+
+_LABELS = {"subject": "subject", "html": "HTML body", "text": "text body"}
+
+
+def stored_reads(subjects: list[str], html: str, text: str | None) -> dict[str, str]:
+    """The columns a stored template reads ({column: where}), as `check_template` finds them; a
+    part that no longer parses reads none here (the run reports it)."""
+    from jinja2 import TemplateSyntaxError
+
+    from .email_templates import column_reads
+
+    found: dict[str, str] = {}
+    for part, source in [*(("subject", s) for s in subjects), ("html", html), ("text", text)]:
+        try:
+            reads = column_reads(part, source) if source else {}
+        except (TemplateSyntaxError, RecursionError):
+            continue
+        for column, line in sorted(reads.items(), key=lambda item: item[1]):
+            found.setdefault(column, f"{_LABELS[part]} template line {line}")
+    return found
+
+
+def with_columns(row: Any, columns: Mapping[str, str]) -> dict[str, Any]:
+    """A recipient row as a mapping whose `fields` has every one of `columns` (an empty value for
+    those it lacks): to render a template for a recipient who will never get it, only to check it."""
+    from .email_templates import recipient_fields
+
+    fields = recipient_fields(row)
+    for column in columns:
+        fields.setdefault(column, "")
+    return {**dict(row), "fields": json.dumps(fields)}

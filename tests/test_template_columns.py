@@ -1,0 +1,178 @@
+"""Every recipient has every CSV column its templates read: `template set/add` and `step add/set`
+check it against the recipients who may still get the template."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.cli_helpers import cli
+from tests.smtp_sink import SmtpSink
+
+PLAIN = "<p>Hi {{ first_name }}</p>"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    monkeypatch.setenv("DELAY_SECONDS", "0")
+    path = str(tmp_path / "cols.db")
+    assert cli("init", "--db", path).exit_code == 0
+    return path
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def saved(db, sql):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def send_all(db, monkeypatch):
+    with SmtpSink() as sink:
+        for name, value in sink.run_settings().items():
+            monkeypatch.setenv(name, value)
+        run = cli("run", "--db", db, "--json")
+    assert run.exit_code == 0, run.output
+    return {d.rcpt_tos[0]: d.message for d in sink.deliveries}
+
+
+# --- before any recipient: accepted, with a note -------------------------------------------------
+
+def test_a_segment_with_its_own_column_is_added_before_its_csv_and_the_csv_then_imports(db, tmp_path, monkeypatch):
+    """A deadlock: import refused rows naming `startup` (no such template yet) and `template add
+    startup` refused {{ role }} (no CSV with it imported yet)."""
+    html = write(tmp_path, "s.html", "<p>Hi {{ first_name }}, a {{ role }} at {{ company }}?</p>")
+
+    added = cli("template", "add", "startup", "--subject", "Hi {{ role }}", "--html", html, "--db", db)
+
+    assert (added.exit_code, added.stdout) == (0, (
+        "Template 'startup' of campaign 'default' added.\n"
+        "Note: 'role' is not a column of any recipient waiting for template 'startup' yet: import refuses rows for it "
+        "without that column.\n"))
+    csv = write(tmp_path, "r.csv", "email,first_name,company,role,template\n"
+                                   "a@x.example,Ann,Acme,CTO,startup\nb@y.example,Bob,Bank,,startup\n")
+    imported = cli("import", csv, "--db", db)
+    assert imported.stdout.startswith(f"{csv}: 2 added to campaign 'default', 0 duplicate(s) skipped, 0 invalid.")
+    received = send_all(db, monkeypatch)
+    assert (str(received["a@x.example"]["Subject"]), str(received["b@y.example"]["Subject"])) == ("Hi CTO", "Hi")
+
+
+def test_template_set_on_a_new_campaign_before_its_import(db, tmp_path):
+    result = cli("template", "set", "--subject", "For {{ role }} and {{ team }}", "--campaign", "autumn", "--db", db)
+
+    assert (result.exit_code, result.stdout) == (0, (
+        "Templates of campaign 'autumn' updated.\n"
+        "Note: 'role', 'team' are not columns of any recipient waiting for the campaign's own template yet: import "
+        "refuses rows for it without those columns.\n"))
+    csv = write(tmp_path, "r.csv", "email,first_name,role,team\na@x.example,Ann,CTO,Core\n")
+    assert f"{csv}: 1 added" in cli("import", csv, "--campaign", "autumn", "--db", db).stdout
+    assert "Subject: For CTO and Core\n" in cli("preview", "--campaign", "autumn", "--db", db).stdout
+
+
+def test_a_name_no_csv_column_can_have_is_refused_even_before_any_import(db):
+    result = cli("template", "set", "--subject", "Hi {{ Role }}", "--campaign", "autumn", "--db", db)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: campaign 'autumn': subject template line 1: unknown variable 'Role': not a recipient field (email, "
+        "first_name, last_name, company), a built-in (fields, sender_email, sender_name, campaign, unsubscribe_url, "
+        "physical_address) or a name a CSV column can have (a column `Job Title` is {{ job_title }})\n")
+
+
+# --- with recipients: each one who may still get it has the column -----------------------------------
+
+def test_a_column_only_some_waiting_recipients_have_is_refused_naming_one_who_lacks_it(db, tmp_path):
+    cli("import", write(tmp_path, "r1.csv", "email,first_name,role\na@x.example,Ann,CTO\n"), "--db", db)
+    cli("import", write(tmp_path, "r2.csv", "email,first_name\nb@y.example,Bob\n"), "--db", db)
+    before = saved(db, "SELECT subject_template FROM campaigns")
+
+    result = cli("template", "set", "--subject", "Hi {{ role }}", "--db", db)
+
+    assert (result.exit_code, result.stderr) == (2, (
+        "Error: campaign 'default': subject template line 1 reads {{ role }}, but b@y.example (pending), who may "
+        "still get this template, has no 'role' column; write {{ role | default('') }} to make it optional, "
+        "or skip that recipient\n"))
+    assert saved(db, "SELECT subject_template FROM campaigns") == before
+    optional = cli("template", "set", "--subject", "Hi {{ role | default('there') }}", "--db", db)
+    assert (optional.exit_code, optional.stdout) == (0, "Templates of campaign 'default' updated.\n")
+
+
+def test_recipients_already_sent_without_a_column_do_not_hold_a_new_template_back(db, tmp_path):
+    cli("import", write(tmp_path, "r1.csv", "email,first_name\nold@x.example,Old\n"), "--db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recipients SET status = 'sent', sent_at = '2024-01-02T08:00:00+00:00'")
+    cli("import", write(tmp_path, "r2.csv", "email,first_name,role\nnew@x.example,New,CTO\n"), "--db", db)
+
+    result = cli("template", "set", "--subject", "Hi {{ role }}", "--db", db)
+
+    assert (result.exit_code, result.stdout) == (0, "Templates of campaign 'default' updated.\n")
+
+
+def test_a_follow_up_reading_a_column_a_sent_recipient_lacks_is_refused(db, tmp_path):
+    cli("import", write(tmp_path, "r1.csv", "email,first_name\nold@x.example,Old\n"), "--db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recipients SET status = 'sent', sent_at = '2024-01-02T08:00:00+00:00'")
+    html = write(tmp_path, "f.html", "<p>Any news about the {{ role }} job?</p>")
+
+    result = cli("step", "add", "--after-days", "3", "--html", html, "--db", db)
+
+    assert (result.exit_code, result.stderr) == (2, (
+        "Error: campaign 'default', step 2: HTML body template line 1 reads {{ role }}, but old@x.example (sent), who "
+        "may still get this template, has no 'role' column; write {{ role | default('') }} to make it optional, "
+        "or skip that recipient\n"))
+    assert saved(db, "SELECT count(*) FROM campaign_steps") == [(0,)]
+
+
+def test_step_set_for_a_segment_notes_a_column_nobody_has_yet(db, tmp_path):
+    bank = write(tmp_path, "bank.html", PLAIN)
+    assert cli("template", "add", "bank", "--subject", "Hi", "--html", bank, "--db", db).exit_code == 0
+    assert cli("step", "add", "--after-days", "3", "--html", bank, "--db", db).exit_code == 0
+    desk = write(tmp_path, "desk.html", "<p>How is the {{ desk }} desk?</p>")
+
+    result = cli("step", "set", "2", "--template", "bank", "--html", desk, "--db", db, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        '{"campaign": "default", "step": 2, "template": "bank", "result": "added", "after_days": null, "notes": '
+        '["Note: \'desk\' is not a column of any recipient waiting for step 2 of template \'bank\' yet: import '
+        'refuses rows for it without that column."]}\n')
+
+
+def test_template_remove_refuses_when_a_failed_recipient_would_lack_a_column_of_the_campaigns_own(db, tmp_path):
+    assert cli("template", "set", "--subject", "Hi {{ role }}", "--db", db).exit_code == 0
+    html = write(tmp_path, "s.html", PLAIN)
+    assert cli("template", "add", "startup", "--subject", "Hi", "--html", html, "--db", db).exit_code == 0
+    cli("import", write(tmp_path, "r.csv", "email,first_name,template\na@x.example,Ann,startup\n"), "--db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recipients SET status = 'failed'")
+
+    result = cli("template", "remove", "startup", "--db", db)
+
+    assert (result.exit_code, result.stderr) == (2, (
+        "Error: campaign 'default': template 'startup' cannot be removed: a@x.example (failed) would get the "
+        "campaign's own template, whose subject template line 1 reads {{ role }}, and has no 'role' column; write "
+        "{{ role | default('') }} to make it optional, or skip that recipient\n"))
+    assert saved(db, "SELECT name FROM templates") == [("startup",)]
+
+
+def test_removing_a_segments_version_of_a_step_refuses_when_its_recipient_lacks_a_column_of_the_steps_own(db, tmp_path):
+    own = write(tmp_path, "own.html", "<p>Any news about the {{ role }} job?</p>")
+    bank = write(tmp_path, "bank.html", PLAIN)
+    assert cli("template", "add", "bank", "--subject", "Hi", "--html", bank, "--db", db).exit_code == 0
+    assert cli("step", "add", "--after-days", "3", "--html", own, "--db", db).exit_code == 0
+    assert cli("step", "set", "2", "--template", "bank", "--html", bank, "--db", db).exit_code == 0
+    csv = write(tmp_path, "r.csv", "email,first_name,template\na@x.example,Ann,bank\n")
+    assert f"{csv}: 1 added" in cli("import", csv, "--db", db).stdout  # bank's own version reads no column
+
+    result = cli("step", "remove", "2", "--template", "bank", "--db", db)
+
+    assert (result.exit_code, result.stderr) == (2, (
+        "Error: campaign 'default', step 2, template 'bank': cannot be removed: a@x.example (pending) would get the "
+        "step's own version, whose HTML body template line 1 reads {{ role }}, and has no 'role' column; write "
+        "{{ role | default('') }} to make it optional, or skip that recipient\n"))
+    assert saved(db, "SELECT name FROM step_templates") == [("bank",)]
