@@ -7,6 +7,7 @@ the sender writes; `synchronous=FULL` makes each claim durable before the messag
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import ConfigError, InvalidInputError, NotFoundError
 # The schema's SQL lives in migrations.py; these names stay importable from here.
@@ -324,6 +325,19 @@ def default_templates() -> tuple[str, str]:
     subject = (folder / "default_subject.txt").read_text(encoding="utf-8").strip()
     html = (folder / "default.html").read_text(encoding="utf-8")
     return subject, html
+
+
+def subject_variants(row: Any) -> list[str]:
+    """The subject templates of a `campaigns` or `templates` row (or a mapping like one): its
+    variants (a JSON list in `subject_variants`), else its one `subject_template`."""
+    raw = row["subject_variants"] if "subject_variants" in row.keys() else None
+    try:
+        variants = json.loads(raw) if raw else None
+    except ValueError:
+        variants = None
+    if isinstance(variants, list) and variants and all(isinstance(v, str) for v in variants):
+        return variants
+    return [row["subject_template"]]
 
 
 def init_db(path: str | Path) -> sqlite3.Connection:

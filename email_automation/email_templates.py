@@ -22,6 +22,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from markupsafe import Markup
 
+from .database import subject_variants  # noqa: F401 - part of this module's API (rows -> their subjects)
 from .errors import TemplateRenderError
 from .plain_text import DerivedText, html_to_text
 from .template_columns import BUILTIN_VARIABLES, RECIPIENT_COLUMNS
@@ -355,18 +356,6 @@ class CampaignTemplate:
                 f"{self._where}cannot render the {_PARTS[part][0]} for "
                 f"{context['email']}: {type(err).__name__}: {err}"
             ) from err
-
-
-def subject_variants(row: Any) -> list[str]:
-    """The subject templates of a `campaigns` or `templates` row: its variants, else its one subject."""
-    raw = _row_get(row, "subject_variants")
-    try:
-        variants = json.loads(raw) if raw else None
-    except ValueError:
-        variants = None
-    if isinstance(variants, list) and variants and all(isinstance(v, str) for v in variants):
-        return variants
-    return [row["subject_template"]]
 
 
 def _one_line(value: str) -> str:

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError
 
-from . import attachments, import_rows, imports
+from . import attachments, import_rows, imports, template_columns
 from .addresses import normalize_email
 from .database import DEFAULT_CAMPAIGN, DEFAULT_TEMPLATE, iso, transaction, utc_now
 from .errors import CsvImportError
@@ -178,11 +178,13 @@ class Columns:
 
 
 class InvalidRow(ValueError):
-    """A row that cannot become a recipient: `column` (index into the row) is at fault, the message says why."""
+    """A row that cannot become a recipient: `column` (index into the row) is at fault, or the
+    column `field` the file lacks; the message says why."""
 
-    def __init__(self, column: int, reason: str) -> None:
+    def __init__(self, column: int, reason: str, field: str | None = None) -> None:
         super().__init__(reason)
         self.column = column
+        self.field = field
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -561,7 +563,9 @@ def import_csv(
     `domain_check(domain)` (CHECK_MX, see mx_check.py) names a domain that cannot receive mail:
     its rows are rejected with that reason. The files of an `attachments` column are found in
     `attachments_dir` (default: the CSV's folder) and checked (see attachments.py); a row whose
-    files cannot be sent, with the campaign's own files within `max_message_bytes`, is rejected.
+    files cannot be sent, with the campaign's own files within `max_message_bytes`, is rejected, and
+    so is a row whose templates (its named one or the campaign's own, and their follow-up steps)
+    read a CSV column the file lacks (template_columns.py, worked out once for the file).
 
     Raises:
         CsvImportError: the file cannot be imported; no recipient was added.
@@ -575,6 +579,7 @@ def import_csv(
     own = conn.execute("SELECT attachments FROM campaigns WHERE name = ?", (campaign,)).fetchone()
     names = frozenset(row[0] for row in conn.execute(
         "SELECT t.name FROM templates t JOIN campaigns c ON c.id = t.campaign_id WHERE c.name = ?", (campaign,)))
+    reads = template_columns.template_reads(conn, campaign)
     shared = attachments.stored_paths(own[0] if own else None)
     files = attachments.CellChecker(Path(attachments_dir) if attachments_dir else path.parent, max_bytes=max_message_bytes,
                                     extra=attachments.encoded_total(shared), shared=shared)
@@ -595,8 +600,9 @@ def import_csv(
                     found = ", ".join(_UNFIT.sub("?", h.strip()) for h in columns.header)  # no ESC to the terminal
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
+                lacking = template_columns.missing_columns(reads, {key for _, key in columns.extras})
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
-                     chunk_rows, _RowChecks(domain_check, files, campaign, names))
+                     chunk_rows, _RowChecks(domain_check, files, campaign, names, lacking))
         except OSError as err:
             raise CsvImportError(f"{path}: cannot read file: {err.strerror or err}") from err
     meter.at(source.size)
@@ -694,24 +700,29 @@ def _row_function(columns: Columns, check: str | None, checks: _RowChecks) -> im
         recipient = checks(normalize_row(values, columns, check), columns)
         return None if recipient is None else columns.stored_values(recipient)
 
-    return general if check is not None else import_rows.row_builder(columns, general, checks.domain_check)
+    if check is not None or None in checks.lacking:  # the campaign's own template needs a column: every row refused
+        return general
+    return import_rows.row_builder(columns, general, checks.domain_check)
 
 
 @dataclass
 class _RowChecks:
     """The checks of a valid row that look outside the file: its domain's MX (CHECK_MX), its files
-    and its template (one of the campaign's named templates, or `default` for the campaign's own)."""
+    and its template (one of the campaign's named templates, or `default` for the campaign's own),
+    which must read no column the file lacks (`lacking`: template_columns.missing_columns)."""
 
     domain_check: Callable[[str], str | None] | None
     files: Callable[[str], str | None]
     campaign: str = DEFAULT_CAMPAIGN
     templates: frozenset[str] = frozenset()
+    lacking: dict[str | None, tuple[str, str]] = field(default_factory=dict)
 
     def __call__(self, recipient: tuple | None, columns: Columns) -> tuple | None:
         """The row to insert, its `attachments` cell replaced by the files' absolute paths.
 
         Raises:
-            InvalidRow: the domain cannot receive mail, a file cannot be sent, or the template is unknown.
+            InvalidRow: the domain cannot receive mail, a file cannot be sent, the template is unknown
+                or reads a column the file lacks.
         """
         if recipient is None:
             return None
@@ -725,6 +736,10 @@ class _RowChecks:
             known = ", ".join(sorted(self.templates)) or "none"
             raise InvalidRow(columns.positions["template"], f"campaign {self.campaign!r} has no template {template!r} "
                                                            f"(it has: {known}); add it with `template add` first")
+        if template in self.lacking:
+            column, by = self.lacking[template]
+            raise InvalidRow(columns.email, f"{by} reads {{{{ {column} }}}} and this file has no {column!r} column; "
+                                            "add the column (an empty cell is fine) or change the template", column)
         try:
             files = self.files(files) if files is not None else None
         except attachments.AttachmentError as err:
@@ -770,7 +785,7 @@ def _insert_sql(stored: tuple[str, ...], rows: int) -> str:
 def _reject(report: ImportReport, rejects: _RejectsFile, line: int, values: list[str],
             columns: Columns, err: InvalidRow) -> None:
     column = err.column
-    name = columns.header[column].strip() if column < len(columns.header) else ""
+    name = err.field or (columns.header[column].strip() if column < len(columns.header) else "")
     reject = Reject(line, name or f"column {column + 1}", str(err))
     report.invalid += 1
     if len(report.rejects) < MAX_REJECTS_IN_MEMORY:

@@ -1,9 +1,10 @@
 """Every recipient has every CSV column its templates read: `template set/add` and `step add/set`
-check it against the recipients who may still get the template."""
+check it against the recipients who may still get the template, an import against each file."""
 
 from __future__ import annotations
 
 import sqlite3
+import textwrap
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_a_follow_up_reading_a_column_a_sent_recipient_lacks_is_refused(db, tmp_
     assert saved(db, "SELECT count(*) FROM campaign_steps") == [(0,)]
 
 
-def test_step_set_for_a_segment_notes_a_column_nobody_has_yet(db, tmp_path):
+def test_step_set_for_a_segment_notes_and_its_import_rejects_rows_without_the_column(db, tmp_path):
     bank = write(tmp_path, "bank.html", PLAIN)
     assert cli("template", "add", "bank", "--subject", "Hi", "--html", bank, "--db", db).exit_code == 0
     assert cli("step", "add", "--after-days", "3", "--html", bank, "--db", db).exit_code == 0
@@ -141,6 +142,59 @@ def test_step_set_for_a_segment_notes_a_column_nobody_has_yet(db, tmp_path):
         '{"campaign": "default", "step": 2, "template": "bank", "result": "added", "after_days": null, "notes": '
         '["Note: \'desk\' is not a column of any recipient waiting for step 2 of template \'bank\' yet: import '
         'refuses rows for it without that column."]}\n')
+    csv = write(tmp_path, "r.csv", "email,first_name,template\na@x.example,Ann,bank\nb@y.example,Bob,\n")
+    imported = cli("import", csv, "--db", db)
+    assert imported.stdout.splitlines()[:2] == [
+        f"{csv}: 1 added to campaign 'default', 0 duplicate(s) skipped, 1 invalid.",
+        f"  {csv}:2: 'desk': step 2 of template 'bank' reads {{{{ desk }}}} and this file has no 'desk' column; add "
+        "the column (an empty cell is fine) or change the template"]
+
+
+# --- import: per file --------------------------------------------------------------------------
+
+def test_a_file_lacking_a_column_the_template_reads_is_rejected_and_the_run_sends_the_rest(db, tmp_path, monkeypatch):
+    """r2's rows were accepted, and the next run held the whole campaign back: 'role' is undefined."""
+    cli("import", write(tmp_path, "r1.csv", "email,first_name,company,role\na@x.example,Ann,Acme,CTO\n"), "--db", db)
+    assert cli("template", "set", "--subject", "Hi {{ role }}", "--db", db).exit_code == 0
+    r2 = write(tmp_path, "r2.csv", "email,first_name,company\nb@y.example,Bob,Bank\nc@z.example,Cy,Corp\n")
+
+    imported = cli("import", r2, "--db", db)
+
+    assert imported.stdout.splitlines() == [
+        f"{r2}: 0 added to campaign 'default', 0 duplicate(s) skipped, 2 invalid.",
+        f"  {r2}:2: 'role': the campaign's own template reads {{{{ role }}}} and this file has no 'role' column; add the "
+        "column (an empty cell is fine) or change the template",
+        f"  {r2}:3: 'role': the campaign's own template reads {{{{ role }}}} and this file has no 'role' column; add the "
+        "column (an empty cell is fine) or change the template",
+        f"Invalid rows written to {tmp_path / 'r2.rejects.csv'}"]
+    assert (tmp_path / "r2.rejects.csv").read_text(encoding="utf-8-sig").splitlines()[:2] == [
+        "email,first_name,company,line,field,reason",
+        "b@y.example,Bob,Bank,2,role,the campaign's own template reads {{ role }} and this file has no 'role' column; "
+        "add the column (an empty cell is fine) or change the template"]
+    assert list(send_all(db, monkeypatch)) == ["a@x.example"]
+
+
+def test_each_row_is_checked_against_its_own_template(db, tmp_path):
+    html = write(tmp_path, "s.html", "<p>{{ stage }}</p>")
+    assert cli("template", "add", "startup", "--subject", "Hi", "--html", html, "--db", db).exit_code == 0
+    csv = write(tmp_path, "r.csv", "email,first_name,template\na@x.example,Ann,startup\nb@y.example,Bob,\n"
+                                   "c@z.example,Cy,default\n")
+
+    imported = cli("import", csv, "--db", db)
+
+    assert imported.stdout.splitlines()[:2] == [
+        f"{csv}: 2 added to campaign 'default', 0 duplicate(s) skipped, 1 invalid.",
+        f"  {csv}:2: 'stage': template 'startup' reads {{{{ stage }}}} and this file has no 'stage' column; add the "
+        "column (an empty cell is fine) or change the template"]
+
+
+def test_a_column_read_only_through_default_is_optional_at_import(db, tmp_path):
+    assert cli("template", "set", "--subject", "Hi {{ role | default('there') }}{% if team is defined %} "
+               "({{ team }}){% endif %}", "--db", db).exit_code == 0
+    csv = write(tmp_path, "r.csv", "email,first_name,team\na@x.example,Ann,Core\n")
+    assert f"{csv}: 1 added" in cli("import", csv, "--db", db).stdout
+    no_team = write(tmp_path, "r2.csv", "email,first_name\nb@x.example,Bob\n")
+    assert f"{no_team}: 0 added" in cli("import", no_team, "--db", db).stdout  # {{ team }} itself is a plain read
 
 
 def test_template_remove_refuses_when_a_failed_recipient_would_lack_a_column_of_the_campaigns_own(db, tmp_path):
@@ -176,3 +230,62 @@ def test_removing_a_segments_version_of_a_step_refuses_when_its_recipient_lacks_
         "step's own version, whose HTML body template line 1 reads {{ role }}, and has no 'role' column; write "
         "{{ role | default('') }} to make it optional, or skip that recipient\n"))
     assert saved(db, "SELECT name FROM step_templates") == [("bank",)]
+
+
+# --- reading a template's columns without Jinja ------------------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "Hi {{ first_name }}", "{% if company %}At {{ company }}{% else %}Hello{% endif %}",
+    "{{ role }}\n{{ team or 'the team' }}\r\n{%- if desk -%}{{ desk }}{%+ endif %}", "{{ 'it''s' ~ role }}",
+    "{{ a if b else c }}, {{ not d }}, {{ e in f }}, {{ g, h }}", "{{ 1e5 }} {{ 3 * n }}", "{{ subject }}",
+    "{% elif x %}{{ '}}' ~ y }}", '{{ "%}" }}{% if z %}{% endif %}', "{{ x|upper }}", "{{ x.y }}", "{{ range(3) }}",
+    "{% for w in ws %}{{ w }}{% endfor %}", "{% set s = 1 %}{{ s }}", "{# {{ c }} #}", "{% raw %}{{ r }}{% endraw %}",
+    "{{ x is defined }}", "{{ loop }}", "{{ {'a': k} }}", "{{ 'open", "{{ x", "{% if %}", "{{ Über }}",
+])
+def test_a_template_is_read_without_jinja_only_when_that_gives_jinjas_answer(source):
+    from email_automation.email_templates import column_reads
+    from email_automation.template_columns import _plain_reads
+
+    from jinja2 import TemplateSyntaxError
+
+    for part in ("subject", "html"):
+        plain = _plain_reads(part, source)
+        try:
+            jinja = column_reads(part, source)
+        except TemplateSyntaxError:  # never stored: `template set` compiles every template
+            continue
+        assert plain is None or plain == jinja, (part, source)
+
+
+def test_the_shipped_template_and_simple_ones_are_read_without_jinja():
+    from email_automation.database import default_templates
+    from email_automation.template_columns import _plain_reads
+
+    subject, html = default_templates()
+    assert (_plain_reads("subject", subject), _plain_reads("html", html)) == ({}, {})
+    assert _plain_reads("html", "<p>{{ role }},\n{% if team %}{{ team }}{% endif %}</p>") == {"role": 1, "team": 2}
+
+
+def test_jinjas_own_names_are_left_to_jinja():
+    from email_automation.template_columns import _JINJA_NAMES
+    from email_automation.template_limits import BoundedSandboxedEnvironment
+
+    assert set(BoundedSandboxedEnvironment().globals) <= _JINJA_NAMES
+
+
+def test_an_import_into_a_campaign_with_simple_templates_does_not_load_jinja(tmp_path):
+    """Loading Jinja was 5% of a 200,000-row import (benchmarks/bench_import.py)."""
+    import subprocess
+    import sys
+
+    script = textwrap.dedent(f"""
+        import sys
+        from email_automation.database import init_db
+        from email_automation.import_csv import import_csv
+        conn = init_db({str(tmp_path / 'j.db')!r})
+        open({str(tmp_path / 'j.csv')!r}, 'w').write('email,first_name\\na@x.example,Ann\\n')
+        assert import_csv(conn, {str(tmp_path / 'j.csv')!r}).inserted == 1
+        print('jinja2' in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout == "False\n"
