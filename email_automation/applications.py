@@ -9,6 +9,7 @@ messages to that address, and with STOP_COMPANY_ON_REPLY to everyone else at the
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime
 
 from .database import APPLICATION_STATUSES, get_campaign, iso, transaction
@@ -37,9 +38,31 @@ def company_domain(email: str) -> str:
     return "" if domain in FREE_MAIL_DOMAINS else domain
 
 
+@dataclass(frozen=True)
+class Marked:
+    """What `mark` changed: recipients marked, and with `none` what that reply had stopped and now
+    goes on: sequences (`resumed`) and recipients skipped for it, back in the queue (`requeued`)."""
+
+    count: int
+    resumed: int = 0
+    requeued: int = 0
+
+    def line(self, email: str, status: str) -> str:
+        """What a person reads after it, in the CLI and the dashboard."""
+        said = f"{email}: application status {status!r} ({self.count} recipient(s))."
+        if status != "none":
+            return said
+        if self.resumed or self.requeued:
+            said += (f" That reply had stopped {self.resumed} sequence(s) and skipped {self.requeued} recipient(s): "
+                     "they go on at the next run, unless something else stops them.")
+        return said + " A reply read later counts again; `email-automation skip EMAIL` stops mail for good."
+
+
 def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, note: str | None = None,
-         campaign: str | None = None, actor: str = "cli") -> int:
-    """Set the application status by hand (every campaign of the address, or one); returns how many.
+         campaign: str | None = None, actor: str = "cli") -> Marked:
+    """Set the application status by hand (every campaign of the address, or one).
+
+    `none` undoes a reply read by mistake: what that reply stopped goes on (`_undo_stops`).
 
     Raises:
         ApplicationStatusError: `status` is not a known status.
@@ -63,7 +86,33 @@ def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, no
             _change(conn, recipient_id, status, note, "manual", now)
         conn.execute("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, 'mark', ?, ?)",
                      (iso(now), actor, address, status + (f": {note}" if note else "")))
-    return len(ids)
+        undone = _undo_stops(conn, address, now) if status == "none" and not _still_answered(conn, address) else (0, 0)
+    return Marked(len(ids), *undone)
+
+
+def _still_answered(conn: sqlite3.Connection, address: str) -> bool:
+    """The address has a status beyond `none` in a campaign `mark --campaign` left alone."""
+    return conn.execute("SELECT 1 FROM recipients WHERE email = ? AND application_status != 'none' LIMIT 1",
+                        (address,)).fetchone() is not None
+
+
+def _undo_stops(conn: sqlite3.Connection, address: str, now: datetime) -> tuple[int, int]:
+    """Let go on what this address's reply stopped, by the words the run recorded (`skip_reason`,
+    `stop_reason`): its own sequences and its colleagues' (STOP_COMPANY_ON_REPLY), and the pending
+    recipients skipped for it, unless their step may have reached them already. Each is checked
+    again when claimed, so any other cause (another colleague's reply, a suppression) still stops it."""
+    own, colleague = "stopped by a reply: application status ", f"stopped by a reply: {address} at "
+    of_this_reply = ("((email = ? AND substr({0}, 1, ?) = ?) OR substr({0}, 1, ?) = ?)")
+    args = (address, len(own), own, len(colleague), colleague)
+    resumed = conn.execute(
+        f"UPDATE recipients SET sequence_stopped = NULL, updated_at = ? WHERE {of_this_reply.format('sequence_stopped')}",
+        (iso(now), *args)).rowcount
+    requeued = conn.execute(
+        "UPDATE recipients SET status = 'pending', last_error = NULL, updated_at = ? WHERE status = 'skipped'"
+        f" AND {of_this_reply.format('last_error')} AND NOT EXISTS (SELECT 1 FROM send_log l"
+        " WHERE l.recipient_id = recipients.id AND l.step >= recipients.step AND l.status IN ('sending', 'sent', 'unknown'))",
+        (iso(now), *args)).rowcount
+    return resumed, requeued
 
 
 def record_reply(conn: sqlite3.Connection, recipient_id: int, *, now: datetime, note: str) -> bool:

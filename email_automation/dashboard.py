@@ -586,8 +586,8 @@ def _do_resolve(reports: Reports, state) -> str:
 
 def _do_mark(reports: Reports, state) -> str:
     email, status = state["act_mark_email"].strip(), state["act_mark_status"]
-    count = reports.mark(email, status, note=state["act_mark_note"].strip() or None)
-    return f"{email.lower()}: application status '{status}' ({count} recipient(s))."
+    marked = reports.mark(email, status, note=state["act_mark_note"].strip() or None)
+    return marked.line(email.lower(), status)
 
 
 ACTIONS = {"campaign": _do_campaign, "skip": _do_skip, "retry": _do_retry,

@@ -276,7 +276,7 @@ class Reports:
     def resolve(self, email: str, outcome: Literal["sent", "pending"], *, campaign: str | None = None) -> int:
         return self._admin("resolve_unknown", email, outcome, campaign=campaign)
 
-    def mark(self, email: str, status: str, *, note: str | None = None, campaign: str | None = None) -> int:
+    def mark(self, email: str, status: str, *, note: str | None = None, campaign: str | None = None) -> applications.Marked:
         return self._write(lambda conn: applications.mark(conn, email, status, actor=ADMIN_ACTOR, now=self.now(),
                                                           note=note, campaign=campaign))
 

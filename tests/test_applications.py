@@ -95,10 +95,35 @@ def test_a_reply_after_a_status_set_back_to_none_by_hand_still_counts(db, settin
     ids = seed_sends(db, clock(), ACME_SENT)
     applications.record_reply(db, ids["bob@acme.example"], now=clock(), note="an auto-reply taken for one")
     result = _cli("mark", "bob@acme.example", "none", "--db", str(settings.db_path))
-    assert result.stdout.splitlines()[1].startswith("Messages to this address may go out again, follow-ups included")
+    assert result.stdout == ("bob@acme.example: application status 'none' (1 recipient(s)). A reply read later counts "
+                             "again; `email-automation skip EMAIL` stops mail for good.\n")
     assert applications.record_reply(db, ids["bob@acme.example"], now=clock() + timedelta(days=2), note="r") is True
     assert db.execute("SELECT application_status, application_source FROM recipients WHERE email = 'bob@acme.example'"
                       ).fetchone()[:] == ("replied", "inbox")
+
+
+def test_mark_none_lets_go_on_what_the_reply_read_by_mistake_had_stopped(db, settings, clock):
+    """A run after the reply recorded the stops: bob's follow-up and ann, his colleague, skipped.
+    `mark bob none` said mail would go out again, but neither went out; now both do, and a
+    colleague skipped for another reply stays skipped."""
+    from email_automation.sequences import add_step
+
+    add_step(db, "default", after_days=1, html="<p>Following up</p>", now=clock())
+    ids = seed_sends(db, clock(), ACME_SENT + [("cy@initech.example", "Initech", "<outreach-cy@example.com>")])
+    _pending(db, clock, ("ann@acme.example", "Acme"), ("dan@initech.example", "Initech"))
+    applications.record_reply(db, ids["bob@acme.example"], now=clock(), note="an auto-reply taken for one")
+    applications.record_reply(db, ids["cy@initech.example"], now=clock(), note="a real reply")
+    assert _run(settings, db, clock) == []
+    assert db.execute("SELECT sequence_stopped FROM recipients WHERE email = 'bob@acme.example'").fetchone()[0]
+    assert set(_skips(db)) == {"ann@acme.example", "dan@initech.example"}
+    result = _cli("mark", "bob@acme.example", "none", "--db", str(settings.db_path))
+    assert result.stdout == ("bob@acme.example: application status 'none' (1 recipient(s)). That reply had stopped 1 "
+                             "sequence(s) and skipped 1 recipient(s): they go on at the next run, unless something "
+                             "else stops them. A reply read later counts again; `email-automation skip EMAIL` stops "
+                             "mail for good.\n")
+    clock.current += timedelta(days=2)
+    assert sorted(_run(settings, db, clock)) == ["ann@acme.example", "bob@acme.example"]
+    assert set(_skips(db)) == {"dan@initech.example"}
 
 
 def test_mark_keeps_the_history_of_each_change(db, clock):

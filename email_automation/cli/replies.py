@@ -55,15 +55,12 @@ def mark(
 
     For example `mark bob@acme.com interview`. Use `replied` for an answer that came by phone or
     LinkedIn. Any status but `none` stops later messages to the address (and, with
-    STOP_COMPANY_ON_REPLY, to its company); the inbox watcher never overwrites a status set here,
-    but after `none` (a reply read by mistake undone) a later reply counts again.
+    STOP_COMPANY_ON_REPLY, to its company); the inbox watcher never overwrites a status set here.
+    `none` undoes a reply read by mistake: what it stopped goes on, and a later reply counts again.
     """
     from .. import applications
     from ..database import utc_now
 
     settings = settings_for(db)
-    count = applications.mark(open_database(settings), email, status, now=utc_now(), note=note, campaign=campaign)
-    say(f"{email.strip().lower()}: application status {status!r} ({count} recipient(s)).")
-    if status == "none":
-        say("Messages to this address may go out again, follow-ups included (and, with STOP_COMPANY_ON_REPLY, to "
-            "its colleagues); a reply read later stops them again. `email-automation skip EMAIL` stops them for good.")
+    marked = applications.mark(open_database(settings), email, status, now=utc_now(), note=note, campaign=campaign)
+    say(marked.line(email.strip().lower(), status))
