@@ -100,7 +100,12 @@ def classify(msg: Message, sent: SentLookup, own: Collection[str] = ()) -> Class
     if dsn.is_delivery_report(msg):
         return _delivery_report(msg, sent, base)
     if base["from_email"] and base["from_email"] in own:
-        return Classification("ignored", None, snippet="", detail="our own message", **base)
+        # A group or list at our address (REPLY_TO a Google Group) rewrites From to itself and
+        # names the person who wrote in Reply-To or X-Original-From: that is their reply.
+        writer = next((a for a in _addresses(msg, "Reply-To", "X-Original-From") if a not in own), "")
+        if not writer:
+            return Classification("ignored", None, snippet="", detail="our own message", **base)
+        base["from_email"] = writer
     answered, how = _answered_send(msg, sent, base["from_email"], base["subject"])
     if answered is None:
         return Classification("ignored", None, snippet="", detail="not about a message we sent", **base)
@@ -200,8 +205,13 @@ def header(msg: Message, name: str) -> str:
 
 
 def _from_address(msg: Message) -> str:
-    pairs = getaddresses([header(msg, "From")])
-    return pairs[0][1].strip().lower() if pairs and "@" in pairs[0][1] else ""
+    return next(iter(_addresses(msg, "From")), "")
+
+
+def _addresses(msg: Message, *names: str) -> list[str]:
+    """The addresses of these headers, in order, lower-cased."""
+    return [address.strip().lower() for _, address in getaddresses([header(msg, name) for name in names])
+            if "@" in address]
 
 
 def _message_id(msg: Message) -> str | None:

@@ -121,3 +121,18 @@ def test_a_bounce_from_a_forwarding_address_is_matched_by_the_returned_message(l
     raw = load("postfix_bounce.eml").replace(b"rfc822; gone@stark.example", b"rfc822; gone.forwarded@mail.stark.example")
     found = classify(email.message_from_bytes(raw), lookup)
     assert (found.kind, found.sent.email) == ("bounce", "gone@stark.example")
+
+
+def test_a_reply_through_a_group_at_our_address_is_the_writers_reply(lookup):
+    """REPLY_TO a Google Group: for a sender whose domain has a strict DMARC policy the group
+    rewrites From to itself and names the writer in Reply-To; that was ignored as our own message,
+    so the follow-ups went on to someone who had answered."""
+    raw = (b'From: "Dave via Jobs" <jobs@example.com>\r\nReply-To: Dave <dave@initech.example>\r\n'
+           b"To: jobs@example.com\r\nSubject: Re: Application: Backend developer at Initech\r\n"
+           b"Message-ID: <group-dave@example.com>\r\nIn-Reply-To: <outreach-dave@example.com>\r\n"
+           b"Date: Wed, 25 Nov 2026 09:00:00 +0000\r\n\r\nHappy to talk next week.\r\n")
+    own = {"jane@example.com", "jobs@example.com"}
+    found = classify(email.message_from_bytes(raw), lookup, own)
+    assert (found.kind, found.from_email, found.sent.email) == ("reply", "dave@initech.example", "dave@initech.example")
+    ours = raw.replace(b"Reply-To: Dave <dave@initech.example>\r\n", b"Reply-To: jobs@example.com\r\n")
+    assert classify(email.message_from_bytes(ours), lookup, own).kind == "ignored"
