@@ -156,8 +156,8 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
             room -= 1
     plan.send = candidates[:remaining]
     plan.over_limit += len(candidates) - len(plan.send)
+    plan.within_quota(quota)  # the run cuts its batch to SES's quota, then the breaker holds within it
     plan.within_breaker(conn, settings, now)
-    plan.within_quota(quota)
     return plan
 
 

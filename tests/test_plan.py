@@ -207,6 +207,24 @@ def test_run_plan_sends_nothing_while_the_circuit_breaker_pauses_all_sending(fif
     assert lines[1].endswith("`email-automation resume --all`. The run would send nothing.")
 
 
+def test_the_plan_cuts_to_the_ses_quota_before_the_circuit_breaker_holds_a_campaign(settings, db, clock):
+    """The run takes SES's quota of the batch first and its breaker check then holds campaign a's
+    two: it sends nothing. The plan held them first and promised b0 and b1 in their place."""
+    from email_automation.database import ensure_campaign
+    from email_automation.plan import Quota
+
+    a = ensure_campaign(db, "a")["id"]
+    with db:
+        db.executemany("INSERT INTO recipients (campaign_id, email, created_at) VALUES (?, ?, 'x')",
+                       [(a, f"a{i}@a{i}.example.com") for i in range(2)] + [(1, f"b{i}@b{i}.example.com") for i in range(3)])
+        db.execute("INSERT INTO sending_pauses (scope, reason, paused_at) VALUES ('a', 'bounce rate 9%',"
+                   " '2026-11-25T07:00:00.000000Z')")
+    plan = plan_run(db, settings, now=clock(), quota=Quota(remaining_24h=2))
+    assert plan.send == []
+    assert [h.email for h in plan.held][:2] == ["a0@a0.example.com", "a1@a1.example.com"]
+    assert plan.quota.would_wait == 3
+
+
 def test_run_plan_holds_everyone_when_the_rates_would_trip_at_the_first_send(settings, db, clock):
     """The run's check before each send opens the pause; the plan only says it would, and opens none."""
     from email_automation import bounces
