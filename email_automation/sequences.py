@@ -169,12 +169,12 @@ def remove_step(conn: sqlite3.Connection, campaign: str, number: int) -> None:
                                      " ORDER BY step", (row["id"], number)).fetchall():
             conn.execute("UPDATE campaign_steps SET step = ? WHERE campaign_id = ? AND step = ?",
                          (later - 1, row["id"], later))
-        # Whoever waited for this step as the campaign's last (a claim of it undone before it left)
-        # has had every step now: back to the one they were sent, as if it had always been the last.
-        if conn.execute("SELECT 1 FROM campaign_steps WHERE campaign_id = ? AND step >= ?",
-                        (row["id"], number)).fetchone() is None:
-            conn.execute("UPDATE recipients SET status = 'sent', step = ? WHERE campaign_id = ? AND step = ?"
-                         " AND status = 'pending'", (number - 1, row["id"], number))
+        # Whoever waited at this step (a claim of it undone before it left: nothing was attempted)
+        # goes back to the step they were sent. Left pending at its number, they would get the step
+        # moved up into its place at once, as a retry, not after its wait; and after the last step
+        # there is nothing to wait for.
+        conn.execute("UPDATE recipients SET status = 'sent', step = ? WHERE campaign_id = ? AND step = ?"
+                     " AND status = 'pending'", (number - 1, row["id"], number))
 
 
 # --- what is due --------------------------------------------------------------------------------

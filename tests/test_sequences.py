@@ -237,6 +237,21 @@ def test_a_step_is_not_removed_once_sent_and_later_steps_move_up(settings, db, c
         sequences.remove_step(db, "default", 3)
 
 
+def test_removing_a_step_someone_waited_for_gives_them_the_next_after_its_own_wait(sequence, db, clock):
+    add_step(db, "default", after_days=5, html="<p>Last one</p>", now=clock())
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)  # Wednesday: step 1 to all three
+    days_later(clock, 2)
+    rid = db.execute("SELECT id FROM recipients WHERE email = 'person0@example.com'").fetchone()[0]
+    claim = ledger.claim(db, rid, now=clock(), tz=sequence.tz, daily_limit=100, subject="s", transport="smtp", step=2)
+    ledger.give_back(db, claim, now=clock())  # the run stopped before its turn: nothing left
+    sequences.remove_step(db, "default", 2)  # step 3 (five business days) becomes step 2
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 1)
+    assert run(sequence, db, transport, clock).sent == 0  # not at once: five business days after Wednesday
+    days_later(clock, 5)
+    assert run(sequence, db, transport, clock).steps == {"2": {"sent": 3}}
+
+
 def test_removing_the_last_step_someone_waited_for_completes_their_sequence(sequence, db, clock):
     add_step(db, "default", after_days=2, html="<p>Last one</p>", now=clock())
     transport = ScriptedTransport()
