@@ -214,8 +214,9 @@ def check_draft(conn: sqlite3.Connection, campaign: str, subjects: list[str] | N
 
 def _campaign_files(conn: sqlite3.Connection, campaign: str, attach: Sequence[str | Path], settings: Any) -> str:
     """The JSON list to store for `attach`, checked as a run will check it: alone, and with the own
-    files of each recipient who may still be mailed, as an import checks a row against the
-    campaign's files (else every such message would be refused at send time)."""
+    files of each recipient whose first message may still go out (a follow-up carries no
+    attachment), as an import checks a row against the campaign's files (else every such message
+    would be refused at send time). A file named twice, or by both, is sent and counted once."""
     stored = attachments.campaign_files(attach)
     limit = getattr(settings, "max_message_bytes", attachments.DEFAULT_MAX_MESSAGE_BYTES)
     paths = attachments.stored_paths(stored)
@@ -225,10 +226,9 @@ def _campaign_files(conn: sqlite3.Connection, campaign: str, attach: Sequence[st
     sizes: dict[str, int] = {}
     for email, own in conn.execute(
             "SELECT r.email, r.attachments FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-            " WHERE c.name = ? AND r.attachments IS NOT NULL AND (r.status IN ('pending', 'failed')"
-            " OR (r.status = 'sent' AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id"
-            " AND s.step > r.step))) ORDER BY r.id", (campaign,)):
-        extra = [p for p in attachments.stored_paths(own) if p not in paths]  # a file named by both is sent once
+            " WHERE c.name = ? AND r.attachments IS NOT NULL AND r.status IN ('pending', 'failed') AND r.step = 1"
+            " ORDER BY r.id", (campaign,)):
+        extra = [p for p in dict.fromkeys(attachments.stored_paths(own)) if p not in paths]
         mine = total + sum(sizes.setdefault(p, attachments.encoded_total([p])) for p in extra)
         if mine > limit:
             raise attachments.AttachmentError(f"with {email}'s own files, {attachments.too_big(mine, limit)}")

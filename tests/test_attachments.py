@@ -11,6 +11,7 @@ import re
 import sqlite3
 import urllib.request
 from contextlib import closing
+from datetime import datetime, timezone
 
 import boto3
 import pytest
@@ -223,6 +224,31 @@ def test_template_set_attach_refuses_files_that_make_a_waiting_recipients_messag
                              "than MAX_MESSAGE_BYTES (65,536 bytes); send a smaller file or a link\n")
     assert sqlite3.connect(db).execute("SELECT attachments FROM campaigns").fetchone()[0] is None
     assert cli("template", "set", "--db", db, "--attach", str(folder / "cv.pdf")).exit_code == 0  # sent once
+
+
+def test_template_set_attach_counts_a_file_named_twice_once_and_not_for_follow_ups(tmp_path, folder, monkeypatch):
+    """A cell naming cv.pdf twice counted it twice, and a recipient already sent step 1 (whose
+    follow-ups carry no attachment) was checked too: both refused a file every message could carry."""
+    from email_automation.database import connect
+    from email_automation.sequences import add_step
+
+    db = db_env(tmp_path)
+    monkeypatch.setenv("MAX_MESSAGE_BYTES", "65536")
+    (folder / "cv.pdf").write_bytes(b"x" * 20000)
+    (folder / "big-cv.pdf").write_bytes(b"z" * 30000)
+    (folder / "portfolio.pdf").write_bytes(b"y" * 20000)
+    csv = write_csv(folder / "people.csv", [("ada@example.org", "Ada", "cv.pdf;cv.pdf"),
+                                            ("bob@example.org", "Bob", "big-cv.pdf")])
+    assert cli("import", str(csv), "--db", db).exit_code == 0
+    conn = connect(db)
+    add_step(conn, "default", after_days=2, html="<p>Following up</p>", now=datetime.now(timezone.utc))
+    with conn:  # bob's first message went out with his CV
+        conn.execute("UPDATE recipients SET status = 'sent' WHERE email = 'bob@example.org'")
+
+    result = cli("template", "set", "--db", db, "--attach", str(folder / "portfolio.pdf"))
+
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "portfolio.pdf").name in conn.execute("SELECT attachments FROM campaigns").fetchone()[0]
 
 
 # --- end to end -------------------------------------------------------------------------------
