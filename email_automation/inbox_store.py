@@ -11,7 +11,7 @@ import hashlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from . import applications, bounces, ledger
 from .database import iso, transaction
@@ -138,13 +138,20 @@ def _answered(found: Classification) -> list[SentRef]:
     return [found.sent] if found.sent is not None else []
 
 
+# How far a message's Date may lag the attempt it answers: the writer's clock may be wrong by this much.
+CLOCK_SKEW = timedelta(minutes=15)
+
+
 def _settle_unknown(conn: sqlite3.Connection, ref: SentRef, found: Classification, now: datetime) -> str | None:
     """A send whose outcome was unknown and that this message answers went out: settled as sent,
     so it no longer waits for a person's decision. Only when no other send to the address could be
     the one answered: a send of the same subject (a follow-up's is its first message's), or any
-    when the match was by address alone (an auto-reply, a bounce report)."""
-    row = conn.execute("SELECT subject FROM send_log WHERE id = ? AND status = 'unknown'", (ref.log_id,)).fetchone()
-    if row is None:
+    when the match was by address alone (an auto-reply, a bounce report); and only for a message
+    dated after the attempt (`CLOCK_SKEW` aside): an out-of-office or a report written before it
+    answers something else."""
+    row = conn.execute("SELECT subject, attempted_at FROM send_log WHERE id = ? AND status = 'unknown'",
+                       (ref.log_id,)).fetchone()
+    if row is None or found.date is None or found.date < datetime.fromisoformat(row[1]) - CLOCK_SKEW:
         return None
     subject = normalize_subject(row[0] or "")
     by_subject = subject == normalize_subject(found.subject)

@@ -5,10 +5,12 @@ pending --claim--> sending --record--> sent | failed | pending (refused for now:
 A claim is committed before the message leaves; its send_log row counts toward the daily limit
 from that moment. Whatever happens to the process afterwards, a recipient in `sending` or
 `unknown` is never picked up again automatically: SES has no idempotency token, so the only
-safe answer to "did it go out?" after a crash is to ask a person.
+safe answer to "did it go out?" after a crash is to ask a person, unless the message itself
+answers: an SES event tagged with the attempt, or a reply or bounce report read from the inbox.
 
-This module alone writes send state: claim, record, recover, skip, and settle (from SES events
-or a person's `resolve`, kept in `send_log.resolution`). `admin`, `events` and `run_daily` ask it.
+This module alone writes send state: claim, record, recover, skip, and settle (from SES events,
+an answer in the inbox, or a person's `resolve`, kept in `send_log.resolution`). `admin`,
+`events`, `inbox_store` and `run_daily` ask it.
 """
 
 from __future__ import annotations
@@ -461,7 +463,8 @@ class Settled:
 
 
 SETTLE_CANDIDATES_SQL = (
-    "SELECT l.id, l.status, l.recipient_id, r.email, MAX(e.message_id) AS message_id, MIN(e.event_at) AS first_seen,"
+    "SELECT l.id, l.status, l.recipient_id, l.attempted_at, r.email, MAX(e.message_id) AS message_id,"
+    " MIN(e.event_at) AS first_seen,"
     " GROUP_CONCAT(DISTINCT e.kind) AS kinds"
     " FROM send_log l JOIN ses_events e ON e.attempt_id = l.attempt_id JOIN recipients r ON r.id = l.recipient_id"
     " WHERE e.kind != 'UNKNOWN' AND l.id IN ("
@@ -498,9 +501,11 @@ def settle_from_events(conn: sqlite3.Connection, *, actor: str, now: datetime) -
             (status, status, row["message_id"], f" [{note}]", iso(now), row["id"]),
         )
         conn.execute(
-            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN COALESCE(sent_at, ?) END,"
+            # sent_at: when SES first reported this attempt (a follow-up's wait counts from it); the
+            # recipient's still held the step before's when this step's outcome was unknown.
+            "UPDATE recipients SET status = ?, sent_at = CASE WHEN ? = 'sent' THEN ? END,"
             " last_error = ?, updated_at = ? WHERE id = ? AND status = ?",
-            (status, status, row["first_seen"] or iso(now), note, iso(now), row["recipient_id"], row["status"]),
+            (status, status, row["first_seen"] or row["attempted_at"], note, iso(now), row["recipient_id"], row["status"]),
         )
         audit(conn, actor, f"resolve-{status}", row["email"], note, now)
         settled.count += 1

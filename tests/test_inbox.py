@@ -132,6 +132,22 @@ def test_an_answer_to_a_send_of_unknown_outcome_settles_it_as_sent(dovecot, db, 
         "resolved as sent by inbox: a reply answered it", "resolved as sent by inbox: a delivery report answered it"}
 
 
+def test_an_answer_dated_before_a_send_of_unknown_outcome_does_not_settle_it(dovecot, db, settings):  # noqa: F811
+    """An out-of-office written before the attempt answers something else: it proves nothing."""
+    from email_automation import ledger
+    from email_automation.errors import AmbiguousSendError
+    from tests.mail_corpus import add_recipient, subject_for
+
+    rid = add_recipient(db, "erin@hooli.example", "Hooli", WHEN)
+    claim = ledger.claim(db, rid, now=WHEN + timedelta(days=2), tz=timezone.utc, daily_limit=100,
+                         subject=subject_for("Hooli"), transport="ses")
+    ledger.record_failure(db, claim, AmbiguousSendError("timed out"), now=WHEN + timedelta(days=2), max_attempts=3)
+    box = dovecot.mailbox()
+    box.append(load("gmail_vacation.eml"))  # dated the day after WHEN: before the attempt
+    assert _read(db, settings, box).as_dict() == ZERO | {"auto_replies": 1}
+    assert db.execute("SELECT status FROM recipients WHERE id = ?", (rid,)).fetchone()[0] == "unknown"
+
+
 def test_a_uidvalidity_reset_rereads_the_folder_without_counting_twice(db, settings, box):
     box.append(load("gmail_reply.eml"), load("outlook_reply.eml"), folder="Jobs")
     assert _read(db, settings, box, imap_folder="Jobs").replies == 2

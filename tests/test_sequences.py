@@ -194,6 +194,28 @@ def test_step_list_counts_a_follow_up_of_unknown_outcome_apart_from_the_sent_one
     assert (as_json["steps"][0]["sent"], as_json["steps"][0]["unknown"]) == (2, 1)
 
 
+def test_a_follow_up_settled_by_ses_waits_from_its_own_send_for_the_next_step(sequence, db, clock):
+    """Step 2's outcome was unknown; SES's events settled it as sent, but the recipient kept step
+    1's sent_at, so step 3 was due two business days after step 1, at once."""
+    add_step(db, "default", after_days=3, html="<p>Last one</p>", now=clock())
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)  # Wednesday 25th: step 1
+    days_later(clock, 2)
+    transport.script["person0@example.com"] = [AmbiguousSendError("timed out")]
+    run(sequence, db, transport, clock)  # Friday 27th: step 2, person0's unknown
+    attempt, attempted = db.execute("SELECT attempt_id, attempted_at FROM send_log l JOIN recipients r"
+                                    " ON r.id = l.recipient_id WHERE r.email = 'person0@example.com' AND l.step = 2").fetchone()
+    with transaction(db):
+        db.execute("INSERT INTO ses_events (dedupe_key, kind, email, message_id, attempt_id, event_at, received_at)"
+                   " VALUES ('k', 'DELIVERED', 'person0@example.com', 'ses-1', ?, ?, ?)", (attempt, attempted, attempted))
+        ledger.settle_from_events(db, actor="ses-event", now=clock())
+    assert step_of(db, "person0@example.com")[:2] == ("sent", 2)
+    days_later(clock, 3)  # Monday: step 3's three business days after Friday are not over
+    assert run(sequence, db, transport, clock).sent == 0
+    days_later(clock, 2)  # Wednesday
+    assert run(sequence, db, transport, clock).steps == {"3": {"sent": 3}}
+
+
 def test_each_step_is_claimed_once(sequence, db, clock):
     transport = ScriptedTransport()
     run(sequence, db, transport, clock)
