@@ -45,21 +45,35 @@ def _tagged(records: list[str], version: str) -> list[str]:
 
 
 def dmarc_applies(record: str) -> bool:
-    """Whether receivers apply a DMARC record: it needs a valid `p` tag, or else a `rua` tag, with
-    which they act as if it said p=none (RFC 7489 section 6.6.3); without either they apply none."""
+    """Whether receivers apply a DMARC record: it needs a valid `p` tag, or else a `rua` tag with at
+    least one valid URI (a `mailto:` one here), with which they act as if it said p=none
+    (RFC 7489 section 6.6.3); without either they apply none."""
     tags = dict(part.strip().partition("=")[::2] for part in record.split(";"))
     tags = {name.strip().lower(): value.strip() for name, value in tags.items()}
-    return tags.get("p", "").lower() in ("none", "quarantine", "reject") or bool(tags.get("rua"))
+    reports = [uri.strip().lower() for uri in tags.get("rua", "").split(",")]
+    return (tags.get("p", "").lower() in ("none", "quarantine", "reject")
+            or any(uri.startswith("mailto:") and "@" in uri for uri in reports))
+
+
+def spf_mechanisms(record: str) -> list[str]:
+    """The record's mechanisms a receiver evaluates, lower-cased, `+` dropped: those up to and
+    including the first `all`, since nothing after it is evaluated (RFC 7208 section 5.1)."""
+    terms = [term.lower().removeprefix("+") for term in record.split()[1:]]
+    mechanisms = [term for term in terms if "=" not in term.split(":")[0]]  # `name=value` is a modifier
+    ends = next((n for n, term in enumerate(mechanisms) if term.lstrip("-~?") == "all"), len(mechanisms))
+    return mechanisms[:ends + 1]
 
 
 def spf_passes_nobody(record: str) -> bool:
-    """Whether an SPF record can pass no server: its only mechanism, if any, is `all` not qualified
-    `+`, and it has no `redirect=` (RFC 7208 sections 4.7 and 5.1: no match is "neutral")."""
-    terms = [term.lower() for term in record.split()[1:]]
-    if any(term.startswith("redirect=") for term in terms):
+    """Whether an SPF record can pass no server: no mechanism before its first `all`, that `all`
+    not qualified `+`, and no `redirect=` where no `all` ends the record (RFC 7208 sections 5.1
+    and 6.1: with no match the result is "neutral", with `-all` "fail", with `~all` "softfail")."""
+    mechanisms = spf_mechanisms(record)
+    if mechanisms and mechanisms[-1] == "all":
         return False
-    mechanisms = [term for term in terms if "=" not in term.split(":")[0]]  # `name=value` is a modifier
-    return all(term in ("-all", "~all", "?all") for term in mechanisms)
+    if not mechanisms and any(term.lower().startswith("redirect=") for term in record.split()[1:]):
+        return False
+    return all(term.lstrip("-~?") == "all" for term in mechanisms)
 
 
 def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Check:
@@ -76,7 +90,7 @@ def check_dmarc(resolver: dns.resolver.Resolver, domain: str) -> Check:
             return Check(name, FAIL, f"{where} has {len(records)} DMARC records; receivers then apply none",
                          "keep exactly one TXT record starting v=DMARC1")
         if records and not dmarc_applies(records[0]):
-            return Check(name, WARN, f"{where}: {records[0]} has no valid p= policy and no rua=, so receivers "
+            return Check(name, WARN, f"{where}: {records[0]} has no valid p= policy and no valid rua=, so receivers "
                          "apply no DMARC: Gmail and Yahoo require it from bulk senders",
                          f'make it "v=DMARC1; p=none; rua=mailto:dmarc@{domain}"')
         if records:
@@ -100,10 +114,11 @@ def check_spf(resolver: dns.resolver.Resolver, domain: str, *, ses: bool) -> Che
         return Check(name, FAIL, f"{domain} has {len(records)} SPF records (a permanent error for receivers)",
                      "merge them into one TXT record starting v=spf1")
     if spf_passes_nobody(records[0]):
-        return Check(name, FAIL, f"{domain}: {records[0]} lets no server send: every message fails SPF",
+        return Check(name, FAIL, f"{domain}: {records[0]} lets no server pass SPF: every message fails it or is "
+                     "neutral",
                      f"add {SES_SPF_INCLUDE} to it, before the all" if ses
                      else "add your SMTP provider's include: to it, before the all")
-    if ses and SES_SPF_INCLUDE not in [term.removeprefix("+") for term in records[0].lower().split()]:
+    if ses and SES_SPF_INCLUDE not in spf_mechanisms(records[0]):
         return Check(name, WARN, f"{domain}: {records[0]} does not include amazonses.com", hint)
     return Check(name, OK, f"{domain}: {records[0]}")
 

@@ -83,17 +83,27 @@ def test_dmarc_of_the_parent_domain_covers_a_subdomain_sender(settings, dns_zone
 
 @pytest.mark.parametrize("dmarc, spf, name, status, detail", [
     ("v=DMARC1", "v=spf1 include:relay.example.net ~all", "DMARC", WARN,
-     "_dmarc.example.com: v=DMARC1 has no valid p= policy and no rua=, so receivers apply no DMARC: Gmail and Yahoo "
+     "_dmarc.example.com: v=DMARC1 has no valid p= policy and no valid rua=, so receivers apply no DMARC: Gmail and Yahoo "
      "require it from bulk senders"),
     ("v=DMARC1; p=never", "v=spf1 include:relay.example.net ~all", "DMARC", WARN,
-     "_dmarc.example.com: v=DMARC1; p=never has no valid p= policy and no rua=, so receivers apply no DMARC: Gmail "
+     "_dmarc.example.com: v=DMARC1; p=never has no valid p= policy and no valid rua=, so receivers apply no DMARC: Gmail "
      "and Yahoo require it from bulk senders"),
     ("v=DMARC1; rua=mailto:d@example.com", "v=spf1 -all", "DMARC", OK,  # read as p=none (RFC 7489 6.6.3)
      "_dmarc.example.com: v=DMARC1; rua=mailto:d@example.com"),
-    ("v=DMARC1; p=none", "v=spf1 -all", "SPF", FAIL, "example.com: v=spf1 -all lets no server send: every message fails SPF"),
-    ("v=DMARC1; p=none", "v=spf1 ~all", "SPF", FAIL, "example.com: v=spf1 ~all lets no server send: every message fails SPF"),
+    ("v=DMARC1; p=none", "v=spf1 -all", "SPF", FAIL, "example.com: v=spf1 -all lets no server pass SPF: every message fails it or is neutral"),
+    ("v=DMARC1; p=none", "v=spf1 ~all", "SPF", FAIL, "example.com: v=spf1 ~all lets no server pass SPF: every message fails it or is neutral"),
     ("v=DMARC1; p=none", "v=spf1 redirect=_spf.relay.example.net", "SPF", OK,
      "example.com: v=spf1 redirect=_spf.relay.example.net"),
+    # Nothing after the first `all` is evaluated (RFC 7208 5.1), and `redirect` is ignored beside it (6.1).
+    ("v=DMARC1; p=none", "v=spf1 -all include:relay.example.net", "SPF", FAIL,
+     "example.com: v=spf1 -all include:relay.example.net lets no server pass SPF: every message fails it or is neutral"),
+    ("v=DMARC1; p=none", "v=spf1 ?all redirect=_spf.relay.example.net", "SPF", FAIL,
+     "example.com: v=spf1 ?all redirect=_spf.relay.example.net lets no server pass SPF: every message fails it or is "
+     "neutral"),
+    ("v=DMARC1; p=none", "v=spf1 ip4:192.0.2.7 -all", "SPF", OK, "example.com: v=spf1 ip4:192.0.2.7 -all"),
+    ("v=DMARC1; rua=https://d.example.com/r", "v=spf1 -all", "DMARC", WARN,  # no valid (mailto) URI
+     "_dmarc.example.com: v=DMARC1; rua=https://d.example.com/r has no valid p= policy and no valid rua=, so receivers "
+     "apply no DMARC: Gmail and Yahoo require it from bulk senders"),
 ])
 def test_a_dmarc_record_receivers_ignore_or_an_spf_record_nobody_passes_is_not_ok(settings, dns_zone, dmarc, spf, name, status, detail):
     """doctor said OK to a DMARC record receivers ignore and to an SPF record every message fails."""
