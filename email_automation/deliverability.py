@@ -54,7 +54,7 @@ def reputation(conn: sqlite3.Connection, f: LogFilter, *, sent: int | None = Non
     dashboard's summary has), else they are counted here.
     """
     seen = bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM ses_events WHERE kind != '{EventKind.UNKNOWN}')").fetchone()[0])
-    if f.status not in (None, "sent"):
+    if f.status and f.status != "sent":  # "" is no filter, as log_filter_sql reads it
         return Reputation(0, 0, 0, seen)
     where, args = log_filter_sql(f)
     if sent is None:
