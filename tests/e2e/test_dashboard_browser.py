@@ -223,7 +223,11 @@ def test_upload_a_csv_edit_a_template_and_see_the_preview_in_chromium(dashboard,
     # A follow-up step is added here too, without a terminal: the Step box then shows it.
     page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Step", exact=True)).click()
     page.get_by_role("option", name="+ new follow-up step").click()
-    page.wait_for_selector(DONE)
+    # The rerun's new form (its wait field), and that run over: text typed into the form drawn
+    # before would be lost when the new one replaces it.
+    expect(page.get_by_label("Wait: business days after step 1 was sent")).to_be_visible()
+    expect(page.locator(DONE)).to_have_count(1)
+    expect(page.get_by_label("HTML body")).to_have_value("")
     page.get_by_label("HTML body").fill("<p>Any news, {{ first_name }}?</p>")
     page.get_by_role("button", name="Add step").click()
     expect(page.get_by_text("Step 2 added to campaign 'autumn': 3 business day(s) after step 1.")).to_be_visible()
