@@ -109,7 +109,8 @@ _OPTIONAL_READS = frozenset({"default", "d", "defined", "undefined"})
 def column_reads(part: str, source: str) -> dict[str, int]:
     """The variables a template part reads that are no recipient field or built-in (nor, in a body,
     `subject`), with the line of the first read: the CSV columns it needs. A variable read only
-    through `| default(...)` or an `is defined` test is left out: a recipient may lack it.
+    through `| default(...)`, an `is defined` test, or inside `{% if x is defined %}` (or the
+    `else` of `is undefined`) is left out: a recipient may lack it.
 
     Raises:
         jinja2.TemplateSyntaxError: the source does not parse.
@@ -118,11 +119,29 @@ def column_reads(part: str, source: str) -> dict[str, int]:
     known = {*RECIPIENT_COLUMNS, *BUILTIN_VARIABLES, *([] if part == "subject" else ["subject"])}
     undeclared = meta.find_undeclared_variables(tree) - known
     guarded = {id(n.node) for n in tree.find_all((nodes.Filter, nodes.Test)) if n.name in _OPTIONAL_READS}
+    guarded |= _read_where_defined(tree)
     lines: dict[str, int] = {}
     for name in tree.find_all(nodes.Name):
         if name.name in undeclared and id(name) not in guarded:
             lines[name.name] = min(lines.get(name.name, name.lineno), name.lineno)
     return lines
+
+
+def _read_where_defined(tree: nodes.Template) -> set[int]:
+    """The reads of `x` (node ids) in a branch that runs only when `x` is defined: the body of
+    `{% if x is defined %}` (also as one side of an `and`), the `else` of `{% if x is undefined %}`."""
+    inside: set[int] = set()
+    for branch in tree.find_all(nodes.If):
+        tests, guards = [branch.test], []
+        while tests:
+            test = tests.pop()
+            if isinstance(test, nodes.And):
+                tests += [test.left, test.right]
+            elif isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name) and test.name in ("defined", "undefined"):
+                guards.append((test.node.name, branch.body if test.name == "defined" else branch.else_))
+        for name, body in guards:
+            inside |= {id(n) for statement in body for n in statement.find_all(nodes.Name) if n.name == name}
+    return inside
 
 
 def _can_be_column(name: str) -> bool:

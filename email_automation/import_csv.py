@@ -601,6 +601,11 @@ def import_csv(
                     raise CsvImportError(f"{path}: no email column (found: {found})")
                 rejects = _RejectsFile(rejects_target(path, rejects_path), header, source.delimiter, source.encoding.name)
                 lacking = template_columns.missing_columns(reads, {key for _, key in columns.extras})
+                if None in lacking and "template" not in columns.positions:  # every row gets the campaign's own
+                    column, by = lacking[None]
+                    raise CsvImportError(f"{path}: {by} reads {{{{ {column} }}}} and this file has no {column!r} "
+                                         "column, so no row of it can be sent; add the column (an empty cell is "
+                                         "fine) or change the template")
                 _run(conn, records, columns, rejects, report, source.encoding, str(path), lambda: meter.at(raw.tell()),
                      chunk_rows, _RowChecks(domain_check, files, campaign, names, lacking))
         except OSError as err:
@@ -700,7 +705,7 @@ def _row_function(columns: Columns, check: str | None, checks: _RowChecks) -> im
         recipient = checks(normalize_row(values, columns, check), columns)
         return None if recipient is None else columns.stored_values(recipient)
 
-    if check is not None or None in checks.lacking:  # the campaign's own template needs a column: every row refused
+    if check is not None or None in checks.lacking:  # the campaign's own template needs a column: its rows refused
         return general
     return import_rows.row_builder(columns, general, checks.domain_check)
 

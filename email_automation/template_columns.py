@@ -8,8 +8,10 @@ Two places keep the rule, so that a run never meets a recipient its templates ca
 
 - an import works out once per file which of its templates read a column the file lacks
   (`missing_columns`), and refuses the rows that would get one of them;
-- a template change is checked against every recipient who may still get the template (pending
-  or failed at that step, or sent an earlier one), one query per column (`require`). Before any
+- a template change is checked against every recipient who may still get the template (at that
+  step and not sent it, whatever their status: a failed, skipped or unknown one can come back
+  through `retry-failed`, `unsuppress`, `mark EMAIL none` or `resolve --pending`; or sent an
+  earlier one), one query per column (`require`). Before any
   such recipient exists, the change is accepted with a note: the import will hold the line.
 
 The run's own render of every message before its first send stays the last guard.
@@ -32,9 +34,9 @@ RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
 # What `recipient_context` adds for every recipient; `subject` is the rendered subject (bodies only).
 BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsubscribe_url", "physical_address")
 
-# Recipients who may still get step `?` (twice): queued for it or an earlier step (failed ones come
-# back with `retry-failed`), or sent an earlier step with this one to come.
-_MAY_GET = "((r.status IN ('pending', 'failed') AND r.step <= ?) OR (r.status = 'sent' AND r.step < ?))"
+# Recipients who may still get step `?` (twice): at an earlier step, or at this one and not sent
+# it (pending; failed, skipped or unknown ones can come back, see above).
+_MAY_GET = "(r.step < ? OR (r.step = ? AND r.status != 'sent'))"
 # The recipient's `fields` JSON has no such key (json_type is NULL for a missing path;
 # https://www.sqlite.org/json1.html#jtype). CASE: json_type raises on text that is not JSON.
 _LACKS = "CASE WHEN json_valid(r.fields) THEN json_type(r.fields, ?) END IS NULL"

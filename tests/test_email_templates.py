@@ -187,8 +187,12 @@ def test_check_template_names_the_subject_and_text_parts():
     ("For {{ role }}", "<p>\n{{ team }} {{ role }}</p>", {"role": "subject template line 1", "team": "HTML body template line 2"}),
     # Read only through `default` or an `is defined` test: optional, no recipient needs it.
     ("{{ role | default('') }}", "{% if team is defined %}x{% endif %}{{ fields['Job Title'] }}", {}),
-    # ... but one plain read makes it needed again.
-    ("{{ role | d('') }}", "{% if team is defined %}{{ team }}{% endif %}", {"team": "HTML body template line 1"}),
+    # ... and inside `{% if x is defined %}` (or the else of `is undefined`), as README shows it:
+    ("{{ role | d('') }}", "{% if team is defined and x is defined %}{{ team }}{% endif %}"
+                           "{% if y is undefined %}-{% else %}{{ y }}{% endif %}", {}),
+    # ... but one read outside such a branch makes it needed again.
+    ("{{ role | d('') }}", "{% if team is defined %}{{ team }}{% else %}{{ team }}{% endif %}",
+     {"team": "HTML body template line 1"}),
 ])
 def test_check_template_lists_the_columns_a_template_reads(subject, html, columns):
     assert check_template(subject, html, None, campaign="spring") == columns

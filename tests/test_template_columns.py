@@ -152,25 +152,20 @@ def test_step_set_for_a_segment_notes_and_its_import_rejects_rows_without_the_co
 
 # --- import: per file --------------------------------------------------------------------------
 
-def test_a_file_lacking_a_column_the_template_reads_is_rejected_and_the_run_sends_the_rest(db, tmp_path, monkeypatch):
-    """r2's rows were accepted, and the next run held the whole campaign back: 'role' is undefined."""
+def test_a_file_lacking_a_column_the_template_reads_is_refused_and_the_run_sends_the_rest(db, tmp_path, monkeypatch):
+    """r2's rows were accepted, and the next run held the whole campaign back: 'role' is undefined.
+    With no `template` column every row gets the campaign's own template: one line for the file
+    (exit 2), not a rejects file as long as the file."""
     cli("import", write(tmp_path, "r1.csv", "email,first_name,company,role\na@x.example,Ann,Acme,CTO\n"), "--db", db)
     assert cli("template", "set", "--subject", "Hi {{ role }}", "--db", db).exit_code == 0
     r2 = write(tmp_path, "r2.csv", "email,first_name,company\nb@y.example,Bob,Bank\nc@z.example,Cy,Corp\n")
 
     imported = cli("import", r2, "--db", db)
 
-    assert imported.stdout.splitlines() == [
-        f"{r2}: 0 added to campaign 'default', 0 duplicate(s) skipped, 2 invalid.",
-        f"  {r2}:2: 'role': the campaign's own template reads {{{{ role }}}} and this file has no 'role' column; add the "
-        "column (an empty cell is fine) or change the template",
-        f"  {r2}:3: 'role': the campaign's own template reads {{{{ role }}}} and this file has no 'role' column; add the "
-        "column (an empty cell is fine) or change the template",
-        f"Invalid rows written to {tmp_path / 'r2.rejects.csv'}"]
-    assert (tmp_path / "r2.rejects.csv").read_text(encoding="utf-8-sig").splitlines()[:2] == [
-        "email,first_name,company,line,field,reason",
-        "b@y.example,Bob,Bank,2,role,the campaign's own template reads {{ role }} and this file has no 'role' column; "
-        "add the column (an empty cell is fine) or change the template"]
+    assert (imported.exit_code, imported.stderr) == (2, (
+        f"Error: {r2}: the campaign's own template reads {{{{ role }}}} and this file has no 'role' column, so no row "
+        "of it can be sent; add the column (an empty cell is fine) or change the template\n"))
+    assert not (tmp_path / "r2.rejects.csv").exists()
     assert list(send_all(db, monkeypatch)) == ["a@x.example"]
 
 
@@ -188,13 +183,19 @@ def test_each_row_is_checked_against_its_own_template(db, tmp_path):
         "column (an empty cell is fine) or change the template"]
 
 
-def test_a_column_read_only_through_default_is_optional_at_import(db, tmp_path):
+def test_a_column_read_only_through_default_or_where_defined_is_optional_at_import(db, tmp_path, monkeypatch):
+    """README: a variable read in `{% if role is defined %}` is optional; such rows were refused."""
     assert cli("template", "set", "--subject", "Hi {{ role | default('there') }}{% if team is defined %} "
                "({{ team }}){% endif %}", "--db", db).exit_code == 0
     csv = write(tmp_path, "r.csv", "email,first_name,team\na@x.example,Ann,Core\n")
     assert f"{csv}: 1 added" in cli("import", csv, "--db", db).stdout
     no_team = write(tmp_path, "r2.csv", "email,first_name\nb@x.example,Bob\n")
-    assert f"{no_team}: 0 added" in cli("import", no_team, "--db", db).stdout  # {{ team }} itself is a plain read
+    assert f"{no_team}: 1 added" in cli("import", no_team, "--db", db).stdout
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    shown = cli("preview", "b@x.example", "--db", db)
+    assert shown.exit_code == 0 and "Subject: Hi there\n" in shown.stdout, shown.output
+    both = cli("template", "set", "--subject", "Hi {% if team is defined %}{{ team }}{% endif %}{{ team }}", "--db", db)
+    assert both.exit_code == 2 and "has no 'team' column" in both.stderr  # a plain read outside the branch
 
 
 def test_template_remove_refuses_when_a_failed_recipient_would_lack_a_column_of_the_campaigns_own(db, tmp_path):
@@ -289,3 +290,16 @@ def test_an_import_into_a_campaign_with_simple_templates_does_not_load_jinja(tmp
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout == "False\n"
+
+
+def test_a_skipped_recipient_who_can_come_back_counts_for_a_template_change(db, tmp_path, monkeypatch):
+    """b, suppressed and skipped, was left out: {{ role }} was accepted with a note, and after
+    `unsuppress b` the next run held back the whole campaign ("'role' is undefined")."""
+    cli("import", write(tmp_path, "r.csv", "email,first_name\na@x.example,Ann\nb@y.example,Bob\n"), "--db", db)
+    assert cli("suppress", "b@y.example", "--db", db).exit_code == 0
+    send_all(db, monkeypatch)  # a is sent, b skipped
+
+    refused = cli("template", "set", "--subject", "Hi {{ role }}", "--db", db)
+
+    assert refused.exit_code == 2
+    assert "but b@y.example (skipped), who may still get this template, has no 'role' column" in refused.stderr
