@@ -87,7 +87,9 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
 
         def create() -> tuple[str, str]:
             name = st.session_state["ws_new_name"]
-            if reports.create_campaign(name):
+            created = reports.create_campaign(name)
+            st.session_state["ws_campaign"] = name.strip()  # what the tab's import and editor work on next
+            if created:
                 return "success", f"Campaign '{name.strip()}' created."
             return "info", f"Campaign '{name.strip()}' already exists."
 

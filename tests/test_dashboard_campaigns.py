@@ -67,6 +67,17 @@ def test_create_a_campaign(settings, clock, db):
     assert "autumn" in widget(at, "ws_campaign").options
 
 
+def test_a_new_campaign_is_the_one_picked_so_the_next_import_goes_into_it(settings, clock, spring):
+    at = spring_page(settings, clock)
+    widget(at, "ws_new_name").input(" autumn ")
+    at.button(key="ws_create_go").click().run()
+    assert widget(at, "ws_campaign").value == "autumn"
+    widget(at, "ws_csv").set_value(("new.csv", CSV, "text/csv"))
+    at.run()
+    at.button(key="ws_import_go").click().run()
+    assert last_message(at, "success").startswith("new.csv: 1 added to campaign 'autumn'")
+
+
 def test_upload_a_csv_shows_counts_rejects_and_the_rejects_file(settings, clock, spring):
     at = page(settings, clock)
     widget(at, "ws_campaign").set_value("spring")
@@ -402,6 +413,7 @@ def test_the_step_picked_survives_a_look_at_another_campaign_and_other_tabs(sett
     at = spring_page(settings, clock)
     widget(at, "ws_new_name").input("autumn")
     at.button(key="ws_create_go").click().run()
+    widget(at, "ws_campaign").set_value("spring").run()  # the new campaign is the one picked
     widget(at, "ws_step_spring").set_value(2).run()
     widget(at, "ws_campaign").set_value("autumn").run()
     widget(at, "ws_campaign").set_value("spring").run()
