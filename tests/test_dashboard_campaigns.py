@@ -78,6 +78,14 @@ def test_a_new_campaign_is_the_one_picked_so_the_next_import_goes_into_it(settin
     assert last_message(at, "success").startswith("new.csv: 1 added to campaign 'autumn'")
 
 
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_blank_campaign_name_is_asked_for_not_called_unprintable(settings, clock, db, name):
+    at = page(settings, clock)
+    widget(at, "ws_new_name").input(name)
+    at.button(key="ws_create_go").click().run()
+    assert last_message(at, "error") == f"campaign name {name!r} is blank: give the campaign a name"
+
+
 def test_upload_a_csv_shows_counts_rejects_and_the_rejects_file(settings, clock, spring):
     at = page(settings, clock)
     widget(at, "ws_campaign").set_value("spring")
