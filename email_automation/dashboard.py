@@ -162,7 +162,7 @@ def body(reports: Reports, log_filter: LogFilter) -> None:
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
     sections = {"Activity": lambda shown: activity(reports, log_filter, summary),
-                "Recipients": lambda shown: recipients(reports), "Replies": lambda shown: replies(reports),
+                "Recipients": lambda shown: recipients(reports, log_filter.campaign), "Replies": lambda shown: replies(reports),
                 "Deliverability": lambda shown: deliverability(reports, log_filter),
                 "Admin": lambda shown: admin_panel(reports),
                 "Campaigns": lambda shown: campaigns_page(reports, shown=shown)}
@@ -360,8 +360,12 @@ def _table_or_caption(rows: list[dict], key: str, empty: str) -> None:
         st.caption(empty)
 
 
-def recipients(reports: Reports) -> None:
-    total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS)
+def recipients(reports: Reports, campaign: str | None = None) -> None:
+    """The queue, the unknown and failed recipients and the follow-ups, of the sidebar's campaign
+    (the other filters are about sends, not recipients)."""
+    if campaign:
+        st.caption(f"Campaign '{campaign}' only (the sidebar's campaign filter).")
+    total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS, campaign=campaign)
     closed = fetch(reports, "closed_zones")
     st.subheader("Queue")
     shown = f"; the first {len(queue)} are shown" if total > len(queue) else ""
@@ -383,16 +387,16 @@ def recipients(reports: Reports) -> None:
     queue = [{**row, "held now": f"outside the send window ({closed[row['timezone']]})"
               if row["timezone"] in closed else ""} for row in queue]
     _table_or_caption(queue, "queue_table", "Nobody is waiting to be sent.")
-    unknown = fetch(reports, "unknown")
+    unknown = fetch(reports, "unknown", campaign)
     st.subheader(f"Needs a decision ({len(unknown)})")
     st.caption("The send may or may not have gone out (a timeout, or a run stopped mid-send). Check the "
                "provider's console, then resolve as sent or pending in the Admin tab or with "
                "`email-automation resolve`.")
     _table_or_caption(unknown, "unknown_table", "Nobody needs a decision.")
-    failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS)
+    failed = fetch(reports, "failed", limit=SHOWN_RECIPIENTS, campaign=campaign)
     st.subheader(f"Failed ({len(failed)}{'+' if len(failed) == SHOWN_RECIPIENTS else ''})")
     _table_or_caption(failed, "failed_table", "No failed recipients.")
-    in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS)
+    in_sequence = fetch(reports, "sequences", limit=SHOWN_RECIPIENTS, campaign=campaign)
     if in_sequence:
         st.subheader("Follow-ups")
         st.caption("Per step: messages sent (known to have gone out, as Sent counts them), sends whose outcome "
@@ -400,7 +404,8 @@ def recipients(reports: Reports) -> None:
                    "rows below that say stopped), and replies "
                    "that answered it (read from the inbox). Then each contacted recipient: the step they are at, "
                    "when the next one is due (in business days) or why none is, and their application status.")
-        _table_or_caption(fetch(reports, "step_counts"), "step_counts_table", "")
+        _table_or_caption([c for c in fetch(reports, "step_counts") if c["campaign"] == (campaign or c["campaign"])],
+                          "step_counts_table", "")
         _table_or_caption(in_sequence, "sequence_table", "")
 
 

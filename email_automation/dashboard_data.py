@@ -154,10 +154,11 @@ class Reports:
         with self._read() as conn:
             return recipient_counts(conn, campaign)
 
-    def pending_queue(self, *, limit: int = 200, offset: int = 0) -> tuple[int, list[dict]]:
-        """(queue length, the first `limit` recipients from `offset`) in send order."""
+    def pending_queue(self, *, limit: int = 200, offset: int = 0, campaign: str | None = None) -> tuple[int, list[dict]]:
+        """(queue length, the first `limit` recipients from `offset`) in send order, of `campaign` or of all."""
         with self._read() as conn:
-            return pending_queue_size(conn), pending_queue(conn, limit=limit, offset=offset)
+            return (pending_queue_size(conn, campaign),
+                    pending_queue(conn, limit=limit, offset=offset, campaign=campaign))
 
     def closed_zones(self) -> dict[str, str]:
         """{zone: why} for the pending recipients' time zones ("" is TIMEZONE's) whose send window
@@ -166,13 +167,13 @@ class Reports:
             zones = [row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients WHERE status = 'pending'")]
         return schedule.closed_zones(zones, self.now(), self.settings.tz, *self.settings.send_window)
 
-    def unknown(self) -> list[dict]:
+    def unknown(self, campaign: str | None = None) -> list[dict]:
         with self._read() as conn:
-            return [dict(row) for row in unknown_recipients(conn)]
+            return [dict(row) for row in unknown_recipients(conn, campaign)]
 
-    def failed(self, *, limit: int = 200) -> list[dict]:
+    def failed(self, *, limit: int = 200, campaign: str | None = None) -> list[dict]:
         with self._read() as conn:
-            return failed_recipients(conn, limit=limit)
+            return failed_recipients(conn, limit=limit, campaign=campaign)
 
     def status_summary(self) -> StatusSummary:
         with self._read() as conn:
@@ -215,12 +216,12 @@ class Reports:
         with self._read() as conn:
             return inbox_messages(conn, kinds=kinds, limit=limit)
 
-    def sequences(self, *, limit: int = 200) -> list[dict]:
+    def sequences(self, *, limit: int = 200, campaign: str | None = None) -> list[dict]:
         from .sequences import sequence_rows
 
         with self._read() as conn:
             return sequence_rows(conn, now=self.now(), tz=self.settings.tz, holidays=self.settings.holiday_dates,
-                                 stop_company=self.settings.stop_company_on_reply, limit=limit)
+                                 stop_company=self.settings.stop_company_on_reply, limit=limit, campaign=campaign)
 
     def step_counts(self) -> list[dict]:
         from .sequences import step_summary

@@ -90,12 +90,19 @@ def status_summary(conn: sqlite3.Connection, *, now: datetime, tz, daily_limit: 
                          today.note)
 
 
-def unknown_recipients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """Recipients whose last send may or may not have gone out: each needs a person's decision."""
+def unknown_recipients(conn: sqlite3.Connection, campaign: str | None = None) -> list[sqlite3.Row]:
+    """Recipients whose last send may or may not have gone out: each needs a person's decision
+    (of one campaign, or of all)."""
+    where, args = _of_campaign(campaign)
     return conn.execute(
         "SELECT r.email, c.name AS campaign, r.last_error, r.updated_at FROM recipients r"
-        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.status = 'unknown' ORDER BY r.updated_at"
+        f" JOIN campaigns c ON c.id = r.campaign_id WHERE r.status = 'unknown'{where} ORDER BY r.updated_at", args
     ).fetchall()
+
+
+def _of_campaign(campaign: str | None) -> tuple[str, tuple]:
+    """The condition (on `c`, the campaigns table) and its argument that keep one campaign's rows."""
+    return (" AND c.name = ?", (campaign,)) if campaign else ("", ())
 
 
 # --- the send log, filtered -------------------------------------------------------------------
@@ -438,12 +445,13 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 # --- recipients ------------------------------------------------------------------------------
 
 
-def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0) -> list[dict]:
-    """Sendable recipients in the order the next runs will mail them."""
+def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0, campaign: str | None = None) -> list[dict]:
+    """Sendable recipients (of one campaign, or of all) in the order the next runs will mail them."""
+    where, args = _of_campaign(campaign)
     rows = conn.execute(
         "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company, r.timezone"
-        f"{QUEUE_FROM_WHERE} ORDER BY r.id LIMIT ? OFFSET ?",
-        (limit, offset),
+        f"{QUEUE_FROM_WHERE}{where} ORDER BY r.id LIMIT ? OFFSET ?",
+        (*args, limit, offset),
     )
     return [{"position": offset + i, **dict(row)} for i, row in enumerate(rows, start=1)]
 
@@ -454,17 +462,19 @@ def next_queued(conn: sqlite3.Connection, campaign_id: int) -> sqlite3.Row | Non
                         (campaign_id,)).fetchone()
 
 
-def pending_queue_size(conn: sqlite3.Connection) -> int:
-    return conn.execute(f"SELECT count(*){QUEUE_FROM_WHERE}").fetchone()[0]
+def pending_queue_size(conn: sqlite3.Connection, campaign: str | None = None) -> int:
+    where, args = _of_campaign(campaign)
+    return conn.execute(f"SELECT count(*){QUEUE_FROM_WHERE}{where}", args).fetchone()[0]
 
 
-def failed_recipients(conn: sqlite3.Connection, *, limit: int) -> list[dict]:
-    """Recipients in `failed`, most recent first, with their last error."""
+def failed_recipients(conn: sqlite3.Connection, *, limit: int, campaign: str | None = None) -> list[dict]:
+    """Recipients in `failed` (of one campaign, or of all), most recent first, with their last error."""
+    where, args = _of_campaign(campaign)
     rows = conn.execute(
         "SELECT r.email, c.name AS campaign, r.attempts, r.last_error, r.updated_at FROM recipients r"
-        " JOIN campaigns c ON c.id = r.campaign_id WHERE r.status = 'failed'"
+        f" JOIN campaigns c ON c.id = r.campaign_id WHERE r.status = 'failed'{where}"
         " ORDER BY r.updated_at DESC, r.id DESC LIMIT ?",
-        (limit,),
+        (*args, limit),
     )
     return [dict(row) for row in rows]
 

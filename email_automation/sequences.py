@@ -389,9 +389,10 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
 
 
 def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holidays: Iterable[date] = (),
-                  stop_company: bool = True, limit: int = 200) -> list[dict]:
-    """Recipients of campaigns with follow-ups who were mailed: their step, when the next one is
-    due (or why none is) and their application status, for the dashboard's Recipients tab.
+                  stop_company: bool = True, limit: int = 200, campaign: str | None = None) -> list[dict]:
+    """Recipients of campaigns with follow-ups who were mailed (of `campaign`, or of all): their
+    step, when the next one is due (or why none is) and their application status, for the
+    dashboard's Recipients tab.
 
     A row says "stopped" exactly when `step_summary` counts it stopped (before the step after its
     last one sent), with the real cause: the one recorded, else `stop_reason`'s (a reply by them or
@@ -403,7 +404,8 @@ def sequence_rows(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holida
         " (SELECT MAX(step) FROM campaign_steps s WHERE s.campaign_id = r.campaign_id) AS last_step"
         " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
         f" WHERE {_LISTED} AND EXISTS (SELECT 1 FROM campaign_steps s WHERE s.campaign_id = r.campaign_id)"
-        " ORDER BY r.id LIMIT ?", (*args, limit)).fetchall()
+        f"{' AND c.name = ?' if campaign else ''} ORDER BY r.id LIMIT ?",
+        (*args, *([campaign] if campaign else []), limit)).fetchall()
     by_recipient = {d.row["id"]: d for d in scheduled_followups(
         conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company, slim=True, only=[r["id"] for r in rows])}
     shown = []

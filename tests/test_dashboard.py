@@ -171,6 +171,21 @@ def test_recipient_tabs_show_queue_unknown_and_failed(settings, clock, days):
     assert "550: mailbox does not exist" in set(failed["last_error"])
 
 
+def test_the_recipients_tab_follows_the_campaign_filter_as_the_metrics_do(settings, clock, days, tmp_path):
+    from email_automation.import_csv import import_csv
+
+    (tmp_path / "autumn.csv").write_text("email,first_name\nann@example.org,Ann\nbea@example.org,Bea\n")
+    with closing(connect(settings.db_path)) as conn:
+        import_csv(conn, tmp_path / "autumn.csv", campaign="autumn")
+    at = page(settings, clock, tab="Recipients")
+    at.selectbox(key="campaign").set_value("autumn").run()
+    assert shown(at)["Pending"] == "2"
+    assert list(table(at, "queue_table")["email"]) == ["ann@example.org", "bea@example.org"]
+    assert not [f for f in at.dataframe if "last_error" in f.value.columns]  # nobody of autumn is unknown or failed
+    assert "Nobody needs a decision." in [c.value for c in at.caption]
+    assert "No failed recipients." in [c.value for c in at.caption]
+
+
 def test_auto_refresh_is_off_by_default_and_can_be_switched_on(settings, clock, days):
     at = page(settings, clock)
     assert at.toggle(key="auto_refresh").value is False
