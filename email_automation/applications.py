@@ -47,15 +47,15 @@ class Marked:
     resumed: int = 0
     requeued: int = 0
 
-    def line(self, email: str, status: str) -> str:
-        """What a person reads after it, in the CLI and the dashboard."""
+    def line(self, email: str, status: str, *, skip: str = "`email-automation skip EMAIL`") -> str:
+        """What a person reads after it, in the CLI and the dashboard (`skip`: how to skip there)."""
         said = f"{email}: application status {status!r} ({self.count} recipient(s))."
         if status != "none":
             return said
         if self.resumed or self.requeued:
             said += (f" That reply had stopped {self.resumed} sequence(s) and skipped {self.requeued} recipient(s): "
                      "they go on at the next run, unless something else stops them.")
-        return said + " A reply read later counts again; `email-automation skip EMAIL` stops mail for good."
+        return said + f" A reply read later counts again; {skip} stops mail for good."
 
 
 def mark(conn: sqlite3.Connection, email: str, status: str, *, now: datetime, note: str | None = None,

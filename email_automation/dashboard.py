@@ -592,7 +592,7 @@ def _do_resolve(reports: Reports, state) -> str:
 def _do_mark(reports: Reports, state) -> str:
     email, status = state["act_mark_email"].strip(), state["act_mark_status"]
     marked = reports.mark(email, status, note=state["act_mark_note"].strip() or None)
-    return marked.line(email.lower(), status)
+    return marked.line(email.lower(), status, skip="the Admin tab's 'Skip a pending or failed recipient'")
 
 
 ACTIONS = {"campaign": _do_campaign, "skip": _do_skip, "retry": _do_retry,

@@ -67,6 +67,17 @@ def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(
             ("dashboard", "mark", "bob@acme.example")]
 
 
+def test_setting_a_status_back_to_none_points_to_the_dashboards_skip_not_a_command(settings, clock, filled):
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Replies"))
+    at.text_input(key="act_mark_email").input("bob@acme.example")
+    at.selectbox(key="act_mark_status").set_value("none")
+    at.checkbox(key="act_mark_sure").check()
+    at.button(key="act_mark_go").click().run()
+    [said] = [s.value for s in at.success]
+    assert said.startswith("bob@acme.example: application status 'none' (1 recipient(s)).")
+    assert "email-automation" not in said and "Admin tab's 'Skip a pending or failed recipient'" in said
+
+
 def test_the_application_status_cannot_be_changed_while_locked(settings, clock, filled):
     at = page(settings, clock, password=PASSWORD, tab="Replies")
     assert at.button(key="act_mark_go").disabled and at.text_input(key="act_mark_email").disabled
