@@ -563,8 +563,17 @@ def _do_campaign(reports: Reports, state) -> str:
     return f"Campaign '{name}' {'paused' if op == 'pause' else 'resumed'}."
 
 
+def _address(state, name: str) -> str:
+    """The address typed for action `name`; none typed is an error of its own (the library calls
+    would name the empty address in theirs, as ": no pending or failed recipient ...")."""
+    email = state[f"act_{name}_email"].strip()
+    if not email:
+        raise EmailAutomationError("Nothing changed: enter an email address first.")
+    return email
+
+
 def _do_skip(reports: Reports, state) -> str:
-    count = reports.skip(state["act_skip_email"], campaign=_campaign_or_none(state["act_skip_campaign"]))
+    count = reports.skip(_address(state, "skip"), campaign=_campaign_or_none(state["act_skip_campaign"]))
     return f"{count} recipient(s) skipped."
 
 
@@ -574,12 +583,12 @@ def _do_retry(reports: Reports, state) -> str:
 
 
 def _do_suppress(reports: Reports, state) -> str:
-    email, reason = state["act_suppress_email"], state["act_suppress_reason"].strip() or "manual"
+    email, reason = _address(state, "suppress"), state["act_suppress_reason"].strip() or "manual"
     return reports.suppress(email, reason=reason).message()
 
 
 def _do_unsuppress(reports: Reports, state) -> str:
-    return reports.unsuppress(state["act_unsuppress_email"]).message()
+    return reports.unsuppress(_address(state, "unsuppress")).message()
 
 
 def _do_resolve(reports: Reports, state) -> str:
@@ -590,7 +599,7 @@ def _do_resolve(reports: Reports, state) -> str:
 
 
 def _do_mark(reports: Reports, state) -> str:
-    email, status = state["act_mark_email"].strip(), state["act_mark_status"]
+    email, status = _address(state, "mark"), state["act_mark_status"]
     marked = reports.mark(email, status, note=state["act_mark_note"].strip() or None)
     return marked.line(email.lower(), status, skip="the Admin tab's 'Skip a pending or failed recipient'")
 

@@ -314,6 +314,16 @@ def test_an_admin_error_is_shown_not_raised(settings, clock, days):
     assert [e.value for e in at.error] == ["nobody@example.com: no pending or failed recipient with that address"]
 
 
+@pytest.mark.parametrize("name", ["skip", "suppress", "unsuppress", "mark"])
+def test_an_action_without_an_address_asks_for_one(settings, clock, days, name):
+    at = unlock(page(settings, clock, password=PASSWORD, tab="Replies" if name == "mark" else "Admin"))
+    set_widgets(at, {f"act_{name}_email": "  "})
+    at.checkbox(key=f"act_{name}_sure").check()
+    at.button(key=f"act_{name}_go").click().run()
+    assert [e.value for e in at.error] == ["Nothing changed: enter an email address first."]
+    assert audit(settings) == []
+
+
 def test_a_fresh_database_shows_zeros_and_an_empty_log(settings, clock, db):
     at = page(settings, clock)
     assert shown(at) == {"Sent": "0", "Failed": "0", "Deferred": "0", "Bounce rate": "n/a", "Complaint rate": "n/a",
