@@ -186,6 +186,19 @@ def test_the_recipients_tab_follows_the_campaign_filter_as_the_metrics_do(settin
     assert "No failed recipients." in [c.value for c in at.caption]
 
 
+def test_an_empty_queue_of_the_filtered_campaign_is_not_said_to_be_held_by_the_send_window(settings, clock, days):
+    from email_automation.database import ensure_campaign
+
+    with closing(connect(settings.db_path)) as conn:
+        ensure_campaign(conn, "autumn")
+        conn.commit()
+    office = settings.model_copy(update={"send_hours": "09:00-17:00"})  # 08:00 in Berlin: outside it
+    at = page(office, clock, tab="Recipients")
+    at.selectbox(key="campaign").set_value("autumn").run()
+    assert "Nobody is waiting to be sent." in [c.value for c in at.caption]
+    assert not [c.value for c in at.caption if "Outside the send window" in c.value]
+
+
 def test_auto_refresh_is_off_by_default_and_can_be_switched_on(settings, clock, days):
     at = page(settings, clock)
     assert at.toggle(key="auto_refresh").value is False
