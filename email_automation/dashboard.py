@@ -371,7 +371,7 @@ def recipients(reports: Reports, campaign: str | None = None) -> None:
     shown = f"; the first {len(queue)} are shown" if total > len(queue) else ""
     settings = reports.settings
     held = sum(row["timezone"] in closed for row in queue)
-    if queue and "" in closed and held == len(queue):
+    if queue and "" in closed and held == len(queue) == total:  # beyond the rows shown, a zone may be open
         st.caption(f"{total:,} recipient(s) wait (paused campaigns and suppressed addresses left out){shown}. Outside "
                    f"the send window now ({closed['']}; SEND_DAYS {settings.send_days}, SEND_HOURS "
                    f"{settings.send_hours}, TIMEZONE {settings.tz}): a run started now sends none of them; the next "

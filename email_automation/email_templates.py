@@ -129,7 +129,8 @@ def column_reads(part: str, source: str) -> dict[str, int]:
 
 def _read_where_defined(tree: nodes.Template) -> set[int]:
     """The reads of `x` (node ids) in a branch that runs only when `x` is defined: the body of
-    `{% if x is defined %}` (also as one side of an `and`), the `else` of `{% if x is undefined %}`."""
+    `{% if x is defined %}` (also as one side of an `and`), the `else` of `{% if x is undefined %}`
+    (only as the whole test: the `else` of `x is undefined and y` also runs when y is false)."""
     inside: set[int] = set()
     for branch in tree.find_all(nodes.If):
         tests, guards = [branch.test], []
@@ -137,7 +138,8 @@ def _read_where_defined(tree: nodes.Template) -> set[int]:
             test = tests.pop()
             if isinstance(test, nodes.And):
                 tests += [test.left, test.right]
-            elif isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name) and test.name in ("defined", "undefined"):
+            elif isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name) and (
+                    test.name == "defined" or (test.name == "undefined" and test is branch.test)):
                 guards.append((test.node.name, branch.body if test.name == "defined" else branch.else_))
         for name, body in guards:
             inside |= {id(n) for statement in body for n in statement.find_all(nodes.Name) if n.name == name}

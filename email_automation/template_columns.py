@@ -35,8 +35,11 @@ RECIPIENT_COLUMNS = ("email", "first_name", "last_name", "company")
 BUILTIN_VARIABLES = ("fields", "sender_email", "sender_name", "campaign", "unsubscribe_url", "physical_address")
 
 # Recipients who may still get step `?` (twice): at an earlier step, or at this one and not sent
-# it (pending; failed, skipped or unknown ones can come back, see above).
-_MAY_GET = "(r.step < ? OR (r.step = ? AND r.status != 'sent'))"
+# it (pending; failed, unknown ones can come back, see above, and skipped ones that `unsuppress`
+# or `mark EMAIL none` bring back: suppressed, or stopped by a reply; not those skipped by hand or
+# for having been mailed in another campaign, whom nothing brings back).
+_MAY_GET = ("(r.step < ? OR (r.step = ? AND r.status != 'sent' AND (r.status != 'skipped'"
+            " OR r.last_error LIKE 'suppressed: %' OR r.last_error LIKE 'stopped by a reply: %')))")
 # The recipient's `fields` JSON has no such key (json_type is NULL for a missing path;
 # https://www.sqlite.org/json1.html#jtype). CASE: json_type raises on text that is not JSON.
 _LACKS = "CASE WHEN json_valid(r.fields) THEN json_type(r.fields, ?) END IS NULL"
@@ -95,7 +98,8 @@ def require(conn: sqlite3.Connection, campaign: str, audience: Audience, reads: 
                            (*args, f'$."{column}"')).fetchone()
         if row is None:
             continue
-        fix = f"write {{{{ {column} | default('') }}}} to make it optional, or skip that recipient"
+        fix = f"write {{{{ {column} | default('') }}}} to make it optional" + (
+            ", or skip that recipient" if row[1] in ("pending", "failed", "sent") else "")
         if instead:
             raise TemplateRenderError(f"{where}{row[0]} ({row[1]}) would get {instead}, whose {place} reads "
                                       f"{{{{ {column} }}}}, and has no {column!r} column; {fix}")

@@ -190,7 +190,10 @@ def test_check_template_names_the_subject_and_text_parts():
     # ... and inside `{% if x is defined %}` (or the else of `is undefined`), as README shows it:
     ("{{ role | d('') }}", "{% if team is defined and x is defined %}{{ team }}{% endif %}"
                            "{% if y is undefined %}-{% else %}{{ y }}{% endif %}", {}),
-    # ... but one read outside such a branch makes it needed again.
+    # ... not the else of `x is undefined and y`, which also runs when y is false:
+    ("Hi", "{% if team is undefined and first_name %}-{% else %}{{ team }}{% endif %}",
+     {"team": "HTML body template line 1"}),
+    # ... and one read outside such a branch makes it needed again.
     ("{{ role | d('') }}", "{% if team is defined %}{{ team }}{% else %}{{ team }}{% endif %}",
      {"team": "HTML body template line 1"}),
 ])

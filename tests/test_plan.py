@@ -161,8 +161,10 @@ def test_an_html_error_page_from_the_endpoint_is_one_line_in_the_plan(fifteen, w
     """botocore passes a 4xx's HTML body on as the error's message: it went into the plan and the
     run's log as a page of markup over nine lines."""
     lines = cli("run", "--plan", "--db", "x.db", env={**SES_ENV, "AWS_ENDPOINT_URL": web_server}).stdout.splitlines()
-    assert lines[1] == ("  SES account quota not read (ClientError: An error occurred (404) when calling the GetAccount "
-                        "operation (reached max retries: 0): 404 Not Found 404 Not Found nginx): the run asks again before it sends.")
+    # botocore names its retries in the message from some version on: the rest is the same line.
+    assert lines[1].startswith("  SES account quota not read (ClientError: An error occurred (404) when calling the "
+                               "GetAccount operation")
+    assert lines[1].endswith(": 404 Not Found 404 Not Found nginx): the run asks again before it sends.")
     assert lines[2] == "  step 1: 15"
 
 

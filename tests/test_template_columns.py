@@ -303,3 +303,14 @@ def test_a_skipped_recipient_who_can_come_back_counts_for_a_template_change(db, 
 
     assert refused.exit_code == 2
     assert "but b@y.example (skipped), who may still get this template, has no 'role' column" in refused.stderr
+
+
+def test_a_recipient_skipped_by_hand_does_not_block_a_template_change(db, tmp_path):
+    """The error said "or skip that recipient", and after `skip` it still named them: nothing brings
+    back a recipient skipped by hand."""
+    cli("import", write(tmp_path, "r.csv", "email,first_name,role\na@x.example,Ann,CTO\nb@y.example,Bob,\n"), "--db", db)
+    cli("import", write(tmp_path, "r2.csv", "email,first_name\nc@z.example,Cy\n"), "--db", db)
+    refused = cli("template", "set", "--subject", "Hi {{ role }}", "--db", db)
+    assert refused.exit_code == 2 and "c@z.example (pending)" in refused.stderr and "or skip that recipient" in refused.stderr
+    assert cli("skip", "c@z.example", "--db", db).exit_code == 0
+    assert cli("template", "set", "--subject", "Hi {{ role }}", "--db", db).exit_code == 0
