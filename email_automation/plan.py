@@ -116,7 +116,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     candidates: list[Planned] = []
     today = now.astimezone(settings.tz).date()
     for due in sequences.scheduled_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
-                                             stop_company=settings.stop_company_on_reply):
+                                             stop_company=settings.stop_company_on_reply, slim=True):
         row = due.row
         if due.due > today:
             plan.held.append(Held(row["email"], row["campaign_name"], due.step,

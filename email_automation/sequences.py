@@ -220,14 +220,14 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
     """Every follow-up still to come, due or not, the earliest due first; with `only`, those of
     these recipient ids.
 
-    `slim`: each row holds only the recipient's id, status and sent_at (with campaign_name,
-    next_step and after_days), enough to count and list them.
+    `slim`: each row holds only the recipient's id, status, sent_at, email, company and time zone
+    (with campaign_name, next_step and after_days), enough to count, list and plan them.
     """
     today = now.astimezone(tz).date()
     due_day = _DueDays(tz, holidays)
     names = set(exclude)
     found = []
-    sql, args = _candidates("r.id, r.status, r.sent_at" if slim else "r.*", stop_company)
+    sql, args = _candidates(_SLIM if slim else "r.*", stop_company)
     if only is not None:
         ids = list(only)
         sql += f" AND r.id IN ({', '.join('?' * len(ids))})"
@@ -241,6 +241,11 @@ def scheduled_followups(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, 
             found.append(Due(row, row["next_step"], due_day(row["sent_at"], row["after_days"])))
     found.sort(key=attrgetter("due"))  # stable: a day's follow-ups keep the query's order, by id
     return found
+
+
+# What `plan.plan_run` and the dashboard's counts read of a follow-up's recipient: r.* also reads
+# each row's fields, subject and body (on 20,000 participants 207 -> 130 ms).
+_SLIM = "r.id, r.status, r.sent_at, r.email, r.company, r.timezone"
 
 
 def _candidates(columns: str, stop_company: bool) -> tuple[str, tuple]:

@@ -114,7 +114,8 @@ def test_slim_scheduled_follow_ups_give_the_same_steps_and_days_with_fewer_colum
         ("person1@example.com", 2, clock().date()), ("person0@example.com", 2, date(2026, 11, 27)),
         ("person2@example.com", 2, date(2026, 12, 1))]
     assert [(d.row["id"], d.step, d.due) for d in slim] == [(d.row["id"], d.step, d.due) for d in full]
-    assert set(slim[0].row.keys()) == {"id", "status", "sent_at", "campaign_name", "next_step", "after_days"}
+    assert set(slim[0].row.keys()) == {"id", "status", "sent_at", "email", "company", "timezone", "campaign_name",
+                                       "next_step", "after_days"}
 
 
 def test_due_follow_ups_go_before_new_contacts_within_the_daily_limit(sequence, db, clock):
