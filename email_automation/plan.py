@@ -124,8 +124,10 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
         elif row["timezone"] in closed:
             plan.held.append(Held(row["email"], row["campaign_name"], due.step,
                                   f"outside the send window ({closed[row['timezone']]})"))
-        else:
+        elif len(candidates) < remaining:
             candidates.append(_planned(row, due.step))
+        else:  # due now, past today's limit: counted, not listed
+            plan.over_limit += 1
     for row in conn.execute(
             "SELECT r.email, r.step, c.name FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
             " JOIN campaign_steps s ON s.campaign_id = r.campaign_id AND s.step = r.step + 1"
@@ -142,7 +144,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     stopped, args = applications.stopped_condition(settings.stop_company_on_reply)
     queue = conn.execute(f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
                          " ORDER BY r.id", args)
-    room = max(0, remaining - len(candidates))
+    room = max(0, remaining - len(candidates) - plan.over_limit)
     for row in queue:
         if row["timezone"] in closed:
             plan.held.append(Held(row["email"], row["campaign_name"], 1,
