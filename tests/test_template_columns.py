@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from tests.cli_helpers import cli
-from tests.smtp_sink import SmtpSink
+from tests.test_template_variants import send_all
 
 PLAIN = "<p>Hi {{ first_name }}</p>"
 
@@ -32,15 +32,6 @@ def write(tmp_path, name, text):
 def saved(db, sql):
     with sqlite3.connect(db) as conn:
         return conn.execute(sql).fetchall()
-
-
-def send_all(db, monkeypatch):
-    with SmtpSink() as sink:
-        for name, value in sink.run_settings().items():
-            monkeypatch.setenv(name, value)
-        run = cli("run", "--db", db, "--json")
-    assert run.exit_code == 0, run.output
-    return {d.rcpt_tos[0]: d.message for d in sink.deliveries}
 
 
 # --- before any recipient: accepted, with a note -------------------------------------------------
