@@ -16,6 +16,7 @@ from html import escape
 
 import streamlit as st
 
+from email_automation.database import MAX_CAMPAIGN_NAME_CHARS
 from email_automation.errors import EmailAutomationError
 from email_automation.workspace import TemplateDraft
 
@@ -83,7 +84,7 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
         st.info("Read-only: enter the dashboard password in the Admin tab to change campaigns.")
     with st.container(border=True):
         st.markdown("**New campaign**")
-        st.text_input("Name", key="ws_new_name", disabled=locked)
+        st.text_input("Name", key="ws_new_name", disabled=locked, max_chars=MAX_CAMPAIGN_NAME_CHARS)
 
         def create() -> tuple[str, str]:
             name = st.session_state["ws_new_name"]
@@ -214,6 +215,10 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             if picked == NEW and not current.name:
                 raise EmailAutomationError("give the new template a name")
             notes = reports.save_draft(campaign, current)
+            if picked == NEW:  # the box shows the template just made; "+ new template" starts blank again
+                for field in fields:
+                    st.session_state.pop(field, None)
+                st.session_state[f"ws_template_{where}"] = current.name
             if step != 1:
                 done = f"Step {step}{'' if current.name is None else f', template {current.name!r},'} of {campaign!r} saved."
             else:

@@ -234,7 +234,7 @@ class Reports:
 
     def applications(self, *, limit: int = 200) -> list[dict]:
         with self._read() as conn:
-            return application_rows(conn, limit=limit)
+            return application_rows(conn, tz=self.settings.tz, limit=limit)
 
     # --- admin hooks: the CLI's library calls, audited as actor "dashboard" -----------------
 

@@ -26,6 +26,11 @@ def step_key(campaign: str) -> str:
     return f"ws_step_{campaign}"
 
 
+def _sure_key(campaign: str, number: int, template: str | None) -> str:
+    """The "I am sure" tick of one Remove button: a tick given for one step or version is not another's."""
+    return f"ws_step_remove_sure_{campaign}_{number}_{template or ''}"
+
+
 def step_label(number: int) -> str:
     if number == NEW_STEP:
         return "+ new follow-up step"
@@ -92,13 +97,21 @@ def step_controls(reports, campaign: str, number: int, wait: int, template: str 
     else:
         label, hint = f"Remove the '{template}' version of step {number}", (
             "Its recipients get the step's own version again.")
-    st.button(label, key="ws_step_remove_go", help=hint, disabled=locked or inherited, on_click=_act,
-              args=(reports, "step", _remove_action(reports, campaign, number, template)))
+    sure, button = st.columns([1, 3], vertical_alignment="center")
+    sure.checkbox("I am sure", key=_sure_key(campaign, number, template), disabled=locked or inherited)
+    button.button(label, key="ws_step_remove_go", help=hint, disabled=locked or inherited, on_click=_act,
+                  args=(reports, "step", _remove_action(reports, campaign, number, template)))
 
 
-def _remove_action(reports, campaign: str, number: int, template: str | None) -> Callable[[], str]:
-    def remove() -> str:
+def _remove_action(reports, campaign: str, number: int, template: str | None) -> Callable[[], str | tuple[str, str]]:
+    """The Remove click: a removal cannot be undone (the content is gone), so it asks for the tick."""
+    sure = _sure_key(campaign, number, template)
+
+    def remove() -> str | tuple[str, str]:
+        if not st.session_state.get(sure):
+            return "warning", "Nothing changed: tick 'I am sure' first."
         reports.remove_step(campaign, number, template)
+        _forget(lambda key: key == sure)
         if template is not None:  # the version's fields would show it still
             _forget(lambda key: key in {f"{field}{campaign}_step{number}_{template}" for field in EDITOR_FIELDS})
             return (f"Step {number}, template '{template}', removed from campaign '{campaign}': "

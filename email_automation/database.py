@@ -372,15 +372,23 @@ def get_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
     return row
 
 
+# Past this a name no longer fits a line of `status` or a dashboard table, whose columns it widens.
+MAX_CAMPAIGN_NAME_CHARS = 100
+
+
 def check_campaign_name(name: str) -> str:
-    """`name`, unless it is empty or only spaces: such a campaign cannot be told apart in a list or
-    named again on a command line. Any other name is taken exactly as given.
+    """`name`, unless it is empty or only spaces (such a campaign cannot be told apart in a list or
+    named again on a command line) or longer than MAX_CAMPAIGN_NAME_CHARS. Any other name is
+    taken exactly as given.
 
     Raises:
-        InvalidInputError: the name is blank.
+        InvalidInputError: the name is blank or too long.
     """
     if not name.strip():
         raise InvalidInputError(f"campaign name {name!r} is blank: give the campaign a name")
+    if len(name) > MAX_CAMPAIGN_NAME_CHARS:
+        raise InvalidInputError(f"campaign name {name[:20]!r}... is {len(name):,} characters long: keep it to "
+                                f"{MAX_CAMPAIGN_NAME_CHARS} or fewer")
     return name
 
 

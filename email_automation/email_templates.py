@@ -108,29 +108,59 @@ _OPTIONAL_READS = frozenset({"default", "d", "defined", "undefined"})
 
 def column_reads(part: str, source: str) -> dict[str, int]:
     """The variables a template part reads that are no recipient field or built-in (nor, in a body,
-    `subject`), with the line of the first read: the CSV columns it needs. A variable read only
-    through `| default(...)`, an `is defined` test, or inside `{% if x is defined %}` (or the
-    `else` of `is undefined`) is left out: a recipient may lack it.
+    `subject`), and the keys it reads from `fields` (`fields.role`, `fields['role']`), with the
+    line of the first read: the CSV columns it needs. A read only through `| default(...)`, an
+    `is defined` test, or inside `{% if x is defined %}` (or the `else` of `is undefined`) is left
+    out: a recipient may lack it.
 
     Raises:
         jinja2.TemplateSyntaxError: the source does not parse.
     """
     tree = _PARTS[part][1].parse(source)
     known = {*RECIPIENT_COLUMNS, *BUILTIN_VARIABLES, *([] if part == "subject" else ["subject"])}
-    undeclared = meta.find_undeclared_variables(tree) - known
+    context_names = meta.find_undeclared_variables(tree)
+    undeclared = context_names - known
     guarded = {id(n.node) for n in tree.find_all((nodes.Filter, nodes.Test)) if n.name in _OPTIONAL_READS}
     guarded |= _read_where_defined(tree)
     lines: dict[str, int] = {}
-    for name in tree.find_all(nodes.Name):
-        if name.name in undeclared and id(name) not in guarded:
-            lines[name.name] = min(lines.get(name.name, name.lineno), name.lineno)
+    for node in tree.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        column = _column_read(node, undeclared, "fields" in context_names)
+        if column is not None and id(node) not in guarded:
+            lines[column] = min(lines.get(column, node.lineno), node.lineno)
     return lines
+
+
+def _column_read(node: nodes.Node, undeclared: set[str], fields_read: bool) -> str | None:
+    """The column `node` reads: an undeclared variable's name, or the key of `fields.key` or
+    `fields['key']` (the built-in `fields` holds every extra column; StrictUndefined fails on a key
+    the recipient lacks, as on a variable). Not a method of `fields` (`fields.get('x')`)."""
+    if isinstance(node, nodes.Name):
+        return node.name if node.name in undeclared else None
+    if not fields_read or not (isinstance(node.node, nodes.Name) and node.node.name == "fields"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return None if hasattr(dict, node.attr) else node.attr
+    key = node.arg
+    return key.value if isinstance(key, nodes.Const) and isinstance(key.value, str) else None
+
+
+def _read_key(node: nodes.Node) -> tuple[str, str] | None:
+    """What a guard tests: ("name", x) for `x`, ("fields", k) for `fields.k` or `fields['k']`."""
+    if isinstance(node, nodes.Name):
+        return ("name", node.name)
+    if isinstance(node, (nodes.Getattr, nodes.Getitem)) and isinstance(node.node, nodes.Name) and node.node.name == "fields":
+        if isinstance(node, nodes.Getattr):
+            return ("fields", node.attr)
+        if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            return ("fields", node.arg.value)
+    return None
 
 
 def _read_where_defined(tree: nodes.Template) -> set[int]:
     """The reads of `x` (node ids) in a branch that runs only when `x` is defined: the body of
     `{% if x is defined %}` (also as one side of an `and`), the `else` of `{% if x is undefined %}`
-    (only as the whole test: the `else` of `x is undefined and y` also runs when y is false)."""
+    (only as the whole test: the `else` of `x is undefined and y` also runs when y is false).
+    `x` is a variable or a key of `fields`."""
     inside: set[int] = set()
     for branch in tree.find_all(nodes.If):
         tests, guards = [branch.test], []
@@ -138,11 +168,12 @@ def _read_where_defined(tree: nodes.Template) -> set[int]:
             test = tests.pop()
             if isinstance(test, nodes.And):
                 tests += [test.left, test.right]
-            elif isinstance(test, nodes.Test) and isinstance(test.node, nodes.Name) and (
+            elif isinstance(test, nodes.Test) and (key := _read_key(test.node)) is not None and (
                     test.name == "defined" or (test.name == "undefined" and test is branch.test)):
-                guards.append((test.node.name, branch.body if test.name == "defined" else branch.else_))
-        for name, body in guards:
-            inside |= {id(n) for statement in body for n in statement.find_all(nodes.Name) if n.name == name}
+                guards.append((key, branch.body if test.name == "defined" else branch.else_))
+        for key, body in guards:
+            inside |= {id(n) for statement in body
+                       for n in statement.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)) if _read_key(n) == key}
     return inside
 
 
@@ -202,7 +233,7 @@ def recipient_context(recipient_row: Any, settings: Any, campaign_name: str) -> 
         value = _row_get(recipient_row, column)
         context[column] = "" if value is None else value
     context.update(
-        fields=fields,  # for column names that are not identifiers: {{ fields["Job Title"] }}
+        fields=fields,  # every extra column as one mapping: {{ fields.role }}, {{ fields.get("role", "") }}
         sender_email=settings.sender_email,
         sender_name=settings.sender_name,
         campaign=campaign_name,

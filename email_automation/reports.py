@@ -625,12 +625,14 @@ def inbox_messages(conn: sqlite3.Connection, *, kinds: tuple[str, ...] | None = 
     return [InboxMessage(*row) for row in rows]
 
 
-def application_rows(conn: sqlite3.Connection, *, limit: int = 200) -> list[dict]:
-    """Recipients with an application status beyond `none`, most recently changed first."""
+def application_rows(conn: sqlite3.Connection, *, tz: tzinfo, limit: int = 200) -> list[dict]:
+    """Recipients with an application status beyond `none`, most recently changed first; when,
+    on the user's clock (`tz`) to the minute, as the replies beside them."""
     rows = conn.execute(
         "SELECT r.email, r.company, c.name AS campaign, r.application_status AS status,"
         " COALESCE(r.application_note, '') AS note, r.application_source AS set_by, r.application_changed_at AS changed_at"
         " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.application_status != 'none'"
         " ORDER BY r.application_changed_at DESC, r.id DESC LIMIT ?", (limit,),
     ).fetchall()
-    return [dict(row) for row in rows]
+    return [{**row, "changed_at": row["changed_at"] and datetime.fromisoformat(row["changed_at"]).astimezone(tz)
+             .strftime("%Y-%m-%d %H:%M")} for row in map(dict, rows)]

@@ -92,6 +92,15 @@ def test_a_blank_campaign_name_with_json_is_one_json_object(db):
     assert json.loads(result.stdout) == {"error": "campaign name '' is blank: give the campaign a name"}
 
 
+def test_a_campaign_name_longer_than_a_line_is_refused_before_anything_is_imported(db):
+    before = [tuple(r) for r in connect(db).execute("SELECT name FROM campaigns ORDER BY id")]
+    result = cli("import", str(EXAMPLE), "-c", "x" * 5000, "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, f"Error: campaign name {'x' * 20!r}... is 5,000 characters long: "
+                                                    "keep it to 100 or fewer\n")
+    assert [tuple(r) for r in connect(db).execute("SELECT name FROM campaigns ORDER BY id")] == before
+    assert cli("import", str(EXAMPLE), "-c", "y" * 100, "--db", "x.db").exit_code == 0
+
+
 def test_a_campaign_name_with_spaces_around_it_is_still_taken_as_given(db):
     assert cli("import", str(EXAMPLE), "-c", " spring ", "--db", "x.db").stdout.startswith(
         f"{EXAMPLE}: 20 added to campaign ' spring '")

@@ -140,7 +140,10 @@ def test_a_new_named_template_is_saved(settings, clock, spring):
     at.button(key="ws_save_go").click().run()
     assert last_message(at, "success") == "Template 'startup' saved."
     assert db_value(settings, "SELECT subject_template FROM templates WHERE name = 'startup'") == "Joining {{ company }}?"
-    assert "startup" in widget(at, "ws_template_spring").options
+    assert widget(at, "ws_template_spring").value == "startup"  # it stayed on "+ new template"
+    assert widget(at, "ws_subjects_spring_startup").value == "Joining {{ company }}?"
+    widget(at, "ws_template_spring").set_value("+ new template").run()
+    assert (widget(at, "ws_new_template_spring").value, widget(at, "ws_subjects_spring_+ new template").value) == ("", "")
 
 
 def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
@@ -580,6 +583,7 @@ def test_a_steps_wait_changes_even_once_it_was_sent(settings, clock, follow_up):
     assert [s[:2] for s in steps_of(settings)] == [(2, 6)]
     assert number_input(at, "ws_after_days_spring_step2_6").value == 6 and widget(at, "ws_step_spring").value == 2
 
+    at.checkbox(key="ws_step_remove_sure_spring_2_").check()
     at.button(key="ws_step_remove_go").click().run()
     assert [e.value for e in at.error] == [
         "campaign 'spring': step 2 (or a later one) was already sent 1 time(s); it cannot be removed"]
@@ -590,6 +594,10 @@ def test_a_step_is_removed_and_the_step_box_goes_back_to_the_one_before(settings
     at = spring_page(settings, clock)
     widget(at, "ws_step_spring").set_value(2).run()
     assert at.button(key="ws_step_remove_go").proto.label == "Remove step 2"
+    at.button(key="ws_step_remove_go").click().run()
+    assert [w.value for w in at.warning] == ["Nothing changed: tick 'I am sure' first."]
+    assert len(steps_of(settings)) == 1
+    at.checkbox(key="ws_step_remove_sure_spring_2_").check()
     at.button(key="ws_step_remove_go").click().run()
     assert [s.value for s in at.success] == ["Step 2 removed from campaign 'spring'."]
     assert steps_of(settings) == []
@@ -608,6 +616,9 @@ def test_a_named_templates_version_of_a_step_is_removed_alone(settings, clock, f
     remove = at.button(key="ws_step_remove_go")
     assert remove.proto.label == "Remove the 'bank' version of step 2" and not remove.disabled
     remove.click().run()
+    assert [w.value for w in at.warning] == ["Nothing changed: tick 'I am sure' first."]
+    at.checkbox(key="ws_step_remove_sure_spring_2_bank").check()
+    at.button(key="ws_step_remove_go").click().run()
     assert [s.value for s in at.success] == [
         "Step 2, template 'bank', removed from campaign 'spring': its recipients get the step's own version."]
     assert db_value(settings, "SELECT count(*) FROM step_templates") == 0

@@ -60,8 +60,8 @@ def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(
     at.button(key="act_mark_go").click().run()
     assert "bob@acme.example: application status 'interview' (1 recipient(s))." in [s.value for s in at.success]
     apps = frame(at, "set_by")
-    assert apps[apps.email == "bob@acme.example"][["status", "note", "set_by"]].values.tolist() == [
-        ["interview", "Thursday 10:00", "manual"]]
+    assert apps[apps.email == "bob@acme.example"][["status", "note", "set_by", "changed_at"]].values.tolist() == [
+        ["interview", "Thursday 10:00", "manual", "2026-11-25 08:00"]]  # 07:00 UTC, on the user's clock (Berlin)
     with closing(connect(settings.db_path, readonly=True)) as conn:
         assert [tuple(r) for r in conn.execute("SELECT actor, action, target FROM admin_log WHERE actor = 'dashboard'")] == [
             ("dashboard", "mark", "bob@acme.example")]

@@ -186,7 +186,11 @@ def test_check_template_names_the_subject_and_text_parts():
     ("Hi {{ first_name }}", "{% set x = 1 %}{% for w in [company] %}{{ w }}{{ x }}{% endfor %}{{ subject }}", {}),
     ("For {{ role }}", "<p>\n{{ team }} {{ role }}</p>", {"role": "subject template line 1", "team": "HTML body template line 2"}),
     # Read only through `default` or an `is defined` test: optional, no recipient needs it.
-    ("{{ role | default('') }}", "{% if team is defined %}x{% endif %}{{ fields['Job Title'] }}", {}),
+    ("{{ role | default('') }}", "{% if team is defined %}x{% endif %}{{ fields.get('title', '') }}", {}),
+    # A key of `fields` is a column as a variable is, optional as a variable is:
+    ("{{ fields.role }}", "{{ fields['team'] }}{{ fields.desk | default('') }}{{ fields.items() | list }}",
+     {"role": "subject template line 1", "team": "HTML body template line 1"}),
+    ("Hi", "{% if fields.desk is defined %}{{ fields['desk'] }}{% endif %}", {}),
     # ... and inside `{% if x is defined %}` (or the else of `is undefined`), as README shows it:
     ("{{ role | d('') }}", "{% if team is defined and x is defined %}{{ team }}{% endif %}"
                            "{% if y is undefined %}-{% else %}{{ y }}{% endif %}", {}),

@@ -189,6 +189,30 @@ def test_a_column_read_only_through_default_or_where_defined_is_optional_at_impo
     assert both.exit_code == 2 and "has no 'team' column" in both.stderr  # a plain read outside the branch
 
 
+def test_a_column_read_through_fields_is_required_like_a_variable(db, tmp_path, monkeypatch):
+    """`{{ fields.role }}` fails for a recipient without `role` as `{{ role }}` does; it was not
+    counted, so the file lacking it was accepted and the next run held the campaign back."""
+    cli("import", write(tmp_path, "r1.csv", "email,first_name,role\na@x.example,Ann,CTO\n"), "--db", db)
+    assert cli("template", "set", "--subject", "Hi {{ fields.role }}", "--db", db).exit_code == 0
+    r2 = write(tmp_path, "r2.csv", "email,first_name\nb@y.example,Bob\n")
+
+    imported = cli("import", r2, "--db", db)
+
+    assert imported.exit_code == 2 and "the campaign's own template reads {{ role }}" in imported.stderr
+    team = cli("template", "set", "--subject", "Hi {{ fields['team'] }}", "--db", db)
+    assert team.exit_code == 2 and "a@x.example (pending), who may still get this template, has no 'team'" in team.stderr
+    optional = "Hi {{ fields.get('team', 'all') }}{% if fields.team is defined %}{{ fields.team }}{% endif %}"
+    assert cli("template", "set", "--subject", optional, "--db", db).exit_code == 0
+    assert str(send_all(db, monkeypatch)["a@x.example"]["Subject"]) == "Hi all"
+
+
+def test_a_fields_key_no_csv_column_can_have_is_refused(db):
+    result = cli("template", "set", "--subject", "Hi {{ fields['Job Title'] }}", "--db", db)
+
+    assert result.exit_code == 2 and "unknown variable 'Job Title'" in result.stderr
+    assert "a column `Job Title` is {{ job_title }}" in result.stderr
+
+
 def test_template_remove_refuses_when_a_failed_recipient_would_lack_a_column_of_the_campaigns_own(db, tmp_path):
     assert cli("template", "set", "--subject", "Hi {{ role }}", "--db", db).exit_code == 0
     html = write(tmp_path, "s.html", PLAIN)
