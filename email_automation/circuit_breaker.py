@@ -83,16 +83,21 @@ def trip_reason(counts: Counts, t: Thresholds, *, days: int) -> str | None:
 
 # --- queries ------------------------------------------------------------------------------------
 
+# The window's sends, read through send_log's attempted_at index: a window is days, a campaign's
+# sends are its whole history, and the planner chose to walk those (1.2 s for a campaign of a
+# million sends, against 6 ms). CROSS JOIN keeps send_log the outer loop
+# (https://www.sqlite.org/optoverview.html#manual_control_of_join_order_using_cross_join).
+WINDOW_SENDS_SQL = ("SELECT count(*) FROM send_log l CROSS JOIN recipients r ON r.id = l.recipient_id"
+                    " WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown')")
+
+
 def window_counts(conn: sqlite3.Connection, *, since: datetime, campaign: str | None = None) -> Counts:
     """Sends (sent or maybe sent, plus SMTP refusals that were bounces) and hard bounces and
     complaints after `since` (each send's counted once, however many reported it), for one campaign or all."""
     start = iso(since)
     only = "" if campaign is None else " AND {} = (SELECT id FROM campaigns WHERE name = ?)"
     args = [start] if campaign is None else [start, campaign]
-    sent = conn.execute(
-        "SELECT count(*) FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
-        " WHERE l.attempted_at > ? AND l.status IN ('sent', 'unknown')" + only.format("r.campaign_id"), args,
-    ).fetchone()[0]
+    sent = conn.execute(WINDOW_SENDS_SQL + only.format("r.campaign_id"), args).fetchone()[0]
     # One row per send and kind: SES's event and the bounce SES forwards to the inbox are two
     # reports of one bounce (email feedback forwarding is on unless turned off:
     # https://docs.aws.amazon.com/ses/latest/APIReference/API_SetIdentityFeedbackForwardingEnabled.html).
