@@ -168,7 +168,9 @@ def _check_moved(conn: sqlite3.Connection, campaign: str, name: str) -> None:
 
 
 def check_name(name: str) -> str:
-    """A template name as a CSV cell can hold it: trimmed, 1-64 printable characters, not `default`.
+    """A template name as a CSV cell can hold it: trimmed, 1-64 printable characters, not `default`,
+    not starting with `(` or `+` (the dashboard's Template box names its own entries so:
+    "(the campaign's own)", "+ new template").
 
     Raises:
         TemplateRenderError: the name cannot be used.
@@ -176,6 +178,9 @@ def check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 64 or not name.isprintable() or ";" in name:
         raise TemplateRenderError(f"template name {name!r}: use 1 to 64 printable characters, no ';'")
+    if name.startswith(("(", "+")):
+        raise TemplateRenderError(f"template name {name!r}: a name cannot start with '(' or '+' (the dashboard's "
+                                  "Template box names its own entries so)")
     if name.lower() == DEFAULT_TEMPLATE:
         raise TemplateRenderError(f"template name {name!r} is reserved for the campaign's own template "
                                   "(change it with `template set`)")

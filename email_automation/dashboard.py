@@ -18,6 +18,7 @@ import streamlit as st
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
 from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, campaigns_page, keep_values
+from email_automation.markdown_text import literal
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
     BOUNCE_REVIEW_RATE,
@@ -47,20 +48,21 @@ def render(reports: "Reports") -> None:
 
     from email_automation import dashboard as ui
     from email_automation.errors import EmailAutomationError
+    from email_automation.markdown_text import literal
 
     st.set_page_config(page_title="Email automation", page_icon=":email:", layout="wide")
     st.title("Email automation")
     try:
         log_filter, refresh_seconds = ui.sidebar(reports)
     except EmailAutomationError as err:  # no database yet, or one this version cannot read
-        st.error(str(err))
+        st.error(literal(str(err)))
         return
 
     def live() -> None:
         try:
             ui.body(reports, log_filter)
         except EmailAutomationError as err:
-            st.error(str(err))
+            st.error(literal(str(err)))
 
     # A fragment reruns on its own timer, so a run can be watched without touching the page.
     (st.fragment(live, run_every=refresh_seconds) if refresh_seconds else live)()
@@ -73,7 +75,7 @@ def main() -> None:
     try:
         settings = load_settings()
     except EmailAutomationError as err:
-        st.error(f"Configuration error: {err}")
+        st.error(f"Configuration error: {literal(str(err))}")
         return
     render(Reports(settings.db_path, settings))
 
@@ -158,7 +160,7 @@ def keep_closed_tabs_values() -> None:
 def body(reports: Reports, log_filter: LogFilter) -> None:
     keep_closed_tabs_values()
     for line in fetch(reports, "pauses"):
-        st.error(f"Paused: {line}")
+        st.error(f"Paused: {literal(line)}")
     summary = fetch(reports, "summary", log_filter)
     metrics(reports, log_filter, summary)
     sections = {"Activity": lambda shown: activity(reports, log_filter, summary),
@@ -364,7 +366,7 @@ def recipients(reports: Reports, campaign: str | None = None) -> None:
     """The queue, the unknown and failed recipients and the follow-ups, of the sidebar's campaign
     (the other filters are about sends, not recipients)."""
     if campaign:
-        st.caption(f"Campaign '{campaign}' only (the sidebar's campaign filter).")
+        st.caption(f"Campaign '{literal(campaign)}' only (the sidebar's campaign filter).")
     total, queue = fetch(reports, "pending_queue", limit=SHOWN_RECIPIENTS, campaign=campaign)
     closed = fetch(reports, "closed_zones")
     st.subheader("Queue")
@@ -481,7 +483,7 @@ def deliverability(reports: Reports, log_filter: LogFilter) -> None:
 
 
 def _containing(email: str) -> str:
-    return f" containing '{email}'" if email else ""
+    return f" containing '{literal(email)}'" if email else ""
 
 
 def _no_events_message(reports: Reports, log_filter: LogFilter) -> str:
@@ -632,7 +634,7 @@ def _action_footer(reports: Reports, name: str, label: str, locked: bool) -> Non
     st.button(label, key=f"act_{name}_go", disabled=locked, on_click=run_action, args=(reports, name))
     kind, message = st.session_state.get(f"act_{name}_result", (None, None))
     if kind:
-        getattr(st, kind)(message)
+        getattr(st, kind)(literal(message))
 
 
 def admin_panel(reports: Reports) -> None:
@@ -643,7 +645,7 @@ def admin_panel(reports: Reports) -> None:
         st.text_input("Dashboard password", type="password", key="admin_password")
         st.button("Unlock", key="unlock", on_click=_unlock, args=(reports,))
         if error := st.session_state.get("unlock_error"):
-            st.error(error)
+            st.error(literal(error))
         st.info("Read-only until the password is entered.")
     else:
         st.success("Admin actions enabled. Each one is recorded in admin_log as 'dashboard'.")

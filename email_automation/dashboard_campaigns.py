@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import sqlite3
 from collections.abc import Callable
-from html import escape
 
 import streamlit as st
 
 from email_automation.database import MAX_CAMPAIGN_NAME_CHARS
 from email_automation.errors import EmailAutomationError
+from email_automation.markdown_text import literal
 from email_automation.workspace import TemplateDraft
 
 OWN = "(the campaign's own)"
@@ -70,7 +70,7 @@ def _result(name: str) -> str | None:
     """Show the last action's result if it was `name`; returns its message."""
     kind, message = st.session_state.get(f"ws_{name}_result", (None, None))
     if kind:
-        getattr(st, kind)(message)
+        getattr(st, kind)(literal(message))
     return message
 
 
@@ -214,6 +214,9 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             current = draft()
             if picked == NEW and not current.name:
                 raise EmailAutomationError("give the new template a name")
+            if picked == NEW and current.name in drafts:
+                raise EmailAutomationError(f"campaign {campaign!r} already has a template named {current.name!r}: pick "
+                                           "it in the Template box to change it, or give the new one another name")
             notes = reports.save_draft(campaign, current)
             if picked == NEW:  # the box shows the template just made; "+ new template" starts blank again
                 for field in fields:
@@ -271,14 +274,14 @@ def draft_preview(reports, campaign: str, email: str | None, draft: TemplateDraf
             preview(result, email)
             if draft.step == 1:
                 files = fetch(reports, "message_files", campaign, email)
-                st.caption("Attached: " + (", ".join(f"{n} ({'missing' if size is None else f'{size:,} bytes'})"
+                st.caption("Attached: " + (", ".join(f"{literal(n)} ({'missing' if size is None else f'{size:,} bytes'})"
                                                      for n, size in files) or "nothing"))
             else:
                 st.caption("A follow-up answers in the recipient's thread and carries no attachment.")
     else:
         st.caption("Import recipients to see a preview.")
     if problem and problem != saved:  # a failed save already said it, just above
-        st.error(problem)
+        st.error(literal(problem))
 
 
 def preview(result, email: str) -> None:
@@ -286,20 +289,20 @@ def preview(result, email: str) -> None:
     no script, the text part beside it; said plainly when the recipient's own subject or body
     (CSV columns custom_subject, custom_body) replaces the template's."""
     rendered = result.rendered
-    st.markdown(f"**Subject:** {escape(rendered.subject)}")
+    st.markdown(f"**Subject:** {literal(rendered.subject)}")
     if result.own_subject and result.own_body:
-        st.caption(f"{email} has their own subject and body in the CSV: the template does not apply to them, "
+        st.caption(f"{literal(email)} has their own subject and body in the CSV: the template does not apply to them, "
                    "and editing it does not change their message.")
     elif result.own_subject:
-        st.caption(f"{email} has their own subject in the CSV: the template's subject lines do not apply to them, "
+        st.caption(f"{literal(email)} has their own subject in the CSV: the template's subject lines do not apply to them, "
                    "and editing them does not change their subject (their body comes from the template).")
     elif result.own_body:
-        st.caption(f"{email} has their own body in the CSV: the template's HTML and text bodies do not apply to "
+        st.caption(f"{literal(email)} has their own body in the CSV: the template's HTML and text bodies do not apply to "
                    "them, and editing them does not change their body (their subject comes from the template).")
     if len(result.subjects) > 1:
         st.markdown("\n".join(
             f"- Variant {n} of {len(result.subjects)}{' (this recipient gets it)' if n - 1 == result.variant else ''}: "
-            f"{escape(subject)}" for n, subject in enumerate(result.subjects, 1)))
+            f"{literal(subject)}" for n, subject in enumerate(result.subjects, 1)))
     left, right = st.columns(2)
     page = _NO_SCRIPTS + rendered.html
     with left:
@@ -318,7 +321,7 @@ def plan_section(reports, campaign: str) -> None:
     with st.container(border=True):
         st.markdown("**Next run** (a real run started now, as `email-automation run --plan` tells it)")
         if plan.paused:
-            st.warning(f"Campaign '{campaign}' is paused: the next run sends none of it.")
+            st.warning(f"Campaign '{literal(campaign)}' is paused: the next run sends none of it.")
         if plan.closed:
             st.info(f"Outside the send window now: {plan.closed}. A run started now sends nobody whose time zone "
                     "is outside it.")

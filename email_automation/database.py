@@ -378,17 +378,21 @@ MAX_CAMPAIGN_NAME_CHARS = 100
 
 def check_campaign_name(name: str) -> str:
     """`name`, unless it is empty or only spaces (such a campaign cannot be told apart in a list or
-    named again on a command line) or longer than MAX_CAMPAIGN_NAME_CHARS. Any other name is
-    taken exactly as given.
+    named again on a command line), longer than MAX_CAMPAIGN_NAME_CHARS, or holds a character that
+    is not printable (a line break splits a line of output, an escape sequence takes over the
+    terminal that `status` prints it to). Any other name is taken exactly as given.
 
     Raises:
-        InvalidInputError: the name is blank or too long.
+        InvalidInputError: the name cannot be used.
     """
     if not name.strip():
         raise InvalidInputError(f"campaign name {name!r} is blank: give the campaign a name")
     if len(name) > MAX_CAMPAIGN_NAME_CHARS:
         raise InvalidInputError(f"campaign name {name[:20]!r}... is {len(name):,} characters long: keep it to "
                                 f"{MAX_CAMPAIGN_NAME_CHARS} or fewer")
+    if not name.isprintable():
+        raise InvalidInputError(f"campaign name {name!r}: use printable characters (no tabs, line breaks or "
+                                "control characters)")
     return name
 
 

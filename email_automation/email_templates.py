@@ -46,9 +46,21 @@ class RenderedEmail:
     subject_variant: str | None = field(default=None, compare=False)
 
 
+class Fields(dict):
+    """A recipient's extra CSV columns, the `fields` variable."""
+
+
+class _Environment(BoundedSandboxedEnvironment):
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`fields.items` is the column `items` when the recipient has one, not dict's method (Jinja
+        looks an attribute up before an item: https://jinja.palletsprojects.com/en/stable/templates/#variables)."""
+        if type(obj) is Fields and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _environment(*, autoescape: bool) -> BoundedSandboxedEnvironment:
-    return BoundedSandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
-                                       keep_trailing_newline=True)
+    return _Environment(autoescape=autoescape, undefined=StrictUndefined, keep_trailing_newline=True)
 
 
 _HTML_ENV = _environment(autoescape=True)
@@ -82,6 +94,10 @@ def check_template(subject: str | None, html: str | None, text: str | None, *,
         try:
             _compile(part, source, where=_where(campaign))
             for column, line in sorted(column_reads(part, source).items(), key=lambda item: item[1]):
+                if column in RECIPIENT_COLUMNS:  # a plain {{ first_name }} is no column read: fields.first_name
+                    raise TemplateRenderError(f"{_where(campaign)}{label} template line {line}: fields.{column} is "
+                                              f"never set (fields holds the extra CSV columns only); write "
+                                              f"{{{{ {column} }}}}")
                 if not _can_be_column(column):
                     raise TemplateRenderError(_unknown(campaign, label, line, column))
                 found.setdefault(column, f"{label} template line {line}")
@@ -144,25 +160,30 @@ def _column_read(node: nodes.Node, undeclared: set[str], fields_read: bool) -> s
     return key.value if isinstance(key, nodes.Const) and isinstance(key.value, str) else None
 
 
-def _read_key(node: nodes.Node) -> tuple[str, str] | None:
-    """What a guard tests: ("name", x) for `x`, ("fields", k) for `fields.k` or `fields['k']`."""
+def _read_key(node: nodes.Node) -> str | None:
+    """The column a guard tests or a read reads: `x`, `fields.x` and `fields['x']` are all column
+    `x` (a recipient has both or neither)."""
     if isinstance(node, nodes.Name):
-        return ("name", node.name)
+        return node.name
     if isinstance(node, (nodes.Getattr, nodes.Getitem)) and isinstance(node.node, nodes.Name) and node.node.name == "fields":
         if isinstance(node, nodes.Getattr):
-            return ("fields", node.attr)
+            return node.attr
         if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            return ("fields", node.arg.value)
+            return node.arg.value
     return None
 
 
 def _read_where_defined(tree: nodes.Template) -> set[int]:
     """The reads of `x` (node ids) in a branch that runs only when `x` is defined: the body of
-    `{% if x is defined %}` (also as one side of an `and`), the `else` of `{% if x is undefined %}`
-    (only as the whole test: the `else` of `x is undefined and y` also runs when y is false).
-    `x` is a variable or a key of `fields`."""
+    `{% if x is defined %}` or `{{ ... if x is defined else ... }}` (also as one side of an `and`),
+    the `else` of `x is undefined` (only as the whole test: the `else` of `x is undefined and y`
+    also runs when y is false)."""
     inside: set[int] = set()
-    for branch in tree.find_all(nodes.If):
+    for branch in tree.find_all((nodes.If, nodes.CondExpr)):
+        if isinstance(branch, nodes.If):
+            body, otherwise = branch.body, branch.else_
+        else:
+            body, otherwise = [branch.expr1], [branch.expr2] if branch.expr2 is not None else []
         tests, guards = [branch.test], []
         while tests:
             test = tests.pop()
@@ -170,10 +191,10 @@ def _read_where_defined(tree: nodes.Template) -> set[int]:
                 tests += [test.left, test.right]
             elif isinstance(test, nodes.Test) and (key := _read_key(test.node)) is not None and (
                     test.name == "defined" or (test.name == "undefined" and test is branch.test)):
-                guards.append((key, branch.body if test.name == "defined" else branch.else_))
-        for key, body in guards:
-            inside |= {id(n) for statement in body
-                       for n in statement.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)) if _read_key(n) == key}
+                guards.append((key, body if test.name == "defined" else otherwise))
+        for key, part in guards:
+            inside |= {id(n) for top in part for n in (top, *top.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)))
+                       if _read_key(n) == key}
     return inside
 
 
@@ -233,7 +254,7 @@ def recipient_context(recipient_row: Any, settings: Any, campaign_name: str) -> 
         value = _row_get(recipient_row, column)
         context[column] = "" if value is None else value
     context.update(
-        fields=fields,  # every extra column as one mapping: {{ fields.role }}, {{ fields.get("role", "") }}
+        fields=Fields(fields),  # every extra column as one mapping: {{ fields.role }}, {{ fields.get("role", "") }}
         sender_email=settings.sender_email,
         sender_name=settings.sender_name,
         campaign=campaign_name,

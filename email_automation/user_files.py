@@ -18,16 +18,22 @@ DATABASE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 def is_database_file(path: str | Path) -> bool:
-    """Whether `path` is an SQLite database (this tool's, a backup, any) or one of its companion files."""
+    """Whether `path` is an SQLite database (this tool's, a backup, any) or one of its companion
+    files: an existing one, or the name one takes beside a database (`t.db-wal`, which SQLite
+    removes when the last connection closes and makes again at the next run's first write)."""
     target = Path(path)
-    if not target.is_file():
-        return False
-    if target.name.endswith(DATABASE_COMPANIONS):
-        return True
+    for suffix in DATABASE_COMPANIONS:
+        if target.name.endswith(suffix) and (target.is_file() or _has_sqlite_header(
+                target.with_name(target.name[:-len(suffix)]))):
+            return True
+    return target.is_file() and _has_sqlite_header(target)
+
+
+def _has_sqlite_header(path: Path) -> bool:
     try:
-        with open(target, "rb") as existing:
+        with open(path, "rb") as existing:
             return existing.read(len(SQLITE_HEADER)) == SQLITE_HEADER
-    except OSError:  # unreadable: writing it fails later with its own reason
+    except OSError:  # missing or unreadable: writing it fails later with its own reason
         return False
 
 

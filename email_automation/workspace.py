@@ -19,7 +19,7 @@ from . import campaign_templates, sequences, step_content
 from .attachments import stored_paths
 from .database import check_campaign_name, ensure_campaign, get_campaign, transaction, utc_now
 from .email_templates import CampaignTemplate, RenderedEmail, subject_variants
-from .errors import EmailAutomationError, NotFoundError, TemplateRenderError
+from .errors import EmailAutomationError, NotFoundError
 from .preview import follow_up_thread
 from .sequences import FIRST_STEP
 from .template_sets import CampaignTemplates
@@ -88,8 +88,6 @@ def store_upload(settings: Any, filename: str, data: bytes) -> Path:
 def create_campaign(conn: sqlite3.Connection, name: str) -> bool:
     """Create a campaign with the default templates; False when it already exists."""
     name = check_campaign_name(name).strip()
-    if not name.isprintable():
-        raise TemplateRenderError(f"campaign name {name!r}: use printable characters")
     exists = conn.execute("SELECT 1 FROM campaigns WHERE name = ?", (name,)).fetchone()
     with transaction(conn):
         ensure_campaign(conn, name)

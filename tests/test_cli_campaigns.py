@@ -101,6 +101,31 @@ def test_a_campaign_name_longer_than_a_line_is_refused_before_anything_is_import
     assert cli("import", str(EXAMPLE), "-c", "y" * 100, "--db", "x.db").exit_code == 0
 
 
+@pytest.mark.parametrize("name", ["\x1b[31mred\x1b[0m", "a\nb", "a\tb"])
+def test_a_campaign_name_with_a_control_character_is_refused(db, name):
+    """An escape sequence went to the terminal with every `status`; a line break split the import's line."""
+    result = cli("import", str(EXAMPLE), "-c", name, "--db", "x.db")
+    assert (result.exit_code, result.stderr) == (2, f"Error: campaign name {name!r}: use printable characters (no "
+                                                    "tabs, line breaks or control characters)\n")
+
+
+@pytest.mark.parametrize("name", ["(the campaign's own)", "+ new template", "(x)"])
+def test_a_template_name_the_dashboards_template_box_uses_for_its_own_entries_is_refused(db, name):
+    result = cli("template", "add", name, "--subject", "Hi", "--db", "x.db")
+    assert result.exit_code == 2 and result.stderr.startswith(f"Error: template name {name!r}: a name cannot start with")
+
+
+def test_template_show_of_a_missing_template_prints_only_the_error_and_trims_the_name_as_add_does(db, tmp_path):
+    missing = cli("template", "show", "nope", "--db", "x.db")
+    assert (missing.exit_code, missing.stdout) == (2, "")
+    assert missing.stderr.startswith("Error: campaign 'default' has no template 'nope'")
+    html = tmp_path / "sp.html"
+    html.write_text("<p>Hi</p>", encoding="utf-8")
+    assert cli("template", "add", "  sp  ", "--subject", "Hi", "--html", str(html), "--db", "x.db").exit_code == 0
+    shown = cli("template", "show", "  sp  ", "--db", "x.db")
+    assert shown.exit_code == 0 and shown.stdout.startswith("Campaign: default (active), template: sp\nSubject: Hi\n")
+
+
 def test_a_campaign_name_with_spaces_around_it_is_still_taken_as_given(db):
     assert cli("import", str(EXAMPLE), "-c", " spring ", "--db", "x.db").stdout.startswith(
         f"{EXAMPLE}: 20 added to campaign ' spring '")
@@ -123,10 +148,13 @@ def test_preview_into_a_read_only_folder_is_refused_before_anything_is_printed(d
     assert result.stderr == "Error: locked/x.eml: cannot write: Permission denied\n"
 
 
-def test_preview_out_to_the_database_is_refused_and_the_database_kept(db):
-    result = cli("preview", "--db", "x.db", "--out", "x.db")
+@pytest.mark.parametrize("out", ["x.db", "x.db-wal", "x.db-shm", "x.db-journal"])
+def test_preview_out_to_the_database_is_refused_and_the_database_kept(db, out):
+    """The WAL file is there only while a connection is open: its name was accepted between runs,
+    and a run starting meanwhile would have had its log written over."""
+    result = cli("preview", "--db", "x.db", "--out", out)
     assert (result.exit_code, result.stdout) == (2, "")
-    assert result.stderr == "Error: x.db: is a database file; name another file for --out\n"
+    assert result.stderr == f"Error: {out}: is a database file; name another file for --out\n"
     assert cli("status", "--db", "x.db").exit_code == 0
 
 

@@ -50,7 +50,10 @@ def widget(at: AppTest, key: str):
 
 
 def last_message(at: AppTest, kind: str) -> str:
-    return [m.value for m in getattr(at, kind)][-1]
+    """The last message of that kind, as the reader sees it."""
+    from .test_dashboard import as_read
+
+    return as_read([m.value for m in getattr(at, kind)][-1])
 
 
 def db_value(settings, sql: str):
@@ -76,6 +79,17 @@ def test_a_new_campaign_is_the_one_picked_so_the_next_import_goes_into_it(settin
     at.run()
     at.button(key="ws_import_go").click().run()
     assert last_message(at, "success").startswith("new.csv: 1 added to campaign 'autumn'")
+
+
+def test_a_campaign_named_in_markdown_is_shown_as_named(settings, clock, db):
+    """`*new* $y$` came out in italics and a formula in the message and the paused warning."""
+    at = page(settings, clock)
+    widget(at, "ws_new_name").input("*new* $y$ `code`")
+    at.button(key="ws_create_go").click().run()
+    assert last_message(at, "success") == "Campaign '*new* $y$ `code`' created."
+    assert at.success[-1].value == "Campaign '\\*new\\* \\$y\\$ \\`code\\`' created."
+    at.button(key="ws_pause_go").click().run()
+    assert last_message(at, "warning") == "Campaign '*new* $y$ `code`' is paused: the next run sends none of it."
 
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -144,6 +158,20 @@ def test_a_new_named_template_is_saved(settings, clock, spring):
     assert widget(at, "ws_subjects_spring_startup").value == "Joining {{ company }}?"
     widget(at, "ws_template_spring").set_value("+ new template").run()
     assert (widget(at, "ws_new_template_spring").value, widget(at, "ws_subjects_spring_+ new template").value) == ("", "")
+
+
+def test_a_new_template_with_the_name_of_one_that_exists_is_refused_not_written_over_it(settings, clock, follow_up):
+    at = spring_page(settings, clock)
+    assert "bank" in widget(at, "ws_template_spring").options
+    before = db_value(settings, "SELECT html_template FROM templates WHERE name = 'bank'")
+    widget(at, "ws_template_spring").set_value("+ new template").run()
+    widget(at, "ws_new_template_spring").input(" bank ")
+    widget(at, "ws_subjects_spring_+ new template").input("Replaced")
+    widget(at, "ws_html_spring_+ new template").input("<p>replaced</p>")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "error") == ("campaign 'spring' already has a template named 'bank': pick it in the "
+                                         "Template box to change it, or give the new one another name")
+    assert db_value(settings, "SELECT html_template FROM templates WHERE name = 'bank'") == before
 
 
 def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):

@@ -12,7 +12,7 @@ from email_automation import dashboard, inbox_store
 from email_automation.database import connect
 from email_automation.mail_classify import classify
 from tests.mail_corpus import load, seed_sends
-from tests.test_dashboard import PASSWORD, _fresh_cache, frame, page, unlock  # noqa: F401 - _fresh_cache: autouse fixture
+from tests.test_dashboard import PASSWORD, _fresh_cache, as_read, frame, page, unlock  # noqa: F401 - _fresh_cache: autouse fixture
 
 
 
@@ -107,7 +107,7 @@ def test_an_older_database_is_one_clear_line_on_the_page_not_a_traceback(setting
     _old_database(settings.db_path)
     at = page(settings, clock, tab="Replies")
     assert not at.exception
-    assert [e.value for e in at.error] == [
+    assert [as_read(e.value) for e in at.error] == [
         f"{settings.db_path}: the database is from an older version; run `email-automation init` (or any command) "
         "to upgrade it, then reload"]
 

@@ -197,12 +197,31 @@ def test_check_template_names_the_subject_and_text_parts():
     # ... not the else of `x is undefined and y`, which also runs when y is false:
     ("Hi", "{% if team is undefined and first_name %}-{% else %}{{ team }}{% endif %}",
      {"team": "HTML body template line 1"}),
+    # `x` and `fields.x` are one column: either one's guard covers the other's read; so does `... if x is defined else`.
+    ("{% if role is defined %}{{ fields.role }}{% endif %}", "{% if fields.team is defined %}{{ team }}{% endif %}"
+     "{{ fields.desk if fields.desk is defined else 'x' }}{{ 'y' if floor is undefined else floor }}", {}),
+    ("{{ role if team is defined else 'x' }}", "<p></p>", {"role": "subject template line 1"}),
     # ... and one read outside such a branch makes it needed again.
     ("{{ role | d('') }}", "{% if team is defined %}{{ team }}{% else %}{{ team }}{% endif %}",
      {"team": "HTML body template line 1"}),
 ])
 def test_check_template_lists_the_columns_a_template_reads(subject, html, columns):
     assert check_template(subject, html, None, campaign="spring") == columns
+
+
+def test_a_column_named_like_a_dict_method_is_read_through_fields(settings):
+    """`{{ fields.items }}` printed `<built-in method items of dict object at 0x...>`."""
+    template = CampaignTemplate.from_campaign(campaign(subject="{{ fields.items }} / {{ fields.keys }}",
+                                                       html="<p>{{ fields.get('x', '-') }} {{ fields | length }}</p>"))
+    rendered = template.render(recipient(fields=json.dumps({"items": "3 boxes", "keys": "two"})), settings)
+    assert rendered.subject == "3 boxes / two" and "<p>- 2</p>" in rendered.html
+
+
+def test_fields_of_a_recipient_field_is_refused_with_the_variable_to_write():
+    with pytest.raises(TemplateRenderError) as raised:
+        check_template("Hi {{ fields.first_name }}", "<p></p>", None, campaign="spring")
+    assert str(raised.value) == ("campaign 'spring': subject template line 1: fields.first_name is never set (fields "
+                                 "holds the extra CSV columns only); write {{ first_name }}")
 
 
 def test_malformed_extra_fields_are_a_render_error(settings):

@@ -71,10 +71,12 @@ def template_show(
     conn = open_database(settings_for(db))
     row = get_campaign(conn, campaign)
     if name:
+        name = name.strip()  # as `template add` stores it
+        template = get_template(conn, campaign, name)  # before any line: a missing one prints only the error
         say(f"Campaign: {row['name']} ({row['status']}), template: {name}")
-        say(_template_text(get_template(conn, campaign, name)))
-        for version in step_versions(conn, campaign, template=name.strip()):
-            say(f"\n=== step {version.number}, template {name.strip()}: subject: {_subject_line(version.subject)} ===")
+        say(_template_text(template))
+        for version in step_versions(conn, campaign, template=name):
+            say(f"\n=== step {version.number}, template {name}: subject: {_subject_line(version.subject)} ===")
             say(_body_text(version))
         return
     say(f"Campaign: {row['name']} ({row['status']})")
