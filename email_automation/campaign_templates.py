@@ -256,6 +256,10 @@ def _render_first_recipient(conn: sqlite3.Connection, campaign: str, name: str |
     text = text if text is not None or stored is None else stored["text_template"]
     template = CampaignTemplate(campaign, variants, html, text)
     # Columns the oldest one lacks are checked against who gets the template (check_draft); here, empty.
-    fields = template_columns.with_columns(row, template_columns.stored_reads(variants, html, text))
+    reads = template_columns.stored_reads(variants, html, text)
+    fields = template_columns.with_columns(row, reads)
+    # Their own subject replaces the template's in a run: then it may be empty for them.
+    required = not ((row["custom_subject"] or "").strip() or template_columns.lacks_columns(row, reads))
     for index in range(len(variants)):
-        template.render({**fields, "custom_subject": None, "custom_body": None}, settings, variant=index)
+        template.render({**fields, "custom_subject": None, "custom_body": None}, settings, variant=index,
+                        subject_required=required)

@@ -92,7 +92,10 @@ def check_template(subject: str | None, html: str | None, text: str | None, *,
             raise TemplateRenderError(f"{_where(campaign)}the {label} template is {len(source):,} "
                                       f"characters, more than the limit of {MAX_OUTPUT_CHARS:,}")
         try:
-            _compile(part, source, where=_where(campaign))
+            compiled = _compile(part, source, where=_where(campaign))
+            if part == "subject" and _always_empty(source, compiled):
+                raise TemplateRenderError(f"{_where(campaign)}the subject template renders empty whoever "
+                                          "the recipient: every message needs a subject")
             for column, line in sorted(column_reads(part, source).items(), key=lambda item: item[1]):
                 if column in RECIPIENT_COLUMNS:  # a plain {{ first_name }} is no column read: fields.first_name
                     raise TemplateRenderError(f"{_where(campaign)}{label} template line {line}: fields.{column} is "
@@ -217,6 +220,18 @@ def _compile(part: str, source: str, *, where: str):
         return env.from_string(source)
     except TemplateSyntaxError as err:
         raise TemplateRenderError(f"{where}{label} template line {err.lineno}: {err.message}") from err
+
+
+def _always_empty(source: str, subject: Any) -> bool:
+    """Whether a subject that reads no variable renders empty (`{{ "" }}`, `{% if false %}...{% endif %}`):
+    empty for every recipient, so refused before there are any. One that reads a variable, even
+    optionally (`{{ role | default('') }}`), may not be empty for some: checked per recipient instead."""
+    if meta.find_undeclared_variables(_TEXT_ENV.parse(source)):
+        return False
+    try:
+        return not _one_line(render_bounded(subject, {}))
+    except Exception:  # any render error (`{{ 1 / 0 }}`): the first recipient's render reports it
+        return False
 
 
 # --- recipient data -----------------------------------------------------------------------
@@ -377,22 +392,31 @@ class CampaignTemplate:
                    _row_get(source, "text_template"), clock=clock,
                    template=None if template_row is None else template_row["name"])
 
-    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True, variant: int = 0) -> RenderedEmail:
+    def render(self, recipient_row: Any, settings: Any, *, derive_text: bool = True, variant: int = 0,
+               subject_required: bool = True) -> RenderedEmail:
         """Render this campaign for one recipient, with subject variant number `variant` (modulo their count).
 
         `derive_text=False` leaves `text` empty when it would be converted from the HTML: a run
         checks that every message renders before the first send, and that conversion, the
         costliest step, cannot fail on HTML its template produced.
 
+        A subject that comes out empty (or only whitespace) is an error, as an undefined variable
+        is: every path that sends or shows a message renders it here, so none can send one without
+        a subject. `subject_required=False` is for a caller that renders the template for someone
+        who will not get this subject (their own custom_subject replaces it, or they lack a column
+        it reads), only to check that it renders or to show it.
+
         Raises:
             TemplateRenderError: naming the campaign, the recipient and the problem, e.g. the
-                variable that is not defined.
+                variable that is not defined, or the subject that renders empty.
         """
         context = recipient_context(recipient_row, settings, self.name)
         custom_subject = (_row_get(recipient_row, "custom_subject") or "").strip()
         index = variant % len(self._subjects)
         subject = custom_subject or self._render("subject", self._subjects[index], context)
         context["subject"] = _one_line(subject)
+        if not context["subject"] and subject_required:
+            raise self._empty_subject(context["email"], index)
         custom_body = (_row_get(recipient_row, "custom_body") or "").strip()
         if custom_body:
             context["body_html"] = Markup(custom_body_html(custom_body))  # escaped line by line
@@ -411,6 +435,15 @@ class CampaignTemplate:
             text = self._derived_text.text(body, context)  # converted once per template, see plain_text.py
         return RenderedEmail(subject=context["subject"], html=body, text=text, template=self.template,
                              subject_variant=None if custom_subject else self.subject_variants[index])
+
+    def _empty_subject(self, email: str, index: int) -> TemplateRenderError:
+        """The error for a subject that renders empty: the message would go out as "(no subject)",
+        which reads as a mistake; it names the variant and what the subject reads, to fill in."""
+        which = f"subject variant {index + 1} of {len(self._subjects)}" if len(self._subjects) > 1 else "subject"
+        names = subject_names(self.subject_variants[index])
+        reads = f" (it reads {', '.join(names)})" if names else ""
+        return TemplateRenderError(f"{self._where}the {which} renders empty for {email}{reads}: every message "
+                                   "needs a subject; give them a value or change the template")
 
     def _render(self, part: str, template: Any, context: dict[str, Any]) -> str:
         try:
@@ -434,3 +467,15 @@ class CampaignTemplate:
 def _one_line(value: str) -> str:
     """Collapse whitespace (including newlines from recipient data) so a subject stays one line."""
     return " ".join(value.split())
+
+
+def subject_names(source: str) -> list[str]:
+    """The variables and `fields` keys a subject template reads, sorted, to name in an error."""
+    tree = _TEXT_ENV.parse(source)
+    names = meta.find_undeclared_variables(tree) - {"fields"}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "fields":
+            key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+            if isinstance(key, str):
+                names.add(f"fields.{key}")
+    return sorted(names)

@@ -152,6 +152,16 @@ def _sender(sender_email: str, sender_name: str, reply_to: str) -> tuple[Address
     return sender, headers.mailbox("From", _setting_text(sender_name, "SENDER_NAME"), sender.addr_spec), reply
 
 
+def check_sender(settings: Any) -> None:
+    """Raise what building any message raises for these settings (SENDER_EMAIL, SENDER_NAME,
+    REPLY_TO), with nothing else to build: for `run --plan`, which builds no message.
+
+    Raises:
+        ConfigError: the first of them that cannot be used, as `build_wire` words it.
+    """
+    _sender(settings.sender_email, settings.sender_name, settings.reply_to)
+
+
 def sender_problems(settings: Any) -> dict[str, str]:
     """Why SENDER_EMAIL, SENDER_NAME or REPLY_TO would stop `run` and `preview` (dry runs too), by
     variable: the ConfigError each raises when the first message is built. For `doctor`, so that

@@ -73,6 +73,8 @@ class Plan:
     send: list[Planned] = field(default_factory=list)
     held: list[Held] = field(default_factory=list)
     over_limit: int = 0  # sendable now, but past what is left of today's limit
+    limit: int | None = None  # `run --limit N`: the most this run sends (None: no cap below the daily limit)
+    over_run_limit: int = 0  # sendable now and within today's limit, but past `limit`: for a later run
     quota: Quota | None = None
     delay_seconds: float = 0.0
     stopped: str | None = None  # the circuit breaker's pause of all sending: the run sends nothing
@@ -83,7 +85,8 @@ class Plan:
         return {"daily_limit": self.daily_limit, "remaining_today": self.remaining_today,
                 "per_step": dict(sorted(steps.items())), "per_company": dict(sorted(companies.items())),
                 "send": [asdict(p) for p in self.send], "held": [asdict(h) for h in self.held],
-                "over_limit": self.over_limit, "ses_quota": self.quota.as_dict() if self.quota else None,
+                "over_limit": self.over_limit, "limit": self.limit, "over_run_limit": self.over_run_limit,
+                "ses_quota": self.quota.as_dict() if self.quota else None,
                 "stopped": self.stopped}
 
     def within_breaker(self, conn: sqlite3.Connection, settings: Settings, now: datetime) -> None:
@@ -97,6 +100,12 @@ class Plan:
         self.held[:0] = [Held(p.email, p.campaign, p.step, reasons[p.campaign]) for p in self.send if reasons[p.campaign]]
         self.send = [p for p in self.send if not reasons[p.campaign]]
 
+    def past_run_limit(self, room_after: int) -> None:
+        """Of the messages past this run's size, count the first `room_after` (what today's limit
+        leaves after a `--limit`-capped batch) as waiting for a later run, not a later day."""
+        self.over_run_limit = min(self.over_limit, max(0, room_after))
+        self.over_limit -= self.over_run_limit
+
     def within_quota(self, quota: Quota | None) -> None:
         """Cut the batch as the run does: to what SES allows in its 24-hour window (due follow-ups
         stay first); a quota that could not be read cuts nothing (the run goes on without it)."""
@@ -106,11 +115,27 @@ class Plan:
         self.quota = quota
 
 
-def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quota: Quota | None = None) -> Plan:
-    """What a real run started at `now` would do, within SES's `quota` when given (`read_quota`)."""
+def check_startable(settings: Settings) -> None:
+    """Raise what a run (dry or real) raises before it sends anything for these settings: a
+    SENDER_EMAIL, SENDER_NAME or REPLY_TO that no message can be built with. The plan then says
+    so as `run` does (one `Error:` line, exit code 2) instead of planning a run that cannot start.
+
+    Raises:
+        ConfigError: the setting and why, in the words of `run`.
+    """
+    from .messages import check_sender
+
+    check_sender(settings)
+
+
+def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quota: Quota | None = None,
+             limit: int | None = None) -> Plan:
+    """What a real run started at `now` would do, within SES's `quota` when given (`read_quota`),
+    sending at most `limit` messages (`run --limit N`) as that run would."""
     settings = gates.within_warmup(settings, conn, now)
     remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=settings.daily_limit)
-    plan = Plan(settings.daily_limit, remaining, delay_seconds=settings.delay_seconds)
+    plan = Plan(settings.daily_limit, remaining, delay_seconds=settings.delay_seconds, limit=limit)
+    size = remaining if limit is None else min(remaining, max(0, limit))  # as run_daily._plan sizes its batch
     zones = {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")}
     closed = schedule.closed_zones(zones, now, settings.tz, *settings.send_window)
     candidates: list[Planned] = []
@@ -124,7 +149,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
         elif row["timezone"] in closed:
             plan.held.append(Held(row["email"], row["campaign_name"], due.step,
                                   f"outside the send window ({closed[row['timezone']]})"))
-        elif len(candidates) < remaining:
+        elif len(candidates) < size:
             candidates.append(_planned(row, due.step))
         else:  # due now, past today's limit: counted, not listed
             plan.over_limit += 1
@@ -144,7 +169,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     stopped, args = applications.stopped_condition(settings.stop_company_on_reply)
     queue = conn.execute(f"SELECT r.*, c.name AS campaign_name{ledger.QUEUE_FROM_WHERE} AND NOT {stopped}"
                          " ORDER BY r.id", args)
-    room = max(0, remaining - len(candidates) - plan.over_limit)
+    room = max(0, size - len(candidates) - plan.over_limit)
     for row in queue:
         if row["timezone"] in closed:
             plan.held.append(Held(row["email"], row["campaign_name"], 1,
@@ -156,8 +181,9 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
         else:
             candidates.append(_planned(row, 1))
             room -= 1
-    plan.send = candidates[:remaining]
+    plan.send = candidates[:size]
     plan.over_limit += len(candidates) - len(plan.send)
+    plan.past_run_limit(remaining - size)
     plan.within_quota(quota)  # the run cuts its batch to SES's quota, then the breaker holds within it
     plan.within_breaker(conn, settings, now)
     return plan
@@ -171,7 +197,8 @@ def plan_lines(plan: Plan, *, ses: bool = True, inbox: str | None = None) -> lis
     """The plan for a person: the batch, how SES's quota cuts it, per step, then who waits and why.
     `ses`: the real run sends through SES (whose quota, when not read, may cut the batch);
     `inbox`: `inbox_line`'s caveat, when the real run reads replies first."""
-    lines = [f"The next real run would send {len(plan.send)} message(s) ({plan.remaining_today} of DAILY_LIMIT "
+    capped = f"--limit {plan.limit}; " if plan.limit is not None else ""
+    lines = [f"The next real run would send {len(plan.send)} message(s) ({capped}{plan.remaining_today} of DAILY_LIMIT "
              f"{plan.daily_limit} left today" + ("; SES's own quota may cut it further)." if plan.quota is None and ses
                                                  else ").")]
     if plan.stopped:
@@ -184,6 +211,8 @@ def plan_lines(plan: Plan, *, ses: bool = True, inbox: str | None = None) -> lis
         lines.append(f"  send {p.email} ({p.campaign}, step {p.step}{', ' + p.company if p.company else ''})")
     for h in plan.held:
         lines.append(f"  held {h.email} ({h.campaign}, step {h.step}): {h.reason}")
+    if plan.over_run_limit:
+        lines.append(f"  {plan.over_run_limit} more wait for a later run (--limit {plan.limit}).")
     if plan.over_limit:
         lines.append(f"  {plan.over_limit} more wait for a later day (daily limit).")
     return lines

@@ -150,10 +150,10 @@ def check_version(conn: sqlite3.Connection, campaign: str, version: StepVersion,
             raise TemplateRenderError("the HTML body template is empty")
         reads = check_template(version.subject, version.html, version.text)
         notes = template_columns.require(conn, campaign, _audience(conn, campaign, version), reads)
-        if settings is not None:
-            _render_first(conn, campaign, version, settings, reads)
     except TemplateRenderError as err:
         raise TemplateRenderError(f"{where}: {err}") from None
+    if settings is not None:
+        _render_first(conn, campaign, version, settings, reads)  # its errors name the step already
     return notes
 
 
@@ -199,5 +199,7 @@ def _render_first(conn: sqlite3.Connection, campaign: str, version: StepVersion,
     if row is None:
         row = conn.execute(first, (campaign, None, True)).fetchone()
     if row is not None:
-        template = step_template(campaign, version.subject, version.html, version.text)
-        template.render(step_fields(template_columns.with_columns(row, reads), version.subject, "a subject"), settings)
+        template = step_template(campaign, version.subject, version.html, version.text, template=version.template,
+                                 step=version.number)
+        template.render(step_fields(template_columns.with_columns(row, reads), version.subject, "a subject"), settings,
+                        subject_required=not template_columns.lacks_columns(row, reads))

@@ -234,6 +234,14 @@ def missing_columns(reads: Mapping[str | None, Mapping[str, str]], columns: set[
     return found
 
 
+def lacks_columns(row: Any, columns: Mapping[str, str]) -> bool:
+    """Whether `with_columns` has to add one of `columns` to this recipient's row: then they will
+    never get the template (every one who may has them all), so its subject may be empty for them."""
+    from .email_templates import recipient_fields
+
+    return not set(columns) <= set(recipient_fields(row))
+
+
 def with_columns(row: Any, columns: Mapping[str, str]) -> dict[str, Any]:
     """A recipient row as a mapping whose `fields` has every one of `columns` (an empty value for
     those it lacks): to render a template for a recipient who will never get it, only to check it."""

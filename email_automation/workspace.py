@@ -202,7 +202,8 @@ def render_draft(conn: sqlite3.Connection, settings: Any, campaign: str, email: 
     # with their row), the draft's variants as another recipient would read them.
     rendered = template.render(row, settings, variant=variant)
     fields = {**dict(row), "custom_subject": None, "custom_body": None}
-    subjects = tuple(template.render(fields, settings, variant=n, derive_text=False).subject for n in range(count))
+    subjects = tuple(template.render(fields, settings, variant=n, derive_text=False,
+                                     subject_required=not own_subject).subject for n in range(count))
     return DraftPreview(rendered, subjects, None if own_subject else variant, own_subject, own_body)
 
 

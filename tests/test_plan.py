@@ -242,3 +242,41 @@ def test_run_plan_holds_everyone_when_the_rates_would_trip_at_the_first_send(set
     assert plan.send == [] and plan.stopped.startswith("all sending would be paused by the circuit breaker at the "
                                                        "first send: complaint rate 33.33% (1 of 3 sends)")
     assert db.execute("SELECT count(*) FROM sending_pauses").fetchone()[0] == 0
+
+
+def test_run_plan_limit_plans_the_batch_the_run_limit_sends(fifteen, monkeypatch):
+    """`run --plan --limit 3` said "would send 15", the limit ignored."""
+    from .smtp_sink import SmtpSink
+
+    with SmtpSink() as sink:
+        env = sink.run_settings(DAILY_LIMIT="10")
+        planned = cli("run", "--plan", "--limit", "3", "--db", "x.db", env=env)
+        assert planned.exit_code == 0 and nothing_claimed(fifteen)
+        assert planned.stdout.splitlines() == [
+            "The next real run would send 3 message(s) (--limit 3; 10 of DAILY_LIMIT 10 left today).",
+            "  step 1: 3",
+            *(f"  send p{i}@c{i}.example.com (default, step 1, c{i}.example.com)" for i in range(3)),
+            "  7 more wait for a later run (--limit 3).",
+            "  5 more wait for a later day (daily limit).",
+        ]
+        data = json.loads(cli("run", "--plan", "--limit", "3", "--json", "--db", "x.db", env=env).stdout)
+        assert (data["limit"], len(data["send"]), data["over_run_limit"], data["over_limit"]) == (3, 3, 7, 5)
+        assert cli("run", "--limit", "3", "--db", "x.db", env=env).exit_code == 0
+    assert [d.rcpt_tos[0] for d in sink.deliveries] == [s["email"] for s in data["send"]]
+    assert json.loads(cli("run", "--plan", "--json", "--db", "x.db", env=env).stdout)["limit"] is None
+
+
+def test_run_plan_without_sender_email_stops_as_the_run_does(fifteen):
+    """`run --plan` said "would send 15" while `run` exited 2: SENDER_EMAIL is not set."""
+    for env in ({}, {"DRY_RUN": "false", "TRANSPORT": "smtp", "SMTP_HOST": "127.0.0.1"}, {"REPLY_TO": "nobody"}):
+        if "REPLY_TO" in env:
+            env = {**env, "SENDER_EMAIL": "jane@example.com"}
+        run = cli("run", "--db", "x.db", env=env)
+        planned = cli("run", "--plan", "--db", "x.db", env=env)
+        assert (planned.exit_code, planned.stdout, planned.stderr) == (2, "", run.stderr)
+        assert run.exit_code == 2 and run.stderr.startswith("Error: ") and len(run.stderr.splitlines()) == 1
+    assert cli("run", "--plan", "--db", "x.db").stderr == (
+        "Error: SENDER_EMAIL is not set: set it to the verified address you send from\n")
+    assert json.loads(cli("run", "--plan", "--json", "--db", "x.db").stdout) == {
+        "error": "SENDER_EMAIL is not set: set it to the verified address you send from"}
+    assert nothing_claimed(fifteen)

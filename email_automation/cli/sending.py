@@ -54,11 +54,12 @@ def run(
     settings = settings_for(db, dry_run=dry_run, log_file=log_file)
     conn = open_database(settings)
     if plan:
-        from ..plan import inbox_line, plan_lines, plan_run, read_quota
+        from ..plan import check_startable, inbox_line, plan_lines, plan_run, read_quota
 
+        check_startable(settings)  # a run that would refuse to start: its own error line and exit code
         transport = make_transport(settings)
         try:
-            planned = plan_run(conn, settings, now=utc_now(), quota=read_quota(transport))
+            planned = plan_run(conn, settings, now=utc_now(), quota=read_quota(transport), limit=limit)
         finally:
             transport.close()
         answer(as_json, planned.as_dict(), "\n".join(plan_lines(planned, ses=settings.transport == "ses",
