@@ -18,7 +18,9 @@ from .database import iso, transaction
 from .mail_classify import Classification, SentRef, normalize_subject
 
 SOURCE = "inbox"  # suppressions.source and admin_log.actor of everything done here
-_SENT_STATUSES = "('sent', 'unknown')"  # attempts that may have reached someone who can answer
+# Attempts that may have reached someone who can answer: `sending` too, which a killed run leaves
+# until the next run's recovery makes it `unknown` (its reply must still stop the follow-ups).
+_SENT_STATUSES = "('sent', 'unknown', 'sending')"
 
 
 class DbSentLookup:
@@ -128,7 +130,25 @@ def _shown(found: Classification) -> tuple[str | None, str | None, str | None]:
 
 
 def _apply(conn: sqlite3.Connection, found: Classification, now: datetime) -> list[str]:
-    return [line for ref in _answered(found) if (line := _settle_unknown(conn, ref, found, now))] + _act(conn, found, now)
+    settled = [_settle_unknown(conn, ref, found.kind, found.subject, found.date, now) for ref in _answered(found)]
+    return [line for line in settled if line] + _act(conn, found, now)
+
+
+def settle_recovered(conn: sqlite3.Connection, *, now: datetime) -> list[str]:
+    """Settle the sends a run's recovery just made `unknown` that a message read while they were
+    still `sending` (left so by a killed run) answers, as `_settle_unknown` would have at the read;
+    returns a line per send settled."""
+    rows = conn.execute(
+        "SELECT m.kind, COALESCE(m.subject, ''), m.dated_at, l.id, l.recipient_id, r.email, l.subject"
+        " FROM send_log l JOIN inbox_messages m ON m.send_log_id = l.id JOIN recipients r ON r.id = l.recipient_id"
+        " WHERE l.status = 'unknown' AND m.kind != 'ignored' ORDER BY m.id").fetchall()
+    lines = []
+    with transaction(conn):
+        for kind, subject, dated_at, *ref in rows:
+            date = datetime.fromisoformat(dated_at) if dated_at else None
+            if line := _settle_unknown(conn, SentRef(*ref), kind, subject, date, now):
+                lines.append(line)
+    return lines
 
 
 def _answered(found: Classification) -> list[SentRef]:
@@ -142,8 +162,10 @@ def _answered(found: Classification) -> list[SentRef]:
 CLOCK_SKEW = timedelta(minutes=15)
 
 
-def _settle_unknown(conn: sqlite3.Connection, ref: SentRef, found: Classification, now: datetime) -> str | None:
-    """A send whose outcome was unknown and that this message answers went out: settled as sent,
+def _settle_unknown(conn: sqlite3.Connection, ref: SentRef, kind: str, subject: str, date: datetime | None,
+                    now: datetime) -> str | None:
+    """A send whose outcome was unknown and that this message (its `kind`, `subject` and Date)
+    answers went out: settled as sent,
     so it no longer waits for a person's decision. Only when no other send to the address could be
     the one answered: a send of the same subject (a follow-up's is its first message's), or any
     when the match was by address alone (an auto-reply, a bounce report); and only for a message
@@ -151,17 +173,17 @@ def _settle_unknown(conn: sqlite3.Connection, ref: SentRef, found: Classificatio
     answers something else."""
     row = conn.execute("SELECT subject, attempted_at FROM send_log WHERE id = ? AND status = 'unknown'",
                        (ref.log_id,)).fetchone()
-    if row is None or found.date is None or found.date < datetime.fromisoformat(row[1]) - CLOCK_SKEW:
+    if row is None or date is None or date < datetime.fromisoformat(row[1]) - CLOCK_SKEW:
         return None
-    subject = normalize_subject(row[0] or "")
-    by_subject = subject == normalize_subject(found.subject)
+    sent_subject = normalize_subject(row[0] or "")
+    by_subject = sent_subject == normalize_subject(subject)
     others = conn.execute(
         "SELECT l.subject FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
         f" WHERE r.email = ? AND l.id != ? AND l.status IN {_SENT_STATUSES}", (ref.email, ref.log_id)).fetchall()
-    if any(not by_subject or normalize_subject(other or "") == subject for (other,) in others):
+    if any(not by_subject or normalize_subject(other or "") == sent_subject for (other,) in others):
         return None
     what = {"bounce": "a delivery report", "auto_reply": "an automatic reply", "unsubscribe": "an unsubscribe request"}
-    why = f"{what.get(found.kind, 'a reply')} answered it"
+    why = f"{what.get(kind, 'a reply')} answered it"
     ledger.settle_answered(conn, ref.log_id, why=why, actor=SOURCE, now=now)
     return f"{ref.email}: the send whose outcome was unknown went out ({why}): settled as sent"
 

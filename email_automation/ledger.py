@@ -135,10 +135,13 @@ def claim(
     conn: sqlite3.Connection, recipient_id: int, *, now: datetime, tz: tzinfo,
     daily_limit: int, subject: str, transport: str, stop_company: bool = True, step: int = 1,
     template: str | None = None, subject_variant: str | None = None, companies: politeness.Caps | None = None,
-    tally: DayTally | None = None,
+    tally: DayTally | None = None, message_id: str | None = None,
 ) -> Claim | Held | None:
     """Atomically move a pending recipient to `sending` and log the attempt, with the named
-    `template` and the `subject_variant` (its subject template) the message was rendered from.
+    `template` and the `subject_variant` (its subject template) the message was rendered from,
+    and the `message_id` it will be delivered with when that is known before it leaves (SMTP
+    sends our Message-ID header as is): a send left `sending` by a killed run can then still be
+    answered (the inbox matches the reply) and followed up in its thread once settled as sent.
 
     For a follow-up (`step` > 1) the recipient must have been `sent` the step before (or be
     `pending` at this step after a refusal); the move to `sending` at `step` happens once, so
@@ -193,8 +196,8 @@ def claim(
         )
         log_id = conn.execute(
             "INSERT INTO send_log (recipient_id, attempt_id, batch_date, attempted_at, status, subject, transport,"
-            " template, subject_variant, step) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?)",
-            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant, step),
+            " template, subject_variant, step, message_id) VALUES (?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, ?)",
+            (recipient_id, attempt_id, day, iso(now), subject, transport, template, subject_variant, step, message_id),
         ).lastrowid
         if tally is not None:
             tally.add(day)

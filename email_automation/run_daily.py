@@ -732,7 +732,7 @@ def _claim_group(settings, conn, group, transport_name: str, *, now) -> tuple[li
     with database.group(conn):
         tally = ledger.DayTally()  # the day's count, read once for the group
         for item, rendered, wire in group:
-            claim, outcome = _claim(settings, conn, item, rendered, transport_name, now=now, tally=tally)
+            claim, outcome = _claim(settings, conn, item, rendered, wire, transport_name, now=now, tally=tally)
             if claim is not None:
                 claimed.append((item, wire, claim))
             elif outcome is None:
@@ -769,6 +769,10 @@ def _recover(conn: sqlite3.Connection, report: RunReport, *, now: Callable[[], d
     if report.recovered:
         log.warning("%d recipient(s) were left mid-send by an interrupted run and are now 'unknown'",
                     report.recovered)
+        from .inbox_store import settle_recovered
+
+        for line in settle_recovered(conn, now=now()):  # answers read while they were still `sending`
+            log.info("inbox: %s", line)
         # SES events already stored (drained before this run) may prove some of them went out.
         from . import events
 
@@ -945,7 +949,7 @@ class _InTurn:
 
     def send_one(self, settings, conn, transport, item: _Planned, message, *, now, sleep) -> Outcome | None:
         rendered, wire = message
-        claim, outcome = _claim(settings, conn, item, rendered, transport.name, now=now)
+        claim, outcome = _claim(settings, conn, item, rendered, wire, transport.name, now=now)
         if claim is None:
             return outcome
         _hand_over(self.pool, item, claim, wire, self.retry_wait, self.stopping)
@@ -960,7 +964,12 @@ class _InTurn:
         return outcome
 
 
-def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_name: str, *,
+# The transports that deliver the Message-ID header we write: SES puts its own in its place
+# (https://docs.aws.amazon.com/ses/latest/dg/header-fields.html), known once it answers.
+_OWN_MESSAGE_ID = frozenset({"smtp"})
+
+
+def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, wire, transport_name: str, *,
            now, tally: ledger.DayTally | None = None) -> tuple[ledger.Claim | None, Outcome | None]:
     """The claim, committed durably (synchronous=FULL) before the message may leave; or, without
     one, the outcome to report (None as well: the daily limit was reached by an overlapping writer)."""
@@ -968,7 +977,8 @@ def _claim(settings, conn, item: _Planned, rendered: RenderedEmail, transport_na
                          subject=rendered.subject, transport=transport_name,
                          stop_company=settings.stop_company_on_reply, template=rendered.template,
                          subject_variant=rendered.subject_variant, step=item.step,
-                         companies=politeness.Caps.from_settings(settings), tally=tally)
+                         companies=politeness.Caps.from_settings(settings), tally=tally,
+                         message_id=wire.message_id if transport_name in _OWN_MESSAGE_ID else None)
     if isinstance(claim, ledger.Held):  # another run took this company's place since the batch was picked
         return None, Outcome(now(), item.email, "pending", error=claim.reason, attempted=False, step=item.step)
     if claim is not None:

@@ -175,3 +175,46 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_records_what_went_out(tmp_path, 
     assert counts.get("sending", 0) == 0, "every send that went out is recorded"
     assert counts["sent"] == delivered < 40
     assert counts["pending"] == 40 - delivered
+
+
+def test_a_reply_to_a_send_a_kill_left_mid_send_stops_its_follow_up(tmp_path):
+    """kill -9 while the sink holds the message: the claim stayed `sending` with no Message-ID, so
+    the inbox filed the recipient's reply as "not about a message we sent", the next run made the
+    send `unknown`, and once it was resolved as sent the follow-up went out, outside the thread."""
+    import email
+
+    from email_automation import inbox_store, run_daily
+    from email_automation.config import load_settings
+    from email_automation.mail_classify import classify
+
+    from .fakes import RecordingSleep, ScriptedTransport
+
+    db_path = tmp_path / "kill.db"
+    make_db(db_path, 1)
+    conn = init_db(db_path)
+    add_step(conn, "default", after_days=1, html="<p>Following up, {{ first_name }}.</p>", now=utc_now())
+    conn.close()
+    with SmtpSink(stall_after_data=5) as sink:
+        run = start_run(sink_env(db_path, sink))
+        assert sending_started(sink, 0, [run]), run.stderr.read().decode()
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=60)
+        delivered = sink.deliveries[0].message
+    conn = connect(db_path)
+    assert [tuple(r) for r in conn.execute("SELECT status, message_id FROM send_log")] == [
+        ("sending", delivered["Message-ID"])]
+    reply = (f"From: r000@example.com\r\nTo: jane@example.com\r\nSubject: Re: {delivered['Subject']}\r\n"
+             f"Message-ID: <answer@example.com>\r\nIn-Reply-To: {delivered['Message-ID']}\r\n"
+             f"Date: {email.utils.format_datetime(utc_now())}\r\n\r\nHappy to talk.\r\n").encode()
+    found = classify(email.message_from_bytes(reply), inbox_store.DbSentLookup(conn))
+    assert found.kind == "reply"
+    inbox_store.store(conn, inbox_store.Position("INBOX", 1, 1), inbox_store.dedupe_key(found.message_id, b""), found,
+                      now=utc_now())
+
+    later = lambda: utc_now() + timedelta(days=7)  # noqa: E731 - past step 2's wait
+    settings = load_settings(db_path=str(db_path), sender_email="jane@example.com", delay_seconds=0, timezone="UTC")
+    transport = ScriptedTransport()
+    report = run_daily.run_daily(settings, conn, transport, now=later, sleep=RecordingSleep())
+    assert report.recovered == 1 and transport.delivered == []
+    assert [tuple(r) for r in conn.execute("SELECT l.status, r.status, r.application_status FROM send_log l"
+                                           " JOIN recipients r ON r.id = l.recipient_id")] == [("sent", "sent", "replied")]
