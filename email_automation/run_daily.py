@@ -788,7 +788,8 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
     Empty when the day's limit is used up, or when the provider says the account may not send
     (then `report.fatal_error` says why and nothing is claimed).
     """
-    remaining = ledger.remaining_today(conn, now=now(), tz=settings.tz, daily_limit=settings.daily_limit)
+    counted = ledger.counted_today(conn, ledger.batch_date(now(), settings.tz))
+    remaining = max(0, settings.daily_limit - counted)  # as ledger.remaining_today
     size = remaining if limit is None else min(remaining, max(0, limit))
     delay = settings.delay_seconds
     if not report.dry_run and size:
@@ -813,8 +814,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
             ledger.mark_unsendable(conn, row["id"], str(err), now=now())
         _note(report, Outcome(now(), row["email"], "failed", error=str(err)))
     log.info("%s: %d message(s) to send now, daily limit %d, %d already counted today",
-             "dry run" if report.dry_run else "run", len(batch), settings.daily_limit,
-             settings.daily_limit - remaining)
+             "dry run" if report.dry_run else "run", len(batch), settings.daily_limit, counted)  # above the limit too
     return batch, delay, rendered.templates
 
 

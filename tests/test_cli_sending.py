@@ -50,6 +50,14 @@ def test_a_real_run_prints_each_message_and_the_counts(db, sink):
     assert [d.rcpt_tos for d in sink.deliveries] == [["ada@example.com"], ["bob@example.com"]]
 
 
+def test_a_run_after_daily_limit_was_lowered_says_how_many_were_counted_today(db, sink, monkeypatch):
+    """It said "daily limit 1, 1 already counted today" while `status` said 2 of 1 used."""
+    cli("run", "--db", "x.db", "--send", "--limit", "2")
+    monkeypatch.setenv("DAILY_LIMIT", "1")
+    lines = without_times(cli("run", "--db", "x.db", "--send").stdout).splitlines()
+    assert lines[0] == "INFO run: 0 message(s) to send now, daily limit 1, 2 already counted today"
+
+
 def test_status_shows_the_campaigns_today_and_what_needs_a_decision(db, sink):
     cli("run", "--db", "x.db", "--send", "--limit", "3")
     connect(db).execute("UPDATE recipients SET status = 'unknown' WHERE email = 'cy@example.com'")
@@ -91,8 +99,15 @@ def test_status_columns_stay_aligned_under_a_campaign_name_in_wide_characters(db
 
 
 def test_status_keeps_one_line_per_campaign_for_line_breaks_and_zero_width_characters(db):
-    for name in ("Spring\nlaunch", "ไทย-สั่ง", "zero\u200bwidth"):
-        assert cli("import", "people.csv", "--db", "x.db", "--campaign", name).exit_code == 0
+    assert cli("import", "people.csv", "--db", "x.db", "--campaign", "ไทย-สั่ง").exit_code == 0
+    for name in ("Spring\nlaunch", "zero\u200bwidth"):  # refused now; made by an older version
+        assert cli("import", "people.csv", "--db", "x.db", "--campaign", name).exit_code == 2
+        conn = connect(db)
+        conn.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+                     " SELECT ?, subject_template, html_template, created_at FROM campaigns LIMIT 1", (name,))
+        conn.execute("INSERT INTO recipients (campaign_id, email, created_at) SELECT id, 'x@example.com', 'x'"
+                     " FROM campaigns WHERE name = ?", (name,))
+        conn.close()
     header, *rows = cli("status", "--db", "x.db").stdout.splitlines()[:5]
     # Terminal columns as rich counts them (the table rich drew before status went without it).
     assert [cell_len(row[:row.index(" active ")]) for row in rows] == [header.index(" State ")] * 4

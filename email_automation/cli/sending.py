@@ -241,7 +241,8 @@ def status_lines(summary, unknown, *, dry_run: bool) -> list[str]:
     in_doubt = summary.counted_today - summary.sent_today
     lines = [f"Today ({summary.today}): {summary.sent_today} sent"
              + (f" and {in_doubt} sending or unknown" if in_doubt else "")
-             + (f", {summary.deferred_today} deferred (refused for now, still queued)" if summary.deferred_today else "")
+             + (f", {summary.deferred_today} deferred (refused for now or settled as not sent; still queued)"
+               if summary.deferred_today else "")
              + f", {summary.counted_today} of DAILY_LIMIT {summary.daily_limit} used, {summary.remaining_today} left. "
              f"Suppressed addresses: {summary.suppressed}."]
     lines += [f"Limit: {summary.limit_note}."] if summary.limit_note else []
