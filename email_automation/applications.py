@@ -145,7 +145,7 @@ def _change(conn: sqlite3.Connection, recipient_id: int, status: str, note: str 
 def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_company: bool) -> str | None:
     """Why a reply (or a later status) stops mail to this address now, if it does."""
     own = conn.execute("SELECT application_status FROM recipients WHERE email = ? AND application_status != 'none'"
-                       " LIMIT 1", (email,)).fetchone()
+                       " ORDER BY id LIMIT 1", (email,)).fetchone()
     if own is not None:
         return f"application status is {own[0]!r}"
     if not stop_company:
@@ -155,14 +155,60 @@ def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_comp
         "SELECT o.email, o.application_status, trim(?) != '' AND lower(trim(o.company)) = lower(trim(?)) AS same"
         " FROM recipients o WHERE o.application_status != 'none'"
         " AND ((trim(?) != '' AND lower(trim(o.company)) = lower(trim(?)))"
-        f"      OR (? != '' AND {_DOMAIN_SQL.format('o')} = ?)) ORDER BY same DESC LIMIT 1",
+        f"      OR (? != '' AND {_DOMAIN_SQL.format('o')} = ?)) ORDER BY same DESC, o.id LIMIT 1",
         (company, company, company, company, domain, domain),
     ).fetchone()
     if other is None:
         return None
-    # Which one matched: the company's name, else the address's domain (that colleague's company may differ).
-    where = f"the same company ({company.strip()})" if other[2] else f"the same domain ({domain})"
-    return f"{other[0]} at {where} has application status {other[1]!r} (STOP_COMPANY_ON_REPLY)"
+    return _colleague_words(other[0], other[1], company, domain, same_company=bool(other[2]))
+
+
+def _colleague_words(email: str, status: str, company: str, domain: str, *, same_company: bool) -> str:
+    """`stop_reason`'s words for a colleague's answer; which one matched: the company's name, else
+    the address's domain (that colleague's company may differ)."""
+    where = f"the same company ({company.strip()})" if same_company else f"the same domain ({domain})"
+    return f"{email} at {where} has application status {status!r} (STOP_COMPANY_ON_REPLY)"
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _company_key(company: str | None) -> str:
+    """SQL's lower(trim(company)) in `stop_reason`: trim takes spaces only, lower ASCII letters only
+    (https://www.sqlite.org/lang_corefunc.html#lower)."""
+    return (company or "").strip(" ").translate(_ASCII_LOWER)
+
+
+class Answers:
+    """Everyone with an application status, read once: `stop_reason` for many recipients without
+    a query each, so `run --plan` can give each recipient a reply stops the run's own words. The
+    set is small (the partial index recipients_application); the earliest row wins, as there."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.own: dict[str, str] = {}
+        self.by_company: dict[str, tuple[str, str]] = {}
+        self.by_domain: dict[str, tuple[str, str]] = {}
+        for email, company, status in conn.execute(
+                "SELECT email, company, application_status FROM recipients WHERE application_status != 'none'"
+                " ORDER BY id"):
+            self.own.setdefault(email, status)
+            if key := _company_key(company):
+                self.by_company.setdefault(key, (email, status))
+            self.by_domain.setdefault(email.split("@", 1)[-1], (email, status))  # _DOMAIN_SQL
+
+    def stop_reason(self, email: str, company: str | None, *, stop_company: bool) -> str | None:
+        """What `stop_reason` says for this address, from the rows read."""
+        if email in self.own:
+            return f"application status is {self.own[email]!r}"
+        if not stop_company:
+            return None
+        company = company or ""
+        domain = company_domain(email)
+        if (key := _company_key(company)) and key in self.by_company:
+            return _colleague_words(*self.by_company[key], company, domain, same_company=True)
+        if domain and domain in self.by_domain:
+            return _colleague_words(*self.by_domain[domain], company, domain, same_company=False)
+        return None
 
 
 def stopped_condition(stop_company: bool) -> tuple[str, tuple[str, ...]]:

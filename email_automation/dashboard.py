@@ -362,6 +362,14 @@ def _table_or_caption(rows: list[dict], key: str, empty: str) -> None:
         st.caption(empty)
 
 
+def _stopped_note(stopped: int) -> str:
+    """The queue leaves out whom a reply stops: say how many, so its count is not read as all who wait."""
+    if not stopped:
+        return ""
+    return (f" {stopped:,} more are stopped by a reply (their own, or with STOP_COMPANY_ON_REPLY a "
+            "colleague's): the next run skips them; the Campaigns tab's Next run says why.")
+
+
 def recipients(reports: Reports, campaign: str | None = None) -> None:
     """The queue, the unknown and failed recipients and the follow-ups, of the sidebar's campaign
     (the other filters are about sends, not recipients)."""
@@ -373,19 +381,21 @@ def recipients(reports: Reports, campaign: str | None = None) -> None:
     shown = f"; the first {len(queue)} are shown" if total > len(queue) else ""
     settings = reports.settings
     held = sum(row["timezone"] in closed for row in queue)
+    left_out = "paused campaigns, suppressed addresses and recipients a reply stops left out"
     if queue and "" in closed and held == len(queue) == total:  # beyond the rows shown, a zone may be open
-        st.caption(f"{total:,} recipient(s) wait (paused campaigns and suppressed addresses left out){shown}. Outside "
-                   f"the send window now ({closed['']}; SEND_DAYS {settings.send_days}, SEND_HOURS "
-                   f"{settings.send_hours}, TIMEZONE {settings.tz}): a run started now sends none of them; the next "
-                   "run inside it sends them in this order, within the daily and per-company limits.")
+        said = (f"{total:,} recipient(s) wait ({left_out}){shown}. Outside the send window now ({closed['']}; "
+                f"SEND_DAYS {settings.send_days}, SEND_HOURS {settings.send_hours}, TIMEZONE {settings.tz}): a run "
+                "started now sends none of them; the next run inside it sends them in this order, within the daily "
+                "and per-company limits.")
     elif held:
-        st.caption(f"{total:,} recipient(s) wait (paused campaigns and suppressed addresses left out){shown}. The "
-                   "next runs send them in this order, within the daily and per-company limits, each only inside "
-                   f"the send window (SEND_DAYS {settings.send_days}, SEND_HOURS {settings.send_hours}) of their time "
-                   "zone: a run started now sends none of those with a reason in 'held now'.")
+        said = (f"{total:,} recipient(s) wait ({left_out}){shown}. The next runs send them in this order, within the "
+                f"daily and per-company limits, each only inside the send window (SEND_DAYS {settings.send_days}, "
+                f"SEND_HOURS {settings.send_hours}) of their time zone: a run started now sends none of those with a "
+                "reason in 'held now'.")
     else:
-        st.caption(f"{total:,} recipient(s) will be sent in this order, within the daily and per-company limits "
-                   f"(paused campaigns and suppressed addresses left out){shown}.")
+        said = (f"{total:,} recipient(s) will be sent in this order, within the daily and per-company limits "
+                f"({left_out}){shown}.")
+    st.caption(said + _stopped_note(fetch(reports, "stopped_by_replies", campaign)))
     queue = [{**row, "held now": f"outside the send window ({closed[row['timezone']]})"
               if row["timezone"] in closed else ""} for row in queue]
     _table_or_caption(queue, "queue_table", "Nobody is waiting to be sent.")
@@ -415,7 +425,8 @@ def recipients(reports: Reports, campaign: str | None = None) -> None:
 
 REPLY_COLUMNS = ("date", "from", "recipient", "company", "campaign", "subject", "snippet", "application")
 OTHER_MAIL_COLUMNS = ("date", "kind", "from", "recipient", "subject", "detail")
-FUNNEL_COLUMNS = ("campaign", "contacted", "replied", "reply rate", "interview", "offer", "rejected", "not interested")
+FUNNEL_COLUMNS = ("campaign", "contacted", "replied", "reply rate", "interview", "offer", "rejected", "not interested",
+                  "status, never mailed")
 KIND_LABELS = {"auto_reply": "auto-reply", "bounce": "bounce", "unsubscribe": "unsubscribe"}
 
 
@@ -431,8 +442,10 @@ def replies(reports: Reports) -> None:
                       "set) reads them; an answer marked by hand (`mark`, or the application status below) counts "
                       "in the funnel, not here.")
     st.subheader("Funnel")
+    st.caption("Each stage counts the recipients a message of ours went (or may have gone) out to; a status "
+               "set by hand on someone never mailed is counted apart, in 'status, never mailed'.")
     _table_or_caption([dict(zip(FUNNEL_COLUMNS, (f.campaign, f.contacted, f.replied, percent(f.reply_rate if f.contacted else None),
-                                                 f.interview, f.offer, f.rejected, f.not_interested)))
+                                                 f.interview, f.offer, f.rejected, f.not_interested, f.not_mailed)))
                        for f in fetch(reports, "funnel")], "funnel_table", "No campaigns yet.")
     if per_step := fetch(reports, "step_counts"):
         st.subheader("Replies per step")

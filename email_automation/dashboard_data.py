@@ -54,6 +54,7 @@ from .reports import (
     pending_queue_size,
     recipient_counts,
     status_summary,
+    stopped_by_replies,
     unknown_recipients,
     variant_replies,
 )
@@ -157,8 +158,14 @@ class Reports:
     def pending_queue(self, *, limit: int = 200, offset: int = 0, campaign: str | None = None) -> tuple[int, list[dict]]:
         """(queue length, the first `limit` recipients from `offset`) in send order, of `campaign` or of all."""
         with self._read() as conn:
-            return (pending_queue_size(conn, campaign),
-                    pending_queue(conn, limit=limit, offset=offset, campaign=campaign))
+            stop = self.settings.stop_company_on_reply
+            return (pending_queue_size(conn, campaign, stop_company=stop),
+                    pending_queue(conn, limit=limit, offset=offset, campaign=campaign, stop_company=stop))
+
+    def stopped_by_replies(self, campaign: str | None = None) -> int:
+        """Pending recipients a reply stops, whom the queue leaves out and the next run skips."""
+        with self._read() as conn:
+            return stopped_by_replies(conn, campaign, stop_company=self.settings.stop_company_on_reply)
 
     def closed_zones(self) -> dict[str, str]:
         """{zone: why} for the pending recipients' time zones ("" is TIMEZONE's) whose send window

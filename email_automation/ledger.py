@@ -123,12 +123,47 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
         return f"suppressed: {suppressed[0]}"
     contacted_in = already_contacted(conn, recipient_id, email)
     if contacted_in is not None:
-        return f"already contacted in campaign {contacted_in!r}"
+        return _contacted_words(contacted_in)
     if company is None:
         found = conn.execute("SELECT company FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
         company = found[0] if found else ""
     reason = applications.stop_reason(conn, email, company, stop_company=stop_company)
-    return None if reason is None else f"stopped by a reply: {reason}"
+    return None if reason is None else _stopped_words(reason)
+
+
+def _contacted_words(campaign: str) -> str:
+    return f"already contacted in campaign {campaign!r}"
+
+
+def _stopped_words(reason: str) -> str:
+    """`applications._undo_stops` finds what a reply stopped by these words: keep them as they are."""
+    return f"stopped by a reply: {reason}"
+
+
+_CONTACTED_ELSEWHERE = ("(SELECT oc.name FROM recipients o JOIN campaigns oc ON oc.id = o.campaign_id"
+                        " WHERE o.email = r.email AND o.id != r.id"
+                        " AND (o.status IN ('sending', 'sent', 'unknown') OR o.step > 1) LIMIT 1)")
+
+
+def swept(conn: sqlite3.Connection, *, stop_company: bool) -> list[tuple[sqlite3.Row, str]]:
+    """The pending recipients the run's sweep (`run_daily.skip_unsendable`) skips before it plans,
+    other than suppressed ones, each with the words it records (`skip_reason`): mailed in another
+    campaign, or stopped by a reply. For `run --plan`, which must name them: the queue leaves
+    them out silently. Set-based (one query, `applications.Answers` once), not a query each."""
+    stopped, args = applications.stopped_condition(stop_company)
+    rows = conn.execute(
+        f"SELECT r.id, r.email, r.company, r.step, c.name AS campaign_name, {_CONTACTED_ELSEWHERE} AS contacted_in"
+        " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE r.status = 'pending' AND r.email NOT IN (SELECT email FROM suppressions)"
+        f" AND ({stopped} OR {_CONTACTED_ELSEWHERE} IS NOT NULL) ORDER BY r.id", args).fetchall()
+    answers = applications.Answers(conn) if rows else None
+    found = []
+    for row in rows:
+        if row["contacted_in"] is not None:
+            found.append((row, _contacted_words(row["contacted_in"])))
+        elif reason := answers.stop_reason(row["email"], row["company"], stop_company=stop_company):
+            found.append((row, _stopped_words(reason)))
+    return found
 
 
 def claim(

@@ -1,8 +1,9 @@
 """`run --plan`: what the next real run would send, and who is held back and why.
 
 Read-only: nothing is claimed, rendered or sent. It follows the run's order (due follow-ups, then
-new contacts in queue order) and its rules (send windows, per-company limits, the daily limit),
-and, when the real run would send through SES, SES's own quota read with GetAccount.
+new contacts in queue order) and its rules (the recipients its sweep skips, send windows,
+per-company limits, the daily limit), and, when the real run would send through SES, SES's own
+quota read with GetAccount.
 """
 
 from __future__ import annotations
@@ -140,9 +141,13 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     closed = schedule.closed_zones(zones, now, settings.tz, *settings.send_window)
     candidates: list[Planned] = []
     today = now.astimezone(settings.tz).date()
+    swept = ledger.swept(conn, stop_company=settings.stop_company_on_reply)  # the run skips them before it plans
+    skipped = {row["id"] for row, _ in swept}
     for due in sequences.scheduled_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
                                              stop_company=settings.stop_company_on_reply, slim=True):
         row = due.row
+        if row["id"] in skipped:
+            continue
         if due.due > today:
             plan.held.append(Held(row["email"], row["campaign_name"], due.step,
                                   f"waiting for a reply until {due.due.isoformat()}"))
@@ -163,6 +168,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
             "SELECT r.email, c.name, s.reason FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
             " JOIN suppressions s ON s.email = r.email WHERE r.status = 'pending' ORDER BY r.id"):
         plan.held.append(Held(row["email"], row["name"], 1, f"suppressed: {row['reason']}"))
+    plan.held += [Held(row["email"], row["campaign_name"], row["step"], reason) for row, reason in swept]
     companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
                                       per_day=settings.max_new_per_company_per_day,
                                       per_campaign=settings.max_contacts_per_company)

@@ -63,7 +63,7 @@ def render_preview(conn: sqlite3.Connection, settings: Settings, *, campaign: st
             "SELECT * FROM recipients WHERE campaign_id = ? ORDER BY (status = 'sent' AND step = ?)"
             " OR (status = 'pending' AND step = ?) DESC, id LIMIT 1", (row["id"], step - 1, step)).fetchone()
     else:  # the one the next run sends first; any pending one if the campaign is paused
-        recipient = next_queued(conn, row["id"]) or conn.execute(
+        recipient = next_queued(conn, row["id"], stop_company=settings.stop_company_on_reply) or conn.execute(
             "SELECT * FROM recipients WHERE campaign_id = ? AND status = 'pending' ORDER BY id LIMIT 1",
             (row["id"],)).fetchone()
     if recipient is None:

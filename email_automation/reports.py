@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
-from . import warmup
+from . import applications, warmup
 from .circuit_breaker import open_pauses
 from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
@@ -445,26 +445,46 @@ def csv_lines(rows: Iterable[LogRow | tuple], columns: tuple[str, ...] = LOG_COL
 # --- recipients ------------------------------------------------------------------------------
 
 
-def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0, campaign: str | None = None) -> list[dict]:
-    """Sendable recipients (of one campaign, or of all) in the order the next runs will mail them."""
+def _sendable(campaign: str | None, stop_company: bool) -> tuple[str, tuple]:
+    """FROM + WHERE of the queue the run sends from (`run_daily.pending_batch`): QUEUE_FROM_WHERE
+    without the recipients a reply stops (`applications.stopped_condition`), of one campaign or all."""
+    stopped, stopped_args = applications.stopped_condition(stop_company)
     where, args = _of_campaign(campaign)
+    return f"{QUEUE_FROM_WHERE} AND NOT {stopped}{where}", (*stopped_args, *args)
+
+
+def pending_queue(conn: sqlite3.Connection, *, limit: int, offset: int = 0, campaign: str | None = None,
+                  stop_company: bool = True) -> list[dict]:
+    """Sendable recipients (of one campaign, or of all) in the order the next runs will mail them;
+    `stop_company`: STOP_COMPANY_ON_REPLY, whose colleagues of someone who answered the run skips."""
+    sql, args = _sendable(campaign, stop_company)
     rows = conn.execute(
-        "SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company, r.timezone"
-        f"{QUEUE_FROM_WHERE}{where} ORDER BY r.id LIMIT ? OFFSET ?",
-        (*args, limit, offset),
-    )
+        f"SELECT r.email, c.name AS campaign, r.first_name, r.last_name, r.company, r.timezone{sql}"
+        " ORDER BY r.id LIMIT ? OFFSET ?", (*args, limit, offset))
     return [{"position": offset + i, **dict(row)} for i, row in enumerate(rows, start=1)]
 
 
-def next_queued(conn: sqlite3.Connection, campaign_id: int) -> sqlite3.Row | None:
+def next_queued(conn: sqlite3.Connection, campaign_id: int, *, stop_company: bool = True) -> sqlite3.Row | None:
     """The campaign's recipient the next run will mail first (None if the campaign has no queue)."""
-    return conn.execute(f"SELECT r.*{QUEUE_FROM_WHERE} AND r.campaign_id = ? ORDER BY r.id LIMIT 1",
-                        (campaign_id,)).fetchone()
+    stopped, args = applications.stopped_condition(stop_company)
+    return conn.execute(f"SELECT r.*{QUEUE_FROM_WHERE} AND NOT {stopped} AND r.campaign_id = ? ORDER BY r.id LIMIT 1",
+                        (*args, campaign_id)).fetchone()
 
 
-def pending_queue_size(conn: sqlite3.Connection, campaign: str | None = None) -> int:
-    where, args = _of_campaign(campaign)
-    return conn.execute(f"SELECT count(*){QUEUE_FROM_WHERE}{where}", args).fetchone()[0]
+def pending_queue_size(conn: sqlite3.Connection, campaign: str | None = None, *, stop_company: bool = True) -> int:
+    sql, args = _sendable(campaign, stop_company)
+    return conn.execute(f"SELECT count(*){sql}", args).fetchone()[0]
+
+
+def stopped_by_replies(conn: sqlite3.Connection, campaign: str | None = None, *, stop_company: bool = True) -> int:
+    """Pending recipients of active campaigns (of one, or of all) whom a reply stops (their own, or
+    with STOP_COMPANY_ON_REPLY a colleague's): the queue leaves them out, the next run skips them."""
+    stopped, args = applications.stopped_condition(stop_company)
+    where, campaign_args = _of_campaign(campaign)
+    return conn.execute(
+        "SELECT count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
+        " WHERE r.status = 'pending' AND c.status = 'active' AND r.email NOT IN (SELECT email FROM suppressions)"
+        f" AND {stopped}{where}", (*args, *campaign_args)).fetchone()[0]
 
 
 def failed_recipients(conn: sqlite3.Connection, *, limit: int, campaign: str | None = None) -> list[dict]:
@@ -495,21 +515,23 @@ __all__ = [
     "COUNTED_LOG_STATUSES", "LOG_COLUMNS", "DayCount", "LogFilter", "LogRow", "LogSummary", "StatusSummary",
     "address_part", "csv_lines", "csv_safe", "daily_counts", "failed_recipients", "iter_log", "log_filter_sql", "log_page",
     "log_summary", "next_queued", "pending_queue", "pending_queue_size", "recipient_counts", "status_summary",
-    "unknown_recipients",
+    "stopped_by_replies", "unknown_recipients",
 ]
 
 
 @dataclass(frozen=True)
 class Funnel:
-    """One campaign's outcomes: contacted -> replied -> interview -> offer."""
+    """One campaign's outcomes: contacted -> replied -> interview -> offer, each stage among the
+    people mailed, so the reply rate reads "of those we wrote to"."""
 
     campaign: str
-    contacted: int  # sent (or maybe sent), or known to have answered
-    replied: int  # any application status beyond `none`
-    interview: int  # reached an interview: `interview` or `offer` now, or `interview` at some point
+    contacted: int  # a message of ours went (or may have gone) out: sent or unknown, or past step 1
+    replied: int  # of the contacted: any application status beyond `none`
+    interview: int  # of the contacted: `interview` or `offer` now, or `interview` at some point
     offer: int
     rejected: int
     not_interested: int
+    not_mailed: int = 0  # an application status, but never mailed (marked by hand): counted apart
 
     @property
     def reply_rate(self) -> float:
@@ -518,23 +540,36 @@ class Funnel:
     def as_dict(self) -> dict:
         return {"contacted": self.contacted, "replied": self.replied, "interview": self.interview,
                 "offer": self.offer, "rejected": self.rejected, "not_interested": self.not_interested,
-                "reply_rate": round(self.reply_rate, 4)}
+                "reply_rate": round(self.reply_rate, 4), "not_mailed": self.not_mailed}
+
+
+# A recipient a message of ours went (or may have gone) out to: sent or unknown at some step, or
+# past step 1 (a reply read from the inbox matches only such sends). A status set by hand proves
+# nothing: `mark` works on anyone, mailed or not.
+_MAILED = "(r.status IN ('sent', 'unknown') OR r.step > 1)"
 
 
 def funnel(conn: sqlite3.Connection) -> list[Funnel]:
-    """The application funnel of every campaign, in one aggregate query."""
-    rows = conn.execute(
-        "SELECT c.name,"
-        " count(r.id) FILTER (WHERE r.status IN ('sent', 'unknown') OR r.step > 1 OR r.application_status != 'none'),"
-        " count(r.id) FILTER (WHERE r.application_status != 'none'),"
-        " count(r.id) FILTER (WHERE r.application_status IN ('interview', 'offer') OR (r.application_status != 'none'"
-        "   AND EXISTS (SELECT 1 FROM application_changes h WHERE h.recipient_id = r.id AND h.status = 'interview'))),"
-        " count(r.id) FILTER (WHERE r.application_status = 'offer'),"
-        " count(r.id) FILTER (WHERE r.application_status = 'rejected'),"
-        " count(r.id) FILTER (WHERE r.application_status = 'not_interested')"
-        " FROM campaigns c LEFT JOIN recipients r ON r.campaign_id = c.id GROUP BY c.id ORDER BY c.id"
-    ).fetchall()
-    return [Funnel(*row) for row in rows]
+    """The application funnel of every campaign: each stage among the recipients mailed, those
+    with a status but never mailed apart (`Funnel.not_mailed`). Two queries: who was mailed, over
+    every recipient; the stages, over the few with a status (the partial index recipients_application)."""
+    found = {campaign_id: [name, contacted, 0, 0, 0, 0, 0, 0] for campaign_id, name, contacted in conn.execute(
+        f"SELECT c.id, c.name, count(r.id) FILTER (WHERE {_MAILED})"
+        " FROM campaigns c LEFT JOIN recipients r ON r.campaign_id = c.id GROUP BY c.id ORDER BY c.id")}
+    for campaign_id, mailed, *stages in conn.execute(
+            f"SELECT r.campaign_id, {_MAILED}, count(*),"
+            " count(*) FILTER (WHERE r.application_status IN ('interview', 'offer') OR EXISTS"
+            "   (SELECT 1 FROM application_changes h WHERE h.recipient_id = r.id AND h.status = 'interview')),"
+            " count(*) FILTER (WHERE r.application_status = 'offer'),"
+            " count(*) FILTER (WHERE r.application_status = 'rejected'),"
+            " count(*) FILTER (WHERE r.application_status = 'not_interested')"
+            " FROM recipients r INDEXED BY recipients_application WHERE r.application_status != 'none'"
+            " GROUP BY r.campaign_id, 2"):
+        if mailed:
+            found[campaign_id][2:7] = stages
+        else:
+            found[campaign_id][7] = stages[0]
+    return [Funnel(*stages) for stages in found.values()]
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,7 @@ class RunPlan:
     daily_limit: int  # today's, after any warm-up step
     remaining_today: int  # of the whole database's limit
     to_send: tuple[tuple[str, int], ...]  # (address, step) in the order the run sends them
-    held: tuple[tuple[str, int, str], ...]  # (address, step, why): the first `look_at`, due ones first
+    held: tuple[tuple[str, int, str], ...]  # (address, step, why): the first `look_at`, who could go now first
     held_total: int = 0  # of this campaign; `held` may list fewer
     over_limit: int = 0  # of every campaign: sendable now, but past what is left of today's limit
     closed: str | None = None  # why the send window is closed now in TIMEZONE, if it is
@@ -283,24 +283,15 @@ class RunPlan:
 def next_run(conn: sqlite3.Connection, settings: Any, campaign: str, *, now: datetime, look_at: int = 200) -> RunPlan:
     """The messages of `campaign` a real run started at `now` would send, from `plan.plan_run`
     (what `run --plan` prints: the send window in each recipient's zone, today's DAILY_LIMIT after
-    warm-up, the per-company limits, paused campaigns), and who of it is held back and why; among
-    its first `look_at` pending recipients also those the run passes over silently (mailed in
-    another campaign, stopped by a reply). SES's own quota is not read here."""
-    from . import ledger, plan, schedule
+    warm-up, the per-company limits, paused campaigns, the recipients the run skips as mailed in
+    another campaign or stopped by a reply), and who of it is held back and why: the first
+    `look_at`, those who could go now first, and how many in all. SES's own quota is not read here."""
+    from . import plan, schedule
 
     row = get_campaign(conn, campaign)
     planned = plan.plan_run(conn, settings, now=now)
     to_send = tuple((p.email, p.step) for p in planned.send if p.campaign == campaign)
     held = [(h.email, h.step, h.reason) for h in planned.held if h.campaign == campaign]
-    listed = {email for email, _ in to_send} | {email for email, _, _ in held}
-    for pending in conn.execute("SELECT id, email, company FROM recipients WHERE campaign_id = ? AND status = 'pending'"
-                                " AND step = 1 ORDER BY id LIMIT ?", (row["id"], look_at)).fetchall():
-        if pending["email"] in listed:
-            continue
-        reason = ledger.skip_reason(conn, pending["id"], pending["email"], stop_company=settings.stop_company_on_reply,
-                                    company=pending["company"])
-        if reason:
-            held.append((pending["email"], 1, reason))
     held.sort(key=lambda h: h[2].startswith("waiting for a reply"))  # stable: who could go now comes first
     closed = schedule.window_problem(now, settings.tz, *settings.send_window)
     if closed is not None:

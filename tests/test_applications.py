@@ -145,7 +145,7 @@ def test_funnel_counts_each_stage_and_the_reply_rate(db, clock):
     applications.mark(db, "p1@c1.example", "offer", now=clock())
     [f] = funnel(db)
     assert f.as_dict() == {"contacted": 4, "replied": 2, "interview": 2, "offer": 1, "rejected": 1,
-                           "not_interested": 0, "reply_rate": 0.5}
+                           "not_interested": 0, "reply_rate": 0.5, "not_mailed": 0}
 
 
 def _cli(*args, env=None):
@@ -236,3 +236,43 @@ def test_a_failing_inbox_is_a_warning_unless_required(db, settings, clock, sink)
     assert warned.exit_code == 0, warned.output
     assert "inbox: replies not read (IMAP 127.0.0.1:1: cannot connect:" in warned.stdout
     assert [d.rcpt_tos for d in sink.deliveries] == [["una@unrelated.example"]]
+
+
+def test_people_marked_by_hand_but_never_mailed_are_not_counted_as_contacted(db, settings, clock):
+    """Three marks before any send read "3 contacted -> 3 replied (100%)"; after a run that mailed
+    six others, "9 contacted -> 3 replied (33%)"."""
+    from email_automation.import_csv import import_csv
+    from tests.cli_helpers import EXAMPLE
+
+    import_csv(db, EXAMPLE, campaign="spring")
+    for address, status in [("sarah.klein@example.com", "interview"), ("priya.nair@example.com", "replied"),
+                            ("emma.dubois@example.com", "rejected")]:
+        applications.mark(db, address, status, now=clock(), campaign="spring")
+    apart = "; 3 more with a status but never mailed (not counted)."
+    status = _cli("status", "--db", str(settings.db_path)).stdout.splitlines()
+    assert f"Replies in spring: 0 contacted -> 0 replied (0%) -> 0 interview -> 0 offer{apart}" in status
+    assert len(_run(settings, db, clock)) == 6
+    applications.mark(db, "maria.gonzalez@example.org", "interview", now=clock())  # mailed, then answered
+    status = _cli("status", "--db", str(settings.db_path)).stdout.splitlines()
+    assert f"Replies in spring: 6 contacted -> 1 replied (17%) -> 1 interview -> 0 offer{apart}" in status
+    data = json.loads(_cli("status", "--db", str(settings.db_path), "--json").stdout)["funnel"]["spring"]
+    assert (data["contacted"], data["replied"], data["reply_rate"], data["not_mailed"]) == (6, 1, 0.1667, 3)
+
+
+def test_answers_read_once_give_each_recipient_the_words_of_stop_reason(db, clock):
+    """`run --plan` names whom a reply stops from one read (`Answers`), the claim asks per
+    recipient (`stop_reason`): the same words, the company's name before the domain, the earliest first."""
+    rows = [("ann@acme.example", " ACME "), ("bob@acme.example", "Acme"), ("cy@acme.example", "Other"),
+            ("dee@gmail.com", "acme"), ("eve@gmail.com", "Solo"), ("fay@globex.example", ""),
+            ("gus@globex.example", ""), ("hal@initech.example", "Initech")]
+    _pending(db, clock, *rows)
+    applications.mark(db, "bob@acme.example", "replied", now=clock())
+    applications.mark(db, "cy@acme.example", "interview", now=clock())
+    applications.mark(db, "fay@globex.example", "offer", now=clock())
+    answers = applications.Answers(db)
+    for stop_company in (True, False):
+        for email_address, company in rows:
+            assert answers.stop_reason(email_address, company, stop_company=stop_company) == applications.stop_reason(
+                db, email_address, company, stop_company=stop_company), (email_address, stop_company)
+    assert answers.stop_reason("ann@acme.example", " ACME ", stop_company=True) == (
+        "bob@acme.example at the same company (ACME) has application status 'replied' (STOP_COMPANY_ON_REPLY)")

@@ -170,3 +170,10 @@ def test_preview_shows_the_recipient_the_next_run_sends_first(db):
 def test_pause_and_resume(db):
     assert cli("pause", "default", "--db", "x.db").stdout == "Campaign 'default' paused.\n"
     assert json.loads(cli("resume", "default", "--db", "x.db", "--json").stdout) == {"campaign": "default", "state": "active"}
+
+
+def test_preview_does_not_pick_someone_a_colleagues_reply_stops(db):
+    """The first queued, Sarah's colleague James, is skipped by the run once Sarah answered."""
+    assert cli("mark", "sarah.klein@example.com", "replied", "--db", "x.db").exit_code == 0
+    shown = cli("preview", "--db", "x.db").stdout
+    assert shown.startswith("From: jane@example.com\nTo: María González <maria.gonzalez@example.org>\n")

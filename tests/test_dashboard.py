@@ -725,3 +725,24 @@ def test_the_queue_says_when_a_run_started_now_would_send_none_of_it(settings, c
     caption = next(c.value for c in at.caption if "recipient(s)" in c.value)
     assert caption.startswith("7 recipient(s) will be sent in this order, within the daily and per-company limits")
     assert set(table(at, "queue_table")["held now"]) == {""}
+
+
+def test_the_queue_leaves_out_whom_a_reply_stops_and_says_how_many(settings, clock, db):
+    """It listed the colleagues of someone who answered as about to be sent ("17 recipient(s)"),
+    where the run skips them (STOP_COMPANY_ON_REPLY)."""
+    from email_automation import applications
+    from email_automation.import_csv import import_csv
+
+    from .cli_helpers import EXAMPLE
+
+    import_csv(db, EXAMPLE, campaign="spring")
+    for address, status in [("sarah.klein@example.com", "interview"), ("priya.nair@example.com", "replied"),
+                            ("emma.dubois@example.com", "rejected")]:
+        applications.mark(db, address, status, now=clock(), campaign="spring")
+    at = page(settings, clock, tab="Recipients")
+    assert [e.rpartition("@")[2] for e in table(at, "queue_table")["email"]] == ["example.org"] * 6
+    caption = next(c.value for c in at.caption if "recipient(s)" in c.value)
+    assert caption == (
+        "6 recipient(s) will be sent in this order, within the daily and per-company limits (paused campaigns, "
+        "suppressed addresses and recipients a reply stops left out). 14 more are stopped by a reply (their own, or "
+        "with STOP_COMPANY_ON_REPLY a colleague's): the next run skips them; the Campaigns tab's Next run says why.")

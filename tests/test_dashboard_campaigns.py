@@ -675,3 +675,21 @@ def test_a_locked_dashboard_adds_retimes_and_removes_no_step(settings, clock, fo
     forged(at.button(key="ws_add_step_go")).click().run()
     assert not at.success and not at.exception
     assert snapshot() == before
+
+
+def test_the_next_run_holds_the_colleagues_of_someone_who_answered_as_run_plan_does(settings, clock, spring, tmp_path):
+    from email_automation import applications
+
+    (tmp_path / "initech.csv").write_text("email,first_name,company\nzed@initech.com,Zed,Initech\n"
+                                          "yan@initech.com,Yan,Initech\nxia@initech.com,Xia,Initech Labs\n")
+    import_csv(spring, tmp_path / "initech.csv", campaign="spring")
+    applications.mark(spring, "zed@initech.com", "interview", now=clock())
+    sent, held = _tables(spring_page(settings, clock, password="", unlocked=False))
+    assert sent == ["ada@example.org"] == run_plan(settings, clock)[0]
+    zed = ("stopped by a reply: zed@initech.com at the same {} has application status 'interview'"
+           " (STOP_COMPANY_ON_REPLY)")
+    assert held == [
+        {"email": "zed@initech.com", "step": 1, "why": "stopped by a reply: application status is 'interview'"},
+        {"email": "yan@initech.com", "step": 1, "why": zed.format("company (Initech)")},
+        {"email": "xia@initech.com", "step": 1, "why": zed.format("domain (initech.com)")}]
+    assert {h["email"]: h["why"] for h in held} == run_plan(settings, clock)[1]

@@ -48,7 +48,7 @@ def test_auto_replies_and_bounces_are_shown_apart_and_newsletters_not_at_all(set
 
 def test_the_funnel_per_campaign(settings, clock, filled):
     funnel = frame(page(settings, clock, tab="Replies"), "reply rate")
-    assert funnel.values.tolist() == [["default", 10, 2, "20.00%", 0, 0, 0, 0]]
+    assert funnel.values.tolist() == [["default", 10, 2, "20.00%", 0, 0, 0, 0, 0]]
 
 
 def test_the_application_status_is_updated_in_place_once_unlocked_and_confirmed(settings, clock, filled):

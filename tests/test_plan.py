@@ -280,3 +280,57 @@ def test_run_plan_without_sender_email_stops_as_the_run_does(fifteen):
     assert json.loads(cli("run", "--plan", "--json", "--db", "x.db").stdout) == {
         "error": "SENDER_EMAIL is not set: set it to the verified address you send from"}
     assert nothing_claimed(fifteen)
+
+
+MARKED = [("sarah.klein@example.com", "interview"), ("priya.nair@example.com", "replied"),
+          ("emma.dubois@example.com", "rejected")]
+SARAHS = ("stopped by a reply: sarah.klein@example.com at the same domain (example.com) has application status "
+          "'interview' (STOP_COMPANY_ON_REPLY)")
+
+
+@pytest.fixture
+def marked(settings, db, clock):
+    """The example CSV in campaign 'spring', three people at example.com marked by hand: the run
+    mails the six at example.org and skips the fourteen at example.com (STOP_COMPANY_ON_REPLY)."""
+    from email_automation import applications
+    from email_automation.import_csv import import_csv
+
+    from .cli_helpers import EXAMPLE
+
+    import_csv(db, EXAMPLE, campaign="spring")
+    for address, status in MARKED:
+        applications.mark(db, address, status, now=clock(), campaign="spring")
+    return {"DB_PATH": str(settings.db_path), "SENDER_EMAIL": "jane@example.com"}
+
+
+def test_run_plan_names_everyone_a_reply_stops_in_the_words_of_the_run_that_skips_them(settings, db, clock, marked):
+    """They were left out of the plan without a word: 6 to send, nobody held, 14 not mentioned."""
+    import random
+
+    from email_automation.run_daily import run_daily
+
+    from .fakes import RecordingSleep, ScriptedTransport
+
+    data = json.loads(cli("run", "--plan", "--json", env=marked).stdout)
+    held = {h["email"]: h["reason"] for h in data["held"]}
+    assert len(data["send"]) == 6 and len(held) == 14
+    assert held["priya.nair@example.com"] == "stopped by a reply: application status is 'replied'"
+    assert held["james.okafor@example.com"] == SARAHS
+    lines = cli("run", "--plan", env=marked).stdout.splitlines()
+    assert f"  held james.okafor@example.com (spring, step 1): {SARAHS}" in lines
+    assert sum(line.startswith("  held ") for line in lines) == 14
+
+    transport = ScriptedTransport()
+    report = run_daily(settings, db, transport, now=clock, sleep=RecordingSleep(), rng=random.Random(1))
+    assert transport.recipients == [p["email"] for p in data["send"]] and report.skipped == 14
+    assert dict(db.execute("SELECT email, last_error FROM recipients WHERE status = 'skipped'").fetchall()) == held
+
+
+def test_run_plan_holds_an_address_mailed_in_another_campaign(settings, db, clock):
+    db.execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+               " SELECT 'second', subject_template, html_template, 'x' FROM campaigns")
+    db.execute("INSERT INTO recipients (campaign_id, email, status, sent_at, created_at)"
+               " VALUES (1, 'ann@acme.example', 'sent', '2026-11-20T09:00:00.000000Z', 'x')")
+    db.execute("INSERT INTO recipients (campaign_id, email, created_at) VALUES (2, 'ann@acme.example', 'x')")
+    lines = cli("run", "--plan", "--db", str(settings.db_path), env={"SENDER_EMAIL": "jane@example.com"}).stdout
+    assert "  held ann@acme.example (second, step 1): already contacted in campaign 'default'" in lines.splitlines()

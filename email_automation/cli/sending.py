@@ -219,10 +219,19 @@ def step_lines(steps) -> list[str]:
 
 
 def reply_lines(funnel, latest, *, tz) -> list[str]:
-    """The funnel of each campaign that has contacted anyone, then the latest replies."""
-    lines = [f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
-             f"-> {f.interview} interview -> {f.offer} offer." for f in funnel if f.contacted]
+    """The funnel of each campaign that has contacted (or marked) anyone, then the latest replies."""
+    lines = [funnel_line(f) for f in funnel if f.contacted or f.not_mailed]
     return lines + [f"  {m.when(tz)} {m.from_email} ({m.company or m.email}): {m.subject}" for m in latest]
+
+
+def funnel_line(f) -> str:
+    """One campaign's funnel among the people mailed; those marked but never mailed are named apart,
+    so a status set by hand before any send neither counts as contacted nor lifts the reply rate."""
+    line = (f"Replies in {f.campaign}: {f.contacted} contacted -> {f.replied} replied ({f.reply_rate:.0%}) "
+            f"-> {f.interview} interview -> {f.offer} offer")
+    if f.not_mailed:
+        line += f"; {f.not_mailed} more with a status but never mailed (not counted)"
+    return line + "."
 
 
 def status_table(summary) -> str:
