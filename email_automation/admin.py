@@ -23,6 +23,7 @@ def _recipient_ids(conn: sqlite3.Connection, email: str, campaign: str | None, s
     sql = "SELECT r.id FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.email = ?"
     args: list = [lookup_form(email)]
     if campaign:
+        get_campaign(conn, campaign)  # a misspelt campaign is named as such, not as a missing recipient
         sql += " AND c.name = ?"
         args.append(campaign)
     if statuses:

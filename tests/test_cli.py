@@ -118,6 +118,20 @@ def test_json_commands_report_an_error_as_one_object_and_exit_2(demo_db, args):
     assert list(json.loads(result.stdout)) == ["error"]
 
 
+@pytest.mark.parametrize("args", [["skip", "ada@example.com", "-c", "nosuch"],
+                                  ["resolve", "ada@example.com", "--sent", "-c", "nosuch"]], ids=lambda a: a[0])
+def test_a_misspelt_campaign_is_named_not_taken_for_a_missing_recipient(demo_db, args):
+    """`skip EMAIL -c nosuch` said "no pending or failed recipient with that address"."""
+    result = cli(*args, "--db", str(demo_db))
+    assert (result.exit_code, result.stderr) == (2, "Error: no campaign named 'nosuch'\n")
+
+
+def test_resume_all_with_a_campaign_is_refused_not_ignored(demo_db):
+    result = cli("resume", "--all", "spring", "--db", str(demo_db))
+    assert (result.exit_code, result.stderr) == (2, "Error: --all lifts the pause of all sending and takes no "
+                                                    "campaign: `resume spring` resumes that campaign\n")
+
+
 def test_a_bad_option_value_with_json_is_one_json_object_and_exit_2(demo_db):
     result = cli("run", "--db", str(demo_db), "--json", "--limit", "-1")
     assert result.exit_code == 2

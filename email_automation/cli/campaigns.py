@@ -302,6 +302,9 @@ def resume(campaign: Annotated[Optional[str], typer.Argument(help="Campaign to r
     from ..circuit_breaker import resume_all
     from ..database import utc_now
 
+    if all_sending and campaign is not None:
+        raise BadInput(f"--all lifts the pause of all sending and takes no campaign: `resume {campaign}` resumes "
+                       "that campaign")
     if all_sending:
         lifted = resume_all(open_database(settings_for(db)), now=utc_now())
         answer(as_json, {"all": True, "lifted": lifted},
