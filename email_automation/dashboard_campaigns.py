@@ -137,8 +137,9 @@ def import_section(reports, campaign: str, locked: bool) -> None:
             report, rejects = reports.import_upload(campaign, upload.name, upload.getvalue())
             st.session_state[IMPORT_REJECTS] = ([r.message(upload.name) for r in report.rejects], rejects,
                                                      f"{upload.name.rsplit('.', 1)[0]}.rejects.csv")
-            return (f"{upload.name}: {report.inserted} added to campaign '{campaign}', {report.duplicates} duplicate(s) "
-                    f"skipped, {report.invalid} invalid.")
+            counts = (f"{upload.name}: {report.inserted} added to campaign '{campaign}', {report.duplicates} "
+                      f"duplicate(s) skipped, {report.invalid} invalid.")
+            return "\n\n".join([counts, *filter(None, [report.renamed_note()])])
 
         st.button("Import", key="ws_import_go", disabled=locked, on_click=_act, args=(reports, "import", run))
         _result("import")

@@ -70,8 +70,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "timezone": ("timezone", "tz", "timezonename", "ianatimezone"),
 }
 _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
-# Names a template already uses for the recipient, and words Jinja cannot take as a variable.
-_RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none"}
+# Names a template already uses for the recipient or as a built-in (a column called `campaign`
+# would be hidden behind the campaign's name), and words Jinja cannot take as a variable.
+_RESERVED_KEYS = (frozenset(ALIASES) | frozenset(template_columns.BUILTIN_VARIABLES)
+                  | {"subject", "and", "or", "not", "in", "is", "if", "else", "true", "false", "none"})
 
 # cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
 # (Found by deleting every other byte, at C speed: a regular expression's character class took
@@ -121,6 +123,16 @@ class ImportReport:
     rejects_file: Path | None = None
     rejects: list[Reject] = field(default_factory=list)
     campaign: str = DEFAULT_CAMPAIGN
+    renamed: tuple[tuple[str, str], ...] = ()  # (header, template variable) of the columns not named as written
+
+    def renamed_note(self) -> str | None:
+        """The line that says which columns a template reads under another name than their header's."""
+        if not self.renamed:
+            return None
+        shown = ", ".join(f"{header.strip()!r} is {{{{ {key} }}}}" if header.strip() else f"the column without a "
+                          f"header is {{{{ {key} }}}}" for header, key in self.renamed)
+        return (f"Note: in templates, {shown} (a recipient field, a built-in, another column or a word Jinja "
+                "keeps has its name).")
 
     def as_dict(self) -> dict:
         return {
@@ -139,6 +151,7 @@ class Columns:
     positions: dict[str, int]
     extras: tuple[tuple[int, str], ...] = ()
     delimiter: str = field(default=",", compare=False)  # named in the reason a too-wide row is refused
+    renamed: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # see ImportReport.renamed
     # The columns this file gives a value: its fields (the table's default is what an absent one
     # would be written as) and `fields` when it has extra columns.
     stored: tuple[str, ...] = field(init=False, compare=False)
@@ -194,9 +207,14 @@ def header_key(name: str) -> str:
     return re.sub(r"[\s_\-.]+", "", name.replace("\ufeff", "")).lower()
 
 
+def _plain_key(name: str) -> str:
+    """`Referral Source` -> `referral_source`: a header as a name, before `field_key`'s rules."""
+    return re.sub(r"[\W_]+", "_", name.strip().lower()).strip("_")
+
+
 def field_key(name: str, position: int) -> str:
     """A header as a Jinja variable name: `Referral Source` -> `referral_source`."""
-    key = re.sub(r"[\W_]+", "_", name.strip().lower()).strip("_")
+    key = _plain_key(name)
     if not key:
         return f"column_{position}"
     if key[0].isdigit():
@@ -210,6 +228,7 @@ def map_header(header: list[str], delimiter: str = ",") -> Columns:
     """Match columns to recipient fields by alias; the first match wins, the rest are extras."""
     found: dict[str, int] = {}
     extras: list[tuple[int, str]] = []
+    renamed: list[tuple[str, str]] = []
     taken = set(_RESERVED_KEYS)
     for index, name in enumerate(header):
         target = _FIELD_BY_KEY.get(header_key(name))
@@ -222,7 +241,9 @@ def map_header(header: list[str], delimiter: str = ",") -> Columns:
             key, suffix = f"{base}_{suffix}", suffix + 1
         taken.add(key)
         extras.append((index, key))
-    return Columns(tuple(header), found, tuple(extras), delimiter)
+        if key != _plain_key(name):
+            renamed.append((name, key))
+    return Columns(tuple(header), found, tuple(extras), delimiter, tuple(renamed))
 
 
 @dataclass(frozen=True)
@@ -596,6 +617,7 @@ def import_csv(
                 if header is None:  # only blank lines or bare delimiters
                     raise CsvImportError(f"{path}: file is empty")
                 columns = map_header([shown(h, source.encoding.name) for h in header], source.delimiter)
+                report.renamed = columns.renamed
                 if columns.email is None:
                     found = ", ".join(_UNFIT.sub("?", h.strip()) for h in columns.header)  # no ESC to the terminal
                     raise CsvImportError(f"{path}: no email column (found: {found})")

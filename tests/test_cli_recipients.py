@@ -19,6 +19,19 @@ def db(tmp_path, monkeypatch):
     return tmp_path / "x.db"
 
 
+def test_import_says_which_columns_a_template_reads_under_another_name(db, tmp_path, monkeypatch):
+    """`Role,role` became {{ role }} and {{ role_2 }}, and a `Campaign` column hid behind the built-in
+    {{ campaign }}, without a word."""
+    (tmp_path / "people.csv").write_text("email,Role,role,Campaign,Job Title\nada@example.com,CTO,cto,Spring,Lead\n")
+    result = cli("import", "people.csv", "--db", "x.db")
+    assert result.stdout.splitlines()[1:] == [
+        "Note: in templates, 'role' is {{ role_2 }}, 'Campaign' is {{ campaign_ }} (a recipient field, a built-in, "
+        "another column or a word Jinja keeps has its name)."]
+    assert cli("template", "set", "--subject", "{{ campaign_ }} / {{ role_2 }} / {{ campaign }}", "--db", "x.db").exit_code == 0
+    monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
+    assert "Subject: Spring / cto / default\n" in cli("preview", "--db", "x.db").stdout
+
+
 def test_import_lists_each_rejected_row_with_file_and_row_number(db, tmp_path):
     (tmp_path / "people.csv").write_text(textwrap.dedent("""\
         email,first_name

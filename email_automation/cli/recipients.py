@@ -50,6 +50,8 @@ def import_lines(file: Path, report) -> list[str]:
         lines.append(f"  ... and {report.invalid - REJECTS_SHOWN} more")
     if report.rejects_file:
         lines.append(f"Invalid rows written to {report.rejects_file}")
+    if note := report.renamed_note():
+        lines.append(note)
     return lines
 
 
