@@ -94,9 +94,12 @@ class Unsuppressed:
 
     email: str
     requeued: int
+    stopped: int = 0  # follow-up sequences the suppression stopped: they stay stopped
 
     def message(self) -> str:
-        return f"{self.email} may be mailed again; {self.requeued} recipient(s) back in the queue."
+        kept = (f"; {self.stopped} follow-up sequence(s) the suppression stopped stay stopped (a stopped sequence "
+                "never starts again)") if self.stopped else ""
+        return f"{self.email} may be mailed again; {self.requeued} recipient(s) back in the queue{kept}."
 
 
 def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli",
@@ -114,8 +117,10 @@ def unsuppress(conn: sqlite3.Connection, email: str, *, actor: str = "cli",
         if reason is None:
             raise NotFoundError(f"{address}: not on the suppression list")
         requeued = ledger.requeue_unsuppressed(conn, address, reason, now=now)
+        stopped = conn.execute("SELECT count(*) FROM recipients WHERE email = ? AND sequence_stopped LIKE 'suppressed: %'",
+                               (address,)).fetchone()[0]
         audit(conn, actor, "unsuppress", address, "", now)
-    return Unsuppressed(address, requeued)
+    return Unsuppressed(address, requeued, stopped)
 
 
 def resolve_unknown(conn: sqlite3.Connection, email: str, outcome: Literal["sent", "pending"], *,

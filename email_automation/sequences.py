@@ -382,10 +382,14 @@ def step_summary(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, holiday
         before = str(step + (status is not None))  # the first step not (maybe) sent
         if stopped and before in steps:
             steps[before]["stopped"] += people
+    # A reply read before its recipient's status was set back to `none` (`mark EMAIL none`: read by
+    # mistake) no longer counts, as the funnel no longer counts it; a reply read after it does.
     for name, step, replied in conn.execute(
             "SELECT c.name, l.step, count(DISTINCT m.recipient_id) FROM inbox_messages m"
             " JOIN send_log l ON l.id = m.send_log_id JOIN recipients r ON r.id = l.recipient_id"
-            " JOIN campaigns c ON c.id = r.campaign_id WHERE m.kind = 'reply' GROUP BY c.name, l.step"):
+            " JOIN campaigns c ON c.id = r.campaign_id WHERE m.kind = 'reply'"
+            " AND NOT (r.application_status = 'none' AND COALESCE(r.application_changed_at >= m.read_at, 0))"
+            " GROUP BY c.name, l.step"):
         if name in summary and str(step) in summary[name]:
             summary[name][str(step)]["replied"] = replied
     for (name, step), due in due_counts(conn, now=now, tz=tz, holidays=holidays, stop_company=stop_company).items():

@@ -125,3 +125,22 @@ def test_the_dashboard_command_upgrades_an_older_database_before_the_page_reads_
     assert result.exit_code == 0, result.output
     with closing(connect(settings.db_path, readonly=True)) as conn:
         assert schema_version(conn) == SCHEMA_VERSION
+
+
+def test_a_reply_set_back_to_none_leaves_the_per_step_count_as_it_leaves_the_funnel(settings, clock, filled):
+    """After `mark bob none` the funnel said 1 replied and the per-step table still 2."""
+    from email_automation import applications
+    from email_automation.sequences import add_step, step_summary
+
+    add_step(filled, "default", after_days=3, html="<p>Following up</p>", now=clock())
+
+    def replied() -> int:
+        summary = step_summary(filled, now=clock(), tz=settings.tz, holidays=frozenset(), stop_company=True)
+        return summary["default"]["1"]["replied"]
+
+    assert replied() == 2
+    applications.mark(filled, "bob@acme.example", "none", now=clock())
+    assert replied() == 1
+    applications.record_reply(filled, filled.execute("SELECT id FROM recipients WHERE email = 'bob@acme.example'"
+                                                     ).fetchone()[0], now=clock(), note="a real one")
+    assert replied() == 2  # bob answered after all: he counts again

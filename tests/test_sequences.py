@@ -146,6 +146,10 @@ def test_a_reply_a_suppression_a_bounce_and_skip_stop_the_sequence_for_good(sequ
     assert "replied" in step_of(db, "person0@example.com")[2]
     assert step_of(db, "person1@example.com")[2] == "suppressed: unsubscribed"
     assert step_of(db, "person2@example.com")[2] == "skipped by cli"
+    # Lifting the suppression says the sequence stays stopped (it said only "0 back in the queue").
+    assert admin.unsuppress(db, "person1@example.com").message() == (
+        "person1@example.com may be mailed again; 0 recipient(s) back in the queue; 1 follow-up sequence(s) the "
+        "suppression stopped stay stopped (a stopped sequence never starts again).")
 
 
 def test_a_reply_from_a_colleague_stops_the_sequence_with_stop_company_on_reply(sequence, db, clock):
