@@ -400,8 +400,12 @@ def ensure_campaign(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
     """The campaign called `name`, created with the default templates if new.
 
     Raises:
-        InvalidInputError: the name is blank (see `check_campaign_name`).
+        InvalidInputError: a new campaign's name cannot be used (see `check_campaign_name`); one
+            made before names were checked stays usable.
     """
+    row = conn.execute("SELECT * FROM campaigns WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return row
     check_campaign_name(name)
     subject, html = default_templates()
     conn.execute(

@@ -50,13 +50,52 @@ class Fields(dict):
     """A recipient's extra CSV columns, the `fields` variable."""
 
 
+# What `fields` offers besides its columns: the mapping's readers, for `{{ fields.get('x', '') }}`
+# and `{% for name, value in fields.items() %}`. A column of one of these names is the column.
+FIELDS_METHODS = frozenset({"get", "items", "keys", "values"})
+
+
+def _no_column(name: str) -> str:
+    return f"fields has no {name!r} column"
+
+
+class _Reader:
+    """One of FIELDS_METHODS taken from `fields` for a recipient without a column of its name:
+    called, the mapping's method; printed, the column that recipient lacks (its text was
+    `<built-in method items of ...>`)."""
+
+    def __init__(self, method: Callable[..., Any], name: str) -> None:
+        self._method, self._name = method, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
+    def __str__(self) -> str:
+        raise UndefinedError(_no_column(self._name))
+
+    __html__ = __str__
+
+
 class _Environment(BoundedSandboxedEnvironment):
+    """`fields.x` and `fields['x']` are the column `x` or undefined (StrictUndefined: an error), as
+    `{{ x }}` is: Jinja looks an attribute up before an item and an item before an attribute
+    (https://jinja.palletsprojects.com/en/stable/templates/#variables), so `fields.items` printed
+    dict's method for a recipient without an `items` column, and for one with it too."""
+
     def getattr(self, obj: Any, attribute: str) -> Any:
-        """`fields.items` is the column `items` when the recipient has one, not dict's method (Jinja
-        looks an attribute up before an item: https://jinja.palletsprojects.com/en/stable/templates/#variables)."""
-        if type(obj) is Fields and attribute in obj:
-            return obj[attribute]
+        if type(obj) is Fields:
+            if attribute in obj:
+                return obj[attribute]
+            if attribute not in FIELDS_METHODS:
+                return self.undefined(hint=_no_column(attribute), obj=obj, name=attribute)
+            return _Reader(super().getattr(obj, attribute), attribute)
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if type(obj) is Fields and isinstance(argument, str):
+            return obj[argument] if argument in obj else self.undefined(hint=_no_column(argument), obj=obj,
+                                                                         name=argument)
+        return super().getitem(obj, argument)
 
 
 def _environment(*, autoescape: bool) -> BoundedSandboxedEnvironment:
@@ -142,23 +181,24 @@ def column_reads(part: str, source: str) -> dict[str, int]:
     guarded = {id(n.node) for n in tree.find_all((nodes.Filter, nodes.Test)) if n.name in _OPTIONAL_READS}
     guarded |= _read_where_defined(tree)
     lines: dict[str, int] = {}
+    callees = {id(call.node) for call in tree.find_all(nodes.Call)}
     for node in tree.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
-        column = _column_read(node, undeclared, "fields" in context_names)
+        column = _column_read(node, undeclared, "fields" in context_names, called=id(node) in callees)
         if column is not None and id(node) not in guarded:
             lines[column] = min(lines.get(column, node.lineno), node.lineno)
     return lines
 
 
-def _column_read(node: nodes.Node, undeclared: set[str], fields_read: bool) -> str | None:
+def _column_read(node: nodes.Node, undeclared: set[str], fields_read: bool, *, called: bool) -> str | None:
     """The column `node` reads: an undeclared variable's name, or the key of `fields.key` or
     `fields['key']` (the built-in `fields` holds every extra column; StrictUndefined fails on a key
-    the recipient lacks, as on a variable). Not a method of `fields` (`fields.get('x')`)."""
+    the recipient lacks, as on a variable). Not a method of `fields` called (`fields.get('x')`)."""
     if isinstance(node, nodes.Name):
         return node.name if node.name in undeclared else None
     if not fields_read or not (isinstance(node.node, nodes.Name) and node.node.name == "fields"):
         return None
     if isinstance(node, nodes.Getattr):
-        return None if hasattr(dict, node.attr) else node.attr
+        return None if called and node.attr in FIELDS_METHODS else node.attr
     key = node.arg
     return key.value if isinstance(key, nodes.Const) and isinstance(key.value, str) else None
 

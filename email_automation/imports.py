@@ -91,14 +91,15 @@ def begin(conn: sqlite3.Connection, campaign: str, file: str) -> ImportRun:
     """Record a new running import (creating its campaign if new) in one short transaction.
 
     Raises:
-        InvalidInputError: the campaign's name is blank (see `check_campaign_name`).
+        InvalidInputError: a new campaign's name cannot be used (see `check_campaign_name`); one
+            made before names were checked stays usable.
     """
-    check_campaign_name(campaign)
     now = iso(utc_now())
     with transaction(conn):
         row = conn.execute("SELECT id FROM campaigns WHERE name = ?", (campaign,)).fetchone()
         created = row is None
         if created:
+            check_campaign_name(campaign)
             subject, html = default_templates()
             campaign_id = conn.execute(
                 "INSERT INTO campaigns (name, subject_template, html_template, created_at) VALUES (?, ?, ?, ?)",

@@ -23,7 +23,7 @@ def is_database_file(path: str | Path) -> bool:
     removes when the last connection closes and makes again at the next run's first write)."""
     target = Path(path)
     for suffix in DATABASE_COMPANIONS:
-        if target.name.endswith(suffix) and (target.is_file() or _has_sqlite_header(
+        if target.name.endswith(suffix) and target.name != suffix and (target.is_file() or _has_sqlite_header(
                 target.with_name(target.name[:-len(suffix)]))):
             return True
     return target.is_file() and _has_sqlite_header(target)

@@ -101,6 +101,14 @@ def test_a_campaign_name_longer_than_a_line_is_refused_before_anything_is_import
     assert cli("import", str(EXAMPLE), "-c", "y" * 100, "--db", "x.db").exit_code == 0
 
 
+@pytest.mark.parametrize("name", ["z" * 120, "a\tb"])
+def test_a_campaign_made_before_names_were_checked_still_takes_imports_and_templates(db, name):
+    connect(db).execute("INSERT INTO campaigns (name, subject_template, html_template, created_at)"
+                        " SELECT ?, subject_template, html_template, created_at FROM campaigns LIMIT 1", (name,))
+    assert cli("import", str(EXAMPLE), "-c", name, "--db", "x.db").exit_code == 0
+    assert cli("template", "set", "--subject", "Hi {{ first_name }}", "-c", name, "--db", "x.db").exit_code == 0
+
+
 @pytest.mark.parametrize("name", ["\x1b[31mred\x1b[0m", "a\nb", "a\tb"])
 def test_a_campaign_name_with_a_control_character_is_refused(db, name):
     """An escape sequence went to the terminal with every `status`; a line break split the import's line."""
@@ -156,6 +164,13 @@ def test_preview_out_to_the_database_is_refused_and_the_database_kept(db, out):
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"Error: {out}: is a database file; name another file for --out\n"
     assert cli("status", "--db", "x.db").exit_code == 0
+
+
+def test_preview_out_to_a_file_named_like_a_companion_alone_is_written(db, tmp_path):
+    """`-wal` beside nothing: no database's companion (its check raised ValueError: a traceback)."""
+    result = cli("preview", "--db", "x.db", "--out", "./-wal")
+    assert result.exit_code == 0 and result.stdout.endswith("Written to -wal\n")
+    assert (tmp_path / "-wal").read_bytes().startswith(b"<!DOCTYPE html>")  # the HTML part
 
 
 def test_preview_shows_the_recipient_the_next_run_sends_first(db):

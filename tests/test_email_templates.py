@@ -210,11 +210,20 @@ def test_check_template_lists_the_columns_a_template_reads(subject, html, column
 
 
 def test_a_column_named_like_a_dict_method_is_read_through_fields(settings):
-    """`{{ fields.items }}` printed `<built-in method items of dict object at 0x...>`."""
+    """`{{ fields.items }}` printed `<built-in method items of dict object at 0x...>`, with an
+    `items` column or without one."""
     template = CampaignTemplate.from_campaign(campaign(subject="{{ fields.items }} / {{ fields.keys }}",
                                                        html="<p>{{ fields.get('x', '-') }} {{ fields | length }}</p>"))
     rendered = template.render(recipient(fields=json.dumps({"items": "3 boxes", "keys": "two"})), settings)
     assert rendered.subject == "3 boxes / two" and "<p>- 2</p>" in rendered.html
+    assert check_template("{{ fields.items }}", "<p>{{ fields['keys'] }}</p>", None) == {
+        "items": "subject template line 1", "keys": "HTML body template line 1"}
+    with pytest.raises(TemplateRenderError, match="fields has no 'items' column"):
+        template.render(recipient(fields=json.dumps({"keys": "two"})), settings)
+    readers = CampaignTemplate.from_campaign(campaign(subject="{{ fields['x'] | default('-') }}", html=(
+        "<p>{% for name, value in fields.items() %}{{ name }}={{ value }} {% endfor %}{{ fields.keys() | list }}</p>")))
+    rendered = readers.render(recipient(fields=json.dumps({"role": "CTO"})), settings)
+    assert rendered.subject == "-" and "<p>role=CTO ['role']</p>" in rendered.html.replace("&#39;", "'")
 
 
 def test_fields_of_a_recipient_field_is_refused_with_the_variable_to_write():
