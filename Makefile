@@ -73,8 +73,8 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_send.py --messages 600 --concurrency 1
 	@echo "== goal 2: a sink that takes 50 ms per message, SEND_CONCURRENCY=16"
 	$(BIN)/python benchmarks/bench_send.py --messages 300 --latency 0.05 --concurrency 16
-	@echo "== goal 3: import"
-	$(BIN)/python benchmarks/bench_import.py
+	@echo "== goal 3: import (three interleaved runs: one run's baseline moved from 4.6 to 7.6 s within an hour on a VM)"
+	$(BIN)/python benchmarks/bench_import.py --repeat 3
 	@echo "== goal 4: --help and status against mailmerge --help"
 	$(BIN)/python benchmarks/bench_cli.py
 	@echo "== goal 5: dashboard queries"
