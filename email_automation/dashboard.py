@@ -222,8 +222,12 @@ def percent(rate: float | None) -> str:
 
 
 def _rate_source(r: Reputation) -> str:
-    if not r.sent:
+    if not r.sent and not r.refused:
         return "n/a: nothing was sent in the filter."
+    if r.from_mail:
+        return ("No SES event has reached this database: counted from the SMTP servers' refusals for good (5.1.x) "
+                "and the bounce reports the inbox read, so at least this many (a report the inbox has not read is "
+                "not in it), as the circuit breaker counts them.")
     if not r.events_seen:
         return ("n/a: no SES event has reached this database yet, so bounces and complaints are unknown "
                 "(see the Deliverability tab).")
@@ -232,12 +236,18 @@ def _rate_source(r: Reputation) -> str:
 
 
 def _bounce_help(r: Reputation) -> str:
+    if r.from_mail:
+        return (f"Real send attempts in the filter that hard-bounced: {r.bounced:,} of {r.sent + r.refused:,} (sent, "
+                f"or refused at once by the receiving server). Mailbox providers and SES treat {BOUNCE_REVIEW_RATE * 100:g}%"
+                f" or more as a problem. {_rate_source(r)}")
     return (f"Real sends in the filter that SES reported as a hard (permanent) bounce: {r.bounced:,} of "
             f"{r.sent:,}. SES reviews an account whose bounce rate is {BOUNCE_REVIEW_RATE * 100:g}% or more. "
             f"{_rate_source(r)}")
 
 
 def _complaint_help(r: Reputation) -> str:
+    if r.from_mail:
+        return "n/a: spam complaints reach this database only as SES events (see the Deliverability tab)."
     return (f"Real sends in the filter whose recipient marked them as spam (an SES complaint): {r.complained:,} "
             f"of {r.sent:,}. SES reviews an account whose complaint rate is {COMPLAINT_REVIEW_RATE * 100:g}% or "
             f"more. {_rate_source(r)}")
@@ -248,7 +258,7 @@ def reputation_warnings(r: Reputation) -> None:
     for name, count, rate, limit in (("Bounce", r.bounced, r.bounce_rate, BOUNCE_REVIEW_RATE),
                                      ("Complaint", r.complained, r.complaint_rate, COMPLAINT_REVIEW_RATE)):
         if rate is not None and rate >= limit:
-            st.warning(f"{name} rate {percent(rate)} ({count:,} of {r.sent:,} sends) is at or above the "
+            st.warning(f"{name} rate {percent(rate)} ({count:,} of {r.sent + r.refused:,} sends) is at or above the "
                        f"{limit * 100:g}% at which SES reviews an account.")
 
 

@@ -22,12 +22,15 @@ COMPLAINT_REVIEW_RATE = 0.001
 
 @dataclass(frozen=True)
 class Reputation:
-    """Real sends in a filter, and how many of them SES reported as hard-bounced or complained about."""
+    """Real sends in a filter, and how many of them SES reported as hard-bounced or complained
+    about; without SES events, the hard bounces the mail itself told (`from_mail`)."""
 
     sent: int
     bounced: int
     complained: int
     events_seen: bool  # SES has reported something to this database at all
+    refused: int = 0  # from_mail: attempts an SMTP server refused for good at once (5.1.x), not in `sent`
+    from_mail: bool = False  # no SES event; `bounced` counts SMTP refusals and the inbox's bounce reports
 
     @property
     def known(self) -> bool:
@@ -37,7 +40,13 @@ class Reputation:
 
     @property
     def bounce_rate(self) -> float | None:
-        return self.bounced / self.sent if self.known else None
+        """SES's rate; else, once the mail has told of a bounce at all, the share of the filter's
+        attempts (sent, or refused at once) that bounced as far as the mail told: a lower bound
+        (a bounce report the inbox has not read, or one sent to no inbox we read, is not in it)."""
+        if self.known:
+            return self.bounced / self.sent
+        attempts = self.sent + self.refused
+        return self.bounced / attempts if self.from_mail and attempts else None
 
     @property
     def complaint_rate(self) -> float | None:
@@ -60,6 +69,8 @@ def reputation(conn: sqlite3.Connection, f: LogFilter, *, sent: int | None = Non
     if sent is None:
         sent = conn.execute(f"SELECT count(*) FROM send_log l INDEXED BY send_log_daily_step WHERE {where}"
                             " AND l.status = 'sent'", args).fetchone()[0]
+    if not seen and conn.execute(f"SELECT EXISTS (SELECT 1 FROM bounces b WHERE {_MAIL_HARD})").fetchone()[0]:
+        return _told_by_mail(conn, where, args, sent)
     if not sent:
         return Reputation(0, 0, 0, seen)
     hard, complaint = EventKind.BOUNCED_PERMANENT, EventKind.COMPLAINED
@@ -74,6 +85,21 @@ def reputation(conn: sqlite3.Connection, f: LogFilter, *, sent: int | None = Non
         f" WHERE e.kind IN ('{hard}', '{complaint}') AND {where} AND l.status = 'sent'", args,
     ).fetchone()
     return Reputation(sent, bounced, complained, seen)
+
+
+# Hard bounces the mail told (`bounces` as `b`): an SMTP server's 5.1.x refusal, a bounce report
+# read from the inbox.
+_MAIL_HARD = "b.kind = 'hard' AND b.source IN ('smtp', 'inbox') AND b.attempt_id IS NOT NULL"
+
+
+def _told_by_mail(conn: sqlite3.Connection, where: str, args: list, sent: int) -> Reputation:
+    """The filter's attempts that bounced as the mail told (no SES event ever came): from the few
+    bounces to their sends by attempt_id, as `reputation` goes from SES's bad news."""
+    bounced, refused = conn.execute(
+        "SELECT count(DISTINCT l.id), count(DISTINCT l.id) FILTER (WHERE l.status = 'failed')"
+        f" FROM bounces b CROSS JOIN send_log l ON l.attempt_id = b.attempt_id WHERE {_MAIL_HARD}"
+        f" AND {where} AND l.status IN ('sent', 'failed')", args).fetchone()
+    return Reputation(sent, bounced, 0, False, refused=refused, from_mail=True)
 
 
 @dataclass(frozen=True)

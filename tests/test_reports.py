@@ -369,6 +369,29 @@ def test_rates_follow_the_campaign_address_and_status_filters(filled, clock):
     assert nothing_sent == Reputation(0, 0, 0, True) and nothing_sent.bounce_rate is nothing_sent.complaint_rate is None
 
 
+def test_without_ses_events_the_bounce_rate_is_what_the_mail_told(filled, clock):
+    """An SMTP user saw `n/a` for ever, while the circuit breaker paused them on the SMTP refusals
+    and the bounce reports the inbox read."""
+    from email_automation import bounces
+
+    reports, days = filled
+    f = LogFilter(days["old"], days["today"])
+    (sent_id, sent_email), *_ = sent_attempts(reports.db_path, f.start, f.end)
+    with connect(reports.db_path, readonly=True) as conn:
+        failed_id, failed_email = conn.execute(
+            "SELECT l.attempt_id, r.email FROM send_log l JOIN recipients r ON r.id = l.recipient_id"
+            " WHERE l.status = 'failed' AND l.batch_date BETWEEN ? AND ? LIMIT 1",
+            (f.start.isoformat(), f.end.isoformat())).fetchone()
+    with closing(connect(reports.db_path)) as conn:
+        bounces.record_bounce(conn, sent_email, kind="hard", source="inbox", attempt_id=sent_id, now=clock())
+        bounces.record_bounce(conn, failed_email, kind="hard", source="smtp", attempt_id=failed_id, now=clock())
+        bounces.record_bounce(conn, "x@example.com", kind="soft", source="inbox", now=clock())  # not a hard bounce
+    rep = reports.reputation(f)
+    sent = reports.summary(f).sent
+    assert rep == Reputation(sent, 2, 0, False, refused=1, from_mail=True)
+    assert (rep.bounce_rate, rep.complaint_rate) == (2 / (sent + 1), None)
+
+
 def test_without_any_event_from_ses_the_rates_are_unknown_not_zero(filled, clock):
     """No queue set up (or SMTP): no bounce was reported, but none could have been."""
     reports, days = filled
