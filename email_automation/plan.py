@@ -169,6 +169,10 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
             " JOIN suppressions s ON s.email = r.email WHERE r.status = 'pending' ORDER BY r.id"):
         plan.held.append(Held(row["email"], row["name"], 1, f"suppressed: {row['reason']}"))
     plan.held += [Held(row["email"], row["campaign_name"], row["step"], reason) for row, reason in swept]
+    # Follow-ups the run stops as it starts (their sequence ends for good): the queue of follow-ups
+    # leaves them out silently.
+    plan.held += [Held(row["email"], row["campaign_name"], row["next_step"], reason)
+                  for row, reason in sequences.stopping(conn, stop_company=settings.stop_company_on_reply)]
     companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
                                       per_day=settings.max_new_per_company_per_day,
                                       per_campaign=settings.max_contacts_per_company)

@@ -479,6 +479,27 @@ def test_the_plan_says_who_waits_for_a_reply_an_unknown_step_a_window_or_a_suppr
     assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 3  # the plan claimed nothing
 
 
+def test_the_plan_names_the_follow_ups_a_reply_or_a_suppression_stops_as_the_run_records_them(sequence, db, clock):
+    """They were left out of the plan without a word: a colleague's reply with STOP_COMPANY_ON_REPLY
+    made a whole company's follow-ups vanish from it."""
+    from email_automation.plan import plan_run
+
+    on = sequence.model_copy(update={"stop_company_on_reply": True})
+    db.execute("UPDATE recipients SET company = 'Acme' WHERE email IN ('person0@example.com', 'person1@example.com')")
+    run(on, db, ScriptedTransport(), clock)  # step 1 to all three
+    applications.mark(db, "person0@example.com", "replied", now=clock())
+    admin.suppress(db, "person2@example.com", reason="unsubscribed")
+    days_later(clock, 2)
+    planned = {(h.email, h.step): h.reason for h in plan_run(db, on, now=clock()).held}
+    assert planned == {
+        ("person0@example.com", 2): "stopped by a reply: application status is 'replied'",
+        ("person1@example.com", 2): "stopped by a reply: person0@example.com at the same company (Acme) has "
+                                    "application status 'replied' (STOP_COMPANY_ON_REPLY)",
+        ("person2@example.com", 2): "suppressed: unsubscribed"}
+    assert run(on, db, ScriptedTransport(), clock).sent == 0
+    assert {email: step_of(db, email)[2] for email, _ in planned} == {email: why for (email, _), why in planned.items()}
+
+
 def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, db, clock, dovecot):  # noqa: F811
     from email_automation import inbox
     from email_automation.config import load_settings
