@@ -548,9 +548,11 @@ def suppression_list(reports: Reports, email: str) -> None:
     """Every address never mailed again, newest first, narrowed by the sidebar's address search."""
     total, matching = fetch(reports, "suppression_counts", email)
     st.subheader(f"Suppression list ({total:,})")
+    containing = f" {matching:,} of them contain '{literal(email)}'." if email else ""
     st.caption("Addresses never mailed again, in any campaign: hard bounces, complaints and unsubscribes SES "
-               "reported (source ses-event) and addresses suppressed by hand; `since` is in "
-               f"{reports.settings.tz}.{f' {matching:,} of them contain {email!r}.' if email else ''}")
+               "reported (source ses-event), addresses an SMTP server refused for good (smtp), bounce reports "
+               "and unsubscribe requests the inbox read (inbox), and addresses suppressed by hand; `since` is in "
+               f"{reports.settings.tz}.{containing}")
     if not matching:
         st.caption(f"No suppressed address{_containing(email)}." if email else "Nobody is suppressed.")
         return

@@ -100,7 +100,9 @@ def campaigns_page(reports, *, shown: bool = True) -> None:
     if not campaigns:
         st.caption("No campaigns yet.")
         return
-    campaign = st.selectbox("Campaign", campaigns, key="ws_campaign")
+    # A result is about the campaign, step and template it was given for: picking another one
+    # clears it (a save's "saved" stayed above the next campaign's editor).
+    campaign = st.selectbox("Campaign", campaigns, key="ws_campaign", on_change=_forget_results)
     if not shown:
         # A file chosen and not yet imported or attached is a widget's value: Streamlit forgets
         # it in a run that does not draw the widget.
@@ -179,7 +181,8 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
     with st.container(border=True):
         st.markdown("**Templates** (one subject per line: several lines are subject variants)")
         waits = fetch(reports, "steps", campaign)
-        picked_step = st.selectbox("Step", [*waits, NEW_STEP], key=step_key(campaign), format_func=step_label)
+        picked_step = st.selectbox("Step", [*waits, NEW_STEP], key=step_key(campaign), format_func=step_label,
+                                   on_change=_forget_results)
         adding = picked_step == NEW_STEP
         step = max(waits) + 1 if adding else picked_step  # the number a new step gets, as `step add` numbers it
         if step == 1:
@@ -192,7 +195,8 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             drafts = fetch(reports, "step_drafts", campaign, step)
             labels, where = [STEP_OWN, *[name for name in drafts if name]], f"{campaign}_step{step}"
         # A new step has only its own version: versions per named template come once it is added.
-        picked = STEP_OWN if adding else st.selectbox("Template", labels, key=f"ws_template_{where}")
+        picked = STEP_OWN if adding else st.selectbox("Template", labels, key=f"ws_template_{where}",
+                                                      on_change=_forget_results)
         emails = fetch(reports, "recipient_emails", campaign)
         email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
         base = drafts.get(None if picked in (OWN, STEP_OWN) else picked) if picked != NEW else TemplateDraft(None, ("",), "", None)
@@ -257,6 +261,9 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             return
         if adding and not draft().html.strip():
             st.caption("Write the follow-up's HTML body, then Preview (Ctrl+Enter) to see it in a recipient's thread.")
+            return
+        if picked == NEW and not draft().html.strip():  # nothing written yet: nothing wrong yet
+            st.caption("Name the new template, write its subject and HTML body, then Preview (Ctrl+Enter).")
             return
         draft_preview(reports, campaign, email, draft(), saved)
 
@@ -371,10 +378,17 @@ def pause_section(reports, campaign: str, locked: bool) -> None:
         st.markdown(f"**Sending** is {'paused' if state == 'paused' else 'active'} for this campaign")
         pausing = state != "paused"
 
-        def toggle() -> str:
+        sure = f"ws_pause_sure_{campaign}"
+
+        def toggle() -> str | tuple[str, str]:
+            if not st.session_state.get(sure):
+                return "warning", "Nothing changed: tick 'I am sure' first."
             (reports.pause if pausing else reports.resume)(campaign)
+            st.session_state[sure] = False
             return f"Campaign '{campaign}' {'paused' if pausing else 'resumed'}."
 
-        st.button("Pause" if pausing else "Resume", key="ws_pause_go", disabled=locked, on_click=_act,
-                  args=(reports, "pause", toggle))
+        tick, button = st.columns([1, 3], vertical_alignment="center")
+        tick.checkbox("I am sure", key=sure, disabled=locked)
+        button.button("Pause" if pausing else "Resume", key="ws_pause_go", disabled=locked, on_click=_act,
+                      args=(reports, "pause", toggle))
         _result("pause")

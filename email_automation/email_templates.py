@@ -59,21 +59,24 @@ def _no_column(name: str) -> str:
     return f"fields has no {name!r} column"
 
 
-class _Reader:
+class _Reader(StrictUndefined):
     """One of FIELDS_METHODS taken from `fields` for a recipient without a column of its name:
-    called, the mapping's method; printed, the column that recipient lacks (its text was
-    `<built-in method items of ...>`)."""
+    called, the mapping's method; otherwise the column that recipient lacks, undefined as any
+    (printed, an error; `| default(...)` and `is defined` see it missing). Its text was
+    `<built-in method items of ...>`."""
+
+    __slots__ = ("_method",)
+    # What the sandbox and Jinja's call ask of a callable (is_safe_callable, _PassArg.from_obj):
+    # an undefined object's other attributes are errors.
+    unsafe_callable = alters_data = False
+    jinja_pass_arg = None
 
     def __init__(self, method: Callable[..., Any], name: str) -> None:
-        self._method, self._name = method, name
+        super().__init__(hint=_no_column(name), name=name)
+        self._method = method
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._method(*args, **kwargs)
-
-    def __str__(self) -> str:
-        raise UndefinedError(_no_column(self._name))
-
-    __html__ = __str__
 
 
 class _Environment(BoundedSandboxedEnvironment):

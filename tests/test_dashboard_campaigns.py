@@ -88,6 +88,7 @@ def test_a_campaign_named_in_markdown_is_shown_as_named(settings, clock, db):
     at.button(key="ws_create_go").click().run()
     assert last_message(at, "success") == "Campaign '*new* $y$ `code`' created."
     assert at.success[-1].value == "Campaign '\\*new\\* \\$y\\$ \\`code\\`' created."
+    at.checkbox(key="ws_pause_sure_*new* $y$ `code`").check()
     at.button(key="ws_pause_go").click().run()
     assert last_message(at, "warning") == "Campaign '*new* $y$ `code`' is paused: the next run sends none of it."
 
@@ -174,6 +175,27 @@ def test_a_new_template_with_the_name_of_one_that_exists_is_refused_not_written_
     assert db_value(settings, "SELECT html_template FROM templates WHERE name = 'bank'") == before
 
 
+def test_a_result_leaves_with_the_campaign_or_template_it_was_for_and_a_blank_new_template_is_no_error(
+        settings, clock, spring):
+    """"Template of 'spring' saved." stayed above the next campaign's editor, and "+ new template"
+    opened on "the subject template is empty" before anything was typed."""
+    at = spring_page(settings, clock)
+    widget(at, "ws_new_name").input("autumn")
+    at.button(key="ws_create_go").click().run()
+    widget(at, "ws_campaign").set_value("spring").run()
+    widget(at, "ws_html_spring_(the campaign's own)").input("<p>Hello {{ first_name }}</p>")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Template of 'spring' saved."
+    widget(at, "ws_template_spring").set_value("+ new template").run()
+    assert not at.success and not at.error
+    assert "Name the new template, write its subject and HTML body, then Preview (Ctrl+Enter)." in [
+        c.value for c in at.caption]
+    widget(at, "ws_template_spring").set_value("(the campaign's own)").run()
+    at.button(key="ws_save_go").click().run()
+    widget(at, "ws_campaign").set_value("autumn").run()
+    assert not at.success and not at.exception
+
+
 def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
     at = page(settings, clock)
     widget(at, "ws_campaign").set_value("spring")
@@ -196,11 +218,17 @@ def test_attach_a_file_and_refuse_a_blocked_one(settings, clock, spring):
     assert db_value(settings, "SELECT attachments FROM campaigns WHERE name = 'spring'") is None
 
 
-def test_pause_and_resume(settings, clock, spring):
+def test_pause_and_resume_each_ask_for_the_tick(settings, clock, spring):
+    """The Admin tab's pause asked "I am sure", this one acted on a click."""
     at = spring_page(settings, clock)
+    at.button(key="ws_pause_go").click().run()
+    assert last_message(at, "warning") == "Nothing changed: tick 'I am sure' first."
+    assert db_value(settings, "SELECT status FROM campaigns WHERE name = 'spring'") == "active"
+    at.checkbox(key="ws_pause_sure_spring").check()
     at.button(key="ws_pause_go").click().run()
     assert last_message(at, "success") == "Campaign 'spring' paused."
     assert db_value(settings, "SELECT status FROM campaigns WHERE name = 'spring'") == "paused"
+    at.checkbox(key="ws_pause_sure_spring").check()
     at.button(key="ws_pause_go").click().run()
     assert last_message(at, "success") == "Campaign 'spring' resumed."
 
@@ -530,6 +558,7 @@ def test_an_existing_campaign_is_an_info_of_that_action_only(settings, clock, sp
     widget(at, "ws_new_name").input("spring")
     at.button(key="ws_create_go").click().run()
     assert [i.value for i in at.info] == ["Campaign 'spring' already exists."] and not at.success
+    at.checkbox(key="ws_pause_sure_spring").check()
     at.button(key="ws_pause_go").click().run()
     assert [s.value for s in at.success] == ["Campaign 'spring' paused."] and not at.info
 

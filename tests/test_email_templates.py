@@ -220,6 +220,9 @@ def test_a_column_named_like_a_dict_method_is_read_through_fields(settings):
         "items": "subject template line 1", "keys": "HTML body template line 1"}
     with pytest.raises(TemplateRenderError, match="fields has no 'items' column"):
         template.render(recipient(fields=json.dumps({"keys": "two"})), settings)
+    optional = CampaignTemplate.from_campaign(campaign(subject="Items {{ fields.items | default('none') }}{% if "
+                                                       "fields.keys is defined %} and keys{% endif %}", html="<p></p>"))
+    assert optional.render(recipient(fields=json.dumps({"role": "CTO"})), settings).subject == "Items none"
     readers = CampaignTemplate.from_campaign(campaign(subject="{{ fields['x'] | default('-') }}", html=(
         "<p>{% for name, value in fields.items() %}{{ name }}={{ value }} {% endfor %}{{ fields.keys() | list }}</p>")))
     rendered = readers.render(recipient(fields=json.dumps({"role": "CTO"})), settings)
