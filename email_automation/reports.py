@@ -21,7 +21,7 @@ from .database import COUNTED_LOG_STATUSES, LOG_STATUSES, RECIPIENT_STATUSES
 from .imports import FINISHED
 from .ledger import QUEUE_FROM_WHERE, batch_date, counted_today, remaining_today
 
-LOG_COLUMNS = ("batch_date", "time", "status", "email", "message_id", "subject", "error")
+LOG_COLUMNS = ("batch_date", "time", "status", "email", "campaign", "message_id", "subject", "error")
 # OWASP CSV injection: a cell starting with one of these may run as a formula in a spreadsheet.
 # https://owasp.org/www-community/attacks/CSV_Injection
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -166,6 +166,7 @@ class LogRow:
     time: str  # attempted_at as HH:MM:SS in TIMEZONE
     status: str
     email: str
+    campaign: str  # whose the send was: with every campaign shown, an address may be in several
     message_id: str | None
     subject: str | None
     error: str | None
@@ -325,14 +326,15 @@ def sent_per_step(days: Iterable[DayCount]) -> dict[int, int]:
     return dict(sorted(totals.items()))
 
 
-_LOG_FIELDS = "l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error"
+_LOG_FIELDS = ("l.batch_date, l.attempted_at, l.status, r.email, (SELECT name FROM campaigns WHERE id = r.campaign_id),"
+               " l.message_id, l.subject, l.error")
 _NEWEST_FIRST = " ORDER BY l.attempted_at DESC, l.id DESC"
 
 
 def _log_row(row: sqlite3.Row | tuple, tz: tzinfo) -> LogRow:
-    day, attempted_at, status, email, message_id, subject, error = row
+    day, attempted_at, status, email, campaign, message_id, subject, error = row
     local = datetime.fromisoformat(attempted_at).astimezone(tz)
-    return LogRow(day, local.strftime("%H:%M:%S"), status, email, message_id, subject, error)
+    return LogRow(day, local.strftime("%H:%M:%S"), status, email, campaign, message_id, subject, error)
 
 
 # How many rows of the batch days a page's walk back from the newest may read before the rows

@@ -585,7 +585,7 @@ def test_every_way_of_reading_a_log_page_gives_the_plain_querys_pages(filled, mo
     with connect(reports.db_path, readonly=True) as conn:
         for f in _every_filter(days):
             plain = [(day, datetime.fromisoformat(at).astimezone(tz).strftime("%H:%M:%S"), *rest) for day, at, *rest in
-                     _plain(conn, f, "l.batch_date, l.attempted_at, l.status, r.email, l.message_id, l.subject, l.error",
+                     _plain(conn, f, "l.batch_date, l.attempted_at, l.status, r.email, c.name, l.message_id, l.subject, l.error",
                             "ORDER BY l.attempted_at DESC, l.id DESC")]
             for size in (1, 3, 50):
                 pages = [[row.cells() for row in reports.log_page(f, page=n, page_size=size)]
