@@ -559,8 +559,7 @@ def _send_concurrently(settings, conn, transports: list[Transport], transport_fa
             if report.fatal_error:
                 break
             limiter.wait()  # under a rate the group is one message, claimed when its send may start
-            claimed, outcomes, full = _claim_group(settings, conn, group, transports[0].name, now=now)
-            unsubmitted[:] = claimed
+            outcomes, full = _claim_group(settings, conn, group, transports[0].name, now=now, claimed=unsubmitted)
             while unsubmitted:  # handed over before anything else; each off the list first, so that
                 item, wire, claim = unsubmitted.pop(0)  # the `finally` never undoes a claim being sent
                 _hand_over(pool, item, claim, wire, retry_wait, stopping)
@@ -721,14 +720,17 @@ def _admitted(conn, group: list, gate: _Gate, finish, *, now) -> list:
     return admitted
 
 
-def _claim_group(settings, conn, group, transport_name: str, *, now) -> tuple[list, list[Outcome], bool]:
+def _claim_group(settings, conn, group, transport_name: str, *, now, claimed: list) -> tuple[list[Outcome], bool]:
     """Claim every message of `group` in one transaction: durable together, with one `fsync`.
 
     Each claim checks the daily limit and the recipient as a claim of its own does (it sees the
-    group's earlier claims). Returns [(item, wire, claim)] of those claimed, the outcomes of the
+    group's earlier claims). Puts (item, wire, claim) of those claimed in `claimed` as each is made,
+    inside the transaction: an interruption (SIGTERM) between its commit and the caller's next
+    step finds them there to undo (before the commit, their rows went with it, and undoing them
+    changes nothing); returned with them, they stayed `sending`. Returns the outcomes of the
     others (skipped or deferred), and whether the day's limit was reached.
     """
-    claimed, outcomes, full = [], [], False
+    outcomes, full = [], False
     with database.group(conn):
         tally = ledger.DayTally()  # the day's count, read once for the group
         for item, rendered, wire in group:
@@ -740,7 +742,7 @@ def _claim_group(settings, conn, group, transport_name: str, *, now) -> tuple[li
                 break
             else:
                 outcomes.append(outcome)
-    return claimed, outcomes, full
+    return outcomes, full
 
 
 def _finish(report: RunReport, outcome: Outcome, streak: _Streak, on_outcome) -> None:

@@ -941,3 +941,30 @@ def test_a_stop_flag_set_again_after_an_interrupted_set_wakes_every_waiting_send
             break
         points += 1
     assert points > 0
+
+
+def test_an_interruption_just_after_a_group_of_claims_commits_gives_them_back(settings, db, clock, monkeypatch):
+    """SIGTERM landed between the group's commit and the run noting what it had claimed: those
+    recipients stayed `sending` (the next run made them `unknown`, a decision for nobody: nothing
+    had left). Now they are noted as each is claimed, and given back on the way out."""
+    from contextlib import contextmanager
+
+    from email_automation import database
+
+    settings = settings.model_copy(update={"send_concurrency": 2})
+    add_recipients(db, 4)
+    real_group = database.group
+
+    @contextmanager
+    def interrupted_after_commit(conn):
+        with real_group(conn) as grouped:
+            yield grouped
+        raise KeyboardInterrupt  # the commit is done, the claims are durable
+
+    monkeypatch.setattr(database, "group", interrupted_after_commit)
+    shared = Shared(settings)
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, db, shared, clock)
+    assert delivered(shared) == []
+    assert set(statuses(db).values()) == {"pending"}
+    assert db.execute("SELECT count(*) FROM send_log").fetchone()[0] == 0
