@@ -226,8 +226,8 @@ def _rate_source(r: Reputation) -> str:
         return "n/a: nothing was sent in the filter."
     if r.from_mail:
         return ("No SES event has reached this database: counted from the SMTP servers' refusals for good (5.1.x) "
-                "and the bounce reports the inbox read, so at least this many (a report the inbox has not read is "
-                "not in it), as the circuit breaker counts them.")
+                "and the bounce reports the inbox read (the hard bounces the circuit breaker counts), so at least "
+                "this many: a report the inbox has not read is not in it.")
     if not r.events_seen:
         return ("n/a: no SES event has reached this database yet, so bounces and complaints are unknown "
                 "(see the Deliverability tab).")

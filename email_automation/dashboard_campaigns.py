@@ -39,11 +39,22 @@ def _unlocked(reports) -> bool:
     return bool(reports.admin_enabled and st.session_state.get(UNLOCKED))
 
 
-def _forget_results() -> None:
-    """What the tab's earlier actions said (and the last import's rejects): only the last action's is shown."""
-    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("ws_")
-                and (k.endswith("_result") or k == IMPORT_REJECTS)]:
-        del st.session_state[key]
+# The tab's actions, each with one result kept for the next run (`_act`, `_result`). Exact keys:
+# a widget's key ends with a campaign's or template's name, which may well end in "_result".
+ACTIONS = ("create", "import", "save", "step", "attach", "pause")
+
+
+def _forget_results(names: tuple[str, ...] = ACTIONS) -> None:
+    """What the tab's earlier actions said (and, with the import's, its rejects): only the last
+    action's is shown."""
+    for key in [*(f"ws_{name}_result" for name in names), *([IMPORT_REJECTS] if "import" in names else [])]:
+        st.session_state.pop(key, None)
+
+
+def _forget_editor_results() -> None:
+    """Another step or template picked: the editor's results were about the one before (the
+    campaign's import and its rejects file still hold)."""
+    _forget_results(("save", "step"))
 
 
 def _act(reports, name: str, action) -> None:
@@ -182,7 +193,7 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
         st.markdown("**Templates** (one subject per line: several lines are subject variants)")
         waits = fetch(reports, "steps", campaign)
         picked_step = st.selectbox("Step", [*waits, NEW_STEP], key=step_key(campaign), format_func=step_label,
-                                   on_change=_forget_results)
+                                   on_change=_forget_editor_results)
         adding = picked_step == NEW_STEP
         step = max(waits) + 1 if adding else picked_step  # the number a new step gets, as `step add` numbers it
         if step == 1:
@@ -196,7 +207,7 @@ def editor_section(reports, campaign: str, locked: bool, *, shown: bool = True) 
             labels, where = [STEP_OWN, *[name for name in drafts if name]], f"{campaign}_step{step}"
         # A new step has only its own version: versions per named template come once it is added.
         picked = STEP_OWN if adding else st.selectbox("Template", labels, key=f"ws_template_{where}",
-                                                      on_change=_forget_results)
+                                                      on_change=_forget_editor_results)
         emails = fetch(reports, "recipient_emails", campaign)
         email = st.selectbox("Preview for", emails, key=f"ws_preview_{campaign}") if emails else None
         base = drafts.get(None if picked in (OWN, STEP_OWN) else picked) if picked != NEW else TemplateDraft(None, ("",), "", None)

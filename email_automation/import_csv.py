@@ -70,10 +70,11 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "timezone": ("timezone", "tz", "timezonename", "ianatimezone"),
 }
 _FIELD_BY_KEY = {alias: name for name, aliases in ALIASES.items() for alias in aliases}
-# Names a template already uses for the recipient or as a built-in (a column called `campaign`
-# would be hidden behind the campaign's name), and words Jinja cannot take as a variable.
-_RESERVED_KEYS = (frozenset(ALIASES) | frozenset(template_columns.BUILTIN_VARIABLES)
-                  | {"subject", "and", "or", "not", "in", "is", "if", "else", "true", "false", "none"})
+# Names a template already uses for the recipient, and words Jinja cannot take as a variable.
+_RESERVED_KEYS = frozenset(ALIASES) | {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none"}
+# A column named like a built-in keeps its name (templates written for it read `fields.campaign`),
+# and `{{ campaign }}` stays the built-in: the import's Note says so.
+_BUILTIN_KEYS = frozenset(template_columns.BUILTIN_VARIABLES) | {"subject"}
 
 # cp1252 leaves these five bytes undefined: a file holding one of them can only be Latin-1.
 # (Found by deleting every other byte, at C speed: a regular expression's character class took
@@ -123,7 +124,7 @@ class ImportReport:
     rejects_file: Path | None = None
     rejects: list[Reject] = field(default_factory=list)
     campaign: str = DEFAULT_CAMPAIGN
-    renamed: tuple[tuple[str, str], ...] = ()  # (header, template variable) of the columns not named as written
+    renamed: tuple[tuple[str, str], ...] = ()  # (header, how a template reads it) of those not read as {{ header }}
 
     def renamed_note(self) -> str | None:
         """The line that says which columns a template reads under another name than their header's."""
@@ -241,7 +242,9 @@ def map_header(header: list[str], delimiter: str = ",") -> Columns:
             key, suffix = f"{base}_{suffix}", suffix + 1
         taken.add(key)
         extras.append((index, key))
-        if key != _plain_key(name):
+        if key in _BUILTIN_KEYS:
+            renamed.append((name, f"fields.{key}"))
+        elif key != _plain_key(name):
             renamed.append((name, key))
     return Columns(tuple(header), found, tuple(extras), delimiter, tuple(renamed))
 

@@ -142,7 +142,9 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     candidates: list[Planned] = []
     today = now.astimezone(settings.tz).date()
     swept = ledger.swept(conn, stop_company=settings.stop_company_on_reply)  # the run skips them before it plans
-    skipped = {row["id"] for row, _ in swept}
+    # ... and stops these follow-ups as it starts (a bounce the suppression list no longer has, too)
+    stopping = sequences.stopping(conn, stop_company=settings.stop_company_on_reply)
+    skipped = {row["id"] for row, _ in swept} | {row["id"] for row, _ in stopping}
     for due in sequences.scheduled_followups(conn, now=now, tz=settings.tz, holidays=settings.holiday_dates,
                                              stop_company=settings.stop_company_on_reply, slim=True):
         row = due.row
@@ -171,8 +173,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     plan.held += [Held(row["email"], row["campaign_name"], row["step"], reason) for row, reason in swept]
     # Follow-ups the run stops as it starts (their sequence ends for good): the queue of follow-ups
     # leaves them out silently.
-    plan.held += [Held(row["email"], row["campaign_name"], row["next_step"], reason)
-                  for row, reason in sequences.stopping(conn, stop_company=settings.stop_company_on_reply)]
+    plan.held += [Held(row["email"], row["campaign_name"], row["next_step"], reason) for row, reason in stopping]
     companies = politeness.limits_for(conn, ledger.batch_date(now, settings.tz),
                                       per_day=settings.max_new_per_company_per_day,
                                       per_campaign=settings.max_contacts_per_company)

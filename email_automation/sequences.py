@@ -455,25 +455,33 @@ def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_comp
 
 def stopping(conn: sqlite3.Connection, *, stop_company: bool) -> list[tuple[sqlite3.Row, str]]:
     """The sent recipients whose next step a run stops instead of sending (`stop_finished`, as it
-    starts), a suppression or a reply not yet recorded as their sequence's stop, each with the
-    words it records: for `run --plan`, which must name them. One query; the replies read once
-    (`applications.Answers`), not a `stop_reason` each."""
+    starts): a suppression, a hard bounce or complaint, or a reply not yet recorded as their
+    sequence's stop, each with the words `stop_reason` gives: for `run --plan`, which must name
+    them. One query; the replies read once (`applications.Answers`), not a `stop_reason` each."""
     stopped, args = applications.stopped_condition(stop_company)
     rows = conn.execute(
         "SELECT r.id, r.email, r.company, c.name AS campaign_name, s.step AS next_step,"
-        " (SELECT reason FROM suppressions WHERE email = r.email) AS suppressed"
+        " (SELECT reason FROM suppressions WHERE email = r.email) AS suppressed,"
+        f" (SELECT kind FROM bounces WHERE email = r.email AND kind IN {_STOPPING_BOUNCES} LIMIT 1) AS bounced"
         " FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
         " JOIN campaign_steps s ON s.campaign_id = r.campaign_id AND s.step = r.step + 1"
         " WHERE r.status = 'sent' AND c.status = 'active' AND r.sequence_stopped IS NULL"
-        f" AND (r.email IN (SELECT email FROM suppressions) OR {stopped}) ORDER BY r.id", args).fetchall()
+        " AND (r.email IN (SELECT email FROM suppressions)"
+        f" OR r.email IN (SELECT email FROM bounces WHERE kind IN {_STOPPING_BOUNCES}) OR {stopped})"
+        " ORDER BY r.id", args).fetchall()
     answers = applications.Answers(conn) if rows else None
     found = []
     for row in rows:
         if row["suppressed"] is not None:
             found.append((row, f"suppressed: {row['suppressed']}"))
+        elif row["bounced"] is not None:
+            found.append((row, "complained" if row["bounced"] == "complaint" else "bounced"))
         elif reason := answers.stop_reason(row["email"], row["company"], stop_company=stop_company):
             found.append((row, f"stopped by a reply: {reason}"))
     return found
+
+
+_STOPPING_BOUNCES = "('hard', 'complaint')"  # as `stop_reason` reads them
 
 
 def stop_finished(conn: sqlite3.Connection, *, now: datetime, stop_company: bool = True) -> int:

@@ -25,9 +25,10 @@ def test_import_says_which_columns_a_template_reads_under_another_name(db, tmp_p
     (tmp_path / "people.csv").write_text("email,Role,role,Campaign,Job Title\nada@example.com,CTO,cto,Spring,Lead\n")
     result = cli("import", "people.csv", "--db", "x.db")
     assert result.stdout.splitlines()[1:] == [
-        "Note: in templates, 'role' is {{ role_2 }}, 'Campaign' is {{ campaign_ }} (a recipient field, a built-in, "
-        "another column or a word Jinja keeps has its name)."]
-    assert cli("template", "set", "--subject", "{{ campaign_ }} / {{ role_2 }} / {{ campaign }}", "--db", "x.db").exit_code == 0
+        "Note: in templates, 'role' is {{ role_2 }}, 'Campaign' is {{ fields.campaign }} (a recipient field, a "
+        "built-in, another column or a word Jinja keeps has its name)."]
+    assert cli("template", "set", "--subject", "{{ fields.campaign }} / {{ role_2 }} / {{ campaign }}", "--db",
+               "x.db").exit_code == 0
     monkeypatch.setenv("SENDER_EMAIL", "jane@example.com")
     assert "Subject: Spring / cto / default\n" in cli("preview", "--db", "x.db").stdout
 

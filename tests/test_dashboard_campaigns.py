@@ -722,3 +722,41 @@ def test_the_next_run_holds_the_colleagues_of_someone_who_answered_as_run_plan_d
         {"email": "yan@initech.com", "step": 1, "why": zed.format("company (Initech)")},
         {"email": "xia@initech.com", "step": 1, "why": zed.format("domain (initech.com)")}]
     assert {h["email"]: h["why"] for h in held} == run_plan(settings, clock)[1]
+
+
+def test_a_campaign_and_a_template_named_like_a_result_keep_their_state(settings, clock, db, tmp_path):
+    """Every session key that started with ws_ and ended with _result was a result to forget: a
+    campaign `q_result` lost its Step box and its Pause tick, a template `a_result` its draft (the
+    save said "saved" and stored the old content)."""
+    from email_automation.campaign_templates import add_template
+    from email_automation.database import utc_now
+    from email_automation.sequences import add_step
+
+    (tmp_path / "q.csv").write_text("email,first_name\nada@example.org,Ada\n")
+    import_csv(db, tmp_path / "q.csv", campaign="q_result")
+    add_template(db, "q_result", "a_result", subject="Hi", html="<p>Hello {{ first_name }}</p>")
+    add_step(db, "q_result", after_days=3, html="<p>Again, {{ first_name }}</p>", now=utc_now())
+    at = page(settings, clock)
+    widget(at, "ws_campaign").set_value("q_result").run()
+    widget(at, "ws_step_q_result").set_value(2).run()
+    assert widget(at, "ws_step_q_result").value == 2
+    widget(at, "ws_step_q_result").set_value(1).run()
+    widget(at, "ws_template_q_result").set_value("a_result").run()
+    widget(at, "ws_html_q_result_a_result").input("<p>Changed, {{ first_name }}</p>")
+    at.button(key="ws_save_go").click().run()
+    assert last_message(at, "success") == "Template 'a_result' saved."
+    assert db_value(settings, "SELECT html_template FROM templates WHERE name = 'a_result'") == (
+        "<p>Changed, {{ first_name }}</p>")
+    at.checkbox(key="ws_pause_sure_q_result").check()
+    at.button(key="ws_pause_go").click().run()
+    assert db_value(settings, "SELECT status FROM campaigns WHERE name = 'q_result'") == "paused"
+
+
+def test_the_import_rejects_stay_when_another_step_is_picked(settings, clock, spring, tmp_path):
+    at = spring_page(settings, clock)
+    widget(at, "ws_csv").set_value(("bad.csv", b"email\nnot-an-address\nbo@example.org\n", "text/csv"))
+    at.run()
+    at.button(key="ws_import_go").click().run()
+    assert "Download the rejects file" in [d.proto.label for d in at.get("download_button")]
+    widget(at, "ws_step_spring").set_value(NEW_STEP).run()
+    assert "Download the rejects file" in [d.proto.label for d in at.get("download_button")]

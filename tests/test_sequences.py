@@ -500,6 +500,25 @@ def test_the_plan_names_the_follow_ups_a_reply_or_a_suppression_stops_as_the_run
     assert {email: step_of(db, email)[2] for email, _ in planned} == {email: why for (email, _), why in planned.items()}
 
 
+def test_a_follow_up_to_an_address_that_bounced_and_was_unsuppressed_is_held_in_the_plan_as_the_run_stops_it(
+        sequence, db, clock):
+    """The plan said `send person0 (step 2)`; the run then stopped it as bounced."""
+    from email_automation import bounces
+    from email_automation.plan import plan_run
+
+    run(sequence, db, ScriptedTransport(), clock)
+    bounces.record_bounce(db, "person0@example.com", kind="hard", source="inbox", now=clock())
+    admin.unsuppress(db, "person0@example.com")
+    days_later(clock, 2)
+    plan = plan_run(db, sequence, now=clock())
+    assert [(h.email, h.step, h.reason) for h in plan.held] == [("person0@example.com", 2, "bounced")]
+    assert "person0@example.com" not in [p.email for p in plan.send]
+    transport = ScriptedTransport()
+    run(sequence, db, transport, clock)
+    assert sorted(transport.recipients) == sorted(p.email for p in plan.send)
+    assert step_of(db, "person0@example.com")[2] == "bounced"
+
+
 def test_a_reply_read_from_the_real_imap_server_stops_that_follow_up(sequence, db, clock, dovecot):  # noqa: F811
     from email_automation import inbox
     from email_automation.config import load_settings
