@@ -485,7 +485,8 @@ def stopped_by_replies(conn: sqlite3.Connection, campaign: str | None = None, *,
     where, campaign_args = _of_campaign(campaign)
     return conn.execute(
         "SELECT count(*) FROM recipients r JOIN campaigns c ON c.id = r.campaign_id"
-        " WHERE r.status = 'pending' AND c.status = 'active' AND r.email NOT IN (SELECT email FROM suppressions)"
+        " WHERE r.status = 'pending' AND r.step = 1 AND c.status = 'active'"
+        f" AND r.email NOT IN (SELECT email FROM suppressions) AND {FINISHED}"  # as the queue beside it
         f" AND {stopped}{where}", (*args, *campaign_args)).fetchone()[0]
 
 

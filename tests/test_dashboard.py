@@ -746,3 +746,11 @@ def test_the_queue_leaves_out_whom_a_reply_stops_and_says_how_many(settings, clo
         "6 recipient(s) will be sent in this order, within the daily and per-company limits (paused campaigns, "
         "suppressed addresses and recipients a reply stops left out). 14 more are stopped by a reply (their own, or "
         "with STOP_COMPANY_ON_REPLY a colleague's): the next run skips them; the Campaigns tab's Next run says why.")
+    # Rows of an import still running are no more counted than queued (they were: "16 more").
+    running = db.execute("INSERT INTO imports (campaign_id, created_campaign, file, state, first_recipient_id,"
+                         " started_at) VALUES (1, 0, 'x.csv', 'running', 1000, 'x')").lastrowid
+    db.execute("INSERT INTO recipients (campaign_id, email, company, import_id, created_at) SELECT id,"
+               " 'colleague@example.com', '', ?, 'x' FROM campaigns WHERE name = 'spring'", (running,))
+    dashboard.clear_cache()
+    at = page(settings, clock, tab="Recipients")
+    assert " 14 more are stopped by a reply" in next(c.value for c in at.caption if "recipient(s)" in c.value)
