@@ -96,12 +96,22 @@ def _still_answered(conn: sqlite3.Connection, address: str) -> bool:
                         (address,)).fetchone() is not None
 
 
+# How the run records what a reply stopped (a skip's last_error, a sequence's stop), for
+# `_undo_stops` to find it again: keep the words as they are.
+STOPPED_BY_REPLY = "stopped by a reply: "
+
+
+def stopped_words(reason: str) -> str:
+    """The words recorded for a recipient that `reason` (`stop_reason`'s) stops."""
+    return STOPPED_BY_REPLY + reason
+
+
 def _undo_stops(conn: sqlite3.Connection, address: str, now: datetime) -> tuple[int, int]:
     """Let go on what this address's reply stopped, by the words the run recorded (`skip_reason`,
     `stop_reason`): its own sequences and its colleagues' (STOP_COMPANY_ON_REPLY), and the pending
     recipients skipped for it, unless their step may have reached them already. Each is checked
     again when claimed, so any other cause (another colleague's reply, a suppression) still stops it."""
-    own, colleague = "stopped by a reply: application status ", f"stopped by a reply: {address} at "
+    own, colleague = stopped_words("application status "), stopped_words(f"{address} at ")
     of_this_reply = ("((email = ? AND substr({0}, 1, ?) = ?) OR substr({0}, 1, ?) = ?)")
     args = (address, len(own), own, len(colleague), colleague)
     resumed = conn.execute(

@@ -17,7 +17,8 @@ import streamlit as st
 
 from email_automation.database import LOG_STATUSES
 from email_automation.errors import EmailAutomationError
-from email_automation.dashboard_campaigns import ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, campaigns_page, keep_values
+from email_automation.dashboard_campaigns import (ATTACH_UPLOAD, CSV_UPLOAD, FORM_FIELDS, NOT_SURE, campaigns_page,
+                                                  keep_values)
 from email_automation.markdown_text import literal
 from email_automation.dashboard_data import Reports
 from email_automation.deliverability import (
@@ -641,7 +642,7 @@ def run_action(reports: Reports, name: str) -> None:
     if not (reports.admin_enabled and state.get(UNLOCKED)):
         result = ("error", "Refused: admin actions are locked. Set DASHBOARD_PASSWORD and enter it first.")
     elif not state.get(f"act_{name}_sure"):
-        result = ("warning", "Nothing changed: tick 'I am sure' first.")
+        result = NOT_SURE
     else:
         try:
             result = ("success", ACTIONS[name](reports, state))

@@ -28,6 +28,7 @@ IMPORT_REJECTS = "ws_import_rejects"  # the last import's reject lines, rejects 
 # and the follow-up steps' waits.
 FORM_FIELDS = ("ws_subjects_", "ws_html_", "ws_text_", "ws_new_template_", "ws_after_days_")
 STEP_OWN = "(the step's own)"
+NOT_SURE = ("warning", "Nothing changed: tick 'I am sure' first.")  # an action whose "I am sure" is not ticked
 # The preview frame: a data: URL has an opaque origin, so the message cannot reach the page, and
 # this Content Security Policy lets no script run in it (https://www.w3.org/TR/CSP3/#meta-element).
 _NO_SCRIPTS = '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data: https:; style-src \'unsafe-inline\'">'
@@ -393,7 +394,7 @@ def pause_section(reports, campaign: str, locked: bool) -> None:
 
         def toggle() -> str | tuple[str, str]:
             if not st.session_state.get(sure):
-                return "warning", "Nothing changed: tick 'I am sure' first."
+                return NOT_SURE
             (reports.pause if pausing else reports.resume)(campaign)
             st.session_state[sure] = False
             return f"Campaign '{campaign}' {'paused' if pausing else 'resumed'}."

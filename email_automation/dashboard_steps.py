@@ -105,11 +105,13 @@ def step_controls(reports, campaign: str, number: int, wait: int, template: str 
 
 def _remove_action(reports, campaign: str, number: int, template: str | None) -> Callable[[], str | tuple[str, str]]:
     """The Remove click: a removal cannot be undone (the content is gone), so it asks for the tick."""
+    from email_automation.dashboard_campaigns import NOT_SURE
+
     sure = _sure_key(campaign, number, template)
 
     def remove() -> str | tuple[str, str]:
         if not st.session_state.get(sure):
-            return "warning", "Nothing changed: tick 'I am sure' first."
+            return NOT_SURE
         reports.remove_step(campaign, number, template)
         _forget(lambda key: key == sure)
         if template is not None:  # the version's fields would show it still

@@ -198,12 +198,9 @@ def _column_read(node: nodes.Node, undeclared: set[str], fields_read: bool, *, c
     the recipient lacks, as on a variable). Not a method of `fields` called (`fields.get('x')`)."""
     if isinstance(node, nodes.Name):
         return node.name if node.name in undeclared else None
-    if not fields_read or not (isinstance(node.node, nodes.Name) and node.node.name == "fields"):
+    if not fields_read or (called and isinstance(node, nodes.Getattr) and node.attr in FIELDS_METHODS):
         return None
-    if isinstance(node, nodes.Getattr):
-        return None if called and node.attr in FIELDS_METHODS else node.attr
-    key = node.arg
-    return key.value if isinstance(key, nodes.Const) and isinstance(key.value, str) else None
+    return _read_key(node)
 
 
 def _read_key(node: nodes.Node) -> str | None:
@@ -516,9 +513,5 @@ def subject_names(source: str) -> list[str]:
     """The variables and `fields` keys a subject template reads, sorted, to name in an error."""
     tree = _TEXT_ENV.parse(source)
     names = meta.find_undeclared_variables(tree) - {"fields"}
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.name == "fields":
-            key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
-            if isinstance(key, str):
-                names.add(f"fields.{key}")
+    names |= {f"fields.{key}" for node in tree.find_all((nodes.Getattr, nodes.Getitem)) if (key := _read_key(node)) is not None}
     return sorted(names)

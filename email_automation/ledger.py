@@ -103,6 +103,11 @@ def remaining_today(conn: sqlite3.Connection, *, now: datetime, tz: tzinfo, dail
     return max(0, daily_limit - counted_today(conn, batch_date(now, tz)))
 
 
+def batch_size(remaining: int, limit: int | None) -> int:
+    """How many messages a run sends at most: what is left of today's limit, cut to `run --limit N`."""
+    return remaining if limit is None else min(remaining, max(0, limit))
+
+
 def already_contacted(conn: sqlite3.Connection, recipient_id: int, email: str) -> str | None:
     """Name of another campaign in which this address was (or may have been) mailed, if any."""
     row = conn.execute(
@@ -128,16 +133,11 @@ def skip_reason(conn: sqlite3.Connection, recipient_id: int, email: str, *, stop
         found = conn.execute("SELECT company FROM recipients WHERE id = ?", (recipient_id,)).fetchone()
         company = found[0] if found else ""
     reason = applications.stop_reason(conn, email, company, stop_company=stop_company)
-    return None if reason is None else _stopped_words(reason)
+    return None if reason is None else applications.stopped_words(reason)
 
 
 def _contacted_words(campaign: str) -> str:
     return f"already contacted in campaign {campaign!r}"
-
-
-def _stopped_words(reason: str) -> str:
-    """`applications._undo_stops` finds what a reply stopped by these words: keep them as they are."""
-    return f"stopped by a reply: {reason}"
 
 
 _CONTACTED_ELSEWHERE = ("(SELECT oc.name FROM recipients o JOIN campaigns oc ON oc.id = o.campaign_id"
@@ -162,7 +162,7 @@ def swept(conn: sqlite3.Connection, *, stop_company: bool) -> list[tuple[sqlite3
         if row["contacted_in"] is not None:
             found.append((row, _contacted_words(row["contacted_in"])))
         elif reason := answers.stop_reason(row["email"], row["company"], stop_company=stop_company):
-            found.append((row, _stopped_words(reason)))
+            found.append((row, applications.stopped_words(reason)))
     return found
 
 

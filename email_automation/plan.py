@@ -136,7 +136,7 @@ def plan_run(conn: sqlite3.Connection, settings: Settings, *, now: datetime, quo
     settings = gates.within_warmup(settings, conn, now)
     remaining = ledger.remaining_today(conn, now=now, tz=settings.tz, daily_limit=settings.daily_limit)
     plan = Plan(settings.daily_limit, remaining, delay_seconds=settings.delay_seconds, limit=limit)
-    size = remaining if limit is None else min(remaining, max(0, limit))  # as run_daily._plan sizes its batch
+    size = ledger.batch_size(remaining, limit)  # as run_daily._plan sizes its batch
     zones = {row[0] for row in conn.execute("SELECT DISTINCT timezone FROM recipients")}
     closed = schedule.closed_zones(zones, now, settings.tz, *settings.send_window)
     candidates: list[Planned] = []

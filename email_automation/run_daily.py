@@ -792,7 +792,7 @@ def _plan(settings, conn, transport, report: RunReport, *, now, limit,
     """
     counted = ledger.counted_today(conn, ledger.batch_date(now(), settings.tz))
     remaining = max(0, settings.daily_limit - counted)  # as ledger.remaining_today
-    size = remaining if limit is None else min(remaining, max(0, limit))
+    size = ledger.batch_size(remaining, limit)
     delay = settings.delay_seconds
     if not report.dry_run and size:
         try:

@@ -448,9 +448,13 @@ def stop_reason(conn: sqlite3.Connection, email: str, company: str, *, stop_comp
     bounced = conn.execute("SELECT kind FROM bounces WHERE email = ? AND kind IN ('hard', 'complaint') LIMIT 1",
                            (email,)).fetchone()
     if bounced is not None:
-        return "complained" if bounced[0] == "complaint" else "bounced"
+        return _bounce_words(bounced[0])
     reason = applications.stop_reason(conn, email, company, stop_company=stop_company)
-    return None if reason is None else f"stopped by a reply: {reason}"
+    return None if reason is None else applications.stopped_words(reason)
+
+
+def _bounce_words(kind: str) -> str:
+    return "complained" if kind == "complaint" else "bounced"
 
 
 def stopping(conn: sqlite3.Connection, *, stop_company: bool) -> list[tuple[sqlite3.Row, str]]:
@@ -475,9 +479,9 @@ def stopping(conn: sqlite3.Connection, *, stop_company: bool) -> list[tuple[sqli
         if row["suppressed"] is not None:
             found.append((row, f"suppressed: {row['suppressed']}"))
         elif row["bounced"] is not None:
-            found.append((row, "complained" if row["bounced"] == "complaint" else "bounced"))
+            found.append((row, _bounce_words(row["bounced"])))
         elif reason := answers.stop_reason(row["email"], row["company"], stop_company=stop_company):
-            found.append((row, f"stopped by a reply: {reason}"))
+            found.append((row, applications.stopped_words(reason)))
     return found
 
 
